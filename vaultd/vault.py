@@ -1,0 +1,188 @@
+"""The library API and composition root: `open_vault(path) -> Vault`.
+
+    import vaultd
+    vault = vaultd.open_vault("~/notes")
+    report = vault.index()
+    for hit in vault.search("how do we roll back a deploy", k=5, types=["procedural"]):
+        print(hit.path, hit.lines, hit.score)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vaultd import layout
+from vaultd.config import Settings, load_settings
+from vaultd.embedder import Embedder, Kind, ModelProfile, make_embedder, resolve_profile
+from vaultd.indexer import Indexer, IndexReport, Progress
+from vaultd.search import Hit, Mode, Searcher, SearchOptions
+from vaultd.store import Filters, Store
+
+if TYPE_CHECKING:
+    import numpy as np
+
+VAULT_FOLDERS = ("episodic", "semantic", "procedural")
+
+
+def cache_dir(env: dict[str, str]) -> Path:
+    if env.get("VAULTD_CACHE_DIR"):
+        return Path(env["VAULTD_CACHE_DIR"]).expanduser()
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "vaultd"
+
+
+def templates_dir() -> Path:
+    """`templates/` ships inside the wheel as `vaultd/templates`; in a source checkout it is
+    the repository's top-level folder."""
+    packaged = Path(str(resources.files("vaultd"))) / "templates"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def init_vault(path: Path) -> list[str]:
+    """Create a vault at `path`, or add what is missing to an existing folder of notes.
+    Never overwrites a file. Returns the vault-relative paths it created."""
+    path.mkdir(parents=True, exist_ok=True)
+    created: list[str] = []
+    for folder in VAULT_FOLDERS:
+        if not (path / folder).exists():
+            (path / folder).mkdir()
+            created.append(folder + "/")
+    state = layout.state_dir(path)
+    if not state.exists():
+        state.mkdir()
+        created.append(layout.STATE_DIR + "/")
+    source = templates_dir()
+    for src, dest in ((source / "MEMORY.md", path / "MEMORY.md"),
+                      (source / "config.toml", state / "config.toml")):
+        if not dest.exists():
+            with open(dest, "x", encoding="utf-8") as fh:  # "x": never clobber a racing writer
+                fh.write(src.read_text(encoding="utf-8"))
+            created.append(dest.relative_to(path).as_posix())
+    return created
+
+
+def open_vault(path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | None = None,
+               embedder: Embedder | None = None) -> Vault:
+    """Open the vault at `path` (else `VAULTD_VAULT`, else the nearest parent with `.vaultd/`)."""
+    env = dict(os.environ if env is None else env)
+    root = layout.find_vault(path, env, Path.cwd())
+    settings = load_settings(root, env)
+    if embedder is None:
+        profile = resolve_profile(settings.embedding.model, settings.models, root,
+                                  cache_dir(env))
+    else:
+        profile = embedder.profile
+    return Vault(root, settings, profile, embedder=embedder)
+
+
+class Vault:
+    def __init__(self, root: Path, settings: Settings, profile: ModelProfile, *,
+                 embedder: Embedder | None = None) -> None:
+        self.root = root
+        self.settings = settings
+        self.profile = profile
+        self.ignore = layout.Ignore(settings.index.ignore)
+        self._embedder = embedder
+        self._store: Store | None = None
+
+    # -- parts, built on first use
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(layout.index_path(self.root))
+        return self._store
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            emb = self.settings.embedding
+            self._embedder = make_embedder(self.profile, threads=emb.threads,
+                                           batch_size=emb.batch_size)
+        return self._embedder
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- verbs
+    def indexer(self) -> Indexer:
+        return Indexer(self.root, self.store, self.embedder, ignore=self.ignore,
+                       max_file_bytes=self.settings.index.max_file_bytes,
+                       chunk_tokens=self.settings.index.chunk_tokens)
+
+    def index(self, progress: Progress | None = None) -> IndexReport:
+        """Reconcile the whole vault with the index."""
+        return self.indexer().reconcile(progress)
+
+    def embed(self, texts: list[str], kind: Kind = "document") -> np.ndarray:
+        return self.embedder.embed(list(texts), kind=kind)
+
+    def search(self, query: str, k: int = 10, *, types: list[str] | None = None,
+               tags: list[str] | None = None, path_glob: str | None = None,
+               since: str | None = None, until: str | None = None, mode: Mode = "hybrid",
+               include_archive: bool = False, half_life_days: float | None = None,
+               mmr_lambda: float | None = None) -> list[Hit]:
+        s = self.settings.search
+        options = SearchOptions(
+            k=k, mode=mode,
+            filters=Filters(types=tuple(types or ()), tags=tuple(tags or ()),
+                            path_glob=path_glob, since=since, until=until,
+                            include_archive=include_archive),
+            vector_weight=s.vector_weight, text_weight=s.text_weight, rrf_k=s.rrf_k,
+            candidates=s.candidates,
+            half_life_days=s.half_life_days if half_life_days is None else half_life_days,
+            mmr_lambda=s.mmr_lambda if mmr_lambda is None else mmr_lambda)
+        self._check_model()
+        searcher = Searcher(self.store, lambda q: self.embedder.embed([q], kind="query")[0])
+        return searcher.search(query, options)
+
+    def _check_model(self) -> None:
+        indexed = self.store.model_identity()
+        if indexed is not None and indexed.get("id") != self.profile.id:
+            from vaultd.errors import ModelError
+
+            raise ModelError(f"the index was built with model '{indexed.get('id')}' but the "
+                             f"vault is configured for '{self.profile.id}'; run `vaultd index`")
+
+    def changed_since_index(self) -> list[str]:
+        """Paths whose size or mtime differ from the index, plus new and deleted ones."""
+        on_disk = layout.scan(self.root, self.ignore).files
+        known = self.store.file_states()
+        changed = [p for p, st in on_disk.items()
+                   if p not in known or known[p][:2] != (st.size, st.mtime_ns)]
+        changed += [p for p in known if p not in on_disk]
+        return sorted(changed)
+
+    def status(self) -> dict[str, Any]:
+        index_file = layout.index_path(self.root)
+        exists = index_file.exists()
+        store = self.store
+        last = store.get_meta("last_index_at")
+        changed = self.changed_since_index()
+        return {
+            "vault": str(self.root),
+            "index": str(index_file) if exists else None,
+            **store.counts(),
+            "model": {"id": self.profile.id, "dims": self.profile.dims,
+                      "indexed_with": store.model_identity()},
+            **store.versions(),
+            "schema_version": store.schema_version,
+            "last_index_at": (time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(float(last)))
+                              if last else None),
+            "changed_since_index": len(changed),
+            "changed_paths": changed[:20],
+            "skipped_files": [{"path": p, "reason": r} for p, r in store.skipped()],
+        }
