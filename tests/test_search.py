@@ -1,0 +1,114 @@
+"""Search: fusion, filters, decay, MMR and hit shape, over real SQLite with the fake embedder."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from vaultd.embedder import HashEmbedder, builtin_profiles
+from vaultd.search import _rrf, fts_query
+from vaultd.vault import Vault, init_vault, open_vault
+
+
+def write(root: Path, rel: str, text: str) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Vault:
+    root = tmp_path / "vault"
+    init_vault(root)
+    write(root, "episodic/2026-01-05.md",
+          "# 2026-01-05\n\n## 10:00 — old outage\nredis cache outage took the api down #incident\n")
+    write(root, "episodic/2026-11-20.md",
+          "# 2026-11-20\n\n## 10:00 — new outage\nredis cache outage again, failover worked "
+          "#incident\n\n## 12:00 — lunch\nramen\n")
+    write(root, "semantic/redis.md",
+          "---\ntags: [infra]\n---\n# Redis\n\n## Failover\nredis cache failover uses sentinel\n")
+    write(root, "procedural/redis-restart.md",
+          "---\ntags: [infra, runbook]\n---\n# Restart redis\n\n1. run `fly restart redis`\n")
+    v = open_vault(root, env={}, embedder=HashEmbedder(builtin_profiles(tmp_path)["hash-256"]))
+    v.index()
+    yield v
+    v.close()
+
+
+def test_hit_has_the_documented_fields(vault: Vault) -> None:
+    hit = vault.search("sentinel failover", k=1)[0]
+    data = hit.to_dict()
+    assert {"path", "score", "text", "type", "heading", "lines"} <= set(data)
+    assert data["path"] == "semantic/redis.md" and data["type"] == "semantic"
+    assert data["heading"] == "Redis > Failover" and data["lines"] == [7, 7]
+    assert 0 < data["score"] <= 1
+
+
+def test_filters_by_type_tag_path_and_date(vault: Vault) -> None:
+    assert {h.type for h in vault.search("redis", types=["procedural"])} == {"procedural"}
+    assert {h.path for h in vault.search("redis", tags=["runbook"])} == {
+        "procedural/redis-restart.md"}
+    assert {h.path for h in vault.search("redis outage", tags=["#incident"])} == {
+        "episodic/2026-01-05.md", "episodic/2026-11-20.md"}
+    assert {h.path for h in vault.search("redis", path_glob="episodic/*")} == {
+        "episodic/2026-01-05.md", "episodic/2026-11-20.md"}
+    assert {h.path for h in vault.search("outage", since="2026-11-01")} == {
+        "episodic/2026-11-20.md"}
+    assert {h.path for h in vault.search("outage", until="2026-02-01")} == {
+        "episodic/2026-01-05.md"}
+
+
+def test_filtered_vector_search_is_exhaustive(vault: Vault) -> None:
+    # Only one chunk matches the filter; it is found however far down the global ranking it is.
+    hits = vault.search("completely unrelated words", k=5, mode="vector", tags=["runbook"])
+    assert [h.path for h in hits] == ["procedural/redis-restart.md"]
+
+
+def test_modes_differ_and_hybrid_fuses(vault: Vault) -> None:
+    bm25 = vault.search("sentinel", mode="bm25")
+    assert [h.path for h in bm25] == ["semantic/redis.md"]  # the only chunk with the word
+    assert len(vault.search("sentinel", mode="vector")) > 1  # vectors rank everything
+    hybrid = vault.search("sentinel", mode="hybrid")
+    assert hybrid[0].path == "semantic/redis.md"
+
+
+def test_rrf_rewards_agreement() -> None:
+    fused = _rrf([([(1, 0.9), (2, 0.8)], 1.0), ([(2, 5.0), (3, 4.0)], 1.0)], k=60)
+    assert fused[2] > fused[1] > fused[3]
+    assert _rrf([([(7, 0.5)], 1.0), ([(7, 1.0)], 1.0)], k=60)[7] == pytest.approx(1.0)
+
+
+def test_recency_decay_prefers_recent_episodes(vault: Vault) -> None:
+    today = dt.date(2026, 11, 21)
+    plain = vault.search("redis cache outage took the api down", k=2, types=["episodic"])
+    assert plain[0].path == "episodic/2026-01-05.md"  # the better text match wins without decay
+    from vaultd.search import Searcher, SearchOptions
+    from vaultd.store import Filters
+
+    searcher = Searcher(vault.store, lambda q: vault.embed([q], kind="query")[0])
+    decayed = searcher.search("redis cache outage took the api down", SearchOptions(
+        k=3, filters=Filters(types=("episodic",)), half_life_days=30, today=today))
+    assert decayed[0].path == "episodic/2026-11-20.md"
+    old = next(h for h in decayed if h.path == "episodic/2026-01-05.md")
+    assert old.score == pytest.approx(plain[0].score * 0.5 ** (320 / 30))
+
+
+def test_mmr_diversifies(vault: Vault) -> None:
+    plain = vault.search("redis cache outage", k=3, mode="vector")
+    diverse = vault.search("redis cache outage", k=3, mode="vector", mmr_lambda=0.3)
+    assert plain[0].path == diverse[0].path
+    assert [h.chunk_id for h in plain] != [h.chunk_id for h in diverse]
+
+
+@pytest.mark.parametrize("query", ['"', "AND OR NOT", "foo*", "-x", "a:b", "(", "NEAR(a b)",
+                                   "ünïcödé", "''"])
+def test_fts_syntax_in_queries_is_harmless(vault: Vault, query: str) -> None:
+    vault.search(query, mode="bm25")  # must not raise an FTS5 syntax error
+    assert all('"' not in part.strip('"') for part in fts_query(query).split(" OR "))
+
+
+def test_empty_query_returns_nothing(vault: Vault) -> None:
+    assert vault.search("   ") == []
+    assert vault.search("redis", k=0) == []
