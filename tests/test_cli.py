@@ -53,7 +53,8 @@ def test_init_creates_the_layout_and_never_overwrites(tmp_path: Path, runner: Cl
 def test_index_prints_a_summary_and_is_idempotent(vault: Path, runner: CliRunner) -> None:
     first = runner.invoke(main, ["--vault", str(vault), "index"])
     assert first.exit_code == 0, first.output
-    assert re.search(r"3 files; 3 new, .* \d+ chunks embedded, 0 reused; 0 skipped in", first.output)
+    summary = r"3 files; 3 new, .* \d+ chunks embedded, 0 reused; 0 skipped in"
+    assert re.search(summary, first.output)
     second = runner.invoke(main, ["--vault", str(vault), "index", "--json"])
     report = json.loads(second.output)
     assert report["chunks_embedded"] == 0 and report["unchanged"] == 3
@@ -128,7 +129,8 @@ def test_errors_are_one_line_with_a_fix(tmp_path: Path, runner: CliRunner,
     root = tmp_path / "v2"
     runner.invoke(main, ["init", str(root)])
     (root / ".vaultd" / "config.toml").write_text("[embedding]\nmodel = 'nope'\n")
-    out = runner.invoke(main, ["--vault", str(root), "status"], env={"VAULTD_EMBEDDING_MODEL": None})
+    out = runner.invoke(main, ["--vault", str(root), "status"],
+                        env={"VAULTD_EMBEDDING_MODEL": None})
     assert out.exit_code == 2 and "unknown embedding model 'nope'" in out.output
 
 

@@ -88,6 +88,26 @@ def builtin_profiles(cache_dir: Path) -> dict[str, ModelProfile]:
 
 
 _PROFILE_KEYS = {f for f in ModelProfile.__dataclass_fields__ if f not in {"id", "kind"}}
+_INT_KEYS = {"dims", "max_tokens"}
+_FLOAT_KEYS = {"link_threshold", "consolidate_threshold", "duplicate_threshold", "route_threshold"}
+
+
+def _checked_value(model_id: str, key: str, value: Any) -> Any:
+    """TOML gives typed values; reject the wrong type here rather than fail later at run time."""
+    where = f"[models.{model_id}] {key}"
+    if key in _INT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{where}: expected a positive integer, got {value!r}")
+        return value
+    if key in _FLOAT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if key in ("onnx", "tokenizer") and not value.strip():
+        raise ConfigError(f"{where}: must be a file path, not empty")
+    return value
 
 
 def profile_from_table(model_id: str, table: dict[str, Any], base_dir: Path) -> ModelProfile:
@@ -98,7 +118,7 @@ def profile_from_table(model_id: str, table: dict[str, Any], base_dir: Path) -> 
     for key in ("onnx", "tokenizer", "dims"):
         if key not in table:
             raise ConfigError(f"[models.{model_id}]: '{key}' is required")
-    values = dict(table)
+    values = {key: _checked_value(model_id, key, value) for key, value in table.items()}
     for key in ("onnx", "tokenizer"):
         path = Path(os.path.expanduser(str(values[key])))
         values[key] = str(path if path.is_absolute() else base_dir / path)
@@ -226,8 +246,7 @@ class OnnxEmbedder(Embedder):
         except Exception as exc:  # tokenizers raises a bare Exception on bad files
             raise ModelError(f"cannot read tokenizer {path}: {exc}") from exc
         tok.enable_truncation(self.profile.max_tokens)
-        pad_id = tok.token_to_id("[PAD]") or tok.token_to_id("<pad>") or 0
-        pad_token = tok.id_to_token(pad_id) or "[PAD]"
+        pad_id, pad_token = _pad_token(tok)
         tok.enable_padding(direction=self.profile.padding_side, pad_id=pad_id, pad_token=pad_token)
         counter.no_truncation()
         counter.no_padding()
@@ -273,6 +292,11 @@ class OnnxEmbedder(Embedder):
         if missing:
             raise ModelError(f"{path}: model lacks input(s) {sorted(missing)}; "
                              "vaultd needs a text encoder taking input_ids and attention_mask")
+        unfeedable = self._input_names - _FEEDABLE_INPUTS
+        if unfeedable:
+            raise ModelError(f"{path}: model needs input(s) {sorted(unfeedable)} that vaultd "
+                             f"cannot provide (it feeds {', '.join(sorted(_FEEDABLE_INPUTS))}); "
+                             "export the encoder without them")
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         import numpy as np
@@ -287,8 +311,28 @@ class OnnxEmbedder(Embedder):
         if "position_ids" in self._input_names:
             feeds["position_ids"] = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
         outputs = [self.profile.output] if self.profile.output else None
-        hidden = self._session.run(outputs, feeds)[0]
+        try:
+            hidden = self._session.run(outputs, feeds)[0]
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"model '{self.model_id}' ({self.profile.onnx}) failed to run: "
+                             f"{exc}") from exc
         return _pool(np.asarray(hidden, dtype=np.float32), mask, self.profile.pooling)
+
+
+_FEEDABLE_INPUTS = {"input_ids", "attention_mask", "token_type_ids", "position_ids"}
+
+
+def _pad_token(tok: Any) -> tuple[int, str]:
+    """The pad id and token: the tokenizer file's own padding setting, else a well-known name.
+    (Token id 0 is a valid pad id: test for None, not for truth.)"""
+    configured = tok.padding
+    if configured and configured.get("pad_token") is not None:
+        return int(configured["pad_id"]), str(configured["pad_token"])
+    for name in ("[PAD]", "<pad>", "<|endoftext|>"):
+        token_id = tok.token_to_id(name)
+        if token_id is not None:
+            return token_id, name
+    return 0, tok.id_to_token(0) or "[PAD]"
 
 
 def _pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
@@ -297,7 +341,8 @@ def _pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
     if hidden.ndim == 2:  # the graph pools itself
         pooled = hidden
     elif pooling == "cls":
-        pooled = hidden[:, 0]
+        # the first position whose mask is 1: position 0 with right padding, not a pad with left
+        pooled = hidden[np.arange(hidden.shape[0]), np.argmax(mask, axis=1)]
     elif pooling == "last_token":
         # the last position whose mask is 1: works for left and right padding alike
         positions = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
@@ -355,11 +400,18 @@ def quantize(base: ModelProfile, target: ModelProfile) -> Path:
     except ImportError as exc:  # needs the `onnx` package
         raise ModelError("quantising needs the 'onnx' package: pip install 'vaultd[quantize]'") \
             from exc
+    source = Path(base.onnx)
+    if not source.is_file():
+        raise ModelError(f"cannot quantise '{base.id}': model file not found: {source}")
+    if base.sha256 and (actual := file_sha256(source)) != base.sha256:
+        raise ModelError(f"cannot quantise {source}: sha256 {actual}, expected {base.sha256}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".tmp{os.getpid()}.onnx")
     try:
-        quantize_dynamic(base.onnx, str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
         os.replace(tmp, out)
+    except Exception as exc:  # onnx / onnxruntime raise a variety of untyped errors
+        raise ModelError(f"cannot quantise {source}: {exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return out
