@@ -5,8 +5,10 @@ Heavy imports (numpy, onnxruntime) happen inside the library only when a command
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +36,30 @@ def _errors() -> Iterator[None]:
 def _open(ctx: click.Context) -> Any:
     from vaultd.vault import open_vault
 
-    return open_vault(ctx.obj["vault"])
+    return open_vault(ctx.obj["vault"], daemon="never")
+
+
+def _root(ctx: click.Context) -> Path:
+    """The vault folder, found without importing the heavy parts of vaultd."""
+    import os
+
+    from vaultd.layout import find_vault
+
+    return find_vault(ctx.obj["vault"], dict(os.environ), Path.cwd())
+
+
+def _daemon(ctx: click.Context, local: bool) -> Any:
+    """A client for the running daemon, or None (then say once that we work in-process)."""
+    from vaultd.client import DaemonClient
+
+    client = None if local else DaemonClient.for_vault(_root(ctx))
+    return client
+
+
+def _note_local(local: bool) -> None:
+    if not local:
+        click.echo("vaultd: no daemon running; loading the model in-process "
+                   "(`vaultd start` keeps it warm)", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -120,52 +145,94 @@ def index(ctx: click.Context, as_json: bool) -> None:
 @click.option("--mode", type=click.Choice(["hybrid", "vector", "bm25"]), default="hybrid",
               show_default=True)
 @click.option("--archive", "include_archive", is_flag=True, help="Search archive/ too.")
+@click.option("--local", is_flag=True, help="Work in-process even when the daemon runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 @click.pass_context
 def search(ctx: click.Context, query: tuple[str, ...], k: int, types: tuple[str, ...],
            tags: tuple[str, ...], path_glob: str | None, since: str | None, until: str | None,
-           mode: str, include_archive: bool, as_json: bool) -> None:
-    """Hybrid semantic + keyword search over the vault."""
+           mode: str, include_archive: bool, local: bool, as_json: bool) -> None:
+    """Hybrid semantic + keyword search over the vault (through the daemon when it runs)."""
     text = " ".join(query)
+    body = {"query": text, "k": k, "type": list(types), "tags": list(tags), "path": path_glob,
+            "since": since, "until": until, "mode": mode, "archive": include_archive}
     with _errors():
-        vault = _open(ctx)
-        stale = vault.changed_since_index()
-        hits = vault.search(text, k=k, types=list(types), tags=list(tags), path_glob=path_glob,
-                            since=since, until=until, mode=mode,  # type: ignore[arg-type]
-                            include_archive=include_archive)
+        data = _search_daemon(ctx, local, body)
+        if data is None:
+            data = _search_local(ctx, body, local)
+    stale = data["stale_files"]
     if stale:
-        click.echo(f"warning: index is stale: {len(stale)} file(s) changed since the last index "
+        click.echo(f"warning: index is stale: {stale} file(s) changed since the last index "
                    "(run `vaultd index`)", err=True)
     if as_json:
-        _echo_json({"query": text, "mode": mode, "stale_files": len(stale),
-                    "hits": [h.to_dict() for h in hits]})
+        _echo_json(data)
         return
-    if not hits:
+    if not data["hits"]:
         click.echo("no hits")
-    for rank, hit in enumerate(hits, start=1):
-        where = f"{hit.path}:{hit.lines[0]}-{hit.lines[1]}"
+    for rank, hit in enumerate(data["hits"], start=1):
+        where = f"{hit['path']}:{hit['lines'][0]}-{hit['lines'][1]}"
         click.echo(click.style(f"{rank:>2}. {where}", bold=True)
-                   + f"  [{hit.type}] {hit.score:.3f}")
-        if hit.heading:
-            click.echo(f"    {hit.heading}")
-        for line in hit.text.strip().splitlines()[:3]:
+                   + f"  [{hit['type']}] {hit['score']:.3f}")
+        if hit["heading"]:
+            click.echo(f"    {hit['heading']}")
+        for line in hit["text"].strip().splitlines()[:3]:
             click.echo(f"    {line[:120]}")
+
+
+def _search_daemon(ctx: click.Context, local: bool, body: dict[str, Any]) -> Any:
+    from vaultd.client import DaemonDown
+
+    client = _daemon(ctx, local)
+    if client is None:
+        return None
+    try:
+        return client.search(body)
+    except DaemonDown:
+        return None
+
+
+def _search_local(ctx: click.Context, body: dict[str, Any], local: bool) -> dict[str, Any]:
+    from vaultd.search import search_request, search_response
+
+    _note_local(local)
+    vault = _open(ctx)
+    try:
+        kwargs = search_request(body)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    stale = vault.changed_since_index()
+    hits = vault.search(**kwargs)
+    return search_response(kwargs["query"], kwargs["mode"], hits, stale_files=len(stale))
 
 
 @main.command()
 @click.argument("texts", nargs=-1, required=True)
 @click.option("--kind", type=click.Choice(["document", "query"]), default="document",
               show_default=True)
+@click.option("--local", is_flag=True, help="Work in-process even when the daemon runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print {model, dims, vectors} as JSON.")
 @click.pass_context
-def embed(ctx: click.Context, texts: tuple[str, ...], kind: str, as_json: bool) -> None:
-    """Embed TEXTS with the vault's model."""
+def embed(ctx: click.Context, texts: tuple[str, ...], kind: str, local: bool,
+          as_json: bool) -> None:
+    """Embed TEXTS with the vault's model (through the daemon when it runs)."""
+    from vaultd.client import DaemonDown
+
     with _errors():
-        vault = _open(ctx)
-        vectors = vault.embed(list(texts), kind=kind)  # type: ignore[arg-type]
-    rows = [[round(float(x), 7) for x in row] for row in vectors]
+        data = None
+        client = _daemon(ctx, local)
+        if client is not None:
+            try:
+                data = client.embed(list(texts), kind)
+            except DaemonDown:
+                data = None
+        if data is None:
+            _note_local(local)
+            vault = _open(ctx)
+            vectors = vault.embed(list(texts), kind=kind)  # type: ignore[arg-type]
+            data = {"model": vault.profile.id, "dims": vault.profile.dims,
+                    "vectors": [[round(float(x), 7) for x in row] for row in vectors]}
+    rows = data["vectors"]
     if as_json:
-        _echo_json({"model": vault.profile.id, "dims": vault.profile.dims, "vectors": rows})
+        _echo_json(data)
         return
     for text, row in zip(texts, rows):
         preview = ", ".join(f"{x:.4f}" for x in row[:4])
@@ -176,9 +243,19 @@ def embed(ctx: click.Context, texts: tuple[str, ...], kind: str, as_json: bool) 
 @click.option("--json", "as_json", is_flag=True, help="Print status as JSON.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """What is indexed, with which model and SQLite, and whether the index is stale."""
+    """What is indexed, with which model and SQLite, whether the index is stale, and the
+    daemon's state when it runs."""
+    from vaultd.client import DaemonDown
+
     with _errors():
         data = _open(ctx).status()
+        client = _daemon(ctx, local=False)
+        daemon: dict[str, Any] = {"running": False}
+        if client is not None:
+            with contextlib.suppress(DaemonDown):
+                daemon = {"running": True, **client.status()}
+    data["daemon"] = daemon
+    data["pid"] = daemon.get("pid")
     if as_json:
         _echo_json(data)
         return
@@ -190,12 +267,63 @@ def status(ctx: click.Context, as_json: bool) -> None:
                f"sqlite-vec {data['sqlite_vec']}, schema v{data['schema_version']}")
     click.echo(f"indexed    {data['last_index_at'] or 'never'}")
     stale = data["changed_since_index"]
-    click.echo(f"changed    {stale} file(s) on disk since the last index"
-               + (" — run `vaultd index`" if stale else ""))
+    hint = " (the daemon will pick them up)" if daemon["running"] else " — run `vaultd index`"
+    click.echo(f"changed    {stale} file(s) on disk since the last index" + (hint if stale else ""))
+    if daemon["running"]:
+        watcher = daemon["watcher"]
+        mode = watcher["mode"] + (f" ({watcher['reason']})" if watcher["reason"] else "")
+        last = daemon["last_event_at"]
+        click.echo(f"daemon     pid {daemon['pid']}, port {daemon['port']}, up "
+                   f"{daemon['uptime']:.0f}s, queue {daemon['queue']}, index lag "
+                   f"{daemon['index_lag']:.2f}s, watcher {mode}")
+        click.echo("last event " + (time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(last))
+                                    if last else "none"))
+    else:
+        click.echo("daemon     not running (`vaultd start`)")
     if data["skipped_files"]:
         click.echo(f"skipped    {len(data['skipped_files'])} file(s)")
         for item in data["skipped_files"][:10]:
             click.echo(f"           {item['path']}: {item['reason']}")
+
+
+@main.command()
+@click.option("--quiet", is_flag=True, help="Log to .vaultd/daemon.log only, not stderr.")
+@click.pass_context
+def run(ctx: click.Context, quiet: bool) -> None:
+    """Run the daemon in the foreground: watch, index, serve the warm model on loopback."""
+    from vaultd.daemon import Daemon
+    from vaultd.vault import open_vault
+
+    with _errors():
+        vault = open_vault(ctx.obj["vault"], daemon="never")
+        code = Daemon(vault, log_to_stderr=not quiet).run()
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--timeout", default=120.0, show_default=True,
+              help="Seconds to wait for the daemon to answer /health.")
+@click.pass_context
+def start(ctx: click.Context, timeout: float) -> None:
+    """Start the daemon in the background; returns once it answers, or fails with the reason."""
+    from vaultd.daemon_control import start_daemon
+
+    with _errors():
+        info = start_daemon(_root(ctx), timeout=timeout)
+    click.echo(f"vaultd daemon running: pid {info['pid']}, http://127.0.0.1:{info['port']}")
+
+
+@main.command()
+@click.option("--timeout", default=30.0, show_default=True,
+              help="Seconds to wait for the daemon to exit.")
+@click.pass_context
+def stop(ctx: click.Context, timeout: float) -> None:
+    """Stop the vault's daemon (it finishes the batch in flight first)."""
+    from vaultd.daemon_control import stop_daemon
+
+    with _errors():
+        pid = stop_daemon(_root(ctx), timeout=timeout)
+    click.echo(f"vaultd daemon (pid {pid}) stopped" if pid else "no daemon running")
 
 
 @main.group()

@@ -51,6 +51,17 @@ class SearchSettings:
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 52525
+    max_body_bytes: int = 2_000_000
+    max_texts: int = 256
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    debounce_ms: int = 300
+    reconcile_minutes: float = 10.0
+    polling: bool = False
+    poll_seconds: float = 2.0
+    log_max_bytes: int = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -59,12 +70,13 @@ class Settings:
     index: IndexSettings = field(default_factory=IndexSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
     # User-declared model profiles, by id: raw tables handed to `embedder.profile_from_table`.
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 _SECTIONS = {"embedding": EmbeddingSettings, "index": IndexSettings,
-             "search": SearchSettings, "server": ServerSettings}
+             "search": SearchSettings, "server": ServerSettings, "daemon": DaemonSettings}
 
 
 def _coerce(value: Any, default: Any, where: str) -> Any:

@@ -162,3 +162,42 @@ def _hit(row: ChunkRow, score: float) -> Hit:
     return Hit(path=row.path, score=score, text=text, type=row.type, heading=row.heading,
                lines=(row.start_line, row.end_line), chunk_id=row.id, entry_id=row.entry_id,
                date=row.date)
+
+
+def search_request(body: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for `Vault.search` from a JSON request (the daemon's `/search`)."""
+    def strings(value: Any, name: str) -> list[str]:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise ValueError(f"'{name}' must be a string or a list of strings")
+
+    mode = body.get("mode", "hybrid")
+    if mode not in MODES:
+        raise ValueError(f"'mode' must be one of {', '.join(MODES)}")
+    k = body.get("k", 10)
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= 1000:
+        raise ValueError("'k' must be an integer from 0 to 1000")
+    return {
+        "query": str(body.get("query", "")), "k": k, "mode": mode,
+        "types": strings(body.get("type", body.get("types")), "type"),
+        "tags": strings(body.get("tags", body.get("tag")), "tags"),
+        "path_glob": body.get("path") or None, "since": body.get("since") or None,
+        "until": body.get("until") or None, "include_archive": bool(body.get("archive", False)),
+    }
+
+
+def search_response(query: str, mode: str, hits: list[Hit], *, stale_files: int,
+                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON of `vaultd search --json`, also answered by the daemon's `/search`."""
+    return {"query": query, "mode": mode, "stale_files": stale_files, **(extra or {}),
+            "hits": [h.to_dict() for h in hits]}
+
+
+def hit_from_dict(data: dict[str, Any]) -> Hit:
+    return Hit(path=data["path"], score=float(data["score"]), text=data["text"],
+               type=data["type"], heading=data["heading"], lines=tuple(data["lines"]),
+               chunk_id=data["chunk_id"], entry_id=data["entry_id"], date=data.get("date"))

@@ -13,19 +13,21 @@ import os
 import time
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from vaultd import layout
+from vaultd.client import DaemonClient, DaemonDown
 from vaultd.config import Settings, load_settings
 from vaultd.embedder import Embedder, Kind, ModelProfile, make_embedder, resolve_profile
 from vaultd.indexer import Indexer, IndexReport, Progress
-from vaultd.search import Hit, Mode, Searcher, SearchOptions
+from vaultd.search import Hit, Mode, Searcher, SearchOptions, hit_from_dict
 from vaultd.store import Filters, Store
 
 if TYPE_CHECKING:
     import numpy as np
 
 VAULT_FOLDERS = ("episodic", "semantic", "procedural")
+DaemonMode = Literal["auto", "never"]
 
 
 def cache_dir(env: dict[str, str]) -> Path:
@@ -68,8 +70,13 @@ def init_vault(path: Path) -> list[str]:
 
 
 def open_vault(path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | None = None,
-               embedder: Embedder | None = None) -> Vault:
-    """Open the vault at `path` (else `VAULTD_VAULT`, else the nearest parent with `.vaultd/`)."""
+               embedder: Embedder | None = None, daemon: DaemonMode = "auto") -> Vault:
+    """Open the vault at `path` (else `VAULTD_VAULT`, else the nearest parent with `.vaultd/`).
+
+    `daemon="auto"`: `search` and `embed` go through the vault's daemon when one runs (its model
+    is warm; no second copy is loaded here) and run in-process otherwise; `"never"`: always
+    in-process. An explicit `embedder` implies in-process.
+    """
     env = dict(os.environ if env is None else env)
     root = layout.find_vault(path, env, Path.cwd())
     settings = load_settings(root, env)
@@ -78,13 +85,16 @@ def open_vault(path: str | os.PathLike[str] | None = None, *, env: dict[str, str
                                   cache_dir(env))
     else:
         profile = embedder.profile
-    return Vault(root, settings, profile, embedder=embedder)
+    return Vault(root, settings, profile, embedder=embedder,
+                 daemon="never" if embedder is not None else daemon)
 
 
 class Vault:
     def __init__(self, root: Path, settings: Settings, profile: ModelProfile, *,
-                 embedder: Embedder | None = None) -> None:
+                 embedder: Embedder | None = None, daemon: DaemonMode = "never") -> None:
         self.root = root
+        self.daemon = daemon
+        self.route = "local"  # where the last search/embed ran: "daemon" or "local"
         self.settings = settings
         self.profile = profile
         self.ignore = layout.Ignore(settings.index.ignore)
@@ -127,7 +137,23 @@ class Vault:
         """Reconcile the whole vault with the index."""
         return self.indexer().reconcile(progress)
 
+    def _client(self) -> DaemonClient | None:
+        if self.daemon != "auto" or self._embedder is not None:
+            return None
+        return DaemonClient.for_vault(self.root)
+
     def embed(self, texts: list[str], kind: Kind = "document") -> np.ndarray:
+        client = self._client()
+        if client is not None:
+            try:
+                data = client.embed(list(texts), kind)
+                import numpy as np
+
+                self.route = "daemon"
+                return np.asarray(data["vectors"], dtype=np.float32).reshape(-1, data["dims"])
+            except DaemonDown:
+                pass
+        self.route = "local"
         return self.embedder.embed(list(texts), kind=kind)
 
     def search(self, query: str, k: int = 10, *, types: list[str] | None = None,
@@ -135,6 +161,31 @@ class Vault:
                since: str | None = None, until: str | None = None, mode: Mode = "hybrid",
                include_archive: bool = False, half_life_days: float | None = None,
                mmr_lambda: float | None = None) -> list[Hit]:
+        """Hybrid search (or `mode="vector"|"bm25"`) with optional filters."""
+        client = self._client()
+        if client is not None and half_life_days is None and mmr_lambda is None:
+            body = {"query": query, "k": k, "type": types or [], "tags": tags or [],
+                    "path": path_glob, "since": since, "until": until, "mode": mode,
+                    "archive": include_archive}
+            try:
+                data = client.search(body)
+                self.route = "daemon"
+                return [hit_from_dict(h) for h in data["hits"]]
+            except DaemonDown:
+                pass
+        self.route = "local"
+        return self.search_with(self.store, query, k, types=types, tags=tags,
+                                path_glob=path_glob, since=since, until=until, mode=mode,
+                                include_archive=include_archive, half_life_days=half_life_days,
+                                mmr_lambda=mmr_lambda)
+
+    def search_with(self, store: Store, query: str, k: int = 10, *,
+                    types: list[str] | None = None, tags: list[str] | None = None,
+                    path_glob: str | None = None, since: str | None = None,
+                    until: str | None = None, mode: Mode = "hybrid",
+                    include_archive: bool = False, half_life_days: float | None = None,
+                    mmr_lambda: float | None = None) -> list[Hit]:
+        """`search` on a given store connection (the daemon gives each HTTP thread its own)."""
         s = self.settings.search
         options = SearchOptions(
             k=k, mode=mode,
@@ -145,12 +196,12 @@ class Vault:
             candidates=s.candidates,
             half_life_days=s.half_life_days if half_life_days is None else half_life_days,
             mmr_lambda=s.mmr_lambda if mmr_lambda is None else mmr_lambda)
-        self._check_model()
-        searcher = Searcher(self.store, lambda q: self.embedder.embed([q], kind="query")[0])
+        self._check_model(store)
+        searcher = Searcher(store, lambda q: self.embedder.embed([q], kind="query")[0])
         return searcher.search(query, options)
 
-    def _check_model(self) -> None:
-        indexed = self.store.model_identity()
+    def _check_model(self, store: Store) -> None:
+        indexed = store.model_identity()
         if indexed is not None and indexed.get("id") != self.profile.id:
             from vaultd.errors import ModelError
 

@@ -1,0 +1,304 @@
+"""The daemon: composition root for the background process of one vault.
+
+It holds the vault's lock, loads the model once, serves the loopback API, watches the vault,
+and is the single writer of the index. Every write to the index happens on the main thread,
+which runs the work loop: debounced batches of file events, the reconcile at start (changes
+made while it was down) and a periodic cheap reconcile (size/mtime) that catches missed events
+and reports drift. SIGTERM / SIGINT finish the batch in flight, commit, release the lock and
+exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vaultd import layout
+from vaultd.daemon_files import Lock, ensure_token, info_path
+from vaultd.errors import VaultdError
+from vaultd.indexer import IndexReport
+from vaultd.search import search_request, search_response
+from vaultd.store import Store
+from vaultd.vault import Vault
+from vaultd.watcher import Changes, EventQueue, RawEvent, Watcher, coalesce
+
+log = logging.getLogger("vaultd.daemon")
+
+LOG_FILE = "daemon.log"
+RECONCILE = "reconcile"
+MAX_BATCH_WAIT = 2.0  # seconds: a steady stream of events still gets indexed
+
+
+def setup_logging(root: Path, max_bytes: int, to_stderr: bool) -> None:
+    logger = logging.getLogger("vaultd")
+    logger.setLevel(logging.INFO)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    file_handler = logging.handlers.RotatingFileHandler(
+        layout.state_dir(root) / LOG_FILE, maxBytes=max_bytes, backupCount=3, encoding="utf-8")
+    file_handler.setFormatter(fmt)
+    logger.addHandler(file_handler)
+    if to_stderr:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(fmt)
+        logger.addHandler(stream)
+
+
+@dataclass
+class _Stats:
+    started_at: float = 0.0
+    last_batch_at: float | None = None
+    last_batch: str = ""
+    pending_since: float | None = None  # monotonic time of the oldest unindexed event
+    drift: int = 0  # changes the periodic reconcile found that no event announced
+    batches: int = 0
+    errors: int = 0
+
+
+class Daemon:
+    def __init__(self, vault: Vault, *, log_to_stderr: bool = True) -> None:
+        self.vault = vault
+        self.root = vault.root
+        self.settings = vault.settings
+        self.events = EventQueue()
+        self.stats = _Stats()
+        self.stop_event = threading.Event()
+        self.lock = Lock(self.root)
+        self.log_to_stderr = log_to_stderr
+        self._readers = threading.local()
+        self._indexing = threading.Event()
+        self.server: Any = None
+        self.watcher: Watcher | None = None
+        self.scheduler: Any = None
+
+    # -- App protocol for the server (called from HTTP threads)
+    def _reader(self) -> Store:
+        store = getattr(self._readers, "store", None)
+        if store is None:
+            store = Store(layout.index_path(self.root))
+            self._readers.store = store
+        return store
+
+    def index_lag(self) -> float:
+        since = self.stats.pending_since
+        return round(time.monotonic() - since, 3) if since is not None else 0.0
+
+    def health(self) -> dict[str, Any]:
+        profile = self.vault.profile
+        return {"status": "ok", "model": profile.id, "dims": profile.dims,
+                "pooling": profile.pooling, "uptime": round(time.time() - self.stats.started_at, 1),
+                "queue": self.events.qsize(), "index_lag": self.index_lag()}
+
+    def status(self) -> dict[str, Any]:
+        watcher = self.watcher
+        return {
+            **self.health(),
+            "pid": os.getpid(),
+            "port": self.server.port if self.server else None,
+            "started_at": self.stats.started_at,
+            "last_event_at": self.events.last_event_at,
+            "last_batch_at": self.stats.last_batch_at,
+            "last_batch": self.stats.last_batch,
+            "indexing": self._indexing.is_set(),
+            "watcher": {"mode": watcher.mode if watcher else None,
+                        "reason": watcher.reason if watcher else ""},
+            "drift": self.stats.drift,
+            "batches": self.stats.batches,
+            "errors": self.stats.errors,
+        }
+
+    def embed(self, texts: list[str], kind: str) -> tuple[str, int, list[list[float]]]:
+        vectors = self.vault.embedder.embed(texts, kind=kind)  # type: ignore[arg-type]
+        return self.vault.profile.id, self.vault.profile.dims, vectors.tolist()
+
+    def count_tokens(self, texts: list[str]) -> int:
+        return sum(self.vault.embedder.count_tokens(t) for t in texts)
+
+    def search(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            kwargs = search_request(request)
+        except ValueError as exc:
+            raise VaultdError(str(exc)) from exc
+        hits = self.vault.search_with(self._reader(), **kwargs)
+        pending = self.events.qsize() + (1 if self._indexing.is_set() else 0)
+        return search_response(kwargs["query"], kwargs["mode"], hits, stale_files=pending,
+                               extra={"index_lag": self.index_lag()})
+
+    # -- lifecycle of the process
+    def run(self) -> int:
+        """Run in the foreground until SIGTERM/SIGINT. Returns the exit code."""
+        from vaultd.server import Server
+
+        self.lock.acquire()
+        try:
+            setup_logging(self.root, self.settings.daemon.log_max_bytes, self.log_to_stderr)
+            self.stats.started_at = time.time()
+            token = ensure_token(self.root)
+            self.vault.store.ensure_model(self.vault.embedder.identity())
+            load = getattr(self.vault.embedder, "load", None)
+            if load:
+                load()  # warm: the first request must not pay for the model load
+            s = self.settings.server
+            self.server = Server(self, host=s.host, port=s.port, token=token,
+                                 max_body_bytes=s.max_body_bytes, max_texts=s.max_texts)
+            self.server.start()
+            self._write_info()
+            self._install_signals()
+            d = self.settings.daemon
+            self.watcher = Watcher(self.root, self.events, self.vault.ignore,
+                                   force_polling=d.polling, poll_interval=d.poll_seconds)
+            self.watcher.start()
+            self._start_scheduler()
+            log.info("vaultd daemon pid %d serving %s on %s:%d (model %s, watcher %s)",
+                     os.getpid(), self.root, s.host, self.server.port, self.vault.profile.id,
+                     self.watcher.mode)
+            self.events.put_command(RECONCILE)  # catch up on changes made while we were down
+            self._loop()
+            return 0
+        finally:
+            self._shutdown()
+
+    def request_stop(self, *_: Any) -> None:
+        self.stop_event.set()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+
+    def _write_info(self) -> None:
+        info = {"pid": os.getpid(), "host": self.settings.server.host, "port": self.server.port,
+                "started_at": self.stats.started_at, "vault": str(self.root)}
+        path = info_path(self.root)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _start_scheduler(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.scheduler = BackgroundScheduler(daemon=True)
+        minutes = self.settings.daemon.reconcile_minutes
+        if minutes > 0:
+            self.scheduler.add_job(lambda: self.events.put_command(RECONCILE), "interval",
+                                   minutes=minutes, id="reconcile", max_instances=1,
+                                   coalesce=True)
+        self.scheduler.add_job(self._check_watcher, "interval", seconds=30, id="watcher-health",
+                               max_instances=1, coalesce=True)
+        self.scheduler.start()
+
+    def _check_watcher(self) -> None:
+        if self.watcher is not None:
+            self.watcher.check()
+
+    def _shutdown(self) -> None:
+        for step in (
+            lambda: self.scheduler and self.scheduler.shutdown(wait=False),
+            lambda: self.watcher and self.watcher.stop(),
+            lambda: self.server and self.server.stop(),
+            lambda: self.vault.close(),
+        ):
+            try:
+                step()
+            except Exception:  # keep shutting down: the lock must be released
+                log.exception("error during shutdown")
+        with contextlib.suppress(OSError):
+            info = json.loads(info_path(self.root).read_text(encoding="utf-8"))
+            if info.get("pid") == os.getpid():
+                info_path(self.root).unlink()
+        log.info("vaultd daemon pid %d stopped", os.getpid())
+        self.lock.release()
+
+    # -- the work loop (main thread; the only writer)
+    def _loop(self) -> None:
+        debounce = self.settings.daemon.debounce_ms / 1000
+        while not self.stop_event.is_set():
+            item = self.events.get(timeout=0.5)
+            if item is None:
+                continue
+            if item == RECONCILE:
+                self._reconcile()
+                continue
+            assert isinstance(item, RawEvent)
+            self.stats.pending_since = item.at or time.monotonic()
+            batch, commands = [item], []
+            started = time.monotonic()
+            while True:
+                wait = min(debounce, MAX_BATCH_WAIT - (time.monotonic() - started))
+                nxt = self.events.get(timeout=max(wait, 0)) if wait > 0 else None
+                if nxt is None:
+                    break
+                if isinstance(nxt, str):
+                    commands.append(nxt)
+                else:
+                    batch.append(nxt)
+            self._apply(coalesce(batch, self.vault.ignore))
+            if commands:
+                self._reconcile()
+
+    def _expand(self, changes: Changes) -> list[str]:
+        paths = list(changes.upserts) + list(changes.deletes)
+        if changes.dirs:
+            known = self.vault.store.file_states()
+            for folder in changes.dirs:
+                prefix = folder.rstrip("/") + "/"
+                paths += [p for p in known if p.startswith(prefix)]
+                target = self.root / folder
+                if target.is_dir():
+                    sub = layout.scan(target, self.vault.ignore)
+                    paths += [f"{prefix}{p}" for p in sub.files]
+        return paths
+
+    def _apply(self, changes: Changes) -> None:
+        if not changes:
+            self.stats.pending_since = None
+            return
+        self._indexing.set()
+        try:
+            report = self.vault.indexer().sync_paths(self._expand(changes))
+            self._record(report, "batch")
+        except Exception:
+            self.stats.errors += 1
+            log.exception("indexing a batch failed; the periodic reconcile will retry")
+        finally:
+            self._indexing.clear()
+            if self.events.qsize() == 0:
+                self.stats.pending_since = None
+
+    def _reconcile(self) -> None:
+        self._indexing.set()
+        try:
+            report = self.vault.index()
+            changed = len(report.new) + len(report.changed) + len(report.deleted) + len(
+                report.moved)
+            if changed and self.stats.batches > 0:
+                self.stats.drift += changed
+                log.warning("reconcile found %d change(s) no file event announced", changed)
+            self._record(report, "reconcile")
+        except Exception:
+            self.stats.errors += 1
+            log.exception("reconcile failed")
+        finally:
+            self._indexing.clear()
+
+    def _record(self, report: IndexReport, what: str) -> None:
+        self.stats.batches += 1
+        self.stats.last_batch_at = time.time()
+        self.stats.last_batch = f"{what}: {report.summary()}"
+        for path, reason in report.skipped:
+            log.warning("skipped %s: %s", path, reason)
+        for warning in report.warnings:
+            log.warning("%s", warning)
+        if report.new or report.changed or report.deleted or report.moved:
+            log.info("%s", self.stats.last_batch)

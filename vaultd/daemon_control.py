@@ -1,0 +1,72 @@
+"""Start and stop a vault's daemon from another process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from vaultd import layout
+from vaultd.client import DaemonClient, DaemonDown
+from vaultd.daemon_files import pid_alive, read_info
+from vaultd.errors import VaultdError
+
+OUT_FILE = "daemon.out"
+
+
+def start_daemon(root: Path, timeout: float = 120.0) -> dict[str, Any]:
+    """Spawn `vaultd run` detached and wait until it answers /health."""
+    info = read_info(root)
+    if info is not None:
+        return info
+    out_path = layout.state_dir(root) / OUT_FILE
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vaultd", "--vault", str(root), "run", "--quiet"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=str(root))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            tail = out_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            reason = " / ".join(tail[-3:]) or f"exit code {code}"
+            raise VaultdError(f"the daemon exited at start: {reason}")
+        client = DaemonClient.for_vault(root)
+        if client is not None:
+            try:
+                client.health()
+                return read_info(root) or {"pid": proc.pid, "port": client.port}
+            except (DaemonDown, OSError):
+                pass
+        time.sleep(0.1)
+    raise VaultdError(f"the daemon (pid {proc.pid}) did not answer within {timeout:.0f}s; "
+                      f"see {out_path} and .vaultd/daemon.log")
+
+
+def stop_daemon(root: Path, timeout: float = 30.0) -> int | None:
+    """SIGTERM the running daemon and wait for it to exit. Returns its pid, None if none ran."""
+    info = read_info(root)
+    if info is None:
+        return None
+    pid = int(info["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid) or _is_zombie(pid):
+            return pid
+        time.sleep(0.05)
+    raise VaultdError(f"the daemon (pid {pid}) did not stop within {timeout:.0f}s; "
+                      f"`kill -9 {pid}` ends it (the index survives: it is rebuilt from files)")
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return False

@@ -1,0 +1,207 @@
+"""The loopback HTTP API: an adapter from requests to the daemon's methods, nothing more.
+
+Security: binds loopback only; every endpoint but `/health` needs `Authorization: Bearer
+<token>` (compared in constant time); a request whose Host is not localhost, 127.0.0.1 or [::1]
+is refused (DNS rebinding); bodies and text lists have size limits (413); malformed JSON is a
+400. Every error is JSON: `{"error": "..."}`. Threaded: a slow client does not block others.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+
+from vaultd.errors import VaultdError
+
+log = logging.getLogger("vaultd.server")
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+_HOST_RE = re.compile(r"^(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$", re.IGNORECASE)
+
+
+class App(Protocol):
+    """What the server needs from the daemon."""
+
+    def health(self) -> dict[str, Any]: ...
+    def status(self) -> dict[str, Any]: ...
+    def embed(self, texts: list[str], kind: str) -> tuple[str, int, list[list[float]]]: ...
+    def count_tokens(self, texts: list[str]) -> int: ...
+    def search(self, request: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class ApiError(Exception):
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Server:
+    def __init__(self, app: App, *, host: str, port: int, token: str, max_body_bytes: int,
+                 max_texts: int) -> None:
+        if host not in LOOPBACK_HOSTS:
+            raise VaultdError(f"[server] host = {host!r}: vaultd binds loopback only "
+                              "(127.0.0.1, ::1 or localhost)")
+        self.app = app
+        self.token = token
+        self.max_body_bytes = max_body_bytes
+        self.max_texts = max_texts
+        handler = type("BoundHandler", (_Handler,), {"server_ref": self})
+        server_class = ThreadingHTTPServer
+        if host == "::1":
+            import socket
+
+            server_class = type("V6Server", (ThreadingHTTPServer,),
+                                {"address_family": socket.AF_INET6})
+        try:
+            self.httpd = server_class((host, port), handler)
+        except OSError as exc:
+            raise VaultdError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; another "
+                              "process uses the port (another vault's daemon?) — set [server] "
+                              "port in .vaultd/config.toml") from exc
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="vaultd-http",
+                                        kwargs={"poll_interval": 0.5}, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _texts(value: Any, limit: int, field: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise ApiError(HTTPStatus.BAD_REQUEST, f"'{field}' must be a string or a list of strings")
+    if len(value) > limit:
+        raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                       f"{len(value)} texts in one request; the limit is {limit}")
+    return value
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_ref: Server
+    protocol_version = "HTTP/1.1"
+    server_version = "vaultd"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+    # -- plumbing
+    def _send(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _check(self, auth: bool) -> None:
+        host = self.headers.get("Host", "")
+        if not _HOST_RE.match(host.strip()):
+            raise ApiError(HTTPStatus.FORBIDDEN, f"Host {host!r} refused: use localhost")
+        if auth:
+            given = self.headers.get("Authorization", "")
+            expected = f"Bearer {self.server_ref.token}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                raise ApiError(HTTPStatus.UNAUTHORIZED,
+                               "missing or wrong bearer token (see .vaultd/token)")
+
+    def _json_body(self) -> dict[str, Any]:
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError as exc:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "bad Content-Length") from exc
+        if length > self.server_ref.max_body_bytes:
+            self.close_connection = True  # the unread body must not be parsed as a request
+            raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                           f"body of {length:,} bytes; the limit is "
+                           f"{self.server_ref.max_body_bytes:,}")
+        raw = self.rfile.read(length) if length > 0 else b""
+        try:
+            data = json.loads(raw or b"null")
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"body is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
+        return data
+
+    def _handle(self, method: str) -> None:
+        route = self.path.split("?", 1)[0].rstrip("/") or "/"
+        try:
+            if method == "GET" and route == "/health":
+                self._check(auth=False)
+                self._send(HTTPStatus.OK, self.server_ref.app.health())
+                return
+            self._check(auth=True)
+            handler = _ROUTES.get((method, route))
+            if handler is None:
+                raise ApiError(HTTPStatus.NOT_FOUND, f"no endpoint {method} {route}")
+            body = self._json_body() if method == "POST" else {}
+            self._send(HTTPStatus.OK, handler(self, body))
+        except ApiError as exc:
+            self._send(exc.status, {"error": str(exc)})
+        except VaultdError as exc:
+            self._send(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+        except Exception as exc:  # the daemon must stay up; the log has the traceback
+            log.exception("error serving %s %s", method, route)
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {exc}"})
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        self._handle("POST")
+
+    # -- endpoints
+    def status(self, _body: dict[str, Any]) -> dict[str, Any]:
+        return self.server_ref.app.status()
+
+    def embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        texts = _texts(body.get("texts"), self.server_ref.max_texts, "texts")
+        kind = body.get("kind", "document")
+        if kind not in ("query", "document"):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "'kind' must be 'query' or 'document'")
+        model, dims, vectors = self.server_ref.app.embed(texts, kind)
+        return {"model": model, "dims": dims, "vectors": vectors}
+
+    def openai(self, body: dict[str, Any]) -> dict[str, Any]:
+        texts = _texts(body.get("input"), self.server_ref.max_texts, "input")
+        model, _dims, vectors = self.server_ref.app.embed(texts, "document")
+        tokens = self.server_ref.app.count_tokens(texts)
+        return {"object": "list", "model": model,
+                "data": [{"object": "embedding", "index": i, "embedding": v}
+                         for i, v in enumerate(vectors)],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    def ollama(self, body: dict[str, Any]) -> dict[str, Any]:
+        texts = _texts(body.get("input"), self.server_ref.max_texts, "input")
+        model, _dims, vectors = self.server_ref.app.embed(texts, "document")
+        return {"model": model, "embeddings": vectors}
+
+    def search(self, body: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(body.get("query"), str):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "'query' must be a string")
+        return self.server_ref.app.search(body)
+
+
+_ROUTES = {
+    ("GET", "/status"): _Handler.status,
+    ("POST", "/embed"): _Handler.embed,
+    ("POST", "/v1/embeddings"): _Handler.openai,
+    ("POST", "/api/embed"): _Handler.ollama,
+    ("POST", "/search"): _Handler.search,
+}

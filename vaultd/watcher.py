@@ -1,0 +1,211 @@
+"""File events → work. The watchdog handler only enqueues; `coalesce(events)` is pure.
+
+Editors save in many ways — write in place (Obsidian), write a temp file then rename over the
+note (vim, JetBrains `___jb_tmp___`, VS Code), delete then re-create, or a burst of modifies.
+Coalescing reduces any such sequence to the net effect per note path: upsert, delete, or
+nothing (created then deleted within the batch). Temp files are not notes, so they drop out;
+what remains is the rename onto the note's real name. Directory creates, deletes and moves
+become folders to rescan.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from vaultd.layout import Ignore
+
+log = logging.getLogger("vaultd.watcher")
+
+EventKind = Literal["created", "modified", "deleted", "moved", "closed"]
+
+
+@dataclass(frozen=True)
+class RawEvent:
+    kind: EventKind
+    path: str  # vault-relative posix; "" when outside the vault
+    dest: str | None = None  # for moves; None when moved out of the vault
+    is_dir: bool = False
+    at: float = 0.0  # monotonic time of arrival
+
+
+@dataclass
+class Changes:
+    upserts: list[str] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)  # folders to rescan
+
+    def __bool__(self) -> bool:
+        return bool(self.upserts or self.deletes or self.dirs)
+
+
+def coalesce(events: Iterable[RawEvent], ignore: Ignore) -> Changes:
+    """Reduce raw events to the net change per note path, in arrival order."""
+    state: dict[str, str] = {}  # path → "created" | "upsert" | "delete"
+    dirs: dict[str, None] = {}
+
+    def upsert(path: str, created: bool) -> None:
+        if not path or not ignore.is_note(path):
+            return
+        before = state.get(path)
+        if before == "created":
+            return
+        if before is None and created:
+            state[path] = "created"
+        else:
+            state[path] = "upsert"
+
+    def delete(path: str) -> None:
+        if not path or not ignore.is_note(path):
+            return
+        if state.get(path) == "created":
+            del state[path]  # born and gone within the batch: nothing happened
+        else:
+            state[path] = "delete"
+
+    for ev in events:
+        if ev.is_dir:
+            for d in (ev.path, ev.dest) if ev.kind == "moved" else (ev.path,):
+                if d and ev.kind in ("created", "deleted", "moved") and not ignore.ignored(d):
+                    dirs[d] = None
+            continue
+        if ev.kind == "moved":
+            delete(ev.path)
+            if ev.dest:
+                upsert(ev.dest, created=True)
+        elif ev.kind == "created":
+            upsert(ev.path, created=True)
+        elif ev.kind in ("modified", "closed"):
+            upsert(ev.path, created=False)
+        elif ev.kind == "deleted":
+            delete(ev.path)
+    return Changes(upserts=[p for p, s in state.items() if s != "delete"],
+                   deletes=[p for p, s in state.items() if s == "delete"],
+                   dirs=list(dirs))
+
+
+class EventQueue:
+    """Thread-safe queue of RawEvents with arrival times."""
+
+    def __init__(self) -> None:
+        self._q: queue.Queue[RawEvent | str] = queue.Queue()
+        self.last_event_at: float | None = None  # wall clock, for status
+
+    def put(self, event: RawEvent) -> None:
+        self.last_event_at = time.time()
+        self._q.put(event)
+
+    def put_command(self, command: str) -> None:
+        self._q.put(command)
+
+    def qsize(self) -> int:
+        return self._q.qsize()
+
+    def get(self, timeout: float | None) -> RawEvent | str | None:
+        try:
+            return self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+def _rel(root: str, path: str | bytes) -> str:
+    text = os.fsdecode(path)
+    try:
+        rel = os.path.relpath(text, root)
+    except ValueError:  # another drive on Windows
+        return ""
+    if rel == "." or rel.startswith(".." + os.sep) or rel == "..":
+        return ""
+    return Path(rel).as_posix()
+
+
+class Handler:
+    """A watchdog event handler that only translates and enqueues."""
+
+    def __init__(self, root: Path, events: EventQueue, ignore: Ignore) -> None:
+        self.root = str(root)
+        self.events = events
+        self.ignore = ignore
+
+    def dispatch(self, event: Any) -> None:
+        kind = event.event_type
+        if kind == "closed_no_write" or kind == "opened":
+            return
+        if kind not in ("created", "modified", "deleted", "moved", "closed"):
+            return
+        dest = getattr(event, "dest_path", None) if kind == "moved" else None
+        path = _rel(self.root, event.src_path)
+        dest_rel = (_rel(self.root, dest) or None) if dest else None
+        if self._noise(path) and (dest_rel is None or self._noise(dest_rel)):
+            return  # e.g. our own .vaultd/ files: not worth a queue entry
+        self.events.put(RawEvent(kind=kind, path=path, dest=dest_rel,
+                                 is_dir=bool(event.is_directory), at=time.monotonic()))
+
+    def _noise(self, path: str) -> bool:
+        return not path or self.ignore.ignored(path)
+
+
+class Watcher:
+    """Runs a watchdog observer over the vault; falls back to polling when native watching
+    fails (e.g. the OS refuses more inotify watches) and says so."""
+
+    def __init__(self, root: Path, events: EventQueue, ignore: Ignore, *,
+                 force_polling: bool = False, poll_interval: float = 2.0) -> None:
+        self.root = root
+        self.events = events
+        self.ignore = ignore
+        self.poll_interval = poll_interval
+        self.mode = "polling" if force_polling else "native"
+        self.reason = "configured" if force_polling else ""
+        self._observer: Any = None
+
+    def start(self) -> None:
+        if self.mode == "native":
+            try:
+                self._start(native=True)
+                return
+            except OSError as exc:
+                self._fallback(f"native watching failed: {exc}")
+                return
+        self._start(native=False)
+
+    def _start(self, native: bool) -> None:
+        if native:
+            from watchdog.observers import Observer
+
+            observer = Observer()
+        else:
+            from watchdog.observers.polling import PollingObserver
+
+            observer = PollingObserver(timeout=self.poll_interval)
+        observer.schedule(Handler(self.root, self.events, self.ignore), str(self.root),
+                          recursive=True)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def _fallback(self, reason: str) -> None:
+        log.warning("watcher: %s; switching to polling every %.1fs", reason, self.poll_interval)
+        self.stop()
+        self.mode, self.reason = "polling", reason
+        self._start(native=False)
+
+    def check(self) -> None:
+        """Called periodically: if the observer thread died, switch to polling."""
+        if self._observer is not None and not self._observer.is_alive():
+            self._fallback("the native observer stopped")
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            try:
+                self._observer.stop()
+                self._observer.join(timeout=5)
+            except Exception:  # a dead observer may fail to stop; nothing to keep
+                log.debug("observer stop failed", exc_info=True)
+            self._observer = None
