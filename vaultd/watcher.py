@@ -78,7 +78,7 @@ def coalesce(events: Iterable[RawEvent], ignore: Ignore) -> Changes:
         if ev.kind == "moved":
             delete(ev.path)
             if ev.dest:
-                upsert(ev.dest, created=True)
+                upsert(ev.dest, created=False)  # a move may replace a note that existed
         elif ev.kind == "created":
             upsert(ev.path, created=True)
         elif ev.kind in ("modified", "closed"):
