@@ -55,7 +55,11 @@ class ModelProfile:
     consolidate_threshold: float = 0.65
     duplicate_threshold: float = 0.92
     route_threshold: float = 0.35
-    kind: Literal["onnx", "hash"] = "onnx"
+    kind: Literal["onnx", "hash", "ollama", "openai"] = "onnx"
+    # For kind "ollama" / "openai" (config key `provider`): where and what to call.
+    url: str = ""  # ollama: http://localhost:11434 ; openai: base URL ending in /v1
+    remote_model: str = ""  # the model's name at the provider
+    api_key_env: str = ""  # name of the environment variable holding a bearer key
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,7 +91,9 @@ def builtin_profiles(cache_dir: Path) -> dict[str, ModelProfile]:
     return {p.id: p for p in (base, quantized, fake)}
 
 
-_PROFILE_KEYS = {f for f in ModelProfile.__dataclass_fields__ if f not in {"id", "kind"}}
+_PROFILE_KEYS = ({f for f in ModelProfile.__dataclass_fields__ if f not in {"id", "kind"}}
+                 | {"provider"})
+PROVIDERS = ("onnx", "ollama", "openai")
 _INT_KEYS = {"dims", "max_tokens"}
 _FLOAT_KEYS = {"link_threshold", "consolidate_threshold", "duplicate_threshold", "route_threshold"}
 
@@ -115,13 +121,20 @@ def profile_from_table(model_id: str, table: dict[str, Any], base_dir: Path) -> 
     unknown = set(table) - _PROFILE_KEYS
     if unknown:
         raise ConfigError(f"[models.{model_id}]: unknown key(s): {', '.join(sorted(unknown))}")
-    for key in ("onnx", "tokenizer", "dims"):
+    values = {key: _checked_value(model_id, key, value) for key, value in table.items()}
+    provider = values.pop("provider", "onnx")
+    if provider not in PROVIDERS:
+        raise ConfigError(f"[models.{model_id}] provider: must be one of {', '.join(PROVIDERS)}")
+    required = ("onnx", "tokenizer", "dims") if provider == "onnx" else (
+        "url", "remote_model", "dims")
+    for key in required:
         if key not in table:
             raise ConfigError(f"[models.{model_id}]: '{key}' is required")
-    values = {key: _checked_value(model_id, key, value) for key, value in table.items()}
     for key in ("onnx", "tokenizer"):
-        path = Path(os.path.expanduser(str(values[key])))
-        values[key] = str(path if path.is_absolute() else base_dir / path)
+        if key in values:
+            path = Path(os.path.expanduser(str(values[key])))
+            values[key] = str(path if path.is_absolute() else base_dir / path)
+    values["kind"] = provider
     if values.get("pooling", "mean") not in ("mean", "cls", "last_token"):
         raise ConfigError(f"[models.{model_id}]: pooling must be mean, cls or last_token")
     if values.get("padding_side", "right") not in ("right", "left"):
@@ -384,9 +397,81 @@ class HashEmbedder(Embedder):
         return out
 
 
+class HttpEmbedder(Embedder):
+    """An embedding provider the user configured: Ollama (`/api/embed`) or any
+    OpenAI-compatible endpoint (`/embeddings`). The only code in vaultd that calls the network,
+    and only to the URL in the profile."""
+
+    def __init__(self, profile: ModelProfile, batch_size: int = 32, timeout: float = 60.0
+                 ) -> None:
+        super().__init__(profile, batch_size)
+        self.timeout = timeout
+        self._counter: Any = None
+
+    def file_hash(self) -> str:
+        return f"{self.profile.kind}:{self.profile.url}:{self.profile.remote_model}"
+
+    def count_tokens(self, text: str) -> int:
+        if self.profile.tokenizer:
+            if self._counter is None:
+                from tokenizers import Tokenizer
+
+                self._counter = Tokenizer.from_file(self.profile.tokenizer)
+                self._counter.no_truncation()
+                self._counter.no_padding()
+            return len(self._counter.encode(text).ids)
+        # No tokenizer given: a conservative estimate (about 3 characters per token).
+        return len(text) // 3 + 2
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        import json
+        import urllib.error
+        import urllib.request
+
+        import numpy as np
+
+        base = self.profile.url.rstrip("/")
+        if self.profile.kind == "ollama":
+            url, body = f"{base}/api/embed", {"model": self.profile.remote_model, "input": texts}
+        else:
+            url, body = f"{base}/embeddings", {"model": self.profile.remote_model, "input": texts}
+        headers = {"Content-Type": "application/json"}
+        if self.profile.api_key_env:
+            key = os.environ.get(self.profile.api_key_env, "")
+            if not key:
+                raise ModelError(f"model '{self.model_id}': environment variable "
+                                 f"{self.profile.api_key_env} (api_key_env) is not set")
+            headers["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers,
+                                         method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                data = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:200].decode("utf-8", "replace")
+            raise ModelError(f"{url} answered {exc.code}: {detail}") from exc
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise ModelError(f"cannot reach the embedding provider at {url}: {exc}") from exc
+        try:
+            if self.profile.kind == "ollama":
+                rows = data["embeddings"]
+            else:
+                rows = [item["embedding"] for item in sorted(data["data"],
+                                                             key=lambda d: d["index"])]
+            vectors = np.asarray(rows, dtype=np.float32)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{url}: unexpected answer shape ({exc})") from exc
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+            raise ModelError(f"{url}: expected {len(texts)} vectors, got shape {vectors.shape}")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.clip(norms, 1e-12, None)
+
+
 def make_embedder(profile: ModelProfile, threads: int = 2, batch_size: int = 8) -> Embedder:
     if profile.kind == "hash":
         return HashEmbedder(profile, batch_size=batch_size)
+    if profile.kind in ("ollama", "openai"):
+        return HttpEmbedder(profile, batch_size=max(batch_size, 32))
     return OnnxEmbedder(profile, threads=threads, batch_size=batch_size)
 
 
