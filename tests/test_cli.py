@@ -56,7 +56,7 @@ def test_index_prints_a_summary_and_is_idempotent(vault: Path, runner: CliRunner
     summary = r"3 files; 3 new, .* \d+ chunks embedded, 0 reused; 0 skipped in"
     assert re.search(summary, first.output)
     second = runner.invoke(main, ["--vault", str(vault), "index", "--json"])
-    report = json.loads(second.output)
+    report = json.loads(second.stdout)
     assert report["chunks_embedded"] == 0 and report["unchanged"] == 3
 
 
@@ -69,7 +69,7 @@ def test_index_reports_skips_and_warnings(vault: Path, runner: CliRunner) -> Non
     assert "skipped semantic/bin.md: binary file" in result.output
     assert "warning: semantic/yaml.md:" in result.output and "broken YAML" in result.output
     hits = json.loads(runner.invoke(main, ["--vault", str(vault), "search", "body words",
-                                           "--json"]).output)["hits"]
+                                           "--json"]).stdout)["hits"]
     assert hits[0]["path"] == "semantic/yaml.md"
 
 
@@ -77,12 +77,12 @@ def test_search_json_and_filters(vault: Path, runner: CliRunner) -> None:
     runner.invoke(main, ["--vault", str(vault), "index"])
     out = runner.invoke(main, ["--vault", str(vault), "search", "rollback", "releases", "-k", "2",
                                "--json"])
-    data = json.loads(out.output)
+    data = json.loads(out.stdout)
     assert data["query"] == "rollback releases" and data["stale_files"] == 0
     assert data["hits"][0]["path"] == "semantic/deploy.md"
     assert data["hits"][0]["lines"] == [7, 7]
     typed = json.loads(runner.invoke(main, ["--vault", str(vault), "search", "pool", "--type",
-                                            "episodic", "--json"]).output)
+                                            "episodic", "--json"]).stdout)
     assert {h["type"] for h in typed["hits"]} == {"episodic"}
     human = runner.invoke(main, ["--vault", str(vault), "search", "rollback"])
     assert "semantic/deploy.md:7-7" in human.output
@@ -97,14 +97,14 @@ def test_search_warns_when_the_index_is_stale(vault: Path, runner: CliRunner) ->
 
 def test_embed_json(vault: Path, runner: CliRunner) -> None:
     out = runner.invoke(main, ["--vault", str(vault), "embed", "hello", "world", "--json"])
-    data = json.loads(out.output)
+    data = json.loads(out.stdout)
     assert data["model"] == "hash-256" and data["dims"] == 256
     assert len(data["vectors"]) == 2 and len(data["vectors"][0]) == 256
 
 
 def test_status_json(vault: Path, runner: CliRunner) -> None:
     runner.invoke(main, ["--vault", str(vault), "index"])
-    data = json.loads(runner.invoke(main, ["--vault", str(vault), "status", "--json"]).output)
+    data = json.loads(runner.invoke(main, ["--vault", str(vault), "status", "--json"]).stdout)
     assert data["notes"] == 3 and data["chunks"] == data["vectors"]
     assert data["model"]["id"] == "hash-256" and data["model"]["dims"] == 256
     assert data["sqlite_module"] in ("sqlite3", "sqlean") and data["sqlite_vec"]
@@ -117,7 +117,7 @@ def test_vault_discovery_from_a_subfolder(vault: Path, runner: CliRunner,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(vault / "semantic")
     out = runner.invoke(main, ["status", "--json"])
-    assert json.loads(out.output)["vault"] == str(vault.resolve())
+    assert json.loads(out.stdout)["vault"] == str(vault.resolve())
 
 
 def test_errors_are_one_line_with_a_fix(tmp_path: Path, runner: CliRunner,

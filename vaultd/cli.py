@@ -327,6 +327,43 @@ def stop(ctx: click.Context, timeout: float) -> None:
 
 
 @main.group()
+def service() -> None:
+    """Start the daemon at boot (systemd user unit on Linux, launchd agent on macOS)."""
+
+
+@service.command("install")
+@click.option("--user/--system", "user", default=True, show_default=True,
+              help="Per-user service (default) or a system-wide systemd unit.")
+@click.pass_context
+def service_install(ctx: click.Context, user: bool) -> None:
+    """Write the service file for this vault and print how to enable it."""
+    from vaultd import service as svc
+
+    with _errors():
+        spec = svc.describe(_root(ctx), user=user)
+        svc.install(spec)
+    click.echo(f"wrote {spec.path}")
+    click.echo(f"enable it with: {spec.enable}")
+
+
+@service.command("uninstall")
+@click.option("--user/--system", "user", default=True, show_default=True)
+@click.pass_context
+def service_uninstall(ctx: click.Context, user: bool) -> None:
+    """Remove this vault's service file (disable it first with the printed command)."""
+    from vaultd import service as svc
+
+    with _errors():
+        spec = svc.describe(_root(ctx), user=user)
+        removed = svc.uninstall(spec)
+    if removed:
+        click.echo(f"removed {spec.path}")
+        click.echo(f"if it was enabled: {spec.disable}")
+    else:
+        click.echo(f"no service file at {spec.path}")
+
+
+@main.group()
 def model() -> None:
     """Embedding model utilities."""
 
