@@ -492,11 +492,22 @@ def quantize(base: ModelProfile, target: ModelProfile) -> Path:
         raise ModelError(f"cannot quantise {source}: sha256 {actual}, expected {base.sha256}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".tmp{os.getpid()}.onnx")
+    folded = out.with_suffix(f".fold{os.getpid()}.onnx")
     try:
-        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+        # The shipped file stores int8 weights that a Cast+Mul turns into floats at run time,
+        # so its MatMuls have no constant weight for quantize_dynamic to find. Constant folding
+        # (onnxruntime's basic graph optimisations) first turns them into fp32 initializers.
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(folded)
+        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        quantize_dynamic(str(folded), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
         os.replace(tmp, out)
     except Exception as exc:  # onnx / onnxruntime raise a variety of untyped errors
         raise ModelError(f"cannot quantise {source}: {exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
+        folded.unlink(missing_ok=True)
     return out
