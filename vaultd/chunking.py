@@ -3,7 +3,7 @@
 Each chunk lies inside one entry and one heading section. What gets embedded is the chunk's
 heading path (`Title > Section > Sub`) on the first line, then its text, so a paragraph under
 "Rollback" still knows it is about rollbacks. Sections are split at blank-line blocks (a fenced
-code block stays whole), then at lines, then at words, until every chunk's embedded text fits in
+code block stays whole), then at lines, then at blanks, until every chunk's embedded text fits in
 `max_tokens` as counted by the model's own tokenizer — nothing is silently truncated.
 """
 
@@ -13,11 +13,11 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from vaultd.notes import Entry, Note, fence_mask, heading_of
+from vaultd.notes import MANAGED_BEGIN as MANAGED_BEGIN  # re-exported: flush writes them
+from vaultd.notes import MANAGED_END as MANAGED_END
+from vaultd.notes import Entry, Note, fence_mask, heading_of, managed_mask
 
 CountTokens = Callable[[str], int]
-MANAGED_BEGIN = "<!-- vaultd:begin -->"
-MANAGED_END = "<!-- vaultd:end -->"
 MAX_HEADING_CHARS = 160  # heading context is a hint; keep it from crowding out the text
 
 
@@ -53,15 +53,18 @@ def chunk_note(note: Note, count_tokens: CountTokens, max_tokens: int,
     target = min(target_tokens, max_tokens)
     chunks: list[Chunk] = []
     seen: dict[tuple[str, str], int] = {}
+    managed = [False] * (note.body_start - 1) + managed_mask(note.lines, note.body_start - 1)
     for entry in note.entries:
-        for heading, pieces in _sections(note, entry):
+        for full_heading, pieces in _sections(note, entry, managed):
+            # The heading is context, not content: shorten it rather than crowd out the text.
+            heading = _fit_heading(full_heading, count_tokens, max_tokens)
             context_tokens = count_tokens(heading) if heading else 0
             for piece in _pack(pieces, heading, count_tokens, target, max_tokens, context_tokens):
-                key = (entry.id, heading)
+                key = (entry.id, full_heading)
                 occurrence = seen.get(key, 0)
                 seen[key] = occurrence + 1
                 cid = hashlib.sha1(
-                    f"{note.path}\0{entry.id}\0{heading}\0{occurrence}".encode()
+                    f"{note.path}\0{entry.id}\0{full_heading}\0{occurrence}".encode()
                 ).hexdigest()[:16]
                 chunk = Chunk(id=cid, entry_id=entry.id, heading=heading,
                               start_line=piece.start, end_line=piece.end, text=piece.text,
@@ -71,8 +74,25 @@ def chunk_note(note: Note, count_tokens: CountTokens, max_tokens: int,
     return chunks
 
 
-def _sections(note: Note, entry: Entry) -> list[tuple[str, list[_Piece]]]:
-    """Split an entry into (heading path, blank-line blocks) per heading section."""
+def _fit_heading(heading: str, count: CountTokens, hard: int) -> str:
+    """`heading`, or its longest prefix (marked "…") that takes at most half of `hard`."""
+    budget = hard // 2
+    if not heading or count(heading) <= budget:
+        return heading
+    lo, hi = 0, len(heading) - 1  # the longest prefix length that fits lies in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(heading[:mid].rstrip() + "…") <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    short = heading[:lo].rstrip()
+    return short + "…" if short and count(short + "…") <= budget else ""
+
+
+def _sections(note: Note, entry: Entry, managed: list[bool]) -> list[tuple[str, list[_Piece]]]:
+    """Split an entry into (heading path, blank-line blocks) per heading section. `managed`
+    marks vaultd's own output by file line (index n - 1); it is skipped."""
     root = [note.title] if note.title else []
     stack: list[tuple[int, str]] = []
     sections: list[tuple[str, list[_Piece]]] = []
@@ -98,14 +118,10 @@ def _sections(note: Note, entry: Entry) -> list[tuple[str, list[_Piece]]]:
             blocks.clear()
 
     mask = fence_mask(list(entry.lines))
-    managed = False
     for offset, (line, fenced) in enumerate(zip(entry.lines, mask)):
         n = entry.start_line + offset
-        if not fenced and line.strip() in (MANAGED_BEGIN, MANAGED_END):
-            end_block()
-            managed = line.strip() == MANAGED_BEGIN
-            continue
-        if managed:
+        if managed[n - 1]:
+            end_section()  # no chunk spans a managed block
             continue  # vaultd's own output: its sources are indexed, not the copy
         heading = None if fenced else heading_of(line)
         if heading:
@@ -154,7 +170,10 @@ def _embed_tokens(piece: _Piece, heading: str, count: CountTokens) -> int:
 
 
 def _fit(piece: _Piece, heading: str, count: CountTokens, hard: int) -> list[_Piece]:
-    """Split a piece until its embedded text fits `hard` tokens: by lines, then by words."""
+    """Split a piece until its embedded text fits `hard` tokens: by lines, then at the blank
+    nearest the middle, then by characters. Blank parts are dropped, not made into chunks."""
+    if not piece.text.strip():
+        return []
     if _embed_tokens(piece, heading, count) <= hard:
         return [piece]
     if len(piece.lines) > 1:
@@ -162,15 +181,11 @@ def _fit(piece: _Piece, heading: str, count: CountTokens, hard: int) -> list[_Pi
         left = _Piece(piece.start, piece.start + mid - 1, piece.lines[:mid], 0)
         right = _Piece(piece.start + mid, piece.end, piece.lines[mid:], 0)
         return _fit(left, heading, count, hard) + _fit(right, heading, count, hard)
-    words = piece.lines[0].split(" ")
-    if len(words) > 1:
-        mid = len(words) // 2
-        left = _Piece(piece.start, piece.end, [" ".join(words[:mid])], 0)
-        right = _Piece(piece.start, piece.end, [" ".join(words[mid:])], 0)
-        return _fit(left, heading, count, hard) + _fit(right, heading, count, hard)
-    text = piece.lines[0]
+    text = piece.lines[0].strip()
     if len(text) <= 1:
         return [piece]  # a single character cannot be split further
     mid = len(text) // 2
-    return (_fit(_Piece(piece.start, piece.end, [text[:mid]], 0), heading, count, hard)
-            + _fit(_Piece(piece.start, piece.end, [text[mid:]], 0), heading, count, hard))
+    blanks = [i for i in (text.rfind(" ", 0, mid), text.find(" ", mid)) if i > 0]
+    cut = min(blanks, key=lambda i: abs(i - mid)) if blanks else mid
+    return (_fit(_Piece(piece.start, piece.end, [text[:cut]], 0), heading, count, hard)
+            + _fit(_Piece(piece.start, piece.end, [text[cut:]], 0), heading, count, hard))

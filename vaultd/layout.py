@@ -81,8 +81,30 @@ class Scan:
     skipped: dict[str, str] = field(default_factory=dict)  # path → reason (links, unreadable)
 
 
+def _printable(rel: str) -> str:
+    """A path as text that can be printed and stored: undecodable bytes become `\\xff`."""
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os gave us undecodable bytes as surrogate escapes
+        return False
+    return True
+
+
+def _link_reason(path: str | os.PathLike[str]) -> str:
+    try:
+        target = _printable(os.readlink(path))
+    except OSError:
+        return "symbolic link, not followed"
+    return f"symbolic link to {target}, not followed"
+
+
 def scan(root: Path, ignore: Ignore) -> Scan:
-    """Every note file below `root` (posix relative paths). Symbolic links are never followed."""
+    """Every note file below `root` (posix relative paths). Symbolic links are never followed.
+    Files and folders whose names are not valid UTF-8 are reported, not indexed."""
     result = Scan()
     stack = [""]
     while stack:
@@ -100,8 +122,20 @@ def scan(root: Path, ignore: Ignore) -> Scan:
                 continue
             try:
                 if entry.is_symlink():
-                    if rel.lower().endswith(NOTE_SUFFIXES) or entry.is_dir():
-                        result.skipped[rel] = "symbolic link, not followed"
+                    try:
+                        to_dir = entry.is_dir()
+                    except OSError:  # a link loop, or a target we may not look at
+                        to_dir = True
+                    if rel.lower().endswith(NOTE_SUFFIXES) or to_dir:
+                        result.skipped[_printable(rel)] = _link_reason(entry.path)
+                    continue
+                if not _is_utf8(entry.name):
+                    if entry.is_dir(follow_symlinks=False):
+                        result.skipped[_printable(rel) + "/"] = (
+                            "folder name is not valid UTF-8; rename it to index its notes")
+                    elif rel.lower().endswith(NOTE_SUFFIXES):
+                        result.skipped[_printable(rel)] = (
+                            "file name is not valid UTF-8; rename it to index it")
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(rel)
@@ -114,15 +148,25 @@ def scan(root: Path, ignore: Ignore) -> Scan:
 
 
 def stat_paths(root: Path, rels: Iterable[str], ignore: Ignore) -> Scan:
-    """Like `scan`, for named paths only (the watcher's batch). Missing paths are left out."""
+    """Like `scan`, for named paths only (the watcher's batch). Missing paths are left out.
+    Paths leaving the vault (absolute, `..`) or passing through a symbolic link are refused."""
     result = Scan()
     for rel in rels:
         if not ignore.is_note(rel):
             continue
+        parts = rel.split("/")
+        if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            result.skipped[_printable(rel)] = "not a plain path inside the vault"
+            continue
+        if not _is_utf8(rel):
+            result.skipped[_printable(rel)] = "file name is not valid UTF-8; rename it to index it"
+            continue
         path = root / rel
         try:
-            if path.is_symlink():
-                result.skipped[rel] = "symbolic link, not followed"
+            link = next((root.joinpath(*parts[:i]) for i in range(1, len(parts) + 1)
+                         if root.joinpath(*parts[:i]).is_symlink()), None)
+            if link is not None:
+                result.skipped[rel] = _link_reason(link)
                 continue
             st = path.stat()
         except FileNotFoundError:

@@ -15,16 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-import frontmatter
 import yaml
 
 NOTE_TYPES = ("episodic", "semantic", "procedural")
 DAILY_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})\.md$")
-HEADING_RE = re.compile(r"^(#{1,6})[ \t]+(.*?)[ \t]*#*[ \t]*$")
-FENCE_RE = re.compile(r"^[ \t]{0,3}(```|~~~)")
+HEADING_RE = re.compile(r"^(#{1,6})(?:[ \t]+|$)")
+FENCE_RE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})(.*)$")
 BULLET_RE = re.compile(r"^([-*+]|\d{1,9}[.)])[ \t]+\S")
 HASHTAG_RE = re.compile(r"(?<![\w/#&])#([A-Za-z][\w/-]*)")
 FRONTMATTER_NODE_LIMIT = 10_000
+FRONTMATTER_DEPTH_LIMIT = 50
+FRONTMATTER_MAX_CHARS = 64_000  # bounds YAML parse time; longer blocks are read as body text
+MANAGED_BEGIN = "<!-- vaultd:begin -->"
+MANAGED_END = "<!-- vaultd:end -->"
 
 
 @dataclass(frozen=True)
@@ -66,19 +69,28 @@ class Note:
     warnings: list[str] = field(default_factory=list)
 
 
+# UTF-32 first: its little-endian BOM starts with UTF-16's.
+_BOMS = (("utf-32", codecs.BOM_UTF32_LE), ("utf-32", codecs.BOM_UTF32_BE),
+         ("utf-16", codecs.BOM_UTF16_LE), ("utf-16", codecs.BOM_UTF16_BE))
+
+
 def decode(path: str, raw: bytes, max_bytes: int) -> str | Skip:
-    """Bytes to text, or a Skip naming the problem. UTF-8 (BOM optional) and BOM-marked UTF-16."""
+    """Bytes to text, or a Skip naming the problem. UTF-8 (BOM optional), BOM-marked UTF-16/32."""
     if len(raw) > max_bytes:
         return Skip(path, f"too large ({len(raw):,} bytes > limit {max_bytes:,}; "
                           "raise [index] max_file_bytes to include it)")
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    bom = next((enc for enc, mark in _BOMS if raw.startswith(mark)), None)
+    if bom is not None:
         try:
-            text = raw.decode("utf-16")
+            text = raw.decode(bom)
         except UnicodeDecodeError as exc:
-            return Skip(path, f"invalid UTF-16 at byte {exc.start}")
+            return Skip(path, f"invalid {bom.upper()} at byte {exc.start}")
+        if "\x00" in text:
+            return Skip(path, "binary file (NUL characters), not markdown text")
     else:
-        if b"\x00" in raw[:8192]:
-            return Skip(path, "binary file (NUL bytes), not markdown text")
+        nul = raw.find(b"\x00")
+        if nul >= 0:
+            return Skip(path, f"binary file (NUL byte at offset {nul:,}), not markdown text")
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -102,12 +114,13 @@ def parse(path: str, text: str) -> Note:
     daily = DAILY_RE.match(rel.name)
     is_daily = daily is not None
     top = rel.parts[0] if len(rel.parts) > 1 else ""
-    note_type = str(meta.get("type") or "").strip().lower()
+    note_type = _scalar(path, meta, "type", warnings).lower()
     if not note_type:
         note_type = top if top in NOTE_TYPES else ("episodic" if is_daily else "note")
 
-    title = str(meta.get("title") or "").strip() or _first_h1(lines, body_start) or rel.stem
-    created = _as_date(meta.get("created"))
+    title = (_scalar(path, meta, "title", warnings) or _first_h1(lines, body_start)
+             or rel.stem)
+    created = _as_date(_scalar(path, meta, "created", warnings))
     if created is None and daily:
         created = f"{daily.group(1)}-{daily.group(2)}-{daily.group(3)}"
     tags = _frontmatter_tags(meta.get("tags"))
@@ -123,7 +136,8 @@ def parse(path: str, text: str) -> Note:
 
 
 def _frontmatter(path: str, lines: list[str], warnings: list[str]) -> tuple[dict[str, Any], int]:
-    """Return (json-safe metadata, 1-based first body line)."""
+    """Return (json-safe metadata, 1-based first body line). Never raises: a block that cannot
+    be read leaves the file to be indexed as body text, with a warning naming file and line."""
     if not lines or lines[0].strip() != "---":
         return {}, 1
     end = next((i for i in range(1, len(lines)) if lines[i].strip() in ("---", "...")), None)
@@ -132,14 +146,22 @@ def _frontmatter(path: str, lines: list[str], warnings: list[str]) -> tuple[dict
                         "indexed as body text")
         return {}, 1
     block = "\n".join(lines[1:end])
+    if len(block) > FRONTMATTER_MAX_CHARS:
+        warnings.append(f"{path}:1: frontmatter is longer than {FRONTMATTER_MAX_CHARS:,} "
+                        "characters; indexed as body text")
+        return {}, 1
     try:
-        loaded = frontmatter.YAMLHandler().load(block) if block.strip() else {}
+        loaded = yaml.load(block, Loader=_Loader) if block.strip() else {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 2 if mark is not None else 1
+        line = mark.line + 2 if mark is not None else 2
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         warnings.append(f"{path}:{line}: broken YAML frontmatter ({problem}); "
                         "indexed as body text")
+        return {}, 1
+    except Exception as exc:  # any other YAML surprise must not stop the run either
+        warnings.append(f"{path}:2: unreadable YAML frontmatter ({type(exc).__name__}: "
+                        f"{exc}); indexed as body text")
         return {}, 1
     if loaded is None:
         loaded = {}
@@ -149,31 +171,90 @@ def _frontmatter(path: str, lines: list[str], warnings: list[str]) -> tuple[dict
         return {}, end + 2
     budget = [FRONTMATTER_NODE_LIMIT]
     try:
-        meta = {str(k): _json_safe(v, budget) for k, v in loaded.items()}
+        meta = {_key(k): _json_safe(v, budget, 1) for k, v in loaded.items()}
     except _TooBig:
         warnings.append(f"{path}:2: frontmatter expands to more than {FRONTMATTER_NODE_LIMIT:,} "
-                        "values (YAML aliases?); its keys are ignored")
+                        f"values or {FRONTMATTER_DEPTH_LIMIT} levels (YAML aliases?); "
+                        "its keys are ignored")
         return {}, end + 2
     return meta, end + 2
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader in pure Python (libyaml's composer recurses in C and crashes the process on
+    deeply nested input), with a nesting limit and invalid timestamps kept as text."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > FRONTMATTER_DEPTH_LIMIT:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {FRONTMATTER_DEPTH_LIMIT} levels",
+                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_yaml_timestamp(self, node: Any) -> Any:  # type: ignore[override]
+        try:
+            return super().construct_yaml_timestamp(node)
+        except (ValueError, OverflowError):  # e.g. 2026-02-30: keep what the user wrote
+            return self.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
 
 
 class _TooBig(Exception):
     pass
 
 
-def _json_safe(value: Any, budget: list[int]) -> Any:
+def _key(key: Any) -> str:
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, (dt.date, dt.datetime, dt.time)):
+        return key.isoformat()
+    return str(key)
+
+
+def _json_safe(value: Any, budget: list[int], depth: int) -> Any:
+    """A JSON-safe copy; raises _TooBig past the node budget or depth (alias bombs and
+    self-referencing aliases are shared or cyclic objects, so both limits are needed)."""
     budget[0] -= 1
-    if budget[0] < 0:
+    if budget[0] < 0 or depth > FRONTMATTER_DEPTH_LIMIT:
         raise _TooBig
     if isinstance(value, dict):
-        return {str(k): _json_safe(v, budget) for k, v in value.items()}
+        return {_key(k): _json_safe(v, budget, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
-        return [_json_safe(v, budget) for v in value]
+        return [_json_safe(v, budget, depth + 1) for v in value]
     if isinstance(value, (dt.date, dt.datetime, dt.time)):
         return value.isoformat()
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return str(value)  # NaN and infinities are not JSON
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
     return str(value)
+
+
+def _scalar(path: str, meta: dict[str, Any], key: str, warnings: list[str]) -> str:
+    """A frontmatter value that must be text (type, title, created): '' when absent or when
+    it is a list or mapping (with a warning)."""
+    value = meta.get(key)
+    if value is None or value == "":
+        return ""
+    if isinstance(value, (dict, list)):
+        kind = "mapping" if isinstance(value, dict) else "list"
+        warnings.append(f"{path}:2: frontmatter '{key}' is a {kind}, not text; ignored")
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value).strip()
 
 
 def _as_date(value: Any) -> str | None:
@@ -185,10 +266,15 @@ def _as_date(value: Any) -> str | None:
 
 
 def _frontmatter_tags(value: Any) -> tuple[str, ...]:
-    if value is None:
+    if value is None or isinstance(value, dict):
         return ()
-    items = value if isinstance(value, list) else re.split(r"[,\s]+", str(value))
-    tags = (str(t).strip().lstrip("#") for t in items if t is not None)
+    items = value if isinstance(value, list) else [value]
+    words: list[str] = []
+    for item in items:
+        if item is None or isinstance(item, (dict, list)):
+            continue  # nested structures are not tags
+        words.extend(re.split(r"[,\s]+", str(item)))
+    tags = (w.strip().lstrip("#") for w in words)
     return tuple(dict.fromkeys(t for t in tags if t))
 
 
@@ -196,24 +282,56 @@ def _frontmatter_tags(value: Any) -> tuple[str, ...]:
 
 
 def heading_of(line: str) -> tuple[int, str] | None:
+    """(level, text) of an ATX heading line, else None. Linear time: no backtracking regex."""
     match = HEADING_RE.match(line)
-    return (len(match.group(1)), match.group(2)) if match else None
+    if not match:
+        return None
+    text = line[match.end():].strip(" \t")
+    closed = text.rstrip("#")
+    if closed != text and (not closed or closed[-1] in " \t"):
+        text = closed.rstrip(" \t")  # an optional closing sequence: `## Title ##`
+    return len(match.group(1)), text
 
 
 def fence_mask(lines: list[str], start: int = 0) -> list[bool]:
-    """For each line from `start`: True when it lies inside (or opens/closes) a fenced block."""
-    mask, fence = [], None
+    """For each line from `start`: True when it lies inside (or opens/closes) a fenced block.
+    A fence closes on a bare run of the same character at least as long as the one opening it."""
+    mask: list[bool] = []
+    fence: str | None = None
     for line in lines[start:]:
         match = FENCE_RE.match(line)
-        if fence is None and match:
-            fence = match.group(1)
-            mask.append(True)
-        elif fence is not None:
-            mask.append(True)
-            if match and match.group(1) == fence:
-                fence = None
+        if fence is None:
+            opens = match is not None and not (match.group(1)[0] == "`" and "`" in match.group(2))
+            if opens:
+                fence = match.group(1)
+            mask.append(opens)
         else:
-            mask.append(False)
+            mask.append(True)
+            if (match and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence)
+                    and not match.group(2).strip()):
+                fence = None
+    return mask
+
+
+def managed_mask(lines: list[str] | tuple[str, ...], start: int = 0) -> list[bool]:
+    """For each line from `start`: True when it is vaultd's own output — a line from
+    `<!-- vaultd:begin -->` to its `<!-- vaultd:end -->`, or a stray marker line. Markers in
+    fenced code are text. A begin marker that is never closed hides only itself."""
+    lines = list(lines)
+    fenced = fence_mask(lines, start)
+    marks = [not f and line.strip() in (MANAGED_BEGIN, MANAGED_END)
+             for line, f in zip(lines[start:], fenced)]
+    mask = list(marks)
+    begin: int | None = None
+    for i, (line, is_mark) in enumerate(zip(lines[start:], marks)):
+        if not is_mark:
+            continue
+        if line.strip() == MANAGED_BEGIN:
+            if begin is None:
+                begin = i
+        elif begin is not None:
+            mask[begin:i + 1] = [True] * (i + 1 - begin)
+            begin = None
     return mask
 
 
@@ -226,9 +344,10 @@ def _first_h1(lines: list[str], body_start: int) -> str | None:
 
 
 def hashtags(lines: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Inline `#tags`, except in fenced or inline code, headings and vaultd's managed blocks."""
     found: dict[str, None] = {}
-    for line, fenced in zip(lines, fence_mask(list(lines))):
-        if fenced or heading_of(line):
+    for line, fenced, managed in zip(lines, fence_mask(list(lines)), managed_mask(lines)):
+        if fenced or managed or heading_of(line):
             continue
         for tag in HASHTAG_RE.findall(re.sub(r"`[^`]*`", "", line)):
             found[tag] = None
@@ -262,7 +381,9 @@ def _daily_entries(note: Note) -> list[Entry]:
     entries: list[Entry] = []
     seen: dict[str, int] = {}
     start0 = note.body_start
-    fenced = fence_mask(note.lines, start0 - 1)
+    # Managed blocks are opaque like code: no entry boundaries inside them.
+    fenced = [f or m for f, m in zip(fence_mask(note.lines, start0 - 1),
+                                     managed_mask(note.lines, start0 - 1))]
     spans: list[tuple[str, int, int]] = []  # heading, start, end (1-based)
     section: tuple[str, int] | None = None
     block: int | None = None
@@ -290,6 +411,8 @@ def _daily_entries(note: Note) -> list[Entry]:
             if BULLET_RE.match(line) or (not blank and not indented and prev_blank) or heading:
                 close_block(n - 1)
                 block = n
+            elif block is None and not blank:
+                block = n  # text straight under a `#` heading, or an indented first line
             prev_blank = blank
         elif section is None:
             if block is None:
