@@ -104,7 +104,8 @@ def main() -> None:
     shutil.copytree(source, root, copy_function=shutil.copy2,
                     ignore=shutil.ignore_patterns("daemon.*", "token", "*.log"))
     env = {**os.environ, "VAULTD_SERVER_PORT": "0"}
-    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
 
     t0 = time.perf_counter()
     started = vaultd("--vault", str(root), "start", env=env)

@@ -142,3 +142,10 @@ def test_every_command_has_help_and_is_in_the_readme(runner: CliRunner) -> None:
         result = runner.invoke(main, [name, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output
         assert f"vaultd {name}" in readme, f"`vaultd {name}` is not documented in README.md"
+
+
+def test_search_before_any_index_says_so(vault: Path, runner: CliRunner) -> None:
+    out = runner.invoke(main, ["--vault", str(vault), "search", "rollback", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["hits"] == []
+    assert "index is stale: 3 file(s) changed" in out.stderr

@@ -157,10 +157,14 @@ def search(ctx: click.Context, query: tuple[str, ...], k: int, types: tuple[str,
             "since": since, "until": until, "mode": mode, "archive": include_archive}
     with _errors():
         data = _search_daemon(ctx, local, body)
+        via_daemon = data is not None
         if data is None:
             data = _search_local(ctx, body, local)
     stale = data["stale_files"]
-    if stale:
+    if stale and via_daemon:
+        click.echo(f"note: {stale} file change(s) are still being indexed by the daemon",
+                   err=True)
+    elif stale:
         click.echo(f"warning: index is stale: {stale} file(s) changed since the last index "
                    "(run `vaultd index`)", err=True)
     if as_json:

@@ -64,10 +64,14 @@ class DaemonClient:
             conn.close()
         try:
             data = json.loads(raw or b"{}")
-        except json.JSONDecodeError as exc:
-            raise DaemonError(f"daemon sent a non-JSON answer ({response.status})") from exc
-        if response.status >= 500:
-            raise _Retryable(data.get("error", f"HTTP {response.status}"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            data = None
+        if not isinstance(data, dict):
+            data = None
+        if response.status >= 500:  # whatever the body: a sick daemon gets its one retry
+            raise _Retryable((data or {}).get("error") or f"HTTP {response.status}")
+        if data is None:
+            raise DaemonError(f"daemon sent a non-JSON answer ({response.status})")
         if response.status != 200:
             raise DaemonError(f"daemon refused the request ({response.status}): "
                               f"{data.get('error', '')}")

@@ -44,6 +44,7 @@ def setup_logging(root: Path, max_bytes: int, to_stderr: bool) -> None:
     logger.setLevel(logging.INFO)
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
+        handler.close()  # a daemon started again in this process must not leak the old file
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     file_handler = logging.handlers.RotatingFileHandler(
         layout.state_dir(root) / LOG_FILE, maxBytes=max_bytes, backupCount=3, encoding="utf-8")
@@ -132,8 +133,8 @@ class Daemon:
             raise VaultdError(str(exc)) from exc
         hits = self.vault.search_with(self._reader(), **kwargs)
         pending = self.events.qsize() + (1 if self._indexing.is_set() else 0)
-        return search_response(kwargs["query"], kwargs["mode"], hits, stale_files=pending,
-                               extra={"index_lag": self.index_lag()})
+        # exactly the JSON of `vaultd search --json` (index lag is in /health and /status)
+        return search_response(kwargs["query"], kwargs["mode"], hits, stale_files=pending)
 
     # -- lifecycle of the process
     def run(self) -> int:
@@ -142,6 +143,8 @@ class Daemon:
 
         self.lock.acquire()
         try:
+            # First: a SIGTERM while the model loads must also end in a clean exit 0.
+            self._install_signals()
             setup_logging(self.root, self.settings.daemon.log_max_bytes, self.log_to_stderr)
             self.stats.started_at = time.time()
             token = ensure_token(self.root)
@@ -154,7 +157,6 @@ class Daemon:
                                  max_body_bytes=s.max_body_bytes, max_texts=s.max_texts)
             self.server.start()
             self._write_info()
-            self._install_signals()
             d = self.settings.daemon
             self.watcher = Watcher(self.root, self.events, self.vault.ignore,
                                    force_polling=d.polling, poll_interval=d.poll_seconds)
@@ -234,7 +236,7 @@ class Daemon:
             self.stats.pending_since = item.at or time.monotonic()
             batch, commands = [item], []
             started = time.monotonic()
-            while True:
+            while not self.stop_event.is_set():  # stopping: commit what is collected
                 wait = min(debounce, MAX_BATCH_WAIT - (time.monotonic() - started))
                 nxt = self.events.get(timeout=max(wait, 0)) if wait > 0 else None
                 if nxt is None:

@@ -26,14 +26,22 @@ def info_path(root: Path) -> Path:
 
 
 def ensure_token(root: Path) -> str:
-    """The API token, created once with mode 0600."""
+    """The API token, created once with mode 0600. A token file others can read is made
+    private again; an empty one (a crash while it was written) gets a new token — an empty
+    token would let any `Bearer ` header in."""
     path = token_path(root)
     if path.exists():
-        return path.read_text(encoding="utf-8").strip()
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+        token = path.read_text(encoding="utf-8").strip()
+        if token:
+            return token
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = path.with_name(f"{TOKEN_FILE}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(token + "\n")
+    os.replace(tmp, path)  # readers never see a half-written token
     return token
 
 
@@ -73,13 +81,26 @@ class Lock:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs. A zombie does not: a daemon killed with SIGKILL stays one
+    for as long as nobody reaps it (a detached daemon's parent is init, which in containers
+    often never reaps), and its stale files must not pass for a running daemon."""
+    if pid <= 0:  # kill(0, ...) would signal our own process group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):  # no /proc (macOS): kill() has answered
+        return False
 
 
 def read_info(root: Path) -> dict[str, Any] | None:
@@ -88,7 +109,13 @@ def read_info(root: Path) -> dict[str, Any] | None:
         info = json.loads(info_path(root).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(info, dict) or not pid_alive(int(info.get("pid", 0))):
+    if not isinstance(info, dict):
+        return None
+    try:
+        pid, port = int(info.get("pid", 0)), int(info.get("port", 0))
+    except (TypeError, ValueError):
+        return None
+    if port <= 0 or not pid_alive(pid):
         return None
     return info
 

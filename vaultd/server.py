@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
@@ -23,6 +24,16 @@ log = logging.getLogger("vaultd.server")
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 _HOST_RE = re.compile(r"^(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$", re.IGNORECASE)
+# A request's unread body is read and thrown away (so the client, still sending, can read our
+# answer, and a kept-alive connection does not parse it as the next request) up to this much
+# for this long; beyond, the connection is closed.
+DISCARD_BYTES = 64 * 1024 * 1024
+DISCARD_SECONDS = 10.0
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 resets bursts of parallel clients
 
 
 class App(Protocol):
@@ -52,11 +63,11 @@ class Server:
         self.max_body_bytes = max_body_bytes
         self.max_texts = max_texts
         handler = type("BoundHandler", (_Handler,), {"server_ref": self})
-        server_class = ThreadingHTTPServer
+        server_class: type[ThreadingHTTPServer] = _HTTPServer
         if host == "::1":
             import socket
 
-            server_class = type("V6Server", (ThreadingHTTPServer,),
+            server_class = type("V6Server", (_HTTPServer,),
                                 {"address_family": socket.AF_INET6})
         try:
             self.httpd = server_class((host, port), handler)
@@ -77,7 +88,9 @@ class Server:
         self._thread.start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        if self._thread is not None:  # shutdown() waits forever for a loop that never ran
+            self.httpd.shutdown()
+            self._thread = None
         self.httpd.server_close()
 
 
@@ -96,6 +109,8 @@ class _Handler(BaseHTTPRequestHandler):
     server_ref: Server
     protocol_version = "HTTP/1.1"
     server_version = "vaultd"
+    timeout = 30.0  # seconds a stalled client may hold its connection (and thread)
+    _unread = 0  # bytes of the request body not read yet
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
@@ -106,8 +121,41 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
+        self.wfile.flush()
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """The stdlib's own errors (bad request line, unsupported method, timeouts) as JSON."""
+        self.close_connection = True
+        try:
+            status = HTTPStatus(code)
+        except ValueError:
+            status = HTTPStatus.BAD_REQUEST
+        self._send(status, {"error": message or status.phrase})
+
+    def _discard_body(self) -> None:
+        """Read and drop what is left of the request body, within limits (see DISCARD_*)."""
+        left, self._unread = self._unread, 0
+        if left <= 0:
+            return
+        if left > DISCARD_BYTES:
+            self.close_connection = True
+        left = min(left, DISCARD_BYTES)
+        deadline = time.monotonic() + DISCARD_SECONDS
+        try:
+            while left > 0 and time.monotonic() < deadline:
+                chunk = self.rfile.read1(min(left, 1 << 16))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
+        if left > 0:
+            self.close_connection = True
 
     def _check(self, auth: bool) -> None:
         host = self.headers.get("Host", "")
@@ -121,16 +169,22 @@ class _Handler(BaseHTTPRequestHandler):
                                "missing or wrong bearer token (see .vaultd/token)")
 
     def _json_body(self) -> dict[str, Any]:
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError as exc:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "bad Content-Length") from exc
+        length = self._unread
         if length > self.server_ref.max_body_bytes:
-            self.close_connection = True  # the unread body must not be parsed as a request
+            self.close_connection = True  # answer, drain what is sent, then hang up
             raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                            f"body of {length:,} bytes; the limit is "
                            f"{self.server_ref.max_body_bytes:,}")
-        raw = self.rfile.read(length) if length > 0 else b""
+        self._unread = 0
+        try:
+            raw = self.rfile.read(length) if length > 0 else b""
+        except OSError as exc:  # the socket timeout: a client that stalls mid-body
+            self.close_connection = True
+            raise ApiError(HTTPStatus.REQUEST_TIMEOUT, "request body not received in time") \
+                from exc
+        if len(raw) < length:
+            self.close_connection = True
+            raise ApiError(HTTPStatus.BAD_REQUEST, "request body shorter than Content-Length")
         try:
             data = json.loads(raw or b"null")
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -141,6 +195,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         route = self.path.split("?", 1)[0].rstrip("/") or "/"
+        try:
+            self._unread = max(0, int(self.headers.get("Content-Length") or 0))
+        except ValueError:
+            self.close_connection = True  # where this request ends is unknown
+            self._send(HTTPStatus.BAD_REQUEST, {"error": "bad Content-Length"})
+            return
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            self._send(HTTPStatus.LENGTH_REQUIRED, {"error": "send a Content-Length, not a "
+                                                             "chunked body"})
+            return
+        try:
+            self._respond(method, route)
+            self._discard_body()
+        except ConnectionError:  # the client hung up: nobody to answer
+            self.close_connection = True
+            log.debug("client %s hung up during %s %s", self.address_string(), method, route)
+
+    def _respond(self, method: str, route: str) -> None:
         try:
             if method == "GET" and route == "/health":
                 self._check(auth=False)

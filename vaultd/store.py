@@ -439,6 +439,8 @@ class Store:
         partition; with filters, an exact scan over the filtered chunks, so filtering never
         starves the result list.
         """
+        if not self._has_vector_table():
+            return []  # never indexed: nothing to find (status and search say so)
         if filters.only_archive_rule:
             if filters.include_archive:
                 rows = self.conn.execute(

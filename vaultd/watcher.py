@@ -197,8 +197,14 @@ class Watcher:
         self._start(native=False)
 
     def check(self) -> None:
-        """Called periodically: if the observer thread died, switch to polling."""
-        if self._observer is not None and not self._observer.is_alive():
+        """Called periodically: if the observer died, switch to polling. An emitter thread (the
+        one reading inotify) can die alone, e.g. when the OS refuses a watch for a new folder,
+        while the observer thread dispatching its events lives on: check both."""
+        observer = self._observer
+        if observer is None:
+            return
+        emitters = list(getattr(observer, "emitters", ()))
+        if not observer.is_alive() or not all(e.is_alive() for e in emitters):
             self._fallback("the native observer stopped")
 
     def stop(self) -> None:

@@ -1,0 +1,526 @@
+"""The daemon end to end: a real watchdog observer on a tmp vault (daemon in a thread), the
+process commands (start/stop/status/run in subprocesses) and the CLI's client fallback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemon_helpers import (
+    DEADLINE,
+    FAST_CONFIG,
+    Running,
+    call,
+    env_for,
+    make_vault,
+    running_daemon,
+    start_daemon_thread,
+    vaultd,
+    wait_for,
+    write,
+)
+
+from vaultd.client import DaemonError
+from vaultd.daemon_files import (
+    Lock,
+    ensure_token,
+    info_path,
+    pid_alive,
+    read_info,
+    read_token,
+)
+from vaultd.errors import VaultdError
+from vaultd.store import Store
+from vaultd.vault import open_vault
+
+NOTES = {
+    "semantic/alpha.md": "# Alpha\n\nthe aardvark note\n",
+    "semantic/beta.md": "# Beta\n\nthe bobcat note\n",
+    "procedural/gamma.md": "# Gamma\n\nthe caracal note\n",
+}
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return env_for(tmp_path)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return make_vault(tmp_path, notes=NOTES)
+
+
+@pytest.fixture
+def daemon(root: Path, env: dict[str, str]) -> Iterator[Running]:
+    with running_daemon(root, env) as running:
+        yield running
+
+
+def indexed_paths(root: Path) -> set[str]:
+    store = Store(root / ".vaultd" / "index.db")
+    try:
+        return set(store.file_states())
+    finally:
+        store.close()
+
+
+def lock_is_free(root: Path) -> bool:
+    lock = Lock(root)
+    try:
+        lock.acquire()
+    except VaultdError:
+        return False
+    lock.release()
+    return True
+
+
+# -- the watcher, with the daemon in a thread
+
+
+def test_changes_made_while_down_are_reconciled_at_start(root: Path, env: dict[str, str]) -> None:
+    with open_vault(root, env=env, daemon="never") as vault:
+        vault.index()
+    write(root / "semantic" / "alpha.md", "# Alpha\n\nthe axolotl note\n")
+    (root / "semantic" / "beta.md").unlink()
+    write(root / "episodic" / "2026-01-02.md", "# 2026-01-02\n\n## 10:00\nthe dingo arrived\n")
+    os.rename(root / "procedural" / "gamma.md", root / "procedural" / "gamma2.md")
+    with running_daemon(root, env) as d:  # ready = the reconcile at start is done
+        assert d.paths("axolotl") == {"semantic/alpha.md"}
+        assert d.paths("aardvark") == set()
+        assert d.paths("bobcat") == set()
+        assert d.paths("dingo") == {"episodic/2026-01-02.md"}
+        assert d.paths("caracal") == {"procedural/gamma2.md"}
+        assert d.daemon.stats.drift == 0  # catching up at start is not drift
+
+
+def test_create_edit_delete_and_move_are_followed(daemon: Running) -> None:
+    root = daemon.root
+    write(root / "semantic" / "new.md", "# New\n\nthe ocelot note\n")
+    wait_for(lambda: daemon.paths("ocelot") == {"semantic/new.md"}, "a created note")
+    with open(root / "semantic" / "new.md", "a", encoding="utf-8") as fh:
+        fh.write("\nand now a pangolin too\n")
+    wait_for(lambda: daemon.paths("pangolin") == {"semantic/new.md"}, "an edited note")
+    write(root / "semantic" / "new.md", "# New\n\nonly the quetzal now\n")
+    wait_for(lambda: daemon.paths("quetzal") and not daemon.paths("ocelot"), "a rewritten note")
+    os.rename(root / "semantic" / "new.md", root / "procedural" / "moved.md")
+    wait_for(lambda: daemon.paths("quetzal") == {"procedural/moved.md"}, "a moved note")
+    (root / "procedural" / "moved.md").unlink()
+    wait_for(lambda: not daemon.paths("quetzal"), "a deleted note")
+    assert "procedural/moved.md" not in indexed_paths(root)
+    status = daemon.daemon.status()
+    assert status["last_event_at"] is not None and status["errors"] == 0
+
+
+TEMP_NAMES = ("note.md.tmp", "4913", "note.md~", ".note.md.swp", "note.md___jb_tmp___")
+
+
+def test_atomic_saves_are_followed(daemon: Running) -> None:
+    """Write a temp file, then `os.replace` it onto the note: each editor's temp name."""
+    root, note = daemon.root, daemon.root / "semantic" / "note.md"
+    write(note, "# Note\n\nfirst the lemur\n")
+    wait_for(lambda: daemon.paths("lemur") == {"semantic/note.md"}, "the first version")
+    for i, temp_name in enumerate(TEMP_NAMES):
+        temp = note.with_name(temp_name)
+        write(temp, f"# Note\n\nsave number{i} via {temp_name}\n")
+        os.replace(temp, note)
+        wait_for(lambda i=i: daemon.paths(f"number{i}") == {"semantic/note.md"},
+                 f"an atomic save through {temp_name}")
+        assert not daemon.paths(f"number{i - 1}" if i else "lemur")
+    assert {p for p in indexed_paths(root) if p.startswith("semantic/")} == {
+        "semantic/alpha.md", "semantic/beta.md", "semantic/note.md"}
+    assert daemon.daemon.stats.errors == 0
+
+
+def test_vim_style_save_with_backup_is_followed(daemon: Running) -> None:
+    root, note = daemon.root, daemon.root / "semantic" / "alpha.md"
+    probe = note.with_name("4913")
+    write(probe, "")
+    probe.unlink()
+    os.rename(note, note.with_name("alpha.md~"))
+    write(note, "# Alpha\n\nthe okapi note\n")
+    note.with_name("alpha.md~").unlink()
+    wait_for(lambda: daemon.paths("okapi") == {"semantic/alpha.md"}, "a vim save")
+    assert not daemon.paths("aardvark")
+    assert "semantic/alpha.md" in indexed_paths(root)
+
+
+@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")  # watchdog's own
+def test_directory_moves_are_followed(daemon: Running, tmp_path: Path) -> None:
+    root = daemon.root
+    for i in range(3):
+        write(root / "semantic" / "proj" / f"n{i}.md", f"# N{i}\n\nthe wombat number {i}\n")
+    wait_for(lambda: len(daemon.paths("wombat")) == 3, "a new folder's notes")
+    os.rename(root / "semantic" / "proj", root / "procedural" / "proj2")
+    want = {f"procedural/proj2/n{i}.md" for i in range(3)}
+    wait_for(lambda: daemon.paths("wombat") == want, "a moved folder")
+    os.rename(root / "procedural" / "proj2", tmp_path / "outside")
+    wait_for(lambda: not daemon.paths("wombat"), "a folder moved out of the vault")
+    os.rename(tmp_path / "outside", root / "episodic" / "back")
+    want = {f"episodic/back/n{i}.md" for i in range(3)}
+    wait_for(lambda: daemon.paths("wombat") == want, "a folder moved into the vault")
+    shutil.rmtree(root / "episodic" / "back")
+    wait_for(lambda: not daemon.paths("wombat"), "a deleted folder")
+    assert not any(p.startswith("episodic/back/") for p in indexed_paths(root))
+
+
+def test_a_burst_of_500_files_is_indexed_completely(daemon: Running) -> None:
+    folder = daemon.root / "semantic" / "burst"
+    folder.mkdir()
+    for i in range(500):
+        (folder / f"n{i:03}.md").write_text(f"# N{i}\n\nburstword item{i}\n", encoding="utf-8")
+    want = {f"semantic/burst/n{i:03}.md" for i in range(500)}
+    wait_for(lambda: daemon.paths("burstword", k=1000) == want, "all 500 files", timeout=60)
+    assert daemon.paths("item499") == {"semantic/burst/n499.md"}
+    shutil.rmtree(folder)
+    wait_for(lambda: not daemon.paths("burstword", k=1000), "all 500 gone", timeout=60)
+    assert daemon.daemon.stats.errors == 0
+
+
+def test_polling_mode(tmp_path: Path, env: dict[str, str]) -> None:
+    root = make_vault(tmp_path, notes=NOTES, config=FAST_CONFIG + "polling = true\n")
+    with running_daemon(root, env) as d:
+        status, data = d.call("GET", "/status")
+        assert status == 200
+        assert data["watcher"] == {"mode": "polling", "reason": "configured"}
+        write(root / "semantic" / "polled.md", "# Polled\n\nthe tapir note\n")
+        wait_for(lambda: d.paths("tapir") == {"semantic/polled.md"}, "a note seen by polling")
+        (root / "semantic" / "alpha.md").unlink()
+        wait_for(lambda: not d.paths("aardvark"), "a delete seen by polling")
+
+
+def test_a_dead_observer_is_replaced_by_polling(daemon: Running) -> None:
+    watcher = daemon.daemon.watcher
+    assert watcher is not None and watcher.mode == "native"
+    observer = watcher._observer
+    for emitter in list(observer.emitters):  # the inotify thread dies; the observer lives on
+        emitter.stop()
+        emitter.join(DEADLINE)
+    watcher.check()  # what the scheduler runs every 30 s
+    assert watcher.mode == "polling" and "stopped" in watcher.reason
+    assert daemon.call("GET", "/status")[1]["watcher"]["mode"] == "polling"
+    write(daemon.root / "semantic" / "late.md", "# Late\n\nthe vicuna note\n")
+    wait_for(lambda: daemon.paths("vicuna") == {"semantic/late.md"}, "a note after fallback")
+
+
+def test_the_periodic_reconcile_catches_missed_events(tmp_path: Path,
+                                                      env: dict[str, str]) -> None:
+    config = FAST_CONFIG + "reconcile_minutes = 0.005\n"  # every 0.3 s
+    root = make_vault(tmp_path, notes=NOTES, config=config)
+    with running_daemon(root, env) as d:
+        assert d.daemon.watcher is not None
+        d.daemon.watcher.stop()  # from now on, no event announces anything
+        write(root / "semantic" / "missed.md", "# Missed\n\nthe jerboa note\n")
+        wait_for(lambda: d.paths("jerboa") == {"semantic/missed.md"}, "the periodic reconcile")
+        assert d.daemon.stats.drift >= 1
+
+
+def test_a_second_daemon_on_the_same_vault_is_refused(daemon: Running,
+                                                      env: dict[str, str]) -> None:
+    with pytest.raises(VaultdError, match=rf"another vaultd daemon \(pid {os.getpid()}\)"):
+        start_daemon_thread(daemon.root, env)
+    assert daemon.call("GET", "/health", token=None)[0] == 200
+    assert read_info(daemon.root)["port"] == daemon.port  # type: ignore[index]
+
+
+def test_stop_during_a_burst_commits_the_batch_and_releases_everything(
+        root: Path, env: dict[str, str]) -> None:
+    folder = root / "semantic" / "burst"
+    folder.mkdir()  # before the start: the batch in flight holds file events, not a folder's
+    d = start_daemon_thread(root, env)
+
+    def burst() -> None:
+        for i in range(300):
+            (folder / f"n{i:03}.md").write_text(f"# N{i}\n\nstopword{i} gnu\n", encoding="utf-8")
+
+    writer = threading.Thread(target=burst)
+    writer.start()
+    try:
+        wait_for(lambda: d.daemon.stats.pending_since is not None, "a batch in flight")
+        assert d.stop() == 0
+    finally:
+        writer.join()
+    assert not info_path(root).exists()
+    assert lock_is_free(root)
+    committed = {p for p in indexed_paths(root) if p.startswith("semantic/burst/")}
+    assert committed, "the batch in flight was dropped"
+    assert all((root / p).is_file() for p in committed)
+    with running_daemon(root, env) as again:  # the rest is caught up at start
+        want = {f"semantic/burst/n{i:03}.md" for i in range(300)}
+        assert again.paths("gnu", k=1000) == want
+    assert not info_path(root).exists() and lock_is_free(root)
+
+
+# -- the process commands, in subprocesses
+
+
+def daemon_pids(root: Path) -> set[int]:
+    """Live `vaultd --vault ROOT run` processes (Linux: read from /proc)."""
+    wanted = ["--vault", str(root), "run"]
+    pids = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if any(argv[i:i + 3] == wanted for i in range(len(argv))) and pid_alive(
+                    int(proc.name)):
+                pids.add(int(proc.name))
+    return pids
+
+
+@pytest.fixture
+def no_daemon_left(root: Path) -> Iterator[None]:
+    yield
+    for pid in daemon_pids(root):  # only this test's daemons: the vault path is unique
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def dead_or_zombie(pid: int) -> bool:
+    if not Path("/proc/self/stat").exists():  # no /proc: ask the kernel the usual way
+        return not pid_alive(pid)
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(") ", 1)[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+def status_json(root: Path, env: dict[str, str]) -> dict[str, Any]:
+    result = vaultd(root, "status", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.usefixtures("no_daemon_left")
+def test_start_status_run_and_stop(root: Path, env: dict[str, str]) -> None:
+    started = vaultd(root, "start", env=env)
+    assert started.returncode == 0, started.stderr
+    info = read_info(root)
+    assert info is not None and f"pid {info['pid']}" in started.stdout
+    pid, port = int(info["pid"]), int(info["port"])
+    assert port != 52525
+    status, health = call(port, "GET", "/health")  # answers as soon as start returned
+    assert status == 200 and health["model"] == "hash-256"
+
+    data = status_json(root, env)
+    daemon = data["daemon"]
+    assert data["pid"] == pid and daemon["running"] and daemon["pid"] == pid
+    assert daemon["port"] == port
+    for key in ("queue", "index_lag", "uptime", "last_event_at"):
+        assert key in daemon
+    assert daemon["watcher"]["mode"] == "native"
+
+    again = vaultd(root, "start", env=env)
+    assert again.returncode == 0 and f"pid {pid}" in again.stdout
+    assert int(read_info(root)["pid"]) == pid  # type: ignore[index]
+    if Path("/proc/self/cmdline").exists():
+        assert daemon_pids(root) == {pid}
+
+    run = vaultd(root, "run", env=env)
+    assert run.returncode == 2
+    assert f"another vaultd daemon (pid {pid}) is running" in run.stderr
+
+    stopped = vaultd(root, "stop", env=env)
+    assert stopped.returncode == 0 and f"(pid {pid}) stopped" in stopped.stdout
+    assert not pid_alive(pid)
+    assert not info_path(root).exists() and lock_is_free(root)
+    assert status_json(root, env)["daemon"] == {"running": False}
+    assert "no daemon running" in vaultd(root, "stop", env=env).stdout
+
+
+@pytest.mark.usefixtures("no_daemon_left")
+def test_a_stale_lock_from_a_killed_daemon_is_recovered(root: Path, env: dict[str, str]) -> None:
+    assert vaultd(root, "start", env=env).returncode == 0
+    old = int(read_info(root)["pid"])  # type: ignore[index]
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: dead_or_zombie(old), "the killed daemon to die")
+    # Nobody may have reaped it yet (init in a container often never does): a zombie is no
+    # daemon, and must not pass for one.
+    assert not pid_alive(old)
+    assert info_path(root).exists() and (root / ".vaultd" / "daemon.lock").exists()
+    started = vaultd(root, "start", env=env)
+    assert started.returncode == 0, started.stderr
+    new = int(read_info(root)["pid"])  # type: ignore[index]
+    assert new != old and f"pid {new}" in started.stdout
+    assert status_json(root, env)["daemon"]["pid"] == new
+    assert vaultd(root, "stop", env=env).returncode == 0
+    assert lock_is_free(root)
+
+
+def test_start_fails_with_the_reason(root: Path, env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = vaultd(root, "start", env={**env, "VAULTD_SERVER_PORT": str(port)})
+    assert result.returncode == 2
+    assert "the daemon exited at start" in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert read_info(root) is None and lock_is_free(root)
+
+
+def test_the_token_is_private_and_never_empty(root: Path) -> None:
+    path = root / ".vaultd" / "token"
+    token = ensure_token(root)
+    assert len(token) >= 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert ensure_token(root) == token
+    path.chmod(0o644)
+    assert ensure_token(root) == token and stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.write_text("\n", encoding="utf-8")
+    fresh = ensure_token(root)
+    assert len(fresh) >= 32 and read_token(root) == fresh
+    assert sorted(p.name for p in path.parent.glob("token*")) == ["token"]
+
+
+def test_sigterm_exits_0_and_cleans_up(root: Path, env: dict[str, str]) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "vaultd", "--vault", str(root), "run",
+                             "--quiet"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: read_info(root) or proc.poll() is not None, "the daemon to start")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0, proc.stdout.read() if proc.stdout else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not info_path(root).exists() and lock_is_free(root)
+    log = (root / ".vaultd" / "daemon.log").read_text(encoding="utf-8")
+    assert f"pid {proc.pid} stopped" in log
+
+
+# -- the client: fallback and no second model
+
+
+PROBE = """\
+import json, sys
+from vaultd.cli import main
+code = 0
+try:
+    main(sys.argv[1:], standalone_mode=False)
+except SystemExit as exc:
+    code = exc.code
+print("@@" + json.dumps({"code": code, "numpy": "numpy" in sys.modules,
+                         "onnxruntime": "onnxruntime" in sys.modules}))
+"""
+
+
+def probe(root: Path, env: dict[str, str], *args: str) -> tuple[dict[str, Any], str, str]:
+    """Run the CLI in a fresh interpreter; report which heavy modules it imported."""
+    result = subprocess.run([sys.executable, "-c", PROBE, "--vault", str(root), *args],
+                            env=env, capture_output=True, text=True, timeout=120)
+    out, _, marker = result.stdout.rpartition("@@")
+    assert marker, result.stderr
+    return json.loads(marker), out, result.stderr
+
+
+def test_daemon_down_searches_in_process_and_says_so_once(root: Path,
+                                                          env: dict[str, str]) -> None:
+    assert vaultd(root, "index", env=env).returncode == 0
+    result = vaultd(root, "search", "--json", "bobcat", env=env)
+    assert result.returncode == 0, result.stderr
+    assert [h["path"] for h in json.loads(result.stdout)["hits"]][0] == "semantic/beta.md"
+    assert result.stderr.count("no daemon running; loading the model in-process") == 1
+    embed = vaultd(root, "embed", "--json", "bobcat", env=env)
+    assert embed.returncode == 0 and json.loads(embed.stdout)["dims"] == 256
+    assert embed.stderr.count("no daemon running") == 1
+
+
+def test_daemon_up_answers_without_numpy_or_onnxruntime(daemon: Running,
+                                                        env: dict[str, str]) -> None:
+    modules, out, err = probe(daemon.root, env, "search", "--json", "bobcat")
+    assert modules == {"code": 0, "numpy": False, "onnxruntime": False}, err
+    assert "no daemon running" not in err
+    via_daemon = json.loads(out)
+    assert via_daemon == daemon.search("bobcat", k=10, mode="hybrid")
+    assert via_daemon["hits"][0]["path"] == "semantic/beta.md"
+    modules, out, err = probe(daemon.root, env, "embed", "--json", "bobcat")
+    assert modules == {"code": 0, "numpy": False, "onnxruntime": False}, err
+    assert json.loads(out)["model"] == "hash-256"
+
+
+def test_the_library_routes_through_the_daemon(daemon: Running, env: dict[str, str]) -> None:
+    with open_vault(daemon.root, env=env) as vault:
+        hits = vault.search("caracal", k=3)
+        assert vault.route == "daemon" and hits[0].path == "procedural/gamma.md"
+        assert vault.embed(["caracal"]).shape == (1, 256) and vault.route == "daemon"
+
+
+class _Failing(BaseHTTPRequestHandler):
+    requests: list[str]
+    json_body = True
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+    def _answer(self) -> None:
+        self.requests.append(self.path)
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = (json.dumps({"error": "model on fire"}).encode() if self.json_body
+                else b"<html>Internal Server Error</html>")
+        self.send_response(500)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer  # noqa: N815 - stdlib naming
+
+
+@pytest.fixture(params=["json", "html"])
+def failing_daemon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
+    """A vault on the real default model whose daemon.json points at a live pid (ours) and a
+    server that answers every request with 500."""
+    root = make_vault(tmp_path, "failing", config="[server]\nport = 0\n", notes=NOTES)
+    seen: list[str] = []
+    handler = type("H", (_Failing,), {"requests": seen, "json_body": request.param == "json"})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    ensure_token(root)
+    info_path(root).write_text(json.dumps({"pid": os.getpid(), "host": "127.0.0.1",
+                                           "port": server.server_address[1]}), encoding="utf-8")
+    try:
+        yield seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_failing_daemon_is_retried_once_then_a_clear_error(
+        failing_daemon: list[str], tmp_path: Path) -> None:
+    root = tmp_path / "failing"
+    env = env_for(tmp_path)
+    del env["VAULTD_EMBEDDING_MODEL"]  # the real model: a fallback would import onnxruntime
+    modules, out, err = probe(root, env, "search", "--json", "bobcat")
+    assert modules == {"code": 2, "numpy": False, "onnxruntime": False}, err
+    assert failing_daemon == ["/search", "/search"]
+    assert "running but failing" in err and "--local" in err and out.strip() == ""
+    modules, _, err = probe(root, env, "embed", "bobcat")
+    assert modules["code"] == 2 and not modules["onnxruntime"]
+    assert failing_daemon[2:] == ["/embed", "/embed"] and "running but failing" in err
+    with pytest.raises(DaemonError, match="running but failing"):
+        open_vault(root, env=env).search("bobcat")
+
+
+def test_local_forces_in_process(failing_daemon: list[str], tmp_path: Path) -> None:
+    root = tmp_path / "failing"
+    env = env_for(tmp_path)
+    assert vaultd(root, "index", env=env).returncode == 0
+    result = vaultd(root, "search", "--local", "--json", "bobcat", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["hits"][0]["path"] == "semantic/beta.md"
+    assert "no daemon running" not in result.stderr
+    assert failing_daemon == []

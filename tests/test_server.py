@@ -1,0 +1,394 @@
+"""The daemon's loopback HTTP API: auth, Host check, limits, malformed input, the embedding
+shapes (native, OpenAI, Ollama), /search parity with `vaultd search --json`, concurrency.
+
+Most tests share one real Daemon running in a background thread on a tmp vault (fake model,
+any free port); a few use `Server` with a small fake App where that is cleaner.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from daemon_helpers import Running, call, env_for, make_vault, running_daemon, wait_for
+
+from vaultd.cli import main
+from vaultd.embedder import HashEmbedder, builtin_profiles
+from vaultd.errors import VaultdError
+from vaultd.server import Server
+
+NOTES = {
+    "semantic/deploy.md": "---\ntags: [ops]\n---\n# Deploy\n\n## Rollback\n"
+                          "fly releases rollback v41 when the deploy breaks\n",
+    "procedural/backup.md": "# Backup\n\nRun restic every night; verify the deploy snapshot.\n",
+    "episodic/2026-11-20.md": "# 2026-11-20\n\n## 09:00 — pool\n"
+                              "postgres pool exhausted during deploy #incident\n",
+}
+AUTH_ENDPOINTS = [("GET", "/status", None), ("POST", "/embed", {"texts": ["x"]}),
+                  ("POST", "/v1/embeddings", {"input": "x"}),
+                  ("POST", "/api/embed", {"model": "m", "input": "x"}),
+                  ("POST", "/search", {"query": "deploy"})]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return env_for(tmp_path_factory.mktemp("server-env"))
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Iterator[Running]:
+    root = make_vault(tmp_path_factory.mktemp("server"), notes=NOTES)
+    with running_daemon(root, env) as running:
+        yield running
+
+
+@pytest.fixture
+def up(daemon: Running) -> Iterator[Running]:
+    """The shared daemon; after the test it must still be up and answering."""
+    yield daemon
+    assert daemon.thread.is_alive()
+    status, data = daemon.call("GET", "/health", token=None)
+    assert status == 200 and data["status"] == "ok"
+
+
+def expected_vectors(texts: list[str], kind: str = "document") -> list[list[float]]:
+    fake = HashEmbedder(builtin_profiles(Path("unused"))["hash-256"])
+    return fake.embed(texts, kind=kind).tolist()  # type: ignore[arg-type]
+
+
+# -- health, auth, Host
+
+
+def test_health_needs_no_token_and_describes_the_model(up: Running) -> None:
+    status, data = up.call("GET", "/health", token=None)
+    assert status == 200
+    assert data["model"] == "hash-256" and data["dims"] == 256
+    for key in ("pooling", "uptime", "queue", "index_lag"):
+        assert key in data
+    assert data["uptime"] >= 0 and data["queue"] >= 0 and data["index_lag"] >= 0
+
+
+@pytest.mark.parametrize(("method", "path", "body"), AUTH_ENDPOINTS)
+def test_every_other_endpoint_needs_the_token(up: Running, method: str, path: str,
+                                              body: Any) -> None:
+    for token in (None, "wrong", "", up.token + "x"):
+        status, data = up.call(method, path, body, token=token)
+        assert status == 401, (token, data)
+        assert "token" in data["error"]
+    status, data = up.call(method, path, body,
+                           headers={"Authorization": f"Basic {up.token}"}, token=None)
+    assert status == 401
+    status, _ = up.call(method, path, body)
+    assert status == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "localhost.evil.example",
+                                  "127.0.0.1.nip.io", ""])
+def test_foreign_host_is_refused_everywhere(up: Running, host: str) -> None:
+    status, data = up.call("GET", "/health", token=None, host=host)
+    assert status == 403 and "Host" in data["error"]
+    for method, path, body in AUTH_ENDPOINTS:
+        status, _ = up.call(method, path, body, host=host)
+        assert status == 403
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::1]", "LOCALHOST"])
+def test_loopback_host_spellings_are_accepted(up: Running, host: str) -> None:
+    status, _ = up.call("GET", "/health", token=None, host=f"{host}:{up.port}")
+    assert status == 200
+
+
+def test_token_file_is_private(up: Running) -> None:
+    mode = stat.S_IMODE((up.root / ".vaultd" / "token").stat().st_mode)
+    assert mode == 0o600
+
+
+def test_unknown_endpoint_and_method_are_json_errors(up: Running) -> None:
+    status, data = up.call("GET", "/nope")
+    assert status == 404 and "error" in data
+    status, data = up.call("PUT", "/embed", {"texts": ["x"]})
+    assert status in (405, 501) and "error" in data
+
+
+# -- malformed input and limits
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe\x00", b"[1, 2]", b'"text"', b""])
+def test_malformed_body_is_a_400_json_error(up: Running, raw: bytes) -> None:
+    status, data = up.call("POST", "/embed", raw=raw)
+    assert status == 400 and data["error"]
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/embed", {"texts": "x", "kind": "sideways"}),
+    ("/embed", {"texts": [1, 2]}),
+    ("/embed", {}),
+    ("/v1/embeddings", {"input": {"a": 1}}),
+    ("/api/embed", {"input": None}),
+    ("/search", {"k": 3}),
+    ("/search", {"query": "deploy", "k": -1}),
+    ("/search", {"query": "deploy", "mode": "telepathy"}),
+    ("/search", {"query": "deploy", "tags": 7}),
+])
+def test_invalid_fields_are_400(up: Running, path: str, body: dict[str, Any]) -> None:
+    status, data = up.call("POST", path, body)
+    assert status == 400 and data["error"]
+
+
+def test_body_over_the_limit_is_413_and_the_server_stays_up(up: Running) -> None:
+    big = b'{"texts": ["' + b"a" * 10_000_000 + b'"]}'
+    status, data = up.call("POST", "/embed", raw=big)
+    assert status == 413 and "limit" in data["error"]
+
+
+def test_oversized_declared_length_is_refused_before_the_body_is_sent(up: Running) -> None:
+    with socket.create_connection(("127.0.0.1", up.port), timeout=10) as sock:
+        sock.sendall(f"POST /embed HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
+                     f"{up.token}\r\nContent-Length: 10000000\r\n\r\n".encode())
+        head = sock.recv(65536).decode("latin-1")
+    assert head.startswith("HTTP/1.1 413")
+    assert "application/json" in head
+
+
+@pytest.mark.parametrize(("header", "code"), [("Content-Length: lots", 400),
+                                               ("Transfer-Encoding: chunked", 411)])
+def test_a_body_of_unknown_length_is_refused(up: Running, header: str, code: int) -> None:
+    with socket.create_connection(("127.0.0.1", up.port), timeout=10) as sock:
+        sock.sendall(f"POST /embed HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
+                     f"{up.token}\r\n{header}\r\n\r\n5\r\nhello\r\n0\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):  # the server answers, then hangs up
+            answer += chunk
+    head, _, body = answer.decode("latin-1").partition("\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {code}") and "Connection: close" in head
+    assert json.loads(body)["error"]
+
+
+def test_too_many_texts_is_413(up: Running) -> None:
+    for path, field in (("/embed", "texts"), ("/v1/embeddings", "input"),
+                        ("/api/embed", "input")):
+        status, data = up.call("POST", path, {field: ["x"] * 10_000})
+        assert status == 413 and "limit" in data["error"]
+
+
+def test_an_error_does_not_desync_a_kept_alive_connection(up: Running) -> None:
+    # The refused request's body must not be read as the next request on the same connection.
+    conn = http.client.HTTPConnection("127.0.0.1", up.port, timeout=10)
+    try:
+        headers = {"Host": "localhost", "Content-Type": "application/json"}
+        conn.request("POST", "/embed", body=json.dumps({"texts": ["a"] * 50}),
+                     headers={**headers, "Authorization": "Bearer wrong"})
+        first = conn.getresponse()
+        assert first.status == 401 and json.loads(first.read())["error"]
+        conn.request("POST", "/embed", body=json.dumps({"texts": ["b"]}),
+                     headers={**headers, "Authorization": f"Bearer {up.token}"})
+        second = conn.getresponse()
+        assert second.status == 200, second.read()[:200]
+        assert json.loads(second.read())["vectors"] == expected_vectors(["b"])
+    finally:
+        conn.close()
+
+
+# -- the embedding shapes
+
+
+def test_embed_shape(up: Running) -> None:
+    texts = ["postgres pool exhausted", "fly releases rollback"]
+    status, data = up.call("POST", "/embed", {"texts": texts, "kind": "query"})
+    assert status == 200
+    assert set(data) == {"model", "dims", "vectors"}
+    assert data["model"] == "hash-256" and data["dims"] == 256
+    assert data["vectors"] == expected_vectors(texts, "query")
+    status, data = up.call("POST", "/embed", {"texts": []})
+    assert status == 200 and data["vectors"] == []
+
+
+@pytest.mark.parametrize("value", ["one text", ["one text", "and another"]])
+def test_openai_embeddings_shape(up: Running, value: Any) -> None:
+    status, data = up.call("POST", "/v1/embeddings", {"model": "whatever", "input": value})
+    assert status == 200
+    texts = [value] if isinstance(value, str) else value
+    assert data["object"] == "list" and data["model"] == "hash-256"
+    assert [d["index"] for d in data["data"]] == list(range(len(texts)))
+    assert all(d["object"] == "embedding" for d in data["data"])
+    assert [d["embedding"] for d in data["data"]] == expected_vectors(texts)
+    usage = data["usage"]
+    assert usage["prompt_tokens"] > 0 and usage["total_tokens"] == usage["prompt_tokens"]
+
+
+@pytest.mark.parametrize("value", ["one text", ["one text", "and another"]])
+def test_ollama_embed_shape(up: Running, value: Any) -> None:
+    status, data = up.call("POST", "/api/embed", {"model": "mxbai-embed-large", "input": value})
+    assert status == 200
+    texts = [value] if isinstance(value, str) else value
+    assert data["model"] == "hash-256"
+    assert data["embeddings"] == expected_vectors(texts)
+
+
+def test_status_endpoint(up: Running) -> None:
+    status, data = up.call("GET", "/status")
+    assert status == 200
+    assert data["pid"] > 0 and data["port"] == up.port
+    assert data["watcher"]["mode"] == "native"
+
+
+# -- /search
+
+
+@pytest.mark.parametrize("options", [[], ["--mode", "bm25"], ["--type", "semantic", "-k", "1"],
+                                     ["--tag", "incident"]])
+def test_search_answers_the_json_of_vaultd_search(up: Running, env: dict[str, str],
+                                                  options: list[str]) -> None:
+    query = "deploy rollback pool"
+    result = CliRunner(env=env).invoke(
+        main, ["--vault", str(up.root), "search", "--local", "--json", *options, query])
+    assert result.exit_code == 0, result.output
+    local = json.loads(result.stdout)
+    body: dict[str, Any] = {"query": query}
+    for flag, value in zip(options[::2], options[1::2]):
+        key = {"--mode": "mode", "--type": "type", "-k": "k", "--tag": "tags"}[flag]
+        body[key] = int(value) if key == "k" else value
+    status, remote = up.call("POST", "/search", body)
+    assert status == 200
+    assert set(remote) == set(local)
+    assert remote["hits"] and remote["hits"] == local["hits"]
+    assert remote == local
+
+
+# -- concurrency
+
+
+def test_fifty_parallel_clients_are_all_answered(up: Running) -> None:
+    start = threading.Barrier(50)
+
+    def client(i: int) -> tuple[int, int, Any, Any]:
+        start.wait(timeout=30)
+        text = f"client {i} asks about word{i}"
+        status, data = up.call("POST", "/embed", {"texts": [text]})
+        sstatus, found = up.call("POST", "/search", {"query": "restic", "k": 3})
+        return status, sstatus, (data["vectors"], text), found["hits"][0]["path"]
+
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(client, range(50)))
+    assert len(results) == 50
+    for status, sstatus, (vectors, text), top in results:
+        assert status == 200 and sstatus == 200
+        assert vectors == expected_vectors([text])
+        assert top == "procedural/backup.md"
+
+
+def test_a_slow_client_does_not_block_others(up: Running) -> None:
+    stalled = []
+    try:
+        for partial in (b"POST /search HTTP/1.1\r\nHost: localhost\r\n",
+                        b"POST /search HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
+                        + up.token.encode() + b"\r\nContent-Length: 100\r\n\r\n{\"query",
+                        b"GE"):
+            sock = socket.create_connection(("127.0.0.1", up.port), timeout=10)
+            sock.sendall(partial)
+            stalled.append(sock)
+        started = time.monotonic()
+        for _ in range(5):
+            status, data = up.call("POST", "/search", {"query": "restic"}, timeout=10)
+            assert status == 200 and data["hits"]
+        assert time.monotonic() - started < 10
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+# -- Server with a fake App
+
+
+class FakeApp:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok"}
+
+    def status(self) -> dict[str, Any]:
+        return {"status": "ok"}
+
+    def embed(self, texts: list[str], kind: str) -> tuple[str, int, list[list[float]]]:
+        self.calls += 1
+        if texts == ["boom"]:
+            raise RuntimeError("the model fell over")
+        if texts == ["user error"]:
+            raise VaultdError("a typed error for a person")
+        return "fake", 1, [[float(len(t))] for t in texts]
+
+    def count_tokens(self, texts: list[str]) -> int:
+        return len(texts)
+
+    def search(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"hits": []}
+
+
+@pytest.fixture
+def fake_server() -> Iterator[Server]:
+    server = Server(FakeApp(), host="127.0.0.1", port=0, token="secret", max_body_bytes=1000,
+                    max_texts=3)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_app_errors_are_json_and_the_server_stays_up(fake_server: Server) -> None:
+    port = fake_server.port
+    status, data = call(port, "POST", "/embed", {"texts": ["boom"]}, token="secret")
+    assert status == 500 and "internal error" in data["error"]
+    status, data = call(port, "POST", "/embed", {"texts": ["user error"]}, token="secret")
+    assert status == 400 and data["error"] == "a typed error for a person"
+    status, data = call(port, "POST", "/embed", {"texts": ["ab", "c"]}, token="secret")
+    assert status == 200 and data["vectors"] == [[2.0], [1.0]]
+
+
+def test_configured_limits_apply(fake_server: Server) -> None:
+    port = fake_server.port
+    status, _ = call(port, "POST", "/embed", {"texts": ["a"] * 4}, token="secret")
+    assert status == 413
+    status, _ = call(port, "POST", "/embed", {"texts": ["a" * 2000]}, token="secret")
+    assert status == 413
+    status, _ = call(port, "POST", "/embed", {"texts": ["a"] * 3}, token="secret")
+    assert status == 200
+
+
+def test_stalled_body_does_not_hold_a_thread_forever(fake_server: Server) -> None:
+    fake_server.httpd.RequestHandlerClass.timeout = 0.5  # type: ignore[attr-defined]
+    with socket.create_connection(("127.0.0.1", fake_server.port), timeout=10) as sock:
+        sock.sendall(b"POST /embed HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer secret"
+                     b"\r\nContent-Length: 100\r\n\r\n{\"texts")
+        head = wait_for(lambda: sock.recv(65536), "an answer to the stalled request")
+    assert head.startswith(b"HTTP/1.1 408")
+
+
+def test_server_binds_loopback_only() -> None:
+    with pytest.raises(VaultdError, match="loopback"):
+        Server(FakeApp(), host="0.0.0.0", port=0, token="t", max_body_bytes=10, max_texts=1)
+
+
+def test_port_in_use_is_a_clear_error(fake_server: Server) -> None:
+    with pytest.raises(VaultdError, match="port"):
+        Server(FakeApp(), host="127.0.0.1", port=fake_server.port, token="t",
+               max_body_bytes=10, max_texts=1)
+
+
+def test_stop_without_start_returns() -> None:
+    server = Server(FakeApp(), host="127.0.0.1", port=0, token="t", max_body_bytes=10,
+                    max_texts=1)
+    done = threading.Event()
+    threading.Thread(target=lambda: (server.stop(), done.set()), daemon=True).start()
+    assert done.wait(5), "Server.stop() hung on a server that never started"
