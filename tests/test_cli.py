@@ -149,3 +149,19 @@ def test_search_before_any_index_says_so(vault: Path, runner: CliRunner) -> None
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["hits"] == []
     assert "index is stale: 3 file(s) changed" in out.stderr
+
+
+def test_eval_smoke(vault: Path, runner: CliRunner, tmp_path: Path) -> None:
+    runner.invoke(main, ["--vault", str(vault), "index"])
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(json.dumps({"id": "1", "query": "fly releases rollback",
+                                   "gold_notes": ["semantic/deploy.md"], "extra": 1}) + "\n"
+                       + json.dumps({"id": "2", "query": "postgres pool exhausted",
+                                     "gold_notes": ["episodic/2026-11-20.md"]}) + "\n")
+    out = runner.invoke(main, ["--vault", str(vault), "eval", "--queries", str(queries),
+                               "--mode", "bm25", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["queries"] == 2 and data["modes"]["bm25"]["r@1"] == 1.0
+    table = runner.invoke(main, ["--vault", str(vault), "eval", "--queries", str(queries)])
+    assert "nDCG@10" in table.output and "hybrid" in table.output

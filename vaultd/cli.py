@@ -330,6 +330,27 @@ def stop(ctx: click.Context, timeout: float) -> None:
     click.echo(f"vaultd daemon (pid {pid}) stopped" if pid else "no daemon running")
 
 
+@main.command("eval")
+@click.option("--queries", "queries", type=click.Path(exists=True, dir_okay=False),
+              required=True, help="JSONL: {id, query, gold_notes: [vault-relative paths]}.")
+@click.option("--mode", type=click.Choice(["hybrid", "vector", "bm25", "all"]), default="all",
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.pass_context
+def eval_(ctx: click.Context, queries: str, mode: str, as_json: bool) -> None:
+    """Retrieval quality on a query set: R@1, R@5, R@10, MRR, nDCG@10 per mode."""
+    from vaultd.evaluation import evaluate
+
+    modes = ["hybrid", "vector", "bm25"] if mode == "all" else [mode]
+    with _errors():
+        vault = _open(ctx)
+        result = evaluate(vault, queries, modes)  # type: ignore[arg-type]
+    if as_json:
+        _echo_json(result.to_dict())
+    else:
+        click.echo(result.markdown())
+
+
 @main.group()
 def service() -> None:
     """Start the daemon at boot (systemd user unit on Linux, launchd agent on macOS)."""

@@ -1,0 +1,163 @@
+"""Retrieval quality on SciFact: hybrid vs vector vs BM25, with the real default model.
+
+    python bench/eval_scifact.py            # extract, index (first run: minutes), evaluate
+    python bench/eval_scifact.py --sweep    # also try hybrid fusion settings
+    python bench/eval_scifact.py --data DIR --limit 100
+
+The vault is extracted to bench/out/scifact/vault and indexed once with `vaultd init` and
+`vaultd index` (run as a subprocess and polled); later runs reuse the index. Results are printed
+as markdown and written to bench/out/eval_scifact.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import vaultd
+from vaultd.evaluation import (
+    CHUNK_K,
+    Query,
+    evaluate,
+    evaluate_ranker,
+    load_queries,
+    markdown_table,
+    unique_paths,
+)
+from vaultd.search import Searcher, SearchOptions
+from vaultd.store import Filters
+from vaultd.vault import Vault, open_vault
+
+BENCH = Path(__file__).resolve().parent
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TARBALL = "scifact-vault.tar.gz"
+QUERIES = "scifact-queries-train.jsonl"
+# (vector_weight, text_weight) × rrf_k
+SWEEP_WEIGHTS = ((1.0, 1.0), (1.0, 0.5), (0.5, 1.0))
+SWEEP_RRF_K = (10, 60)
+
+
+def vaultd_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vaultd.cli", *args]
+
+
+def extract(data: Path, work: Path) -> Path:
+    vault = work / "vault"
+    if not (vault / ".extracted").exists():
+        work.mkdir(parents=True, exist_ok=True)
+        print(f"extracting {data / TARBALL} -> {work}", flush=True)
+        with tarfile.open(data / TARBALL) as tar:
+            tar.extractall(work, filter="data")
+        (vault / ".extracted").write_text("ok\n")
+    return vault
+
+
+def ensure_index(vault: Path, poll: float) -> dict[str, Any]:
+    """`vaultd init` + `vaultd index` in the background, polling the index for progress."""
+    subprocess.run(vaultd_cli("init", str(vault)), check=True, stdout=subprocess.DEVNULL)
+    log = vault.parent / "index.log"
+    started = time.perf_counter()
+    with open(log, "w") as err:
+        proc = subprocess.Popen(vaultd_cli("--vault", str(vault), "index", "--json"),
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+        last = ""
+        while proc.poll() is None:
+            time.sleep(poll)
+            try:
+                with open_vault(vault) as v:
+                    line = f"  indexing… {v.store.counts()['notes']} notes indexed"
+            except Exception as exc:  # the DB may be busy or mid-migration
+                line = f"  indexing… ({exc.__class__.__name__})"
+            if line != last:
+                print(f"{line} ({time.perf_counter() - started:.0f}s)", flush=True)
+                last = line
+        out = proc.stdout.read() if proc.stdout else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"vaultd index failed ({proc.returncode}); see {log}")
+    return json.loads(out)
+
+
+def sweep(vault: Vault, queries: list[Query]) -> dict[str, Any]:
+    """Hybrid fusion settings scored through a Searcher built on the vault's store."""
+    cache: dict[str, Any] = {}
+
+    def embed_query(text: str) -> Any:
+        if text not in cache:
+            cache[text] = vault.embedder.embed([text], kind="query")[0]
+        return cache[text]
+
+    searcher = Searcher(vault.store, embed_query)
+    candidates = vault.settings.search.candidates
+    rows: dict[str, Any] = {}
+    for vw, tw in SWEEP_WEIGHTS:
+        for rrf_k in SWEEP_RRF_K:
+            options = SearchOptions(k=CHUNK_K, mode="hybrid", vector_weight=vw, text_weight=tw,
+                                    rrf_k=rrf_k, candidates=candidates)
+
+            def rank(q: Query, options: SearchOptions = options) -> list[str]:
+                if q.path_glob:
+                    options = replace(options, filters=Filters(path_glob=q.path_glob))
+                return unique_paths(searcher.search(q.query, options))
+
+            rows[f"v{vw:g}:t{tw:g} rrf_k={rrf_k}"] = evaluate_ranker(rank, queries)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help=f"folder holding {TARBALL} and {QUERIES}")
+    parser.add_argument("--out", type=Path, default=BENCH / "out")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N queries")
+    parser.add_argument("--sweep", action="store_true", help="also sweep hybrid fusion settings")
+    parser.add_argument("--poll", type=float, default=15.0, help="seconds between progress polls")
+    args = parser.parse_args(argv)
+
+    vault_dir = extract(args.data, args.out / "scifact")
+    report = ensure_index(vault_dir, args.poll)
+    queries = load_queries(args.data / QUERIES)
+    if args.limit:
+        queries = queries[:args.limit]
+
+    with open_vault(vault_dir) as vault:
+        vault.embedder.embed(["warm up"], kind="query")  # model load is not query latency
+        status = vault.status()
+        result = evaluate(vault, queries)
+        swept = sweep(vault, queries) if args.sweep else {}
+
+    stats = {k: status[k] for k in ("notes", "chunks", "vectors", "skipped")}
+    stats["model"] = status["model"]["id"]
+    stats["index_seconds_this_run"] = report["seconds"]
+    stats["chunks_embedded_this_run"] = report["chunks_embedded"]
+    print(f"\nSciFact train: {result.queries} queries, {stats['notes']} notes, "
+          f"{stats['chunks']} chunks, model {stats['model']}; "
+          f"this run indexed {report['chunks_embedded']} chunks in {report['seconds']:.1f}s\n")
+    print(result.markdown())
+    for mode, m in result.modes.items():
+        print(f"  {mode}: {1000 * m.seconds / max(m.queries, 1):.1f} ms/query")
+    if swept:
+        print("\nHybrid fusion sweep (vector_weight:text_weight, rrf_k):\n")
+        print(markdown_table(swept, label="setting"))
+
+    out = {
+        "benchmark": "scifact-train", "vaultd": vaultd.__version__,
+        "python": platform.python_version(), "index": stats, **result.to_dict(),
+        "sweep": {name: m.to_dict() for name, m in swept.items()},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "eval_scifact.json"
+    path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
