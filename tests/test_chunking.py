@@ -341,3 +341,21 @@ def test_chunk_ids_do_not_depend_on_the_tmp_path(tmp_path: Path) -> None:
     _, a = chunks_of("semantic/a.md", NOTE)
     assert str(tmp_path) not in "".join(c.id for c in a)
     assert [c.id for c in a] == [c.id for c in chunks_of("semantic/a.md", NOTE)[1]]
+
+
+@pytest.mark.parametrize("one_line", [True, False])
+def test_editing_the_end_of_a_long_paragraph_keeps_earlier_chunks(one_line: bool) -> None:
+    """Oversized blocks are split greedily from the start, so appending to a paragraph changes
+    only its last chunk(s) — the rest keep their hashes and are not re-embedded."""
+    sentences = [f"Sentence {i} says something about topic {i % 7} in several words."
+                 for i in range(120)]
+    sep = " " if one_line else "\n"
+    before = "# Abstract\n\n" + sep.join(sentences) + "\n"
+    after = "# Abstract\n\n" + sep.join(sentences) + " And one more closing remark.\n"
+    _, old = chunks_of("semantic/a.md", before, max_tokens=64, target=48)
+    _, new = chunks_of("semantic/a.md", after, max_tokens=64, target=48)
+    assert len(old) > 5
+    old_hashes, new_hashes = [c.hash for c in old], [c.hash for c in new]
+    changed = [h for h in new_hashes if h not in set(old_hashes)]
+    assert len(changed) <= 2
+    assert new_hashes[: len(old_hashes) - 1] == old_hashes[:-1]

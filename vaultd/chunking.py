@@ -169,23 +169,106 @@ def _embed_tokens(piece: _Piece, heading: str, count: CountTokens) -> int:
     return count(f"{heading}\n{piece.text}" if heading else piece.text)
 
 
+def _fits(lines: list[str], heading: str, count: CountTokens, hard: int) -> bool:
+    return _embed_tokens(_Piece(0, 0, lines, 0), heading, count) <= hard
+
+
+def _greedy_groups(parts: list[str], heading: str, count: CountTokens, hard: int) -> list[int]:
+    """Start indexes of groups packed greedily from the start by estimated token counts (the
+    parts' own counts summed, special tokens once). Each part is counted once, so this stays
+    linear however long the input; the caller checks every group exactly."""
+    base = count("")
+    used0 = base + (max(count(heading) - base, 0) if heading else 0)
+    starts, used = [0], used0
+    for i, part in enumerate(parts):
+        t = max(count(part) - base, 0)
+        if i > starts[-1] and used + t > hard:
+            starts.append(i)
+            used = used0
+        used += t
+    return starts
+
+
 def _fit(piece: _Piece, heading: str, count: CountTokens, hard: int) -> list[_Piece]:
-    """Split a piece until its embedded text fits `hard` tokens: by lines, then at the blank
-    nearest the middle, then by characters. Blank parts are dropped, not made into chunks."""
+    """Split a piece until each part's embedded text fits `hard` tokens: lines packed greedily
+    from the start, then words, then characters. Greedy from the start means an edit near the
+    end of a long paragraph leaves the earlier parts (and their vectors) as they were. Blank
+    parts are dropped, not made into chunks."""
     if not piece.text.strip():
         return []
-    if _embed_tokens(piece, heading, count) <= hard:
+    if len(piece.lines) == 1:
+        return _fit_line(piece, heading, count, hard)
+    if len(piece.lines) <= 4 * hard and _fits(piece.lines, heading, count, hard):
         return [piece]
-    if len(piece.lines) > 1:
-        mid = len(piece.lines) // 2
-        left = _Piece(piece.start, piece.start + mid - 1, piece.lines[:mid], 0)
-        right = _Piece(piece.start + mid, piece.end, piece.lines[mid:], 0)
-        return _fit(left, heading, count, hard) + _fit(right, heading, count, hard)
+    starts = _greedy_groups(piece.lines, heading, count, hard) + [len(piece.lines)]
+    out: list[_Piece] = []
+    for a, b in zip(starts, starts[1:]):
+        out.extend(_fit_group(_Piece(piece.start + a, piece.start + b - 1, piece.lines[a:b], 0),
+                              heading, count, hard))
+    return out
+
+
+def _fit_group(piece: _Piece, heading: str, count: CountTokens, hard: int) -> list[_Piece]:
+    if not piece.text.strip():
+        return []
+    if _fits(piece.lines, heading, count, hard):
+        return [piece]
+    if len(piece.lines) == 1:
+        return _fit_line(piece, heading, count, hard)
+    mid = len(piece.lines) // 2  # the estimate was off (rare): halve
+    return (_fit_group(_Piece(piece.start, piece.start + mid - 1, piece.lines[:mid], 0),
+                       heading, count, hard)
+            + _fit_group(_Piece(piece.start + mid, piece.end, piece.lines[mid:], 0),
+                         heading, count, hard))
+
+
+def _fit_line(piece: _Piece, heading: str, count: CountTokens, hard: int) -> list[_Piece]:
     text = piece.lines[0].strip()
-    if len(text) <= 1:
-        return [piece]  # a single character cannot be split further
-    mid = len(text) // 2
-    blanks = [i for i in (text.rfind(" ", 0, mid), text.find(" ", mid)) if i > 0]
-    cut = min(blanks, key=lambda i: abs(i - mid)) if blanks else mid
-    return (_fit(_Piece(piece.start, piece.end, [text[:cut]], 0), heading, count, hard)
-            + _fit(_Piece(piece.start, piece.end, [text[cut:]], 0), heading, count, hard))
+    if not text:
+        return []
+    if len(text) <= 32 * hard and _fits([text], heading, count, hard):
+        return [_Piece(piece.start, piece.end, [text], 0)]
+    words = text.split(" ")
+    if len(words) == 1:
+        return [_Piece(piece.start, piece.end, [part], 0)
+                for part in _cut_chars(text, heading, count, hard)]
+    starts = _greedy_groups(words, heading, count, hard) + [len(words)]
+    out: list[_Piece] = []
+    for a, b in zip(starts, starts[1:]):
+        group = " ".join(words[a:b]).strip()
+        if not group:
+            continue
+        if _fits([group], heading, count, hard) or b - a == 1:
+            if b - a == 1 and not _fits([group], heading, count, hard):
+                out.extend(_Piece(piece.start, piece.end, [part], 0)
+                           for part in _cut_chars(group, heading, count, hard))
+            else:
+                out.append(_Piece(piece.start, piece.end, [group], 0))
+        else:
+            out.extend(_fit_line(_Piece(piece.start, piece.end, [group], 0), heading, count,
+                                 hard))
+    return out
+
+
+def _cut_chars(text: str, heading: str, count: CountTokens, hard: int) -> list[str]:
+    """A single overlong "word": the longest fitting prefixes, one after another."""
+    parts: list[str] = []
+    rest = text
+    while rest:
+        if len(rest) <= 32 * hard and _fits([rest], heading, count, hard):
+            parts.append(rest)
+            break
+        lo, hi = 0, min(len(rest) - 1, 32 * hard)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if _fits([rest[:mid]], heading, count, hard):
+                lo = mid
+            else:
+                hi = mid - 1
+        if lo == 0:
+            parts.append(rest[0])  # one character that alone exceeds the limit
+            lo = 1
+        else:
+            parts.append(rest[:lo])
+        rest = rest[lo:]
+    return [p for p in parts if p.strip()]

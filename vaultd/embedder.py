@@ -231,6 +231,7 @@ class OnnxEmbedder(Embedder):
         super().__init__(profile, batch_size)
         self.threads = threads
         self._session: Any = None
+        self._run_options: Any = None
         self._input_names: set[str] = set()
         self._tokenizer: Any = None
         self._counter: Any = None
@@ -301,6 +302,11 @@ class OnnxEmbedder(Embedder):
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"onnxruntime cannot load {path}: {exc}") from exc
         self._input_names = {i.name for i in self._session.get_inputs()}
+        # Give the memory arena back after each batch: a long-lived daemon otherwise keeps the
+        # high-water mark of its longest batch (measured: 550 MB resident after 300 notes vs
+        # 280 MB with shrinkage, for ~2.5 % more time).
+        self._run_options = ort.RunOptions()
+        self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         missing = {"input_ids", "attention_mask"} - self._input_names
         if missing:
             raise ModelError(f"{path}: model lacks input(s) {sorted(missing)}; "
@@ -325,7 +331,7 @@ class OnnxEmbedder(Embedder):
             feeds["position_ids"] = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
         outputs = [self.profile.output] if self.profile.output else None
         try:
-            hidden = self._session.run(outputs, feeds)[0]
+            hidden = self._session.run(outputs, feeds, self._run_options)[0]
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"model '{self.model_id}' ({self.profile.onnx}) failed to run: "
                              f"{exc}") from exc

@@ -108,6 +108,7 @@ def _texts(value: Any, limit: int, field: str) -> list[str]:
 class _Handler(BaseHTTPRequestHandler):
     server_ref: Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
     server_version = "vaultd"
     timeout = 30.0  # seconds a stalled client may hold its connection (and thread)
     _unread = 0  # bytes of the request body not read yet
