@@ -13,7 +13,7 @@ import pytest
 from vaultd import layout
 from vaultd.embedder import HashEmbedder, builtin_profiles
 from vaultd.errors import ExtensionError
-from vaultd.store import Store, sqlite_module
+from vaultd.store import MIGRATIONS, Store, sqlite_module
 from vaultd.vault import Vault, init_vault, open_vault
 
 DAILY = """---
@@ -193,10 +193,10 @@ def test_status_reports_staleness(tmp_path: Path) -> None:
 def test_schema_version_and_migrations_are_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "index.db"
     store = Store(path)
-    assert store.schema_version == 1
+    assert store.schema_version == len(MIGRATIONS) == 2
     store.close()
     store = Store(path)  # a second open applies nothing and keeps the data
-    assert store.schema_version == 1
+    assert store.schema_version == len(MIGRATIONS) == 2
     store.close()
 
 

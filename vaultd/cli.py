@@ -204,7 +204,7 @@ def _search_local(ctx: click.Context, body: dict[str, Any], local: bool) -> dict
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     stale = vault.changed_since_index()
-    hits = vault.search(**kwargs)
+    hits = vault.search(**kwargs, record=True)
     return search_response(kwargs["query"], kwargs["mode"], hits, stale_files=len(stale))
 
 
@@ -349,6 +349,109 @@ def eval_(ctx: click.Context, queries: str, mode: str, as_json: bool) -> None:
         _echo_json(result.to_dict())
     else:
         click.echo(result.markdown())
+
+
+@main.command()
+@click.argument("text", nargs=-1, required=True)
+@click.option("--type", "note_type", type=click.Choice(["episodic", "semantic", "procedural"]),
+              default=None, help="What kind of memory this is (kept as a tag for the review).")
+@click.option("--tag", "tags", multiple=True, help="A tag for the entry (repeatable).")
+@click.pass_context
+def remember(ctx: click.Context, text: tuple[str, ...], note_type: str | None,
+             tags: tuple[str, ...]) -> None:
+    """Append a timestamped entry to today's episodic log (safe with concurrent writers)."""
+    from vaultd.edits import append_entry
+
+    all_tags = list(tags) + ([note_type] if note_type and note_type != "episodic" else [])
+    with _errors():
+        path, heading = append_entry(_root(ctx), " ".join(text), tags=all_tags)
+    click.echo(f"{path}: ## {heading}")
+
+
+PHASES = ("connect", "promote", "consolidate", "age")
+
+
+@main.command()
+@click.option("--phase", type=click.Choice([*PHASES, "all"]), default="all", show_default=True)
+@click.option("--dry-run", is_flag=True, help="Show the plan; write nothing.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def lifecycle(ctx: click.Context, phase: str, dry_run: bool, as_json: bool) -> None:
+    """Run the memory lifecycle on demand and print the plan with reasons: links, promotions,
+    merges of connected groups, reprieves and fades of isolated entries."""
+    phases = list(PHASES) if phase == "all" else [phase]
+    with _errors():
+        vault = _open(ctx)
+        vault.index()
+        reports = vault.lifecycle(phases, dry_run=dry_run)
+        states = vault.states() if as_json else None
+    if as_json:
+        _echo_json({"phases": reports, "states": states})
+        return
+    for report in reports:
+        click.echo(click.style(f"[{report['phase']}]", bold=True)
+                   + (" (dry run)" if dry_run else ""))
+        for note in report["notes"]:
+            click.echo(f"  {note}")
+        for action in report["actions"]:
+            if action["kind"] == "link" and not action.get("scores"):
+                continue
+            click.echo(f"  {action['kind']}: {', '.join(action['entries'][:4])}"
+                       + (" …" if len(action["entries"]) > 4 else ""))
+            click.echo(f"      because {action['reason']}")
+        for path in report["created"]:
+            click.echo(f"  created {path}")
+        for path in report["written"]:
+            click.echo(f"  wrote {path}")
+        for conflict in report["conflicts"]:
+            click.echo(f"  skipped: {conflict}", err=True)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def calibrate(ctx: click.Context, as_json: bool) -> None:
+    """The vault's nearest-neighbour similarity distribution, and link / consolidate
+    thresholds suggested for the active model."""
+    with _errors():
+        data = _open(ctx).calibrate()
+    if as_json or "suggested" not in data:
+        _echo_json(data)
+        return
+    click.echo(f"model {data['model']}: {data['entries']} entries, {data['pairs']} pairs")
+    click.echo("nearest neighbour  " + "  ".join(f"{k} {v:.3f}"
+                                                 for k, v in data["nearest_neighbour"].items()))
+    click.echo("all pairs          " + "  ".join(f"{k} {v:.3f}"
+                                                 for k, v in data["all_pairs"].items()))
+    cur, sug = data["current"], data["suggested"]
+    click.echo(f"link threshold     current {cur['link']:.2f} "
+               f"({data['linked_at_current']:.1%} of pairs), suggested {sug['link']:.2f}")
+    click.echo(f"consolidate        current {cur['consolidate']:.2f}, "
+               f"suggested {sug['consolidate']:.2f}")
+    click.echo("set them in a [models.<id>] profile (link_threshold, consolidate_threshold)")
+
+
+@main.command()
+@click.argument("path")
+@click.pass_context
+def restore(ctx: click.Context, path: str) -> None:
+    """Bring an archived note (or an archived daily log's entries) back where it came from."""
+    with _errors():
+        written = _open(ctx).restore(path)
+    for rel in written:
+        click.echo(f"restored into {rel}" if not rel.startswith("archive/") else
+                   f"updated {rel}")
+
+
+@main.command()
+@click.argument("merge_id")
+@click.pass_context
+def undo(ctx: click.Context, merge_id: str) -> None:
+    """Undo a consolidation: the originals come back, the merged note goes to archive/."""
+    with _errors():
+        written = _open(ctx).undo(merge_id)
+    for rel in written:
+        click.echo(f"wrote {rel}")
 
 
 @main.group()

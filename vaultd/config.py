@@ -65,18 +65,27 @@ class DaemonSettings:
 
 
 @dataclass(frozen=True)
+class LifecycleSettings:
+    newer_entries: int = 20  # an unconnected entry gets a reprieve once this many newer exist
+    mirror_related: bool = True  # write links as `related: [[...]]` frontmatter (Obsidian graph)
+    promote_after: int = 3  # top-5 search hits on this many different queries → proven
+
+
+@dataclass(frozen=True)
 class Settings:
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     # User-declared model profiles, by id: raw tables handed to `embedder.profile_from_table`.
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 _SECTIONS = {"embedding": EmbeddingSettings, "index": IndexSettings,
-             "search": SearchSettings, "server": ServerSettings, "daemon": DaemonSettings}
+             "search": SearchSettings, "server": ServerSettings, "daemon": DaemonSettings,
+             "lifecycle": LifecycleSettings}
 
 
 def _coerce(value: Any, default: Any, where: str) -> Any:

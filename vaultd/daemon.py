@@ -131,7 +131,7 @@ class Daemon:
             kwargs = search_request(request)
         except ValueError as exc:
             raise VaultdError(str(exc)) from exc
-        hits = self.vault.search_with(self._reader(), **kwargs)
+        hits = self.vault.search_with(self._reader(), **kwargs, record=True)
         pending = self.events.qsize() + (1 if self._indexing.is_set() else 0)
         # exactly the JSON of `vaultd search --json` (index lag is in /health and /status)
         return search_response(kwargs["query"], kwargs["mode"], hits, stale_files=pending)

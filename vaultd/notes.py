@@ -48,6 +48,7 @@ class Entry:
     lines: tuple[str, ...]
     tags: tuple[str, ...]
     date: str | None
+    key: str = ""  # heading, else first line: what durable per-entry state is keyed by
 
     @property
     def text(self) -> str:
@@ -368,7 +369,7 @@ def _entry(note: Note, ordinal: int, heading: str, start: int, end: int,
     digest = hashlib.sha1(f"{note.path}\0{key}\0{occurrence}".encode()).hexdigest()[:12]
     tags = tuple(dict.fromkeys(note.tags + hashtags(lines)))
     return Entry(id=digest, ordinal=ordinal, heading=heading, start_line=start, end_line=end,
-                 lines=lines, tags=tags, date=note.created)
+                 lines=lines, tags=tags, date=note.created, key=key)
 
 
 def _whole_note_entry(note: Note) -> list[Entry]:

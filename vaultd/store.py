@@ -148,7 +148,25 @@ def _m1_initial(conn: Any) -> None:
     """)
 
 
-MIGRATIONS = [_m1_initial]
+def _m2_lifecycle(conn: Any) -> None:
+    """Entry keys and hashes (durable state in files is keyed by entry key), the derivable
+    link graph, and search recalls."""
+    _run_script(conn, """
+        ALTER TABLE entries ADD COLUMN key TEXT NOT NULL DEFAULT '';
+        ALTER TABLE entries ADD COLUMN hash TEXT NOT NULL DEFAULT '';
+        CREATE TABLE edges (
+            a TEXT NOT NULL, b TEXT NOT NULL, score REAL NOT NULL, PRIMARY KEY (a, b)
+        );
+        CREATE TABLE connected (entry_id TEXT PRIMARY KEY, hash TEXT NOT NULL, at REAL NOT NULL);
+        CREATE TABLE recalls (
+            path TEXT NOT NULL, entry_key TEXT NOT NULL, query TEXT NOT NULL, at REAL NOT NULL,
+            PRIMARY KEY (path, entry_key, query)
+        );
+        DELETE FROM files
+    """)  # emptying `files` makes the next index re-read every note (vectors are reused)
+
+
+MIGRATIONS = [_m1_initial, _m2_lifecycle]
 
 
 # ---------------------------------------------------------------------------- records
@@ -178,6 +196,8 @@ class EntryRecord:
     end_line: int
     date: str | None
     tags: tuple[str, ...]
+    key: str = ""
+    hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -369,9 +389,9 @@ class Store:
              json.dumps(list(record.warnings)), time.time()))
         c.executemany(
             "INSERT OR REPLACE INTO entries(id, path, ordinal, heading, start_line, end_line, "
-            "date, tags) VALUES (?,?,?,?,?,?,?,?)",
+            "date, tags, key, hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
             [(e.id, record.path, e.ordinal, e.heading, e.start_line, e.end_line, e.date,
-              json.dumps(list(e.tags))) for e in entries])
+              json.dumps(list(e.tags)), e.key, e.hash) for e in entries])
         archived = int(is_archived(record.path))
         for ch in chunks:
             cur = c.execute(

@@ -20,6 +20,7 @@ from vaultd.client import DaemonClient, DaemonDown
 from vaultd.config import Settings, load_settings
 from vaultd.embedder import Embedder, Kind, ModelProfile, make_embedder, resolve_profile
 from vaultd.indexer import Indexer, IndexReport, Progress
+from vaultd.lifecycle import Thresholds
 from vaultd.search import Hit, Mode, Searcher, SearchOptions, hit_from_dict
 from vaultd.store import Filters, Store
 
@@ -160,8 +161,9 @@ class Vault:
                tags: list[str] | None = None, path_glob: str | None = None,
                since: str | None = None, until: str | None = None, mode: Mode = "hybrid",
                include_archive: bool = False, half_life_days: float | None = None,
-               mmr_lambda: float | None = None) -> list[Hit]:
-        """Hybrid search (or `mode="vector"|"bm25"`) with optional filters."""
+               mmr_lambda: float | None = None, record: bool = False) -> list[Hit]:
+        """Hybrid search (or `mode="vector"|"bm25"`) with optional filters. `record=True`
+        (what `vaultd search` does) counts the top 5 as recalled, for recall promotion."""
         client = self._client()
         if client is not None and half_life_days is None and mmr_lambda is None:
             body = {"query": query, "k": k, "type": types or [], "tags": tags or [],
@@ -177,15 +179,16 @@ class Vault:
         return self.search_with(self.store, query, k, types=types, tags=tags,
                                 path_glob=path_glob, since=since, until=until, mode=mode,
                                 include_archive=include_archive, half_life_days=half_life_days,
-                                mmr_lambda=mmr_lambda)
+                                mmr_lambda=mmr_lambda, record=record)
 
     def search_with(self, store: Store, query: str, k: int = 10, *,
                     types: list[str] | None = None, tags: list[str] | None = None,
                     path_glob: str | None = None, since: str | None = None,
                     until: str | None = None, mode: Mode = "hybrid",
                     include_archive: bool = False, half_life_days: float | None = None,
-                    mmr_lambda: float | None = None) -> list[Hit]:
-        """`search` on a given store connection (the daemon gives each HTTP thread its own)."""
+                    mmr_lambda: float | None = None, record: bool = False) -> list[Hit]:
+        """`search` on a given store connection (the daemon gives each HTTP thread its own).
+        With `record`, the top 5 hits count as recalled for this query (recall promotion)."""
         s = self.settings.search
         options = SearchOptions(
             k=k, mode=mode,
@@ -198,7 +201,14 @@ class Vault:
             mmr_lambda=s.mmr_lambda if mmr_lambda is None else mmr_lambda)
         self._check_model(store)
         searcher = Searcher(store, lambda q: self.embedder.embed([q], kind="query")[0])
-        return searcher.search(query, options)
+        hits = searcher.search(query, options)
+        if record and hits:
+            import time as _time
+
+            from vaultd import lifecycle as lc
+
+            lc.record_recalls(store, hits[:5], query, _time.time())
+        return hits
 
     def _check_model(self, store: Store) -> None:
         indexed = store.model_identity()
@@ -237,3 +247,119 @@ class Vault:
             "changed_paths": changed[:20],
             "skipped_files": [{"path": p, "reason": r} for p, r in store.skipped()],
         }
+
+    # -- memory lifecycle
+    def remember(self, text: str, tags: list[str] | None = None) -> tuple[str, str]:
+        """Append a timestamped entry to today's daily log. Returns (path, heading)."""
+        from vaultd import edits
+
+        return edits.append_entry(self.root, text, tags=tags)
+
+    def thresholds(self) -> Thresholds:
+        p = self.profile
+        return Thresholds(link=p.link_threshold, consolidate=p.consolidate_threshold,
+                          duplicate=p.duplicate_threshold, route=p.route_threshold)
+
+    def lifecycle(self, phases: list[str], *, dry_run: bool = False) -> list[dict[str, Any]]:
+        """Run lifecycle phases in order (connect, promote, consolidate, age); each reports its
+        plan (what would link, fade, merge, be promoted, with reasons) and what it wrote."""
+        import time as _time
+
+        from vaultd import lifecycle as lc
+
+        reports = []
+        th = self.thresholds()
+        cfg = self.settings.lifecycle
+        for phase in phases:
+            views, matrix = lc.snapshot(self.store)
+            by_id = {v.id: v for v in views}
+            outcome = lc.Outcome()
+            if phase == "connect":
+                plan = lc.plan_connect(self.store, views, matrix, th)
+                if not dry_run:
+                    lc.apply_connect(self.store, plan, _time.time())
+                    if cfg.mirror_related:
+                        outcome = self._mirror_related(views)
+            elif phase == "promote":
+                plan = lc.plan_promote(self.store, views, cfg.promote_after)
+                if not dry_run:
+                    outcome = lc.apply_state(self.root, by_id, plan)
+            elif phase == "consolidate":
+                embed = (lambda texts: self.embed(texts)) if not dry_run else None
+                plan = lc.plan_consolidate(views, matrix, th, embed)
+                if not dry_run:
+                    outcome = lc.apply_consolidate(self.root, by_id, plan)
+            elif phase == "age":
+                plan = lc.plan_age(self.store, views, cfg.newer_entries)
+                if not dry_run:
+                    outcome = lc.apply_state(self.root, by_id, plan)
+            else:
+                raise ValueError(f"unknown lifecycle phase {phase!r}")
+            changed = outcome.written + outcome.created
+            if changed:
+                self.indexer().sync_paths(changed)
+            reports.append({"phase": phase, "dry_run": dry_run, "notes": plan.notes,
+                            "actions": [a.to_dict(by_id) for a in plan.actions],
+                            "written": outcome.written, "created": outcome.created,
+                            "conflicts": outcome.conflicts})
+        return reports
+
+    def _mirror_related(self, views: list[Any]) -> Any:
+        from vaultd import edits
+        from vaultd import lifecycle as lc
+
+        out = lc.Outcome()
+        links = lc.related_links(self.store, views)
+        for path in sorted({v.path for v in views if not v.archived}):
+            if path == "MEMORY.md":
+                continue
+            want = links.get(path)
+            try:
+                snap = edits.read(self.root / path)
+            except FileNotFoundError:
+                continue
+            have = edits.get_frontmatter(path, snap.text).get("related")
+            if (want or None) == (have or None):
+                continue
+            try:
+                if edits.replace_checked(snap, edits.set_frontmatter(snap.text,
+                                                                     {"related": want})):
+                    out.written.append(path)
+            except edits.ConflictError as exc:
+                out.conflicts.append(str(exc))
+        return out
+
+    def states(self) -> dict[str, Any]:
+        """The durable lifecycle states, as the files say (survives an index rebuild)."""
+        from vaultd import lifecycle as lc
+
+        views, _ = lc.snapshot(self.store)
+        rows = []
+        for v in views:
+            rows.append({"entry": v.label(), "proven": v.proven, "pinned": v.pinned,
+                         "reprieves": v.reprieves, "archived": v.archived,
+                         "protected": v.protection()})
+        return {"entries": rows}
+
+    def calibrate(self) -> dict[str, Any]:
+        from vaultd import lifecycle as lc
+
+        views, matrix = lc.snapshot(self.store)
+        active = [i for i, v in enumerate(views) if not v.archived]
+        out = lc.calibrate(matrix[active], self.profile.link_threshold,
+                           self.profile.consolidate_threshold)
+        return {"model": self.profile.id, **out}
+
+    def restore(self, rel: str) -> list[str]:
+        from vaultd import lifecycle as lc
+
+        written = lc.restore(self.root, rel)
+        self.indexer().sync_paths(written)
+        return written
+
+    def undo(self, merge_id: str) -> list[str]:
+        from vaultd import lifecycle as lc
+
+        written = lc.undo(self.root, self.store, merge_id)
+        self.indexer().sync_paths(written)
+        return written

@@ -1,0 +1,693 @@
+"""The memory lifecycle: connect, age/fade, consolidate, recall promotion — each phase a plan.
+
+Every phase first computes a `Plan` (what would link, fade, merge or be promoted, each with its
+reason) from the index and the files; `apply` then carries it out with checked atomic writes
+(`vaultd.edits`), so `--dry-run` shows exactly what a real run would do.
+
+What must survive an index rebuild lives in the files: `status: proven`, `pinned: true`,
+`reprieves` counts, `consolidated_from`, and whatever sits under `archive/`. For a daily log,
+whose entries share one frontmatter, per-entry state lives under a `vaultd:` key, by entry key
+(the entry's heading, else its first line):
+
+    vaultd: {proven: ["09:14 — Flaky refund webhook test"], reprieves: {"14:02 lunch": 1}}
+
+Links are derivable (recomputed from vectors) and live only in the index.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vaultd import edits
+from vaultd.store import Store, is_archived
+
+if TYPE_CHECKING:
+    import numpy as np
+
+ARCHIVE = "archive"
+MAX_REPRIEVES = 3
+PROTECTED_TYPES = ("procedural", "semantic")
+ACTIVE_TYPES = ("episodic",)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    link: float
+    consolidate: float
+    duplicate: float
+    route: float
+
+
+@dataclass
+class EntryView:
+    id: str
+    path: str
+    key: str
+    heading: str
+    type: str
+    date: str | None
+    tags: tuple[str, ...]
+    start_line: int
+    end_line: int
+    text: str
+    hash: str
+    is_daily: bool
+    frontmatter: dict[str, Any]
+    order: int = 0  # position in vault time: date, then path, then position in the file
+
+    @property
+    def archived(self) -> bool:
+        return is_archived(self.path)
+
+    def _state(self) -> dict[str, Any]:
+        state = self.frontmatter.get("vaultd")
+        return state if isinstance(state, dict) else {}
+
+    @property
+    def proven(self) -> bool:
+        if self.is_daily:
+            proven = self._state().get("proven")
+            return isinstance(proven, list) and self.key in proven
+        return str(self.frontmatter.get("status", "")).lower() == "proven"
+
+    @property
+    def reprieves(self) -> int:
+        raw = (self._state().get("reprieves", {}).get(self.key, 0)
+               if self.is_daily and isinstance(self._state().get("reprieves"), dict)
+               else (0 if self.is_daily else self.frontmatter.get("reprieves", 0)))
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            return 0
+
+    @property
+    def pinned(self) -> bool:
+        return self.frontmatter.get("pinned") is True or "pinned" in self.tags
+
+    def protection(self) -> str | None:
+        """Why this entry never fades, or None."""
+        if self.type in PROTECTED_TYPES:
+            return f"{self.type} notes are curated knowledge; only episodes fade"
+        if self.type not in ACTIVE_TYPES:
+            return f"type '{self.type}' is outside the lifecycle"
+        if self.pinned:
+            return "pinned"
+        if "decision" in (t.lower() for t in self.tags):
+            return "tagged #decision"
+        if self.proven:
+            return "proven"
+        return None
+
+    def label(self) -> str:
+        return f"{self.path}:{self.start_line}-{self.end_line}" + (
+            f" ({self.key[:60]})" if self.is_daily else "")
+
+
+@dataclass
+class Action:
+    kind: str  # link | reprieve | fade | merge | promote
+    entries: list[str]  # entry ids
+    reason: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, views: dict[str, EntryView]) -> dict[str, Any]:
+        return {"kind": self.kind, "reason": self.reason,
+                "entries": [views[e].label() if e in views else e for e in self.entries],
+                **self.data}
+
+
+@dataclass
+class Plan:
+    phase: str
+    actions: list[Action] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- snapshot
+
+
+def snapshot(store: Store) -> tuple[list[EntryView], np.ndarray]:
+    """Every indexed entry with its text and unit vector (the mean of its chunks' vectors)."""
+    import numpy as np
+
+    files = {p: (json.loads(fm), bool(daily)) for p, fm, daily in store.conn.execute(
+        "SELECT path, frontmatter, is_daily FROM files")}
+    rows = store.conn.execute(
+        "SELECT e.id, e.path, e.key, e.heading, f.type, e.date, e.tags, e.start_line, "
+        "e.end_line, e.hash FROM entries e JOIN files f ON f.path = e.path "
+        "ORDER BY coalesce(e.date, ''), e.path, e.ordinal").fetchall()
+    texts: dict[str, list[str]] = {}
+    sums: dict[str, np.ndarray] = {}
+    for entry_id, text, blob in store.conn.execute(
+            "SELECT c.entry_id, c.text, v.vector FROM chunks c JOIN embeddings v "
+            "ON v.hash = c.hash ORDER BY c.path, c.start_line"):
+        texts.setdefault(entry_id, []).append(text)
+        vec = np.frombuffer(blob, dtype=np.float32)
+        sums[entry_id] = sums[entry_id] + vec if entry_id in sums else vec.copy()
+    views: list[EntryView] = []
+    vectors: list[np.ndarray] = []
+    for order, (eid, path, key, heading, ntype, date, tags, start, end, h) in enumerate(rows):
+        if eid not in sums:
+            continue  # an entry with no text chunk (e.g. only a managed block)
+        fm, daily = files.get(path, ({}, False))
+        views.append(EntryView(eid, path, key, heading, ntype, date, tuple(json.loads(tags)),
+                               start, end, "\n\n".join(texts[eid]), h, daily, fm, order))
+        vec = sums[eid]
+        vectors.append(vec / max(float(np.linalg.norm(vec)), 1e-12))
+    matrix = np.vstack(vectors) if vectors else np.zeros((0, 1), dtype=np.float32)
+    return views, matrix
+
+
+# ---------------------------------------------------------------------------- connect
+
+
+def plan_connect(store: Store, views: list[EntryView], matrix: np.ndarray,
+                 th: Thresholds) -> Plan:
+    """Link each buffered entry (new, or changed since it was last connected) to every active
+    entry at cosine ≥ the link threshold."""
+    import numpy as np
+
+    plan = Plan("connect")
+    done = dict(store.conn.execute("SELECT entry_id, hash FROM connected").fetchall())
+    active = np.array([not v.archived for v in views], dtype=bool)
+    buffer = [i for i, v in enumerate(views) if active[i] and done.get(v.id) != v.hash]
+    plan.notes.append(f"{len(buffer)} buffered entr{'y' if len(buffer) == 1 else 'ies'} of "
+                      f"{int(active.sum())} active; link threshold {th.link:.2f}")
+    if not buffer:
+        return plan
+    sims = matrix[buffer] @ matrix.T
+    for row, i in enumerate(buffer):
+        sims[row, i] = -1.0
+        sims[row, ~active] = -1.0
+        linked = [(views[j].id, float(sims[row, j])) for j in np.flatnonzero(sims[row] >= th.link)]
+        plan.actions.append(Action(
+            "link", [views[i].id, *[j for j, _ in linked]],
+            f"{len(linked)} link(s) at cosine ≥ {th.link:.2f}" if linked
+            else f"no entry at cosine ≥ {th.link:.2f} (best {float(sims[row].max()):.2f})",
+            {"scores": [round(s, 3) for _, s in linked], "hash": views[i].hash}))
+    return plan
+
+
+def apply_connect(store: Store, plan: Plan, now: float) -> None:
+    with store.transaction():
+        for action in plan.actions:
+            entry, others = action.entries[0], action.entries[1:]
+            store.conn.execute("DELETE FROM edges WHERE a = ? OR b = ?", (entry, entry))
+            for other, score in zip(others, action.data["scores"]):
+                store.conn.executemany("INSERT OR REPLACE INTO edges(a, b, score) VALUES (?,?,?)",
+                                       [(entry, other, score), (other, entry, score)])
+            store.conn.execute("INSERT OR REPLACE INTO connected(entry_id, hash, at) "
+                               "VALUES (?, ?, ?)", (entry, action.data["hash"], now))
+        # entries that no longer exist take their edges with them
+        store.conn.execute("DELETE FROM edges WHERE a NOT IN (SELECT id FROM entries) "
+                           "OR b NOT IN (SELECT id FROM entries)")
+        store.conn.execute("DELETE FROM connected WHERE entry_id NOT IN (SELECT id FROM entries)")
+
+
+def degrees(store: Store) -> dict[str, int]:
+    return dict(store.conn.execute("SELECT a, count(*) FROM edges GROUP BY a").fetchall())
+
+
+def related_links(store: Store, views: list[EntryView]) -> dict[str, list[str]]:
+    """path → the notes its entries link to, as Obsidian wikilinks (for `related:`)."""
+    by_id = {v.id: v for v in views}
+    out: dict[str, set[str]] = {}
+    for a, b in store.conn.execute("SELECT a, b FROM edges"):
+        if a in by_id and b in by_id and by_id[a].path != by_id[b].path:
+            target = by_id[b].path.removesuffix(".md")
+            out.setdefault(by_id[a].path, set()).add(f"[[{target}]]")
+    return {p: sorted(links) for p, links in out.items()}
+
+
+# ---------------------------------------------------------------------------- age and fade
+
+
+def plan_age(store: Store, views: list[EntryView], newer_than: int) -> Plan:
+    """Fade by isolation, not time: an episode still unconnected once `newer_than` newer
+    entries exist gets a reprieve at each age pass (daily, in the daemon), up to three; at the
+    next pass it fades to archive/. Linking to anything in the meantime saves it. Protected
+    entries (procedural and semantic notes, pinned, #decision, proven) never fade."""
+    plan = Plan("age")
+    degree = degrees(store)
+    connected = {e for (e,) in store.conn.execute("SELECT entry_id FROM connected")}
+    active = [v for v in views if not v.archived]
+    total = len(active)
+    for rank, view in enumerate(active):
+        newer = total - rank - 1
+        why = view.protection()
+        if why or degree.get(view.id, 0) > 0 or view.id not in connected:
+            continue  # protected, linked, or not yet through connect (still buffered)
+        if newer < newer_than:
+            continue
+        if view.reprieves < MAX_REPRIEVES:
+            plan.actions.append(Action("reprieve", [view.id],
+                                       f"unconnected with {newer} newer entries; reprieve "
+                                       f"{view.reprieves + 1} of {MAX_REPRIEVES}",
+                                       {"reprieves": view.reprieves + 1}))
+        else:
+            plan.actions.append(Action("fade", [view.id],
+                                       f"unconnected with {newer} newer entries after "
+                                       f"{MAX_REPRIEVES} reprieves"))
+    plan.notes.append(f"{total} active entries; a reprieve every {newer_than} newer entries")
+    return plan
+
+
+# ---------------------------------------------------------------------------- consolidate
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9_]{3,}", text.lower()))
+
+
+def clusters(views: list[EntryView], matrix: np.ndarray, threshold: float,
+             min_size: int = 3) -> list[list[int]]:
+    """Connected groups at ≥ threshold, pruned to cliques: while some pair is below the
+    threshold, drop the member with the lowest mean similarity to the rest."""
+    import numpy as np
+
+    eligible = [i for i, v in enumerate(views) if not v.archived and v.type == "episodic"]
+    if len(eligible) < min_size:
+        return []
+    sims = matrix[eligible] @ matrix[eligible].T
+    adjacent = sims >= threshold
+    np.fill_diagonal(adjacent, False)
+    seen: set[int] = set()
+    groups: list[list[int]] = []
+    for start in range(len(eligible)):
+        if start in seen:
+            continue
+        component, frontier = [], [start]
+        seen.add(start)
+        while frontier:
+            node = frontier.pop()
+            component.append(node)
+            for nxt in np.flatnonzero(adjacent[node]):
+                if int(nxt) not in seen:
+                    seen.add(int(nxt))
+                    frontier.append(int(nxt))
+        members = sorted(component)
+        while len(members) >= min_size:
+            block = sims[np.ix_(members, members)]
+            if (block + np.eye(len(members)) * 2 >= threshold).all():
+                break
+            means = (block.sum(axis=1) - 1.0) / (len(members) - 1)
+            members.pop(int(np.argmin(means)))
+        if len(members) >= min_size:
+            groups.append([eligible[m] for m in members])
+    return groups
+
+
+def structural_noise(texts: list[str]) -> float | None:
+    """Mean pairwise word-set Jaccard when the group's overlap is mostly template (> 0.8),
+    else None."""
+    sets = [_words(t) for t in texts]
+    pairs = [(a, b) for i, a in enumerate(sets) for b in sets[i + 1:]]
+    if not pairs:
+        return None
+    jaccard = sum(len(a & b) / max(len(a | b), 1) for a, b in pairs) / len(pairs)
+    return jaccard if jaccard > 0.8 else None
+
+
+def strip_template(texts: list[str]) -> list[str]:
+    """Drop the lines every member shares (the template), keep what each says."""
+    line_sets = [{line.strip() for line in t.splitlines() if line.strip()} for t in texts]
+    shared = set.intersection(*line_sets) if line_sets else set()
+    return ["\n".join(line for line in t.splitlines() if line.strip() not in shared)
+            for t in texts]
+
+
+def _sentences(text: str) -> list[str]:
+    parts = [p.strip(" -*\t") for p in re.split(r"(?<=[.!?])\s+|\n+", text)]
+    return [p for p in parts if len(p) > 2 and not re.fullmatch(r"(#[\w/-]+\s*)+", p)]
+
+
+def extractive_merge(texts: list[str], centroid_order: list[int]) -> list[str]:
+    """The representative's sentences, then each other member's sentences that add words."""
+    kept: list[str] = []
+    seen: list[set[str]] = []
+    for idx in centroid_order:
+        for sentence in _sentences(texts[idx]):
+            words = _words(sentence)
+            if not words:
+                continue
+            if any(len(words & s) / max(len(words | s), 1) >= 0.6 for s in seen):
+                continue
+            kept.append(sentence)
+            seen.append(words)
+    return kept
+
+
+def plan_consolidate(views: list[EntryView], matrix: np.ndarray, th: Thresholds,
+                     embed: Any = None) -> Plan:
+    import numpy as np
+
+    plan = Plan("consolidate")
+    for members in clusters(views, matrix, th.consolidate):
+        group = [views[i] for i in members]
+        texts = [v.text for v in group]
+        noise = structural_noise(texts)
+        if noise is not None:
+            plan.notes.append(f"skipped a group of {len(group)} as structural noise "
+                              f"(word overlap {noise:.2f}): "
+                              + ", ".join(v.label() for v in group))
+            continue
+        if embed is not None:
+            # what each entry says without the lines they all share and without timestamps:
+            # it must still be about one topic (at the link threshold)
+            content = [re.sub(r"^\d{1,2}:\d{2}\s*[—-]?\s*", "", v.key) + "\n" + t
+                       for v, t in zip(group, strip_template(texts))]
+            cvecs = np.asarray(embed(content), dtype=np.float32)
+            csims = cvecs @ cvecs.T
+            if (csims + np.eye(len(group)) * 2 < th.link).any():
+                plan.notes.append("skipped a group whose content without the shared template "
+                                  "is not coherent: " + ", ".join(v.label() for v in group))
+                continue
+        block = matrix[members] @ matrix[members].T
+        centrality = block.mean(axis=1)
+        order = [int(i) for i in np.argsort(-centrality)]
+        rep = group[order[0]]
+        title = re.sub(r"^\d{1,2}:\d{2}\s*[—-]\s*", "", rep.key).strip() or rep.key
+        low = float(block[~np.eye(len(group), dtype=bool)].min())
+        plan.actions.append(Action(
+            "merge", [v.id for v in group],
+            f"{len(group)} entries, every pair at cosine ≥ {th.consolidate:.2f} (lowest {low:.2f})",
+            {"title": title, "sentences": extractive_merge(texts, order),
+             "tags": sorted({t for v in group for t in v.tags if t != "daily"})}))
+    return plan
+
+
+# ---------------------------------------------------------------------------- promotion
+
+
+def calibrate(matrix: np.ndarray, link_default: float, consolidate_default: float
+              ) -> dict[str, Any]:
+    """The vault's similarity distribution and thresholds suggested from it: linking the
+    closest ~1.5 % of all pairs, consolidating only the closest ~0.2 %."""
+    import numpy as np
+
+    n = matrix.shape[0]
+    if n < 3:
+        return {"entries": n, "note": "too few entries to calibrate"}
+    sims = matrix @ matrix.T
+    np.fill_diagonal(sims, -1.0)
+    nearest = sims.max(axis=1)
+    pairs = sims[np.triu_indices(n, 1)]
+    pct = lambda a, q: round(float(np.percentile(a, q)), 3)  # noqa: E731
+    link = pct(pairs, 98.5)
+    consolidate = max(round(link + 0.1, 3), pct(pairs, 99.8))
+    return {
+        "entries": n, "pairs": int(pairs.size),
+        "nearest_neighbour": {f"p{q}": pct(nearest, q) for q in (10, 25, 50, 75, 90)},
+        "all_pairs": {f"p{q}": pct(pairs, q) for q in (50, 90, 99, 99.9)},
+        "current": {"link": link_default, "consolidate": consolidate_default},
+        "suggested": {"link": link, "consolidate": min(consolidate, 0.99)},
+        "linked_at_current": float((pairs >= link_default).mean()),
+    }
+
+
+def plan_promote(store: Store, views: list[EntryView], needed: int = 3) -> Plan:
+    """An entry in the top 5 of searches on `needed` separate occasions becomes proven."""
+    plan = Plan("promote")
+    counts = {(p, k): n for p, k, n in store.conn.execute(
+        "SELECT path, entry_key, count(*) FROM recalls GROUP BY path, entry_key")}
+    for view in views:
+        n = counts.get((view.path, view.key), 0)
+        if n >= needed and not view.proven and not view.archived and view.type in (
+                "episodic", "semantic", "procedural"):
+            plan.actions.append(Action("promote", [view.id],
+                                       f"in the top 5 of {n} different searches"))
+    return plan
+
+
+def record_recalls(store: Store, hits: Iterable[Any], query: str, now: float) -> None:
+    """Remember that these hits (the top 5 of a search) were recalled for this query."""
+    norm = " ".join(re.findall(r"\w+", query.lower()))
+    if not norm:
+        return
+    keys = store.conn.execute(
+        "SELECT e.path, e.key FROM entries e WHERE e.id IN ({})".format(
+            ",".join("?" * len(ids := list(dict.fromkeys(h.entry_id for h in hits))))),
+        ids).fetchall() if hits else []
+    with store.transaction():
+        store.conn.executemany("INSERT OR IGNORE INTO recalls(path, entry_key, query, at) "
+                               "VALUES (?, ?, ?, ?)", [(p, k, norm, now) for p, k in keys])
+
+
+# ---------------------------------------------------------------------------- writing plans
+
+
+@dataclass
+class Outcome:
+    written: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+
+
+def _now() -> str:
+    return dt.datetime.now().astimezone().replace(microsecond=0).isoformat()
+
+
+def _update_state(text: str, path: str, view: EntryView | None, *, reprieves: int | None = None,
+                  proven: bool = False) -> str:
+    """Frontmatter with one entry's durable state changed."""
+    fm = edits.get_frontmatter(path, text)
+    if view is not None and view.is_daily:
+        state = dict(fm.get("vaultd") or {}) if isinstance(fm.get("vaultd"), dict) else {}
+        if reprieves is not None:
+            rep = dict(state.get("reprieves") or {})
+            rep[view.key] = reprieves
+            state["reprieves"] = rep
+        if proven:
+            state["proven"] = sorted(set(state.get("proven") or []) | {view.key})
+        return edits.set_frontmatter(text, {"vaultd": state})
+    updates: dict[str, Any] = {}
+    if reprieves is not None:
+        updates["reprieves"] = reprieves
+    if proven:
+        updates["status"] = "proven"
+    return edits.set_frontmatter(text, updates)
+
+
+def cut_entry(text: str, view: EntryView) -> tuple[str, str]:
+    """(file text without the entry, the entry's lines). The entry is found in the current
+    text by its key, not by indexed line numbers (earlier writes may have shifted them), and
+    must still hold the text it was planned on."""
+    from vaultd.notes import parse
+
+    note = parse(view.path, text)
+    found = [e for e in note.entries if e.key == view.key]
+    current = next((e for e in found
+                    if hashlib.sha256(e.text.encode()).hexdigest()[:32] == view.hash), None)
+    if current is None:
+        raise edits.ConflictError(f"{view.path}: entry {view.key[:60]!r} changed or moved "
+                                  "since it was indexed; left in place")
+    lines = text.split("\n")
+    start, end = current.start_line - 1, current.end_line
+    taken = "\n".join(lines[start:end])
+    rest = lines[:start] + lines[end:]
+    if 0 < start <= len(rest) and not rest[start - 1].strip() and (
+            start == len(rest) or not rest[start].strip()):
+        del rest[start - 1]  # no double blank line where the entry was
+    return "\n".join(rest), taken
+
+
+def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> None:
+    """Move an entry to archive/ (never delete): a whole note moves as a file; a daily-log
+    entry moves into the same-named file under archive/."""
+    src = root / view.path
+    snap = edits.read(src)
+    stamp = {"archived_at": _now(), "archived_reason": reason, "archived_from": view.path}
+    dest = root / ARCHIVE / view.path
+    if not view.is_daily:
+        text = edits.set_frontmatter(snap.text, stamp)
+        if dest.exists():
+            dest = dest.with_name(f"{dest.stem}-{hashlib.sha1(_now().encode()).hexdigest()[:6]}"
+                                  f"{dest.suffix}")
+        edits.create_new(dest, text)
+        # the source is removed only after its copy is safely in place, and only if unchanged
+        with edits.locked(src):
+            if src.read_bytes() != snap.data:
+                dest.unlink()
+                raise edits.ConflictError(f"{src}: changed while archiving; left in place")
+            src.unlink()
+        out.written.append(view.path)
+        out.created.append(dest.relative_to(root).as_posix())
+        return
+    rest, taken = cut_entry(snap.text, view)
+    state = edits.get_frontmatter(view.path, rest).get("vaultd")
+    if isinstance(state, dict):  # the entry's bookkeeping leaves with it
+        state = {k: ({kk: vv for kk, vv in v.items() if kk != view.key} if isinstance(v, dict)
+                     else [x for x in v if x != view.key] if isinstance(v, list) else v)
+                 for k, v in state.items()}
+        rest = edits.set_frontmatter(rest, {"vaultd": {k: v for k, v in state.items() if v}
+                                            or None})
+    with edits.locked(dest):
+        current = dest.read_text(encoding="utf-8") if dest.exists() else \
+            edits.daily_header(view.date or dest.stem)
+        state = edits.get_frontmatter(view.path, current)
+        archived = dict(state.get("archived") or {}) if isinstance(state.get("archived"),
+                                                                    dict) else {}
+        archived[view.key] = {"at": stamp["archived_at"], "reason": reason,
+                              "from": view.path}
+        current = edits.set_frontmatter(current, {"archived": archived})
+        edits.atomic_write(dest, current.rstrip("\n") + "\n\n" + taken.strip("\n") + "\n")
+    edits.replace_checked(snap, rest)
+    out.written.append(view.path)
+    out.created.append(dest.relative_to(root).as_posix())
+
+
+def apply_state(root: Path, views: dict[str, EntryView], plan: Plan) -> Outcome:
+    """Carry out reprieves, promotions and fades."""
+    out = Outcome()
+    # one file can hold several entries: re-read it for each, so line numbers stay right
+    for action in plan.actions:
+        view = views[action.entries[0]]
+        try:
+            if action.kind == "fade":
+                archive_entry(root, view, action.reason, out)
+                continue
+            snap = edits.read(root / view.path)
+            if action.kind == "reprieve":
+                text = _update_state(snap.text, view.path, view,
+                                     reprieves=action.data["reprieves"])
+            elif action.kind == "promote":
+                text = _update_state(snap.text, view.path, view, proven=True)
+            else:
+                continue
+            if edits.replace_checked(snap, text):
+                out.written.append(view.path)
+        except (edits.ConflictError, FileNotFoundError) as exc:
+            out.conflicts.append(str(exc))
+    return out
+
+
+def merge_note(action: Action, views: dict[str, EntryView], merge_id: str) -> str:
+    members = [views[e] for e in action.entries]
+    sources = [f"{v.path}#{v.key}" if v.is_daily else v.path for v in members]
+    body = [f"# {action.data['title']}", ""]
+    body += [f"- {s}" for s in action.data["sentences"]]
+    body += ["", "## Sources", ""]
+    body += [f"- [[{ARCHIVE}/{v.path.removesuffix('.md')}]] {v.key}" for v in members]
+    meta = {"type": "semantic", "title": action.data["title"],
+            "created": dt.date.today().isoformat(), "status": "proven",
+            "consolidation": merge_id, "consolidated_from": sources,
+            "tags": action.data["tags"]}
+    return edits.set_frontmatter("---\n---\n" + "\n".join(body) + "\n", meta)
+
+
+def apply_consolidate(root: Path, views: dict[str, EntryView], plan: Plan) -> Outcome:
+    out = Outcome()
+    for action in plan.actions:
+        merge_id = hashlib.sha1("\0".join(sorted(action.entries)).encode()).hexdigest()[:10]
+        slug = re.sub(r"[^a-z0-9]+", "-", action.data["title"].lower()).strip("-")[:60]
+        rel = f"semantic/{slug or 'consolidated'}-{merge_id[:6]}.md"
+        try:
+            edits.create_new(root / rel, merge_note(action, views, merge_id))
+        except edits.ConflictError as exc:
+            out.conflicts.append(str(exc))
+            continue
+        out.created.append(rel)
+        # archive bottom-up within a file so earlier line numbers stay valid
+        for view in sorted((views[e] for e in action.entries),
+                           key=lambda v: (v.path, -v.start_line)):
+            try:
+                archive_entry(root, view, f"consolidated into {rel} ({merge_id})", out)
+            except (edits.ConflictError, FileNotFoundError) as exc:
+                out.conflicts.append(str(exc))
+    return out
+
+
+# ---------------------------------------------------------------------------- restore and undo
+
+
+def _append_entry_text(path: Path, day: str, entry: str) -> None:
+    with edits.locked(path):
+        current = path.read_text(encoding="utf-8") if path.exists() else edits.daily_header(day)
+        edits.atomic_write(path, current.rstrip("\n") + "\n\n" + entry.strip("\n") + "\n")
+
+
+def restore(root: Path, rel: str, keys: list[str] | None = None) -> list[str]:
+    """Bring archived material back where it came from. A whole note moves back (its archive
+    keys removed); for an archived daily log, the named entries (default: all) go back into
+    their daily log. Returns the vault paths written."""
+    from vaultd.notes import parse
+
+    if not is_archived(rel):
+        raise edits.VaultdError(f"{rel}: not under {ARCHIVE}/; nothing to restore")
+    src = root / rel
+    if not src.is_file():
+        raise edits.VaultdError(f"{rel}: no such file")
+    snap = edits.read(src)
+    fm = edits.get_frontmatter(rel, snap.text)
+    archived = fm.get("archived")
+    if not isinstance(archived, dict):  # a whole note
+        origin = str(fm.get("archived_from") or rel.split("/", 1)[1])
+        _check_inside(root, origin)
+        text = edits.set_frontmatter(snap.text, {"archived_at": None, "archived_reason": None,
+                                                 "archived_from": None})
+        edits.create_new(root / origin, text)
+        with edits.locked(src):
+            src.unlink()
+        return [origin, rel]
+    note = parse(rel, snap.text)
+    wanted = set(keys) if keys else set(archived)
+    text, written = snap.text, []
+    for entry in sorted(note.entries, key=lambda e: -e.start_line):
+        if entry.key not in wanted or entry.key not in archived:
+            continue
+        info = archived[entry.key] if isinstance(archived[entry.key], dict) else {}
+        origin = str(info.get("from") or rel.split("/", 1)[1])
+        _check_inside(root, origin)
+        lines = text.split("\n")
+        _append_entry_text(root / origin, note.created or Path(origin).stem,
+                           "\n".join(lines[entry.start_line - 1:entry.end_line]))
+        text = "\n".join(lines[:entry.start_line - 1] + lines[entry.end_line:])
+        del archived[entry.key]
+        written.append(origin)
+    if not archived:
+        with edits.locked(src):
+            if src.read_bytes() == snap.data:
+                src.unlink()  # every entry is back where it came from
+    else:
+        edits.replace_checked(snap, edits.set_frontmatter(text, {"archived": archived}))
+    return sorted(set(written)) + [rel]
+
+
+def _check_inside(root: Path, rel: str) -> None:
+    target = (root / rel).resolve()
+    if not target.is_relative_to(root.resolve()) or rel.startswith("/"):
+        raise edits.VaultdError(f"{rel}: outside the vault; refused")
+
+
+def undo(root: Path, store: Store, merge_id: str) -> list[str]:
+    """Undo a consolidation: its originals come back, the merged note goes to archive/."""
+    row = next(((p, fm) for p, fm in store.conn.execute(
+        "SELECT path, frontmatter FROM files")
+        if str(json.loads(fm).get("consolidation", "")).startswith(merge_id) and merge_id), None)
+    if row is None:
+        raise edits.VaultdError(f"no consolidated note with id {merge_id} (see `consolidation:` "
+                                "in a proven note's frontmatter)")
+    path, fm_raw = row
+    sources = json.loads(fm_raw).get("consolidated_from") or []
+    by_file: dict[str, list[str]] = {}
+    for source in sources:
+        file_part, _, key = str(source).partition("#")
+        by_file.setdefault(file_part, []).append(key)
+    written: list[str] = []
+    for file_part, keys in by_file.items():
+        archived = f"{ARCHIVE}/{file_part}"
+        if (root / archived).is_file():
+            written += restore(root, archived, [k for k in keys if k] or None)
+    view = EntryView(id="", path=path, key="", heading="", type="semantic", date=None, tags=(),
+                     start_line=1, end_line=1, text="", hash="", is_daily=False,
+                     frontmatter={})
+    out = Outcome()
+    archive_entry(root, view, f"undo of consolidation {merge_id}", out)
+    return written + out.written + out.created
