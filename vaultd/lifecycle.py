@@ -255,7 +255,8 @@ def plan_age(store: Store, views: list[EntryView], newer_than: int) -> Plan:
             plan.actions.append(Action("fade", [view.id],
                                        f"unconnected with {newer} newer entries after "
                                        f"{MAX_REPRIEVES} reprieves"))
-    plan.notes.append(f"{total} active entries; a reprieve every {newer_than} newer entries")
+    plan.notes.append(f"{total} active entries; reprieves start once {newer_than} newer "
+                      "entries exist")
     return plan
 
 
