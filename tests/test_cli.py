@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -165,3 +166,13 @@ def test_eval_smoke(vault: Path, runner: CliRunner, tmp_path: Path) -> None:
     assert data["queries"] == 2 and data["modes"]["bm25"]["r@1"] == 1.0
     table = runner.invoke(main, ["--vault", str(vault), "eval", "--queries", str(queries)])
     assert "nDCG@10" in table.output and "hybrid" in table.output
+
+
+def test_daemon_lock_works_in_a_folder_never_initialised(tmp_path: Path) -> None:
+    from vaultd.daemon_files import Lock
+
+    lock = Lock(tmp_path / "notes")  # `vaultd --vault notes run` before any `vaultd init`
+    lock.acquire()
+    lock_file = tmp_path / "notes" / ".vaultd" / "daemon.lock"
+    assert lock_file.read_text() == str(os.getpid())
+    lock.release()

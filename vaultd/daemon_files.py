@@ -56,6 +56,7 @@ class Lock:
     def acquire(self) -> None:
         import fcntl
 
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # a folder never `vaultd init`-ed
         fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the lifetime
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
