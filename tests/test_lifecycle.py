@@ -206,3 +206,157 @@ def test_states_survive_an_index_rebuild(vault: Vault) -> None:
     assert any(r["reprieves"] == 1 for r in rows.values())
     assert any(r["pinned"] and r["proven"] for r in rows.values())
     assert json.dumps(before)  # JSON-able, as `vaultd lifecycle --json` prints it
+
+
+# -- route, heartbeat, prune, LLM merge, scheduling ------------------------------------------
+
+
+def with_settings(vault: Vault, **changes: object) -> None:
+    vault.settings = replace(vault.settings,
+                             lifecycle=replace(vault.settings.lifecycle, **changes))
+
+
+def test_route_writes_only_inside_the_managed_block(vault: Vault, tmp_path: Path) -> None:
+    write(vault.root, "semantic/deploys.md", "---\nstatus: proven\n---\n# Deploys\n\n"
+          "topicdeploy always canary first.\n")
+    write(vault.root, "semantic/style.md", "---\nstatus: proven\n---\n# Style\n\n"
+          "topicstyle small PRs please.\n")
+    claude = "# Rules\n\nUser text topicdeploy stays.\n\n<!-- vaultd:begin -->\nold\n" \
+             "<!-- vaultd:end -->\n\nMore user text.\n"
+    write(vault.root, "CLAUDE.md", claude)
+    write(vault.root, "procedural/style-guide.md", "# Guide\n\ntopicstyle guide.\n")
+    with_settings(vault, route_targets=("CLAUDE.md", "procedural/style-guide.md"))
+    vault.index()
+    [dry] = vault.lifecycle(["route"], dry_run=True)
+    diffs = {a["target"]: a["diff"] for a in dry["actions"] if a["kind"] == "write"}
+    assert "+- Deploys: topicdeploy always canary first. ([[semantic/deploys]])" in \
+        diffs["CLAUDE.md"] and "-old" in diffs["CLAUDE.md"]
+    assert (vault.root / "CLAUDE.md").read_text() == claude  # dry run wrote nothing
+    [report] = vault.lifecycle(["route"])
+    text = (vault.root / "CLAUDE.md").read_text(encoding="utf-8")
+    assert text.startswith("# Rules\n\nUser text topicdeploy stays.\n\n<!-- vaultd:begin -->\n")
+    assert text.endswith("<!-- vaultd:end -->\n\nMore user text.\n")
+    assert "semantic/deploys" in text and "semantic/style" not in text
+    guide = (vault.root / "procedural/style-guide.md").read_text(encoding="utf-8")
+    assert guide.startswith("# Guide\n\ntopicstyle guide.\n") and "[[semantic/style]]" in guide
+    again = vault.lifecycle(["route"])[0]
+    assert not again["written"]  # idempotent: nothing new, nothing rewritten
+
+
+def test_route_refuses_paths_outside_the_vault(vault: Vault, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere" / "AGENTS.md"
+    outside.parent.mkdir()
+    outside.write_text("# Agents\n\ntopicdeploy.\n", encoding="utf-8")
+    write(vault.root, "semantic/d.md", "---\nstatus: proven\n---\n# D\n\ntopicdeploy x.\n")
+    vault.index()
+    for target in (str(outside), "../elsewhere/AGENTS.md"):
+        with_settings(vault, route_targets=(target,))
+        with pytest.raises(Exception, match="outside the vault"):
+            vault.lifecycle(["route"])
+    with_settings(vault, route_targets=(str(outside),), route_outside=(str(outside),))
+    vault.lifecycle(["route"])
+    assert "[[semantic/d]]" in outside.read_text(encoding="utf-8")
+
+
+def test_heartbeat_extracts_high_signal_knowledge(vault: Vault) -> None:
+    import datetime as dt
+
+    write(vault.root, "semantic/pool.md", "# Pool\n\ntopicpool sizing facts.\n")
+    write(vault.root, "procedural/deploy.md", "# Deploy\n\ntopicdeploy steps.\n")
+    write(vault.root, "episodic/2026-11-20.md", daily("2026-11-20", [
+        "topicpool max is twenty connections.", "topiclunch ramen."]))
+    vault.index()
+    vault.lifecycle(["connect"])
+    [report] = vault.lifecycle(["heartbeat"], today=dt.date(2026, 11, 21))
+    assert [a["type"] for a in report["actions"]] == ["semantic"]
+    [created] = report["created"]
+    text = (vault.root / created).read_text(encoding="utf-8")
+    assert created.startswith("semantic/") and "topicpool max is twenty" in text
+    assert "extracted_from: '[[episodic/2026-11-20]]'" in text
+    again = vault.lifecycle(["heartbeat"], today=dt.date(2026, 11, 21))[0]
+    assert not again["actions"]  # already extracted: recorded in the daily log's frontmatter
+
+
+def test_prune_archives_the_weaker_near_duplicate(vault: Vault) -> None:
+    write(vault.root, "episodic/2026-11-01.md", daily("2026-11-01", ["topicdup same words."]))
+    write(vault.root, "episodic/2026-11-02.md", daily("2026-11-02", ["topicdup same words!"]))
+    vault.index()
+    vault.profile = replace(vault.profile, duplicate_threshold=0.95)
+    [report] = vault.lifecycle(["prune"])
+    [action] = report["actions"]
+    assert action["entries"][0].startswith("episodic/2026-11-02.md")  # the newer one goes
+    assert "near-duplicate" in action["reason"]
+    assert (vault.root / "archive/episodic/2026-11-02.md").exists()
+
+
+def test_llm_merge_is_used_and_checked(vault: Vault) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answer = "- " + "Every failure of the refund test happened between local and UTC midnight."
+
+    class Chat(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            raw = json.dumps({"choices": [{"message": {"content": answer}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Chat)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with_settings(vault, llm_provider="openai", llm_model="m",
+                      llm_url=f"http://127.0.0.1:{server.server_address[1]}/v1")
+        says = ["topicflaky failed locally at night, rerun passed.",
+                "topicflaky nightly broke again near midnight.",
+                "topicflaky root cause: local versus UTC dates."]
+        for i, day in enumerate(["2026-11-01", "2026-11-02", "2026-11-03"]):
+            write(vault.root, f"episodic/{day}.md", daily(day, [says[i]]))
+        vault.index()
+        [report] = vault.lifecycle(["consolidate"])
+        merged = next(p for p in report["created"] if p.startswith("semantic/"))
+        text = (vault.root / merged).read_text(encoding="utf-8")
+        assert "merged_by: llm" in text and "between local and UTC midnight" in text
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_daemon_schedules_lifecycle_jobs_without_overlap(vault: Vault) -> None:
+    from vaultd.daemon import LIFECYCLE, Daemon
+    from vaultd.watcher import EventQueue
+
+    queue = EventQueue()
+    for _ in range(5):  # a job that fires while its previous run is still queued
+        queue.put_command(LIFECYCLE + "age")
+    queue.put_command(LIFECYCLE + "prune")
+    got = [queue.get(timeout=0.1) for _ in range(3)]
+    assert got == [LIFECYCLE + "age", LIFECYCLE + "prune", None]
+
+    with_settings(vault, age_cron="* * * * *", prune_cron="", heartbeat_cron="bad cron")
+    daemon = Daemon(vault, log_to_stderr=False)
+    with pytest.raises(Exception, match="heartbeat_cron"):
+        daemon._start_scheduler()
+    with_settings(vault, heartbeat_cron="")
+    daemon = Daemon(vault, log_to_stderr=False)
+    daemon._start_scheduler()
+    try:
+        jobs = {job.id for job in daemon.scheduler.get_jobs()}
+        assert "lifecycle-age" in jobs and "lifecycle-prune" not in jobs
+        assert all(job.max_instances == 1 for job in daemon.scheduler.get_jobs())
+        daemon.scheduler.get_job("lifecycle-age").func(*daemon.scheduler.get_job(
+            "lifecycle-age").args)  # the job's own call: it only enqueues
+        assert daemon.events.get(timeout=0.1) == LIFECYCLE + "age"
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+    # a failing phase is logged and counted; the daemon carries on
+    daemon._lifecycle("no-such-phase")
+    assert daemon.stats.errors == 1
+    vault.index()
+    daemon._lifecycle("connect")
+    assert "connect" in daemon.stats.lifecycle

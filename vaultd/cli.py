@@ -368,7 +368,7 @@ def remember(ctx: click.Context, text: tuple[str, ...], note_type: str | None,
     click.echo(f"{path}: ## {heading}")
 
 
-PHASES = ("connect", "promote", "consolidate", "age")
+PHASES = ("connect", "promote", "consolidate", "route", "age", "heartbeat", "prune")
 
 
 @main.command()
@@ -396,9 +396,12 @@ def lifecycle(ctx: click.Context, phase: str, dry_run: bool, as_json: bool) -> N
         for action in report["actions"]:
             if action["kind"] == "link" and not action.get("scores"):
                 continue
-            click.echo(f"  {action['kind']}: {', '.join(action['entries'][:4])}"
+            what = ", ".join(action["entries"][:4]) or action.get("target", "")
+            click.echo(f"  {action['kind']}: {what}"
                        + (" …" if len(action["entries"]) > 4 else ""))
             click.echo(f"      because {action['reason']}")
+            if action.get("diff") and dry_run:
+                click.echo(action["diff"].rstrip("\n"))
         for path in report["created"]:
             click.echo(f"  created {path}")
         for path in report["written"]:

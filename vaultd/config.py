@@ -69,6 +69,25 @@ class LifecycleSettings:
     newer_entries: int = 20  # an unconnected entry gets a reprieve once this many newer exist
     mirror_related: bool = True  # write links as `related: [[...]]` frontmatter (Obsidian graph)
     promote_after: int = 3  # top-5 search hits on this many different queries → proven
+    # Routing: proven knowledge goes to the nearest of these files (vault-relative), inside a
+    # managed block. A path outside the vault must also be listed in route_outside.
+    route_targets: tuple[str, ...] = ()
+    route_outside: tuple[str, ...] = ()
+    heartbeat_days: int = 3  # the heartbeat reviews daily-log entries this recent
+    # Optional LLM merge for consolidation (default: extractive, offline). provider "openai"
+    # (url = base URL ending in /v1) or "ollama"; its output is checked and else discarded.
+    llm_provider: str = ""
+    llm_url: str = ""
+    llm_model: str = ""
+    llm_api_key_env: str = ""
+    # Daemon schedules (crontab syntax; "" turns a job off). Connect runs after every index batch.
+    connect_after_index: bool = True
+    promote_cron: str = "10 * * * *"
+    consolidate_cron: str = "20 * * * *"
+    route_cron: str = "30 * * * *"
+    age_cron: str = "40 3 * * *"
+    heartbeat_cron: str = "0 9 */3 * *"
+    prune_cron: str = "0 4 * * 0"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,14 @@ from vaultd.indexer import IndexReport
 from vaultd.search import search_request, search_response
 from vaultd.store import Store
 from vaultd.vault import Vault
-from vaultd.watcher import Changes, EventQueue, RawEvent, Watcher, coalesce
+from vaultd.watcher import Changes, EventQueue, Watcher, coalesce
 
 log = logging.getLogger("vaultd.daemon")
 
 LOG_FILE = "daemon.log"
 RECONCILE = "reconcile"
+LIFECYCLE = "lifecycle:"
+SCHEDULED_PHASES = ("promote", "consolidate", "route", "age", "heartbeat", "prune")
 MAX_BATCH_WAIT = 2.0  # seconds: a steady stream of events still gets indexed
 
 
@@ -65,6 +67,7 @@ class _Stats:
     drift: int = 0  # changes the periodic reconcile found that no event announced
     batches: int = 0
     errors: int = 0
+    lifecycle: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Daemon:
@@ -117,6 +120,7 @@ class Daemon:
             "drift": self.stats.drift,
             "batches": self.stats.batches,
             "errors": self.stats.errors,
+            "lifecycle": self.stats.lifecycle,
         }
 
     def embed(self, texts: list[str], kind: str) -> tuple[str, int, list[list[float]]]:
@@ -198,6 +202,22 @@ class Daemon:
                                    coalesce=True)
         self.scheduler.add_job(self._check_watcher, "interval", seconds=30, id="watcher-health",
                                max_instances=1, coalesce=True)
+        from apscheduler.triggers.cron import CronTrigger
+
+        cfg = self.settings.lifecycle
+        for phase in SCHEDULED_PHASES:
+            expr = getattr(cfg, f"{phase}_cron").strip()
+            if not expr:
+                continue
+            try:
+                trigger = CronTrigger.from_crontab(expr)
+            except ValueError as exc:
+                raise VaultdError(f"[lifecycle] {phase}_cron = {expr!r}: {exc}") from exc
+            # Jobs only enqueue: the phase runs on the main thread, so no two phases (nor a
+            # phase and an index batch) ever overlap, and a queued phase is not queued twice.
+            self.scheduler.add_job(self.events.put_command, trigger, args=[LIFECYCLE + phase],
+                                   id=f"lifecycle-{phase}", max_instances=1, coalesce=True,
+                                   misfire_grace_time=3600)
         self.scheduler.start()
 
     def _check_watcher(self) -> None:
@@ -229,10 +249,9 @@ class Daemon:
             item = self.events.get(timeout=0.5)
             if item is None:
                 continue
-            if item == RECONCILE:
-                self._reconcile()
+            if isinstance(item, str):
+                self._command(item)
                 continue
-            assert isinstance(item, RawEvent)
             self.stats.pending_since = item.at or time.monotonic()
             batch, commands = [item], []
             started = time.monotonic()
@@ -246,8 +265,34 @@ class Daemon:
                 else:
                     batch.append(nxt)
             self._apply(coalesce(batch, self.vault.ignore))
-            if commands:
-                self._reconcile()
+            for command in dict.fromkeys(commands):
+                self._command(command)
+
+    def _command(self, command: str) -> None:
+        if command == RECONCILE:
+            self._reconcile()
+        elif command.startswith(LIFECYCLE):
+            self._lifecycle(command[len(LIFECYCLE):])
+
+    def _lifecycle(self, phase: str) -> None:
+        """One lifecycle phase, on the main thread (the index's only writer). A failure is
+        logged and the job simply runs again at its next time."""
+        started = time.perf_counter()
+        try:
+            [report] = self.vault.lifecycle([phase])
+        except Exception:
+            self.stats.errors += 1
+            log.exception("lifecycle %s failed; it runs again at its next scheduled time", phase)
+            return
+        acted = [a for a in report["actions"] if a["kind"] != "link" or a.get("scores")]
+        line = (f"{len(acted)} action(s), {len(report['written'])} written, "
+                f"{len(report['created'])} created, {len(report['conflicts'])} conflict(s) "
+                f"in {time.perf_counter() - started:.2f}s")
+        self.stats.lifecycle[phase] = {"at": time.time(), "summary": line}
+        if acted or report["conflicts"]:
+            log.info("lifecycle %s: %s", phase, line)
+        for conflict in report["conflicts"]:
+            log.warning("lifecycle %s: %s", phase, conflict)
 
     def _expand(self, changes: Changes) -> list[str]:
         paths = list(changes.upserts) + list(changes.deletes)
@@ -270,6 +315,7 @@ class Daemon:
         try:
             report = self.vault.indexer().sync_paths(self._expand(changes))
             self._record(report, "batch")
+            self._connect_after(report)
         except Exception:
             self.stats.errors += 1
             log.exception("indexing a batch failed; the periodic reconcile will retry")
@@ -288,11 +334,17 @@ class Daemon:
                 self.stats.drift += changed
                 log.warning("reconcile found %d change(s) no file event announced", changed)
             self._record(report, "reconcile")
+            self._connect_after(report)
         except Exception:
             self.stats.errors += 1
             log.exception("reconcile failed")
         finally:
             self._indexing.clear()
+
+    def _connect_after(self, report: IndexReport) -> None:
+        if self.settings.lifecycle.connect_after_index and (report.new or report.changed
+                                                            or report.moved):
+            self._lifecycle("connect")
 
     def _record(self, report: IndexReport, what: str) -> None:
         self.stats.batches += 1

@@ -569,28 +569,38 @@ def apply_state(root: Path, views: dict[str, EntryView], plan: Plan) -> Outcome:
     return out
 
 
-def merge_note(action: Action, views: dict[str, EntryView], merge_id: str) -> str:
+def merge_note(action: Action, views: dict[str, EntryView], merge_id: str,
+               llm: Any = None) -> str:
     members = [views[e] for e in action.entries]
     sources = [f"{v.path}#{v.key}" if v.is_daily else v.path for v in members]
+    items, merged_by, rejected = action.data["sentences"], "extractive", None
+    if llm is not None:
+        from vaultd.llm import llm_merge
+
+        result = llm_merge([v.text for v in members], llm, items)
+        items, merged_by, rejected = result.items, result.source, result.rejected
     body = [f"# {action.data['title']}", ""]
-    body += [f"- {s}" for s in action.data["sentences"]]
+    body += [f"- {s}" for s in items]
     body += ["", "## Sources", ""]
     body += [f"- [[{ARCHIVE}/{v.path.removesuffix('.md')}]] {v.key}" for v in members]
     meta = {"type": "semantic", "title": action.data["title"],
             "created": dt.date.today().isoformat(), "status": "proven",
             "consolidation": merge_id, "consolidated_from": sources,
-            "tags": action.data["tags"]}
+            "tags": action.data["tags"], "merged_by": merged_by}
+    if rejected:
+        meta["llm_rejected"] = rejected
     return edits.set_frontmatter("---\n---\n" + "\n".join(body) + "\n", meta)
 
 
-def apply_consolidate(root: Path, views: dict[str, EntryView], plan: Plan) -> Outcome:
+def apply_consolidate(root: Path, views: dict[str, EntryView], plan: Plan,
+                      llm: Any = None) -> Outcome:
     out = Outcome()
     for action in plan.actions:
         merge_id = hashlib.sha1("\0".join(sorted(action.entries)).encode()).hexdigest()[:10]
         slug = re.sub(r"[^a-z0-9]+", "-", action.data["title"].lower()).strip("-")[:60]
         rel = f"semantic/{slug or 'consolidated'}-{merge_id[:6]}.md"
         try:
-            edits.create_new(root / rel, merge_note(action, views, merge_id))
+            edits.create_new(root / rel, merge_note(action, views, merge_id, llm))
         except edits.ConflictError as exc:
             out.conflicts.append(str(exc))
             continue
@@ -692,3 +702,216 @@ def undo(root: Path, store: Store, merge_id: str) -> list[str]:
     out = Outcome()
     archive_entry(root, view, f"undo of consolidation {merge_id}", out)
     return written + out.written + out.created
+
+
+# ---------------------------------------------------------------------------- route
+
+BEGIN, END = "<!-- vaultd:begin -->", "<!-- vaultd:end -->"
+
+
+def resolve_target(root: Path, target: str, allowed_outside: Iterable[str]) -> Path:
+    """A route target's path. Inside the vault unless explicitly allowed (no `..`, absolute
+    paths or symlinks escaping it)."""
+    raw = Path(target).expanduser()
+    path = (raw if raw.is_absolute() else root / raw).resolve()
+    if path.is_relative_to(root.resolve()):
+        return path
+    allowed = {Path(a).expanduser().resolve() for a in allowed_outside}
+    if path in allowed:
+        return path
+    raise edits.VaultdError(f"route target {target} is outside the vault; list it in "
+                            "[lifecycle] route_outside to allow it")
+
+
+def outside_block(text: str) -> str:
+    if BEGIN in text and END in text.split(BEGIN, 1)[1]:
+        head, rest = text.split(BEGIN, 1)
+        return head + rest.split(END, 1)[1]
+    return text
+
+
+def with_block(text: str, lines: list[str]) -> str:
+    """`text` with vaultd's managed block holding `lines`; everything outside stays as is."""
+    block = "\n".join([BEGIN, *lines, END])
+    if BEGIN in text and END in text.split(BEGIN, 1)[1]:
+        head, rest = text.split(BEGIN, 1)
+        return head + block + rest.split(END, 1)[1]
+    sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
+    return text + sep + block + "\n"
+
+
+def summary(view: EntryView, limit: int = 160) -> str:
+    title = re.sub(r"^\d{1,2}:\d{2}\s*[—-]?\s*", "", view.key).strip()
+    first = next((s for s in _sentences(view.text) if s.lower() != title.lower()), "")
+    line = f"{title}: {first}" if first and title else (title or first)
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def plan_route(root: Path, views: list[EntryView], matrix: np.ndarray, th: Thresholds,
+               targets: list[str], allowed_outside: Iterable[str], embed: Any) -> Plan:
+    """Send each proven item to the declared target whose content is nearest, if above the
+    route threshold; the rest stays for MEMORY.md."""
+    import numpy as np
+
+    plan = Plan("route")
+    if not targets:
+        plan.notes.append("no route targets declared ([lifecycle] route_targets)")
+        return plan
+    paths = {t: resolve_target(root, t, allowed_outside) for t in targets}
+    texts = {t: outside_block(p.read_text(encoding="utf-8")) if p.exists() else t
+             for t, p in paths.items()}
+    tvecs = np.asarray(embed([texts[t][:4000] for t in targets]), dtype=np.float32)
+    target_rel = {p.relative_to(root.resolve()).as_posix() for p in paths.values()
+                  if p.is_relative_to(root.resolve())}
+    items = [i for i, v in enumerate(views)
+             if v.proven and not v.archived and v.path not in target_rel]
+    routed: dict[str, list[str]] = {t: [] for t in targets}
+    for i in items:
+        sims = tvecs @ matrix[i]
+        best = int(np.argmax(sims))
+        view = views[i]
+        if float(sims[best]) >= th.route:
+            link = view.path.removesuffix(".md")
+            routed[targets[best]].append(f"- {summary(view)} ([[{link}]])")
+            plan.actions.append(Action("route", [view.id],
+                                       f"nearest target {targets[best]} at cosine "
+                                       f"{float(sims[best]):.2f} ≥ {th.route:.2f}",
+                                       {"target": targets[best]}))
+        else:
+            plan.notes.append(f"{view.label()} stays for MEMORY.md (best target "
+                              f"{targets[best]} at {float(sims[best]):.2f} < {th.route:.2f})")
+    for target in targets:
+        path = paths[target]
+        old = path.read_text(encoding="utf-8") if path.exists() else ""
+        if not routed[target] and BEGIN not in old:
+            continue  # nothing to route there, and no block to empty
+        new = with_block(old, sorted(set(routed[target])))
+        if new != old:
+            import difflib
+
+            diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
+                                                f"a/{target}", f"b/{target}"))
+            plan.actions.append(Action("write", [], f"managed block of {target}",
+                                       {"target": target, "path": str(path), "diff": diff,
+                                        "text": new, "before": old}))
+    return plan
+
+
+def apply_route(root: Path, plan: Plan) -> Outcome:
+    out = Outcome()
+    for action in plan.actions:
+        if action.kind != "write":
+            continue
+        path = Path(action.data["path"])
+        try:
+            if path.exists():
+                snap = edits.read(path)
+                if snap.text != action.data["before"]:
+                    raise edits.ConflictError(f"{path}: changed since it was read")
+                edits.replace_checked(snap, action.data["text"])
+            else:
+                edits.create_new(path, action.data["text"])
+        except edits.ConflictError as exc:
+            out.conflicts.append(str(exc))
+            continue
+        if path.is_relative_to(root.resolve()):
+            out.written.append(path.relative_to(root.resolve()).as_posix())
+    return out
+
+
+# ---------------------------------------------------------------------------- heartbeat, prune
+
+
+def plan_heartbeat(store: Store, views: list[EntryView], matrix: np.ndarray, days: int,
+                   today: dt.date) -> Plan:
+    """Review recent daily-log entries: classify each as episodic, semantic or procedural by
+    its nearest typed centroid; extract the high-signal ones (linked or recalled) that are
+    knowledge or how-tos into their own notes, with a link back."""
+    import numpy as np
+
+    plan = Plan("heartbeat")
+    since = (today - dt.timedelta(days=days)).isoformat()
+    centroids, labels = [], []
+    for kind in ("episodic", "semantic", "procedural"):
+        rows = [i for i, v in enumerate(views) if v.type == kind and not v.archived
+                and not (kind == "episodic" and (v.date or "") >= since)]
+        if rows:
+            c = matrix[rows].mean(axis=0)
+            centroids.append(c / max(float(np.linalg.norm(c)), 1e-12))
+            labels.append(kind)
+    degree = degrees(store)
+    recalled = {(p, k) for p, k in store.conn.execute("SELECT path, entry_key FROM recalls")}
+    recent = [i for i, v in enumerate(views) if v.is_daily and not v.archived
+              and (v.date or "") >= since]
+    plan.notes.append(f"{len(recent)} daily-log entries since {since}")
+    if not centroids:
+        return plan
+    cmat = np.vstack(centroids)
+    for i in recent:
+        view = views[i]
+        kind = labels[int(np.argmax(cmat @ matrix[i]))]
+        state = view._state()
+        done = isinstance(state.get("extracted"), list) and view.key in state["extracted"]
+        signal = degree.get(view.id, 0) > 0 or (view.path, view.key) in recalled
+        if kind != "episodic" and signal and not done:
+            plan.actions.append(Action("extract", [view.id],
+                                       f"reads as {kind}; "
+                                       + ("linked" if degree.get(view.id) else "recalled"),
+                                       {"type": kind}))
+        else:
+            plan.notes.append(f"{view.label()}: {kind}"
+                              + ("" if signal else ", low signal") + (", done" if done else ""))
+    return plan
+
+
+def apply_heartbeat(root: Path, views: dict[str, EntryView], plan: Plan) -> Outcome:
+    out = Outcome()
+    for action in plan.actions:
+        view = views[action.entries[0]]
+        title = re.sub(r"^\d{1,2}:\d{2}\s*[—-]?\s*", "", view.key).strip() or view.key
+        slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60] or "note"
+        rel = f"{action.data['type']}/{slug}-{view.id[:6]}.md"
+        meta = {"type": action.data["type"], "title": title, "created": view.date,
+                "extracted_from": f"[[{view.path.removesuffix('.md')}]]",
+                "tags": sorted(t for t in view.tags if t != "daily")}
+        text = edits.set_frontmatter("---\n---\n" + f"# {title}\n\n{view.text}\n", meta)
+        try:
+            edits.create_new(root / rel, text)
+            snap = edits.read(root / view.path)
+            fm = edits.get_frontmatter(view.path, snap.text)
+            state = dict(fm["vaultd"]) if isinstance(fm.get("vaultd"), dict) else {}
+            state["extracted"] = sorted(set(state.get("extracted") or []) | {view.key})
+            edits.replace_checked(snap, edits.set_frontmatter(snap.text, {"vaultd": state}))
+        except (edits.ConflictError, FileNotFoundError) as exc:
+            out.conflicts.append(str(exc))
+            continue
+        out.created.append(rel)
+        out.written.append(view.path)
+    return out
+
+
+def plan_prune(store: Store, views: list[EntryView], matrix: np.ndarray, th: Thresholds) -> Plan:
+    """Near-duplicate episodes (cosine ≥ the duplicate threshold): keep the better-connected
+    one (the older on a tie), archive the other."""
+    import numpy as np
+
+    plan = Plan("prune")
+    degree = degrees(store)
+    idx = [i for i, v in enumerate(views) if v.type == "episodic" and not v.archived
+           and v.protection() is None]
+    gone: set[int] = set()
+    if len(idx) > 1:
+        sims = matrix[idx] @ matrix[idx].T
+        for a in range(len(idx)):
+            for b in np.flatnonzero(sims[a, a + 1:] >= th.duplicate) + a + 1:
+                i, j = idx[a], idx[int(b)]
+                if i in gone or j in gone:
+                    continue
+                keep, drop = sorted((i, j), key=lambda k: (-degree.get(views[k].id, 0),
+                                                           views[k].order))
+                gone.add(drop)
+                plan.actions.append(Action("fade", [views[drop].id],
+                                           f"near-duplicate (cosine {float(sims[a, b]):.2f}) "
+                                           f"of {views[keep].label()}"))
+    plan.notes.append(f"{len(gone)} near-duplicate(s) at cosine ≥ {th.duplicate:.2f}")
+    return plan

@@ -260,9 +260,11 @@ class Vault:
         return Thresholds(link=p.link_threshold, consolidate=p.consolidate_threshold,
                           duplicate=p.duplicate_threshold, route=p.route_threshold)
 
-    def lifecycle(self, phases: list[str], *, dry_run: bool = False) -> list[dict[str, Any]]:
-        """Run lifecycle phases in order (connect, promote, consolidate, age); each reports its
-        plan (what would link, fade, merge, be promoted, with reasons) and what it wrote."""
+    def lifecycle(self, phases: list[str], *, dry_run: bool = False,
+                  today: Any = None) -> list[dict[str, Any]]:
+        """Run lifecycle phases in order (connect, promote, consolidate, route, age, heartbeat,
+        prune); each reports its plan (what would link, fade, merge, route, be promoted — with
+        reasons, and a unified diff for routed files) and what it wrote."""
         import time as _time
 
         from vaultd import lifecycle as lc
@@ -288,9 +290,25 @@ class Vault:
                 embed = (lambda texts: self.embed(texts)) if not dry_run else None
                 plan = lc.plan_consolidate(views, matrix, th, embed)
                 if not dry_run:
-                    outcome = lc.apply_consolidate(self.root, by_id, plan)
+                    outcome = lc.apply_consolidate(self.root, by_id, plan, self._llm())
             elif phase == "age":
                 plan = lc.plan_age(self.store, views, cfg.newer_entries)
+                if not dry_run:
+                    outcome = lc.apply_state(self.root, by_id, plan)
+            elif phase == "route":
+                plan = lc.plan_route(self.root, views, matrix, th, list(cfg.route_targets),
+                                     cfg.route_outside, lambda texts: self.embed(texts))
+                if not dry_run:
+                    outcome = lc.apply_route(self.root, plan)
+            elif phase == "heartbeat":
+                import datetime as _dt
+
+                plan = lc.plan_heartbeat(self.store, views, matrix, cfg.heartbeat_days,
+                                         today or _dt.date.today())
+                if not dry_run:
+                    outcome = lc.apply_heartbeat(self.root, by_id, plan)
+            elif phase == "prune":
+                plan = lc.plan_prune(self.store, views, matrix, th)
                 if not dry_run:
                     outcome = lc.apply_state(self.root, by_id, plan)
             else:
@@ -298,11 +316,31 @@ class Vault:
             changed = outcome.written + outcome.created
             if changed:
                 self.indexer().sync_paths(changed)
+            actions = []
+            for action in plan.actions:
+                item = action.to_dict(by_id)
+                item.pop("text", None)
+                item.pop("before", None)
+                actions.append(item)
             reports.append({"phase": phase, "dry_run": dry_run, "notes": plan.notes,
-                            "actions": [a.to_dict(by_id) for a in plan.actions],
+                            "actions": actions,
                             "written": outcome.written, "created": outcome.created,
                             "conflicts": outcome.conflicts})
         return reports
+
+    def _llm(self) -> Any:
+        cfg = self.settings.lifecycle
+        if not cfg.llm_provider:
+            return None
+        from vaultd.llm import ChatConfig
+
+        if cfg.llm_provider not in ("openai", "ollama") or not cfg.llm_url or not cfg.llm_model:
+            from vaultd.errors import ConfigError
+
+            raise ConfigError("[lifecycle] llm_provider must be 'openai' or 'ollama', with "
+                              "llm_url and llm_model set")
+        return ChatConfig(provider=cfg.llm_provider, url=cfg.llm_url,  # type: ignore[arg-type]
+                          model=cfg.llm_model, api_key_env=cfg.llm_api_key_env)
 
     def _mirror_related(self, views: list[Any]) -> Any:
         from vaultd import edits

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -96,12 +97,19 @@ class EventQueue:
     def __init__(self) -> None:
         self._q: queue.Queue[RawEvent | str] = queue.Queue()
         self.last_event_at: float | None = None  # wall clock, for status
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
 
     def put(self, event: RawEvent) -> None:
         self.last_event_at = time.time()
         self._q.put(event)
 
     def put_command(self, command: str) -> None:
+        """Queue a command unless the same one is already waiting."""
+        with self._lock:
+            if command in self._pending:
+                return
+            self._pending.add(command)
         self._q.put(command)
 
     def qsize(self) -> int:
@@ -109,9 +117,13 @@ class EventQueue:
 
     def get(self, timeout: float | None) -> RawEvent | str | None:
         try:
-            return self._q.get(timeout=timeout)
+            item = self._q.get(timeout=timeout)
         except queue.Empty:
             return None
+        if isinstance(item, str):
+            with self._lock:
+                self._pending.discard(item)
+        return item
 
 
 def _rel(root: str, path: str | bytes) -> str:
