@@ -82,6 +82,7 @@ class LifecycleSettings:
     llm_api_key_env: str = ""
     # Daemon schedules (crontab syntax; "" turns a job off). Connect runs after every index batch.
     connect_after_index: bool = True
+    connect_cron: str = "0 * * * *"  # also mirrors links into `related:` frontmatter
     promote_cron: str = "10 * * * *"
     consolidate_cron: str = "20 * * * *"
     route_cron: str = "30 * * * *"

@@ -37,7 +37,8 @@ log = logging.getLogger("vaultd.daemon")
 LOG_FILE = "daemon.log"
 RECONCILE = "reconcile"
 LIFECYCLE = "lifecycle:"
-SCHEDULED_PHASES = ("promote", "consolidate", "route", "age", "heartbeat", "prune")
+SCHEDULED_PHASES = ("connect", "promote", "consolidate", "route", "age", "heartbeat",
+                    "prune")
 MAX_BATCH_WAIT = 2.0  # seconds: a steady stream of events still gets indexed
 
 
@@ -274,12 +275,13 @@ class Daemon:
         elif command.startswith(LIFECYCLE):
             self._lifecycle(command[len(LIFECYCLE):])
 
-    def _lifecycle(self, phase: str) -> None:
+    def _lifecycle(self, phase: str, mirror: bool = True) -> None:
         """One lifecycle phase, on the main thread (the index's only writer). A failure is
-        logged and the job simply runs again at its next time."""
+        logged and the job simply runs again at its next time. Files changed in the last
+        minute are left alone by `related:` mirroring (someone is likely editing them)."""
         started = time.perf_counter()
         try:
-            [report] = self.vault.lifecycle([phase])
+            [report] = self.vault.lifecycle([phase], mirror=mirror, quiet_seconds=60.0)
         except Exception:
             self.stats.errors += 1
             log.exception("lifecycle %s failed; it runs again at its next scheduled time", phase)
@@ -344,7 +346,9 @@ class Daemon:
     def _connect_after(self, report: IndexReport) -> None:
         if self.settings.lifecycle.connect_after_index and (report.new or report.changed
                                                             or report.moved):
-            self._lifecycle("connect")
+            # links only: the `related:` mirror, which writes files, waits for the scheduled
+            # connect so it never races a person still typing in the note just indexed
+            self._lifecycle("connect", mirror=False)
 
     def _record(self, report: IndexReport, what: str) -> None:
         self.stats.batches += 1

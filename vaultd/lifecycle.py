@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 ARCHIVE = "archive"
 MAX_REPRIEVES = 3
+MAX_LINKS = 20  # per entry: the strongest links above the threshold are plenty
 PROTECTED_TYPES = ("procedural", "semantic")
 ACTIVE_TYPES = ("episodic",)
 
@@ -186,7 +187,9 @@ def plan_connect(store: Store, views: list[EntryView], matrix: np.ndarray,
     for row, i in enumerate(buffer):
         sims[row, i] = -1.0
         sims[row, ~active] = -1.0
-        linked = [(views[j].id, float(sims[row, j])) for j in np.flatnonzero(sims[row] >= th.link)]
+        above = np.flatnonzero(sims[row] >= th.link)
+        above = above[np.argsort(-sims[row, above])][:MAX_LINKS]
+        linked = [(views[j].id, float(sims[row, j])) for j in above]
         plan.actions.append(Action(
             "link", [views[i].id, *[j for j, _ in linked]],
             f"{len(linked)} link(s) at cosine ≥ {th.link:.2f}" if linked
@@ -436,9 +439,12 @@ def record_recalls(store: Store, hits: Iterable[Any], query: str, now: float) ->
         "SELECT e.path, e.key FROM entries e WHERE e.id IN ({})".format(
             ",".join("?" * len(ids := list(dict.fromkeys(h.entry_id for h in hits))))),
         ids).fetchall() if hits else []
-    with store.transaction():
-        store.conn.executemany("INSERT OR IGNORE INTO recalls(path, entry_key, query, at) "
-                               "VALUES (?, ?, ?, ?)", [(p, k, norm, now) for p, k in keys])
+    try:
+        with store.transaction():
+            store.conn.executemany("INSERT OR IGNORE INTO recalls(path, entry_key, query, at) "
+                                   "VALUES (?, ?, ?, ?)", [(p, k, norm, now) for p, k in keys])
+    except store.module.OperationalError:
+        pass  # the index is busy (a long batch): losing one recall beats failing the search
 
 
 # ---------------------------------------------------------------------------- writing plans

@@ -157,6 +157,7 @@ def _m2_lifecycle(conn: Any) -> None:
         CREATE TABLE edges (
             a TEXT NOT NULL, b TEXT NOT NULL, score REAL NOT NULL, PRIMARY KEY (a, b)
         );
+        CREATE INDEX edges_b ON edges(b);
         CREATE TABLE connected (entry_id TEXT PRIMARY KEY, hash TEXT NOT NULL, at REAL NOT NULL);
         CREATE TABLE recalls (
             path TEXT NOT NULL, entry_key TEXT NOT NULL, query TEXT NOT NULL, at REAL NOT NULL,

@@ -260,8 +260,8 @@ class Vault:
         return Thresholds(link=p.link_threshold, consolidate=p.consolidate_threshold,
                           duplicate=p.duplicate_threshold, route=p.route_threshold)
 
-    def lifecycle(self, phases: list[str], *, dry_run: bool = False,
-                  today: Any = None) -> list[dict[str, Any]]:
+    def lifecycle(self, phases: list[str], *, dry_run: bool = False, today: Any = None,
+                  mirror: bool = True, quiet_seconds: float = 0.0) -> list[dict[str, Any]]:
         """Run lifecycle phases in order (connect, promote, consolidate, route, age, heartbeat,
         prune); each reports its plan (what would link, fade, merge, route, be promoted — with
         reasons, and a unified diff for routed files) and what it wrote."""
@@ -280,8 +280,8 @@ class Vault:
                 plan = lc.plan_connect(self.store, views, matrix, th)
                 if not dry_run:
                     lc.apply_connect(self.store, plan, _time.time())
-                    if cfg.mirror_related:
-                        outcome = self._mirror_related(views)
+                    if cfg.mirror_related and mirror:
+                        outcome = self._mirror_related(views, quiet_seconds)
             elif phase == "promote":
                 plan = lc.plan_promote(self.store, views, cfg.promote_after)
                 if not dry_run:
@@ -342,7 +342,7 @@ class Vault:
         return ChatConfig(provider=cfg.llm_provider, url=cfg.llm_url,  # type: ignore[arg-type]
                           model=cfg.llm_model, api_key_env=cfg.llm_api_key_env)
 
-    def _mirror_related(self, views: list[Any]) -> Any:
+    def _mirror_related(self, views: list[Any], quiet_seconds: float = 0.0) -> Any:
         from vaultd import edits
         from vaultd import lifecycle as lc
 
@@ -353,6 +353,8 @@ class Vault:
                 continue
             want = links.get(path)
             try:
+                if quiet_seconds and _time_since_change(self.root / path) < quiet_seconds:
+                    continue  # being edited right now: next time
                 snap = edits.read(self.root / path)
             except FileNotFoundError:
                 continue
@@ -401,3 +403,9 @@ class Vault:
         written = lc.undo(self.root, self.store, merge_id)
         self.indexer().sync_paths(written)
         return written
+
+
+def _time_since_change(path: Path) -> float:
+    import time as _time
+
+    return _time.time() - path.stat().st_mtime
