@@ -360,3 +360,44 @@ def test_daemon_schedules_lifecycle_jobs_without_overlap(vault: Vault) -> None:
     vault.index()
     daemon._lifecycle("connect")
     assert "connect" in daemon.stats.lifecycle
+
+
+def test_clusters_drop_the_weakest_member_until_every_pair_is_close() -> None:
+    from vaultd.lifecycle import EntryView, clusters
+
+    def view(i: int) -> EntryView:
+        return EntryView(id=str(i), path=f"episodic/2026-01-0{i + 1}.md", key=str(i), heading="",
+                         type="episodic", date=None, tags=(), start_line=1, end_line=1,
+                         text="", hash="", is_daily=True, frontmatter={})
+
+    # unit vectors at 0°, 20°, 35° and 70°: a, b, c pairwise >= 0.82; d reaches 0.8 with c only,
+    # so BFS joins all four and pruning must drop d (the lowest mean similarity)
+    angles = np.radians([0, 20, 35, 70])
+    vecs = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    groups = clusters([view(i) for i in range(4)], vecs.astype(np.float32), 0.8)
+    assert groups == [[0, 1, 2]]
+    assert clusters([view(i) for i in range(4)], vecs.astype(np.float32), 0.95) == []
+
+
+@pytest.mark.model
+def test_real_model_lifecycle_on_sample_vault(tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "sample"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "sample_vault", root)
+    init_vault(root)
+    with open_vault(root, env={"VAULTD_CACHE_DIR": str(tmp_path / "cache")},
+                    daemon="never") as v:
+        v.index()
+        reports = {r["phase"]: r for r in v.lifecycle(["connect", "consolidate", "age"])}
+        links = sum(len(a["scores"]) for a in reports["connect"]["actions"])
+        assert links > 20
+        merges = [a for a in reports["consolidate"]["actions"] if a["kind"] == "merge"]
+        merged_keys = " ".join(" ".join(a["entries"]) for a in merges)
+        assert "test_refund_webhook" in merged_keys  # the planted recurring flaky test
+        assert all(len(a["entries"]) >= 3 for a in merges)
+        kinds = {a["kind"] for a in reports["age"]["actions"]}
+        assert kinds <= {"reprieve"}  # first pass: reprieves, nothing fades yet
+        assert (root / "archive" / "episodic").is_dir()
+        hits = v.search("why did the refund webhook test fail at night", k=3)
+        assert any(h.path.startswith("semantic/") and h.type == "semantic" for h in hits)

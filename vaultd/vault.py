@@ -374,11 +374,13 @@ class Vault:
         from vaultd import lifecycle as lc
 
         views, _ = lc.snapshot(self.store)
+        active = [v for v in views if not v.archived]
+        newer = {v.id: len(active) - i - 1 for i, v in enumerate(active)}
         rows = []
         for v in views:
             rows.append({"entry": v.label(), "proven": v.proven, "pinned": v.pinned,
                          "reprieves": v.reprieves, "archived": v.archived,
-                         "protected": v.protection()})
+                         "protected": v.protection(), "age": newer.get(v.id)})
         return {"entries": rows}
 
     def calibrate(self) -> dict[str, Any]:
