@@ -439,10 +439,6 @@ class HttpEmbedder(Embedder):
         return len(text) // 3 + 2
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        import json
-        import urllib.error
-        import urllib.request
-
         import numpy as np
 
         base = self.profile.url.rstrip("/")
@@ -450,23 +446,11 @@ class HttpEmbedder(Embedder):
             url, body = f"{base}/api/embed", {"model": self.profile.remote_model, "input": texts}
         else:
             url, body = f"{base}/embeddings", {"model": self.profile.remote_model, "input": texts}
-        headers = {"Content-Type": "application/json"}
-        if self.profile.api_key_env:
-            key = os.environ.get(self.profile.api_key_env, "")
-            if not key:
-                raise ModelError(f"model '{self.model_id}': environment variable "
-                                 f"{self.profile.api_key_env} (api_key_env) is not set")
-            headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers,
-                                         method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                data = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:200].decode("utf-8", "replace")
-            raise ModelError(f"{url} answered {exc.code}: {detail}") from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise ModelError(f"cannot reach the embedding provider at {url}: {exc}") from exc
+        from vaultd.remote import post_json
+
+        data = post_json(url, body, api_key_env=self.profile.api_key_env,
+                         what=f"the embedding provider of model '{self.model_id}'",
+                         timeout=self.timeout)
         try:
             if self.profile.kind == "ollama":
                 rows = data["embeddings"]

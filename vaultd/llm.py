@@ -20,16 +20,12 @@ calls the network, and only to the URL the user configured. Standard library onl
 
 from __future__ import annotations
 
-import http.client
-import json
-import os
 import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from vaultd.errors import ModelError
+from vaultd.remote import post_json
 
 MIN_ITEM_CHARS = 50
 MAX_LENGTH_RATIO = 1.5
@@ -95,25 +91,8 @@ def chat(messages: list[dict[str, str]], config: ChatConfig) -> str:
         body = {"model": config.model, "messages": messages, "temperature": 0}
     else:
         raise ModelError(f"unknown chat provider '{config.provider}' (use 'openai' or 'ollama')")
-    headers = {"Content-Type": "application/json"}
-    if config.api_key_env:
-        key = os.environ.get(config.api_key_env, "")
-        if not key:
-            raise ModelError(f"chat model '{config.model}': environment variable "
-                             f"{config.api_key_env} (api_key_env) is not set")
-        headers["Authorization"] = f"Bearer {key}"
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers,
-                                     method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=config.timeout) as response:  # noqa: S310
-            data = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read()[:200].decode("utf-8", "replace")
-        raise ModelError(f"{url} answered {exc.code}: {detail}") from exc
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        raise ModelError(f"cannot reach the chat model at {url}: {exc}") from exc
-    except ValueError as exc:  # not JSON, or not UTF-8
-        raise ModelError(f"{url}: answer is not JSON ({exc})") from exc
+    data = post_json(url, body, api_key_env=config.api_key_env,
+                     what=f"the chat model '{config.model}'", timeout=config.timeout)
     try:
         if config.provider == "ollama":
             content = data["message"]["content"]
