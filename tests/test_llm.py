@@ -276,3 +276,19 @@ def test_fallback_items_are_a_copy() -> None:
     result = llm_merge(TEXTS, config, extractive)
     result.items.append("changed")
     assert extractive == EXTRACTIVE
+
+
+def test_llm_classify_accepts_one_kind_only() -> None:
+    import vaultd.llm as llm_mod
+    from vaultd.llm import llm_classify
+
+    config = llm_mod.ChatConfig(provider="openai", url="http://127.0.0.1:9/v1", model="m")
+    original = llm_mod.chat
+    try:
+        for answer, expected in (("procedural", "procedural"), (" Semantic.\n", "semantic"),
+                                 ("I think it is semantic", None), ("banana", None)):
+            llm_mod.chat = lambda messages, cfg, a=answer: a  # the model's answer
+            assert llm_classify("how to deploy", config) == expected
+    finally:
+        llm_mod.chat = original
+    assert llm_classify("x", config) is None  # unreachable model: the caller's class stays

@@ -829,10 +829,11 @@ def apply_route(root: Path, plan: Plan) -> Outcome:
 
 
 def plan_heartbeat(store: Store, views: list[EntryView], matrix: np.ndarray, days: int,
-                   today: dt.date) -> Plan:
-    """Review recent daily-log entries: classify each as episodic, semantic or procedural by
-    its nearest typed centroid; extract the high-signal ones (linked or recalled) that are
-    knowledge or how-tos into their own notes, with a link back."""
+                   today: dt.date, llm: Any = None) -> Plan:
+    """Review recent daily-log entries: classify each as episodic, semantic or procedural —
+    by an LLM when one is configured, else (or when it fails) by the nearest typed centroid;
+    extract the high-signal ones (linked or recalled) that are knowledge or how-tos into their
+    own notes, with a link back."""
     import numpy as np
 
     plan = Plan("heartbeat")
@@ -856,6 +857,10 @@ def plan_heartbeat(store: Store, views: list[EntryView], matrix: np.ndarray, day
     for i in recent:
         view = views[i]
         kind = labels[int(np.argmax(cmat @ matrix[i]))]
+        if llm is not None:
+            from vaultd.llm import llm_classify
+
+            kind = llm_classify(view.text, llm) or kind
         state = view._state()
         done = isinstance(state.get("extracted"), list) and view.key in state["extracted"]
         signal = degree.get(view.id, 0) > 0 or (view.path, view.key) in recalled

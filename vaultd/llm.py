@@ -175,3 +175,22 @@ def llm_merge(texts: list[str], config: ChatConfig, extractive: list[str]) -> Me
     if reason is not None:
         return MergeResult(list(extractive), "extractive", reason)
     return MergeResult(items, "llm", None)
+
+
+KINDS = ("episodic", "semantic", "procedural")
+
+
+def llm_classify(text: str, config: ChatConfig) -> str | None:
+    """episodic / semantic / procedural for one daily-log entry, or None when the model fails
+    or answers anything else (the caller then keeps the embedding-based class)."""
+    messages = [
+        {"role": "system", "content": "Classify a note from an engineer's memory. Answer with "
+         "exactly one word: episodic (something that happened), semantic (a fact or "
+         "decision that stays true) or procedural (how to do something)."},
+        {"role": "user", "content": text.strip()[:4000]}]
+    try:
+        answer = chat(messages, config)
+    except ModelError:
+        return None
+    words = re.findall(r"[a-z]+", answer.lower())
+    return words[0] if len(words) == 1 and words[0] in KINDS else None

@@ -304,7 +304,7 @@ class Vault:
                 import datetime as _dt
 
                 plan = lc.plan_heartbeat(self.store, views, matrix, cfg.heartbeat_days,
-                                         today or _dt.date.today())
+                                         today or _dt.date.today(), self._llm())
                 if not dry_run:
                     outcome = lc.apply_heartbeat(self.root, by_id, plan)
             elif phase == "prune":
