@@ -411,6 +411,27 @@ def lifecycle(ctx: click.Context, phase: str, dry_run: bool, as_json: bool) -> N
 
 
 @main.command()
+@click.option("--dry-run", is_flag=True, help="Print the diff of MEMORY.md; write nothing.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def flush(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
+    """Index, connect and route, then write MEMORY.md's managed block (within its budget).
+    Idempotent: with nothing new, no file changes."""
+    from vaultd.vault import flush_vault
+
+    with _errors():
+        result = flush_vault(_open(ctx), dry_run=dry_run)
+    if as_json:
+        _echo_json(result)
+        return
+    if dry_run:
+        click.echo(result["memory_diff"] or "MEMORY.md: no change")
+    else:
+        click.echo(("wrote MEMORY.md" if result["memory_written"] else "MEMORY.md unchanged")
+                   + f" ({result['memory_chars']:,} characters in its block)")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def calibrate(ctx: click.Context, as_json: bool) -> None:

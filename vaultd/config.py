@@ -74,6 +74,7 @@ class LifecycleSettings:
     route_targets: tuple[str, ...] = ()
     route_outside: tuple[str, ...] = ()
     heartbeat_days: int = 3  # the heartbeat reviews daily-log entries this recent
+    memory_budget: int = 8000  # MEMORY.md's managed block, in characters
     # Optional LLM merge for consolidation (default: extractive, offline). provider "openai"
     # (url = base URL ending in /v1) or "ollama"; its output is checked and else discarded.
     llm_provider: str = ""

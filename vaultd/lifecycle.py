@@ -747,7 +747,7 @@ def with_block(text: str, lines: list[str]) -> str:
 
 
 def summary(view: EntryView, limit: int = 160) -> str:
-    title = re.sub(r"^\d{1,2}:\d{2}\s*[—-]?\s*", "", view.key).strip()
+    title = re.sub(r"^(?:[-*+]\s+)?\d{1,2}:\d{2}\s*[—-]?\s*", "", view.key).strip()
     first = next((s for s in _sentences(view.text) if s.lower() != title.lower()), "")
     line = f"{title}: {first}" if first and title else (title or first)
     return line if len(line) <= limit else line[:limit - 1] + "…"

@@ -411,3 +411,22 @@ def _time_since_change(path: Path) -> float:
     import time as _time
 
     return _time.time() - path.stat().st_mtime
+
+
+def flush_vault(vault: Vault, *, dry_run: bool = False) -> dict[str, Any]:
+    """Index what changed, connect new entries, route proven knowledge, then write MEMORY.md's
+    managed block. Idempotent: with nothing new, every file stays byte-identical (and keeps its
+    mtime)."""
+    from vaultd import flush
+    from vaultd import lifecycle as lc
+
+    report = vault.index()
+    phases = vault.lifecycle(["connect", "route"], dry_run=dry_run)
+    views, _ = lc.snapshot(vault.store)
+    block = flush.render(vault.root, templates_dir(), vault.store, views,
+                         vault.settings.lifecycle.memory_budget)
+    written, diff = flush.write_memory(vault.root, block, dry_run=dry_run)
+    if written:
+        vault.indexer().sync_paths([flush.MEMORY_FILE])
+    return {"indexed": report.summary(), "phases": phases, "memory_written": written,
+            "memory_diff": diff, "memory_chars": len(block)}

@@ -1,0 +1,96 @@
+"""MEMORY.md's managed block: sections, budget, idempotency, and the user's edits."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from vaultd import edits, flush
+from vaultd.embedder import HashEmbedder, builtin_profiles
+from vaultd.vault import Vault, flush_vault, init_vault, open_vault
+
+USER_TEXT = "# Memory\n\nMy own notes, kept verbatim.\n\n"
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Vault:
+    root = tmp_path / "v"
+    init_vault(root)
+    (root / "MEMORY.md").write_text(USER_TEXT + "<!-- vaultd:begin -->\n<!-- vaultd:end -->\n"
+                                    "\nTrailing user line.\n", encoding="utf-8")
+    (root / "semantic" / "money.md").write_text(
+        "---\ntitle: Money\nstatus: proven\n---\n# Money\n\nAmounts are integer cents.\n")
+    (root / "procedural" / "deploy.md").write_text("# Deploy\n\nRun fly deploy.\n")
+    (root / "episodic" / "2026-11-20.md").write_text(
+        "# 2026-11-20\n\n## 09:00 — Pool\nPool exhausted.\n\n## 10:00 — Follow up\n"
+        "TODO check the PgBouncer limits.\n")
+    v = open_vault(root, env={}, embedder=HashEmbedder(builtin_profiles(tmp_path)["hash-256"]))
+    yield v
+    v.close()
+
+
+def test_sections_and_user_text(vault: Vault) -> None:
+    result = flush_vault(vault)
+    text = (vault.root / "MEMORY.md").read_text(encoding="utf-8")
+    assert result["memory_written"]
+    assert text.startswith(USER_TEXT) and text.endswith("<!-- vaultd:end -->\n\nTrailing user "
+                                                        "line.\n")
+    block = flush.block_of(text)
+    assert block is not None
+    facts, rest = block.split("## Procedures")
+    assert "Money: Amounts are integer cents. — [money](semantic/money.md)" in facts
+    assert "[deploy](procedural/deploy.md)" in rest.split("## Recent episodes")[0]
+    assert "Pool: Pool exhausted." in rest.split("## Open threads")[0]
+    assert "TODO check the PgBouncer limits" in rest.split("## Open threads")[1]
+
+
+def test_second_flush_changes_nothing(vault: Vault) -> None:
+    flush_vault(vault)
+    path = vault.root / "MEMORY.md"
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    os.utime(path, ns=(before[1], before[1]))
+    result = flush_vault(vault)
+    assert not result["memory_written"]
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+
+
+def test_budget_overflow_is_announced(vault: Vault) -> None:
+    for i in range(40):
+        (vault.root / "procedural" / f"p{i}.md").write_text(
+            f"# Procedure {i}\n\nStep {i} " + "words " * 20 + "\n")
+    vault.settings = replace(vault.settings,
+                             lifecycle=replace(vault.settings.lifecycle, memory_budget=1500))
+    flush_vault(vault)
+    block = flush.block_of((vault.root / "MEMORY.md").read_text(encoding="utf-8"))
+    assert block is not None and len(block) <= 1500
+    assert "more item(s) did not fit the 1,500-character budget" in block
+    assert "vaultd search" in block
+
+
+def test_a_user_edit_between_read_and_write_survives(vault: Vault,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    path = vault.root / "MEMORY.md"
+    real = edits.replace_checked
+    calls = []
+
+    def user_saves_first(snapshot: edits.Snapshot, text: str) -> bool:
+        if not calls:  # the user saves right after vaultd read the file
+            path.write_text(snapshot.text.replace("My own notes", "My EDITED notes"))
+        calls.append(1)
+        return real(snapshot, text)
+
+    monkeypatch.setattr(edits, "replace_checked", user_saves_first)
+    flush_vault(vault)
+    text = path.read_text(encoding="utf-8")
+    assert "My EDITED notes, kept verbatim." in text  # their edit survived
+    assert "## Key facts" in text and len(calls) == 2  # and ours merged in on the re-read
+
+
+def test_dry_run_prints_a_diff_and_writes_nothing(vault: Vault) -> None:
+    before = (vault.root / "MEMORY.md").read_bytes()
+    result = flush_vault(vault, dry_run=True)
+    assert "+## Key facts" in result["memory_diff"]
+    assert (vault.root / "MEMORY.md").read_bytes() == before
