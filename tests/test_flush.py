@@ -94,3 +94,44 @@ def test_dry_run_prints_a_diff_and_writes_nothing(vault: Vault) -> None:
     result = flush_vault(vault, dry_run=True)
     assert "+## Key facts" in result["memory_diff"]
     assert (vault.root / "MEMORY.md").read_bytes() == before
+
+
+def test_post_flush_runs_on_the_daemon(tmp_path: Path) -> None:
+    from daemon_helpers import make_vault, running_daemon
+
+    root = make_vault(tmp_path)
+    (root / "semantic" / "fact.md").write_text("---\nstatus: proven\n---\n# Fact\n\nThe sky.\n")
+    with running_daemon(root) as daemon:
+        status, body = daemon.call("POST", "/flush", {})
+        assert status == 200 and body["memory_written"] is True
+        assert "[fact](semantic/fact.md)" in (root / "MEMORY.md").read_text(encoding="utf-8")
+        status, body = daemon.call("POST", "/flush", {})
+        assert status == 200 and body["memory_written"] is False  # nothing new
+        status, _ = daemon.call("POST", "/flush", {}, token="wrong")
+        assert status == 401
+
+
+GOLDEN = Path(__file__).parent / "fixtures" / "sample_memory_block.md"
+
+
+@pytest.mark.model
+def test_golden_memory_for_sample_vault(tmp_path: Path) -> None:
+    """MEMORY.md's block for sample_vault with the real model. If a deliberate change alters
+    it, regenerate with VAULTD_REGENERATE_GOLDEN=1 and review the diff."""
+    import shutil
+
+    root = tmp_path / "sample"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "sample_vault", root)
+    init_vault(root)
+    with open_vault(root, env={"VAULTD_CACHE_DIR": str(tmp_path / "c")}, daemon="never") as v:
+        flush_vault(v)
+        text = (root / "MEMORY.md").read_text(encoding="utf-8")
+        block = flush.block_of(text)
+        assert block is not None
+        if os.environ.get("VAULTD_REGENERATE_GOLDEN"):
+            GOLDEN.write_text(block + "\n", encoding="utf-8")
+        assert block + "\n" == GOLDEN.read_text(encoding="utf-8")
+        user_part = (Path(__file__).resolve().parent.parent / "sample_vault" / "MEMORY.md"
+                     ).read_text(encoding="utf-8").split("<!-- vaultd:begin -->")[0]
+        assert text.startswith(user_part)
+        assert not flush_vault(v)["memory_written"]  # idempotent

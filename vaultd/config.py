@@ -90,6 +90,7 @@ class LifecycleSettings:
     age_cron: str = "40 3 * * *"
     heartbeat_cron: str = "0 9 */3 * *"
     prune_cron: str = "0 4 * * 0"
+    flush_cron: str = "50 * * * *"  # MEMORY.md and routed blocks
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import json
 import logging
 import logging.handlers
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -37,8 +38,9 @@ log = logging.getLogger("vaultd.daemon")
 LOG_FILE = "daemon.log"
 RECONCILE = "reconcile"
 LIFECYCLE = "lifecycle:"
+FLUSH_REQUEST = "flush:"
 SCHEDULED_PHASES = ("connect", "promote", "consolidate", "route", "age", "heartbeat",
-                    "prune")
+                    "prune", "flush")
 MAX_BATCH_WAIT = 2.0  # seconds: a steady stream of events still gets indexed
 
 
@@ -83,6 +85,7 @@ class Daemon:
         self.log_to_stderr = log_to_stderr
         self._readers = threading.local()
         self._indexing = threading.Event()
+        self._flush_waiters: dict[str, tuple[threading.Event, dict[str, Any]]] = {}
         self.server: Any = None
         self.watcher: Watcher | None = None
         self.scheduler: Any = None
@@ -272,8 +275,43 @@ class Daemon:
     def _command(self, command: str) -> None:
         if command == RECONCILE:
             self._reconcile()
+        elif command == LIFECYCLE + "flush":
+            self._flush()
         elif command.startswith(LIFECYCLE):
             self._lifecycle(command[len(LIFECYCLE):])
+        elif command.startswith(FLUSH_REQUEST):
+            self._flush(command[len(FLUSH_REQUEST):])
+
+    def _flush(self, request: str = "") -> None:
+        """Drain pending index work, connect, route, write MEMORY.md (main thread)."""
+        from vaultd.vault import flush_vault
+
+        waiter = self._flush_waiters.pop(request, None)
+        try:
+            result: dict[str, Any] = flush_vault(self.vault)
+            result = {k: v for k, v in result.items() if k != "phases"}
+            summary = f"memory_written={result['memory_written']}"
+            self.stats.lifecycle["flush"] = {"at": time.time(), "summary": summary}
+        except Exception as exc:
+            self.stats.errors += 1
+            log.exception("flush failed")
+            result = {"error": str(exc)}
+        if waiter is not None:
+            waiter[1].update(result)
+            waiter[0].set()
+
+    def flush_now(self, timeout: float = 300.0) -> dict[str, Any]:
+        """For POST /flush (an HTTP thread): queue a flush for the main thread and wait."""
+        request = secrets.token_hex(8)
+        done, result = threading.Event(), {}
+        self._flush_waiters[request] = (done, result)
+        self.events.put_command(FLUSH_REQUEST + request)
+        if not done.wait(timeout):
+            self._flush_waiters.pop(request, None)
+            raise VaultdError(f"flush did not finish within {timeout:.0f}s")
+        if "error" in result:
+            raise VaultdError(f"flush failed: {result['error']}")
+        return result
 
     def _lifecycle(self, phase: str, mirror: bool = True) -> None:
         """One lifecycle phase, on the main thread (the index's only writer). A failure is

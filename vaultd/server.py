@@ -44,6 +44,7 @@ class App(Protocol):
     def embed(self, texts: list[str], kind: str) -> tuple[str, int, list[list[float]]]: ...
     def count_tokens(self, texts: list[str]) -> int: ...
     def search(self, request: dict[str, Any]) -> dict[str, Any]: ...
+    def flush_now(self) -> dict[str, Any]: ...
 
 
 class ApiError(Exception):
@@ -271,6 +272,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(HTTPStatus.BAD_REQUEST, "'query' must be a string")
         return self.server_ref.app.search(body)
 
+    def flush(self, _body: dict[str, Any]) -> dict[str, Any]:
+        return self.server_ref.app.flush_now()
+
 
 _ROUTES = {
     ("GET", "/status"): _Handler.status,
@@ -278,4 +282,5 @@ _ROUTES = {
     ("POST", "/v1/embeddings"): _Handler.openai,
     ("POST", "/api/embed"): _Handler.ollama,
     ("POST", "/search"): _Handler.search,
+    ("POST", "/flush"): _Handler.flush,
 }
