@@ -478,6 +478,24 @@ def undo(ctx: click.Context, merge_id: str) -> None:
         click.echo(f"wrote {rel}")
 
 
+@main.command()
+@click.pass_context
+def mcp(ctx: click.Context) -> None:
+    """Serve the vault to MCP clients over stdio: memory_search, memory_get, memory_write,
+    memory_flush (needs `pip install 'vaultd[mcp]'`)."""
+    from vaultd.mcp_server import run as run_mcp
+
+    with _errors():
+        try:
+            run_mcp(_root(ctx))
+        except ModuleNotFoundError as exc:  # the optional SDK is missing
+            if exc.name != "mcp" and not str(exc.name).startswith("mcp."):
+                raise
+            click.echo("vaultd: the MCP server needs the mcp SDK: pip install 'vaultd[mcp]'",
+                       err=True)
+            sys.exit(2)
+
+
 @main.group()
 def service() -> None:
     """Start the daemon at boot (systemd user unit on Linux, launchd agent on macOS)."""
