@@ -176,3 +176,26 @@ def test_daemon_lock_works_in_a_folder_never_initialised(tmp_path: Path) -> None
     lock_file = tmp_path / "notes" / ".vaultd" / "daemon.lock"
     assert lock_file.read_text() == str(os.getpid())
     lock.release()
+
+
+def test_flush_with_transcript_and_the_hooks(vault: Path, runner: CliRunner,
+                                             tmp_path: Path) -> None:
+    fixture = Path(__file__).parent / "fixtures" / "transcript.jsonl"
+    out = runner.invoke(main, ["--vault", str(vault), "flush", "--transcript", str(fixture)])
+    assert out.exit_code == 0, out.output
+    assert "saved the session to episodic/" in out.output and "wrote MEMORY.md" in out.output
+    logs = "".join(p.read_text() for p in (vault / "episodic").glob("*.md"))
+    entries = logs.count("— Session transcript")
+    assert entries == 1
+    settings = tmp_path / "proj" / ".claude" / "settings.json"
+    out = runner.invoke(main, ["--vault", str(vault), "hooks", "install", "claude-code",
+                               "--project", str(tmp_path / "proj")])
+    assert out.exit_code == 0 and "hook pre-compact" in settings.read_text()
+    payload = json.dumps({"transcript_path": str(fixture), "hook_event_name": "PreCompact"})
+    out = runner.invoke(main, ["--vault", str(vault), "hook", "pre-compact"], input=payload)
+    assert out.exit_code == 0, out.output
+    logs = "".join(p.read_text() for p in (vault / "episodic").glob("*.md"))
+    assert logs.count("— Session transcript") == 2
+    out = runner.invoke(main, ["--vault", str(vault), "hooks", "uninstall", "claude-code",
+                               "--project", str(tmp_path / "proj")])
+    assert "removed 3 hook(s)" in out.output

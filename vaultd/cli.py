@@ -412,14 +412,22 @@ def lifecycle(ctx: click.Context, phase: str, dry_run: bool, as_json: bool) -> N
 
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Print the diff of MEMORY.md; write nothing.")
+@click.option("--transcript", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="A Claude Code JSONL transcript: its salient lines are saved "
+              "as one entry in today's daily log first.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def flush(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
+def flush(ctx: click.Context, dry_run: bool, transcript: Path | None, as_json: bool) -> None:
     """Index, connect and route, then write MEMORY.md's managed block (within its budget).
     Idempotent: with nothing new, no file changes."""
     from vaultd.vault import flush_vault
 
     with _errors():
+        if transcript is not None and not dry_run:
+            from vaultd.transcript import capture
+
+            path, heading = capture(_root(ctx), transcript)
+            click.echo(f"saved the session to {path}: ## {heading}", err=True)
         result = flush_vault(_open(ctx), dry_run=dry_run)
     if as_json:
         _echo_json(result)
@@ -494,6 +502,80 @@ def mcp(ctx: click.Context) -> None:
             click.echo("vaultd: the MCP server needs the mcp SDK: pip install 'vaultd[mcp]'",
                        err=True)
             sys.exit(2)
+
+
+@main.group()
+def hooks() -> None:
+    """Agent integrations: install vaultd's hooks into an agent's settings."""
+
+
+def _settings(user: bool, project: Path | None) -> Path:
+    from vaultd.hooks import settings_path
+
+    return settings_path(user or project is None, project, Path.home())
+
+
+@hooks.command("install")
+@click.argument("agent", type=click.Choice(["claude-code"]))
+@click.option("--user", is_flag=True, help="~/.claude/settings.json (the default).")
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="DIR/.claude/settings.json instead.")
+@click.pass_context
+def hooks_install(ctx: click.Context, agent: str, user: bool, project: Path | None) -> None:
+    """Merge SessionStart (start the daemon, print MEMORY.md), PreCompact (save the transcript
+    and flush) and SessionEnd (flush) hooks into settings.json, keeping every other hook."""
+    from vaultd.hooks import install
+
+    with _errors():
+        result = install(_settings(user, project), _root(ctx))
+    click.echo(f"{'updated' if result['written'] else 'unchanged'}: {result['path']}")
+
+
+@hooks.command("uninstall")
+@click.argument("agent", type=click.Choice(["claude-code"]))
+@click.option("--user", is_flag=True)
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.pass_context
+def hooks_uninstall(ctx: click.Context, agent: str, user: bool, project: Path | None) -> None:
+    """Remove only vaultd's hooks for this vault from settings.json."""
+    from vaultd.hooks import uninstall
+
+    with _errors():
+        result = uninstall(_settings(user, project), _root(ctx))
+    removed = result["removed"]
+    count = len(removed) if isinstance(removed, list) else removed
+    click.echo(f"removed {count} hook(s) from {result['path']}")
+
+
+@main.command()
+@click.argument("event", type=click.Choice(["session-start", "pre-compact", "session-end"]))
+@click.pass_context
+def hook(ctx: click.Context, event: str) -> None:
+    """What the installed agent hooks run (reads the hook's JSON on stdin)."""
+    from vaultd.hooks import read_hook_input, transcript_of
+
+    root = _root(ctx)
+    with _errors():
+        if event == "session-start":
+            from vaultd.daemon_control import start_daemon
+
+            try:
+                start_daemon(root, timeout=60)
+            except Exception as exc:  # memory still loads without the daemon
+                click.echo(f"vaultd: daemon not started: {exc}", err=True)
+            memory = root / "MEMORY.md"
+            if memory.is_file():
+                click.echo(memory.read_text(encoding="utf-8"))
+            return
+        from vaultd.vault import flush_vault
+
+        if event == "pre-compact":
+            transcript = transcript_of(read_hook_input(sys.stdin))
+            if transcript is not None:
+                from vaultd.transcript import capture
+
+                capture(root, transcript)
+        flush_vault(_open(ctx))
 
 
 @main.group()

@@ -1,0 +1,83 @@
+"""Transcript capture: salient lines of a Claude Code JSONL transcript, bounded, into the log."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from vaultd.transcript import bounded, capture, summarize
+from vaultd.vault import init_vault
+
+FIXTURE = Path(__file__).parent / "fixtures" / "transcript.jsonl"
+
+EXPECTED = """\
+### User requests
+- Fix the date parsing bug in vaultd/notes.py so created: 2024-1-5 works.
+- Also add a test for 2024-12-31 and run the whole suite.
+### Decisions
+- We decided to avoid a new dependency and parse with a small regex instead.
+- Going with one parametrized test covering both dates.
+### Errors and fixes
+- ValueError: Invalid isoformat string: '2024-1-5' → The parser uses date.fromisoformat, \
+which rejects unpadded months; I will normalise the parts before parsing.
+### Files touched
+- /repo/tests/test_dates.py
+- /repo/vaultd
+- /repo/vaultd/notes.py"""
+
+
+def test_summary_sections_on_fixture() -> None:
+    assert summarize(FIXTURE) == EXPECTED
+
+
+def test_summary_is_deterministic() -> None:
+    assert summarize(FIXTURE) == summarize(FIXTURE)
+
+
+def test_summary_bounded_with_marker() -> None:
+    out = summarize(FIXTURE, max_chars=300)
+    assert len(out) <= 300
+    lines = out.split("\n")
+    assert lines[-1] == f"… ({len(EXPECTED.splitlines()) - len(lines) + 1} more lines)"
+    assert EXPECTED.startswith("\n".join(lines[:-1]))  # cut at whole lines
+    for limit in range(0, 400, 7):
+        assert len(summarize(FIXTURE, max_chars=limit)) <= limit
+
+
+def test_bounded_keeps_short_text() -> None:
+    assert bounded(["a", "b"], 10) == "a\nb"
+    lines = ["a" * 10, "b" * 10, "c" * 10]
+    assert bounded(lines, 27) == "aaaaaaaaaa\n… (2 more lines)"
+    assert bounded(lines, 26) == "… (3 more lines)"
+    assert bounded(lines, 5) == ""  # not even the marker fits
+
+
+def test_malformed_and_empty_transcripts(tmp_path: Path) -> None:
+    t = tmp_path / "t.jsonl"
+    t.write_text('garbage\n\n[1,2]\n{"type": "user", "message": "oops"}\n'
+                 '{"type": "user", "message": {"role": "user", "content": 5}}\n'
+                 '{"type": "assistant", "message": {"content": [{"type": "tool_use", '
+                 '"input": {"notebook_path": "/n.ipynb"}}, 3]}}\n', encoding="utf-8")
+    out = summarize(t)
+    assert "- /n.ipynb" in out and out.count("- (none)") == 3
+
+
+def test_long_request_trimmed(tmp_path: Path) -> None:
+    t = tmp_path / "t.jsonl"
+    t.write_text('{"type": "user", "message": {"role": "user", "content": "' + "x" * 500
+                 + '"}}\n', encoding="utf-8")
+    line = summarize(t).split("\n")[1]
+    assert line.startswith("- xxx") and line.endswith("…") and len(line) <= 2 + 160
+
+
+def test_capture_appends_one_entry(tmp_path: Path) -> None:
+    root = tmp_path / "vault"
+    init_vault(root)
+    when = dt.datetime(2025, 3, 14, 10, 30)
+    rel, heading = capture(root, FIXTURE, when=when)
+    assert rel == "episodic/2025-03-14.md"
+    assert heading.startswith("10:30 — Session transcript: Fix the date")
+    text = (root / rel).read_text(encoding="utf-8")
+    assert text.count("\n## ") == 1 and f"## {heading}" in text
+    assert "Session transcript: Fix the date parsing bug" in text
+    assert EXPECTED in text and text.rstrip().endswith("#session")

@@ -1,0 +1,170 @@
+"""Summarise a Claude Code JSONL transcript into the lines worth keeping.
+
+A transcript is one JSON object per line; `user` and `assistant` objects carry a `message` whose
+`content` is a string or a list of blocks (`text`, `tool_use`, `tool_result`). The summary keeps
+what an agent loses at compaction: the user's requests, the decisions taken, errors and the fix
+that followed each, and the files touched. It is deterministic (same transcript, same bytes) and
+bounded: past `max_chars` it stops at a whole line and says how many lines were left out.
+Malformed lines are skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vaultd import edits
+
+LINE_CHARS = 160
+PATH_KEYS = ("file_path", "path", "notebook_path")
+DECISION_RE = re.compile(
+    r"\b(decide[ds]?|decision|we will|we'll|chose|choose|going with|opted|settled on)\b",
+    re.IGNORECASE)
+ERROR_RE = re.compile(r"Traceback \(most recent call last\)|\bError:|\w+(Error|Exception):")
+SENTENCE_RE = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass
+class Salient:
+    requests: list[str] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)
+    errors: list[list[str]] = field(default_factory=list)  # [error, fix or ""]
+    files: set[str] = field(default_factory=set)
+
+
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                yield obj
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if isinstance(content, list):
+        return [b if isinstance(b, dict) else {"type": "text", "text": b}
+                for b in content if isinstance(b, (dict, str))]
+    return []
+
+
+def _text_of(content: Any) -> str:
+    """The text of a tool_result's content (a string or a list of text blocks)."""
+    return "\n".join(str(b.get("text", "")) for b in _blocks(content) if b.get("type") == "text")
+
+
+def _trim(line: str) -> str:
+    line = " ".join(line.split())
+    return line if len(line) <= LINE_CHARS else line[:LINE_CHARS - 1].rstrip() + "…"
+
+
+def _first_line(text: str) -> str:
+    return next((_trim(ln) for ln in text.splitlines() if ln.strip()), "")
+
+
+def _error_line(text: str) -> str:
+    """The most telling line of an error: the last `XxxError: …` line, else the first line."""
+    hits = [ln for ln in text.splitlines() if ERROR_RE.search(ln)
+            and not ln.startswith("Traceback")]
+    return _trim(hits[-1]) if hits else _first_line(text)
+
+
+def _add(items: list[str], line: str) -> None:
+    if line and line not in items:
+        items.append(line)
+
+
+def collect(path: Path) -> Salient:
+    """The salient lines of the transcript at `path`, in transcript order."""
+    out = Salient()
+    awaiting_fix: list[str] | None = None
+    for rec in _records(path):
+        kind = rec.get("type")
+        msg = rec.get("message")
+        if kind not in ("user", "assistant") or not isinstance(msg, dict) or rec.get("isMeta"):
+            continue
+        role = msg.get("role", kind)
+        for block in _blocks(msg.get("content")):
+            btype = block.get("type")
+            if btype == "tool_use":
+                args = block.get("input")
+                if isinstance(args, dict):
+                    out.files.update(str(args[k]) for k in PATH_KEYS
+                                     if isinstance(args.get(k), str) and args[k].strip())
+            elif btype == "tool_result":
+                text = _text_of(block.get("content"))
+                if block.get("is_error") is True or ERROR_RE.search(text):
+                    awaiting_fix = [_error_line(text) or "(error without a message)", ""]
+                    out.errors.append(awaiting_fix)
+            elif btype == "text":
+                text = str(block.get("text", ""))
+                if not text.strip():
+                    continue
+                if role == "assistant":
+                    if awaiting_fix is not None:
+                        awaiting_fix[1] = _first_line(text)
+                        awaiting_fix = None
+                    for sentence in SENTENCE_RE.split(" ".join(text.split())):
+                        if DECISION_RE.search(sentence):
+                            _add(out.decisions, _trim(sentence))
+                elif not text.lstrip().startswith("<"):  # skip injected <system-reminder> etc.
+                    if ERROR_RE.search(text):
+                        awaiting_fix = [_error_line(text), ""]
+                        out.errors.append(awaiting_fix)
+                    _add(out.requests, _first_line(text))
+    return out
+
+
+def render(salient: Salient, max_chars: int = 2000) -> str:
+    """Markdown sections of bullet lines, at most `max_chars` characters."""
+    sections = [
+        ("User requests", salient.requests),
+        ("Decisions", salient.decisions),
+        ("Errors and fixes", [f"{err} → {fix or '(no fix recorded)'}"
+                              for err, fix in salient.errors]),
+        ("Files touched", sorted(salient.files)),
+    ]
+    lines: list[str] = []
+    for title, items in sections:
+        lines.append(f"### {title}")
+        lines.extend([f"- {item}" for item in items] or ["- (none)"])
+    return bounded(lines, max_chars)
+
+
+def bounded(lines: list[str], max_chars: int) -> str:
+    """`lines` joined, cut at a whole line with an explicit "… (N more lines)" marker so the
+    result never exceeds `max_chars`."""
+    text = "\n".join(lines)
+    if len(text) <= max_chars:
+        return text
+    for i in range(len(lines) - 1, -1, -1):
+        marker = f"… ({len(lines) - i} more lines)"
+        cut = "\n".join([*lines[:i], marker])
+        if len(cut) <= max_chars:
+            return cut
+    return ""  # not even the marker fits
+
+
+def summarize(path: Path, max_chars: int = 2000) -> str:
+    """A deterministic, bounded markdown summary of the transcript at `path`."""
+    return render(collect(path), max_chars)
+
+
+def capture(root: Path, transcript: Path, when: dt.datetime | None = None) -> tuple[str, str]:
+    """Append one entry summarising `transcript` to today's episodic log in the vault at
+    `root`. Returns (vault path, heading)."""
+    salient = collect(transcript)
+    first = salient.requests[0] if salient.requests else "(no user request)"
+    text = f"Session transcript: {first}\n\n{render(salient)}"
+    return edits.append_entry(root, text, when=when, tags=["session"])
