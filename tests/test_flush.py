@@ -135,3 +135,18 @@ def test_golden_memory_for_sample_vault(tmp_path: Path) -> None:
                      ).read_text(encoding="utf-8").split("<!-- vaultd:begin -->")[0]
         assert text.startswith(user_part)
         assert not flush_vault(v)["memory_written"]  # idempotent
+
+
+def test_flush_goes_through_the_daemon_when_it_runs(tmp_path: Path) -> None:
+    from daemon_helpers import make_vault, running_daemon
+
+    from vaultd.vault import flush_anywhere
+
+    root = make_vault(tmp_path)
+    (root / "semantic" / "fact.md").write_text("---\nstatus: proven\n---\n# Fact\n\nWater.\n")
+    with running_daemon(root), open_vault(root, env={}, daemon="never",
+                                          embedder=HashEmbedder(builtin_profiles(tmp_path)[
+                                              "hash-256"])) as v:
+        result = flush_anywhere(v)
+        assert result["memory_written"] is True and "phases" not in result  # the daemon's answer
+        assert v._store is None  # this process never opened the index

@@ -420,7 +420,7 @@ def lifecycle(ctx: click.Context, phase: str, dry_run: bool, as_json: bool) -> N
 def flush(ctx: click.Context, dry_run: bool, transcript: Path | None, as_json: bool) -> None:
     """Index, connect and route, then write MEMORY.md's managed block (within its budget).
     Idempotent: with nothing new, no file changes."""
-    from vaultd.vault import flush_vault
+    from vaultd.vault import flush_anywhere, flush_vault
 
     with _errors():
         if transcript is not None and not dry_run:
@@ -428,7 +428,8 @@ def flush(ctx: click.Context, dry_run: bool, transcript: Path | None, as_json: b
 
             path, heading = capture(_root(ctx), transcript)
             click.echo(f"saved the session to {path}: ## {heading}", err=True)
-        result = flush_vault(_open(ctx), dry_run=dry_run)
+        vault = _open(ctx)
+        result = flush_vault(vault, dry_run=True) if dry_run else flush_anywhere(vault)
     if as_json:
         _echo_json(result)
         return
@@ -567,7 +568,7 @@ def hook(ctx: click.Context, event: str) -> None:
             if memory.is_file():
                 click.echo(memory.read_text(encoding="utf-8"))
             return
-        from vaultd.vault import flush_vault
+        from vaultd.vault import flush_anywhere
 
         if event == "pre-compact":
             transcript = transcript_of(read_hook_input(sys.stdin))
@@ -575,7 +576,7 @@ def hook(ctx: click.Context, event: str) -> None:
                 from vaultd.transcript import capture
 
                 capture(root, transcript)
-        flush_vault(_open(ctx))
+        flush_anywhere(_open(ctx))
 
 
 @main.group()

@@ -89,10 +89,10 @@ class MemoryTools:
         return {"path": path, "heading": heading}
 
     def flush(self) -> dict[str, Any]:
-        from vaultd.vault import flush_vault
+        from vaultd.vault import flush_anywhere
 
         with self._lock:
-            result = flush_vault(self.vault)
+            result = flush_anywhere(self.vault)
         return {"indexed": result["indexed"], "memory_written": result["memory_written"],
                 "memory_chars": result["memory_chars"]}
 

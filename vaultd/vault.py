@@ -430,3 +430,17 @@ def flush_vault(vault: Vault, *, dry_run: bool = False) -> dict[str, Any]:
         vault.indexer().sync_paths([flush.MEMORY_FILE])
     return {"indexed": report.summary(), "phases": phases, "memory_written": written,
             "memory_diff": diff, "memory_chars": len(block)}
+
+
+def flush_anywhere(vault: Vault) -> dict[str, Any]:
+    """Flush through the vault's daemon when it runs (its warm model, its single writer), else
+    in-process."""
+    from vaultd.client import DaemonClient, DaemonDown
+
+    client = DaemonClient.for_vault(vault.root)
+    if client is not None:
+        try:
+            return client.request("POST", "/flush", {})
+        except DaemonDown:
+            pass
+    return flush_vault(vault)
