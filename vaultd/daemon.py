@@ -334,6 +334,7 @@ class Daemon:
         for conflict in report["conflicts"]:
             log.warning("lifecycle %s: %s", phase, conflict)
 
+
     def _expand(self, changes: Changes) -> list[str]:
         paths = list(changes.upserts) + list(changes.deletes)
         if changes.dirs:

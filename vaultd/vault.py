@@ -307,6 +307,10 @@ class Vault:
                                          today or _dt.date.today(), self._llm())
                 if not dry_run:
                     outcome = lc.apply_heartbeat(self.root, by_id, plan)
+                    if outcome.created:
+                        self.indexer().sync_paths(outcome.written + outcome.created)
+                    flush_vault(self)  # the review ends with MEMORY.md brought up to date
+                    outcome.written.append("MEMORY.md")
             elif phase == "prune":
                 plan = lc.plan_prune(self.store, views, matrix, th)
                 if not dry_run:
