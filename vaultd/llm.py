@@ -3,7 +3,7 @@
 Consolidation merges by default with `lifecycle.extractive_merge`: offline, deterministic, and
 unable to invent anything. A user may configure a chat model to write the merged note instead;
 its answer is used only if it passes the checks CML applies to LLM merges (see
-/work/shared/REFERENCE.md), and otherwise the extractive items are kept. So a misbehaving or
+the shared REFERENCE.md), and otherwise the extractive items are kept. So a misbehaving or
 unreachable model can make a merge plainer, never wrong and never fail the run:
 
 - the call failed (network, HTTP status, unexpected answer shape, missing API key);
