@@ -392,3 +392,41 @@ def test_stop_without_start_returns() -> None:
     done = threading.Event()
     threading.Thread(target=lambda: (server.stop(), done.set()), daemon=True).start()
     assert done.wait(5), "Server.stop() hung on a server that never started"
+
+
+# -- issue #7: each hostile request exactly as listed, then proof the daemon still works
+
+
+def _hostile(up: Running, case: str) -> tuple[int, Any]:
+    if case == "no token":
+        return up.call("POST", "/embed", {"texts": ["x"]}, token=None)
+    if case == "wrong token":
+        return up.call("POST", "/embed", {"texts": ["x"]}, token="not-the-token")
+    if case == "Host evil.example":
+        return up.call("POST", "/embed", {"texts": ["x"]}, host="evil.example")
+    if case == "non-JSON":
+        return up.call("POST", "/embed", raw=b"texts=hello&kind=query")
+    if case == "10 MB body":
+        body = json.dumps({"texts": ["a" * (10 * 1024 * 1024)]}).encode()
+        assert len(body) > 10 * 1024 * 1024
+        return up.call("POST", "/embed", raw=body)
+    assert case == "10,000 texts"
+    return up.call("POST", "/embed", {"texts": [f"text {i}" for i in range(10_000)]})
+
+
+@pytest.mark.parametrize(("case", "code"), [
+    ("no token", 401), ("wrong token", 401), ("Host evil.example", 403), ("non-JSON", 400),
+    ("10 MB body", 413), ("10,000 texts", 413)])
+def test_each_hostile_request_is_refused_and_the_daemon_still_answers(
+        up: Running, case: str, code: int) -> None:
+    before = up.search("restic", k=3)["hits"]
+    status, data = _hostile(up, case)
+    assert status == code, data
+    assert isinstance(data["error"], str) and data["error"]
+    assert up.thread.is_alive()
+    # the follow-up is authenticated and its answers are the right ones, not just a 200
+    texts = [f"after {case}", "fly releases rollback"]
+    status, data = up.call("POST", "/embed", {"texts": texts, "kind": "query"})
+    assert status == 200 and data["vectors"] == expected_vectors(texts, "query")
+    assert up.search("restic", k=3)["hits"] == before
+    assert before[0]["path"] == "procedural/backup.md"
