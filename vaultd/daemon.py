@@ -160,6 +160,7 @@ class Daemon:
             load = getattr(self.vault.embedder, "load", None)
             if load:
                 load()  # warm: the first request must not pay for the model load
+            self.vault.keep_vectors_warm()  # and no query pays for loading the vectors
             s = self.settings.server
             self.server = Server(self, host=s.host, port=s.port, token=token,
                                  max_body_bytes=s.max_body_bytes, max_texts=s.max_texts)
@@ -357,6 +358,7 @@ class Daemon:
             report = self.vault.indexer().sync_paths(self._expand(changes))
             self._record(report, "batch")
             self._connect_after(report)
+            self._warm_vectors()
         except Exception:
             self.stats.errors += 1
             log.exception("indexing a batch failed; the periodic reconcile will retry")
@@ -376,11 +378,18 @@ class Daemon:
                 log.warning("reconcile found %d change(s) no file event announced", changed)
             self._record(report, "reconcile")
             self._connect_after(report)
+            self._warm_vectors()
         except Exception:
             self.stats.errors += 1
             log.exception("reconcile failed")
         finally:
             self._indexing.clear()
+
+    def _warm_vectors(self) -> None:
+        """Reload the in-memory vectors now, on the writer's thread, rather than in the first
+        search after a change."""
+        if self.vault.vectors is not None:
+            self.vault.vectors.refresh(self.vault.store)
 
     def _connect_after(self, report: IndexReport) -> None:
         if self.settings.lifecycle.connect_after_index and (report.new or report.changed

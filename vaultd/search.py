@@ -23,6 +23,8 @@ from vaultd.store import ChunkRow, Filters, Store
 if TYPE_CHECKING:
     import numpy as np
 
+    from vaultd.vectors import VectorIndex
+
 Mode = Literal["hybrid", "vector", "bm25"]
 MODES: tuple[str, ...] = ("hybrid", "vector", "bm25")
 SNIPPET_CHARS = 700
@@ -79,9 +81,11 @@ def fts_query(query: str) -> str:
 
 
 class Searcher:
-    def __init__(self, store: Store, embed_query: EmbedQuery) -> None:
+    def __init__(self, store: Store, embed_query: EmbedQuery,
+                 vectors: VectorIndex | None = None) -> None:
         self.store = store
         self.embed_query = embed_query
+        self.vectors = vectors  # a warm in-memory copy (the daemon's), else sqlite-vec
 
     def search(self, query: str, options: SearchOptions) -> list[Hit]:
         if options.mode not in MODES:
@@ -95,7 +99,11 @@ class Searcher:
             import numpy as np
 
             qvec = np.asarray(self.embed_query(query), dtype=np.float32).reshape(-1)
-            vector_hits = self.store.knn(qvec.tobytes(), pool, options.filters)
+            if self.vectors is not None and options.filters.only_archive_rule:
+                vector_hits = self.vectors.knn(self.store, qvec, pool,
+                                               options.filters.include_archive)
+            else:
+                vector_hits = self.store.knn(qvec.tobytes(), pool, options.filters)
         if options.mode in ("hybrid", "bm25"):
             match = fts_query(query)
             if match:

@@ -329,6 +329,7 @@ class Store:
                 "CREATE VIRTUAL TABLE chunk_vectors USING vec0("
                 f"archived integer partition key, embedding float[{dims}] distance_metric=cosine)")
             self.set_meta("model", json.dumps(identity, sort_keys=True))
+            self._bump_vectors_generation()
         return current is not None
 
     def _has_vector_table(self) -> bool:
@@ -360,6 +361,7 @@ class Store:
         self._delete_file(path)
 
     def _delete_file(self, path: str) -> None:
+        self._bump_vectors_generation()
         rowids = [r[0] for r in self.conn.execute("SELECT rowid FROM chunks WHERE path = ?",
                                                   (path,))]
         for start in range(0, len(rowids), 500):
@@ -452,6 +454,23 @@ class Store:
             where.append("c.date <= ?")
             args.append(filters.until)
         return (" AND ".join(where) or "1"), args
+
+    # -- the in-memory vector copy of long-lived processes (vaultd.vectors)
+    def _bump_vectors_generation(self) -> None:
+        """Count every change to the set of vectors, so an in-memory copy knows it is stale."""
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('vectors_generation', '1') ON CONFLICT(key) "
+            "DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)")
+
+    def vectors_generation(self) -> str:
+        return self.get_meta("vectors_generation") or "0"
+
+    def all_vectors(self) -> tuple[list[int], list[int], list[bytes]]:
+        """Every chunk's (rowid, archived flag, float32 vector blob), in rowid order."""
+        rows = self.conn.execute(
+            "SELECT c.rowid, c.archived, e.vector FROM chunks c "
+            "JOIN embeddings e ON e.hash = c.hash ORDER BY c.rowid").fetchall()
+        return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
     def knn(self, vector: bytes, k: int, filters: Filters) -> list[tuple[int, float]]:
         """(chunk rowid, cosine similarity), best first.

@@ -23,6 +23,7 @@ from vaultd.indexer import Indexer, IndexReport, Progress
 from vaultd.lifecycle import Thresholds
 from vaultd.search import Hit, Mode, Searcher, SearchOptions, hit_from_dict
 from vaultd.store import Filters, Store
+from vaultd.vectors import VectorIndex
 
 if TYPE_CHECKING:
     import numpy as np
@@ -101,6 +102,9 @@ class Vault:
         self.ignore = layout.Ignore(settings.index.ignore)
         self._embedder = embedder
         self._store: Store | None = None
+        # A warm in-memory copy of the vectors for exact KNN: the daemon keeps one
+        # (`keep_vectors_warm`); a one-shot process would pay more to load it than it saves.
+        self.vectors: VectorIndex | None = None
 
     # -- parts, built on first use
     @property
@@ -116,6 +120,13 @@ class Vault:
             self._embedder = make_embedder(self.profile, threads=emb.threads,
                                            batch_size=emb.batch_size)
         return self._embedder
+
+    def keep_vectors_warm(self) -> None:
+        """Answer vector queries from an in-memory copy of the index, loaded now and reloaded
+        whenever the index's vectors change (for long-lived processes such as the daemon)."""
+        if self.vectors is None:
+            self.vectors = VectorIndex()
+        self.vectors.refresh(self.store)
 
     def close(self) -> None:
         if self._store is not None:
@@ -200,7 +211,8 @@ class Vault:
             half_life_days=s.half_life_days if half_life_days is None else half_life_days,
             mmr_lambda=s.mmr_lambda if mmr_lambda is None else mmr_lambda)
         self._check_model(store)
-        searcher = Searcher(store, lambda q: self.embedder.embed([q], kind="query")[0])
+        searcher = Searcher(store, lambda q: self.embedder.embed([q], kind="query")[0],
+                            self.vectors)
         hits = searcher.search(query, options)
         if record and hits:
             import time as _time

@@ -1,0 +1,92 @@
+"""The daemon's in-memory vector copy answers exactly what sqlite-vec answers, and follows every
+change to the index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import fake_embedder, make_vault
+from vaultd.store import Filters
+from vaultd.vault import open_vault
+from vaultd.vectors import VectorIndex
+
+NOTES = {
+    f"semantic/topic-{i:02d}.md": f"# Topic {i}\n\nFact number {i} about {word} and {other}.\n"
+    for i, (word, other) in enumerate(
+        [(w, o) for w in ("caching", "retries", "webhooks", "tokens", "queues")
+         for o in ("latency", "budgets", "ownership", "alerts", "rollbacks", "schemas")])
+}
+
+
+def test_same_neighbours_as_sqlite_vec(tmp_path: Path) -> None:
+    with open_vault(make_vault(tmp_path, NOTES), env={},
+                    embedder=fake_embedder(tmp_path)) as vault:
+        vault.index()
+        index = VectorIndex()
+        for query in ("caching latency", "webhooks alerts", "schemas of queues", "tokens"):
+            qvec = vault.embedder.embed([query], kind="query")[0]
+            expected = vault.store.knn(qvec.tobytes(), 10, Filters())
+            got = index.knn(vault.store, qvec, 10, include_archive=False)
+            # the same similarities in the same order; equal scores may list in any order
+            assert np.allclose([s for _, s in got], [s for _, s in expected], atol=1e-5)
+            cut = expected[-1][1] + 1e-4
+            assert {r for r, s in got if s > cut} == {r for r, s in expected if s > cut}
+            assert got[0][1] > cut  # the query has a clear best match: the check is not empty
+        assert index.size == vault.store.counts()["chunks"] > len(NOTES) - 1
+
+
+def test_follows_new_deleted_and_archived_notes(tmp_path: Path) -> None:
+    root = make_vault(tmp_path, NOTES)
+    with open_vault(root, env={}, embedder=fake_embedder(tmp_path)) as vault:
+        vault.index()
+        vault.keep_vectors_warm()
+        assert vault.vectors is not None
+
+        def top_paths(query: str, archive: bool = False) -> list[str]:
+            return [h.path for h in vault.search(query, 5, mode="vector",
+                                                 include_archive=archive)]
+
+        (root / "semantic" / "zebra.md").write_text("# Zebra\n\nZebra stripes confuse flies.\n",
+                                                    encoding="utf-8")
+        vault.index()
+        assert top_paths("Zebra stripes confuse flies.")[0] == "semantic/zebra.md"
+
+        (root / "archive").mkdir(exist_ok=True)
+        (root / "semantic" / "zebra.md").rename(root / "archive" / "zebra.md")
+        vault.index()
+        assert "archive/zebra.md" not in top_paths("Zebra stripes confuse flies.")
+        assert top_paths("Zebra stripes confuse flies.", archive=True)[0] == "archive/zebra.md"
+
+        (root / "archive" / "zebra.md").unlink()
+        vault.index()
+        found = top_paths("Zebra stripes confuse flies.", archive=True)
+        assert not any("zebra" in p for p in found)
+        assert vault.vectors.size == vault.store.counts()["chunks"]
+
+
+def test_reload_only_when_the_vectors_changed(tmp_path: Path) -> None:
+    root = make_vault(tmp_path, NOTES)
+    with open_vault(root, env={}, embedder=fake_embedder(tmp_path)) as vault:
+        vault.index()
+        before = vault.store.vectors_generation()
+        index = VectorIndex()
+        index.refresh(vault.store)
+        first = index._snapshot
+        index.refresh(vault.store)
+        assert index._snapshot is first  # unchanged index: no reload
+        vault.index()  # nothing changed on disk
+        assert vault.store.vectors_generation() == before
+        (root / "semantic" / "topic-00.md").write_text("# Topic 0\n\nRewritten.\n",
+                                                       encoding="utf-8")
+        vault.index()
+        assert vault.store.vectors_generation() != before
+        index.refresh(vault.store)
+        assert index._snapshot is not first
+
+
+def test_empty_index_answers_nothing(tmp_path: Path) -> None:
+    with open_vault(make_vault(tmp_path), env={}, embedder=fake_embedder(tmp_path)) as vault:
+        qvec = vault.embedder.embed(["anything"], kind="query")[0]
+        assert VectorIndex().knn(vault.store, qvec, 10, include_archive=True) == []
