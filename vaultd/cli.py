@@ -291,6 +291,24 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--fix", is_flag=True, help="Repair: index again, resync, or rebuild the index "
+              "(refused while the daemon runs).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def doctor(ctx: click.Context, fix: bool, as_json: bool) -> None:
+    """Check the index against the vault (missing, extra, stale files; vectors, full-text,
+    model, schema; token, lock and temp files). Exit 1 when something is off."""
+    with _errors():
+        report = _open(ctx).doctor(fix=fix)
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        for line in report.lines():
+            click.echo(line)
+    sys.exit(0 if report.clean else 1)
+
+
+@main.command()
 @click.option("--quiet", is_flag=True, help="Log to .vaultd/daemon.log only, not stderr.")
 @click.pass_context
 def run(ctx: click.Context, quiet: bool) -> None:

@@ -51,7 +51,9 @@ def read(path: Path) -> Snapshot:
 def atomic_write(path: Path, text: str) -> None:
     """Write `text` to `path` atomically (readers see the old or the new file, never half)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".vaultd-tmp", dir=path.parent)
+    # the pid in the name tells a write in progress from one a crash interrupted (doctor)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".vaultd-tmp",
+                               dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)

@@ -550,3 +550,89 @@ class Store:
                                         "ORDER BY path"):
             out.extend(json.loads(raw))
         return out
+
+    # --- doctor: read-only checks of the index as it is (`vaultd doctor`), and two repairs
+    @classmethod
+    def open_as_is(cls, path: Path | str) -> Store:
+        """Open an existing index read-only, without migrating it: what doctor inspects must
+        not change by being looked at. Raises the sqlite module's DatabaseError on garbage."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.module = sqlite_module()
+        from urllib.parse import quote
+
+        self.conn = self.module.connect(f"file:{quote(str(self.path.resolve()))}?mode=ro",
+                                        uri=True, timeout=30, isolation_level=None,
+                                        check_same_thread=False)
+        self.conn.enable_load_extension(True)
+        import sqlite_vec
+
+        sqlite_vec.load(self.conn)
+        self.conn.enable_load_extension(False)
+        self.conn.execute("PRAGMA busy_timeout = 30000")
+        return self
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite's own check of every table and index, FTS5's inverted index included."""
+        rows = [r[0] for r in self.conn.execute("PRAGMA integrity_check").fetchall()]
+        return [] if rows == ["ok"] else rows
+
+    def has_vector_table(self) -> bool:
+        return self._has_vector_table()
+
+    def files_only(self) -> dict[str, tuple[int, int, str]]:
+        """path → (size, mtime_ns, hash) of indexed files (not skipped ones)."""
+        return {p: (s, m, h) for p, s, m, h in
+                self.conn.execute("SELECT path, size, mtime_ns, hash FROM files")}
+
+    def skipped_states(self) -> dict[str, tuple[int, int]]:
+        return {p: (s, m) for p, s, m in
+                self.conn.execute("SELECT path, size, mtime_ns FROM skipped")}
+
+    def orphan_paths(self) -> list[str]:
+        """Paths with entries or chunks but no `files` row (a half-removed file)."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT path FROM chunks UNION SELECT path FROM entries "
+            "EXCEPT SELECT path FROM files ORDER BY 1")]
+
+    def paths_without_vectors(self) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT path FROM chunks WHERE rowid NOT IN "
+            "(SELECT rowid FROM chunk_vectors) ORDER BY 1")]
+
+    def vectors_without_chunks(self) -> int:
+        return int(self.conn.execute(
+            "SELECT count(*) FROM chunk_vectors WHERE rowid NOT IN (SELECT rowid FROM chunks)"
+        ).fetchone()[0])
+
+    def paths_without_embeddings(self) -> list[str]:
+        """Chunks whose content hash has no cached vector (filtered searches would drop them)."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT path FROM chunks c WHERE NOT EXISTS "
+            "(SELECT 1 FROM embeddings e WHERE e.hash = c.hash) ORDER BY 1")]
+
+    def paths_out_of_fts(self) -> list[str]:
+        """Chunks with no full-text row, or one whose heading or text differs."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT c.path FROM chunks c LEFT JOIN chunk_fts f ON f.rowid = c.rowid "
+            "WHERE f.rowid IS NULL OR f.text IS NOT c.text OR f.heading IS NOT c.heading "
+            "ORDER BY 1")]
+
+    def fts_without_chunks(self) -> int:
+        return int(self.conn.execute(
+            "SELECT count(*) FROM chunk_fts WHERE rowid NOT IN (SELECT rowid FROM chunks)"
+        ).fetchone()[0])
+
+    def rebuild_fts(self) -> None:
+        """Refill the full-text table from `chunks` (call inside `transaction()`)."""
+        self.conn.execute("DELETE FROM chunk_fts")
+        self.conn.execute("INSERT INTO chunk_fts(rowid, heading, text) "
+                          "SELECT rowid, heading, text FROM chunks")
+
+    def rebuild_vectors(self) -> None:
+        """Refill the vec0 table from `chunks` and the embedding cache (inside `transaction()`);
+        a chunk whose vector is not cached is left out: its file must be indexed again."""
+        self.conn.execute("DELETE FROM chunk_vectors")
+        self.conn.execute("INSERT INTO chunk_vectors(rowid, archived, embedding) "
+                          "SELECT c.rowid, c.archived, e.vector FROM chunks c "
+                          "JOIN embeddings e ON e.hash = c.hash")

@@ -260,6 +260,13 @@ class Vault:
             "skipped_files": [{"path": p, "reason": r} for p, r in store.skipped()],
         }
 
+    def doctor(self, fix: bool = False) -> Any:
+        """Check the index against the vault (read-only; fine next to a running daemon), or
+        with `fix` repair it (refused while a daemon runs). Returns a `doctor.Report`."""
+        from vaultd import doctor
+
+        return doctor.fix(self) if fix else doctor.check(self)
+
     # -- memory lifecycle
     def remember(self, text: str, tags: list[str] | None = None) -> tuple[str, str]:
         """Append a timestamped entry to today's daily log. Returns (path, heading)."""

@@ -1,0 +1,369 @@
+"""Check a vault against its index, and repair what is off (`vaultd doctor [--fix]`).
+
+The vault is the truth and the index a disposable cache, so every repair is "index again" or,
+when the index itself cannot be trusted (garbage, another schema, another model), "build a
+fresh one beside it and swap it in"; the old file is moved aside, never deleted.
+
+Checks are read-only (the index is opened in SQLite's read-only mode and never migrated), so
+they run safely next to a working daemon. `fix` refuses while a daemon runs: the daemon is the
+index's single writer; stop it, fix, start it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vaultd import layout
+from vaultd.daemon_files import LOCK_FILE, ensure_token, info_path, pid_alive, token_path
+from vaultd.errors import VaultdError
+from vaultd.store import MIGRATIONS, Store
+
+if TYPE_CHECKING:
+    from vaultd.vault import Vault
+
+TEMP_SUFFIX = ".vaultd-tmp"  # edits.atomic_write's temporary files
+# Findings that mean the index as a whole cannot be trusted: --fix rebuilds it.
+REBUILD = ("corrupt", "schema", "model")
+# Findings about single files: --fix indexes those files again.
+REINDEX = ("missing", "stale", "extra", "embeddings")
+SHOW_PER_KIND = 20
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # missing, stale, extra, orphan, embeddings, vectors, fts, model, schema,
+    #            corrupt, no-index, token, lock, temp
+    message: str
+    path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": self.path, "message": self.message}
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=dict)
+    fixed: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings
+
+    def kinds(self) -> set[str]:
+        return {f.kind for f in self.findings}
+
+    def paths(self, *kinds: str) -> list[str]:
+        return sorted({f.path for f in self.findings if f.kind in kinds and f.path})
+
+    def add(self, kind: str, message: str, path: str | None = None) -> None:
+        self.findings.append(Finding(kind, message, path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"clean": self.clean, "checked": self.checked, "fixed": self.fixed,
+                "findings": [f.to_dict() for f in self.findings]}
+
+    def lines(self) -> list[str]:
+        """A readable report: what was fixed, then each finding (at most 20 of a kind)."""
+        out = [f"fixed: {what}" for what in self.fixed]
+        shown: dict[str, int] = {}
+        for f in self.findings:
+            shown[f.kind] = shown.get(f.kind, 0) + 1
+            if shown[f.kind] <= SHOW_PER_KIND:
+                out.append(f"{f.kind}: {f.message}")
+        for kind, n in shown.items():
+            if n > SHOW_PER_KIND:
+                out.append(f"{kind}: ... and {n - SHOW_PER_KIND} more (--json lists them all)")
+        files = self.checked.get("files", 0)
+        if self.clean:
+            out.append(f"ok: {files} files, {self.checked.get('chunks', 0)} chunks; "
+                       "the index matches the vault")
+        else:
+            out.append(f"{len(self.findings)} problem(s)"
+                       + ("" if self.fixed else "; `vaultd doctor --fix` repairs them"))
+        return out
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def check(vault: Vault) -> Report:
+    """Every check; changes nothing (not even creates the index when there is none)."""
+    report = Report()
+    _check_state_files(vault.root, report)
+    _check_temp_files(vault.root, vault.ignore, report)
+    index = layout.index_path(vault.root)
+    on_disk = layout.scan(vault.root, vault.ignore).files
+    report.checked["files"] = len(on_disk)
+    if not index.exists():
+        report.add("no-index", f"{_rel(vault.root, index)} does not exist: nothing is indexed "
+                   "(`vaultd index` builds it)")
+        return report
+    try:
+        store = Store.open_as_is(index)
+    except Exception as exc:  # the sqlite module's own error types
+        report.add("corrupt", f"{_rel(vault.root, index)} cannot be opened: {exc}")
+        return report
+    try:
+        _check_index(vault, store, on_disk, report)
+    except store.module.DatabaseError as exc:
+        report.add("corrupt", f"{_rel(vault.root, index)} is not a usable SQLite index: {exc}")
+    finally:
+        store.close()
+    return report
+
+
+def _check_index(vault: Vault, store: Store, on_disk: dict[str, layout.FileStat],
+                 report: Report) -> None:
+    name = _rel(vault.root, store.path)
+    problems = store.integrity_problems()
+    if problems:
+        report.add("corrupt", f"{name} fails SQLite's integrity check: {problems[0]}"
+                   + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        return
+    version, latest = store.schema_version, len(MIGRATIONS)
+    if version != latest:
+        report.add("schema", f"{name} has schema version {version}; this vaultd uses {latest}")
+        return
+    want = vault.embedder.identity()
+    have = store.model_identity()
+    if have is None or not store.has_vector_table():
+        report.add("model", f"{name} records no embedding model: it was never fully built")
+        return
+    if have != want:
+        report.add("model", f"{name} was built with model {have.get('id')} "
+                   f"({have.get('dims')} dims, file {str(have.get('file'))[:12]}) but the vault "
+                   f"is configured for {want['id']} ({want['dims']} dims, file "
+                   f"{str(want['file'])[:12]})")
+    counts = store.counts()
+    report.checked.update(chunks=counts["chunks"], vectors=counts["vectors"],
+                          entries=counts["entries"])
+    _check_files(vault.root, store, on_disk, report)
+    for path in store.orphan_paths():
+        report.add("orphan", f"{path}: entries or chunks indexed but no file record", path)
+    for path in store.paths_without_embeddings():
+        report.add("embeddings", f"{path}: a chunk's vector is missing from the cache", path)
+    no_vector = store.paths_without_vectors()
+    extra_vectors = store.vectors_without_chunks()
+    if no_vector or extra_vectors or counts["vectors"] != counts["chunks"]:
+        report.add("vectors", f"{counts['vectors']} vectors for {counts['chunks']} chunks: "
+                   f"{len(no_vector)} file(s) with chunks lacking a vector"
+                   + (f" (first: {no_vector[0]})" if no_vector else "")
+                   + f", {extra_vectors} vector(s) of no chunk")
+    out_of_fts = store.paths_out_of_fts()
+    extra_fts = store.fts_without_chunks()
+    if out_of_fts or extra_fts:
+        report.add("fts", f"full-text index out of sync: {len(out_of_fts)} file(s) whose "
+                   "chunks are missing or differ"
+                   + (f" (first: {out_of_fts[0]})" if out_of_fts else "")
+                   + f", {extra_fts} row(s) of no chunk")
+
+
+def _check_files(root: Path, store: Store, on_disk: dict[str, layout.FileStat],
+                 report: Report) -> None:
+    indexed = store.files_only()
+    skipped = store.skipped_states()
+    for rel, st in sorted(on_disk.items()):
+        if rel in skipped:
+            if skipped[rel] != (st.size, st.mtime_ns):
+                report.add("stale", f"{rel}: changed on disk since it was skipped", rel)
+            continue
+        if rel not in indexed:
+            report.add("missing", f"{rel}: in the vault but not indexed", rel)
+            continue
+        size, mtime_ns, digest = indexed[rel]
+        try:
+            actual = hashlib.sha256((root / rel).read_bytes()).hexdigest()
+        except OSError:
+            continue  # deleted or unreadable since the scan: the next index decides
+        if actual != digest:
+            report.add("stale", f"{rel}: content differs from the indexed version", rel)
+        elif (size, mtime_ns) != (st.size, st.mtime_ns):
+            report.add("stale", f"{rel}: same content, but size/mtime differ from the index",
+                       rel)
+    for rel in sorted(set(indexed) | set(skipped)):
+        if rel not in on_disk:
+            why = "ignored now" if (root / rel).is_file() else "no longer in the vault"
+            report.add("extra", f"{rel}: indexed but {why}", rel)
+
+
+def _check_state_files(root: Path, report: Report) -> None:
+    token = token_path(root)
+    if token.exists():
+        mode = stat.S_IMODE(token.stat().st_mode)
+        if mode & 0o077:
+            report.add("token", f"{_rel(root, token)} has mode {mode:04o}; it must be 0600 "
+                       "(others could call the API)", _rel(root, token))
+        if not token.read_text(encoding="utf-8").strip():
+            report.add("token", f"{_rel(root, token)} is empty", _rel(root, token))
+    holder = _lock_holder(root)
+    info = info_path(root)
+    if holder is None and info.exists():
+        pid = _pid_in(info)
+        if pid is None or not pid_alive(pid):
+            report.add("lock", f"{_rel(root, info)} names daemon pid {pid}, which is not "
+                       "running and holds no lock (a crash left it)", _rel(root, info))
+
+
+def _lock_holder(root: Path) -> int | None:
+    """The pid in the lock file when a live process holds the lock, else None."""
+    import fcntl
+
+    path = layout.state_dir(root) / LOCK_FILE
+    try:
+        fh = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            text = fh.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return None
+
+
+def _pid_in(path: Path) -> int | None:
+    import json
+
+    try:
+        return int(json.loads(path.read_text(encoding="utf-8")).get("pid", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def temp_files(root: Path, ignore: layout.Ignore) -> list[str]:
+    """Temporary files of interrupted atomic writes whose writer is gone (their name carries
+    the writer's pid). They never replaced anything: the real file is whole."""
+    out = []
+    for folder, dirs, files in os.walk(root):
+        rel_dir = Path(folder).relative_to(root).as_posix()
+        dirs[:] = [d for d in dirs if d not in layout.IGNORED_DIRS or d == layout.STATE_DIR]
+        for name in files:
+            if name.endswith(TEMP_SUFFIX) and not _writer_alive(name):
+                out.append(name if rel_dir == "." else f"{rel_dir}/{name}")
+    return sorted(out)
+
+
+def _writer_alive(name: str) -> bool:
+    """`.NAME.PID.RANDOM.vaultd-tmp`: is writer PID still running?"""
+    parts = name[:-len(TEMP_SUFFIX)].rsplit(".", 2)
+    return len(parts) == 3 and parts[1].isdigit() and pid_alive(int(parts[1]))
+
+
+def _check_temp_files(root: Path, ignore: layout.Ignore, report: Report) -> None:
+    for rel in temp_files(root, ignore):
+        report.add("temp", f"{rel}: left by an interrupted write (the note itself is whole)",
+                   rel)
+
+
+def _rel(root: Path, path: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return path.relative_to(root).as_posix()
+    return str(path)
+
+
+# ---------------------------------------------------------------------------- repairs
+
+
+def fix(vault: Vault) -> Report:
+    """Repair what `check` finds, then check again: the returned report lists what was fixed
+    and whatever is still wrong (clean when the repair worked)."""
+    holder = _lock_holder(vault.root)
+    if holder is not None:
+        raise VaultdError(f"a vaultd daemon (pid {holder}) is running for this vault and is "
+                          "the index's only writer: `vaultd stop`, then `vaultd doctor --fix`, "
+                          "then `vaultd start`")
+    before = check(vault)
+    fixed: list[str] = []
+    kinds = before.kinds()
+    if "token" in kinds:
+        path = token_path(vault.root)
+        os.chmod(path, 0o600)
+        ensure_token(vault.root)  # an empty token gets a new one
+        fixed.append(f"{_rel(vault.root, path)} is private (0600) and not empty")
+    if "lock" in kinds:
+        with contextlib.suppress(FileNotFoundError):
+            info_path(vault.root).unlink()
+        fixed.append("removed the stale daemon.json of a dead daemon")
+    for rel in before.paths("temp"):
+        with contextlib.suppress(FileNotFoundError):
+            (vault.root / rel).unlink()
+        fixed.append(f"removed {rel}")
+    if kinds & set(REBUILD):
+        fixed.append(rebuild(vault))
+    elif "no-index" in kinds:
+        vault.index()
+        fixed.append("built the index")
+    elif kinds & {*REINDEX, "orphan", "vectors", "fts"}:
+        fixed.extend(_repair_index(vault, before))
+    after = check(vault)
+    after.fixed = fixed
+    return after
+
+
+def _repair_index(vault: Vault, before: Report) -> list[str]:
+    store = vault.store
+    done = []
+    orphans = before.paths("orphan")
+    kinds = before.kinds()
+    with store.transaction():
+        for rel in orphans:
+            store.delete_file(rel)
+        if "fts" in kinds:
+            store.rebuild_fts()
+        if "vectors" in kinds:
+            store.rebuild_vectors()
+        for rel in before.paths("stale", "embeddings"):
+            store.delete_file(rel)  # indexed again below, from the file (vectors are reused)
+    if orphans:
+        done.append(f"dropped the index rows of {len(orphans)} file record(s) gone half-way")
+    if "fts" in kinds:
+        done.append("rebuilt the full-text index from the chunks")
+    if "vectors" in kinds:
+        done.append("rebuilt the vector table from the embedding cache")
+    paths = before.paths(*REINDEX)
+    if paths:
+        report = vault.indexer().sync_paths(paths)
+        done.append(f"indexed {len(paths)} file(s) again: {report.summary()}")
+    return done
+
+
+def rebuild(vault: Vault) -> str:
+    """Build a fresh index beside the old one, then swap it in: the old file (and its WAL) is
+    moved aside as `index.db.broken-<time>`, never deleted, and at no moment is there a
+    half-built `index.db`."""
+    vault.close()
+    index = layout.index_path(vault.root)
+    fresh = index.with_name(index.name + ".rebuild")
+    for leftover in (fresh, *_sidecars(fresh)):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()  # our own unfinished rebuild
+    from vaultd.indexer import Indexer
+
+    store = Store(fresh)
+    try:
+        Indexer(vault.root, store, vault.embedder, ignore=vault.ignore,
+                max_file_bytes=vault.settings.index.max_file_bytes,
+                chunk_tokens=vault.settings.index.chunk_tokens).reconcile()
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        store.close()
+    aside = index.with_name(f"{index.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+    for old, new in ((index, aside), *zip(_sidecars(index), _sidecars(aside))):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(old, new)
+    os.replace(fresh, index)
+    return f"rebuilt the index; the old one is kept as {_rel(vault.root, aside)}"
+
+
+def _sidecars(db: Path) -> tuple[Path, Path]:
+    return db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")
