@@ -482,10 +482,9 @@ def _update_state(text: str, path: str, view: EntryView | None, *, reprieves: in
     return edits.set_frontmatter(text, updates)
 
 
-def cut_entry(text: str, view: EntryView) -> tuple[str, str]:
-    """(file text without the entry, the entry's lines). The entry is found in the current
-    text by its key, not by indexed line numbers (earlier writes may have shifted them), and
-    must still hold the text it was planned on."""
+def as_planned(text: str, view: EntryView) -> Any:
+    """The entry of `text` that a plan was made on: same key and same content hash as when it
+    was indexed. ConflictError when the user changed it since (the plan is stale)."""
     from vaultd.notes import parse
 
     note = parse(view.path, text)
@@ -495,6 +494,14 @@ def cut_entry(text: str, view: EntryView) -> tuple[str, str]:
     if current is None:
         raise edits.ConflictError(f"{view.path}: entry {view.key[:60]!r} changed or moved "
                                   "since it was indexed; left in place")
+    return current
+
+
+def cut_entry(text: str, view: EntryView) -> tuple[str, str]:
+    """(file text without the entry, the entry's lines). The entry is found in the current
+    text by its key, not by indexed line numbers (earlier writes may have shifted them), and
+    must still hold the text it was planned on."""
+    current = as_planned(text, view)
     lines = text.split("\n")
     start, end = current.start_line - 1, current.end_line
     taken = "\n".join(lines[start:end])
@@ -513,6 +520,8 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> Non
     stamp = {"archived_at": _now(), "archived_reason": reason, "archived_from": view.path}
     dest = root / ARCHIVE / view.path
     if not view.is_daily:
+        if view.hash:  # a planned fade or merge: only of the text it was planned on
+            as_planned(snap.text, view)
         text = edits.set_frontmatter(snap.text, stamp)
         if dest.exists():
             dest = dest.with_name(f"{dest.stem}-{hashlib.sha1(_now().encode()).hexdigest()[:6]}"
@@ -536,7 +545,8 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> Non
         rest = edits.set_frontmatter(rest, {"vaultd": {k: v for k, v in state.items() if v}
                                             or None})
     with edits.locked(dest):
-        current = dest.read_text(encoding="utf-8") if dest.exists() else \
+        before = dest.read_bytes() if dest.exists() else None
+        current = before.decode("utf-8") if before is not None else \
             edits.daily_header(view.date or dest.stem)
         state = edits.get_frontmatter(view.path, current)
         archived = dict(state.get("archived") or {}) if isinstance(state.get("archived"),
@@ -544,8 +554,19 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> Non
         archived[view.key] = {"at": stamp["archived_at"], "reason": reason,
                               "from": view.path}
         current = edits.set_frontmatter(current, {"archived": archived})
-        edits.atomic_write(dest, current.rstrip("\n") + "\n\n" + taken.strip("\n") + "\n")
-    edits.replace_checked(snap, rest)
+        moved = current.rstrip("\n") + "\n\n" + taken.strip("\n") + "\n"
+        edits.atomic_write(dest, moved)
+    try:
+        edits.replace_checked(snap, rest)
+    except edits.ConflictError:
+        # the source changed after our read, so the entry stays there: take back its copy
+        with edits.locked(dest):
+            if dest.read_bytes() == moved.encode("utf-8"):
+                if before is None:
+                    dest.unlink()  # the archive file we just created, holding only this copy
+                else:
+                    edits.atomic_write(dest, before.decode("utf-8"))
+        raise
     out.written.append(view.path)
     out.created.append(dest.relative_to(root).as_posix())
 
@@ -561,6 +582,7 @@ def apply_state(root: Path, views: dict[str, EntryView], plan: Plan) -> Outcome:
                 archive_entry(root, view, action.reason, out)
                 continue
             snap = edits.read(root / view.path)
+            as_planned(snap.text, view)  # not on an entry the user changed since the plan
             if action.kind == "reprieve":
                 text = _update_state(snap.text, view.path, view,
                                      reprieves=action.data["reprieves"])

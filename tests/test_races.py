@@ -1,0 +1,345 @@
+"""Write races (issue #7, point 6): concurrent `vaultd remember` processes while a real daemon
+indexes, a user saving MEMORY.md or a routed file in the middle of a flush, and every lifecycle
+writer meeting a file the user changed after vaultd read it.
+
+The interleavings are deterministic: `user_saves_after_read` wraps the real `edits.read` so the
+"user" writes the file right after vaultd read it and before vaultd writes — vaultd's own logic
+runs unchanged. A change between a phase's plan and its apply is made by saving the file before
+calling the real apply function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from daemon_helpers import env_for, running_daemon, wait_for
+from daemon_helpers import make_vault as make_daemon_vault
+
+from vaultd import edits
+from vaultd import lifecycle as lc
+from vaultd.embedder import HashEmbedder, builtin_profiles
+from vaultd.vault import Vault, flush_vault, init_vault, open_vault
+
+
+class TopicEmbedder(HashEmbedder):
+    """cos ≈ 0.98 for texts sharing a `topicX` word, ≈ 0 otherwise (as in test_lifecycle)."""
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        for row, text in enumerate(texts):
+            topics = re.findall(r"topic\w+", text.lower())
+            for t in topics:
+                out[row, int(hashlib.md5(t.encode()).hexdigest(), 16) % self.dims] += 1.0
+            noise = int(hashlib.md5(text.encode()).hexdigest(), 16)
+            out[row, noise % self.dims] += 0.15 if topics else 1.0
+            out[row] /= np.linalg.norm(out[row])
+        return out
+
+
+def daily(day: str, entries: list[str]) -> str:
+    body = "".join(f"\n## {10 + i}:00 — {e.split('.')[0]}\n{e}\n" for i, e in enumerate(entries))
+    return f"---\ntype: episodic\ncreated: {day}\ntags: [daily]\n---\n# {day}\n{body}"
+
+
+def write(root: Path, rel: str, text: str) -> None:
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_bytes(text.encode("utf-8"))
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Iterator[Vault]:
+    root = tmp_path / "v"
+    init_vault(root)
+    profile = replace(builtin_profiles(tmp_path)["hash-256"], id="topic-256",
+                      link_threshold=0.7, consolidate_threshold=0.8, route_threshold=0.35)
+    v = open_vault(root, env={}, embedder=TopicEmbedder(profile))
+    yield v
+    v.close()
+
+
+def with_settings(vault: Vault, **changes: object) -> None:
+    vault.settings = replace(vault.settings,
+                             lifecycle=replace(vault.settings.lifecycle, **changes))
+
+
+def user_saves_after_read(monkeypatch: pytest.MonkeyPatch, path: Path,
+                          edit: Callable[[str], str], times: int = 1) -> list[str]:
+    """After vaultd's next `times` reads of `path`, the user saves `edit(text)` to it. Returns
+    the list of texts the user saved (the last one is what must survive)."""
+    real = edits.read
+    saved: list[str] = []
+
+    def read(p: Path) -> edits.Snapshot:
+        snap = real(p)
+        if Path(p) == path and len(saved) < times:
+            saved.append(edit(snap.text))
+            path.write_bytes(saved[-1].encode("utf-8"))
+        return snap
+
+    monkeypatch.setattr(edits, "read", read)
+    return saved
+
+
+# ---------------------------------------------------------------- ten remember processes
+
+
+def test_ten_remember_processes_while_the_daemon_indexes(tmp_path: Path) -> None:
+    env = env_for(tmp_path)
+    root = make_daemon_vault(tmp_path)
+    tokens = [f"racetoken{n}q" for n in range(10)]
+    with running_daemon(root, env) as daemon:
+        batches = daemon.daemon.stats.batches
+        for i in range(150):  # a burst the daemon is busy indexing while the writers run
+            write(root, f"semantic/burst-{i:03d}.md", f"# Burst {i}\n\nfiller note {i}.\n")
+        procs = [subprocess.Popen([sys.executable, "-m", "vaultd", "--vault", str(root),
+                                   "remember", f"entry from writer {token}"],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for token in tokens]
+        for proc in procs:
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+            assert out.startswith("episodic/")
+        text = "".join(p.read_text(encoding="utf-8") for p in (root / "episodic").glob("*.md"))
+        for token in tokens:
+            assert text.count(f"\nentry from writer {token}\n") == 1, token
+
+        def settled() -> bool:
+            status, health = daemon.call("GET", "/health", token=None)
+            return (status == 200 and health["queue"] == 0 and health["index_lag"] == 0
+                    and daemon.daemon.stats.batches > batches
+                    and len(daemon.search("burst filler", k=1000)["hits"]) == 150
+                    and all(daemon.search(t)["hits"] for t in tokens))
+
+        wait_for(settled, "the daemon to index the burst and all ten entries")
+        for token in tokens:
+            hits = [h for h in daemon.search(token)["hits"] if token in h["text"]]
+            assert len(hits) == 1 and hits[0]["path"].startswith("episodic/"), (token, hits)
+
+
+# ---------------------------------------------------------------- a user edit during a flush
+
+
+MEMORY = "# Memory\n\nMy notes.\n\n<!-- vaultd:begin -->\n<!-- vaultd:end -->\n\nTail line.\n"
+
+
+def test_a_user_save_to_memory_md_during_a_flush_survives_byte_for_byte(
+        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(vault.root, "MEMORY.md", MEMORY)
+    write(vault.root, "semantic/money.md", "---\nstatus: proven\n---\n# Money\n\nIn cents.\n")
+    path = vault.root / "MEMORY.md"
+    saved = user_saves_after_read(
+        monkeypatch, path, lambda t: t.replace("My notes.", "My notes, EDITED\r\n  exactly."))
+    result = flush_vault(vault)
+    assert saved and result["memory_written"]
+    final = path.read_bytes().decode("utf-8")
+    assert lc.outside_block(final) == lc.outside_block(saved[-1])  # the user's bytes, all kept
+    assert "Money" in final and "EDITED\r\n  exactly." in final
+
+
+def test_a_user_who_keeps_saving_memory_md_wins(vault: Vault,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    write(vault.root, "MEMORY.md", MEMORY)
+    write(vault.root, "semantic/money.md", "---\nstatus: proven\n---\n# Money\n\nIn cents.\n")
+    path = vault.root / "MEMORY.md"
+    saved = user_saves_after_read(monkeypatch, path, lambda t: t + "another line\n", times=99)
+    with pytest.raises(edits.ConflictError, match="kept changing"):
+        flush_vault(vault)
+    assert path.read_text(encoding="utf-8") == saved[-1]  # nothing of ours over their save
+
+
+ROUTED = ("# Rules\n\nUser rule topicdeploy.\n\n<!-- vaultd:begin -->\n<!-- vaultd:end -->\n"
+          "\nUser tail.\n")
+
+
+def _routed_vault(vault: Vault) -> Path:
+    write(vault.root, "CLAUDE.md", ROUTED)
+    write(vault.root, "semantic/deploys.md", "---\nstatus: proven\n---\n# Deploys\n\n"
+          "topicdeploy always canary first.\n")
+    write(vault.root, "procedural/canary.md", "# Canary\n\ntopicdeploy canary steps.\n")
+    with_settings(vault, route_targets=("CLAUDE.md",))
+    return vault.root / "CLAUDE.md"
+
+
+def test_a_user_save_to_a_routed_file_between_plan_and_write_survives(
+        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _routed_vault(vault)
+    user = ROUTED.replace("User rule", "User rule, edited while vaultd planned,")
+    real_apply = lc.apply_route
+
+    def user_saves_then_apply(root: Path, plan: lc.Plan) -> lc.Outcome:
+        path.write_bytes(user.encode())
+        return real_apply(root, plan)
+
+    monkeypatch.setattr(lc, "apply_route", user_saves_then_apply)
+    result = flush_vault(vault)
+    route = next(p for p in result["phases"] if p["phase"] == "route")
+    assert route["conflicts"] and "CLAUDE.md" in route["conflicts"][0]
+    assert path.read_bytes() == user.encode()  # refused: not one byte of ours
+    monkeypatch.undo()
+    flush_vault(vault)  # the next run plans again on the user's text
+    final = path.read_text(encoding="utf-8")
+    assert lc.outside_block(final) == lc.outside_block(user) and "[[semantic/deploys]]" in final
+
+
+def test_a_user_save_to_a_routed_file_between_read_and_write_survives(
+        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _routed_vault(vault)
+    real_apply = lc.apply_route
+    saved: list[list[str]] = []
+
+    def apply_with_a_user(root: Path, plan: lc.Plan) -> lc.Outcome:
+        # the user saves right after apply_route's own read of the file
+        saved.append(user_saves_after_read(monkeypatch, path,
+                                           lambda t: t + "Saved mid-write.\n"))
+        return real_apply(root, plan)
+
+    monkeypatch.setattr(lc, "apply_route", apply_with_a_user)
+    result = flush_vault(vault)
+    route = next(p for p in result["phases"] if p["phase"] == "route")
+    assert saved[0] and route["conflicts"]
+    assert path.read_text(encoding="utf-8") == saved[0][-1]
+
+
+# ---------------------------------------------------------------- lifecycle writers
+
+
+def test_related_mirroring_never_overwrites_a_save_made_after_its_read(
+        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(vault.root, "semantic/a.md", "# A\n\ntopiclink first.\n")
+    write(vault.root, "semantic/b.md", "# B\n\ntopiclink second.\n")
+    vault.index()
+    path = vault.root / "semantic/a.md"
+    saved = user_saves_after_read(monkeypatch, path, lambda t: t + "\nUser line.\n")
+    [report] = vault.lifecycle(["connect"])
+    assert saved and any("semantic/a.md" in c for c in report["conflicts"])
+    assert path.read_text(encoding="utf-8") == saved[-1]
+    assert "semantic/b.md" in report["written"]  # the other file was mirrored as usual
+    monkeypatch.undo()
+    vault.index()
+    vault.lifecycle(["connect"])  # next time: planned again on the user's text
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("topiclink first.\n\nUser line.\n") and "[[semantic/b]]" in text
+
+
+SAYS = ["topicflaky refund test failed locally. Passed on rerun, suspect timing.",
+        "topicflaky nightly broke again near midnight. Berlin timezone involved.",
+        "topicflaky root cause found: local date versus UTC date in the fixture."]
+
+
+def _consolidation(vault: Vault) -> list[str]:
+    days = ["2026-11-01", "2026-11-02", "2026-11-03"]
+    for i, day in enumerate(days):
+        write(vault.root, f"episodic/{day}.md", daily(day, [
+            SAYS[i],
+            f"unrelated topicother{i} note."]))
+    vault.index()
+    vault.lifecycle(["connect"], mirror=False)
+    return days
+
+
+def test_consolidate_leaves_an_entry_edited_between_plan_and_apply(
+        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    days = _consolidation(vault)
+    path = vault.root / f"episodic/{days[1]}.md"
+    user = path.read_text(encoding="utf-8").replace("Berlin timezone involved.",
+                                                    "Berlin timezone. User adds: CET!")
+    real_apply = lc.apply_consolidate
+
+    def user_saves_then_apply(root: Path, *args: Any) -> lc.Outcome:
+        path.write_bytes(user.encode())
+        return real_apply(root, *args)
+
+    monkeypatch.setattr(lc, "apply_consolidate", user_saves_then_apply)
+    [report] = vault.lifecycle(["consolidate"])
+    assert len(report["actions"]) == 1
+    assert any(days[1] in c for c in report["conflicts"])
+    assert path.read_bytes() == user.encode()
+    archived = vault.root / f"archive/episodic/{days[1]}.md"
+    assert not archived.exists() or "topicflaky" not in archived.read_text(encoding="utf-8")
+
+
+def test_archiving_an_entry_of_a_file_saved_after_its_read_moves_nothing(
+        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    days = _consolidation(vault)
+    path = vault.root / f"episodic/{days[0]}.md"
+    saved = user_saves_after_read(monkeypatch, path,
+                                  lambda t: t + "\n## 18:00 — Evening\nUser wrote this.\n")
+    [report] = vault.lifecycle(["consolidate"])
+    assert saved and any(days[0] in c for c in report["conflicts"])
+    assert path.read_text(encoding="utf-8") == saved[-1]
+    # the entry stayed in its file, so the archive must not hold a second copy of it
+    archived = vault.root / f"archive/episodic/{days[0]}.md"
+    assert not archived.exists() or "Passed on rerun" not in archived.read_text(encoding="utf-8")
+    for day in days[1:]:  # the other members moved as planned
+        assert "topicflaky" not in (vault.root / f"episodic/{day}.md").read_text()
+
+
+def _lonely_note(vault: Vault) -> Path:
+    write(vault.root, "episodic/lonely.md", "---\ntype: episodic\n---\n# Lonely\n\n"
+          "topiclonely lunch place.\n")
+    for i in range(4):
+        write(vault.root, f"episodic/new-{i}.md", f"# New {i}\n\ntopicnew{i} thing.\n")
+    vault.index()
+    vault.lifecycle(["connect"], mirror=False)
+    with_settings(vault, newer_entries=4)
+    return vault.root / "episodic/lonely.md"
+
+
+def test_a_reprieve_is_not_written_over_a_save_made_after_its_read(
+        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _lonely_note(vault)
+    saved = user_saves_after_read(monkeypatch, path, lambda t: t + "Still useful!\n")
+    [report] = vault.lifecycle(["age"])
+    assert [a["kind"] for a in report["actions"]] == ["reprieve"]
+    assert saved and report["conflicts"] and not report["written"]
+    assert path.read_text(encoding="utf-8") == saved[-1]
+
+
+def test_a_note_edited_since_it_was_planned_does_not_fade(
+        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _lonely_note(vault)
+    for _ in range(3):
+        vault.lifecycle(["age"])
+    assert edits.get_frontmatter("x", path.read_text())["reprieves"] == 3
+    user = path.read_text(encoding="utf-8").replace("lunch place.", "lunch place. Keep this!")
+    real_apply = lc.apply_state
+
+    def user_saves_then_apply(root: Path, *args: Any) -> lc.Outcome:
+        path.write_bytes(user.encode())
+        return real_apply(root, *args)
+
+    monkeypatch.setattr(lc, "apply_state", user_saves_then_apply)
+    [report] = vault.lifecycle(["age"])
+    assert [a["kind"] for a in report["actions"]] == ["fade"]  # planned on the old text
+    assert report["conflicts"] and not report["written"]
+    assert path.read_bytes() == user.encode()  # the user's note stays, as they left it
+    assert not (vault.root / "archive/episodic/lonely.md").exists()
+
+
+def test_a_promotion_is_not_written_over_a_save_made_after_its_read(
+        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(vault.root, "semantic/fact.md", "# Fact\n\ntopicfact amounts are cents.\n")
+    vault.index()
+    for query in ("topicfact cents", "amounts cents", "topicfact amounts"):
+        vault.search(query, record=True)
+    path = vault.root / "semantic/fact.md"
+    saved = user_saves_after_read(monkeypatch, path, lambda t: "---\ntags: [mine]\n---\n" + t)
+    [report] = vault.lifecycle(["promote"])
+    assert [a["kind"] for a in report["actions"]] == ["promote"]
+    assert saved and report["conflicts"]
+    assert path.read_text(encoding="utf-8") == saved[-1]
+    monkeypatch.undo()
+    vault.index()
+    [report] = vault.lifecycle(["promote"])  # planned again, on the user's text
+    fm = edits.get_frontmatter("semantic/fact.md", path.read_text(encoding="utf-8"))
+    assert fm["status"] == "proven" and fm["tags"] == ["mine"]
+
