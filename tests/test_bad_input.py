@@ -13,6 +13,7 @@ import pytest
 from conftest import fake_embedder, make_vault
 
 from vaultd.indexer import IndexReport
+from vaultd.layout import Scan
 from vaultd.notes import MANAGED_BEGIN, MANAGED_END
 from vaultd.vault import Vault, open_vault
 
@@ -334,3 +335,200 @@ def test_one_bad_file_never_stops_a_run(tmp_path: Path) -> None:
         again = vault.index()
         assert again.chunks_embedded == 0 and not again.new and not again.changed
         assert len(vault.status()["skipped_files"]) == 3  # read failures are remembered
+
+
+# ---------------------------------------------------------------------------- the corpus
+
+CORPUS = Path(__file__).resolve().parent / "fixtures" / "bad_input"
+NOT_CASES = {"README.md", ".gitattributes"}
+# file → (outcome, the problem its one message names). "indexed": no message at all.
+CORPUS_CASES: dict[str, tuple[str, str]] = {
+    "binary-named.md": ("skipped", "binary file"),
+    "invalid-utf8.md": ("skipped", "not valid UTF-8"),
+    "empty.md": ("skipped", "empty file"),
+    "utf16-bom.md": ("indexed", ""),
+    "crlf.md": ("indexed", ""),
+    "nested-lists.md": ("indexed", ""),
+    "alias-bomb.md": ("warned", "YAML aliases"),
+    "cyclic-alias.md": ("warned", "YAML aliases"),
+    "frontmatter-deep.md": ("warned", "nested deeper than 50 levels"),
+    "frontmatter-top-level-list.md": ("warned", "a list, not a mapping"),
+    "frontmatter-broken-yaml.md": ("warned", "broken YAML"),
+    "frontmatter-unclosed.md": ("warned", "never closed"),
+    "frontmatter-odd-keys.md": ("indexed", ""),
+    "frontmatter-dates-nulls.md": ("indexed", ""),
+    "name with spaces ünïcødé 日本 #1.md": ("indexed", ""),
+}
+GOOD_NOTES = {
+    "semantic/good.md": GOOD["semantic/good.md"],
+    "procedural/deploy.md": "# Deploy\nRun the canary for ten minutes before the rollout.\n",
+    "episodic/2026-05-06.md": "# 2026-05-06\n\n## 09:00 Standup\nThe walrus migration slipped.\n",
+}
+GOOD_QUERIES = {"potassium bananas": "semantic/good.md", "canary rollout": "procedural/deploy.md",
+                "walrus migration": "episodic/2026-05-06.md"}
+HUGE_BYTES = 50 * 1024 * 1024
+
+
+def test_the_corpus_table_lists_every_fixture() -> None:
+    on_disk = {p.name for p in CORPUS.iterdir()} - NOT_CASES
+    assert on_disk == set(CORPUS_CASES)
+    readme = (CORPUS / "README.md").read_text(encoding="utf-8")
+    assert all(f"`{name}`" in readme for name in on_disk)
+
+
+def _generate(root: Path, tmp_path: Path) -> dict[str, tuple[str, str]]:
+    """The cases that cannot live in git, made in the vault; same table shape as the corpus."""
+    gen = root / "generated"
+    gen.mkdir()
+    with open(gen / "huge.md", "wb") as fh:  # 50 MB, written in slices: never whole in memory
+        for _ in range(HUGE_BYTES // (1024 * 1024)):
+            fh.write(b"zanzibar lorem ipsum\n" * 49_932 + b"\n" * 4)
+    (gen / "lines.md").write_text(
+        "# Lines\n" + "".join(f"- item {i} note{i % 97}\n" for i in range(100_000)),
+        encoding="utf-8")
+    (gen / "good\nname.md").write_text("a newline in my name, zanzibar\n", encoding="utf-8")
+    (gen / "binary\nname.md").write_bytes(b"\x00\x01 zanzibar")
+    (gen / "broken\nyaml.md").write_text("---\ntags: [a\n---\nzanzibar\n", encoding="utf-8")
+    (gen / "loop.md").symlink_to(gen / "loop.md")
+    (gen / "loopdir").symlink_to(gen / "loopdir")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.md").write_text("sasquatch sighting\n", encoding="utf-8")
+    (gen / "outside.md").symlink_to(outside / "secret.md")
+    (gen / "outside-dir").symlink_to(outside, target_is_directory=True)
+    (gen / "locked.md").write_text("zanzibar behind a lock\n", encoding="utf-8")
+    (gen / "locked.md").chmod(0)
+    (gen / "vanishing.md").write_text("zanzibar for a moment\n", encoding="utf-8")
+    return {
+        "generated/huge.md": ("skipped", f"too large ({HUGE_BYTES:,} bytes > limit 5,000,000"),
+        "generated/lines.md": ("indexed", ""),
+        "generated/good\nname.md": ("indexed", ""),
+        "generated/binary\nname.md": ("skipped", "binary file"),
+        "generated/broken\nyaml.md": ("warned", "broken YAML"),
+        "generated/loop.md": ("skipped", "symbolic link to"),
+        "generated/loopdir": ("skipped", "symbolic link to"),
+        "generated/outside.md": ("skipped", "not followed"),
+        "generated/outside-dir": ("skipped", f"symbolic link to {outside}, not followed"),
+        "generated/locked.md": ("skipped", "cannot read: Permission denied"),
+        "generated/vanishing.md": ("skipped", "deleted before it could be read"),
+    }
+
+
+def test_bad_input_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole corpus plus the generated cases in one vault with good notes, indexed once:
+    one clear one-line message per bad file naming it, no message for the odd-but-fine ones,
+    every readable note searchable, bounded time and memory."""
+    import shutil
+    import tracemalloc
+
+    from vaultd import indexer as indexer_module
+    from vaultd.notes import shown
+
+    root = make_vault(tmp_path, GOOD_NOTES)
+    (root / "corpus").mkdir()
+    for src in CORPUS.iterdir():
+        if src.name not in NOT_CASES:
+            shutil.copyfile(src, root / "corpus" / src.name)
+    cases = {f"corpus/{name}": case for name, case in CORPUS_CASES.items()}
+    cases.update(_generate(root, tmp_path))
+
+    if os.geteuid() == 0:  # root reads through chmod 000: make the OS refuse as it would
+        real = Path.read_bytes
+
+        def read_bytes(self: Path) -> bytes:
+            if self.name == "locked.md":
+                raise PermissionError(13, "Permission denied", str(self))
+            return real(self)
+
+        monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    real_scan = indexer_module.scan
+
+    def scan_then_delete(*args: object, **kwargs: object) -> Scan:
+        listed = real_scan(*args, **kwargs)  # the timing hook: listed, then gone before read
+        assert "generated/vanishing.md" in listed.files
+        (root / "generated" / "vanishing.md").unlink()
+        return listed
+
+    monkeypatch.setattr(indexer_module, "scan", scan_then_delete)
+    with opened(root, tmp_path) as vault:
+        tracemalloc.start()
+        started = time.perf_counter()
+        try:
+            report = vault.index()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        seconds = time.perf_counter() - started
+        monkeypatch.undo()
+        try:
+            messages = report.messages()
+            assert all(m and "\n" not in m for m in messages), messages
+            for rel, (outcome, problem) in cases.items():
+                named = [m for m in messages
+                         if m.startswith((f"{shown(rel)}:", f"skipped {shown(rel)}:"))]
+                if outcome == "indexed":
+                    assert named == [], (rel, named)
+                    assert rel in report.new, rel
+                    continue
+                assert len(named) == 1 and problem in named[0], (rel, named)
+                assert (rel in report.new) == (outcome == "warned"), rel
+            assert len(messages) == sum(o != "indexed" for o, _ in cases.values())
+            assert sorted(report.new) == sorted(
+                ["MEMORY.md", *GOOD_NOTES,
+                 *(rel for rel, (outcome, _) in cases.items() if outcome != "skipped")])
+            for query, path in GOOD_QUERIES.items():
+                assert vault.search(query, k=1)[0].path == path
+            found = {h.path for h in vault.search("zanzibar", k=100, mode="bm25")}
+            assert found == {rel for rel, (outcome, _) in cases.items()
+                             if outcome != "skipped" and rel != "generated/lines.md"}
+            assert vault.search("sasquatch", k=5, mode="bm25") == []
+            hit = vault.search("item 99999", k=1, mode="bm25")[0]
+            assert hit.path == "generated/lines.md"
+            crlf = vault.search("narwhal tusks", k=1, mode="bm25")[0]
+            assert (crlf.path, crlf.lines) == ("corpus/crlf.md", (4, 4))
+            # Bounded: the 50 MB file is never read; the 100k-line file takes seconds.
+            # Bounded: all of it (100k lines included) in seconds and tens of MB (measured:
+            # 12 s, 40 MB peak on 2 slow cores) ...
+            assert peak < 160 * 1024 * 1024, f"peak {peak:,} bytes"
+            assert seconds < 60.0, f"{seconds:.1f}s"
+            again = vault.index()  # and a second run changes and says nothing new
+            assert not again.new and not again.changed and again.chunks_embedded == 0
+            # ... and the 50 MB file alone is refused by its size, never read into memory.
+            os.utime(root / "generated" / "huge.md", ns=(1, 1))
+            tracemalloc.start()
+            try:
+                huge = vault.index()
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert [p for p, _ in huge.skipped].count("generated/huge.md") == 1
+            assert peak < 8 * 1024 * 1024, f"peak {peak:,} bytes"
+        finally:
+            (root / "generated" / "locked.md").chmod(0o644)
+
+
+def test_a_list_or_mapping_as_a_key_keeps_the_frontmatter(tmp_path: Path) -> None:
+    """Regression: `[1, 2]: x` is valid YAML but unhashable in Python; the whole frontmatter
+    was dropped with a false "broken YAML" warning. The key is kept as the text written."""
+    text = "---\ntitle: Kept\ntags: [x]\n[1, 2]: a list key\n? {a: 1}\n: a map key\n---\nzanzibar\n"
+    vault, report = index(tmp_path, {"semantic/keys.md": text})
+    with vault:
+        assert report.warnings == [] and not report.skipped
+        hit = vault.search("zanzibar", k=1, tags=["x"])[0]
+        assert hit.path == "semantic/keys.md" and hit.heading == "Kept"
+        import json
+
+        (stored,) = vault.store.conn.execute(
+            "SELECT frontmatter FROM files WHERE path = 'semantic/keys.md'").fetchone()
+        assert json.loads(stored) == {"title": "Kept", "tags": ["x"], "[1, 2]": "a list key",
+                                      "{a: 1}": "a map key"}
+
+
+def test_a_newline_in_a_file_name_keeps_messages_on_one_line(tmp_path: Path) -> None:
+    """Regression: a warning began with the raw path, so a newline in a name split it."""
+    vault, report = index(tmp_path, {"semantic/two\nlines.md": "---\n- a\n---\nzanzibar\n"})
+    with vault:
+        assert report.messages() == [
+            "semantic/two\\nlines.md:2: frontmatter is a list, not a mapping; its keys are "
+            "ignored"]
+        assert top_path(vault, "zanzibar") == "semantic/two\nlines.md"

@@ -52,6 +52,11 @@ class IndexReport:
             parts.append(f"{len(self.warnings)} warnings")
         return "; ".join(parts) + f" in {self.seconds:.2f}s"
 
+    def messages(self) -> list[str]:
+        """One line per problem, each naming its file (a newline in a name is escaped)."""
+        return [*self.warnings,
+                *(f"skipped {notes.shown(p)}: {r}" for p, r in self.skipped)]
+
     def to_dict(self) -> dict[str, object]:
         return {
             "files": self.files, "new": self.new, "changed": self.changed,
@@ -153,6 +158,8 @@ class Indexer:
                 with self.store.transaction():
                     self.store.delete_file(rel)
                 report.deleted.append(rel)
+            else:  # listed, then gone before we read it: say so, remember nothing
+                report.skipped.append((rel, "deleted before it could be read"))
             return None
         except OSError as exc:
             return self._skip(rel, st, f"cannot read: {exc.strerror or exc}", report)

@@ -103,25 +103,35 @@ def decode(path: str, raw: bytes, max_bytes: int) -> str | Skip:
     return text
 
 
+def shown(path: str) -> str:
+    """A path as it appears in a one-line message: control characters (a newline in a file
+    name) are escaped, e.g. `a\\nb.md`."""
+    if path.isprintable():
+        return path
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in path)
+
+
 def parse(path: str, text: str) -> Note:
     """Parse decoded text into a Note. Never raises on content: problems become warnings."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     warnings: list[str] = []
-    meta, body_start = _frontmatter(path, lines, warnings)
+    label = shown(path)  # warnings are one line even when the name holds a newline
+    meta, body_start = _frontmatter(label, lines, warnings)
 
     rel = PurePosixPath(path)
     daily = DAILY_RE.match(rel.name)
     is_daily = daily is not None
     top = rel.parts[0] if len(rel.parts) > 1 else ""
-    note_type = _scalar(path, meta, "type", warnings).lower()
+    note_type = _scalar(label, meta, "type", warnings).lower()
     if not note_type:
         note_type = top if top in NOTE_TYPES else ("episodic" if is_daily else "note")
 
-    title = (_scalar(path, meta, "title", warnings) or _first_h1(lines, body_start)
+    title = (_scalar(label, meta, "title", warnings) or _first_h1(lines, body_start)
              or rel.stem)
-    created = _as_date(_scalar(path, meta, "created", warnings))
+    created = _as_date(_scalar(label, meta, "created", warnings))
     if created is None and daily:
         created = f"{daily.group(1)}-{daily.group(2)}-{daily.group(3)}"
     tags = _frontmatter_tags(meta.get("tags"))
@@ -198,6 +208,15 @@ class _Loader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        # A list or mapping as a key (`[1, 2]: x`) is valid YAML but unhashable in Python:
+        # keep it as the text the user wrote instead of dropping the whole frontmatter.
+        if isinstance(node, yaml.MappingNode):
+            node.value = [(k if isinstance(k, yaml.ScalarNode) else yaml.ScalarNode(
+                "tag:yaml.org,2002:str", _source(k), k.start_mark, k.end_mark), v)
+                for k, v in node.value]
+        return super().construct_mapping(node, deep=deep)
+
     def construct_yaml_timestamp(self, node: Any) -> Any:  # type: ignore[override]
         try:
             return super().construct_yaml_timestamp(node)
@@ -210,6 +229,14 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_ti
 
 class _TooBig(Exception):
     pass
+
+
+def _source(node: Any) -> str:
+    """The YAML text a node was read from (bounded: frontmatter is at most 64,000 chars)."""
+    start, end = node.start_mark, node.end_mark
+    if start is None or end is None or start.buffer is None:
+        return str(node.tag)
+    return " ".join(start.buffer[start.pointer:end.pointer].split())
 
 
 def _key(key: Any) -> str:
