@@ -1,0 +1,182 @@
+"""The rebuild invariant (issue #7): `rm .vaultd/index.db && vaultd index` gives the same top-10
+search results, in the same order, and the same lifecycle states — the files are the truth and
+the index is a cache. Checked on `sample_vault` with the real default model, and on a bigger
+generated vault with the fake embedder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from conftest import fake_embedder
+
+from vaultd import layout
+from vaultd.cli import main
+from vaultd.vault import Vault, init_vault, open_vault
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_vault"
+QUERIES = [
+    "why does the refund webhook test keep failing",
+    "how do I roll back a release",
+    "postgres connection pool exhausted",
+    "rotate the stripe webhook signing secret",
+    "add a database migration",
+    "how is money stored, integer cents",
+    "who is on the team",
+    "set up a new developer laptop",
+    "fly.io regions and machines",
+    "what does the user prefer for code style",
+    "release tallyho cli",
+    "observability dashboards and alerts",
+]
+# Planned in a dry run after connect (which runs after every index batch). `prune` is left out:
+# it ranks by link degree, and the link graph depends on connect's history (see the xfail below).
+PHASES = ["promote", "consolidate", "age"]
+
+
+def edges(vault: Vault) -> set[tuple[str, str]]:
+    return set(vault.store.conn.execute("SELECT a, b FROM edges").fetchall())
+
+
+def drop_index(root: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(layout.index_path(root)) + suffix).unlink(missing_ok=True)
+    assert not layout.index_path(root).exists()
+
+
+def top10(vault: Vault, queries: list[str]) -> dict[str, list[tuple[str, tuple[int, int]]]]:
+    return {q: [(h.path, h.lines) for h in vault.search(q, k=10)] for q in queries}
+
+
+def observe(vault: Vault, queries: list[str]) -> dict[str, Any]:
+    """What must survive a rebuild: search results, durable states, and the lifecycle's plan
+    (dry run) once connect has linked the entries again."""
+    vault.lifecycle(["connect"], mirror=False)
+    plans = [{k: r[k] for k in ("phase", "actions", "notes")}
+             for r in vault.lifecycle(PHASES, dry_run=True)]
+    return {"search": top10(vault, queries), "states": vault.states(), "plans": plans}
+
+
+def cli_index(root: Path, env: dict[str, str]) -> dict[str, Any]:
+    result = CliRunner().invoke(main, ["--vault", str(root), "index", "--json"], env=env,
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
+    for q in before["search"]:
+        assert after["search"][q] == before["search"][q], q
+    assert after["states"] == before["states"]
+    assert after["plans"] == before["plans"]
+
+
+@pytest.mark.model
+def test_rebuild_invariant_on_sample_vault_with_the_real_model(tmp_path: Path) -> None:
+    root = tmp_path / "sample"
+    shutil.copytree(SAMPLE, root)
+    init_vault(root)
+    env = {"VAULTD_CACHE_DIR": str(tmp_path / "cache")}
+    with open_vault(root, env=env, daemon="never") as vault:
+        vault.index()
+        top10(vault, QUERIES)  # searches count as recalls for promote
+        vault.lifecycle(["connect", "promote", "consolidate", "age"])  # writes the files
+        vault.index()
+        before = observe(vault, QUERIES)
+    assert all(len(hits) == 10 for hits in before["search"].values())
+    assert any(r["proven"] for r in before["states"]["entries"])  # consolidation happened
+    assert any(r["reprieves"] for r in before["states"]["entries"])  # age gave reprieves
+
+    drop_index(root)
+    report = cli_index(root, env)
+    assert report["chunks_reused"] == 0 and report["chunks_embedded"] > 0  # really rebuilt
+    with open_vault(root, env=env, daemon="never") as vault:
+        assert_same(before, observe(vault, QUERIES))
+
+
+def generated_vault(root: Path) -> list[str]:
+    """A few hundred notes whose words repeat across files, so BM25 and vector scores tie."""
+    init_vault(root)
+    topics = ["refund", "webhook", "rollback", "postgres", "canary", "invoice", "deploy",
+              "migration", "timeout", "cache"]
+    for day in range(1, 29):
+        lines = [f"# 2026-03-{day:02d}", ""]
+        for n in range(6):
+            a, b = topics[(day + n) % 10], topics[(day * n) % 10]
+            lines += [f"## {n:02d}:00 {a} and {b}", f"The {a} broke the {b} again. #{a}", ""]
+        (root / "episodic" / f"2026-03-{day:02d}.md").write_text("\n".join(lines),
+                                                                 encoding="utf-8")
+    for i in range(120):
+        a, b = topics[i % 10], topics[(i // 10) % 10]
+        body = f"# {a} {b} {i}\n\nHow {a} relates to {b}.\n\nThe same words again.\n"
+        folder = ("semantic", "procedural")[i % 2]
+        (root / folder / f"{a}-{b}-{i}.md").write_text(body, encoding="utf-8")
+    for i in range(5):  # identical twins: exact ties on every score
+        (root / "semantic" / f"twin-{i}.md").write_text("# Twin\n\nThe same words again.\n",
+                                                        encoding="utf-8")
+    return [f"{a} {b}" for a, b in zip(topics, topics[3:] + topics[:3])] + [
+        "the same words again", "twin", "broke again"]
+
+
+def history_then_rebuild(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """A generated vault through a history of edits, moves, deletes and lifecycle runs,
+    observed; then the index dropped, rebuilt from scratch and observed again."""
+    root = tmp_path / "vault"
+    queries = generated_vault(root)
+    emb = fake_embedder(tmp_path)
+    observed: list[dict[str, Any]] = []
+    with open_vault(root, env={}, embedder=emb) as vault:
+        vault.index()
+        # Edits, moves and deletes first, so the rows are no longer in a fresh build's order.
+        for i in range(0, 120, 7):
+            path = next((root / ("semantic", "procedural")[i % 2]).glob(f"*-{i}.md"))
+            path.write_text(path.read_text(encoding="utf-8") + "\nEdited later.\n",
+                            encoding="utf-8")
+        (root / "semantic" / "twin-0.md").rename(root / "semantic" / "twin-9.md")
+        (root / "semantic" / "twin-1.md").unlink()
+        vault.index()
+        top10(vault, queries)
+        vault.lifecycle(["connect", "promote", "consolidate", "age"])
+        vault.index()
+        observed.append(observe_all(vault, queries))
+    assert all(len(hits) == 10 for hits in observed[0]["search"].values())
+    drop_index(root)
+    with open_vault(root, env={}, embedder=emb) as vault:
+        vault.index()
+        observed.append(observe_all(vault, queries))
+    return observed[0], observed[1], queries
+
+
+def observe_all(vault: Vault, queries: list[str]) -> dict[str, Any]:
+    out = observe(vault, queries)
+    for mode in ("bm25", "vector"):
+        out[mode] = {q: [(h.path, h.lines) for h in vault.search(q, k=10, mode=mode)]
+                     for q in queries}
+    out["edges"] = edges(vault)
+    out["prune"] = vault.lifecycle(["prune"], dry_run=True)[0]["actions"]
+    return out
+
+
+def test_rebuild_invariant_on_a_generated_vault_with_the_fake_embedder(tmp_path: Path) -> None:
+    """Many exact score ties (repeated words, identical notes), rows out of a fresh build's
+    order: hybrid, BM25 and vector top-10s, states and lifecycle plans all come back equal."""
+    before, after, queries = history_then_rebuild(tmp_path)
+    assert_same(before, after)
+    for mode in ("bm25", "vector"):
+        for q in queries:
+            assert after[mode][q] == before[mode][q], (mode, q)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known: the link graph depends on connect's history. apply_connect deletes every edge "
+    "touching a re-connected entry, also those other entries chose, so an incrementally "
+    "maintained graph differs from one built from scratch; prune (better-connected stays) "
+    "then plans differently after a rebuild"))
+def test_the_link_graph_and_prune_survive_a_rebuild(tmp_path: Path) -> None:
+    before, after, _ = history_then_rebuild(tmp_path)
+    assert after["prune"] == before["prune"]
+    assert after["edges"] == before["edges"]
