@@ -30,6 +30,19 @@ class ConflictError(VaultdError):
     """The file changed since it was read; nothing was written."""
 
 
+class OutsideError(ConflictError):
+    """A path leads outside the vault (`..`, an absolute path, a symlink); nothing written."""
+
+
+def inside(root: Path, path: Path) -> Path:
+    """`path` if, with every symlink resolved, it stays inside the vault `root`; OutsideError
+    otherwise (a symlinked folder or file must not carry a vaultd write out of the vault)."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise OutsideError(f"{path}: leads outside the vault (through '..', an absolute path "
+                           "or a symlink); not written")
+    return path
+
+
 @dataclass(frozen=True)
 class Snapshot:
     path: Path
@@ -69,12 +82,19 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock for read-modify-write of `path` among vaultd writers."""
+def locked(path: Path, lock_dir: Path | None = None) -> Iterator[None]:
+    """An exclusive advisory lock for read-modify-write of `path` among vaultd writers. The lock
+    file sits beside `path`, or in `lock_dir` when given (a file outside the vault must not get
+    a lock file beside it)."""
     import fcntl
 
-    lock_path = path.with_name(f".{path.name}.vaultd-lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if lock_dir is None:
+        lock_path = path.with_name(f".{path.name}.vaultd-lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        digest = hashlib.sha256(str(path.absolute()).encode()).hexdigest()[:24]
+        lock_path = lock_dir / f"{digest}.vaultd-lock"
+        lock_dir.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
@@ -83,12 +103,12 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def replace_checked(snapshot: Snapshot, text: str) -> bool:
+def replace_checked(snapshot: Snapshot, text: str, *, lock_dir: Path | None = None) -> bool:
     """Write `text` over the file if it still holds the snapshot's bytes. False when the new
     text equals the old (nothing written, mtime unchanged); ConflictError when it changed."""
     if text == snapshot.text:
         return False
-    with locked(snapshot.path):
+    with locked(snapshot.path, lock_dir):
         try:
             current = snapshot.path.read_bytes()
         except FileNotFoundError as exc:
@@ -101,9 +121,9 @@ def replace_checked(snapshot: Snapshot, text: str) -> bool:
     return True
 
 
-def create_new(path: Path, text: str) -> None:
+def create_new(path: Path, text: str, *, lock_dir: Path | None = None) -> None:
     """Create a file that must not exist yet (never clobbers)."""
-    with locked(path):
+    with locked(path, lock_dir):
         if path.exists():
             raise ConflictError(f"{path}: already exists; not overwritten")
         atomic_write(path, text)
@@ -180,7 +200,7 @@ def append_entry(root: Path, text: str, *, when: dt.datetime | None = None,
         raise VaultdError("nothing to remember: the text is empty")
     when = when or dt.datetime.now()
     rel = f"episodic/{when:%Y-%m-%d}.md"
-    path = root / rel
+    path = inside(root, root / rel)
     heading, markdown = entry_text(text, when, tags or [])
     with locked(path):
         current = path.read_text(encoding="utf-8") if path.exists() else \

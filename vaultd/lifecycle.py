@@ -515,10 +515,10 @@ def cut_entry(text: str, view: EntryView) -> tuple[str, str]:
 def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> None:
     """Move an entry to archive/ (never delete): a whole note moves as a file; a daily-log
     entry moves into the same-named file under archive/."""
-    src = root / view.path
+    src = edits.inside(root, root / view.path)
     snap = edits.read(src)
     stamp = {"archived_at": _now(), "archived_reason": reason, "archived_from": view.path}
-    dest = root / ARCHIVE / view.path
+    dest = edits.inside(root, root / ARCHIVE / view.path)
     if not view.is_daily:
         if view.hash:  # a planned fade or merge: only of the text it was planned on
             as_planned(snap.text, view)
@@ -628,7 +628,8 @@ def apply_consolidate(root: Path, views: dict[str, EntryView], plan: Plan,
         slug = re.sub(r"[^a-z0-9]+", "-", action.data["title"].lower()).strip("-")[:60]
         rel = f"semantic/{slug or 'consolidated'}-{merge_id[:6]}.md"
         try:
-            edits.create_new(root / rel, merge_note(action, views, merge_id, llm))
+            edits.create_new(edits.inside(root, root / rel),
+                             merge_note(action, views, merge_id, llm))
         except edits.ConflictError as exc:
             out.conflicts.append(str(exc))
             continue
@@ -660,6 +661,7 @@ def restore(root: Path, rel: str, keys: list[str] | None = None) -> list[str]:
 
     if not is_archived(rel):
         raise edits.VaultdError(f"{rel}: not under {ARCHIVE}/; nothing to restore")
+    _check_inside(root, rel)  # `archive/../..` or a symlink must not reach (and unlink) a file
     src = root / rel
     if not src.is_file():
         raise edits.VaultdError(f"{rel}: no such file")
@@ -831,14 +833,16 @@ def apply_route(root: Path, plan: Plan) -> Outcome:
         if action.kind != "write":
             continue
         path = Path(action.data["path"])
+        # a declared target outside the vault gets its lock file in .vaultd/, not beside it
+        lock_dir = None if path.is_relative_to(root.resolve()) else root / ".vaultd" / "locks"
         try:
             if path.exists():
                 snap = edits.read(path)
                 if snap.text != action.data["before"]:
                     raise edits.ConflictError(f"{path}: changed since it was read")
-                edits.replace_checked(snap, action.data["text"])
+                edits.replace_checked(snap, action.data["text"], lock_dir=lock_dir)
             else:
-                edits.create_new(path, action.data["text"])
+                edits.create_new(path, action.data["text"], lock_dir=lock_dir)
         except edits.ConflictError as exc:
             out.conflicts.append(str(exc))
             continue
@@ -909,8 +913,8 @@ def apply_heartbeat(root: Path, views: dict[str, EntryView], plan: Plan) -> Outc
                 "tags": sorted(t for t in view.tags if t != "daily")}
         text = edits.set_frontmatter("---\n---\n" + f"# {title}\n\n{view.text}\n", meta)
         try:
-            edits.create_new(root / rel, text)
-            snap = edits.read(root / view.path)
+            edits.create_new(edits.inside(root, root / rel), text)
+            snap = edits.read(edits.inside(root, root / view.path))
             fm = edits.get_frontmatter(view.path, snap.text)
             state = dict(fm["vaultd"]) if isinstance(fm.get("vaultd"), dict) else {}
             state["extracted"] = sorted(set(state.get("extracted") or []) | {view.key})
