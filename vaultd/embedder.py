@@ -265,18 +265,22 @@ class OnnxEmbedder(Embedder):
                              "fix 'tokenizer' in its [models.*] profile")
         try:
             tok = Tokenizer.from_file(str(path))
-            counter = Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises a bare Exception on bad files
             raise ModelError(f"cannot read tokenizer {path}: {exc}") from exc
         tok.enable_truncation(self.profile.max_tokens)
         pad_id, pad_token = _pad_token(tok)
         tok.enable_padding(direction=self.profile.padding_side, pad_id=pad_id, pad_token=pad_token)
-        counter.no_truncation()
-        counter.no_padding()
-        self._tokenizer, self._counter = tok, counter
+        self._tokenizer = tok
 
     def count_tokens(self, text: str) -> int:
-        self._load_tokenizers()
+        if self._counter is None:  # loaded apart, when first needed: a query never needs it
+            from tokenizers import Tokenizer
+
+            self._load_tokenizers()
+            counter = Tokenizer.from_file(str(self.profile.tokenizer))
+            counter.no_truncation()
+            counter.no_padding()
+            self._counter = counter
         return len(self._counter.encode(text).ids)
 
     # -- session
