@@ -156,6 +156,10 @@ class Daemon:
             setup_logging(self.root, self.settings.daemon.log_max_bytes, self.log_to_stderr)
             self.stats.started_at = time.time()
             token = ensure_token(self.root)
+            from vaultd.doctor import remove_temp_files
+
+            for rel in remove_temp_files(self.root):  # of writers a crash interrupted
+                log.info("removed %s, left by an interrupted write", rel)
             self.vault.store.ensure_model(self.vault.embedder.identity())
             load = getattr(self.vault.embedder, "load", None)
             if load:

@@ -98,7 +98,7 @@ def check(vault: Vault) -> Report:
     """Every check; changes nothing (not even creates the index when there is none)."""
     report = Report()
     _check_state_files(vault.root, report)
-    _check_temp_files(vault.root, vault.ignore, report)
+    _check_temp_files(vault.root, report)
     index = layout.index_path(vault.root)
     on_disk = layout.scan(vault.root, vault.ignore).files
     report.checked["files"] = len(on_disk)
@@ -240,7 +240,7 @@ def _pid_in(path: Path) -> int | None:
         return None
 
 
-def temp_files(root: Path, ignore: layout.Ignore) -> list[str]:
+def temp_files(root: Path) -> list[str]:
     """Temporary files of interrupted atomic writes whose writer is gone (their name carries
     the writer's pid). They never replaced anything: the real file is whole."""
     out = []
@@ -253,14 +253,24 @@ def temp_files(root: Path, ignore: layout.Ignore) -> list[str]:
     return sorted(out)
 
 
+def remove_temp_files(root: Path) -> list[str]:
+    """Delete the temporary files of interrupted writes (the daemon does at start)."""
+    removed = []
+    for rel in temp_files(root):
+        with contextlib.suppress(FileNotFoundError):
+            (root / rel).unlink()
+            removed.append(rel)
+    return removed
+
+
 def _writer_alive(name: str) -> bool:
     """`.NAME.PID.RANDOM.vaultd-tmp`: is writer PID still running?"""
     parts = name[:-len(TEMP_SUFFIX)].rsplit(".", 2)
     return len(parts) == 3 and parts[1].isdigit() and pid_alive(int(parts[1]))
 
 
-def _check_temp_files(root: Path, ignore: layout.Ignore, report: Report) -> None:
-    for rel in temp_files(root, ignore):
+def _check_temp_files(root: Path, report: Report) -> None:
+    for rel in temp_files(root):
         report.add("temp", f"{rel}: left by an interrupted write (the note itself is whole)",
                    rel)
 
@@ -294,10 +304,8 @@ def fix(vault: Vault) -> Report:
         with contextlib.suppress(FileNotFoundError):
             info_path(vault.root).unlink()
         fixed.append("removed the stale daemon.json of a dead daemon")
-    for rel in before.paths("temp"):
-        with contextlib.suppress(FileNotFoundError):
-            (vault.root / rel).unlink()
-        fixed.append(f"removed {rel}")
+    if "temp" in kinds:
+        fixed.extend(f"removed {rel}" for rel in remove_temp_files(vault.root))
     if kinds & set(REBUILD):
         fixed.append(rebuild(vault))
     elif "no-index" in kinds:

@@ -1,0 +1,299 @@
+"""Crash safety (issue #7, point 2): SIGKILL a real daemon at random moments while it indexes,
+runs the lifecycle and flushes; restart it and check that nothing was lost or torn.
+
+One iteration: write a burst of new and edited notes (the manifest keeps the exact body of
+each), start the phase's work — the daemon indexes the burst (`index`), `POST /flush`
+(`flush`), or a `vaultd lifecycle --phase all` process runs beside the daemon (`lifecycle`,
+which is killed too) — then SIGKILL after a delay drawn from a seeded RNG within that work's
+busy window. Restart, wait until the daemon is idle, and check:
+
+- every note the test wrote is there with exactly its body (vaultd may only add frontmatter
+  keys such as `related:`), and its frontmatter still parses;
+- no temporary file of an interrupted write is left in the vault;
+- MEMORY.md holds one balanced managed block, with the user's text around it unchanged;
+- `vaultd doctor` is clean.
+
+`bench/crash_soak.py` runs the same loop for 100+ iterations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.daemon_helpers import FAST_CONFIG, call, env_for, make_vault, vaultd, wait_for
+from vaultd.daemon_files import read_info, read_token
+from vaultd.doctor import TEMP_SUFFIX
+from vaultd.edits import split_frontmatter
+from vaultd.lifecycle import BEGIN, END
+from vaultd.vault import open_vault
+
+PHASES = ("index", "flush", "lifecycle")
+# Delay before the kill, in seconds, per phase: the window in which that work is in flight
+# on this machine with the fake embedder (a lifecycle process spends its first second or so
+# importing).
+WINDOWS = {"index": (0.0, 0.4), "flush": (0.0, 0.6), "lifecycle": (0.4, 2.5)}
+NO_CRON = "".join(f'{p}_cron = ""\n' for p in (
+    "connect", "promote", "consolidate", "route", "age", "heartbeat", "prune", "flush"))
+CONFIG = FAST_CONFIG + "\n[lifecycle]\n" + NO_CRON  # only the harness decides when work runs
+WORDS = ("deploy", "rollback", "postgres", "pool", "webhook", "refund", "retry", "queue",
+         "cache", "index", "schema", "token", "latency", "budget", "release", "canary", "alert",
+         "metric", "backup", "restore", "vault", "search")
+
+
+@dataclass
+class Outcome:
+    iteration: int
+    phase: str
+    delay: float
+    busy: bool  # the phase's work was still in flight at the kill
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"iteration": self.iteration, "phase": self.phase, "delay": round(self.delay, 3),
+                "busy": self.busy, "failures": self.failures}
+
+
+class CrashHarness:
+    """A vault, a daemon subprocess we may SIGKILL, and what the test wrote."""
+
+    def __init__(self, workdir: Path, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.workdir = workdir
+        self.root = make_vault(workdir, "crash", config=CONFIG)
+        self.env = env_for(workdir)
+        self.manifest: dict[str, str] = {}  # vault path → the exact body the test wrote
+        memory = (self.root / "MEMORY.md").read_text(encoding="utf-8")
+        self.memory_head, rest = memory.split(BEGIN, 1)
+        self.memory_tail = rest.split(END, 1)[1]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.count = 0
+
+    # -- the daemon
+    def start(self) -> None:
+        log = open(self.workdir / "daemon.out", "ab")  # noqa: SIM115 - handed to the child
+        with log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "vaultd", "--vault", str(self.root), "run", "--quiet"],
+                env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        proc = self.proc
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"the daemon exited with {proc.returncode} at start: "
+                                     + self._tail())
+            info = read_info(self.root)
+            return bool(info and int(info["pid"]) == proc.pid and self._get("/health"))
+
+        wait_for(up, "the daemon to answer /health", timeout=60)
+
+    def _tail(self) -> str:
+        text = (self.workdir / "daemon.out").read_text(encoding="utf-8", errors="replace")
+        return " / ".join(text.strip().splitlines()[-3:])
+
+    def _get(self, path: str) -> dict[str, Any] | None:
+        info = read_info(self.root)
+        if not info:
+            return None
+        try:
+            status, data = call(int(info["port"]), "GET", path, token=read_token(self.root),
+                                timeout=10)
+        except OSError:
+            return None
+        return data if status == 200 else None
+
+    def wait_idle(self) -> None:
+        """Until two looks 0.2 s apart find the daemon past its start-up reconcile, with an
+        empty queue and no batch in flight."""
+        def idle() -> bool:
+            status = self._get("/status")
+            return bool(status and status["batches"] >= 1 and status["queue"] == 0
+                        and not status["indexing"] and status["index_lag"] == 0)
+
+        def twice() -> bool:
+            if not idle():
+                return False
+            time.sleep(0.2)
+            return idle()
+
+        wait_for(twice, "the daemon to be idle", timeout=60, interval=0.1)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    # -- work
+    def burst(self) -> None:
+        """New notes and edits of earlier ones, written the way an editor would (in place)."""
+        for _ in range(self.rng.randint(3, 12)):
+            self.count += 1
+            self._write(f"semantic/crash-{self.count:04d}.md")
+        for rel in self.rng.sample(sorted(self.manifest), min(len(self.manifest),
+                                                              self.rng.randint(0, 5))):
+            self._write(rel)
+
+    def _write(self, rel: str) -> None:
+        words = [self.rng.choice(WORDS) for _ in range(self.rng.randint(20, 120))]
+        lines = [" ".join(words[i:i + 12]) for i in range(0, len(words), 12)]
+        body = f"# {rel}\n\n" + "\n".join(lines) + f"\n\nend of {rel} v{self.rng.random():.6f}\n"
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"---\ntitle: {Path(rel).stem}\n---\n{body}", encoding="utf-8")
+        self.manifest[rel] = body
+
+    def iteration(self, number: int, phase: str) -> Outcome:
+        assert self.proc is not None
+        self.burst()
+        delay = self.rng.uniform(*WINDOWS[phase])
+        worker: Any = None
+        if phase == "flush":
+            info = read_info(self.root) or {}
+            worker = threading.Thread(target=self._post_flush, args=(int(info["port"]),),
+                                      daemon=True)
+            worker.start()
+        elif phase == "lifecycle":
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "vaultd", "--vault", str(self.root), "lifecycle",
+                 "--phase", "all"], env=self.env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(delay)
+        busy = self._busy(worker)
+        if isinstance(worker, subprocess.Popen):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGKILL)
+            worker.wait(30)
+        self.kill()
+        if isinstance(worker, threading.Thread):
+            worker.join(30)
+        outcome = Outcome(number, phase, delay, busy)
+        self.start()
+        self.wait_idle()
+        outcome.failures = self.verify()
+        return outcome
+
+    def _post_flush(self, port: int) -> None:
+        with contextlib.suppress(Exception):  # the kill cuts the answer off
+            call(port, "POST", "/flush", {}, token=read_token(self.root), timeout=60)
+
+    def _busy(self, worker: Any) -> bool:
+        if isinstance(worker, threading.Thread):
+            return worker.is_alive()
+        if isinstance(worker, subprocess.Popen):
+            return worker.poll() is None
+        health = self._get("/health")
+        return bool(health is None or health["queue"] or health["index_lag"])
+
+    # -- checks
+    def verify(self) -> list[str]:
+        failures = []
+        for rel, body in sorted(self.manifest.items()):
+            path = self.root / rel
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                failures.append(f"{rel}: lost")
+                continue
+            fm, lines = split_frontmatter(text)
+            if "\n".join(lines) != body:
+                failures.append(f"{rel}: body differs from what was written "
+                                f"({len(text)} characters on disk)")
+            try:
+                meta = yaml.safe_load("\n".join(fm or []))
+            except yaml.YAMLError as exc:
+                failures.append(f"{rel}: frontmatter no longer parses: {exc}")
+                continue
+            if not isinstance(meta, dict) or meta.get("title") != Path(rel).stem:
+                failures.append(f"{rel}: frontmatter lost its title: {meta!r}")
+        temps = [p.relative_to(self.root).as_posix() for p in self.root.rglob(f"*{TEMP_SUFFIX}")]
+        if temps:
+            failures.append(f"temporary files left behind: {temps}")
+        failures.extend(self._check_memory())
+        with open_vault(self.root, env=self.env, daemon="never") as vault:
+            report = vault.doctor()
+        failures.extend(f"doctor: {f.message}" for f in report.findings)
+        return failures
+
+    def _check_memory(self) -> list[str]:
+        text = (self.root / "MEMORY.md").read_text(encoding="utf-8")
+        if text.count(BEGIN) != 1 or text.count(END) != 1:
+            return [f"MEMORY.md: {text.count(BEGIN)} begin and {text.count(END)} end markers"]
+        head, rest = text.split(BEGIN, 1)
+        block, tail = rest.split(END, 1)
+        failures = []
+        if head != self.memory_head or tail != self.memory_tail:
+            failures.append("MEMORY.md: the user's text around the block changed")
+        if block.strip() and "## " not in block:
+            failures.append(f"MEMORY.md: the block is not a rendered block: {block[:200]!r}")
+        return failures
+
+
+def run_soak(workdir: Path, iterations: int, seed: int) -> dict[str, Any]:
+    """The loop shared by the test and `bench/crash_soak.py`."""
+    harness = CrashHarness(workdir, seed)
+    outcomes: list[Outcome] = []
+    started = time.perf_counter()
+    harness.start()
+    try:
+        harness.wait_idle()
+        for number in range(iterations):
+            outcomes.append(harness.iteration(number, PHASES[number % len(PHASES)]))
+    finally:
+        harness.stop()
+    kills = {p: sum(o.phase == p for o in outcomes) for p in PHASES}
+    busy = {p: sum(o.phase == p and o.busy for o in outcomes) for p in PHASES}
+    failed = [o.to_dict() for o in outcomes if o.failures]
+    return {"iterations": len(outcomes), "seed": seed, "kills": kills, "kills_while_busy": busy,
+            "notes_written": len(harness.manifest), "failures": failed,
+            "seconds": round(time.perf_counter() - started, 1), "root": str(harness.root)}
+
+
+def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
+    summary = run_soak(tmp_path, iterations=6, seed=7)
+    assert summary["failures"] == [], json.dumps(summary["failures"], indent=1)
+    assert summary["kills"] == {"index": 2, "flush": 2, "lifecycle": 2}
+    assert sum(summary["kills_while_busy"].values()) >= 1  # the kills did land mid-work
+    root = Path(summary["root"])
+    result = vaultd(root, "doctor", "--json", env=env_for(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["clean"] is True
+
+
+def test_a_restarted_daemon_removes_temp_files_of_killed_writers(tmp_path: Path) -> None:
+    """Regression (found by the soak): a writer SIGKILLed between creating its temporary file
+    and `os.replace` left `.NAME.PID.RANDOM.vaultd-tmp` files in the vault for good."""
+    from tests.daemon_helpers import running_daemon
+
+    root = make_vault(tmp_path, "v", config=CONFIG, notes={"semantic/a.md": "# A\nalpha\n"})
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = root / "semantic" / f".a.md.{gone.pid}.k2j4h5g6{TEMP_SUFFIX}"
+    dead.write_text("# A\nalp", encoding="utf-8")
+    live = root / "semantic" / f".a.md.{os.getpid()}.x7y8z9w0{TEMP_SUFFIX}"
+    live.write_text("# A\nalpha, bet", encoding="utf-8")
+    with running_daemon(root, env_for(tmp_path)):
+        assert not dead.exists()
+        assert live.exists()  # its writer still runs: the write is in progress
+    assert (root / "semantic" / "a.md").read_text(encoding="utf-8") == "# A\nalpha\n"
