@@ -225,3 +225,54 @@ def test_a_symlinked_daily_log_is_not_written_through(world: World) -> None:
         edits.append_entry(w.root, "text", when=dt.datetime(2026, 11, 5, 9, 0))
     assert w.changed(before) == set()
     assert (w.root / "episodic" / f"{day}.md").is_symlink()  # the user's link is left alone
+
+
+@pytest.mark.parametrize("target", [".vaultd/token", ".vaultd/config.toml", ".git/config"])
+def test_a_route_target_in_vaultds_or_gits_own_folder_is_refused(world: World,
+                                                                  target: str) -> None:
+    w = world
+    write(w.root, "semantic/deploys.md", "---\nstatus: proven\n---\n# Deploys\n\n"
+          "topicdeploy canary first.\n")
+    write(w.root, ".vaultd/token", "secret-token")
+    write(w.root, ".git/config", "[core]\n\tbare = false\n")
+    before = {p: (w.root / p).read_bytes() for p in (".vaultd/token", ".git/config",
+                                                     ".vaultd/config.toml")}
+    with_settings(w.vault, route_targets=(target,))
+    w.vault.index()
+    with pytest.raises(VaultdError, match="own folder"):
+        w.vault.lifecycle(["route"])
+    assert {p: (w.root / p).read_bytes() for p in before} == before
+
+
+def test_a_memory_md_linked_outside_is_neither_written_through_nor_replaced(
+        world: World) -> None:
+    w = world
+    write(w.root, "semantic/deploys.md", "---\nstatus: proven\n---\n# Deploys\n\n"
+          "topicdeploy canary first.\n")
+    (w.root / "MEMORY.md").unlink(missing_ok=True)  # init may have made one
+    (w.root / "MEMORY.md").symlink_to(w.outside / "secret.md")
+    before = w.snapshot()
+    with pytest.raises(edits.OutsideError, match="MEMORY.md"):
+        flush_vault(w.vault)
+    assert w.changed(before) == set()
+    assert (w.root / "MEMORY.md").is_symlink()
+
+
+def test_a_note_replaced_by_a_link_outside_is_not_written(world: World) -> None:
+    w = world
+    path = w.root / "episodic" / "lonely.md"
+    write(w.root, "episodic/lonely.md", "---\ntype: episodic\n---\n# Lonely\n\n"
+          "topiclonely lunch place.\n")
+    for i in range(4):
+        write(w.root, f"episodic/new-{i}.md", f"# New {i}\n\ntopicnew{i} thing.\n")
+    w.vault.index()
+    w.vault.lifecycle(["connect"], mirror=False)
+    with_settings(w.vault, newer_entries=4)
+    shutil.copy(path, w.outside / "lonely.md")  # the user moves it out and links it back
+    path.unlink()
+    path.symlink_to(w.outside / "lonely.md")
+    before = w.snapshot()
+    [report] = w.vault.lifecycle(["age"])
+    assert [a["kind"] for a in report["actions"]] == ["reprieve"]
+    assert "outside the vault" in report["conflicts"][0] and not report["written"]
+    assert w.changed(before) == set() and path.is_symlink()

@@ -94,7 +94,7 @@ def write_memory(root: Path, block: str, *, dry_run: bool = False) -> tuple[bool
     and merge once; if the file keeps changing, we report a conflict instead of writing."""
     import difflib
 
-    path = root / MEMORY_FILE
+    path = edits.inside(root, root / MEMORY_FILE)  # a symlink out is neither followed nor replaced
     for _ in range(2):
         snap = edits.read(path) if path.exists() else None
         old = snap.text if snap else ""

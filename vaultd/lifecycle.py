@@ -581,7 +581,7 @@ def apply_state(root: Path, views: dict[str, EntryView], plan: Plan) -> Outcome:
             if action.kind == "fade":
                 archive_entry(root, view, action.reason, out)
                 continue
-            snap = edits.read(root / view.path)
+            snap = edits.read(edits.inside(root, root / view.path))
             as_planned(snap.text, view)  # not on an entry the user changed since the plan
             if action.kind == "reprieve":
                 text = _update_state(snap.text, view.path, view,
@@ -745,6 +745,9 @@ def resolve_target(root: Path, target: str, allowed_outside: Iterable[str]) -> P
     raw = Path(target).expanduser()
     path = (raw if raw.is_absolute() else root / raw).resolve()
     if path.is_relative_to(root.resolve()):
+        if path.relative_to(root.resolve()).parts[:1] in ((".vaultd",), (".git",)):
+            raise edits.VaultdError(f"route target {target} is in vaultd's or git's own "
+                                    "folder; refused")
         return path
     allowed = {Path(a).expanduser().resolve() for a in allowed_outside}
     if path in allowed:
