@@ -112,7 +112,8 @@ def check(vault: Vault) -> Report:
         report.add("corrupt", f"{_rel(vault.root, index)} cannot be opened: {exc}")
         return report
     try:
-        _check_index(vault, store, on_disk, report)
+        with store.read_snapshot():
+            _check_index(vault, store, on_disk, report)
     except store.module.DatabaseError as exc:
         report.add("corrupt", f"{_rel(vault.root, index)} is not a usable SQLite index: {exc}")
     finally:

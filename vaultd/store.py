@@ -572,6 +572,16 @@ class Store:
         self.conn.execute("PRAGMA busy_timeout = 30000")
         return self
 
+    @contextmanager
+    def read_snapshot(self) -> Iterator[None]:
+        """Every read inside sees one committed state, even while the daemon writes."""
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.conn.in_transaction:  # a read transaction: nothing to commit but its end
+                self.conn.execute("COMMIT")
+
     def integrity_problems(self) -> list[str]:
         """SQLite's own check of every table and index, FTS5's inverted index included."""
         rows = [r[0] for r in self.conn.execute("PRAGMA integrity_check").fetchall()]
