@@ -276,3 +276,18 @@ def test_a_note_replaced_by_a_link_outside_is_not_written(world: World) -> None:
     assert [a["kind"] for a in report["actions"]] == ["reprieve"]
     assert "outside the vault" in report["conflicts"][0] and not report["written"]
     assert w.changed(before) == set() and path.is_symlink()
+
+
+def test_related_mirroring_does_not_replace_a_note_that_became_a_link(world: World) -> None:
+    w = world
+    write(w.root, "semantic/a.md", "# A\n\ntopiclink first.\n")
+    write(w.root, "semantic/b.md", "# B\n\ntopiclink second.\n")
+    w.vault.index()
+    shutil.copy(w.root / "semantic/a.md", w.outside / "a.md")
+    (w.root / "semantic/a.md").unlink()
+    (w.root / "semantic/a.md").symlink_to(w.outside / "a.md")
+    before = w.snapshot()
+    [report] = w.vault.lifecycle(["connect"])
+    assert any("symbolic link" in c for c in report["conflicts"])
+    assert report["written"] == ["semantic/b.md"]
+    assert w.changed(before) == set() and (w.root / "semantic/a.md").is_symlink()

@@ -109,6 +109,9 @@ def replace_checked(snapshot: Snapshot, text: str, *, lock_dir: Path | None = No
     if text == snapshot.text:
         return False
     with locked(snapshot.path, lock_dir):
+        if snapshot.path.is_symlink():  # replacing it would turn the user's link into a copy
+            raise ConflictError(f"{snapshot.path}: is a symbolic link; vaultd does not replace "
+                                "links")
         try:
             current = snapshot.path.read_bytes()
         except FileNotFoundError as exc:
