@@ -430,3 +430,13 @@ def test_each_hostile_request_is_refused_and_the_daemon_still_answers(
     assert status == 200 and data["vectors"] == expected_vectors(texts, "query")
     assert up.search("restic", k=3)["hits"] == before
     assert before[0]["path"] == "procedural/backup.md"
+
+
+@pytest.mark.parametrize("glob", ["../*", "/etc/*", "~/*", "../../**/*.md", "*/../../*"])
+def test_a_search_path_outside_the_vault_matches_nothing(up: Running, glob: str) -> None:
+    # `path` is a filter over indexed vault paths, never a filesystem path
+    status, data = up.call("POST", "/search", {"query": "deploy", "path": glob, "mode": "bm25"})
+    assert status == 200 and data["hits"] == []
+    status, data = up.call("POST", "/search", {"query": "deploy", "path": "*", "mode": "bm25"})
+    assert status == 200 and {h["path"] for h in data["hits"]} <= set(NOTES)
+    assert data["hits"]
