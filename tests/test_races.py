@@ -343,3 +343,41 @@ def test_a_promotion_is_not_written_over_a_save_made_after_its_read(
     fm = edits.get_frontmatter("semantic/fact.md", path.read_text(encoding="utf-8"))
     assert fm["status"] == "proven" and fm["tags"] == ["mine"]
 
+
+
+def test_restore_leaves_an_archived_note_edited_after_its_read(
+        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(vault.root, "archive/semantic/old.md", "---\narchived_from: semantic/old.md\n"
+          "archived_reason: faded\n---\n# Old\n\nold text.\n")
+    path = vault.root / "archive/semantic/old.md"
+    saved = user_saves_after_read(monkeypatch, path, lambda t: t + "Edited in the archive.\n")
+    with pytest.raises(edits.ConflictError, match="changed while restoring"):
+        lc.restore(vault.root, "archive/semantic/old.md")
+    assert path.read_text(encoding="utf-8") == saved[-1]
+    assert not (vault.root / "semantic/old.md").exists()  # no stale copy brought back
+
+
+def test_restore_of_daily_entries_takes_them_back_when_the_archive_changed(
+        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    live = daily("2026-01-01", ["topickept stays here."])
+    write(vault.root, "episodic/2026-01-01.md", live)
+    write(vault.root, "archive/episodic/2026-01-01.md",
+          "---\narchived: {'11:00 — gone': {from: episodic/2026-01-01.md}, "
+          "'12:00 — also gone': {from: episodic/2026-01-02.md}}\n---\n# 2026-01-01\n"
+          "\n## 11:00 — gone\ntopicgone entry.\n\n## 12:00 — also gone\ntopicalso entry.\n")
+    path = vault.root / "archive/episodic/2026-01-01.md"
+    for keys, edit in (([], lambda t: t + "\nUser note.\n"),
+                       (["11:00 — gone"], lambda t: t.replace("topicgone", "topicGONE"))):
+        saved = user_saves_after_read(monkeypatch, path, edit)
+        with pytest.raises(edits.ConflictError):
+            lc.restore(vault.root, "archive/episodic/2026-01-01.md", keys or None)
+        assert path.read_text(encoding="utf-8") == saved[-1]
+        # every entry restored before the conflict was taken back: none is in two places
+        assert (vault.root / "episodic/2026-01-01.md").read_text(encoding="utf-8") == live
+        assert not (vault.root / "episodic/2026-01-02.md").exists()
+        monkeypatch.undo()
+    assert "topicGONE" in path.read_text(encoding="utf-8")
+    assert lc.restore(vault.root, "archive/episodic/2026-01-01.md")  # and then it works
+    assert "topicGONE" in (vault.root / "episodic/2026-01-01.md").read_text(encoding="utf-8")
+    assert "topicalso" in (vault.root / "episodic/2026-01-02.md").read_text(encoding="utf-8")
+    assert not path.exists()

@@ -647,10 +647,25 @@ def apply_consolidate(root: Path, views: dict[str, EntryView], plan: Plan,
 # ---------------------------------------------------------------------------- restore and undo
 
 
-def _append_entry_text(path: Path, day: str, entry: str) -> None:
+def _append_entry_text(path: Path, day: str, entry: str) -> tuple[bytes | None, str]:
+    """Append `entry` to the daily log at `path`; returns (its bytes before, the text written)
+    so that a restore that cannot finish can take the entry back."""
     with edits.locked(path):
-        current = path.read_text(encoding="utf-8") if path.exists() else edits.daily_header(day)
-        edits.atomic_write(path, current.rstrip("\n") + "\n\n" + entry.strip("\n") + "\n")
+        before = path.read_bytes() if path.exists() else None
+        current = before.decode("utf-8") if before is not None else edits.daily_header(day)
+        text = current.rstrip("\n") + "\n\n" + entry.strip("\n") + "\n"
+        edits.atomic_write(path, text)
+    return before, text
+
+
+def _take_back(path: Path, before: bytes | None, ours: str) -> None:
+    """Undo our own write to `path` if nobody changed the file since."""
+    with edits.locked(path):
+        if path.exists() and path.read_bytes() == ours.encode("utf-8"):
+            if before is None:
+                path.unlink()  # the file we just created, holding only our copy
+            else:
+                edits.atomic_write(path, before.decode("utf-8"))
 
 
 def restore(root: Path, rel: str, keys: list[str] | None = None) -> list[str]:
@@ -675,11 +690,17 @@ def restore(root: Path, rel: str, keys: list[str] | None = None) -> list[str]:
                                                  "archived_from": None})
         edits.create_new(root / origin, text)
         with edits.locked(src):
-            src.unlink()
+            unchanged = src.read_bytes() == snap.data
+            if unchanged:
+                src.unlink()
+        if not unchanged:  # the user edited the archived copy meanwhile: theirs stays
+            _take_back(root / origin, None, text)
+            raise edits.ConflictError(f"{rel}: changed while restoring; left in place")
         return [origin, rel]
     note = parse(rel, snap.text)
     wanted = set(keys) if keys else set(archived)
     text, written = snap.text, []
+    appended: list[tuple[Path, bytes | None, str]] = []
     for entry in sorted(note.entries, key=lambda e: -e.start_line):
         if entry.key not in wanted or entry.key not in archived:
             continue
@@ -687,17 +708,24 @@ def restore(root: Path, rel: str, keys: list[str] | None = None) -> list[str]:
         origin = str(info.get("from") or rel.split("/", 1)[1])
         _check_inside(root, origin)
         lines = text.split("\n")
-        _append_entry_text(root / origin, note.created or Path(origin).stem,
-                           "\n".join(lines[entry.start_line - 1:entry.end_line]))
+        appended.append((root / origin, *_append_entry_text(
+            root / origin, note.created or Path(origin).stem,
+            "\n".join(lines[entry.start_line - 1:entry.end_line]))))
         text = "\n".join(lines[:entry.start_line - 1] + lines[entry.end_line:])
         del archived[entry.key]
         written.append(origin)
-    if not archived:
-        with edits.locked(src):
-            if src.read_bytes() == snap.data:
+    try:
+        if not archived:
+            with edits.locked(src):
+                if src.read_bytes() != snap.data:
+                    raise edits.ConflictError(f"{rel}: changed while restoring; left in place")
                 src.unlink()  # every entry is back where it came from
-    else:
-        edits.replace_checked(snap, edits.set_frontmatter(text, {"archived": archived}))
+        else:
+            edits.replace_checked(snap, edits.set_frontmatter(text, {"archived": archived}))
+    except edits.ConflictError:
+        for path, before, ours in reversed(appended):  # no entry may end up in both places
+            _take_back(path, before, ours)
+        raise
     return sorted(set(written)) + [rel]
 
 
