@@ -180,3 +180,33 @@ def test_the_link_graph_and_prune_survive_a_rebuild(tmp_path: Path) -> None:
     before, after, _ = history_then_rebuild(tmp_path)
     assert after["prune"] == before["prune"]
     assert after["edges"] == before["edges"]
+
+
+def test_exact_ties_rank_by_path_in_every_list_not_by_row_order(tmp_path: Path) -> None:
+    """Regression: within the vector and BM25 lists, equal scores kept SQLite's row order, so
+    identical notes got different fused (RRF) scores, and a note re-indexed later (a new row)
+    moved in hybrid results — before and after a rebuild the top-10 differed."""
+    root = tmp_path / "vault"
+    init_vault(root)
+    body = "# Twin\n\nThe very same words here.\n"
+    twins = [root / "semantic" / f"twin-{i:02d}.md" for i in range(12)]
+    for path in twins:
+        path.write_text(body, encoding="utf-8")
+    emb = fake_embedder(tmp_path)
+    expected = [f"semantic/twin-{i:02d}.md" for i in range(10)]
+    query = "the very same words here"
+    with open_vault(root, env={}, embedder=emb) as vault:
+        vault.index()
+        for path in twins[:6]:  # new rows for the first six: row order is no longer path order
+            path.write_text("changed\n", encoding="utf-8")
+        vault.index()
+        for path in twins[:6]:
+            path.write_text(body, encoding="utf-8")
+        vault.index()
+        hits = vault.search(query, k=10)
+        assert [h.path for h in hits] == expected
+    drop_index(root)
+    with open_vault(root, env={}, embedder=emb) as vault:
+        vault.index()
+        assert [(h.path, h.score) for h in vault.search(query, k=10)] == [
+            (h.path, h.score) for h in hits]
