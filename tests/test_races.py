@@ -381,3 +381,34 @@ def test_restore_of_daily_entries_takes_them_back_when_the_archive_changed(
     assert "topicGONE" in (vault.root / "episodic/2026-01-01.md").read_text(encoding="utf-8")
     assert "topicalso" in (vault.root / "episodic/2026-01-02.md").read_text(encoding="utf-8")
     assert not path.exists()
+
+
+def test_heartbeat_takes_back_its_note_when_the_log_changed_after_its_read(
+        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    write(vault.root, "semantic/pool.md", "# Pool\n\ntopicpool sizing facts.\n")
+    write(vault.root, "procedural/deploy.md", "# Deploy\n\ntopicdeploy steps.\n")
+    write(vault.root, "episodic/2026-11-20.md", daily("2026-11-20", [
+        "topicpool max is twenty connections.", "topiclunch ramen."]))
+    vault.index()
+    vault.lifecycle(["connect"], mirror=False)
+
+    def heartbeat() -> lc.Outcome:
+        views, matrix = lc.snapshot(vault.store)
+        plan = lc.plan_heartbeat(vault.store, views, matrix, 3, dt.date(2026, 11, 21))
+        assert [a.data["type"] for a in plan.actions] == ["semantic"]
+        return lc.apply_heartbeat(vault.root, {v.id: v for v in views}, plan)
+
+    path = vault.root / "episodic/2026-11-20.md"
+    saved = user_saves_after_read(monkeypatch, path, lambda t: t + "\n## 18:00 — Later\nx.\n")
+    out = heartbeat()
+    assert out.conflicts and not out.created
+    assert path.read_text(encoding="utf-8") == saved[-1]
+    assert not list((vault.root / "semantic").glob("topicpool-max*"))  # taken back
+    monkeypatch.undo()
+    vault.index()
+    out = heartbeat()  # planned again on the user's text: extracted once, and marked
+    assert len(out.created) == 1 and not out.conflicts
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("\n## 18:00 — Later\nx.\n") and "extracted:" in text

@@ -944,12 +944,18 @@ def apply_heartbeat(root: Path, views: dict[str, EntryView], plan: Plan) -> Outc
                 "tags": sorted(t for t in view.tags if t != "daily")}
         text = edits.set_frontmatter("---\n---\n" + f"# {title}\n\n{view.text}\n", meta)
         try:
-            edits.create_new(edits.inside(root, root / rel), text)
             snap = edits.read(edits.inside(root, root / view.path))
+            as_planned(snap.text, view)  # not from an entry the user changed since the plan
             fm = edits.get_frontmatter(view.path, snap.text)
             state = dict(fm["vaultd"]) if isinstance(fm.get("vaultd"), dict) else {}
             state["extracted"] = sorted(set(state.get("extracted") or []) | {view.key})
-            edits.replace_checked(snap, edits.set_frontmatter(snap.text, {"vaultd": state}))
+            edits.create_new(edits.inside(root, root / rel), text)
+            try:
+                edits.replace_checked(snap, edits.set_frontmatter(snap.text, {"vaultd": state}))
+            except edits.ConflictError:
+                # unmarked, the entry would be extracted again: take the new note back
+                _take_back(root / rel, None, text)
+                raise
         except (edits.ConflictError, FileNotFoundError) as exc:
             out.conflicts.append(str(exc))
             continue
