@@ -628,9 +628,11 @@ def apply_consolidate(root: Path, views: dict[str, EntryView], plan: Plan,
         slug = re.sub(r"[^a-z0-9]+", "-", action.data["title"].lower()).strip("-")[:60]
         rel = f"semantic/{slug or 'consolidated'}-{merge_id[:6]}.md"
         try:
+            for e in action.entries:  # merge only what was planned: no member changed since
+                as_planned(edits.read(root / views[e].path).text, views[e])
             edits.create_new(edits.inside(root, root / rel),
                              merge_note(action, views, merge_id, llm))
-        except edits.ConflictError as exc:
+        except (edits.ConflictError, FileNotFoundError) as exc:
             out.conflicts.append(str(exc))
             continue
         out.created.append(rel)
