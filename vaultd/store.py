@@ -642,6 +642,7 @@ class Store:
     def rebuild_vectors(self) -> None:
         """Refill the vec0 table from `chunks` and the embedding cache (inside `transaction()`);
         a chunk whose vector is not cached is left out: its file must be indexed again."""
+        self._bump_vectors_generation()  # in-memory copies of the vectors must reload
         self.conn.execute("DELETE FROM chunk_vectors")
         self.conn.execute("INSERT INTO chunk_vectors(rowid, archived, embedding) "
                           "SELECT c.rowid, c.archived, e.vector FROM chunks c "
