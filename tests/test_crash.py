@@ -44,7 +44,7 @@ PHASES = ("index", "flush", "lifecycle")
 # Delay before the kill, in seconds, per phase: the window in which that work is in flight
 # on this machine with the fake embedder (a lifecycle process spends its first second or so
 # importing).
-WINDOWS = {"index": (0.0, 0.4), "flush": (0.0, 0.6), "lifecycle": (0.4, 2.5)}
+WINDOWS = {"index": (0.02, 0.15), "flush": (0.0, 0.6), "lifecycle": (0.4, 2.5)}
 NO_CRON = "".join(f'{p}_cron = ""\n' for p in (
     "connect", "promote", "consolidate", "route", "age", "heartbeat", "prune", "flush"))
 CONFIG = FAST_CONFIG + "\n[lifecycle]\n" + NO_CRON  # only the harness decides when work runs
