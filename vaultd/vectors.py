@@ -62,7 +62,9 @@ class VectorIndex:
 
     def knn(self, store: Store, query: np.ndarray, k: int,
             include_archive: bool) -> list[tuple[int, float]]:
-        """(chunk rowid, cosine similarity), best first; ties by rowid."""
+        """(chunk rowid, cosine similarity), best first; equal scores by path and line (the
+        order the copy is kept in), so which of many tied chunks make the cut survives a
+        rebuild."""
         import numpy as np
 
         self.refresh(store)
@@ -77,9 +79,13 @@ class VectorIndex:
         if not include_archive:
             scores = np.where(snap.live, scores, -np.inf)
         k = min(k, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        if k < len(scores):  # everything tied with the k-th best competes for the last places
+            kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
+            top = np.flatnonzero(scores >= kth)
+        else:
+            top = np.arange(len(scores))
         top = top[np.isfinite(scores[top])]
-        order = top[np.lexsort((snap.rowids[top], -scores[top]))]
+        order = top[np.lexsort((top, -scores[top]))][:k]
         return [(int(snap.rowids[i]), float(scores[i])) for i in order]
 
 
