@@ -124,8 +124,8 @@ def index(ctx: click.Context, as_json: bool) -> None:
         return
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
-    for path, reason in report.skipped[:20]:
-        click.echo(f"skipped {path}: {reason}", err=True)
+    for line in report.messages()[len(report.warnings):][:20]:  # one line each, names escaped
+        click.echo(line, err=True)
     if len(report.skipped) > 20:
         click.echo(f"... and {len(report.skipped) - 20} more skipped (vaultd status --json)",
                    err=True)
