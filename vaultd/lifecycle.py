@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 ARCHIVE = "archive"
 MAX_REPRIEVES = 3
-MAX_LINKS = 20  # per entry: the strongest links above the threshold are plenty
+MAX_LINKS = 20  # per note in `related:`: the strongest links above the threshold are plenty
 PROTECTED_TYPES = ("procedural", "semantic")
 ACTIVE_TYPES = ("episodic",)
 
@@ -172,7 +172,12 @@ def snapshot(store: Store) -> tuple[list[EntryView], np.ndarray]:
 def plan_connect(store: Store, views: list[EntryView], matrix: np.ndarray,
                  th: Thresholds) -> Plan:
     """Link each buffered entry (new, or changed since it was last connected) to every active
-    entry at cosine ≥ the link threshold."""
+    entry at cosine ≥ the link threshold.
+
+    No per-entry cap: a link is a property of the pair alone, so the graph maintained entry by
+    entry is the graph built from scratch (a top-N cap made it depend on the order entries
+    were connected in, and a rebuilt index planned differently). `related:` shows the
+    strongest MAX_LINKS."""
     import numpy as np
 
     plan = Plan("connect")
@@ -188,7 +193,7 @@ def plan_connect(store: Store, views: list[EntryView], matrix: np.ndarray,
         sims[row, i] = -1.0
         sims[row, ~active] = -1.0
         above = np.flatnonzero(sims[row] >= th.link)
-        above = above[np.argsort(-sims[row, above])][:MAX_LINKS]
+        above = above[np.argsort(-sims[row, above], kind="stable")]
         linked = [(views[j].id, float(sims[row, j])) for j in above]
         plan.actions.append(Action(
             "link", [views[i].id, *[j for j, _ in linked]],
@@ -221,12 +226,14 @@ def degrees(store: Store) -> dict[str, int]:
 def related_links(store: Store, views: list[EntryView]) -> dict[str, list[str]]:
     """path → the notes its entries link to, as Obsidian wikilinks (for `related:`)."""
     by_id = {v.id: v for v in views}
-    out: dict[str, set[str]] = {}
-    for a, b in store.conn.execute("SELECT a, b FROM edges"):
+    best: dict[str, dict[str, float]] = {}
+    for a, b, score in store.conn.execute("SELECT a, b, score FROM edges"):
         if a in by_id and b in by_id and by_id[a].path != by_id[b].path:
-            target = by_id[b].path.removesuffix(".md")
-            out.setdefault(by_id[a].path, set()).add(f"[[{target}]]")
-    return {p: sorted(links) for p, links in out.items()}
+            target = f"[[{by_id[b].path.removesuffix('.md')}]]"
+            scores = best.setdefault(by_id[a].path, {})
+            scores[target] = max(scores.get(target, -1.0), float(score))
+    return {p: sorted(sorted(s, key=lambda t: (-s[t], t))[:MAX_LINKS])
+            for p, s in best.items()}
 
 
 # ---------------------------------------------------------------------------- age and fade
