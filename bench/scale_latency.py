@@ -7,7 +7,8 @@ The corpora are SciFact scaled synthetically. 1k: the first SciFact notes; 10k: 
 title marked " (rN)" (so its chunks hash differently) and its vectors the originals plus small
 Gaussian noise (cosine ≈ 0.95 to the original), renormalised. Each corpus is a real vault on
 disk indexed by vaultd's own Indexer with an embedder that looks the vectors up instead of
-running the model (a chunk whose text isn't found is embedded by the real model), so files,
+running the model (a chunk whose text isn't in the SciFact index — it was built by an older
+chunker — is embedded once by the real model and shared by its replicas), so files,
 chunks, FTS rows and vectors are exactly what `vaultd index` would store, and the daemon's
 start-up reconcile finds nothing to do.
 
@@ -71,7 +72,7 @@ class LookupEmbedder(Embedder):
 
     def __init__(self, vectors: dict[str, np.ndarray]) -> None:
         profile = builtin_profiles(cache_dir({}))[DEFAULT_MODEL]
-        super().__init__(profile, batch_size=64)
+        super().__init__(profile, batch_size=256)
         self.vectors = vectors
         self.real = OnnxEmbedder(profile, threads=2, batch_size=8)
         self.misses = 0
@@ -80,13 +81,15 @@ class LookupEmbedder(Embedder):
         return self.real.count_tokens(text)
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        keys = [MARK.sub("", t) for t in texts]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.vectors))
+        if missing:  # embedded once by the real model, then shared by every replica
+            self.misses += len(missing)
+            for key, vec in zip(missing, self.real.embed(missing)):
+                self.vectors[key] = vec
         out = np.zeros((len(texts), self.dims), dtype=np.float32)
-        for i, text in enumerate(texts):
-            key = MARK.sub("", text)
-            vec = self.vectors.get(key)
-            if vec is None:
-                self.misses += 1
-                vec = self.real.embed([text])[0]
+        for i, (text, key) in enumerate(zip(texts, keys)):
+            vec = self.vectors[key]
             if key != text:
                 seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
                 vec = vec + np.random.default_rng(seed).normal(0, NOISE_SIGMA, self.dims)
