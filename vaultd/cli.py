@@ -397,14 +397,19 @@ PHASES = ("connect", "promote", "consolidate", "route", "age", "heartbeat", "pru
 def lifecycle(ctx: click.Context, phase: str, dry_run: bool, as_json: bool) -> None:
     """Run the memory lifecycle on demand and print the plan with reasons: links, promotions,
     merges of connected groups, reprieves and fades of isolated entries."""
+    from vaultd.vault import lifecycle_anywhere
+
     phases = list(PHASES) if phase == "all" else [phase]
     with _errors():
         vault = _open(ctx)
-        vault.index()
-        reports = vault.lifecycle(phases, dry_run=dry_run)
-        states = vault.states() if as_json else None
+        if dry_run:  # writes nothing: in-process is fine
+            vault.index()
+            result = {"phases": vault.lifecycle(phases, dry_run=True), "states": vault.states()}
+        else:  # through the daemon when it runs: it is the index's only writer
+            result = lifecycle_anywhere(vault, phases)
+        reports = result["phases"]
     if as_json:
-        _echo_json({"phases": reports, "states": states})
+        _echo_json(result)
         return
     for report in reports:
         click.echo(click.style(f"[{report['phase']}]", bold=True)

@@ -15,6 +15,7 @@ import json
 import logging
 import logging.handlers
 import os
+import queue
 import secrets
 import signal
 import sys
@@ -29,6 +30,7 @@ from vaultd.daemon_files import Lock, ensure_token, info_path
 from vaultd.errors import VaultdError
 from vaultd.indexer import IndexReport
 from vaultd.search import search_request, search_response
+from vaultd.server import LIFECYCLE_PHASES
 from vaultd.store import Store
 from vaultd.vault import Vault
 from vaultd.watcher import Changes, EventQueue, Watcher, coalesce
@@ -39,6 +41,7 @@ LOG_FILE = "daemon.log"
 RECONCILE = "reconcile"
 LIFECYCLE = "lifecycle:"
 FLUSH_REQUEST = "flush:"
+LIFECYCLE_REQUEST = "lifecycle-request:"
 SCHEDULED_PHASES = ("connect", "promote", "consolidate", "route", "age", "heartbeat",
                     "prune", "flush")
 MAX_BATCH_WAIT = 2.0  # seconds: a steady stream of events still gets indexed
@@ -59,6 +62,43 @@ def setup_logging(root: Path, max_bytes: int, to_stderr: bool) -> None:
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(fmt)
         logger.addHandler(stream)
+
+
+class RecallWriter:
+    """Records which hits searches recalled (for recall promotion) on a thread of its own, with
+    its own connection: a search answered while the main thread holds the index's write lock
+    (a long batch) would otherwise wait for it before answering."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._queue: queue.SimpleQueue[tuple[list[Any], str, float] | None] = (
+            queue.SimpleQueue())
+        self._thread: threading.Thread | None = None
+
+    def put(self, item: tuple[list[Any], str, float]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="vaultd-recalls",
+                                            daemon=True)
+            self._thread.start()
+        self._queue.put(item)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        from vaultd.lifecycle import record_recalls
+
+        store = Store(layout.index_path(self.root))
+        try:
+            while (item := self._queue.get()) is not None:
+                try:
+                    record_recalls(store, *item)
+                except Exception:  # a lost recall must never take the daemon down
+                    log.exception("recording a search's recalls failed")
+        finally:
+            store.close()
 
 
 @dataclass
@@ -84,8 +124,12 @@ class Daemon:
         self.lock = Lock(self.root)
         self.log_to_stderr = log_to_stderr
         self._readers = threading.local()
+        self.recalls = RecallWriter(self.root)
         self._indexing = threading.Event()
         self._flush_waiters: dict[str, tuple[threading.Event, dict[str, Any]]] = {}
+        # POST /lifecycle: request id → (done, result, phases, dry_run)
+        self._lifecycle_waiters: dict[
+            str, tuple[threading.Event, dict[str, Any], list[str], bool]] = {}
         self.server: Any = None
         self.watcher: Watcher | None = None
         self.scheduler: Any = None
@@ -139,7 +183,9 @@ class Daemon:
             kwargs = search_request(request)
         except ValueError as exc:
             raise VaultdError(str(exc)) from exc
-        hits = self.vault.search_with(self._reader(), **kwargs, record=True)
+        hits = self.vault.search_with(self._reader(), **kwargs)
+        if hits:  # recall promotion counts it; written aside, so no search waits on a writer
+            self.recalls.put((hits[:5], kwargs["query"], time.time()))
         pending = self.events.qsize() + (1 if self._indexing.is_set() else 0)
         # exactly the JSON of `vaultd search --json` (index lag is in /health and /status)
         return search_response(kwargs["query"], kwargs["mode"], hits, stale_files=pending)
@@ -235,6 +281,7 @@ class Daemon:
 
     def _shutdown(self) -> None:
         for step in (
+            self.recalls.close,
             lambda: self.scheduler and self.scheduler.shutdown(wait=False),
             lambda: self.watcher and self.watcher.stop(),
             lambda: self.server and self.server.stop(),
@@ -280,6 +327,8 @@ class Daemon:
     def _command(self, command: str) -> None:
         if command == RECONCILE:
             self._reconcile()
+        elif command.startswith(LIFECYCLE_REQUEST):
+            self._lifecycle_request(command[len(LIFECYCLE_REQUEST):])
         elif command == LIFECYCLE + "flush":
             self._flush()
         elif command.startswith(LIFECYCLE):
@@ -317,6 +366,50 @@ class Daemon:
         if "error" in result:
             raise VaultdError(f"flush failed: {result['error']}")
         return result
+
+    def lifecycle_now(self, phases: list[str], dry_run: bool = False,
+                      timeout: float = 600.0) -> dict[str, Any]:
+        """For POST /lifecycle (an HTTP thread): queue the phases for the main thread (the
+        index's only writer), wait, and answer what `vaultd lifecycle --json` prints."""
+        unknown = [p for p in phases if p not in LIFECYCLE_PHASES]
+        if unknown:
+            raise VaultdError(f"unknown lifecycle phase {unknown[0]!r}; the phases are "
+                              + ", ".join(LIFECYCLE_PHASES))
+        request = secrets.token_hex(8)
+        done, result = threading.Event(), {}
+        self._lifecycle_waiters[request] = (done, result, list(phases), dry_run)
+        self.events.put_command(LIFECYCLE_REQUEST + request)
+        if not done.wait(timeout):
+            self._lifecycle_waiters.pop(request, None)
+            raise VaultdError(f"lifecycle did not finish within {timeout:.0f}s")
+        if "error" in result:
+            raise VaultdError(f"lifecycle failed: {result['error']}")
+        return result
+
+    def _lifecycle_request(self, request: str) -> None:
+        """Index what changed, then run the requested phases exactly as `vaultd lifecycle`
+        does in-process (main thread)."""
+        waiter = self._lifecycle_waiters.pop(request, None)
+        if waiter is None:
+            return  # its caller gave up waiting
+        done, result, phases, dry_run = waiter
+        started = time.perf_counter()
+        try:
+            self.vault.index()
+            reports = self.vault.lifecycle(phases, dry_run=dry_run)
+            result.update({"phases": reports, "states": self.vault.states()})
+            if not dry_run:
+                self._warm_vectors()
+                line = (f"{len(phases)} phase(s) on request in "
+                        f"{time.perf_counter() - started:.2f}s")
+                for phase in phases:
+                    self.stats.lifecycle[phase] = {"at": time.time(), "summary": line}
+        except Exception as exc:
+            self.stats.errors += 1
+            log.exception("lifecycle %s on request failed", ",".join(phases))
+            result.clear()
+            result["error"] = str(exc)
+        done.set()
 
     def _lifecycle(self, phase: str, mirror: bool = True) -> None:
         """One lifecycle phase, on the main thread (the index's only writer). A failure is

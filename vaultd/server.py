@@ -22,6 +22,9 @@ from vaultd.errors import VaultdError
 
 log = logging.getLogger("vaultd.server")
 
+# The phases of POST /lifecycle, in the order they run (as `vaultd lifecycle --phase all`).
+LIFECYCLE_PHASES = ("connect", "promote", "consolidate", "route", "age", "heartbeat", "prune")
+
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 _HOST_RE = re.compile(r"^(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$", re.IGNORECASE)
 # A request's unread body is read and thrown away (so the client, still sending, can read our
@@ -45,6 +48,7 @@ class App(Protocol):
     def count_tokens(self, texts: list[str]) -> int: ...
     def search(self, request: dict[str, Any]) -> dict[str, Any]: ...
     def flush_now(self) -> dict[str, Any]: ...
+    def lifecycle_now(self, phases: list[str], dry_run: bool = False) -> dict[str, Any]: ...
 
 
 class ApiError(Exception):
@@ -275,6 +279,23 @@ class _Handler(BaseHTTPRequestHandler):
     def flush(self, _body: dict[str, Any]) -> dict[str, Any]:
         return self.server_ref.app.flush_now()
 
+    def lifecycle(self, body: dict[str, Any]) -> dict[str, Any]:
+        phases = body.get("phases", "all")
+        if phases == "all":
+            phases = list(LIFECYCLE_PHASES)
+        if not isinstance(phases, list) or not phases or not all(
+                isinstance(p, str) for p in phases):
+            raise ApiError(HTTPStatus.BAD_REQUEST,
+                           "'phases' must be \"all\" or a non-empty list of phase names")
+        unknown = [p for p in phases if p not in LIFECYCLE_PHASES]
+        if unknown:
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"unknown lifecycle phase {unknown[0]!r}; "
+                           "the phases are " + ", ".join(LIFECYCLE_PHASES))
+        dry_run = body.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "'dry_run' must be true or false")
+        return self.server_ref.app.lifecycle_now(phases, dry_run)
+
 
 _ROUTES = {
     ("GET", "/status"): _Handler.status,
@@ -283,4 +304,5 @@ _ROUTES = {
     ("POST", "/api/embed"): _Handler.ollama,
     ("POST", "/search"): _Handler.search,
     ("POST", "/flush"): _Handler.flush,
+    ("POST", "/lifecycle"): _Handler.lifecycle,
 }

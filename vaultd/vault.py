@@ -467,3 +467,21 @@ def flush_anywhere(vault: Vault) -> dict[str, Any]:
         except DaemonDown:
             pass
     return flush_vault(vault)
+
+
+def lifecycle_anywhere(vault: Vault, phases: list[str]) -> dict[str, Any]:
+    """Run lifecycle phases through the vault's daemon when it runs (the index's single writer:
+    no second process writing the index and the vault beside it), else in-process. Answers
+    `{"phases": [report, ...], "states": ...}` either way."""
+    from vaultd.client import DaemonClient, DaemonDown
+
+    client = DaemonClient.for_vault(vault.root)
+    if client is not None:
+        client.timeout = max(client.timeout, 600.0)  # a consolidation may take a while
+        try:
+            return client.request("POST", "/lifecycle", {"phases": phases, "dry_run": False})
+        except DaemonDown:
+            pass
+    vault.index()
+    reports = vault.lifecycle(phases)
+    return {"phases": reports, "states": vault.states()}

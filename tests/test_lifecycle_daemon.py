@@ -1,0 +1,103 @@
+"""The lifecycle through the daemon (POST /lifecycle, `vaultd lifecycle` routed to it), and a
+consolidation or fade cut short by a crash converging when the lifecycle runs again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from daemon_helpers import env_for, make_vault, running_daemon, vaultd
+
+from vaultd.embedder import HashEmbedder, builtin_profiles
+from vaultd.vault import lifecycle_anywhere, open_vault
+
+SHARED = "the nightly refund webhook test fails on the staging postgres pool after deploy"
+
+
+def daily(day: str, entries: list[tuple[str, str]]) -> str:
+    body = "".join(f"\n## {9 + i:02d}:00 — {title}\n{text}\n"
+                   for i, (title, text) in enumerate(entries))
+    return f"---\ntype: episodic\ncreated: {day}\ntags: [daily]\n---\n# {day}\n{body}"
+
+
+# three entries the hash embedder puts at cosine ≥ 0.5 (one consolidation group) without
+# being template noise, and two one-offs
+NOTES = {
+    "episodic/2026-10-01.md": daily("2026-10-01", [
+        ("Webhook flake", SHARED + " again alpha bravo"),
+        ("Lunch", "ramen place closed mondays"),
+        ("Webhook flake twice", SHARED + " with charlie delta")]),
+    "episodic/2026-10-02.md": daily("2026-10-02", [
+        ("Webhook flake thrice", SHARED + " and echo foxtrot"),
+        ("Bike", "fixed the bike tyre")]),
+}
+
+
+def live_and_archived(root: Path) -> str:
+    return "".join(p.read_text(encoding="utf-8") for p in sorted(root.rglob("*.md"))
+                   if not p.name.startswith("webhook-flake"))
+
+
+def test_post_lifecycle_runs_the_phases_on_the_daemon(tmp_path: Path) -> None:
+    root = make_vault(tmp_path, notes=NOTES)
+    with running_daemon(root) as daemon:
+        status, body = daemon.call("POST", "/lifecycle", {"phases": ["connect", "consolidate"]})
+        assert status == 200, body
+        assert [r["phase"] for r in body["phases"]] == ["connect", "consolidate"]
+        merge = body["phases"][1]
+        assert [a["kind"] for a in merge["actions"]] == ["merge"]
+        assert len(merge["actions"][0]["entries"]) == 3
+        [note] = [p for p in merge["created"] if p.startswith("semantic/")]
+        assert (root / note).read_text(encoding="utf-8").count("consolidated_from") == 1
+        assert "states" in body and daemon.daemon.stats.lifecycle["consolidate"]
+        # the members moved to archive/, each exactly once; the one-offs stayed
+        text = live_and_archived(root)
+        for word in ("alpha bravo", "charlie delta", "echo foxtrot", "ramen", "bike tyre"):
+            assert text.count(word) == 1, word
+        assert "alpha bravo" in (root / "archive/episodic/2026-10-01.md").read_text("utf-8")
+        # the daemon indexed what it wrote: nothing is stale afterwards
+        status, again = daemon.call("POST", "/lifecycle", {"phases": "all"})
+        assert status == 200 and [r["phase"] for r in again["phases"]][0] == "connect"
+        assert again["phases"][2]["actions"] == []  # converged: no second merge
+
+
+def test_post_lifecycle_refuses_unknown_phases_and_bad_bodies(tmp_path: Path) -> None:
+    root = make_vault(tmp_path, notes=NOTES)
+    with running_daemon(root) as daemon:
+        status, body = daemon.call("POST", "/lifecycle", {"phases": ["connect", "compost"]})
+        assert status == 400 and "'compost'" in body["error"]
+        status, body = daemon.call("POST", "/lifecycle", {"phases": "connect"})
+        assert status == 400 and "phases" in body["error"]
+        status, body = daemon.call("POST", "/lifecycle", {"dry_run": "yes"})
+        assert status == 400 and "dry_run" in body["error"]
+        status, _ = daemon.call("POST", "/lifecycle", {}, token="wrong")
+        assert status == 401
+        status, body = daemon.call("POST", "/lifecycle", {"phases": ["consolidate"],
+                                                          "dry_run": True})
+        assert status == 200 and body["phases"][0]["actions"][0]["kind"] == "merge"
+        assert not (root / "archive" / "episodic").exists()  # a dry run writes nothing
+
+
+def test_lifecycle_goes_through_the_daemon_when_it_runs(tmp_path: Path) -> None:
+    root = make_vault(tmp_path, notes=NOTES)
+    embedder = HashEmbedder(builtin_profiles(tmp_path)["hash-256"])
+    with running_daemon(root) as daemon, open_vault(root, env={}, daemon="never",
+                                                    embedder=embedder) as v:
+        result = lifecycle_anywhere(v, ["connect", "consolidate"])
+        assert result["phases"][1]["actions"][0]["kind"] == "merge"
+        assert v._store is None  # this process never opened the index
+        assert "on request" in daemon.daemon.stats.lifecycle["consolidate"]["summary"]
+        # and the CLI: `vaultd lifecycle` (not a dry run) is answered by the daemon
+        assert "age" not in daemon.daemon.stats.lifecycle
+        cli = vaultd(root, "lifecycle", "--phase", "age", "--json", env=env_for(tmp_path))
+        assert cli.returncode == 0, cli.stderr
+        assert json.loads(cli.stdout)["phases"][0]["phase"] == "age"
+        assert "on request" in daemon.daemon.stats.lifecycle["age"]["summary"]
+
+
+def test_lifecycle_runs_in_process_without_a_daemon(tmp_path: Path) -> None:
+    root = make_vault(tmp_path, notes=NOTES)
+    cli = vaultd(root, "lifecycle", "--phase", "consolidate", "--json", env=env_for(tmp_path))
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["phases"][0]["actions"][0]["kind"] == "merge"
+    assert (root / "archive" / "episodic" / "2026-10-02.md").exists()
