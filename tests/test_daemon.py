@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +34,7 @@ from daemon_helpers import (
     write,
 )
 
+from vaultd import layout
 from vaultd.client import DaemonError
 from vaultd.daemon_files import (
     Lock,
@@ -524,3 +526,20 @@ def test_local_forces_in_process(failing_daemon: list[str], tmp_path: Path) -> N
     assert json.loads(result.stdout)["hits"][0]["path"] == "semantic/beta.md"
     assert "no daemon running" not in result.stderr
     assert failing_daemon == []
+
+
+def test_searches_are_recorded_as_recalls_without_waiting_for_the_writer(
+        daemon: Running) -> None:
+    """Recall promotion still counts searches made through the daemon; the recalls are written
+    by a thread of their own, so a search is answered even while the index is write-locked."""
+    store = Store(layout.index_path(daemon.root))
+    try:
+        with store.transaction():  # holds the write lock, as a long batch would
+            started = time.monotonic()
+            answer = daemon.search("caracal", k=3, mode="hybrid")
+            assert answer["hits"] and time.monotonic() - started < 5.0
+        wait_for(lambda: store.conn.execute(
+            "SELECT count(*) FROM recalls WHERE query = 'caracal'").fetchone()[0] > 0,
+            "the search's recalls")
+    finally:
+        store.close()
