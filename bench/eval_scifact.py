@@ -64,10 +64,11 @@ def ensure_index(vault: Path, poll: float) -> dict[str, Any]:
     """`vaultd init` + `vaultd index` in the background, polling the index for progress."""
     subprocess.run(vaultd_cli("init", str(vault)), check=True, stdout=subprocess.DEVNULL)
     log = vault.parent / "index.log"
-    started = time.perf_counter()
-    with open(log, "w") as err:
+    report = vault.parent / "index.json"  # a file, not a pipe: the report of 5k new paths
+    started = time.perf_counter()  # outgrows a pipe's buffer and the child would block on it
+    with open(log, "w") as err, open(report, "w") as out_file:
         proc = subprocess.Popen(vaultd_cli("--vault", str(vault), "index", "--json"),
-                                stdout=subprocess.PIPE, stderr=err, text=True)
+                                stdout=out_file, stderr=err, text=True)
         last = ""
         while proc.poll() is None:
             time.sleep(poll)
@@ -79,10 +80,9 @@ def ensure_index(vault: Path, poll: float) -> dict[str, Any]:
             if line != last:
                 print(f"{line} ({time.perf_counter() - started:.0f}s)", flush=True)
                 last = line
-        out = proc.stdout.read() if proc.stdout else ""
     if proc.returncode != 0:
         raise SystemExit(f"vaultd index failed ({proc.returncode}); see {log}")
-    return json.loads(out)
+    return json.loads(report.read_text(encoding="utf-8"))
 
 
 def sweep(vault: Vault, queries: list[Query]) -> dict[str, Any]:

@@ -1,16 +1,18 @@
 """Indexing throughput: vaultd's whole pipeline against raw onnxruntime on the same chunk texts.
 
-    python bench/index_throughput.py [--data DIR] [--out DIR]
+    python bench/index_throughput.py [--corpus til|tldr] [--no-raw] [--data DIR] [--out DIR]
 
-1. Extract til.tar.gz to bench/out/til, `vaultd init` it, drop any old index, and index from
-   scratch with the default model: files, chunks, seconds, chunks/s (with a breakdown of where
-   the time went: embedding, token counting for chunking, the rest).
+1. Extract the corpus (til.tar.gz or tldr-pages-en.tar.gz) to bench/out/<corpus>, `vaultd init`
+   it, drop any old index, and index from scratch with the default model: files, chunks,
+   seconds, chunks/s (with a breakdown of where the time went: embedding, token counting for
+   chunking, the rest). Then one line appended to one note: seconds and chunks embedded.
 2. Read the embedded texts back from the index (heading line + "\\n" + text, as
    `Chunk.embed_text`) and embed them with bare tokenizers + onnxruntime (2 intra-op threads,
    batches of 8 in length-sorted order, mean pooling, L2 norm): raw chunks/s, ratio vaultd/raw.
 3. Index again: an unchanged vault embeds nothing.
 
-Prints a short report; writes bench/out/index_throughput.json.
+Prints a short report; writes bench/out/index_throughput[-<corpus>].json (til keeps the old
+name).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from vaultd.vault import cache_dir, open_vault
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-TARBALL = "til.tar.gz"
+CORPORA = {"til": "til.tar.gz", "tldr": "tldr-pages-en.tar.gz"}
 BATCH = 8
 THREADS = 2
 
@@ -58,12 +60,14 @@ class Timer:
             self.calls += 1
 
 
-def extract(data: Path, out: Path) -> Path:
-    vault = out / "til"
+def extract(data: Path, out: Path, corpus: str) -> Path:
+    """til.tar.gz holds a folder `til/`; tldr's holds `pages/`, extracted into `tldr/`."""
+    vault = out / corpus
     if not (vault / ".extracted").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(data / TARBALL) as tar:
-            tar.extractall(out, filter="data")
+        target = out if corpus == "til" else vault
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(data / CORPORA[corpus]) as tar:
+            tar.extractall(target, filter="data")
         (vault / ".extracted").write_text("ok\n")
     return vault
 
@@ -83,6 +87,12 @@ def index_vaultd(vault_dir: Path) -> dict[str, Any]:
         report = vault.index()
         counts = vault.store.counts()
         again = vault.index()
+        # one line appended to one note (the largest, so the note has several chunks)
+        note = max((p for p in vault_dir.rglob("*.md") if ".vaultd" not in p.parts),
+                   key=lambda p: p.stat().st_size)
+        with note.open("a", encoding="utf-8") as fh:
+            fh.write("\nOne more line, added by the benchmark.\n")
+        edited = vault.index()
         texts = [f"{h}\n{t}" if h else t for h, t in vault.store.conn.execute(
             "SELECT c.heading, c.text FROM chunks c GROUP BY c.hash ORDER BY min(c.rowid)")]
     return {
@@ -99,6 +109,9 @@ def index_vaultd(vault_dir: Path) -> dict[str, Any]:
         "embed_batches": batch.calls, "count_tokens_calls": count.calls,
         "reindex": {"seconds": again.seconds, "chunks_embedded": again.chunks_embedded,
                     "unchanged": again.unchanged},
+        "one_line_edit": {"note": note.relative_to(vault_dir).as_posix(),
+                          "seconds": edited.seconds, "chunks_embedded": edited.chunks_embedded,
+                          "chunks_reused": edited.chunks_reused},
         "_texts": texts,
     }
 
@@ -139,13 +152,28 @@ def embed_raw(texts: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"folder with {TARBALL}")
+    parser.add_argument("--corpus", choices=sorted(CORPORA), default="til")
+    parser.add_argument("--no-raw", action="store_true", help="skip the raw onnxruntime run")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with the tarballs")
     parser.add_argument("--out", type=Path, default=BENCH / "out")
     args = parser.parse_args(argv)
 
-    vault_dir = extract(args.data, args.out)
+    vault_dir = extract(args.data, args.out, args.corpus)
     ours = index_vaultd(vault_dir)
     texts = ours.pop("_texts")
+    edit = ours["one_line_edit"]
+    print(f"one-line edit of {edit['note']}: {edit['seconds']:.2f} s, "
+          f"{edit['chunks_embedded']} chunk(s) embedded, {edit['chunks_reused']} reused")
+    suffix = "" if args.corpus == "til" else f"-{args.corpus}"
+    if args.no_raw:
+        print(f"{args.corpus}: {ours['files']} files → {ours['chunks']} chunks; vaultd index "
+              f"{ours['seconds']:.1f} s, {ours['chunks_per_s']:.1f} chunks/s")
+        out = {"benchmark": f"{args.corpus}-index-throughput", "vaultd": vaultd.__version__,
+               "python": platform.python_version(), "vaultd_index": ours}
+        path = args.out / f"index_throughput{suffix}.json"
+        path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {path}")
+        return 0
     raw = embed_raw(texts)
     raw_vectors = raw.pop("_vectors")
     with open_vault(vault_dir) as vault:  # same vectors? (sanity: same texts, same model)
@@ -156,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     min_cos = float((stored * raw_vectors).sum(axis=1).min())
     ratio = ours["chunks_per_s"] / raw["chunks_per_s"]
 
-    print(f"til: {ours['files']} files → {ours['chunks']} chunks "
+    print(f"{args.corpus}: {ours['files']} files → {ours['chunks']} chunks "
           f"({ours['chunks_embedded']} embedded)")
     print(f"vaultd index : {ours['seconds']:7.1f} s  {ours['chunks_per_s']:6.1f} chunks/s")
     for part, seconds in ours["breakdown_s"].items():
@@ -170,10 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"re-index unchanged: {again['seconds']:.2f} s, "
           f"{again['chunks_embedded']} chunks embedded")
 
-    out = {"benchmark": "til-index-throughput", "vaultd": vaultd.__version__,
+    out = {"benchmark": f"{args.corpus}-index-throughput", "vaultd": vaultd.__version__,
            "python": platform.python_version(), "vaultd_index": ours, "raw_onnxruntime": raw,
            "ratio_vaultd_over_raw": ratio, "min_cosine_vaultd_vs_raw": min_cos}
-    path = args.out / "index_throughput.json"
+    path = args.out / f"index_throughput{suffix}.json"
     path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {path}")
     return 0
