@@ -1,14 +1,23 @@
 """Crash safety (issue #7, point 2): SIGKILL a real daemon at random moments while it indexes,
 runs the lifecycle and flushes; restart it and check that nothing was lost or torn.
 
-One iteration: write a burst of new and edited notes (the manifest keeps the exact body of
-each), start the phase's work — the daemon indexes the burst (`index`), `POST /flush`
-(`flush`), or a `vaultd lifecycle --phase all` process runs beside the daemon (`lifecycle`,
-which is killed too) — then SIGKILL after a delay drawn from a seeded RNG within that work's
-busy window. Restart, wait until the daemon is idle, and check:
+One iteration: write a burst of new and edited notes and a new daily log (the manifest keeps
+the exact body of each note and the exact words of each entry), start the phase's work — the
+daemon indexes the burst (`index`), `POST /flush` (`flush`) or `POST /lifecycle` with every
+phase (`lifecycle`) — then SIGKILL the daemon after a delay drawn from a seeded RNG within that
+work's busy window. The daily logs give the lifecycle real work: groups of entries that say
+nearly the same thing (consolidated into a merged note, the members moved to archive/),
+near-duplicates (pruned), one-offs (reprieved, then faded to archive/). Restart, wait until the
+daemon is idle, and check:
 
 - every note the test wrote is there with exactly its body (vaultd may only add frontmatter
-  keys such as `related:`), and its frontmatter still parses;
+  keys such as `related:`), and every file's frontmatter still parses;
+- no entry's words are lost: each entry the test wrote is, word for word, in its daily log or
+  in the same-named archive/ file (a move cut short may leave it in both, never twice in one);
+  no entry is a source of two merged notes, and every source of a merged note still exists;
+- after a lifecycle kill, the lifecycle runs again to its end and then each entry exists
+  exactly once across the live and archived files, and every merged note's sources are in
+  archive/ (an interrupted consolidation or fade converges);
 - no temporary file of an interrupted write is left in the vault;
 - MEMORY.md holds one balanced managed block, with the user's text around it unchanged;
 - `vaultd doctor` is clean.
@@ -42,12 +51,12 @@ from vaultd.vault import open_vault
 
 PHASES = ("index", "flush", "lifecycle")
 # Delay before the kill, in seconds, per phase: the window in which that work is in flight
-# on this machine with the fake embedder (a lifecycle process spends its first second or so
-# importing).
-WINDOWS = {"index": (0.02, 0.15), "flush": (0.0, 0.6), "lifecycle": (0.4, 2.5)}
+# on this machine with the fake embedder.
+WINDOWS = {"index": (0.02, 0.15), "flush": (0.0, 0.6), "lifecycle": (0.0, 0.5)}
 NO_CRON = "".join(f'{p}_cron = ""\n' for p in (
     "connect", "promote", "consolidate", "route", "age", "heartbeat", "prune", "flush"))
-CONFIG = FAST_CONFIG + "\n[lifecycle]\n" + NO_CRON  # only the harness decides when work runs
+# only the harness decides when work runs; one-offs start fading after a few newer entries
+CONFIG = FAST_CONFIG + "\n[lifecycle]\nnewer_entries = 6\n" + NO_CRON
 WORDS = ("deploy", "rollback", "postgres", "pool", "webhook", "refund", "retry", "queue",
          "cache", "index", "schema", "token", "latency", "budget", "release", "canary", "alert",
          "metric", "backup", "restore", "vault", "search")
@@ -75,6 +84,9 @@ class CrashHarness:
         self.root = make_vault(workdir, "crash", config=CONFIG)
         self.env = env_for(workdir)
         self.manifest: dict[str, str] = {}  # vault path → the exact body the test wrote
+        self.entries: dict[str, tuple[str, str]] = {}  # entry block → (daily log, heading key)
+        self.days = 0
+        self.actions = {"merge": 0, "fade": 0, "reprieve": 0}  # done by the lifecycle re-runs
         memory = (self.root / "MEMORY.md").read_text(encoding="utf-8")
         self.memory_head, rest = memory.split(BEGIN, 1)
         self.memory_tail = rest.split(END, 1)[1]
@@ -154,6 +166,37 @@ class CrashHarness:
         for rel in self.rng.sample(sorted(self.manifest), min(len(self.manifest),
                                                               self.rng.randint(0, 5))):
             self._write(rel)
+        self._daily_log()
+
+    def _daily_log(self) -> None:
+        """A new day's log: two entries of the current consolidation group (a group gets four
+        members over two days: nearly the same words, each with a few of its own), one-offs of
+        words nobody else uses, and now and then a near-duplicate of the last one-off."""
+        self.days += 1
+        day = f"2026-{1 + (self.days - 1) // 28:02d}-{1 + (self.days - 1) % 28:02d}"
+        group = (self.days - 1) // 2
+        texts = []
+        shared = " ".join(f"{w}{group}" for w in WORDS[group % 7:group % 7 + 14])
+        texts = [(self._unique(), f"{shared} {self._unique()} {self._unique()}")
+                 for _ in range(2)]
+        for _ in range(self.rng.randint(1, 3)):  # 40 words: nothing else shares them
+            texts.append((self._unique(), " ".join(self._unique() for _ in range(40))))
+        if self.rng.random() < 0.5:  # the same words again a little later: pruned
+            texts.append(texts[-1])
+        body = ""
+        for i, (title, text) in enumerate(texts):
+            self.count += 1
+            key = f"{9 + i // 6:02d}:{i % 6 * 10:02d} — {title}"
+            block = f"## {key}\n{text} m{self.count:05d}"
+            body += f"\n{block}\n"
+            self.entries[block] = (f"episodic/{day}.md", key)
+        path = self.root / "episodic" / f"{day}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"---\ntype: episodic\ncreated: {day}\ntags: [daily]\n---\n# {day}\n"
+                        + body, encoding="utf-8")
+
+    def _unique(self) -> str:
+        return f"u{self.rng.randrange(16**6):06x}"
 
     def _write(self, rel: str) -> None:
         words = [self.rng.choice(WORDS) for _ in range(self.rng.randint(20, 120))]
@@ -175,24 +218,37 @@ class CrashHarness:
                                       daemon=True)
             worker.start()
         elif phase == "lifecycle":
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "vaultd", "--vault", str(self.root), "lifecycle",
-                 "--phase", "all"], env=self.env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            info = read_info(self.root) or {}
+            worker = threading.Thread(target=self._post_lifecycle, args=(int(info["port"]),),
+                                      daemon=True)
+            worker.start()
         time.sleep(delay)
         busy = self._busy(worker)
-        if isinstance(worker, subprocess.Popen):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, signal.SIGKILL)
-            worker.wait(30)
         self.kill()
-        if isinstance(worker, threading.Thread):
+        if worker is not None:
             worker.join(30)
         outcome = Outcome(number, phase, delay, busy)
         self.start()
         self.wait_idle()
         outcome.failures = self.verify()
+        if phase == "lifecycle":  # what the kill cut short must converge when it runs again
+            info = read_info(self.root) or {}
+            status, data = call(int(info["port"]), "POST", "/lifecycle", {"phases": "all"},
+                                token=read_token(self.root), timeout=120)
+            if status != 200:
+                outcome.failures.append(f"the lifecycle after the restart failed: {data}")
+            for report in data.get("phases", []):
+                for kind in ("merge", "fade", "reprieve"):
+                    self.actions[kind] += sum(a["kind"] == kind for a in report["actions"])
+            self.wait_idle()
+            outcome.failures += [f"after the lifecycle ran again: {f}"
+                                 for f in self.verify(converged=True)]
         return outcome
+
+    def _post_lifecycle(self, port: int) -> None:
+        with contextlib.suppress(Exception):  # the kill cuts the answer off
+            call(port, "POST", "/lifecycle", {"phases": "all"}, token=read_token(self.root),
+                 timeout=60)
 
     def _post_flush(self, port: int) -> None:
         with contextlib.suppress(Exception):  # the kill cuts the answer off
@@ -201,14 +257,12 @@ class CrashHarness:
     def _busy(self, worker: Any) -> bool:
         if isinstance(worker, threading.Thread):
             return worker.is_alive()
-        if isinstance(worker, subprocess.Popen):
-            return worker.poll() is None
         health = self._get("/health")
         return bool(health is None or health["queue"] or health["index_lag"])
 
     # -- checks
-    def verify(self) -> list[str]:
-        failures = []
+    def verify(self, converged: bool = False) -> list[str]:
+        failures = self._check_entries(converged)
         for rel, body in sorted(self.manifest.items()):
             path = self.root / rel
             try:
@@ -220,11 +274,7 @@ class CrashHarness:
             if "\n".join(lines) != body:
                 failures.append(f"{rel}: body differs from what was written "
                                 f"({len(text)} characters on disk)")
-            try:
-                meta = yaml.safe_load("\n".join(fm or []))
-            except yaml.YAMLError as exc:
-                failures.append(f"{rel}: frontmatter no longer parses: {exc}")
-                continue
+            meta = self.meta.get(rel)
             if not isinstance(meta, dict) or meta.get("title") != Path(rel).stem:
                 failures.append(f"{rel}: frontmatter lost its title: {meta!r}")
         temps = [p.relative_to(self.root).as_posix() for p in self.root.rglob(f"*{TEMP_SUFFIX}")]
@@ -234,6 +284,56 @@ class CrashHarness:
         with open_vault(self.root, env=self.env, daemon="never") as vault:
             report = vault.doctor()
         failures.extend(f"doctor: {f.message}" for f in report.findings)
+        return failures
+
+    def _check_entries(self, converged: bool) -> list[str]:
+        """Every entry the harness wrote, word for word, across the live and archived files
+        (a merged note copies sentences: it is checked through its sources instead)."""
+        failures: list[str] = []
+        self.meta: dict[str, Any] = {}
+        live: dict[str, str] = {}
+        archived: dict[str, str] = {}
+        merged: dict[str, list[str]] = {}
+        for path in sorted(self.root.rglob("*.md")):
+            rel = path.relative_to(self.root).as_posix()
+            if rel.startswith(".vaultd/"):
+                continue
+            text = path.read_text(encoding="utf-8")
+            fm, _ = split_frontmatter(text)
+            try:
+                meta = yaml.safe_load("\n".join(fm or [])) or {}
+            except yaml.YAMLError as exc:
+                failures.append(f"{rel}: frontmatter no longer parses: {exc}")
+                continue
+            self.meta[rel] = meta
+            if isinstance(meta, dict) and meta.get("consolidation"):
+                merged[rel] = [str(s) for s in meta.get("consolidated_from") or []]
+            elif rel.startswith("archive/"):
+                archived[rel.removeprefix("archive/")] = text
+            else:
+                live[rel] = text
+        for block, (rel, _key) in self.entries.items():
+            here = live.get(rel, "").count(block + "\n")
+            there = archived.get(rel, "").count(block + "\n")
+            where = f"{rel}: entry {block.splitlines()[0]!r}"
+            if here + there == 0:
+                failures.append(f"{where} lost")
+            elif here > 1 or there > 1 or (converged and here + there != 1):
+                failures.append(f"{where} is {here} time(s) in the log and {there} in archive/")
+        sources: dict[str, str] = {}
+        for rel, members in merged.items():
+            for source in members:
+                if source in sources:
+                    failures.append(f"{source} merged into both {sources[source]} and {rel}")
+                sources[source] = rel
+                file_part, _, key = source.partition("#")
+                heading = f"## {key}\n"
+                here = heading in live.get(file_part, "")
+                there = heading in archived.get(file_part, "")
+                if not (here or there):
+                    failures.append(f"{rel}: its source {source} is gone")
+                elif converged and (here or not there):
+                    failures.append(f"{rel}: its source {source} is still in the log")
         return failures
 
     def _check_memory(self) -> list[str]:
@@ -262,19 +362,25 @@ def run_soak(workdir: Path, iterations: int, seed: int) -> dict[str, Any]:
             outcomes.append(harness.iteration(number, PHASES[number % len(PHASES)]))
     finally:
         harness.stop()
+    merged = [p for p in harness.root.rglob("semantic/*.md")
+              if "consolidation:" in p.read_text(encoding="utf-8")]
     kills = {p: sum(o.phase == p for o in outcomes) for p in PHASES}
     busy = {p: sum(o.phase == p and o.busy for o in outcomes) for p in PHASES}
     failed = [o.to_dict() for o in outcomes if o.failures]
     return {"iterations": len(outcomes), "seed": seed, "kills": kills, "kills_while_busy": busy,
-            "notes_written": len(harness.manifest), "failures": failed,
+            "notes_written": len(harness.manifest), "entries_written": len(harness.entries),
+            "merged_notes": len(merged), "lifecycle_reruns": harness.actions, "failures": failed,
             "seconds": round(time.perf_counter() - started, 1), "root": str(harness.root)}
 
 
 def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
-    summary = run_soak(tmp_path, iterations=6, seed=7)
+    summary = run_soak(tmp_path, iterations=9, seed=7)
     assert summary["failures"] == [], json.dumps(summary["failures"], indent=1)
-    assert summary["kills"] == {"index": 2, "flush": 2, "lifecycle": 2}
+    assert summary["kills"] == {"index": 3, "flush": 3, "lifecycle": 3}
     assert sum(summary["kills_while_busy"].values()) >= 1  # the kills did land mid-work
+    assert summary["kills_while_busy"]["lifecycle"] >= 1
+    # the lifecycle had real work: entries were merged, reprieved or faded
+    assert summary["merged_notes"] >= 1 and summary["lifecycle_reruns"]["reprieve"] >= 1
     root = Path(summary["root"])
     result = vaultd(root, "doctor", "--json", env=env_for(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr

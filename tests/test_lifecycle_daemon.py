@@ -101,3 +101,72 @@ def test_lifecycle_runs_in_process_without_a_daemon(tmp_path: Path) -> None:
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["phases"][0]["actions"][0]["kind"] == "merge"
     assert (root / "archive" / "episodic" / "2026-10-02.md").exists()
+
+
+# -- a consolidation cut short by a crash (regressions found by tests/test_crash.py: re-running
+#    the lifecycle archived an entry a second time and merged it into a second note)
+
+DAY1, DAY2 = "episodic/2026-10-01.md", "episodic/2026-10-02.md"
+MEMBERS = ("alpha bravo", "charlie delta", "echo foxtrot")
+
+
+def _consolidated(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    """A vault consolidated once; returns it and its daily logs' bytes before."""
+    root = make_vault(tmp_path, notes=NOTES)
+    before = {rel: (root / rel).read_bytes() for rel in (DAY1, DAY2)}
+    with open_vault(root, env=env_for(tmp_path), daemon="never") as v:
+        v.index()
+        [report] = v.lifecycle(["consolidate"])
+        assert report["actions"][0]["kind"] == "merge"
+    return root, before
+
+
+def _rerun_and_check(root: Path, tmp_path: Path) -> None:
+    with open_vault(root, env=env_for(tmp_path), daemon="never") as v:
+        v.index()
+        v.lifecycle(["connect", "consolidate", "age", "prune"])
+        v.lifecycle(["consolidate"])
+    merged = [p for p in (root / "semantic").glob("*.md")]
+    assert len(merged) == 1, merged  # no second merged note
+    live = "".join((root / rel).read_text(encoding="utf-8") for rel in (DAY1, DAY2))
+    archived = "".join((root / "archive" / rel).read_text(encoding="utf-8")
+                       for rel in (DAY1, DAY2) if (root / "archive" / rel).exists())
+    for words in MEMBERS:  # moved, each exactly once
+        assert (live.count(words), archived.count(words)) == (0, 1), words
+    for words in ("ramen", "bike tyre"):
+        assert (live.count(words), archived.count(words)) == (1, 0), words
+
+
+def test_a_move_cut_after_the_archive_copy_is_finished_not_copied_again(tmp_path: Path) -> None:
+    root, before = _consolidated(tmp_path)
+    for rel, data in before.items():  # killed after the copies, before the sources were cut
+        (root / rel).write_bytes(data)
+    _rerun_and_check(root, tmp_path)
+
+
+def test_a_consolidation_cut_after_the_merged_note_is_finished(tmp_path: Path) -> None:
+    root, before = _consolidated(tmp_path)
+    for rel, data in before.items():  # killed right after the merged note was written
+        (root / rel).write_bytes(data)
+        (root / "archive" / rel).unlink()
+    _rerun_and_check(root, tmp_path)
+
+
+def test_a_consolidation_cut_halfway_is_finished(tmp_path: Path) -> None:
+    root, before = _consolidated(tmp_path)
+    (root / DAY1).write_bytes(before[DAY1])  # DAY2's member moved; DAY1's two not yet
+    (root / "archive" / DAY1).unlink()
+    _rerun_and_check(root, tmp_path)
+
+
+def test_finishing_a_consolidation_leaves_an_entry_changed_since(tmp_path: Path) -> None:
+    root, before = _consolidated(tmp_path)
+    edited = before[DAY1].decode().replace("alpha bravo", "alpha bravo, edited")
+    (root / DAY1).write_text(edited, encoding="utf-8")
+    (root / "archive" / DAY1).unlink()
+    with open_vault(root, env=env_for(tmp_path), daemon="never") as v:
+        v.index()
+        v.lifecycle(["consolidate"])
+    live = (root / DAY1).read_text(encoding="utf-8")
+    assert "alpha bravo, edited" in live and "charlie delta" not in live
+    assert "charlie delta" in (root / "archive" / DAY1).read_text(encoding="utf-8")

@@ -551,6 +551,7 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> Non
                  for k, v in state.items()}
         rest = edits.set_frontmatter(rest, {"vaultd": {k: v for k, v in state.items() if v}
                                             or None})
+    moved: str | None = None
     with edits.locked(dest):
         before = dest.read_bytes() if dest.exists() else None
         current = before.decode("utf-8") if before is not None else \
@@ -558,17 +559,20 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> Non
         state = edits.get_frontmatter(view.path, current)
         archived = dict(state.get("archived") or {}) if isinstance(state.get("archived"),
                                                                     dict) else {}
-        archived[view.key] = {"at": stamp["archived_at"], "reason": reason,
-                              "from": view.path}
-        current = edits.set_frontmatter(current, {"archived": archived})
-        moved = current.rstrip("\n") + "\n\n" + taken.strip("\n") + "\n"
-        edits.atomic_write(dest, moved)
+        # a move a crash cut short (copy written, source not yet cut) is finished, not
+        # copied a second time
+        if not (view.key in archived and _holds(f"{ARCHIVE}/{view.path}", current, view)):
+            archived[view.key] = {"at": stamp["archived_at"], "reason": reason,
+                                  "from": view.path}
+            current = edits.set_frontmatter(current, {"archived": archived})
+            moved = current.rstrip("\n") + "\n\n" + taken.strip("\n") + "\n"
+            edits.atomic_write(dest, moved)
     try:
         edits.replace_checked(snap, rest)
     except edits.ConflictError:
         # the source changed after our read, so the entry stays there: take back its copy
         with edits.locked(dest):
-            if dest.read_bytes() == moved.encode("utf-8"):
+            if moved is not None and dest.read_bytes() == moved.encode("utf-8"):
                 if before is None:
                     dest.unlink()  # the archive file we just created, holding only this copy
                 else:
@@ -576,6 +580,51 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> Non
         raise
     out.written.append(view.path)
     out.created.append(dest.relative_to(root).as_posix())
+
+
+def _holds(rel: str, text: str, view: EntryView) -> bool:
+    """Whether `text` (of the archive file `rel`) has the entry `view` word for word."""
+    from vaultd.notes import parse
+
+    return any(e.key == view.key and _entry_hash(e.text) == view.hash
+               for e in parse(rel, text).entries)
+
+
+def _entry_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def finish_interrupted(root: Path, views: list[EntryView]) -> Outcome:
+    """Finish what a crash (SIGKILL, power loss) cut short, so a re-run converges:
+    - a daily-log entry whose exact copy is already in its archive file under the same key
+      (the copy was written, the source not yet cut) leaves the log;
+    - an entry still in its log that a merged note lists as a source, with the text it was
+      merged from (`consolidated_hashes`), moves to archive/ as the consolidation meant to.
+    An entry changed since keeps its place. Nothing is deleted: each one is moved."""
+    out = Outcome()
+    copies = {(v.path.removeprefix(f"{ARCHIVE}/"), v.key, v.hash)
+              for v in views if v.archived and v.is_daily}
+    merged: dict[tuple[str, str], str] = {}  # (source, hash) → why
+    for v in views:
+        fm = v.frontmatter
+        sources, hashes = fm.get("consolidated_from"), fm.get("consolidated_hashes")
+        if v.archived or not fm.get("consolidation") or not isinstance(sources, list) \
+                or not isinstance(hashes, list) or len(sources) != len(hashes):
+            continue
+        for source, digest in zip(sources, hashes):
+            merged[(str(source), str(digest))] = \
+                f"consolidated into {v.path} ({fm['consolidation']})"
+    for v in sorted((v for v in views if not v.archived and v.is_daily),
+                    key=lambda v: (v.path, -v.start_line)):
+        why = ("finishing an interrupted move" if (v.path, v.key, v.hash) in copies
+               else merged.get((f"{v.path}#{v.key}", v.hash)))
+        if why is None:
+            continue
+        try:
+            archive_entry(root, v, why, out)
+        except (edits.ConflictError, FileNotFoundError) as exc:
+            out.conflicts.append(str(exc))
+    return out
 
 
 def apply_state(root: Path, views: dict[str, EntryView], plan: Plan) -> Outcome:
@@ -621,6 +670,9 @@ def merge_note(action: Action, views: dict[str, EntryView], merge_id: str,
     meta = {"type": "semantic", "title": action.data["title"],
             "created": dt.date.today().isoformat(), "status": "proven",
             "consolidation": merge_id, "consolidated_from": sources,
+            # what each source said when merged: a consolidation a crash cut short is finished
+            # on these (see finish_interrupted), never on an entry changed since
+            "consolidated_hashes": [v.hash for v in members],
             "tags": action.data["tags"], "merged_by": merged_by}
     if rejected:
         meta["llm_rejected"] = rejected

@@ -291,6 +291,11 @@ class Vault:
         reports = []
         th = self.thresholds()
         cfg = self.settings.lifecycle
+        if not dry_run and {"consolidate", "age", "prune"} & set(phases):
+            # first finish any move or consolidation a crash cut short, so a re-run converges
+            finished = lc.finish_interrupted(self.root, lc.snapshot(self.store)[0])
+            if finished.written or finished.created:
+                self.indexer().sync_paths(finished.written + finished.created)
         for phase in phases:
             views, matrix = lc.snapshot(self.store)
             by_id = {v.id: v for v in views}
