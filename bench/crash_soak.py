@@ -5,7 +5,9 @@ tests/test_crash.py, for many iterations).
     python bench/crash_soak.py --iterations 100 [--seed 1] [--out bench/out/crash_soak.json]
 
 Prints and writes a JSON summary: iterations, kills per phase (and how many landed while that
-work was in flight), failures. Exit 1 when any iteration failed.
+work was in flight: indexing, `POST /flush`, `POST /lifecycle` with every phase), notes and
+daily-log entries written, merged notes at the end, what the uninterrupted lifecycle run after
+each lifecycle kill did (merges, fades, reprieves), failures. Exit 1 when any iteration failed.
 """
 
 from __future__ import annotations

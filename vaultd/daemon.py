@@ -404,6 +404,7 @@ class Daemon:
                         f"{time.perf_counter() - started:.2f}s")
                 for phase in phases:
                     self.stats.lifecycle[phase] = {"at": time.time(), "summary": line}
+                log.info("lifecycle %s: %s", ",".join(phases), line)
         except Exception as exc:
             self.stats.errors += 1
             log.exception("lifecycle %s on request failed", ",".join(phases))
