@@ -19,14 +19,16 @@ from vaultd import layout
 from vaultd.client import DaemonClient, DaemonDown
 from vaultd.config import Settings, load_settings
 from vaultd.embedder import Embedder, Kind, ModelProfile, make_embedder, resolve_profile
-from vaultd.indexer import Indexer, IndexReport, Progress
-from vaultd.lifecycle import Thresholds
 from vaultd.search import Hit, Mode, Searcher, SearchOptions, hit_from_dict
 from vaultd.store import Filters, Store
 from vaultd.vectors import VectorIndex
 
 if TYPE_CHECKING:
     import numpy as np
+
+    # imported where used: a search or an embed needs neither (cold start, CLI wall time)
+    from vaultd.indexer import Indexer, IndexReport, Progress
+    from vaultd.lifecycle import Thresholds
 
 VAULT_FOLDERS = ("episodic", "semantic", "procedural")
 DaemonMode = Literal["auto", "never"]
@@ -141,6 +143,8 @@ class Vault:
 
     # -- verbs
     def indexer(self) -> Indexer:
+        from vaultd.indexer import Indexer
+
         return Indexer(self.root, self.store, self.embedder, ignore=self.ignore,
                        max_file_bytes=self.settings.index.max_file_bytes,
                        chunk_tokens=self.settings.index.chunk_tokens)
@@ -275,6 +279,8 @@ class Vault:
         return edits.append_entry(self.root, text, tags=tags)
 
     def thresholds(self) -> Thresholds:
+        from vaultd.lifecycle import Thresholds
+
         p = self.profile
         return Thresholds(link=p.link_threshold, consolidate=p.consolidate_threshold,
                           duplicate=p.duplicate_threshold, route=p.route_threshold)
