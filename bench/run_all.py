@@ -3,10 +3,14 @@
     python bench/run_all.py [--quick] [--prototype DIR] [--skip STEP ...]
 
 Steps: `compare` (bench/compare_stacks.py: vaultd vs chromadb vs sentence-transformers —
-throughput, latency, cold start, RSS, quality), `scale` (bench/scale_latency.py: 1k/10k/100k,
-library and daemon, breakdown), `fixes` (bench/speed_fixes.py: candidate fixes part by part),
-`prototype` (only with --prototype DIR: scale_latency.py again with DIR first on PYTHONPATH, a
-patched copy of vaultd, into bench/out/scale_latency.prototype.json) and `plots`.
+throughput, latency, cold start, RSS, quality), `throughput` (bench/index_throughput.py on til,
+with the raw onnxruntime ceiling, and on tldr: chunks/s, one-line edit), `scale`
+(bench/scale_latency.py: 1k/10k/100k, library and daemon, breakdown), `fixes`
+(bench/speed_fixes.py: candidate fixes part by part), `daemon` (bench/daemon_bench.py:
+edit→searchable, copy-in, idle CPU, RSS, CLI wall time), `prototype` (only with --prototype DIR:
+scale_latency.py again with DIR first on PYTHONPATH, a patched copy of vaultd, into
+bench/out/scale_latency.prototype.json) and `plots`. The crash soak (bench/crash_soak.py) is
+separate.
 
 Prerequisites: the SciFact index (python bench/eval_scifact.py); a Python with chromadb
 ($BENCH_CHROMA_PYTHON, default /tmp/chromavenv/bin/python) and one with sentence-transformers and
@@ -28,7 +32,7 @@ from pathlib import Path
 from benchlib import CHROMA_PY
 
 BENCH = Path(__file__).resolve().parent
-STEPS = ("compare", "scale", "fixes", "prototype", "plots")
+STEPS = ("compare", "throughput", "scale", "fixes", "daemon", "prototype", "plots")
 
 
 def run(args: list[str], env: dict[str, str] | None = None) -> None:
@@ -48,11 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     quick_scale = ["--sizes", "1000", "--reps", "1", "--queries", "20"]
     if "compare" not in args.skip:
         run([py, str(BENCH / "compare_stacks.py"), *(quick_compare if args.quick else [])])
+    if "throughput" not in args.skip and not args.quick:
+        run([py, str(BENCH / "index_throughput.py"), "--corpus", "til"])
+        run([py, str(BENCH / "index_throughput.py"), "--corpus", "tldr", "--no-raw"])
     if "scale" not in args.skip:
         run([py, str(BENCH / "scale_latency.py"), *(quick_scale if args.quick else [])])
     if "fixes" not in args.skip:
         run([py, str(BENCH / "speed_fixes.py"),
              *(["--sizes", "1000", "--queries", "20"] if args.quick else [])])
+    if "daemon" not in args.skip:
+        run([py, str(BENCH / "daemon_bench.py"),
+             *(["--idle-seconds", "10", "--edits", "5"] if args.quick else [])])
     if args.prototype and "prototype" not in args.skip:
         env = {"PYTHONPATH": os.pathsep.join([str(args.prototype.resolve()),
                                               os.environ.get("PYTHONPATH", "")])}
