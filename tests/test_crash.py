@@ -51,8 +51,11 @@ from vaultd.vault import open_vault
 
 PHASES = ("index", "flush", "lifecycle")
 # Delay before the kill, in seconds, per phase: the window in which that work is in flight
-# on this machine with the fake embedder.
+# on this machine with the fake embedder. The lifecycle's grows with the vault (its `related:`
+# mirror, fades and merges write files), so its window is the last uninterrupted run's time,
+# with a margin: the kills spread over all seven phases.
 WINDOWS = {"index": (0.02, 0.15), "flush": (0.0, 0.6), "lifecycle": (0.0, 0.5)}
+LIFECYCLE_MARGIN = 1.3
 NO_CRON = "".join(f'{p}_cron = ""\n' for p in (
     "connect", "promote", "consolidate", "route", "age", "heartbeat", "prune", "flush"))
 # only the harness decides when work runs; one-offs start fading after a few newer entries
@@ -86,6 +89,7 @@ class CrashHarness:
         self.manifest: dict[str, str] = {}  # vault path → the exact body the test wrote
         self.entries: dict[str, tuple[str, str]] = {}  # entry block → (daily log, heading key)
         self.days = 0
+        self.lifecycle_seconds = 0.0  # how long the last uninterrupted POST /lifecycle took
         self.actions = {"merge": 0, "fade": 0, "reprieve": 0}  # done by the lifecycle re-runs
         memory = (self.root / "MEMORY.md").read_text(encoding="utf-8")
         self.memory_head, rest = memory.split(BEGIN, 1)
@@ -210,7 +214,10 @@ class CrashHarness:
     def iteration(self, number: int, phase: str) -> Outcome:
         assert self.proc is not None
         self.burst()
-        delay = self.rng.uniform(*WINDOWS[phase])
+        low, high = WINDOWS[phase]
+        if phase == "lifecycle":
+            high = max(high, self.lifecycle_seconds * LIFECYCLE_MARGIN)
+        delay = self.rng.uniform(low, high)
         worker: Any = None
         if phase == "flush":
             info = read_info(self.root) or {}
@@ -233,8 +240,10 @@ class CrashHarness:
         outcome.failures = self.verify()
         if phase == "lifecycle":  # what the kill cut short must converge when it runs again
             info = read_info(self.root) or {}
+            started = time.perf_counter()
             status, data = call(int(info["port"]), "POST", "/lifecycle", {"phases": "all"},
                                 token=read_token(self.root), timeout=120)
+            self.lifecycle_seconds = time.perf_counter() - started
             if status != 200:
                 outcome.failures.append(f"the lifecycle after the restart failed: {data}")
             for report in data.get("phases", []):
