@@ -72,10 +72,11 @@ class Outcome:
     delay: float
     busy: bool  # the phase's work was still in flight at the kill
     failures: list[str] = field(default_factory=list)
+    half_done: int = 0  # entries the kill left mid-move (in both places, or merged but live)
 
     def to_dict(self) -> dict[str, Any]:
         return {"iteration": self.iteration, "phase": self.phase, "delay": round(self.delay, 3),
-                "busy": self.busy, "failures": self.failures}
+                "busy": self.busy, "half_done": self.half_done, "failures": self.failures}
 
 
 class CrashHarness:
@@ -238,6 +239,7 @@ class CrashHarness:
         self.start()
         self.wait_idle()
         outcome.failures = self.verify()
+        outcome.half_done = self.half_done
         if phase == "lifecycle":  # what the kill cut short must converge when it runs again
             info = read_info(self.root) or {}
             started = time.perf_counter()
@@ -299,6 +301,7 @@ class CrashHarness:
         """Every entry the harness wrote, word for word, across the live and archived files
         (a merged note copies sentences: it is checked through its sources instead)."""
         failures: list[str] = []
+        self.half_done = 0
         self.meta: dict[str, Any] = {}
         live: dict[str, str] = {}
         archived: dict[str, str] = {}
@@ -329,6 +332,8 @@ class CrashHarness:
                 failures.append(f"{where} lost")
             elif here > 1 or there > 1 or (converged and here + there != 1):
                 failures.append(f"{where} is {here} time(s) in the log and {there} in archive/")
+            elif here + there == 2:
+                self.half_done += 1
         sources: dict[str, str] = {}
         for rel, members in merged.items():
             for source in members:
@@ -343,6 +348,8 @@ class CrashHarness:
                     failures.append(f"{rel}: its source {source} is gone")
                 elif converged and (here or not there):
                     failures.append(f"{rel}: its source {source} is still in the log")
+                elif here and not there:
+                    self.half_done += 1
         return failures
 
     def _check_memory(self) -> list[str]:
@@ -376,9 +383,11 @@ def run_soak(workdir: Path, iterations: int, seed: int) -> dict[str, Any]:
     kills = {p: sum(o.phase == p for o in outcomes) for p in PHASES}
     busy = {p: sum(o.phase == p and o.busy for o in outcomes) for p in PHASES}
     failed = [o.to_dict() for o in outcomes if o.failures]
+    half_done = sum(o.half_done > 0 for o in outcomes)
     return {"iterations": len(outcomes), "seed": seed, "kills": kills, "kills_while_busy": busy,
             "notes_written": len(harness.manifest), "entries_written": len(harness.entries),
-            "merged_notes": len(merged), "lifecycle_reruns": harness.actions, "failures": failed,
+            "merged_notes": len(merged), "kills_leaving_moves_half_done": half_done,
+            "lifecycle_reruns": harness.actions, "failures": failed,
             "seconds": round(time.perf_counter() - started, 1), "root": str(harness.root)}
 
 
