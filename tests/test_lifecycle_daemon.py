@@ -170,3 +170,23 @@ def test_finishing_a_consolidation_leaves_an_entry_changed_since(tmp_path: Path)
     live = (root / DAY1).read_text(encoding="utf-8")
     assert "alpha bravo, edited" in live and "charlie delta" not in live
     assert "charlie delta" in (root / "archive" / DAY1).read_text(encoding="utf-8")
+
+
+def test_a_whole_note_move_cut_short_is_finished_not_copied_again(tmp_path: Path) -> None:
+    """A note fading as a whole is copied to archive/, then removed; killed in between, the
+    next fade removed it after making a second archive copy (`meeting-<hash>.md`)."""
+    from vaultd import lifecycle as lc
+
+    text = "---\ntype: episodic\n---\n# Meeting\n\nWe talked about the kiwi orchard.\n"
+    root = make_vault(tmp_path, notes={"episodic/meeting.md": text})
+    with open_vault(root, env=env_for(tmp_path), daemon="never") as v:
+        v.index()
+        [view] = [x for x in lc.snapshot(v.store)[0] if x.path == "episodic/meeting.md"]
+        lc.archive_entry(root, view, "faded", lc.Outcome())
+        (root / "episodic" / "meeting.md").write_text(text, encoding="utf-8")  # the kill
+        out = lc.Outcome()
+        lc.archive_entry(root, view, "faded", out)
+    assert out.written == ["episodic/meeting.md"]
+    assert not (root / "episodic" / "meeting.md").exists()
+    assert [p.name for p in (root / "archive" / "episodic").glob("*.md")] == ["meeting.md"]
+    assert "kiwi orchard" in (root / "archive/episodic/meeting.md").read_text(encoding="utf-8")

@@ -530,6 +530,16 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> Non
         if view.hash:  # a planned fade or merge: only of the text it was planned on
             as_planned(snap.text, view)
         text = edits.set_frontmatter(snap.text, stamp)
+        unstamp: dict[str, Any] = dict.fromkeys(stamp)
+        if dest.exists() and edits.set_frontmatter(
+                dest.read_text(encoding="utf-8"), unstamp) == snap.text:
+            # a move a crash cut short (copy made, source not yet removed): finish it
+            with edits.locked(src):
+                if src.read_bytes() != snap.data:
+                    raise edits.ConflictError(f"{src}: changed while archiving; left in place")
+                src.unlink()
+            out.written.append(view.path)
+            return
         if dest.exists():
             dest = dest.with_name(f"{dest.stem}-{hashlib.sha1(_now().encode()).hexdigest()[:6]}"
                                   f"{dest.suffix}")
