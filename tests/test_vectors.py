@@ -3,6 +3,7 @@ change to the index."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +91,28 @@ def test_empty_index_answers_nothing(tmp_path: Path) -> None:
     with open_vault(make_vault(tmp_path), env={}, embedder=fake_embedder(tmp_path)) as vault:
         qvec = vault.embedder.embed(["anything"], kind="query")[0]
         assert VectorIndex().knn(vault.store, qvec, 10, include_archive=True) == []
+
+
+def test_a_warm_vault_answers_exactly_what_a_cold_one_does(tmp_path: Path) -> None:
+    """The daemon's path (vectors in memory, the query embedded on a worker thread while FTS
+    runs) and the one-shot path (sqlite-vec, one thread) rank the same hits."""
+    rng = random.Random(7)  # varied word sets: no two scores tie, in exact arithmetic or not
+    vocab = [f"w{i:03d}" for i in range(150)]
+    notes = {f"semantic/n{i:02d}.md": "# N\n\n" + " ".join(rng.sample(vocab, rng.randint(3, 14)))
+             for i in range(60)}
+    root = make_vault(tmp_path, notes)
+    queries = [" ".join(rng.sample(vocab, 3)) for _ in range(12)] + ["zebra"]
+    with open_vault(root, env={}, embedder=fake_embedder(tmp_path)) as cold:
+        cold.index()
+        expected = {q: [(h.path, round(h.score, 5)) for h in cold.search(q, 10)]
+                    for q in queries}
+    with open_vault(root, env={}, embedder=fake_embedder(tmp_path)) as warm:
+        warm.keep_vectors_warm()
+        assert warm.vectors is not None and warm._executor is not None
+        for mode in ("hybrid", "vector", "bm25"):
+            for q in queries:
+                got = [(h.path, round(h.score, 5)) for h in warm.search(q, 10, mode=mode)]
+                if mode == "hybrid":
+                    assert got == expected[q], q
+                assert got or q == "zebra"
+    assert warm._executor is None  # closed with the vault

@@ -27,6 +27,7 @@ from typing import Any
 
 from vaultd import layout
 from vaultd.daemon_files import Lock, ensure_token, info_path
+from vaultd.embedder import OnnxEmbedder
 from vaultd.errors import VaultdError
 from vaultd.indexer import IndexReport
 from vaultd.search import search_request, search_response
@@ -207,6 +208,12 @@ class Daemon:
             for rel in remove_temp_files(self.root):  # of writers a crash interrupted
                 log.info("removed %s, left by an interrupted write", rel)
             self.vault.store.ensure_model(self.vault.embedder.identity())
+            # Two cores serve a query's embedding, FTS and KNN at once: no thread may spin-wait
+            # (onnxruntime's, OpenBLAS's) while another needs the core (10k chunks: /search p50
+            # 13.3 -> 9.3 ms). OpenBLAS reads its setting when numpy loads, which is below.
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+            if isinstance(self.vault.embedder, OnnxEmbedder):
+                self.vault.embedder.spinning = False
             load = getattr(self.vault.embedder, "load", None)
             if load:
                 load()  # warm: the first request must not pay for the model load

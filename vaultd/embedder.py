@@ -245,6 +245,9 @@ class OnnxEmbedder(Embedder):
         self._tokenizer: Any = None
         self._counter: Any = None
         self._file_hash = ""
+        # onnxruntime's threads spin after each run, waiting for the next: good for a batch
+        # job, bad in a daemon whose HTTP and SQLite threads need those cores (see Daemon.run)
+        self.spinning = True
 
     def file_hash(self) -> str:
         if not self._file_hash:
@@ -309,6 +312,8 @@ class OnnxEmbedder(Embedder):
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        if not self.spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(path), options,
                                                  providers=["CPUExecutionProvider"])

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from vaultd.store import ChunkRow, Filters, Store
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     import numpy as np
 
     from vaultd.vectors import VectorIndex
@@ -82,10 +84,13 @@ def fts_query(query: str) -> str:
 
 class Searcher:
     def __init__(self, store: Store, embed_query: EmbedQuery,
-                 vectors: VectorIndex | None = None) -> None:
+                 vectors: VectorIndex | None = None, executor: Executor | None = None) -> None:
         self.store = store
         self.embed_query = embed_query
         self.vectors = vectors  # a warm in-memory copy (the daemon's), else sqlite-vec
+        # With an executor (the daemon's), a hybrid query embeds on it while this thread runs
+        # the FTS query: onnxruntime and SQLite both release the GIL, so the two overlap.
+        self.executor = executor
 
     def search(self, query: str, options: SearchOptions) -> list[Hit]:
         if options.mode not in MODES:
@@ -95,19 +100,22 @@ class Searcher:
         pool = max(options.candidates, options.k * 3)
         vector_hits: list[tuple[int, float]] = []
         text_hits: list[tuple[int, float]] = []
+        embedding = (self.executor.submit(self.embed_query, query)
+                     if self.executor is not None and options.mode == "hybrid" else None)
+        if options.mode in ("hybrid", "bm25"):
+            match = fts_query(query)
+            if match:
+                text_hits = self.store.fts(match, pool, options.filters)
         if options.mode in ("hybrid", "vector"):
             import numpy as np
 
-            qvec = np.asarray(self.embed_query(query), dtype=np.float32).reshape(-1)
+            qvec = np.asarray(embedding.result() if embedding is not None
+                              else self.embed_query(query), dtype=np.float32).reshape(-1)
             if self.vectors is not None and options.filters.only_archive_rule:
                 vector_hits = self.vectors.knn(self.store, qvec, pool,
                                                options.filters.include_archive)
             else:
                 vector_hits = self.store.knn(qvec.tobytes(), pool, options.filters)
-        if options.mode in ("hybrid", "bm25"):
-            match = fts_query(query)
-            if match:
-                text_hits = self.store.fts(match, pool, options.filters)
 
         rows = self.store.chunks_by_rowid([r for r, _ in vector_hits + text_hits])
         vector_hits, text_hits = _ties_by_position(vector_hits, rows), _ties_by_position(

@@ -24,6 +24,8 @@ from vaultd.store import Filters, Store
 from vaultd.vectors import VectorIndex
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
     # imported where used: a search or an embed needs neither (cold start, CLI wall time)
@@ -107,6 +109,7 @@ class Vault:
         # A warm in-memory copy of the vectors for exact KNN: the daemon keeps one
         # (`keep_vectors_warm`); a one-shot process would pay more to load it than it saves.
         self.vectors: VectorIndex | None = None
+        self._executor: ThreadPoolExecutor | None = None  # overlaps a query's embed and FTS
 
     # -- parts, built on first use
     @property
@@ -124,13 +127,20 @@ class Vault:
         return self._embedder
 
     def keep_vectors_warm(self) -> None:
-        """Answer vector queries from an in-memory copy of the index, loaded now and reloaded
-        whenever the index's vectors change (for long-lived processes such as the daemon)."""
+        """For long-lived processes such as the daemon: answer vector queries from an
+        in-memory copy of the index, loaded now and reloaded whenever the index's vectors
+        change; and embed a hybrid query on a worker thread while the FTS query runs."""
         if self.vectors is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             self.vectors = VectorIndex()
+            self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vaultd-query")
         self.vectors.refresh(self.store)
 
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -216,7 +226,7 @@ class Vault:
             mmr_lambda=s.mmr_lambda if mmr_lambda is None else mmr_lambda)
         self._check_model(store)
         searcher = Searcher(store, lambda q: self.embedder.embed([q], kind="query")[0],
-                            self.vectors)
+                            self.vectors, self._executor)
         hits = searcher.search(query, options)
         if record and hits:
             import time as _time
