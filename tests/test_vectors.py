@@ -83,8 +83,14 @@ def test_reload_only_when_the_vectors_changed(tmp_path: Path) -> None:
                                                        encoding="utf-8")
         vault.index()
         assert vault.store.vectors_generation() != before
+        loaded = index.rows_loaded
         index.refresh(vault.store)
         assert index._snapshot is not first
+        assert index.rows_loaded == loaded + 1  # only the edited chunk's vector was read
+        fresh = VectorIndex()  # and the copy equals one loaded from scratch
+        fresh.refresh(vault.store)
+        qvec = vault.embedder.embed(["Rewritten"], kind="query")[0]
+        assert index.knn(vault.store, qvec, 40, True) == fresh.knn(vault.store, qvec, 40, True)
 
 
 def test_empty_index_answers_nothing(tmp_path: Path) -> None:

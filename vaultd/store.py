@@ -465,12 +465,10 @@ class Store:
     def vectors_generation(self) -> str:
         return self.get_meta("vectors_generation") or "0"
 
-    def all_vectors(self) -> tuple[list[int], list[int], list[bytes]]:
-        """Every chunk's (rowid, archived flag, float32 vector blob), by path and line."""
-        rows = self.conn.execute(
-            "SELECT c.rowid, c.archived, e.vector FROM chunks c "
-            "JOIN embeddings e ON e.hash = c.hash ORDER BY c.path, c.start_line, c.rowid"
-        ).fetchall()
+    def chunk_keys(self) -> tuple[list[int], list[int], list[str]]:
+        """Every chunk's rowid, archived flag and content hash, in rowid order."""
+        rows = self.conn.execute("SELECT rowid, archived, hash FROM chunks ORDER BY rowid"
+                                 ).fetchall()
         return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
     def knn(self, vector: bytes, k: int, filters: Filters) -> list[tuple[int, float]]:
@@ -495,7 +493,7 @@ class Store:
             # vec0 lists equal distances in row order, which a rebuild changes: rank them by
             # path and line, from twice the rows asked for; a tie reaching past those, by the
             # exact scan below
-            place = self._positions([r for r, _ in rows])
+            place = self.chunk_positions([r for r, _ in rows])
             rows = sorted(rows, key=lambda h: (h[1], *place.get(h[0], ("", 0))))
             if not (len(rows) == 2 * k and rows[k - 1][1] == rows[-1][1]):
                 return [(int(r), 1.0 - float(d)) for r, d in rows[:k]]
@@ -507,7 +505,8 @@ class Store:
             [vector, *args, k]).fetchall()
         return [(int(r), 1.0 - float(d)) for r, d in rows]
 
-    def _positions(self, rowids: list[int]) -> dict[int, tuple[str, int]]:
+    def chunk_positions(self, rowids: list[int]) -> dict[int, tuple[str, int]]:
+        """rowid → (path, start line): what equal scores are ranked by."""
         if not rowids:
             return {}
         marks = ",".join("?" * len(rowids))

@@ -6,9 +6,11 @@ keeps this copy warm; a one-shot CLI process does not, because loading the copy 
 the single query it would answer.
 
 The copy is tagged with the store's vectors generation (bumped by every write that adds, removes
-or re-flags a vector), checked on each query and reloaded when it moved. The generation is read
-*before* the vectors, so a write that lands between the two reads can only make the copy look
-older than it is (one extra reload), never newer.
+or re-flags a vector), checked on each query. When it moved, the copy is brought up to date
+incrementally: the chunks' (rowid, content hash) pairs are listed, rows no longer there are
+dropped and only new pairs' vectors are read (an edit costs milliseconds, not a reload of every
+vector). The generation is read *before* the chunks, so a write that lands between the two reads
+can only make the copy look older than it is (one extra refresh), never newer.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 class _Snapshot:
     generation: str
     rowids: np.ndarray  # int64, (n,)
+    hashes: list[str]  # content hash of each row's chunk
     live: np.ndarray  # bool, (n,): not archived
     matrix: np.ndarray  # float32, (n, dims), rows L2-normalised
 
@@ -37,6 +40,7 @@ class VectorIndex:
     def __init__(self) -> None:
         self._snapshot: _Snapshot | None = None
         self._lock = threading.Lock()
+        self.rows_loaded = 0  # vectors read from the store so far (full load + increments)
 
     @property
     def size(self) -> int:
@@ -49,7 +53,7 @@ class VectorIndex:
         return 0 if snap is None else snap.matrix.nbytes + snap.rowids.nbytes + snap.live.nbytes
 
     def refresh(self, store: Store) -> None:
-        """Reload from `store` when its vectors changed since the last load."""
+        """Bring the copy up to date with `store` when its vectors changed."""
         generation = store.vectors_generation()
         snap = self._snapshot
         if snap is not None and snap.generation == generation:
@@ -57,14 +61,39 @@ class VectorIndex:
         with self._lock:
             snap = self._snapshot
             if snap is not None and snap.generation == generation:
-                return  # another thread reloaded it meanwhile
-            self._snapshot = _load(store, generation)
+                return  # another thread refreshed it meanwhile
+            self._snapshot = self._update(store, generation, snap)
+
+    def _update(self, store: Store, generation: str, snap: _Snapshot | None) -> _Snapshot:
+        import numpy as np
+
+        rowids, archived, hashes = store.chunk_keys()
+        old = {} if snap is None else {
+            (int(r), h): i for i, (r, h) in enumerate(zip(snap.rowids.tolist(), snap.hashes))}
+        keep = [old.get((r, h), -1) for r, h in zip(rowids, hashes)]
+        missing = sorted({h for h, i in zip(hashes, keep) if i < 0})
+        blobs = store.cached_vectors(missing)
+        self.rows_loaded += len(missing)
+        dims = (snap.matrix.shape[1] if snap is not None and snap.matrix.size else
+                len(next(iter(blobs.values()), b"")) // 4)
+        if not rowids or dims == 0:
+            return _Snapshot(generation, np.zeros(0, np.int64), [], np.zeros(0, bool),
+                             np.zeros((0, 0), np.float32))
+        fresh = {h: _unit(np.frombuffer(b, dtype=np.float32)) for h, b in blobs.items()}
+        matrix = np.empty((len(rowids), dims), dtype=np.float32)
+        kept = np.flatnonzero(np.asarray(keep) >= 0)
+        if snap is not None and len(kept):
+            matrix[kept] = snap.matrix[np.asarray(keep)[kept]]
+        for i, (h, k) in enumerate(zip(hashes, keep)):
+            if k < 0:
+                matrix[i] = fresh[h]
+        return _Snapshot(generation, np.asarray(rowids, dtype=np.int64), list(hashes),
+                         np.asarray(archived, dtype=np.int64) == 0, matrix)
 
     def knn(self, store: Store, query: np.ndarray, k: int,
             include_archive: bool) -> list[tuple[int, float]]:
-        """(chunk rowid, cosine similarity), best first; equal scores by path and line (the
-        order the copy is kept in), so which of many tied chunks make the cut survives a
-        rebuild."""
+        """(chunk rowid, cosine similarity), best first; equal scores by path and line, so
+        which of many tied chunks make the cut survives a rebuild."""
         import numpy as np
 
         self.refresh(store)
@@ -85,19 +114,17 @@ class VectorIndex:
         else:
             top = np.arange(len(scores))
         top = top[np.isfinite(scores[top])]
-        order = top[np.lexsort((top, -scores[top]))][:k]
-        return [(int(snap.rowids[i]), float(scores[i])) for i in order]
+        hits = [(int(snap.rowids[i]), float(scores[i])) for i in top]
+        if len(hits) > k or len({s for _, s in hits}) < len(hits):  # ties: by path and line
+            place = store.chunk_positions([r for r, _ in hits])
+            hits.sort(key=lambda h: (-h[1], *place.get(h[0], ("", 0))))
+        else:
+            hits.sort(key=lambda h: -h[1])
+        return hits[:k]
 
 
-def _load(store: Store, generation: str) -> _Snapshot:
+def _unit(vector: np.ndarray) -> np.ndarray:
     import numpy as np
 
-    rowids, archived, blobs = store.all_vectors()
-    if not blobs:
-        return _Snapshot(generation, np.zeros(0, np.int64), np.zeros(0, bool),
-                         np.zeros((0, 0), np.float32))
-    matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1).copy()
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    matrix /= np.where(norms == 0, 1.0, norms)
-    return _Snapshot(generation, np.asarray(rowids, dtype=np.int64),
-                     np.asarray(archived, dtype=np.int64) == 0, matrix)
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm else vector
