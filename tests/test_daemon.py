@@ -543,3 +543,25 @@ def test_searches_are_recorded_as_recalls_without_waiting_for_the_writer(
             "the search's recalls")
     finally:
         store.close()
+
+
+def test_new_entries_are_connected_once_the_vault_is_quiet(daemon: Running) -> None:
+    """Connect runs after indexing, but only once events stop (it reads every entry): a burst
+    of edits is indexed batch after batch without waiting for it, then linked."""
+    store = Store(layout.index_path(daemon.root))
+    try:
+        def edges() -> int:
+            return store.conn.execute("SELECT count(*) FROM edges").fetchone()[0]
+
+        before = edges()
+        text = "# Twin\n\nThe okapi grazes beside the river at dawn.\n"
+        for name in ("okapi-a.md", "okapi-b.md"):
+            write(daemon.root / "semantic" / name, text)
+        wait_for(lambda: edges() > before, "the twins linked by the post-batch connect")
+        linked = store.conn.execute(
+            "SELECT count(*) FROM edges g JOIN entries a ON a.id = g.a JOIN entries b "
+            "ON b.id = g.b WHERE a.path = 'semantic/okapi-a.md' "
+            "AND b.path = 'semantic/okapi-b.md'").fetchone()[0]
+        assert linked == 1
+    finally:
+        store.close()
