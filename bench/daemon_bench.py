@@ -55,7 +55,8 @@ class Api:
         quiet = 0
         while time.perf_counter() - start < timeout:
             status = self.call("GET", "/status")
-            if status["queue"] == 0 and not status["indexing"] and status["index_lag"] == 0:
+            if (status["queue"] == 0 and not status["indexing"] and status["index_lag"] == 0
+                    and not status.get("connect_pending")):
                 quiet += 1
                 if quiet >= 3:
                     return time.perf_counter() - start

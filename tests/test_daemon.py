@@ -558,6 +558,8 @@ def test_new_entries_are_connected_once_the_vault_is_quiet(daemon: Running) -> N
         for name in ("okapi-a.md", "okapi-b.md"):
             write(daemon.root / "semantic" / name, text)
         wait_for(lambda: edges() > before, "the twins linked by the post-batch connect")
+        wait_for(lambda: daemon.call("GET", "/health")[1]["connect_pending"] is False,
+                 "/health to say no connect is pending")
         linked = store.conn.execute(
             "SELECT count(*) FROM edges g JOIN entries a ON a.id = g.a JOIN entries b "
             "ON b.id = g.b WHERE a.path = 'semantic/okapi-a.md' "

@@ -153,7 +153,8 @@ class Daemon:
         profile = self.vault.profile
         return {"status": "ok", "model": profile.id, "dims": profile.dims,
                 "pooling": profile.pooling, "uptime": round(time.time() - self.stats.started_at, 1),
-                "queue": self.events.qsize(), "index_lag": self.index_lag()}
+                "queue": self.events.qsize(), "index_lag": self.index_lag(),
+                "connect_pending": self._connect_due is not None}
 
     def status(self) -> dict[str, Any]:
         watcher = self.watcher
