@@ -21,17 +21,18 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vaultd import layout
+from vaultd.config import LIFECYCLE_PHASES
 from vaultd.daemon_files import Lock, ensure_token, info_path
 from vaultd.embedder import OnnxEmbedder
 from vaultd.errors import VaultdError
 from vaultd.indexer import IndexReport
 from vaultd.search import search_request, search_response
-from vaultd.server import LIFECYCLE_PHASES
 from vaultd.store import Store
 from vaultd.vault import Vault
 from vaultd.watcher import Changes, EventQueue, Watcher, coalesce
@@ -41,10 +42,8 @@ log = logging.getLogger("vaultd.daemon")
 LOG_FILE = "daemon.log"
 RECONCILE = "reconcile"
 LIFECYCLE = "lifecycle:"
-FLUSH_REQUEST = "flush:"
-LIFECYCLE_REQUEST = "lifecycle-request:"
-SCHEDULED_PHASES = ("connect", "promote", "consolidate", "route", "age", "heartbeat",
-                    "prune", "flush")
+REQUEST = "request:"  # + id: a POST /flush or /lifecycle waiting for the main thread
+SCHEDULED_PHASES = (*LIFECYCLE_PHASES, "flush")
 MAX_BATCH_WAIT = 2.0  # seconds: a steady stream of events still gets indexed
 CONNECT_QUIET = 1.0  # seconds without events before the post-batch connect runs
 
@@ -129,10 +128,9 @@ class Daemon:
         self.recalls = RecallWriter(self.root)
         self._connect_due: float | None = None  # a post-batch connect, once the vault is quiet
         self._indexing = threading.Event()
-        self._flush_waiters: dict[str, tuple[threading.Event, dict[str, Any]]] = {}
-        # POST /lifecycle: request id → (done, result, phases, dry_run)
-        self._lifecycle_waiters: dict[
-            str, tuple[threading.Event, dict[str, Any], list[str], bool]] = {}
+        # POST /flush and /lifecycle, waiting for the main thread: id → (done, work, answer)
+        self._requests: dict[str, tuple[threading.Event, Callable[[], dict[str, Any]],
+                                        dict[str, Any]]] = {}
         self.server: Any = None
         self.watcher: Watcher | None = None
         self.scheduler: Any = None
@@ -340,89 +338,81 @@ class Daemon:
     def _command(self, command: str) -> None:
         if command == RECONCILE:
             self._reconcile()
-        elif command.startswith(LIFECYCLE_REQUEST):
-            self._lifecycle_request(command[len(LIFECYCLE_REQUEST):])
+        elif command.startswith(REQUEST):
+            self._answer(command[len(REQUEST):])
         elif command == LIFECYCLE + "flush":
-            self._flush()
+            with contextlib.suppress(VaultdError):  # logged and counted by _flush
+                self._flush()
         elif command.startswith(LIFECYCLE):
             self._lifecycle(command[len(LIFECYCLE):])
-        elif command.startswith(FLUSH_REQUEST):
-            self._flush(command[len(FLUSH_REQUEST):])
 
-    def _flush(self, request: str = "") -> None:
+    def _flush(self) -> dict[str, Any]:
         """Drain pending index work, connect, route, write MEMORY.md (main thread)."""
         from vaultd.vault import flush_vault
 
-        waiter = self._flush_waiters.pop(request, None)
         try:
-            result: dict[str, Any] = flush_vault(self.vault)
-            result = {k: v for k, v in result.items() if k != "phases"}
-            summary = f"memory_written={result['memory_written']}"
-            self.stats.lifecycle["flush"] = {"at": time.time(), "summary": summary}
+            result = {k: v for k, v in flush_vault(self.vault).items() if k != "phases"}
         except Exception as exc:
             self.stats.errors += 1
             log.exception("flush failed")
-            result = {"error": str(exc)}
-        if waiter is not None:
-            waiter[1].update(result)
-            waiter[0].set()
-
-    def flush_now(self, timeout: float = 300.0) -> dict[str, Any]:
-        """For POST /flush (an HTTP thread): queue a flush for the main thread and wait."""
-        request = secrets.token_hex(8)
-        done, result = threading.Event(), {}
-        self._flush_waiters[request] = (done, result)
-        self.events.put_command(FLUSH_REQUEST + request)
-        if not done.wait(timeout):
-            self._flush_waiters.pop(request, None)
-            raise VaultdError(f"flush did not finish within {timeout:.0f}s")
-        if "error" in result:
-            raise VaultdError(f"flush failed: {result['error']}")
+            raise VaultdError(f"flush failed: {exc}") from exc
+        self.stats.lifecycle["flush"] = {"at": time.time(),
+                                         "summary": f"memory_written={result['memory_written']}"}
         return result
 
-    def lifecycle_now(self, phases: list[str], dry_run: bool = False,
-                      timeout: float = 600.0) -> dict[str, Any]:
-        """For POST /lifecycle (an HTTP thread): queue the phases for the main thread (the
-        index's only writer), wait, and answer what `vaultd lifecycle --json` prints."""
-        unknown = [p for p in phases if p not in LIFECYCLE_PHASES]
-        if unknown:
-            raise VaultdError(f"unknown lifecycle phase {unknown[0]!r}; the phases are "
-                              + ", ".join(LIFECYCLE_PHASES))
-        request = secrets.token_hex(8)
-        done, result = threading.Event(), {}
-        self._lifecycle_waiters[request] = (done, result, list(phases), dry_run)
-        self.events.put_command(LIFECYCLE_REQUEST + request)
-        if not done.wait(timeout):
-            self._lifecycle_waiters.pop(request, None)
-            raise VaultdError(f"lifecycle did not finish within {timeout:.0f}s")
-        if "error" in result:
-            raise VaultdError(f"lifecycle failed: {result['error']}")
-        return result
-
-    def _lifecycle_request(self, request: str) -> None:
-        """Index what changed, then run the requested phases exactly as `vaultd lifecycle`
-        does in-process (main thread)."""
-        waiter = self._lifecycle_waiters.pop(request, None)
-        if waiter is None:
-            return  # its caller gave up waiting
-        done, result, phases, dry_run = waiter
+    def _lifecycle_on_request(self, phases: list[str], dry_run: bool) -> dict[str, Any]:
+        """Index what changed, then run the phases exactly as `vaultd lifecycle` does
+        in-process (main thread)."""
         started = time.perf_counter()
         try:
             self.vault.index()
-            reports = self.vault.lifecycle(phases, dry_run=dry_run)
-            result.update({"phases": reports, "states": self.vault.states()})
-            if not dry_run:
-                self._warm_vectors()
-                line = (f"{len(phases)} phase(s) on request in "
-                        f"{time.perf_counter() - started:.2f}s")
-                for phase in phases:
-                    self.stats.lifecycle[phase] = {"at": time.time(), "summary": line}
-                log.info("lifecycle %s: %s", ",".join(phases), line)
+            result = {"phases": self.vault.lifecycle(phases, dry_run=dry_run),
+                      "states": self.vault.states()}
         except Exception as exc:
             self.stats.errors += 1
             log.exception("lifecycle %s on request failed", ",".join(phases))
-            result.clear()
-            result["error"] = str(exc)
+            raise VaultdError(f"lifecycle failed: {exc}") from exc
+        if not dry_run:
+            self._warm_vectors()
+            line = f"{len(phases)} phase(s) on request in {time.perf_counter() - started:.2f}s"
+            for phase in phases:
+                self.stats.lifecycle[phase] = {"at": time.time(), "summary": line}
+            log.info("lifecycle %s: %s", ",".join(phases), line)
+        return result
+
+    def flush_now(self, timeout: float = 300.0) -> dict[str, Any]:
+        """For POST /flush (an HTTP thread): flush on the main thread and wait."""
+        return self._on_main_thread(self._flush, "flush", timeout)
+
+    def lifecycle_now(self, phases: list[str], dry_run: bool = False,
+                      timeout: float = 600.0) -> dict[str, Any]:
+        """For POST /lifecycle (an HTTP thread): run the phases on the main thread (the
+        index's only writer), wait, and answer what `vaultd lifecycle --json` prints."""
+        return self._on_main_thread(lambda: self._lifecycle_on_request(list(phases), dry_run),
+                                    "lifecycle", timeout)
+
+    def _on_main_thread(self, work: Callable[[], dict[str, Any]], what: str,
+                        timeout: float) -> dict[str, Any]:
+        request = secrets.token_hex(8)
+        done, answer = threading.Event(), {}
+        self._requests[request] = (done, work, answer)
+        self.events.put_command(REQUEST + request)
+        if not done.wait(timeout):
+            self._requests.pop(request, None)
+            raise VaultdError(f"{what} did not finish within {timeout:.0f}s")
+        if "error" in answer:
+            raise VaultdError(answer["error"])
+        return answer["result"]
+
+    def _answer(self, request: str) -> None:
+        waiter = self._requests.pop(request, None)
+        if waiter is None:
+            return  # its caller gave up waiting
+        done, work, answer = waiter
+        try:
+            answer["result"] = work()
+        except VaultdError as exc:
+            answer["error"] = str(exc)
         done.set()
 
     def _lifecycle(self, phase: str, mirror: bool = True) -> None:
