@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from vaultd.config import LIFECYCLE_PHASES
 from vaultd.errors import VaultdError
 
 
@@ -386,7 +387,7 @@ def remember(ctx: click.Context, text: tuple[str, ...], note_type: str | None,
     click.echo(f"{path}: ## {heading}")
 
 
-PHASES = ("connect", "promote", "consolidate", "route", "age", "heartbeat", "prune")
+PHASES = LIFECYCLE_PHASES
 
 
 @main.command()

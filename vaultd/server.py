@@ -18,12 +18,11 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
+from vaultd.config import LIFECYCLE_PHASES
 from vaultd.errors import VaultdError
 
 log = logging.getLogger("vaultd.server")
 
-# The phases of POST /lifecycle, in the order they run (as `vaultd lifecycle --phase all`).
-LIFECYCLE_PHASES = ("connect", "promote", "consolidate", "route", "age", "heartbeat", "prune")
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 _HOST_RE = re.compile(r"^(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$", re.IGNORECASE)
