@@ -117,9 +117,8 @@ class Searcher:
             else:
                 vector_hits = self.store.knn(qvec.tobytes(), pool, options.filters)
 
-        rows = self.store.chunks_by_rowid([r for r, _ in vector_hits + text_hits])
-        vector_hits, text_hits = _ties_by_position(vector_hits, rows), _ties_by_position(
-            text_hits, rows)
+        # (both lists come ranked with equal scores by path and line: store.knn, store.fts and
+        # VectorIndex.knn order ties so, not by row order, which a rebuild changes)
         if options.mode == "vector":
             scores = dict(vector_hits)
         elif options.mode == "bm25":
@@ -127,6 +126,7 @@ class Searcher:
         else:
             scores = _rrf([(vector_hits, options.vector_weight), (text_hits, options.text_weight)],
                           options.rrf_k)
+        rows = self.store.chunks_by_rowid(scores)
         if options.half_life_days > 0:
             today = options.today or dt.date.today()
             for rowid, row in rows.items():
@@ -152,15 +152,6 @@ class Searcher:
             chosen.append(best)
             left.remove(best)
         return chosen + [r for r in ranked if r not in chosen]
-
-
-def _ties_by_position(hits: list[tuple[int, float]], rows: dict[int, ChunkRow]
-                      ) -> list[tuple[int, float]]:
-    """Equal scores ranked by path and line, not by rowid, so fused ranks survive a rebuild."""
-    def key(hit: tuple[int, float]) -> tuple[float, str, int]:
-        row = rows.get(hit[0])
-        return (-hit[1], row.path if row else "", row.start_line if row else 0)
-    return sorted(hits, key=key)
 
 
 def _rrf(lists: list[tuple[list[tuple[int, float]], float]], k: int) -> dict[int, float]:
