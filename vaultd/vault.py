@@ -479,30 +479,28 @@ def flush_vault(vault: Vault, *, dry_run: bool = False) -> dict[str, Any]:
 def flush_anywhere(vault: Vault) -> dict[str, Any]:
     """Flush through the vault's daemon when it runs (its warm model, its single writer), else
     in-process."""
-    from vaultd.client import DaemonClient, DaemonDown
-
-    client = DaemonClient.for_vault(vault.root)
-    if client is not None:
-        try:
-            return client.request("POST", "/flush", {})
-        except DaemonDown:
-            pass
-    return flush_vault(vault)
+    return _through_daemon(vault, "/flush", {}, 300.0) or flush_vault(vault)
 
 
 def lifecycle_anywhere(vault: Vault, phases: list[str]) -> dict[str, Any]:
     """Run lifecycle phases through the vault's daemon when it runs (the index's single writer:
     no second process writing the index and the vault beside it), else in-process. Answers
     `{"phases": [report, ...], "states": ...}` either way."""
-    from vaultd.client import DaemonClient, DaemonDown
-
-    client = DaemonClient.for_vault(vault.root)
-    if client is not None:
-        client.timeout = max(client.timeout, 600.0)  # a consolidation may take a while
-        try:
-            return client.request("POST", "/lifecycle", {"phases": phases, "dry_run": False})
-        except DaemonDown:
-            pass
+    answer = _through_daemon(vault, "/lifecycle", {"phases": phases, "dry_run": False}, 600.0)
+    if answer is not None:
+        return answer
     vault.index()
-    reports = vault.lifecycle(phases)
-    return {"phases": reports, "states": vault.states()}
+    return {"phases": vault.lifecycle(phases), "states": vault.states()}
+
+
+def _through_daemon(vault: Vault, path: str, body: dict[str, Any],
+                    timeout: float) -> dict[str, Any] | None:
+    """The daemon's answer to POST `path`, or None when no daemon runs for this vault."""
+    client = DaemonClient.for_vault(vault.root)
+    if client is None:
+        return None
+    client.timeout = max(client.timeout, timeout)  # a consolidation may take a while
+    try:
+        return client.request("POST", path, body)
+    except DaemonDown:
+        return None
