@@ -79,14 +79,16 @@ class VectorIndex:
         if not rowids or dims == 0:
             return _Snapshot(generation, np.zeros(0, np.int64), [], np.zeros(0, bool),
                              np.zeros((0, 0), np.float32))
-        fresh = {h: _unit(np.frombuffer(b, dtype=np.float32)) for h, b in blobs.items()}
         matrix = np.empty((len(rowids), dims), dtype=np.float32)
-        kept = np.flatnonzero(np.asarray(keep) >= 0)
+        where = np.asarray(keep)
+        kept, new = np.flatnonzero(where >= 0), np.flatnonzero(where < 0)
         if snap is not None and len(kept):
-            matrix[kept] = snap.matrix[np.asarray(keep)[kept]]
-        for i, (h, k) in enumerate(zip(hashes, keep)):
-            if k < 0:
-                matrix[i] = fresh[h]
+            matrix[kept] = snap.matrix[where[kept]]
+        if len(new):
+            rows = np.frombuffer(b"".join(blobs[hashes[i]] for i in new),
+                                 dtype=np.float32).reshape(len(new), dims)
+            norms = np.linalg.norm(rows, axis=1, keepdims=True)
+            matrix[new] = rows / np.where(norms == 0, 1.0, norms)
         return _Snapshot(generation, np.asarray(rowids, dtype=np.int64), list(hashes),
                          np.asarray(archived, dtype=np.int64) == 0, matrix)
 
@@ -122,9 +124,3 @@ class VectorIndex:
             hits.sort(key=lambda h: -h[1])
         return hits[:k]
 
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    norm = float(np.linalg.norm(vector))
-    return vector / norm if norm else vector
