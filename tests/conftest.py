@@ -3,9 +3,12 @@ with the deterministic `HashEmbedder`, so tests need no network and no model fil
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vaultd.embedder import HashEmbedder, builtin_profiles
@@ -40,3 +43,24 @@ def fake_vault(tmp_path: Path, hash_embedder: HashEmbedder) -> Iterator[Vault]:
     """An empty vault (plus what `init_vault` creates), opened with the fake embedder."""
     with open_vault(make_vault(tmp_path), env={}, embedder=hash_embedder) as vault:
         yield vault
+
+
+class TopicEmbedder(HashEmbedder):
+    """A fake embedder for the lifecycle: cos ≈ 0.98 for texts sharing a `topicX` word, ≈ 0
+    otherwise."""
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        for row, text in enumerate(texts):
+            topics = re.findall(r"topic\w+", text.lower())
+            for t in topics:
+                out[row, int(hashlib.md5(t.encode()).hexdigest(), 16) % self.dims] += 1.0
+            noise = int(hashlib.md5(text.encode()).hexdigest(), 16)
+            out[row, noise % self.dims] += 0.15 if topics else 1.0
+            out[row] /= np.linalg.norm(out[row])
+        return out
+
+
+def daily(day: str, entries: list[str]) -> str:
+    body = "".join(f"\n## {10 + i}:00 — {e.split('.')[0]}\n{e}\n" for i, e in enumerate(entries))
+    return f"---\ntype: episodic\ncreated: {day}\ntags: [daily]\n---\n# {day}\n{body}"

@@ -3,9 +3,7 @@ name the same `topicX` word point the same way; everything else is small noise."
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -13,30 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TopicEmbedder, daily
 
 from vaultd import edits, layout
 from vaultd.embedder import HashEmbedder, builtin_profiles
 from vaultd.vault import Vault, init_vault, open_vault
-
-
-class TopicEmbedder(HashEmbedder):
-    """cos ≈ 0.98 for texts sharing a topic word, ≈ 0 otherwise."""
-
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dims), dtype=np.float32)
-        for row, text in enumerate(texts):
-            topics = re.findall(r"topic\w+", text.lower())
-            for t in topics:
-                out[row, int(hashlib.md5(t.encode()).hexdigest(), 16) % self.dims] += 1.0
-            noise = int(hashlib.md5(text.encode()).hexdigest(), 16)
-            out[row, noise % self.dims] += 0.15 if topics else 1.0
-            out[row] /= np.linalg.norm(out[row])
-        return out
-
-
-def daily(day: str, entries: list[str]) -> str:
-    body = "".join(f"\n## {10 + i}:00 — {e.split('.')[0]}\n{e}\n" for i, e in enumerate(entries))
-    return f"---\ntype: episodic\ncreated: {day}\ntags: [daily]\n---\n# {day}\n{body}"
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ calling the real apply function.
 
 from __future__ import annotations
 
-import hashlib
-import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,35 +17,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
+from conftest import TopicEmbedder, daily
 from daemon_helpers import env_for, running_daemon, wait_for
 from daemon_helpers import make_vault as make_daemon_vault
 
 from vaultd import edits
 from vaultd import lifecycle as lc
-from vaultd.embedder import HashEmbedder, builtin_profiles
+from vaultd.embedder import builtin_profiles
 from vaultd.vault import Vault, flush_vault, init_vault, open_vault
-
-
-class TopicEmbedder(HashEmbedder):
-    """cos ≈ 0.98 for texts sharing a `topicX` word, ≈ 0 otherwise (as in test_lifecycle)."""
-
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dims), dtype=np.float32)
-        for row, text in enumerate(texts):
-            topics = re.findall(r"topic\w+", text.lower())
-            for t in topics:
-                out[row, int(hashlib.md5(t.encode()).hexdigest(), 16) % self.dims] += 1.0
-            noise = int(hashlib.md5(text.encode()).hexdigest(), 16)
-            out[row, noise % self.dims] += 0.15 if topics else 1.0
-            out[row] /= np.linalg.norm(out[row])
-        return out
-
-
-def daily(day: str, entries: list[str]) -> str:
-    body = "".join(f"\n## {10 + i}:00 — {e.split('.')[0]}\n{e}\n" for i, e in enumerate(entries))
-    return f"---\ntype: episodic\ncreated: {day}\ntags: [daily]\n---\n# {day}\n{body}"
 
 
 def write(root: Path, rel: str, text: str) -> None:
