@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from conftest import fake_embedder, make_vault
 
+from vaultd.blocks import BEGIN as MANAGED_BEGIN
+from vaultd.blocks import END as MANAGED_END
 from vaultd.indexer import IndexReport
 from vaultd.layout import Scan
-from vaultd.notes import MANAGED_BEGIN, MANAGED_END
 from vaultd.vault import Vault, open_vault
 
 GOOD = {"semantic/good.md": "# Bananas\nBananas are yellow and rich in potassium.\n"}

@@ -13,7 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vaultd.chunking import MANAGED_BEGIN, MANAGED_END, Chunk, chunk_note
+from vaultd.blocks import BEGIN as MANAGED_BEGIN
+from vaultd.blocks import END as MANAGED_END
+from vaultd.chunking import Chunk, chunk_note
 from vaultd.embedder import HashEmbedder, ModelProfile, OnnxEmbedder, builtin_profiles
 from vaultd.notes import Note, fence_mask, heading_of, managed_mask, parse
 

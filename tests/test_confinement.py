@@ -23,7 +23,7 @@ from vaultd.embedder import builtin_profiles
 from vaultd.errors import VaultdError
 from vaultd.mcp_server import MemoryTools
 from vaultd.transcript import capture
-from vaultd.vault import Vault, flush_vault, init_vault, open_vault
+from vaultd.vault import Vault, init_vault, open_vault
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ALL_PHASES = ["connect", "promote", "consolidate", "route", "age", "heartbeat", "prune"]
@@ -118,9 +118,9 @@ def test_nothing_outside_the_vault_changes_but_a_declared_route_target(
     before = w.snapshot()
 
     w.vault.index()
-    reports = {r["phase"]: r for r in w.vault.lifecycle(ALL_PHASES)}
+    reports = {r.phase: r for r in w.vault.lifecycle(ALL_PHASES)}
     ages = [reports["age"]] + [w.vault.lifecycle(["age"])[0] for _ in range(3)]
-    flush_vault(w.vault)
+    w.vault.flush()
     w.vault.remember("remembered with a path-like text ../../outside/x.md /etc/passwd")
     capture(w.root, w.outside / "transcript.jsonl")
     monkeypatch.setenv("VAULTD_EMBEDDING_MODEL", "hash-256")
@@ -141,8 +141,8 @@ def test_nothing_outside_the_vault_changes_but_a_declared_route_target(
         w.vault.undo("evilmerge1")
 
     # the run did real work: it merged, faded, routed and wrote MEMORY.md
-    assert any(p.startswith("semantic/") for p in reports["consolidate"]["created"])
-    assert any(a["kind"] == "fade" for age in ages for a in age["actions"])
+    assert any(p.startswith("semantic/") for p in reports["consolidate"].created)
+    assert any(a["kind"] == "fade" for age in ages for a in age.actions)
     assert (w.root / "archive/episodic/lonely.md").is_file()
     assert (w.root / "MEMORY.md").is_file()
     assert not (w.root / "semantic/stolen.md").exists()
@@ -170,7 +170,7 @@ def test_an_undeclared_route_target_outside_the_vault_is_refused(world: World,
     with pytest.raises(VaultdError, match="outside the vault"):
         w.vault.lifecycle(["route"])
     with pytest.raises(VaultdError, match="outside the vault"):
-        flush_vault(w.vault)
+        w.vault.flush()
     assert w.changed(before) == set()
 
 
@@ -203,13 +203,13 @@ def test_a_symlinked_folder_does_not_carry_writes_out(world: World, folder: str)
             capture(w.root, FIXTURES / "transcript.jsonl")
     elif folder == "archive":
         [report] = w.vault.lifecycle(["age"])
-        assert "fade" in [a["kind"] for a in report["actions"]] and not report["written"]
-        assert report["conflicts"] and all("outside the vault" in c for c in report["conflicts"])
+        assert "fade" in [a["kind"] for a in report.actions] and not report.written
+        assert report.conflicts and all("outside the vault" in c for c in report.conflicts)
         assert (w.root / "episodic/lonely.md").is_file()  # not moved: nowhere safe to go
     else:
         [report] = w.vault.lifecycle(["consolidate"])
-        assert len(report["actions"]) == 1 and not report["created"]
-        assert "outside the vault" in report["conflicts"][0]
+        assert len(report.actions) == 1 and not report.created
+        assert "outside the vault" in report.conflicts[0]
         assert "topicflaky" in (w.root / "episodic/2026-11-01.md").read_text()  # not archived
     assert w.changed(before) == set()
 
@@ -253,7 +253,7 @@ def test_a_memory_md_linked_outside_is_neither_written_through_nor_replaced(
     (w.root / "MEMORY.md").symlink_to(w.outside / "secret.md")
     before = w.snapshot()
     with pytest.raises(edits.OutsideError, match="MEMORY.md"):
-        flush_vault(w.vault)
+        w.vault.flush()
     assert w.changed(before) == set()
     assert (w.root / "MEMORY.md").is_symlink()
 
@@ -273,8 +273,8 @@ def test_a_note_replaced_by_a_link_outside_is_not_written(world: World) -> None:
     path.symlink_to(w.outside / "lonely.md")
     before = w.snapshot()
     [report] = w.vault.lifecycle(["age"])
-    assert [a["kind"] for a in report["actions"]] == ["reprieve"]
-    assert "outside the vault" in report["conflicts"][0] and not report["written"]
+    assert [a["kind"] for a in report.actions] == ["reprieve"]
+    assert "outside the vault" in report.conflicts[0] and not report.written
     assert w.changed(before) == set() and path.is_symlink()
 
 
@@ -288,6 +288,6 @@ def test_related_mirroring_does_not_replace_a_note_that_became_a_link(world: Wor
     (w.root / "semantic/a.md").symlink_to(w.outside / "a.md")
     before = w.snapshot()
     [report] = w.vault.lifecycle(["connect"])
-    assert any("symbolic link" in c for c in report["conflicts"])
-    assert report["written"] == ["semantic/b.md"]
+    assert any("symbolic link" in c for c in report.conflicts)
+    assert report.written == ["semantic/b.md"]
     assert w.changed(before) == set() and (w.root / "semantic/a.md").is_symlink()

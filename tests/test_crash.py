@@ -43,10 +43,10 @@ from typing import Any
 import yaml
 
 from tests.daemon_helpers import FAST_CONFIG, call, env_for, make_vault, vaultd, wait_for
+from vaultd.blocks import BEGIN, END
 from vaultd.daemon_files import read_info, read_token
 from vaultd.doctor import TEMP_SUFFIX
 from vaultd.edits import split_frontmatter
-from vaultd.lifecycle import BEGIN, END
 from vaultd.vault import open_vault
 
 PHASES = ("index", "flush", "lifecycle")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from vaultd import edits, flush
+from vaultd import blocks, edits
 from vaultd.embedder import HashEmbedder, builtin_profiles
-from vaultd.vault import Vault, flush_vault, init_vault, open_vault
+from vaultd.vault import Vault, init_vault, open_vault
 
 USER_TEXT = "# Memory\n\nMy own notes, kept verbatim.\n\n"
 
@@ -33,12 +33,12 @@ def vault(tmp_path: Path) -> Vault:
 
 
 def test_sections_and_user_text(vault: Vault) -> None:
-    result = flush_vault(vault)
+    result = vault.flush()
     text = (vault.root / "MEMORY.md").read_text(encoding="utf-8")
-    assert result["memory_written"]
+    assert result.memory_written
     assert text.startswith(USER_TEXT) and text.endswith("<!-- vaultd:end -->\n\nTrailing user "
                                                         "line.\n")
-    block = flush.block_of(text)
+    block = blocks.block_of(text)
     assert block is not None
     facts, rest = block.split("## Procedures")
     assert "Money: Amounts are integer cents. — [money](semantic/money.md)" in facts
@@ -48,12 +48,12 @@ def test_sections_and_user_text(vault: Vault) -> None:
 
 
 def test_second_flush_changes_nothing(vault: Vault) -> None:
-    flush_vault(vault)
+    vault.flush()
     path = vault.root / "MEMORY.md"
     before = (path.read_bytes(), path.stat().st_mtime_ns)
     os.utime(path, ns=(before[1], before[1]))
-    result = flush_vault(vault)
-    assert not result["memory_written"]
+    result = vault.flush()
+    assert not result.memory_written
     assert (path.read_bytes(), path.stat().st_mtime_ns) == before
 
 
@@ -63,8 +63,8 @@ def test_budget_overflow_is_announced(vault: Vault) -> None:
             f"# Procedure {i}\n\nStep {i} " + "words " * 20 + "\n")
     vault.settings = replace(vault.settings,
                              lifecycle=replace(vault.settings.lifecycle, memory_budget=1500))
-    flush_vault(vault)
-    block = flush.block_of((vault.root / "MEMORY.md").read_text(encoding="utf-8"))
+    vault.flush()
+    block = blocks.block_of((vault.root / "MEMORY.md").read_text(encoding="utf-8"))
     assert block is not None and len(block) <= 1500
     assert "more item(s) did not fit the 1,500-character budget" in block
     assert "vaultd search" in block
@@ -83,7 +83,7 @@ def test_a_user_edit_between_read_and_write_survives(vault: Vault,
         return real(snapshot, text)
 
     monkeypatch.setattr(edits, "replace_checked", user_saves_first)
-    flush_vault(vault)
+    vault.flush()
     text = path.read_text(encoding="utf-8")
     assert "My EDITED notes, kept verbatim." in text  # their edit survived
     assert "## Key facts" in text and len(calls) == 2  # and ours merged in on the re-read
@@ -91,8 +91,8 @@ def test_a_user_edit_between_read_and_write_survives(vault: Vault,
 
 def test_dry_run_prints_a_diff_and_writes_nothing(vault: Vault) -> None:
     before = (vault.root / "MEMORY.md").read_bytes()
-    result = flush_vault(vault, dry_run=True)
-    assert "+## Key facts" in result["memory_diff"]
+    result = vault.flush(dry_run=True)
+    assert "+## Key facts" in result.memory_diff
     assert (vault.root / "MEMORY.md").read_bytes() == before
 
 
@@ -124,9 +124,9 @@ def test_golden_memory_for_sample_vault(tmp_path: Path) -> None:
     shutil.copytree(Path(__file__).resolve().parent.parent / "sample_vault", root)
     init_vault(root)
     with open_vault(root, env={"VAULTD_CACHE_DIR": str(tmp_path / "c")}, daemon="never") as v:
-        flush_vault(v)
+        v.flush()
         text = (root / "MEMORY.md").read_text(encoding="utf-8")
-        block = flush.block_of(text)
+        block = blocks.block_of(text)
         assert block is not None
         if os.environ.get("VAULTD_REGENERATE_GOLDEN"):
             GOLDEN.write_text(block + "\n", encoding="utf-8")
@@ -134,7 +134,7 @@ def test_golden_memory_for_sample_vault(tmp_path: Path) -> None:
         user_part = (Path(__file__).resolve().parent.parent / "sample_vault" / "MEMORY.md"
                      ).read_text(encoding="utf-8").split("<!-- vaultd:begin -->")[0]
         assert text.startswith(user_part)
-        assert not flush_vault(v)["memory_written"]  # idempotent
+        assert not v.flush().memory_written  # idempotent
 
 
 def test_flush_goes_through_the_daemon_when_it_runs(tmp_path: Path) -> None:

@@ -63,17 +63,17 @@ def test_connect_links_by_threshold_and_mirrors_related(vault: Vault) -> None:
     vault.index()
     before = vault.embedder.texts_embedded
     [report] = vault.lifecycle(["connect"])
-    links = [a for a in report["actions"] if a["scores"]]
+    links = [a for a in report.actions if a["scores"]]
     assert {a["entries"][0].split(":")[0] for a in links} == {"episodic/2026-11-01.md",
                                                              "semantic/pool.md"}
     fm = edits.get_frontmatter("semantic/pool.md",
                                (vault.root / "semantic/pool.md").read_text(encoding="utf-8"))
     assert fm["related"] == ["[[episodic/2026-11-01]]"]
-    assert "semantic/pool.md" in report["written"]
+    assert "semantic/pool.md" in report.written
     # the frontmatter-only change re-indexed the file without embedding anything
     assert vault.embedder.texts_embedded == before
     again = vault.lifecycle(["connect"])[0]
-    assert not again["actions"] and not again["written"]  # nothing buffered, nothing rewritten
+    assert not again.actions and not again.written  # nothing buffered, nothing rewritten
 
 
 def test_consolidate_merges_a_coherent_group_and_undo_restores(vault: Vault) -> None:
@@ -86,8 +86,8 @@ def test_consolidate_merges_a_coherent_group_and_undo_restores(vault: Vault) -> 
     vault.index()
     vault.lifecycle(["connect"])
     [report] = vault.lifecycle(["consolidate"])
-    assert len(report["actions"]) == 1 and "every pair at cosine" in report["actions"][0]["reason"]
-    merged = [p for p in report["created"] if p.startswith("semantic/")]
+    assert len(report.actions) == 1 and "every pair at cosine" in report.actions[0]["reason"]
+    merged = [p for p in report.created if p.startswith("semantic/")]
     assert len(merged) == 1
     text = (vault.root / merged[0]).read_text(encoding="utf-8")
     fm = edits.get_frontmatter(merged[0], text)
@@ -115,8 +115,8 @@ def test_structural_noise_is_not_consolidated(vault: Vault, tmp_path: Path) -> N
         write(vault.root, f"episodic/{day}.md", daily(day, [f"Session log {i}.\n{template}"]))
     noisy.index()
     [report] = noisy.lifecycle(["consolidate"], dry_run=True)
-    assert not report["actions"]
-    assert any("structural noise" in n for n in report["notes"])
+    assert not report.actions
+    assert any("structural noise" in n for n in report.notes)
 
 
 def test_isolated_episodes_fade_after_three_reprieves_and_restore(vault: Vault) -> None:
@@ -130,14 +130,14 @@ def test_isolated_episodes_fade_after_three_reprieves_and_restore(vault: Vault) 
                                                                newer_entries=3))
     for expected in (1, 2, 3):
         [report] = vault.lifecycle(["age"])
-        lonely = [a for a in report["actions"] if "lonely" in a["entries"][0]]
+        lonely = [a for a in report.actions if "lonely" in a["entries"][0]]
         assert [a["kind"] for a in lonely] == ["reprieve"]
         assert f"reprieve {expected} of 3" in lonely[0]["reason"]
-        assert all("decided" not in a["entries"][0] for a in report["actions"])  # protected
+        assert all("decided" not in a["entries"][0] for a in report.actions)  # protected
     fm = edits.get_frontmatter("x", (vault.root / "episodic/2026-01-01.md").read_text())
     assert fm["vaultd"]["reprieves"] == {"10:00 — topiclonely lunch place": 3}
     [report] = vault.lifecycle(["age"])
-    assert [a["kind"] for a in report["actions"] if "lonely" in a["entries"][0]] == ["fade"]
+    assert [a["kind"] for a in report.actions if "lonely" in a["entries"][0]] == ["fade"]
     live = (vault.root / "episodic/2026-01-01.md").read_text(encoding="utf-8")
     archived = (vault.root / "archive/episodic/2026-01-01.md").read_text(encoding="utf-8")
     assert "topiclonely" not in live and "topicdecided" in live
@@ -157,7 +157,7 @@ def test_recall_promotion_after_three_queries(vault: Vault) -> None:
         vault.search(q, record=True)
         vault.search(q, record=True)  # the same query twice is one occasion
     [report] = vault.lifecycle(["promote"])
-    promoted = {a["entries"][0].split(":")[0] for a in report["actions"]}
+    promoted = {a["entries"][0].split(":")[0] for a in report.actions}
     assert promoted == {"episodic/2026-11-01.md", "semantic/pg.md"}
     assert edits.get_frontmatter("s", (vault.root / "semantic/pg.md").read_text())[
         "status"] == "proven"
@@ -207,7 +207,7 @@ def test_route_writes_only_inside_the_managed_block(vault: Vault, tmp_path: Path
     with_settings(vault, route_targets=("CLAUDE.md", "procedural/style-guide.md"))
     vault.index()
     [dry] = vault.lifecycle(["route"], dry_run=True)
-    diffs = {a["target"]: a["diff"] for a in dry["actions"] if a["kind"] == "write"}
+    diffs = {a["target"]: a["diff"] for a in dry.actions if a["kind"] == "write"}
     assert "+- Deploys: topicdeploy always canary first. ([[semantic/deploys]])" in \
         diffs["CLAUDE.md"] and "-old" in diffs["CLAUDE.md"]
     assert (vault.root / "CLAUDE.md").read_text() == claude  # dry run wrote nothing
@@ -219,7 +219,7 @@ def test_route_writes_only_inside_the_managed_block(vault: Vault, tmp_path: Path
     guide = (vault.root / "procedural/style-guide.md").read_text(encoding="utf-8")
     assert guide.startswith("# Guide\n\ntopicstyle guide.\n") and "[[semantic/style]]" in guide
     again = vault.lifecycle(["route"])[0]
-    assert not again["written"]  # idempotent: nothing new, nothing rewritten
+    assert not again.written  # idempotent: nothing new, nothing rewritten
 
 
 def test_route_refuses_paths_outside_the_vault(vault: Vault, tmp_path: Path) -> None:
@@ -247,13 +247,13 @@ def test_heartbeat_extracts_high_signal_knowledge(vault: Vault) -> None:
     vault.index()
     vault.lifecycle(["connect"])
     [report] = vault.lifecycle(["heartbeat"], today=dt.date(2026, 11, 21))
-    assert [a["type"] for a in report["actions"]] == ["semantic"]
-    [created] = report["created"]
+    assert [a["type"] for a in report.actions] == ["semantic"]
+    [created] = report.created
     text = (vault.root / created).read_text(encoding="utf-8")
     assert created.startswith("semantic/") and "topicpool max is twenty" in text
     assert "extracted_from: '[[episodic/2026-11-20]]'" in text
     again = vault.lifecycle(["heartbeat"], today=dt.date(2026, 11, 21))[0]
-    assert not again["actions"]  # already extracted: recorded in the daily log's frontmatter
+    assert not again.actions  # already extracted: recorded in the daily log's frontmatter
 
 
 def test_prune_archives_the_weaker_near_duplicate(vault: Vault) -> None:
@@ -262,7 +262,7 @@ def test_prune_archives_the_weaker_near_duplicate(vault: Vault) -> None:
     vault.index()
     vault.profile = replace(vault.profile, duplicate_threshold=0.95)
     [report] = vault.lifecycle(["prune"])
-    [action] = report["actions"]
+    [action] = report.actions
     assert action["entries"][0].startswith("episodic/2026-11-02.md")  # the newer one goes
     assert "near-duplicate" in action["reason"]
     assert (vault.root / "archive/episodic/2026-11-02.md").exists()
@@ -298,7 +298,7 @@ def test_llm_merge_is_used_and_checked(vault: Vault) -> None:
             write(vault.root, f"episodic/{day}.md", daily(day, [says[i]]))
         vault.index()
         [report] = vault.lifecycle(["consolidate"])
-        merged = next(p for p in report["created"] if p.startswith("semantic/"))
+        merged = next(p for p in report.created if p.startswith("semantic/"))
         text = (vault.root / merged).read_text(encoding="utf-8")
         assert "merged_by: llm" in text and "between local and UTC midnight" in text
     finally:
@@ -342,7 +342,8 @@ def test_daemon_schedules_lifecycle_jobs_without_overlap(vault: Vault) -> None:
 
 
 def test_clusters_drop_the_weakest_member_until_every_pair_is_close() -> None:
-    from vaultd.lifecycle import EntryView, clusters
+    from vaultd.lifecycle.consolidate import clusters
+    from vaultd.lifecycle.entries import EntryView
 
     def view(i: int) -> EntryView:
         return EntryView(id=str(i), path=f"episodic/2026-01-0{i + 1}.md", key=str(i), heading="",
@@ -368,14 +369,14 @@ def test_real_model_lifecycle_on_sample_vault(tmp_path: Path) -> None:
     with open_vault(root, env={"VAULTD_CACHE_DIR": str(tmp_path / "cache")},
                     daemon="never") as v:
         v.index()
-        reports = {r["phase"]: r for r in v.lifecycle(["connect", "consolidate", "age"])}
-        links = sum(len(a["scores"]) for a in reports["connect"]["actions"])
+        reports = {r.phase: r for r in v.lifecycle(["connect", "consolidate", "age"])}
+        links = sum(len(a["scores"]) for a in reports["connect"].actions)
         assert links > 20
-        merges = [a for a in reports["consolidate"]["actions"] if a["kind"] == "merge"]
+        merges = [a for a in reports["consolidate"].actions if a["kind"] == "merge"]
         merged_keys = " ".join(" ".join(a["entries"]) for a in merges)
         assert "test_refund_webhook" in merged_keys  # the planted recurring flaky test
         assert all(len(a["entries"]) >= 3 for a in merges)
-        kinds = {a["kind"] for a in reports["age"]["actions"]}
+        kinds = {a["kind"] for a in reports["age"].actions}
         assert kinds <= {"reprieve"}  # first pass: reprieves, nothing fades yet
         assert (root / "archive" / "episodic").is_dir()
         hits = v.search("why did the refund webhook test fail at night", k=3)

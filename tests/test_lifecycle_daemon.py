@@ -117,7 +117,7 @@ def _consolidated(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
     with open_vault(root, env=env_for(tmp_path), daemon="never") as v:
         v.index()
         [report] = v.lifecycle(["consolidate"])
-        assert report["actions"][0]["kind"] == "merge"
+        assert report.actions[0]["kind"] == "merge"
     return root, before
 
 
@@ -175,17 +175,19 @@ def test_finishing_a_consolidation_leaves_an_entry_changed_since(tmp_path: Path)
 def test_a_whole_note_move_cut_short_is_finished_not_copied_again(tmp_path: Path) -> None:
     """A note fading as a whole is copied to archive/, then removed; killed in between, the
     next fade removed it after making a second archive copy (`meeting-<hash>.md`)."""
-    from vaultd import lifecycle as lc
+    from vaultd.lifecycle.entries import snapshot
+    from vaultd.lifecycle.moves import archive_entry
+    from vaultd.lifecycle.plans import Outcome
 
     text = "---\ntype: episodic\n---\n# Meeting\n\nWe talked about the kiwi orchard.\n"
     root = make_vault(tmp_path, notes={"episodic/meeting.md": text})
     with open_vault(root, env=env_for(tmp_path), daemon="never") as v:
         v.index()
-        [view] = [x for x in lc.snapshot(v.store)[0] if x.path == "episodic/meeting.md"]
-        lc.archive_entry(root, view, "faded", lc.Outcome())
+        [view] = [x for x in snapshot(v.store)[0] if x.path == "episodic/meeting.md"]
+        archive_entry(root, view, "faded", Outcome())
         (root / "episodic" / "meeting.md").write_text(text, encoding="utf-8")  # the kill
-        out = lc.Outcome()
-        lc.archive_entry(root, view, "faded", out)
+        out = Outcome()
+        archive_entry(root, view, "faded", out)
     assert out.written == ["episodic/meeting.md"]
     assert not (root / "episodic" / "meeting.md").exists()
     assert [p.name for p in (root / "archive" / "episodic").glob("*.md")] == ["meeting.md"]

@@ -15,7 +15,6 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import TopicEmbedder, daily
@@ -23,9 +22,12 @@ from daemon_helpers import env_for, running_daemon, wait_for
 from daemon_helpers import make_vault as make_daemon_vault
 
 from vaultd import edits
-from vaultd import lifecycle as lc
+from vaultd.blocks import outside_block
 from vaultd.embedder import builtin_profiles
-from vaultd.vault import Vault, flush_vault, init_vault, open_vault
+from vaultd.lifecycle import age, consolidate, heartbeat, route
+from vaultd.lifecycle.moves import restore
+from vaultd.lifecycle.plans import Context, Outcome, Plan
+from vaultd.vault import Vault, init_vault, open_vault
 
 
 def write(root: Path, rel: str, text: str) -> None:
@@ -121,10 +123,10 @@ def test_a_user_save_to_memory_md_during_a_flush_survives_byte_for_byte(
     path = vault.root / "MEMORY.md"
     saved = user_saves_after_read(
         monkeypatch, path, lambda t: t.replace("My notes.", "My notes, EDITED\r\n  exactly."))
-    result = flush_vault(vault)
-    assert saved and result["memory_written"]
+    result = vault.flush()
+    assert saved and result.memory_written
     final = path.read_bytes().decode("utf-8")
-    assert lc.outside_block(final) == lc.outside_block(saved[-1])  # the user's bytes, all kept
+    assert outside_block(final) == outside_block(saved[-1])  # the user's bytes, all kept
     assert "Money" in final and "EDITED\r\n  exactly." in final
 
 
@@ -135,7 +137,7 @@ def test_a_user_who_keeps_saving_memory_md_wins(vault: Vault,
     path = vault.root / "MEMORY.md"
     saved = user_saves_after_read(monkeypatch, path, lambda t: t + "another line\n", times=99)
     with pytest.raises(edits.ConflictError, match="kept changing"):
-        flush_vault(vault)
+        vault.flush()
     assert path.read_text(encoding="utf-8") == saved[-1]  # nothing of ours over their save
 
 
@@ -156,39 +158,39 @@ def test_a_user_save_to_a_routed_file_between_plan_and_write_survives(
         vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _routed_vault(vault)
     user = ROUTED.replace("User rule", "User rule, edited while vaultd planned,")
-    real_apply = lc.apply_route
+    real_apply = route.PHASE.apply
 
-    def user_saves_then_apply(root: Path, plan: lc.Plan) -> lc.Outcome:
+    def user_saves_then_apply(ctx: Context, plan: Plan) -> Outcome:
         path.write_bytes(user.encode())
-        return real_apply(root, plan)
+        return real_apply(ctx, plan)
 
-    monkeypatch.setattr(lc, "apply_route", user_saves_then_apply)
-    result = flush_vault(vault)
-    route = next(p for p in result["phases"] if p["phase"] == "route")
-    assert route["conflicts"] and "CLAUDE.md" in route["conflicts"][0]
+    monkeypatch.setattr(route.PHASE, "apply", user_saves_then_apply)
+    result = vault.flush()
+    routed = next(p for p in result.phases if p["phase"] == "route")
+    assert routed["conflicts"] and "CLAUDE.md" in routed["conflicts"][0]
     assert path.read_bytes() == user.encode()  # refused: not one byte of ours
     monkeypatch.undo()
-    flush_vault(vault)  # the next run plans again on the user's text
+    vault.flush()  # the next run plans again on the user's text
     final = path.read_text(encoding="utf-8")
-    assert lc.outside_block(final) == lc.outside_block(user) and "[[semantic/deploys]]" in final
+    assert outside_block(final) == outside_block(user) and "[[semantic/deploys]]" in final
 
 
 def test_a_user_save_to_a_routed_file_between_read_and_write_survives(
         vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _routed_vault(vault)
-    real_apply = lc.apply_route
+    real_apply = route.PHASE.apply
     saved: list[list[str]] = []
 
-    def apply_with_a_user(root: Path, plan: lc.Plan) -> lc.Outcome:
-        # the user saves right after apply_route's own read of the file
+    def apply_with_a_user(ctx: Context, plan: Plan) -> Outcome:
+        # the user saves right after route's apply reads the file
         saved.append(user_saves_after_read(monkeypatch, path,
                                            lambda t: t + "Saved mid-write.\n"))
-        return real_apply(root, plan)
+        return real_apply(ctx, plan)
 
-    monkeypatch.setattr(lc, "apply_route", apply_with_a_user)
-    result = flush_vault(vault)
-    route = next(p for p in result["phases"] if p["phase"] == "route")
-    assert saved[0] and route["conflicts"]
+    monkeypatch.setattr(route.PHASE, "apply", apply_with_a_user)
+    result = vault.flush()
+    routed = next(p for p in result.phases if p["phase"] == "route")
+    assert saved[0] and routed["conflicts"]
     assert path.read_text(encoding="utf-8") == saved[0][-1]
 
 
@@ -203,9 +205,9 @@ def test_related_mirroring_never_overwrites_a_save_made_after_its_read(
     path = vault.root / "semantic/a.md"
     saved = user_saves_after_read(monkeypatch, path, lambda t: t + "\nUser line.\n")
     [report] = vault.lifecycle(["connect"])
-    assert saved and any("semantic/a.md" in c for c in report["conflicts"])
+    assert saved and any("semantic/a.md" in c for c in report.conflicts)
     assert path.read_text(encoding="utf-8") == saved[-1]
-    assert "semantic/b.md" in report["written"]  # the other file was mirrored as usual
+    assert "semantic/b.md" in report.written  # the other file was mirrored as usual
     monkeypatch.undo()
     vault.index()
     vault.lifecycle(["connect"])  # next time: planned again on the user's text
@@ -235,19 +237,19 @@ def test_consolidate_leaves_an_entry_edited_between_plan_and_apply(
     path = vault.root / f"episodic/{days[1]}.md"
     user = path.read_text(encoding="utf-8").replace("Berlin timezone involved.",
                                                     "Berlin timezone. User adds: CET!")
-    real_apply = lc.apply_consolidate
+    real_apply = consolidate.PHASE.apply
 
-    def user_saves_then_apply(root: Path, *args: Any) -> lc.Outcome:
+    def user_saves_then_apply(ctx: Context, plan: Plan) -> Outcome:
         path.write_bytes(user.encode())
-        return real_apply(root, *args)
+        return real_apply(ctx, plan)
 
-    monkeypatch.setattr(lc, "apply_consolidate", user_saves_then_apply)
+    monkeypatch.setattr(consolidate.PHASE, "apply", user_saves_then_apply)
     [report] = vault.lifecycle(["consolidate"])
-    assert len(report["actions"]) == 1
-    assert any(days[1] in c for c in report["conflicts"])
+    assert len(report.actions) == 1
+    assert any(days[1] in c for c in report.conflicts)
     assert path.read_bytes() == user.encode()
     # the group is no longer the one planned: nothing merged, no member moved
-    assert not report["created"] and not (vault.root / "archive").joinpath("episodic").exists()
+    assert not report.created and not (vault.root / "archive").joinpath("episodic").exists()
     for day in days:
         assert "topicflaky" in (vault.root / f"episodic/{day}.md").read_text(encoding="utf-8")
 
@@ -261,7 +263,7 @@ def test_archiving_an_entry_of_a_file_saved_after_its_read_moves_nothing(
                                   lambda t: t + "\n## 18:00 — Evening\nUser wrote this.\n",
                                   skip=1)
     [report] = vault.lifecycle(["consolidate"])
-    assert saved and any(days[0] in c for c in report["conflicts"])
+    assert saved and any(days[0] in c for c in report.conflicts)
     assert path.read_text(encoding="utf-8") == saved[-1]
     # the entry stayed in its file, so the archive must not hold a second copy of it
     archived = vault.root / f"archive/episodic/{days[0]}.md"
@@ -286,8 +288,8 @@ def test_a_reprieve_is_not_written_over_a_save_made_after_its_read(
     path = _lonely_note(vault)
     saved = user_saves_after_read(monkeypatch, path, lambda t: t + "Still useful!\n")
     [report] = vault.lifecycle(["age"])
-    assert [a["kind"] for a in report["actions"]] == ["reprieve"]
-    assert saved and report["conflicts"] and not report["written"]
+    assert [a["kind"] for a in report.actions] == ["reprieve"]
+    assert saved and report.conflicts and not report.written
     assert path.read_text(encoding="utf-8") == saved[-1]
 
 
@@ -298,16 +300,16 @@ def test_a_note_edited_since_it_was_planned_does_not_fade(
         vault.lifecycle(["age"])
     assert edits.get_frontmatter("x", path.read_text())["reprieves"] == 3
     user = path.read_text(encoding="utf-8").replace("lunch place.", "lunch place. Keep this!")
-    real_apply = lc.apply_state
+    real_apply = age.PHASE.apply
 
-    def user_saves_then_apply(root: Path, *args: Any) -> lc.Outcome:
+    def user_saves_then_apply(ctx: Context, plan: Plan) -> Outcome:
         path.write_bytes(user.encode())
-        return real_apply(root, *args)
+        return real_apply(ctx, plan)
 
-    monkeypatch.setattr(lc, "apply_state", user_saves_then_apply)
+    monkeypatch.setattr(age.PHASE, "apply", user_saves_then_apply)
     [report] = vault.lifecycle(["age"])
-    assert [a["kind"] for a in report["actions"]] == ["fade"]  # planned on the old text
-    assert report["conflicts"] and not report["written"]
+    assert [a["kind"] for a in report.actions] == ["fade"]  # planned on the old text
+    assert report.conflicts and not report.written
     assert path.read_bytes() == user.encode()  # the user's note stays, as they left it
     assert not (vault.root / "archive/episodic/lonely.md").exists()
 
@@ -321,8 +323,8 @@ def test_a_promotion_is_not_written_over_a_save_made_after_its_read(
     path = vault.root / "semantic/fact.md"
     saved = user_saves_after_read(monkeypatch, path, lambda t: "---\ntags: [mine]\n---\n" + t)
     [report] = vault.lifecycle(["promote"])
-    assert [a["kind"] for a in report["actions"]] == ["promote"]
-    assert saved and report["conflicts"]
+    assert [a["kind"] for a in report.actions] == ["promote"]
+    assert saved and report.conflicts
     assert path.read_text(encoding="utf-8") == saved[-1]
     monkeypatch.undo()
     vault.index()
@@ -339,7 +341,7 @@ def test_restore_leaves_an_archived_note_edited_after_its_read(
     path = vault.root / "archive/semantic/old.md"
     saved = user_saves_after_read(monkeypatch, path, lambda t: t + "Edited in the archive.\n")
     with pytest.raises(edits.ConflictError, match="changed while restoring"):
-        lc.restore(vault.root, "archive/semantic/old.md")
+        restore(vault.root, "archive/semantic/old.md")
     assert path.read_text(encoding="utf-8") == saved[-1]
     assert not (vault.root / "semantic/old.md").exists()  # no stale copy brought back
 
@@ -357,14 +359,14 @@ def test_restore_of_daily_entries_takes_them_back_when_the_archive_changed(
                        (["11:00 — gone"], lambda t: t.replace("topicgone", "topicGONE"))):
         saved = user_saves_after_read(monkeypatch, path, edit)
         with pytest.raises(edits.ConflictError):
-            lc.restore(vault.root, "archive/episodic/2026-01-01.md", keys or None)
+            restore(vault.root, "archive/episodic/2026-01-01.md", keys or None)
         assert path.read_text(encoding="utf-8") == saved[-1]
         # every entry restored before the conflict was taken back: none is in two places
         assert (vault.root / "episodic/2026-01-01.md").read_text(encoding="utf-8") == live
         assert not (vault.root / "episodic/2026-01-02.md").exists()
         monkeypatch.undo()
     assert "topicGONE" in path.read_text(encoding="utf-8")
-    assert lc.restore(vault.root, "archive/episodic/2026-01-01.md")  # and then it works
+    assert restore(vault.root, "archive/episodic/2026-01-01.md")  # and then it works
     assert "topicGONE" in (vault.root / "episodic/2026-01-01.md").read_text(encoding="utf-8")
     assert "topicalso" in (vault.root / "episodic/2026-01-02.md").read_text(encoding="utf-8")
     assert not path.exists()
@@ -381,21 +383,21 @@ def test_heartbeat_takes_back_its_note_when_the_log_changed_after_its_read(
     vault.index()
     vault.lifecycle(["connect"], mirror=False)
 
-    def heartbeat() -> lc.Outcome:
-        views, matrix = lc.snapshot(vault.store)
-        plan = lc.plan_heartbeat(vault.store, views, matrix, 3, dt.date(2026, 11, 21))
+    def review() -> Outcome:
+        ctx = vault.lifecycle_context(today=dt.date(2026, 11, 21))
+        plan = heartbeat.plan(ctx)
         assert [a.data["type"] for a in plan.actions] == ["semantic"]
-        return lc.apply_heartbeat(vault.root, {v.id: v for v in views}, plan)
+        return heartbeat.apply(ctx, plan)
 
     path = vault.root / "episodic/2026-11-20.md"
     saved = user_saves_after_read(monkeypatch, path, lambda t: t + "\n## 18:00 — Later\nx.\n")
-    out = heartbeat()
+    out = review()
     assert out.conflicts and not out.created
     assert path.read_text(encoding="utf-8") == saved[-1]
     assert not list((vault.root / "semantic").glob("topicpool-max*"))  # taken back
     monkeypatch.undo()
     vault.index()
-    out = heartbeat()  # planned again on the user's text: extracted once, and marked
+    out = review()  # planned again on the user's text: extracted once, and marked
     assert len(out.created) == 1 and not out.conflicts
     text = path.read_text(encoding="utf-8")
     assert text.endswith("\n## 18:00 — Later\nx.\n") and "extracted:" in text

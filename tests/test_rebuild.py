@@ -55,7 +55,7 @@ def observe(vault: Vault, queries: list[str]) -> dict[str, Any]:
     """What must survive a rebuild: search results, durable states, and the lifecycle's plan
     (dry run) once connect has linked the entries again."""
     vault.lifecycle(["connect"], mirror=False)
-    plans = [{k: r[k] for k in ("phase", "actions", "notes")}
+    plans = [{k: getattr(r, k) for k in ("phase", "actions", "notes")}
              for r in vault.lifecycle(PHASES, dry_run=True)]
     return {"search": top10(vault, queries), "states": vault.states(), "plans": plans}
 
@@ -156,7 +156,7 @@ def observe_all(vault: Vault, queries: list[str]) -> dict[str, Any]:
         out[mode] = {q: [(h.path, h.lines) for h in vault.search(q, k=10, mode=mode)]
                      for q in queries}
     out["edges"] = edges(vault)
-    out["prune"] = vault.lifecycle(["prune"], dry_run=True)[0]["actions"]
+    out["prune"] = vault.lifecycle(["prune"], dry_run=True)[0].actions
     return out
 
 

@@ -13,8 +13,6 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from vaultd.notes import MANAGED_BEGIN as MANAGED_BEGIN  # re-exported: flush writes them
-from vaultd.notes import MANAGED_END as MANAGED_END
 from vaultd.notes import Entry, Note, fence_mask, heading_of, managed_mask
 
 CountTokens = Callable[[str], int]

@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 
-from vaultd.config import LIFECYCLE_PHASES
 from vaultd.errors import VaultdError
+from vaultd.lifecycle import PHASE_NAMES
 
 
 def _echo_json(data: Any) -> None:
@@ -387,7 +387,7 @@ def remember(ctx: click.Context, text: tuple[str, ...], note_type: str | None,
     click.echo(f"{path}: ## {heading}")
 
 
-PHASES = LIFECYCLE_PHASES
+PHASES = PHASE_NAMES
 
 
 @main.command()
@@ -398,6 +398,7 @@ PHASES = LIFECYCLE_PHASES
 def lifecycle(ctx: click.Context, phase: str, dry_run: bool, as_json: bool) -> None:
     """Run the memory lifecycle on demand and print the plan with reasons: links, promotions,
     merges of connected groups, reprieves and fades of isolated entries."""
+    from vaultd.lifecycle.plans import PhaseReport
     from vaultd.vault import lifecycle_anywhere
 
     phases = list(PHASES) if phase == "all" else [phase]
@@ -405,32 +406,30 @@ def lifecycle(ctx: click.Context, phase: str, dry_run: bool, as_json: bool) -> N
         vault = _open(ctx)
         if dry_run:  # writes nothing: in-process is fine
             vault.index()
-            result = {"phases": vault.lifecycle(phases, dry_run=True), "states": vault.states()}
+            result = {"phases": [r.to_dict() for r in vault.lifecycle(phases, dry_run=True)],
+                      "states": vault.states()}
         else:  # through the daemon when it runs: it is the index's only writer
             result = lifecycle_anywhere(vault, phases)
-        reports = result["phases"]
     if as_json:
         _echo_json(result)
         return
-    for report in reports:
-        click.echo(click.style(f"[{report['phase']}]", bold=True)
+    for report in map(PhaseReport.from_dict, result["phases"]):
+        click.echo(click.style(f"[{report.phase}]", bold=True)
                    + (" (dry run)" if dry_run else ""))
-        for note in report["notes"]:
+        for note in report.notes:
             click.echo(f"  {note}")
-        for action in report["actions"]:
-            if action["kind"] == "link" and not action.get("scores"):
-                continue
+        for action in report.acted:
             what = ", ".join(action["entries"][:4]) or action.get("target", "")
             click.echo(f"  {action['kind']}: {what}"
                        + (" …" if len(action["entries"]) > 4 else ""))
             click.echo(f"      because {action['reason']}")
             if action.get("diff") and dry_run:
                 click.echo(action["diff"].rstrip("\n"))
-        for path in report["created"]:
+        for path in report.created:
             click.echo(f"  created {path}")
-        for path in report["written"]:
+        for path in report.written:
             click.echo(f"  wrote {path}")
-        for conflict in report["conflicts"]:
+        for conflict in report.conflicts:
             click.echo(f"  skipped: {conflict}", err=True)
 
 
@@ -444,7 +443,7 @@ def lifecycle(ctx: click.Context, phase: str, dry_run: bool, as_json: bool) -> N
 def flush(ctx: click.Context, dry_run: bool, transcript: Path | None, as_json: bool) -> None:
     """Index, connect and route, then write MEMORY.md's managed block (within its budget).
     Idempotent: with nothing new, no file changes."""
-    from vaultd.vault import flush_anywhere, flush_vault
+    from vaultd.vault import flush_anywhere
 
     with _errors():
         if transcript is not None and not dry_run:
@@ -453,7 +452,7 @@ def flush(ctx: click.Context, dry_run: bool, transcript: Path | None, as_json: b
             path, heading = capture(_root(ctx), transcript)
             click.echo(f"saved the session to {path}: ## {heading}", err=True)
         vault = _open(ctx)
-        result = flush_vault(vault, dry_run=True) if dry_run else flush_anywhere(vault)
+        result = vault.flush(dry_run=True).to_dict() if dry_run else flush_anywhere(vault)
     if as_json:
         _echo_json(result)
         return
@@ -578,6 +577,7 @@ def hooks_uninstall(ctx: click.Context, agent: str, user: bool, project: Path | 
 def hook(ctx: click.Context, event: str) -> None:
     """What the installed agent hooks run (reads the hook's JSON on stdin)."""
     from vaultd.hooks import read_hook_input, transcript_of
+    from vaultd.layout import MEMORY_FILE
 
     root = _root(ctx)
     with _errors():
@@ -588,7 +588,7 @@ def hook(ctx: click.Context, event: str) -> None:
                 start_daemon(root, timeout=60)
             except Exception as exc:  # memory still loads without the daemon
                 click.echo(f"vaultd: daemon not started: {exc}", err=True)
-            memory = root / "MEMORY.md"
+            memory = root / MEMORY_FILE
             if memory.is_file():
                 click.echo(memory.read_text(encoding="utf-8"))
             return

@@ -20,9 +20,6 @@ else:  # pragma: no cover - exercised on 3.10 only
 from vaultd.errors import ConfigError
 from vaultd.layout import STATE_DIR
 
-# The memory lifecycle's phases, in the order `--phase all` and POST /lifecycle run them.
-LIFECYCLE_PHASES = ("connect", "promote", "consolidate", "route", "age", "heartbeat", "prune")
-
 CONFIG_FILE = "config.toml"
 
 

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from vaultd import layout
-from vaultd.config import LIFECYCLE_PHASES
 from vaultd.daemon_files import Lock, ensure_token, info_path
 from vaultd.embedder import OnnxEmbedder
 from vaultd.errors import VaultdError
 from vaultd.indexer import IndexReport
+from vaultd.lifecycle import PHASE_NAMES
 from vaultd.search import search_request, search_response
 from vaultd.store import Store
 from vaultd.vault import Vault
@@ -43,7 +43,7 @@ LOG_FILE = "daemon.log"
 RECONCILE = "reconcile"
 LIFECYCLE = "lifecycle:"
 REQUEST = "request:"  # + id: a POST /flush or /lifecycle waiting for the main thread
-SCHEDULED_PHASES = (*LIFECYCLE_PHASES, "flush")
+SCHEDULED_PHASES = (*PHASE_NAMES, "flush")
 MAX_BATCH_WAIT = 2.0  # seconds: a steady stream of events still gets indexed
 CONNECT_QUIET = 1.0  # seconds without events before the post-batch connect runs
 
@@ -89,7 +89,7 @@ class RecallWriter:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        from vaultd.lifecycle import record_recalls
+        from vaultd.lifecycle.promote import record_recalls
 
         store = Store(layout.index_path(self.root))
         try:
@@ -348,10 +348,8 @@ class Daemon:
 
     def _flush(self) -> dict[str, Any]:
         """Drain pending index work, connect, route, write MEMORY.md (main thread)."""
-        from vaultd.vault import flush_vault
-
         try:
-            result = {k: v for k, v in flush_vault(self.vault).items() if k != "phases"}
+            result = {k: v for k, v in self.vault.flush().to_dict().items() if k != "phases"}
         except Exception as exc:
             self.stats.errors += 1
             log.exception("flush failed")
@@ -366,7 +364,8 @@ class Daemon:
         started = time.perf_counter()
         try:
             self.vault.index()
-            result = {"phases": self.vault.lifecycle(phases, dry_run=dry_run),
+            result = {"phases": [r.to_dict()
+                                 for r in self.vault.lifecycle(phases, dry_run=dry_run)],
                       "states": self.vault.states()}
         except Exception as exc:
             self.stats.errors += 1
@@ -426,14 +425,13 @@ class Daemon:
             self.stats.errors += 1
             log.exception("lifecycle %s failed; it runs again at its next scheduled time", phase)
             return
-        acted = [a for a in report["actions"] if a["kind"] != "link" or a.get("scores")]
-        line = (f"{len(acted)} action(s), {len(report['written'])} written, "
-                f"{len(report['created'])} created, {len(report['conflicts'])} conflict(s) "
+        line = (f"{len(report.acted)} action(s), {len(report.written)} written, "
+                f"{len(report.created)} created, {len(report.conflicts)} conflict(s) "
                 f"in {time.perf_counter() - started:.2f}s")
         self.stats.lifecycle[phase] = {"at": time.time(), "summary": line}
-        if acted or report["conflicts"]:
+        if report.acted or report.conflicts:
             log.info("lifecycle %s: %s", phase, line)
-        for conflict in report["conflicts"]:
+        for conflict in report.conflicts:
             log.warning("lifecycle %s: %s", phase, conflict)
 
 

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from vaultd import layout
 from vaultd.daemon_files import LOCK_FILE, ensure_token, info_path, pid_alive, token_path
+from vaultd.edits import TEMP_SUFFIX
 from vaultd.errors import VaultdError
 from vaultd.store import MIGRATIONS, Store
 
 if TYPE_CHECKING:
     from vaultd.vault import Vault
 
-TEMP_SUFFIX = ".vaultd-tmp"  # edits.atomic_write's temporary files
 # Findings that mean the index as a whole cannot be trusted: --fix rebuilds it.
 REBUILD = ("corrupt", "schema", "model")
 # Findings about single files: --fix indexes those files again.
@@ -363,7 +363,7 @@ def rebuild(vault: Vault) -> str:
         Indexer(vault.root, store, vault.embedder, ignore=vault.ignore,
                 max_file_bytes=vault.settings.index.max_file_bytes,
                 chunk_tokens=vault.settings.index.chunk_tokens).reconcile()
-        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.checkpoint()
     finally:
         store.close()
     aside = index.with_name(f"{index.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -25,6 +25,8 @@ import yaml
 
 from vaultd.errors import VaultdError
 
+TEMP_SUFFIX = ".vaultd-tmp"  # atomic_write's temporary files: `.NAME.PID.RANDOM.vaultd-tmp`
+
 
 class ConflictError(VaultdError):
     """The file changed since it was read; nothing was written."""
@@ -65,7 +67,7 @@ def atomic_write(path: Path, text: str) -> None:
     """Write `text` to `path` atomically (readers see the old or the new file, never half)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # the pid in the name tells a write in progress from one a crash interrupted (doctor)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".vaultd-tmp",
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX,
                                dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:

@@ -189,8 +189,7 @@ class Indexer:
             frontmatter=note.frontmatter, is_daily=note.is_daily,
             warnings=tuple(note.warnings))
         entries = [EntryRecord(e.id, e.ordinal, e.heading, e.start_line, e.end_line, e.date,
-                               e.tags, key=e.key,
-                               hash=hashlib.sha256(e.text.encode()).hexdigest()[:32])
+                               e.tags, key=e.key, hash=e.hash)
                    for e in note.entries]
         return _Parsed(record, entries, [_chunk_record(c, entry_dates) for c in chunks],
                        {c.hash: c.embed_text for c in chunks})

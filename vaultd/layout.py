@@ -10,10 +10,13 @@ from pathlib import Path
 
 from vaultd.errors import VaultNotFoundError
 
-STATE_DIR = ".vaultd"
+STATE_DIR = ".vaultd"  # vaultd's own folder in a vault: index, config, token, daemon files
+# Faded and merged material moves here (never deleted); indexed, but searched only on request.
+ARCHIVE_DIR = "archive"
+MEMORY_FILE = "MEMORY.md"  # what an agent reads at session start; vaultd owns only its block
 NOTE_SUFFIXES = (".md", ".markdown")
-# Never indexed. (`archive/` is indexed but only searched on request.)
-IGNORED_DIRS = (".git", ".obsidian", ".vaultd", ".trash", "node_modules")
+# Never indexed.
+IGNORED_DIRS = (".git", ".obsidian", STATE_DIR, ".trash", "node_modules")
 
 
 def find_vault(explicit: str | os.PathLike[str] | None, env: dict[str, str],
@@ -45,6 +48,11 @@ def state_dir(root: Path) -> Path:
 
 def index_path(root: Path) -> Path:
     return root / STATE_DIR / "index.db"
+
+
+def is_archived(rel: str) -> bool:
+    """Whether a vault-relative path lies under `archive/`."""
+    return rel == ARCHIVE_DIR or rel.startswith(ARCHIVE_DIR + "/")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from vaultd.blocks import BEGIN, END
+
 NOTE_TYPES = ("episodic", "semantic", "procedural")
 DAILY_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})\.md$")
 HEADING_RE = re.compile(r"^(#{1,6})(?:[ \t]+|$)")
@@ -26,8 +28,9 @@ HASHTAG_RE = re.compile(r"(?<![\w/#&])#([A-Za-z][\w/-]*)")
 FRONTMATTER_NODE_LIMIT = 10_000
 FRONTMATTER_DEPTH_LIMIT = 50
 FRONTMATTER_MAX_CHARS = 64_000  # bounds YAML parse time; longer blocks are read as body text
-MANAGED_BEGIN = "<!-- vaultd:begin -->"
-MANAGED_END = "<!-- vaultd:end -->"
+# A daily-log entry's heading starts with its time ("09:14 — Flaky test", "- 09:14 …"): what
+# the entry is about is the rest.
+TIME_PREFIX_RE = re.compile(r"^(?:[-*+]\s+)?\d{1,2}:\d{2}\s*[—-]?\s*")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,21 @@ class Entry:
     @property
     def text(self) -> str:
         return "\n".join(self.lines)
+
+    @property
+    def hash(self) -> str:
+        return entry_hash(self.text)
+
+
+def entry_hash(text: str) -> str:
+    """An entry's content hash: what the index stores and what a lifecycle plan and crash
+    recovery check an entry against before they move it (both must compute it alike)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def entry_title(key: str) -> str:
+    """An entry key without its leading time: "09:14 — Flaky test" → "Flaky test"."""
+    return TIME_PREFIX_RE.sub("", key).strip()
 
 
 @dataclass
@@ -347,14 +365,14 @@ def managed_mask(lines: list[str] | tuple[str, ...], start: int = 0) -> list[boo
     fenced code are text. A begin marker that is never closed hides only itself."""
     lines = list(lines)
     fenced = fence_mask(lines, start)
-    marks = [not f and line.strip() in (MANAGED_BEGIN, MANAGED_END)
+    marks = [not f and line.strip() in (BEGIN, END)
              for line, f in zip(lines[start:], fenced)]
     mask = list(marks)
     begin: int | None = None
     for i, (line, is_mark) in enumerate(zip(lines[start:], marks)):
         if not is_mark:
             continue
-        if line.strip() == MANAGED_BEGIN:
+        if line.strip() == BEGIN:
             if begin is None:
                 begin = i
         elif begin is not None:

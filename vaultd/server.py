@@ -18,8 +18,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from vaultd.config import LIFECYCLE_PHASES
 from vaultd.errors import VaultdError
+from vaultd.lifecycle import PHASE_NAMES
 
 log = logging.getLogger("vaultd.server")
 
@@ -281,15 +281,15 @@ class _Handler(BaseHTTPRequestHandler):
     def lifecycle(self, body: dict[str, Any]) -> dict[str, Any]:
         phases = body.get("phases", "all")
         if phases == "all":
-            phases = list(LIFECYCLE_PHASES)
+            phases = list(PHASE_NAMES)
         if not isinstance(phases, list) or not phases or not all(
                 isinstance(p, str) for p in phases):
             raise ApiError(HTTPStatus.BAD_REQUEST,
                            "'phases' must be \"all\" or a non-empty list of phase names")
-        unknown = [p for p in phases if p not in LIFECYCLE_PHASES]
+        unknown = [p for p in phases if p not in PHASE_NAMES]
         if unknown:
             raise ApiError(HTTPStatus.BAD_REQUEST, f"unknown lifecycle phase {unknown[0]!r}; "
-                           "the phases are " + ", ".join(LIFECYCLE_PHASES))
+                           "the phases are " + ", ".join(PHASE_NAMES))
         dry_run = body.get("dry_run", False)
         if not isinstance(dry_run, bool):
             raise ApiError(HTTPStatus.BAD_REQUEST, "'dry_run' must be true or false")

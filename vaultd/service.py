@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vaultd.errors import VaultdError
+from vaultd.layout import state_dir
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,8 @@ def describe(root: Path, *, user: bool = True, platform: str | None = None,
             "WorkingDirectory": str(root),
             "RunAtLoad": True,
             "KeepAlive": {"SuccessfulExit": False},
-            "StandardOutPath": str(root / ".vaultd" / "daemon.out"),
-            "StandardErrorPath": str(root / ".vaultd" / "daemon.out"),
+            "StandardOutPath": str(state_dir(root) / "daemon.out"),
+            "StandardErrorPath": str(state_dir(root) / "daemon.out"),
         }).decode()
         return ServiceFile(path, text, enable=f"launchctl load -w {path}",
                            disable=f"launchctl unload -w {path}")

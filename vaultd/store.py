@@ -17,8 +17,8 @@ from types import ModuleType
 from typing import Any
 
 from vaultd.errors import ExtensionError
+from vaultd.layout import ARCHIVE_DIR, is_archived
 
-ARCHIVE_DIR = "archive"
 SQLITE_FIX = (
     "vaultd needs a SQLite that can load extensions. Fix: `pip install sqlean-py sqlite-vec` "
     "(sqlean-py is a drop-in sqlite3 with extension loading), or use a Python built with "
@@ -241,10 +241,6 @@ class ChunkRow:
     text: str
     hash: str
     date: str | None
-
-
-def is_archived(path: str) -> bool:
-    return path == ARCHIVE_DIR or path.startswith(ARCHIVE_DIR + "/")
 
 
 # ---------------------------------------------------------------------------- store
@@ -577,8 +573,8 @@ class Store:
             "vectors": (one("SELECT count(*) FROM chunk_vectors").fetchone()[0]
                         if self._has_vector_table() else 0),
             "skipped": one("SELECT count(*) FROM skipped").fetchone()[0],
-            "archived_notes": one(
-                "SELECT count(*) FROM files WHERE path GLOB 'archive/*'").fetchone()[0],
+            "archived_notes": one("SELECT count(*) FROM files WHERE path GLOB ?",
+                                  (ARCHIVE_DIR + "/*",)).fetchone()[0],
         }
 
     def file_warnings(self) -> list[str]:
@@ -587,6 +583,87 @@ class Store:
                                         "ORDER BY path"):
             out.extend(json.loads(raw))
         return out
+
+    # -- the lifecycle: entries as the files say, the derivable link graph, search recalls
+    def file_frontmatters(self) -> dict[str, tuple[dict[str, Any], bool]]:
+        """path → (frontmatter, is a daily log) for every indexed note."""
+        return {p: (json.loads(fm), bool(daily)) for p, fm, daily in self.conn.execute(
+            "SELECT path, frontmatter, is_daily FROM files")}
+
+    def entry_rows(self) -> list[tuple[Any, ...]]:
+        """(id, path, key, heading, type, date, tags JSON, start, end, hash) of every entry, in
+        vault time: date, then path, then position in the file."""
+        return self.conn.execute(
+            "SELECT e.id, e.path, e.key, e.heading, f.type, e.date, e.tags, e.start_line, "
+            "e.end_line, e.hash FROM entries e JOIN files f ON f.path = e.path "
+            "ORDER BY coalesce(e.date, ''), e.path, e.ordinal").fetchall()
+
+    def entry_chunks(self) -> Iterator[tuple[str, str, bytes]]:
+        """(entry id, chunk text, chunk vector) of every chunk, in file order."""
+        yield from self.conn.execute(
+            "SELECT c.entry_id, c.text, v.vector FROM chunks c JOIN embeddings v "
+            "ON v.hash = c.hash ORDER BY c.path, c.start_line")
+
+    def entry_keys(self, entry_ids: Iterable[str]) -> list[tuple[str, str]]:
+        """(path, key) of the named entries."""
+        ids = list(dict.fromkeys(entry_ids))
+        if not ids:
+            return []
+        return self.conn.execute(
+            f"SELECT path, key FROM entries WHERE id IN ({','.join('?' * len(ids))})",
+            ids).fetchall()
+
+    def connected(self) -> dict[str, str]:
+        """entry id → the content hash it was last connected with."""
+        return dict(self.conn.execute("SELECT entry_id, hash FROM connected").fetchall())
+
+    def save_links(self, links: Iterable[tuple[str, list[tuple[str, float]], str]],
+                   now: float) -> None:
+        """For each (entry, [(other, score)], entry hash): the entry's links become exactly
+        these (both directions) and it counts as connected at that hash. Links and
+        connections of entries that no longer exist go too. One transaction."""
+        with self.transaction():
+            for entry, others, digest in links:
+                self.conn.execute("DELETE FROM edges WHERE a = ? OR b = ?", (entry, entry))
+                for other, score in others:
+                    self.conn.executemany(
+                        "INSERT OR REPLACE INTO edges(a, b, score) VALUES (?,?,?)",
+                        [(entry, other, score), (other, entry, score)])
+                self.conn.execute("INSERT OR REPLACE INTO connected(entry_id, hash, at) "
+                                  "VALUES (?, ?, ?)", (entry, digest, now))
+            self.conn.execute("DELETE FROM edges WHERE a NOT IN (SELECT id FROM entries) "
+                              "OR b NOT IN (SELECT id FROM entries)")
+            self.conn.execute(
+                "DELETE FROM connected WHERE entry_id NOT IN (SELECT id FROM entries)")
+
+    def links(self) -> list[tuple[str, str, float]]:
+        """Every link (a, b, cosine), both directions."""
+        return self.conn.execute("SELECT a, b, score FROM edges").fetchall()
+
+    def link_degrees(self) -> dict[str, int]:
+        """entry id → how many entries it links to (only entries with a link)."""
+        return dict(self.conn.execute("SELECT a, count(*) FROM edges GROUP BY a").fetchall())
+
+    def recall_counts(self) -> dict[tuple[str, str], int]:
+        """(path, entry key) → on how many different queries it was in a search's top 5."""
+        return {(p, k): n for p, k, n in self.conn.execute(
+            "SELECT path, entry_key, count(*) FROM recalls GROUP BY path, entry_key")}
+
+    def add_recalls(self, keys: Iterable[tuple[str, str]], query: str, now: float) -> bool:
+        """Record that these (path, entry key)s were recalled for `query`. False when the
+        index was too busy to take it (a long batch holds the write lock)."""
+        try:
+            with self.transaction():
+                self.conn.executemany(
+                    "INSERT OR IGNORE INTO recalls(path, entry_key, query, at) "
+                    "VALUES (?, ?, ?, ?)", [(p, k, query, now) for p, k in keys])
+        except self.module.OperationalError:
+            return False
+        return True
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file (after a repair)."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # --- doctor: read-only checks of the index as it is (`vaultd doctor`), and two repairs
     @classmethod

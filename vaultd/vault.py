@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
     # imported where used: a search or an embed needs neither (cold start, CLI wall time)
     from vaultd.indexer import Indexer, IndexReport, Progress
-    from vaultd.lifecycle import Thresholds
+    from vaultd.lifecycle.entries import Thresholds
+    from vaultd.lifecycle.flush import FlushReport
+    from vaultd.lifecycle.plans import Context, PhaseReport
 
 VAULT_FOLDERS = ("episodic", "semantic", "procedural")
 DaemonMode = Literal["auto", "never"]
@@ -66,7 +68,7 @@ def init_vault(path: Path) -> list[str]:
         state.mkdir()
         created.append(layout.STATE_DIR + "/")
     source = templates_dir()
-    for src, dest in ((source / "MEMORY.md", path / "MEMORY.md"),
+    for src, dest in ((source / layout.MEMORY_FILE, path / layout.MEMORY_FILE),
                       (source / "config.toml", state / "config.toml")):
         if not dest.exists():
             with open(dest, "x", encoding="utf-8") as fh:  # "x": never clobber a racing writer
@@ -231,9 +233,9 @@ class Vault:
         if record and hits:
             import time as _time
 
-            from vaultd import lifecycle as lc
+            from vaultd.lifecycle.promote import record_recalls
 
-            lc.record_recalls(store, hits[:5], query, _time.time())
+            record_recalls(store, hits, query, _time.time())
         return hits
 
     def _check_model(self, store: Store) -> None:
@@ -289,88 +291,64 @@ class Vault:
         return edits.append_entry(self.root, text, tags=tags)
 
     def thresholds(self) -> Thresholds:
-        from vaultd.lifecycle import Thresholds
+        from vaultd.lifecycle.entries import Thresholds
 
         p = self.profile
         return Thresholds(link=p.link_threshold, consolidate=p.consolidate_threshold,
                           duplicate=p.duplicate_threshold, route=p.route_threshold)
 
     def lifecycle(self, phases: list[str], *, dry_run: bool = False, today: Any = None,
-                  mirror: bool = True, quiet_seconds: float = 0.0) -> list[dict[str, Any]]:
-        """Run lifecycle phases in order (connect, promote, consolidate, route, age, heartbeat,
-        prune); each reports its plan (what would link, fade, merge, route, be promoted — with
-        reasons, and a unified diff for routed files) and what it wrote."""
-        import time as _time
+                  mirror: bool = True, quiet_seconds: float = 0.0) -> list[PhaseReport]:
+        """Run lifecycle phases in the order given (see `vaultd.lifecycle.PHASES`); each
+        reports its plan (what would link, fade, merge, route, be promoted — with reasons, and
+        a unified diff for routed files) and what it wrote."""
+        from vaultd import lifecycle
+        from vaultd.lifecycle.entries import snapshot
+        from vaultd.lifecycle.plans import Outcome, PhaseReport
+        from vaultd.lifecycle.recovery import finish_interrupted
 
-        from vaultd import lifecycle as lc
-
-        reports = []
-        th = self.thresholds()
-        cfg = self.settings.lifecycle
-        if not dry_run and {"consolidate", "age", "prune"} & set(phases):
+        chosen = [lifecycle.phase(name) for name in phases]
+        if not dry_run and any(p.moves_entries for p in chosen):
             # first finish any move or consolidation a crash cut short, so a re-run converges
-            finished = lc.finish_interrupted(self.root, lc.snapshot(self.store)[0])
+            finished = finish_interrupted(self.root, snapshot(self.store)[0])
             if finished.written or finished.created:
                 self.indexer().sync_paths(finished.written + finished.created)
-        for phase in phases:
-            views, matrix = lc.snapshot(self.store)
-            by_id = {v.id: v for v in views}
-            outcome = lc.Outcome()
-            if phase == "connect":
-                plan = lc.plan_connect(self.store, views, matrix, th)
-                if not dry_run:
-                    lc.apply_connect(self.store, plan, _time.time())
-                    if cfg.mirror_related and mirror:
-                        outcome = self._mirror_related(views, quiet_seconds)
-            elif phase == "promote":
-                plan = lc.plan_promote(self.store, views, cfg.promote_after)
-                if not dry_run:
-                    outcome = lc.apply_state(self.root, by_id, plan)
-            elif phase == "consolidate":
-                embed = (lambda texts: self.embed(texts)) if not dry_run else None
-                plan = lc.plan_consolidate(views, matrix, th, embed)
-                if not dry_run:
-                    outcome = lc.apply_consolidate(self.root, by_id, plan, self._llm())
-            elif phase == "age":
-                plan = lc.plan_age(self.store, views, cfg.newer_entries)
-                if not dry_run:
-                    outcome = lc.apply_state(self.root, by_id, plan)
-            elif phase == "route":
-                plan = lc.plan_route(self.root, views, matrix, th, list(cfg.route_targets),
-                                     cfg.route_outside, lambda texts: self.embed(texts))
-                if not dry_run:
-                    outcome = lc.apply_route(self.root, plan)
-            elif phase == "heartbeat":
-                import datetime as _dt
-
-                plan = lc.plan_heartbeat(self.store, views, matrix, cfg.heartbeat_days,
-                                         today or _dt.date.today(), self._llm())
-                if not dry_run:
-                    outcome = lc.apply_heartbeat(self.root, by_id, plan)
-                    if outcome.created:
-                        self.indexer().sync_paths(outcome.written + outcome.created)
-                    flush_vault(self)  # the review ends with MEMORY.md brought up to date
-                    outcome.written.append("MEMORY.md")
-            elif phase == "prune":
-                plan = lc.plan_prune(self.store, views, matrix, th)
-                if not dry_run:
-                    outcome = lc.apply_state(self.root, by_id, plan)
-            else:
-                raise ValueError(f"unknown lifecycle phase {phase!r}")
+        reports = []
+        for phase in chosen:
+            # a fresh context for each phase: it sees what the last one wrote
+            ctx = self.lifecycle_context(dry_run=dry_run, today=today, mirror=mirror,
+                                         quiet_seconds=quiet_seconds)
+            plan = phase.plan(ctx)
+            outcome = Outcome() if dry_run else phase.apply(ctx, plan)
             changed = outcome.written + outcome.created
             if changed:
                 self.indexer().sync_paths(changed)
-            actions = []
-            for action in plan.actions:
-                item = action.to_dict(by_id)
-                item.pop("text", None)
-                item.pop("before", None)
-                actions.append(item)
-            reports.append({"phase": phase, "dry_run": dry_run, "notes": plan.notes,
-                            "actions": actions,
-                            "written": outcome.written, "created": outcome.created,
-                            "conflicts": outcome.conflicts})
+            if phase.ends_with_flush and not dry_run:
+                self.flush()  # the review ends with MEMORY.md brought up to date
+                outcome.written.append(layout.MEMORY_FILE)
+            reports.append(PhaseReport.of(plan, outcome, ctx.by_id, dry_run))
         return reports
+
+    def lifecycle_context(self, *, dry_run: bool = False, today: Any = None,
+                          mirror: bool = True, quiet_seconds: float = 0.0) -> Context:
+        """What a lifecycle phase plans from: the entries and their vectors as indexed now,
+        the thresholds and settings, and how to embed and to reach the optional LLM."""
+        from vaultd.lifecycle.entries import snapshot
+        from vaultd.lifecycle.plans import Context
+
+        views, matrix = snapshot(self.store)
+        return Context(self.root, self.store, views, matrix, self.thresholds(),
+                       self.settings.lifecycle, self.embed, llm=self._llm(), dry_run=dry_run,
+                       mirror=mirror, quiet_seconds=quiet_seconds,
+                       **({"today": today} if today is not None else {}))
+
+    def flush(self, *, dry_run: bool = False) -> FlushReport:
+        """Index what changed, connect new entries, route proven knowledge, then write
+        MEMORY.md's managed block. Idempotent: with nothing new, every file stays
+        byte-identical (and keeps its mtime)."""
+        from vaultd.lifecycle.flush import flush
+
+        return flush(self, dry_run=dry_run)
 
     def _llm(self) -> Any:
         cfg = self.settings.lifecycle
@@ -386,38 +364,11 @@ class Vault:
         return ChatConfig(provider=cfg.llm_provider, url=cfg.llm_url,  # type: ignore[arg-type]
                           model=cfg.llm_model, api_key_env=cfg.llm_api_key_env)
 
-    def _mirror_related(self, views: list[Any], quiet_seconds: float = 0.0) -> Any:
-        from vaultd import edits
-        from vaultd import lifecycle as lc
-
-        out = lc.Outcome()
-        links = lc.related_links(self.store, views)
-        for path in sorted({v.path for v in views if not v.archived}):
-            if path == "MEMORY.md":
-                continue
-            want = links.get(path)
-            try:
-                if quiet_seconds and _time_since_change(self.root / path) < quiet_seconds:
-                    continue  # being edited right now: next time
-                snap = edits.read(self.root / path)
-            except FileNotFoundError:
-                continue
-            have = edits.get_frontmatter(path, snap.text).get("related")
-            if (want or None) == (have or None):
-                continue
-            try:
-                if edits.replace_checked(snap, edits.set_frontmatter(snap.text,
-                                                                     {"related": want})):
-                    out.written.append(path)
-            except edits.ConflictError as exc:
-                out.conflicts.append(str(exc))
-        return out
-
     def states(self) -> dict[str, Any]:
         """The durable lifecycle states, as the files say (survives an index rebuild)."""
-        from vaultd import lifecycle as lc
+        from vaultd.lifecycle.entries import snapshot
 
-        views, _ = lc.snapshot(self.store)
+        views, _ = snapshot(self.store)
         active = [v for v in views if not v.archived]
         newer = {v.id: len(active) - i - 1 for i, v in enumerate(active)}
         rows = []
@@ -428,58 +379,34 @@ class Vault:
         return {"entries": rows}
 
     def calibrate(self) -> dict[str, Any]:
-        from vaultd import lifecycle as lc
+        from vaultd.lifecycle.connect import calibrate
+        from vaultd.lifecycle.entries import snapshot
 
-        views, matrix = lc.snapshot(self.store)
+        views, matrix = snapshot(self.store)
         active = [i for i, v in enumerate(views) if not v.archived]
-        out = lc.calibrate(matrix[active], self.profile.link_threshold,
-                           self.profile.consolidate_threshold)
+        out = calibrate(matrix[active], self.profile.link_threshold,
+                        self.profile.consolidate_threshold)
         return {"model": self.profile.id, **out}
 
     def restore(self, rel: str) -> list[str]:
-        from vaultd import lifecycle as lc
+        from vaultd.lifecycle.moves import restore
 
-        written = lc.restore(self.root, rel)
+        written = restore(self.root, rel)
         self.indexer().sync_paths(written)
         return written
 
     def undo(self, merge_id: str) -> list[str]:
-        from vaultd import lifecycle as lc
+        from vaultd.lifecycle.moves import undo
 
-        written = lc.undo(self.root, self.store, merge_id)
+        written = undo(self.root, self.store, merge_id)
         self.indexer().sync_paths(written)
         return written
-
-
-def _time_since_change(path: Path) -> float:
-    import time as _time
-
-    return _time.time() - path.stat().st_mtime
-
-
-def flush_vault(vault: Vault, *, dry_run: bool = False) -> dict[str, Any]:
-    """Index what changed, connect new entries, route proven knowledge, then write MEMORY.md's
-    managed block. Idempotent: with nothing new, every file stays byte-identical (and keeps its
-    mtime)."""
-    from vaultd import flush
-    from vaultd import lifecycle as lc
-
-    report = vault.index()
-    phases = vault.lifecycle(["connect", "route"], dry_run=dry_run)
-    views, _ = lc.snapshot(vault.store)
-    block = flush.render(vault.root, templates_dir(), vault.store, views,
-                         vault.settings.lifecycle.memory_budget)
-    written, diff = flush.write_memory(vault.root, block, dry_run=dry_run)
-    if written:
-        vault.indexer().sync_paths([flush.MEMORY_FILE])
-    return {"indexed": report.summary(), "phases": phases, "memory_written": written,
-            "memory_diff": diff, "memory_chars": len(block)}
 
 
 def flush_anywhere(vault: Vault) -> dict[str, Any]:
     """Flush through the vault's daemon when it runs (its warm model, its single writer), else
     in-process."""
-    return _through_daemon(vault, "/flush", {}, 300.0) or flush_vault(vault)
+    return _through_daemon(vault, "/flush", {}, 300.0) or vault.flush().to_dict()
 
 
 def lifecycle_anywhere(vault: Vault, phases: list[str]) -> dict[str, Any]:
@@ -490,7 +417,7 @@ def lifecycle_anywhere(vault: Vault, phases: list[str]) -> dict[str, Any]:
     if answer is not None:
         return answer
     vault.index()
-    return {"phases": vault.lifecycle(phases), "states": vault.states()}
+    return {"phases": [r.to_dict() for r in vault.lifecycle(phases)], "states": vault.states()}
 
 
 def _through_daemon(vault: Vault, path: str, body: dict[str, Any],

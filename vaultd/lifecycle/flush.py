@@ -1,4 +1,7 @@
-"""Render MEMORY.md's managed block: what an agent reads at session start.
+"""flush: what an agent reads at session start, MEMORY.md's managed block, brought up to date.
+
+A flush indexes what changed, connects new entries, routes proven knowledge, then renders the
+block. Idempotent: with nothing new, every file stays byte-identical (and keeps its mtime).
 
 Sections (from `templates/memory_block.md`, overridable by `.vaultd/memory_block.md`): key facts
 (proven knowledge), procedures, recent episodes, open threads. One line per item — a summary and
@@ -11,14 +14,19 @@ file is the user's and is kept verbatim.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from vaultd import edits
-from vaultd.lifecycle import END, EntryView, summary, with_block
+from vaultd import edits, layout
+from vaultd.blocks import with_block
+from vaultd.layout import MEMORY_FILE
+from vaultd.lifecycle.entries import EntryView, snapshot, summary
 from vaultd.store import Store
 
-MEMORY_FILE = "MEMORY.md"
+if TYPE_CHECKING:
+    from vaultd.vault import Vault
+
 TEMPLATE = "memory_block.md"
 OPEN_TAGS = {"todo", "open", "question", "followup", "follow-up", "wip"}
 RECENT = 10
@@ -32,14 +40,13 @@ class Item:
 
 
 def _template(root: Path, templates: Path) -> str:
-    override = root / ".vaultd" / TEMPLATE
+    override = layout.state_dir(root) / TEMPLATE
     return (override if override.is_file() else templates / TEMPLATE).read_text(encoding="utf-8")
 
 
 def items(store: Store, views: list[EntryView]) -> list[Item]:
-    degree = dict(store.conn.execute("SELECT a, count(*) FROM edges GROUP BY a").fetchall())
-    recalls = {(p, k): n for p, k, n in store.conn.execute(
-        "SELECT path, entry_key, count(*) FROM recalls GROUP BY path, entry_key")}
+    degree = store.link_degrees()
+    recalls = store.recall_counts()
     active = [v for v in views if not v.archived and v.path != MEMORY_FILE]
     newest = {v.id: i for i, v in enumerate(active)}  # larger = more recent
     out: list[Item] = []
@@ -115,9 +122,30 @@ def write_memory(root: Path, block: str, *, dry_run: bool = False) -> tuple[bool
                               "written (run `vaultd flush` again)")
 
 
-def block_of(text: str) -> str | None:
-    from vaultd.lifecycle import BEGIN
+@dataclass
+class FlushReport:
+    indexed: str  # the index report's summary line
+    phases: list[dict[str, Any]]  # connect's and route's PhaseReports, as JSON
+    memory_written: bool
+    memory_diff: str
+    memory_chars: int
 
-    if BEGIN in text and END in text.split(BEGIN, 1)[1]:
-        return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n")
-    return None
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def flush(vault: Vault, *, dry_run: bool = False) -> FlushReport:
+    """Index what changed, connect new entries, route proven knowledge, then write MEMORY.md's
+    managed block."""
+    from vaultd.vault import templates_dir
+
+    report = vault.index()
+    phases = vault.lifecycle(["connect", "route"], dry_run=dry_run)
+    views, _ = snapshot(vault.store)
+    block = render(vault.root, templates_dir(), vault.store, views,
+                   vault.settings.lifecycle.memory_budget)
+    written, diff = write_memory(vault.root, block, dry_run=dry_run)
+    if written:
+        vault.indexer().sync_paths([MEMORY_FILE])
+    return FlushReport(report.summary(), [p.to_dict() for p in phases], written, diff,
+                       len(block))

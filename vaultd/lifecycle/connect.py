@@ -1,0 +1,134 @@
+"""connect: link each new or changed entry to every active entry it is related to.
+
+Links are derivable (recomputed from vectors) and live only in the index; with
+`[lifecycle] mirror_related` they are also written into each note's `related:` frontmatter,
+for Obsidian's graph.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from vaultd import edits
+from vaultd.layout import MEMORY_FILE
+from vaultd.lifecycle.entries import EntryView
+from vaultd.lifecycle.plans import Action, Context, Outcome, Phase, Plan
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from vaultd.store import Store
+
+MAX_LINKS = 20  # per note in `related:`: the strongest links above the threshold are plenty
+
+
+def plan(ctx: Context) -> Plan:
+    """Link each buffered entry (new, or changed since it was last connected) to every active
+    entry at cosine ≥ the link threshold.
+
+    No per-entry cap: a link is a property of the pair alone, so the graph maintained entry by
+    entry is the graph built from scratch (a top-N cap made it depend on the order entries
+    were connected in, and a rebuilt index planned differently). `related:` shows the
+    strongest MAX_LINKS."""
+    import numpy as np
+
+    views, matrix, th = ctx.views, ctx.matrix, ctx.thresholds
+    result = Plan("connect")
+    done = ctx.store.connected()
+    active = np.array([not v.archived for v in views], dtype=bool)
+    buffer = [i for i, v in enumerate(views) if active[i] and done.get(v.id) != v.hash]
+    result.notes.append(f"{len(buffer)} buffered entr{'y' if len(buffer) == 1 else 'ies'} of "
+                        f"{int(active.sum())} active; link threshold {th.link:.2f}")
+    if not buffer:
+        return result
+    sims = matrix[buffer] @ matrix.T
+    for row, i in enumerate(buffer):
+        sims[row, i] = -1.0
+        sims[row, ~active] = -1.0
+        above = np.flatnonzero(sims[row] >= th.link)
+        above = above[np.argsort(-sims[row, above], kind="stable")]
+        linked = [(views[j].id, float(sims[row, j])) for j in above]
+        result.actions.append(Action(
+            "link", [views[i].id, *[j for j, _ in linked]],
+            f"{len(linked)} link(s) at cosine ≥ {th.link:.2f}" if linked
+            else f"no entry at cosine ≥ {th.link:.2f} (best {float(sims[row].max()):.2f})",
+            {"scores": [round(s, 3) for _, s in linked], "hash": views[i].hash}))
+    return result
+
+
+def apply(ctx: Context, plan: Plan) -> Outcome:
+    ctx.store.save_links(((a.entries[0], list(zip(a.entries[1:], a.data["scores"])),
+                           a.data["hash"]) for a in plan.actions), ctx.now)
+    if ctx.settings.mirror_related and ctx.mirror:
+        return mirror_related(ctx)
+    return Outcome()
+
+
+def related_links(store: Store, views: list[EntryView]) -> dict[str, list[str]]:
+    """path → the notes its entries link to, as Obsidian wikilinks (for `related:`)."""
+    by_id = {v.id: v for v in views}
+    best: dict[str, dict[str, float]] = {}
+    for a, b, score in store.links():
+        if a in by_id and b in by_id and by_id[a].path != by_id[b].path:
+            target = f"[[{by_id[b].path.removesuffix('.md')}]]"
+            scores = best.setdefault(by_id[a].path, {})
+            scores[target] = max(scores.get(target, -1.0), float(score))
+    return {p: sorted(sorted(s, key=lambda t: (-s[t], t))[:MAX_LINKS])
+            for p, s in best.items()}
+
+
+def mirror_related(ctx: Context) -> Outcome:
+    """Write each note's links into its `related:` frontmatter (checked writes; files changed
+    in the last `quiet_seconds` are left for next time: someone is likely editing them)."""
+    out = Outcome()
+    links = related_links(ctx.store, ctx.views)
+    for path in sorted({v.path for v in ctx.views if not v.archived}):
+        if path == MEMORY_FILE:
+            continue
+        want = links.get(path)
+        try:
+            if ctx.quiet_seconds and \
+                    time.time() - (ctx.root / path).stat().st_mtime < ctx.quiet_seconds:
+                continue  # being edited right now: next time
+            snap = edits.read(ctx.root / path)
+        except FileNotFoundError:
+            continue
+        have = edits.get_frontmatter(path, snap.text).get("related")
+        if (want or None) == (have or None):
+            continue
+        try:
+            if edits.replace_checked(snap, edits.set_frontmatter(snap.text, {"related": want})):
+                out.written.append(path)
+        except edits.ConflictError as exc:
+            out.conflicts.append(str(exc))
+    return out
+
+
+def calibrate(matrix: np.ndarray, link_default: float, consolidate_default: float
+              ) -> dict[str, Any]:
+    """The vault's similarity distribution and thresholds suggested from it: linking the
+    closest ~1.5 % of all pairs, consolidating only the closest ~0.2 %."""
+    import numpy as np
+
+    n = matrix.shape[0]
+    if n < 3:
+        return {"entries": n, "note": "too few entries to calibrate"}
+    sims = matrix @ matrix.T
+    np.fill_diagonal(sims, -1.0)
+    nearest = sims.max(axis=1)
+    pairs = sims[np.triu_indices(n, 1)]
+    pct = lambda a, q: round(float(np.percentile(a, q)), 3)  # noqa: E731
+    link = pct(pairs, 98.5)
+    consolidate = max(round(link + 0.1, 3), pct(pairs, 99.8))
+    return {
+        "entries": n, "pairs": int(pairs.size),
+        "nearest_neighbour": {f"p{q}": pct(nearest, q) for q in (10, 25, 50, 75, 90)},
+        "all_pairs": {f"p{q}": pct(pairs, q) for q in (50, 90, 99, 99.9)},
+        "current": {"link": link_default, "consolidate": consolidate_default},
+        "suggested": {"link": link, "consolidate": min(consolidate, 0.99)},
+        "linked_at_current": float((pairs >= link_default).mean()),
+    }
+
+
+PHASE = Phase("connect", plan, apply)

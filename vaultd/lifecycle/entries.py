@@ -1,0 +1,148 @@
+"""What the lifecycle works on: every indexed entry with its durable state as the files say
+(`EntryView`), and one unit vector per entry (`snapshot`).
+
+Durable state lives in the files, so it survives an index rebuild: `status: proven`,
+`pinned: true`, `reprieves`, `consolidated_from`, and whatever sits under `archive/`. A daily
+log's entries share one frontmatter, so its per-entry state lives under a `vaultd:` key, by
+entry key (the entry's heading, else its first line):
+
+    vaultd: {proven: ["09:14 — Flaky refund webhook test"], reprieves: {"14:02 lunch": 1}}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vaultd.layout import is_archived
+from vaultd.notes import entry_title
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from vaultd.store import Store
+
+PROTECTED_TYPES = ("procedural", "semantic")
+ACTIVE_TYPES = ("episodic",)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    link: float
+    consolidate: float
+    duplicate: float
+    route: float
+
+
+@dataclass
+class EntryView:
+    id: str
+    path: str
+    key: str
+    heading: str
+    type: str
+    date: str | None
+    tags: tuple[str, ...]
+    start_line: int
+    end_line: int
+    text: str
+    hash: str
+    is_daily: bool
+    frontmatter: dict[str, Any]
+    order: int = 0  # position in vault time: date, then path, then position in the file
+
+    @property
+    def archived(self) -> bool:
+        return is_archived(self.path)
+
+    def state(self) -> dict[str, Any]:
+        """A daily log's `vaultd:` bookkeeping (per entry key)."""
+        state = self.frontmatter.get("vaultd")
+        return state if isinstance(state, dict) else {}
+
+    @property
+    def proven(self) -> bool:
+        if self.is_daily:
+            proven = self.state().get("proven")
+            return isinstance(proven, list) and self.key in proven
+        return str(self.frontmatter.get("status", "")).lower() == "proven"
+
+    @property
+    def reprieves(self) -> int:
+        raw = (self.state().get("reprieves", {}).get(self.key, 0)
+               if self.is_daily and isinstance(self.state().get("reprieves"), dict)
+               else (0 if self.is_daily else self.frontmatter.get("reprieves", 0)))
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            return 0
+
+    @property
+    def pinned(self) -> bool:
+        return self.frontmatter.get("pinned") is True or "pinned" in self.tags
+
+    def protection(self) -> str | None:
+        """Why this entry never fades, or None."""
+        if self.type in PROTECTED_TYPES:
+            return f"{self.type} notes are curated knowledge; only episodes fade"
+        if self.type not in ACTIVE_TYPES:
+            return f"type '{self.type}' is outside the lifecycle"
+        if self.pinned:
+            return "pinned"
+        if "decision" in (t.lower() for t in self.tags):
+            return "tagged #decision"
+        if self.proven:
+            return "proven"
+        return None
+
+    def label(self) -> str:
+        return f"{self.path}:{self.start_line}-{self.end_line}" + (
+            f" ({self.key[:60]})" if self.is_daily else "")
+
+
+def snapshot(store: Store) -> tuple[list[EntryView], np.ndarray]:
+    """Every indexed entry with its text and unit vector (the mean of its chunks' vectors)."""
+    import numpy as np
+
+    files = store.file_frontmatters()
+    texts: dict[str, list[str]] = {}
+    sums: dict[str, np.ndarray] = {}
+    for entry_id, text, blob in store.entry_chunks():
+        texts.setdefault(entry_id, []).append(text)
+        vec = np.frombuffer(blob, dtype=np.float32)
+        sums[entry_id] = sums[entry_id] + vec if entry_id in sums else vec.copy()
+    views: list[EntryView] = []
+    vectors: list[np.ndarray] = []
+    for order, row in enumerate(store.entry_rows()):
+        eid, path, key, heading, ntype, date, tags, start, end, h = row
+        if eid not in sums:
+            continue  # an entry with no text chunk (e.g. only a managed block)
+        fm, daily = files.get(path, ({}, False))
+        views.append(EntryView(eid, path, key, heading, ntype, date, tuple(json.loads(tags)),
+                               start, end, "\n\n".join(texts[eid]), h, daily, fm, order))
+        vec = sums[eid]
+        vectors.append(vec / max(float(np.linalg.norm(vec)), 1e-12))
+    matrix = np.vstack(vectors) if vectors else np.zeros((0, 1), dtype=np.float32)
+    return views, matrix
+
+
+# ---------------------------------------------------------------------------- sentences
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9_]{3,}", text.lower()))
+
+
+def sentences(text: str) -> list[str]:
+    parts = [p.strip(" -*\t") for p in re.split(r"(?<=[.!?])\s+|\n+", text)]
+    return [p for p in parts if len(p) > 2 and not re.fullmatch(r"(#[\w/-]+\s*)+", p)]
+
+
+def summary(view: EntryView, limit: int = 160) -> str:
+    """One line for an entry: its title and its first sentence that is not the title."""
+    title = entry_title(view.key)
+    first = next((s for s in sentences(view.text) if s.lower() != title.lower()), "")
+    line = f"{title}: {first}" if first and title else (title or first)
+    return line if len(line) <= limit else line[:limit - 1] + "…"

@@ -1,0 +1,135 @@
+"""The contract every lifecycle phase shares: a `Phase` plans from a `Context` (what the index
+and the files say now) and applies that `Plan` with checked writes, returning an `Outcome`; the
+run reports each phase as a `PhaseReport`.
+
+Planning writes nothing, so `--dry-run` shows what a real run would do: every action carries
+its reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from vaultd.config import LifecycleSettings
+    from vaultd.lifecycle.entries import EntryView, Thresholds
+    from vaultd.store import Store
+
+
+@dataclass
+class Action:
+    kind: str  # link | reprieve | fade | merge | promote | route | write | extract
+    entries: list[str]  # entry ids
+    reason: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, views: dict[str, EntryView]) -> dict[str, Any]:
+        return {"kind": self.kind, "reason": self.reason,
+                "entries": [views[e].label() if e in views else e for e in self.entries],
+                **self.data}
+
+
+@dataclass
+class Plan:
+    phase: str
+    actions: list[Action] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """What applying a plan wrote (vault-relative paths) and what it left alone, and why."""
+
+    written: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+
+    def add(self, other: Outcome) -> None:
+        self.written += other.written
+        self.conflicts += other.conflicts
+        self.created += other.created
+
+
+@dataclass
+class Context:
+    """Everything a phase may read, passed in: the index, the entries with their vectors, the
+    settings, and the ways to embed and to ask an optional LLM."""
+
+    root: Path
+    store: Store
+    views: list[EntryView]
+    matrix: np.ndarray  # one unit vector per view, same order
+    thresholds: Thresholds
+    settings: LifecycleSettings
+    embed: Callable[[list[str]], Any]
+    llm: Any = None  # a `vaultd.llm.ChatConfig`, or None: offline
+    today: dt.date = field(default_factory=dt.date.today)
+    now: float = field(default_factory=time.time)
+    dry_run: bool = False
+    mirror: bool = True  # connect: write links into frontmatter too
+    quiet_seconds: float = 0.0  # connect's mirror: leave files changed this recently alone
+
+    @cached_property
+    def by_id(self) -> dict[str, EntryView]:
+        return {v.id: v for v in self.views}
+
+
+@dataclass
+class Phase:
+    name: str
+    plan: Callable[[Context], Plan]
+    apply: Callable[[Context, Plan], Outcome]
+    moves_entries: bool = False  # may archive entries: finish an interrupted move first
+    ends_with_flush: bool = False  # MEMORY.md is brought up to date after it
+
+    @property
+    def summary(self) -> str:
+        """The first line of the plan's docstring: what the phase does, for help and docs."""
+        return (self.plan.__doc__ or "").strip().split("\n")[0]
+
+
+@dataclass
+class PhaseReport:
+    """One phase's plan (with reasons) and what applying it wrote; `actions` are the plan's
+    actions as JSON objects (`kind`, `reason`, `entries` as labels, plus each kind's data)."""
+
+    phase: str
+    dry_run: bool
+    notes: list[str]
+    actions: list[dict[str, Any]]
+    written: list[str]
+    created: list[str]
+    conflicts: list[str]
+
+    @classmethod
+    def of(cls, plan: Plan, outcome: Outcome, views: dict[str, EntryView],
+           dry_run: bool) -> PhaseReport:
+        actions = []
+        for action in plan.actions:
+            item = action.to_dict(views)
+            item.pop("text", None)  # whole file texts: the diff says it
+            item.pop("before", None)
+            actions.append(item)
+        return cls(plan.phase, dry_run, plan.notes, actions, outcome.written, outcome.created,
+                   outcome.conflicts)
+
+    @property
+    def acted(self) -> list[dict[str, Any]]:
+        """The actions that do something (a link action that found nothing is only news)."""
+        return [a for a in self.actions if a["kind"] != "link" or a.get("scores")]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PhaseReport:
+        return cls(**{k: data[k] for k in ("phase", "dry_run", "notes", "actions", "written",
+                                           "created", "conflicts")})

@@ -1,0 +1,37 @@
+"""prune: near-duplicate episodes fade (the better-connected copy stays)."""
+
+from __future__ import annotations
+
+from vaultd.lifecycle import state
+from vaultd.lifecycle.plans import Action, Context, Phase, Plan
+
+
+def plan(ctx: Context) -> Plan:
+    """Near-duplicate episodes (cosine ≥ the duplicate threshold): keep the better-connected
+    one (the older on a tie), archive the other."""
+    import numpy as np
+
+    views, matrix, th = ctx.views, ctx.matrix, ctx.thresholds
+    result = Plan("prune")
+    degree = ctx.store.link_degrees()
+    idx = [i for i, v in enumerate(views) if v.type == "episodic" and not v.archived
+           and v.protection() is None]
+    gone: set[int] = set()
+    if len(idx) > 1:
+        sims = matrix[idx] @ matrix[idx].T
+        for a in range(len(idx)):
+            for b in np.flatnonzero(sims[a, a + 1:] >= th.duplicate) + a + 1:
+                i, j = idx[a], idx[int(b)]
+                if i in gone or j in gone:
+                    continue
+                keep, drop = sorted((i, j), key=lambda k: (-degree.get(views[k].id, 0),
+                                                           views[k].order))
+                gone.add(drop)
+                result.actions.append(Action("fade", [views[drop].id],
+                                           f"near-duplicate (cosine {float(sims[a, b]):.2f}) "
+                                           f"of {views[keep].label()}"))
+    result.notes.append(f"{len(gone)} near-duplicate(s) at cosine ≥ {th.duplicate:.2f}")
+    return result
+
+
+PHASE = Phase("prune", plan, state.apply, moves_entries=True)

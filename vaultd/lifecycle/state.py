@@ -1,0 +1,65 @@
+"""Per-entry durable state written into the files: reprieves and `proven` (in a daily log's
+`vaultd:` key, else in the note's own frontmatter), and the phases that only change state or
+fade entries (promote, age, prune) carried out together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vaultd import edits
+from vaultd.lifecycle.entries import EntryView
+from vaultd.lifecycle.moves import archive_entry, as_planned
+from vaultd.lifecycle.plans import Context, Outcome, Plan
+
+
+def update_state(text: str, path: str, view: EntryView | None, *,
+                 reprieves: int | None = None, proven: bool = False) -> str:
+    """Frontmatter with one entry's durable state changed."""
+    fm = edits.get_frontmatter(path, text)
+    if view is not None and view.is_daily:
+        state = dict(fm.get("vaultd") or {}) if isinstance(fm.get("vaultd"), dict) else {}
+        if reprieves is not None:
+            rep = dict(state.get("reprieves") or {})
+            rep[view.key] = reprieves
+            state["reprieves"] = rep
+        if proven:
+            state["proven"] = sorted(set(state.get("proven") or []) | {view.key})
+        return edits.set_frontmatter(text, {"vaultd": state})
+    updates: dict[str, Any] = {}
+    if reprieves is not None:
+        updates["reprieves"] = reprieves
+    if proven:
+        updates["status"] = "proven"
+    return edits.set_frontmatter(text, updates)
+
+
+def apply_state(root: Path, views: dict[str, EntryView], plan: Plan) -> Outcome:
+    """Carry out reprieves, promotions and fades."""
+    out = Outcome()
+    # one file can hold several entries: re-read it for each, so line numbers stay right
+    for action in plan.actions:
+        view = views[action.entries[0]]
+        try:
+            if action.kind == "fade":
+                archive_entry(root, view, action.reason, out)
+                continue
+            snap = edits.read(edits.inside(root, root / view.path))
+            as_planned(snap.text, view)  # not on an entry the user changed since the plan
+            if action.kind == "reprieve":
+                text = update_state(snap.text, view.path, view,
+                                    reprieves=action.data["reprieves"])
+            elif action.kind == "promote":
+                text = update_state(snap.text, view.path, view, proven=True)
+            else:
+                continue
+            if edits.replace_checked(snap, text):
+                out.written.append(view.path)
+        except (edits.ConflictError, FileNotFoundError) as exc:
+            out.conflicts.append(str(exc))
+    return out
+
+
+def apply(ctx: Context, plan: Plan) -> Outcome:
+    """How promote, age and prune apply their plans."""
+    return apply_state(ctx.root, ctx.by_id, plan)
