@@ -51,7 +51,7 @@ def _root(ctx: click.Context) -> Path:
 
 def _daemon(ctx: click.Context, local: bool) -> Any:
     """A client for the running daemon, or None (then say once that we work in-process)."""
-    from vaultd.client import DaemonClient
+    from vaultd.daemon.client import DaemonClient
 
     client = None if local else DaemonClient.for_vault(_root(ctx))
     return client
@@ -184,7 +184,7 @@ def search(ctx: click.Context, query: tuple[str, ...], k: int, types: tuple[str,
 
 
 def _search_daemon(ctx: click.Context, local: bool, body: dict[str, Any]) -> Any:
-    from vaultd.client import DaemonDown
+    from vaultd.daemon.client import DaemonDown
 
     client = _daemon(ctx, local)
     if client is None:
@@ -219,7 +219,7 @@ def _search_local(ctx: click.Context, body: dict[str, Any], local: bool) -> dict
 def embed(ctx: click.Context, texts: tuple[str, ...], kind: str, local: bool,
           as_json: bool) -> None:
     """Embed TEXTS with the vault's model (through the daemon when it runs)."""
-    from vaultd.client import DaemonDown
+    from vaultd.daemon.client import DaemonDown
 
     with _errors():
         data = None
@@ -250,7 +250,7 @@ def embed(ctx: click.Context, texts: tuple[str, ...], kind: str, local: bool,
 def status(ctx: click.Context, as_json: bool) -> None:
     """What is indexed, with which model and SQLite, whether the index is stale, and the
     daemon's state when it runs."""
-    from vaultd.client import DaemonDown
+    from vaultd.daemon.client import DaemonDown
 
     with _errors():
         data = _open(ctx).status()
@@ -314,7 +314,7 @@ def doctor(ctx: click.Context, fix: bool, as_json: bool) -> None:
 @click.pass_context
 def run(ctx: click.Context, quiet: bool) -> None:
     """Run the daemon in the foreground: watch, index, serve the warm model on loopback."""
-    from vaultd.daemon import Daemon
+    from vaultd.daemon.process import Daemon
     from vaultd.vault import open_vault
 
     with _errors():
@@ -329,7 +329,7 @@ def run(ctx: click.Context, quiet: bool) -> None:
 @click.pass_context
 def start(ctx: click.Context, timeout: float) -> None:
     """Start the daemon in the background; returns once it answers, or fails with the reason."""
-    from vaultd.daemon_control import start_daemon
+    from vaultd.daemon.control import start_daemon
 
     with _errors():
         info = start_daemon(_root(ctx), timeout=timeout)
@@ -342,7 +342,7 @@ def start(ctx: click.Context, timeout: float) -> None:
 @click.pass_context
 def stop(ctx: click.Context, timeout: float) -> None:
     """Stop the vault's daemon (it finishes the batch in flight first)."""
-    from vaultd.daemon_control import stop_daemon
+    from vaultd.daemon.control import stop_daemon
 
     with _errors():
         pid = stop_daemon(_root(ctx), timeout=timeout)
@@ -582,7 +582,7 @@ def hook(ctx: click.Context, event: str) -> None:
     root = _root(ctx)
     with _errors():
         if event == "session-start":
-            from vaultd.daemon_control import start_daemon
+            from vaultd.daemon.control import start_daemon
 
             try:
                 start_daemon(root, timeout=60)
@@ -614,7 +614,7 @@ def service() -> None:
 @click.pass_context
 def service_install(ctx: click.Context, user: bool) -> None:
     """Write the service file for this vault and print how to enable it."""
-    from vaultd import service as svc
+    from vaultd.daemon import service as svc
 
     with _errors():
         spec = svc.describe(_root(ctx), user=user)
@@ -628,7 +628,7 @@ def service_install(ctx: click.Context, user: bool) -> None:
 @click.pass_context
 def service_uninstall(ctx: click.Context, user: bool) -> None:
     """Remove this vault's service file (disable it first with the printed command)."""
-    from vaultd import service as svc
+    from vaultd.daemon import service as svc
 
     with _errors():
         spec = svc.describe(_root(ctx), user=user)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from vaultd import layout
-from vaultd.client import DaemonClient, DaemonDown
 from vaultd.config import Settings, load_settings
+from vaultd.daemon.client import DaemonClient, DaemonDown
 from vaultd.embedder import Embedder, Kind, ModelProfile, make_embedder, resolve_profile
 from vaultd.search import Hit, Mode, Searcher, SearchOptions, hit_from_dict
 from vaultd.store import Filters, Store

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vaultd.daemon_files import read_info, read_token
+from vaultd.daemon.files import read_info, read_token
 from vaultd.errors import VaultdError
 
 RETRY_PAUSE = 0.5

@@ -28,14 +28,14 @@ from typing import Any
 
 from vaultd import layout
 from vaultd.config import LIFECYCLE_PHASES
-from vaultd.daemon_files import Lock, ensure_token, info_path
+from vaultd.daemon.files import Lock, ensure_token, info_path
+from vaultd.daemon.watcher import Changes, EventQueue, Watcher, coalesce
 from vaultd.embedder import OnnxEmbedder
 from vaultd.errors import VaultdError
 from vaultd.indexer import IndexReport
 from vaultd.search import search_request, search_response
 from vaultd.store import Store
 from vaultd.vault import Vault
-from vaultd.watcher import Changes, EventQueue, Watcher, coalesce
 
 log = logging.getLogger("vaultd.daemon")
 
@@ -195,7 +195,7 @@ class Daemon:
     # -- lifecycle of the process
     def run(self) -> int:
         """Run in the foreground until SIGTERM/SIGINT. Returns the exit code."""
-        from vaultd.server import Server
+        from vaultd.daemon.server import Server
 
         self.lock.acquire()
         try:

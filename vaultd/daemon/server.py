@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from vaultd.config import LIFECYCLE_PHASES
 from vaultd.errors import VaultdError
 
-log = logging.getLogger("vaultd.server")
+log = logging.getLogger("vaultd.daemon.server")
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
