@@ -30,7 +30,6 @@ from vaultd import layout
 from vaultd.config import LIFECYCLE_PHASES
 from vaultd.daemon.files import Lock, ensure_token, info_path
 from vaultd.daemon.watcher import Changes, EventQueue, Watcher, coalesce
-from vaultd.embedder import OnnxEmbedder
 from vaultd.errors import VaultdError
 from vaultd.indexer import IndexReport
 from vaultd.search import search_request, search_response
@@ -213,11 +212,7 @@ class Daemon:
             # (onnxruntime's, OpenBLAS's) while another needs the core (10k chunks: /search p50
             # 13.3 -> 9.3 ms). OpenBLAS reads its setting when numpy loads, which is below.
             os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-            if isinstance(self.vault.embedder, OnnxEmbedder):
-                self.vault.embedder.spinning = False
-            load = getattr(self.vault.embedder, "load", None)
-            if load:
-                load()  # warm: the first request must not pay for the model load
+            self.vault.embedder.warm_up()  # the first request must not pay for the model load
             self.vault.keep_vectors_warm()  # and no query pays for loading the vectors
             s = self.settings.server
             self.server = Server(self, host=s.host, port=s.port, token=token,
