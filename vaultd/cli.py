@@ -153,14 +153,20 @@ def search(ctx: click.Context, query: tuple[str, ...], k: int, types: tuple[str,
            tags: tuple[str, ...], path_glob: str | None, since: str | None, until: str | None,
            mode: str, include_archive: bool, local: bool, as_json: bool) -> None:
     """Hybrid semantic + keyword search over the vault (through the daemon when it runs)."""
-    text = " ".join(query)
-    body = {"query": text, "k": k, "type": list(types), "tags": list(tags), "path": path_glob,
-            "since": since, "until": until, "mode": mode, "archive": include_archive}
+    from vaultd.search_request import SearchRequest
+
+    request = SearchRequest(" ".join(query), k, types=types, tags=tags, path_glob=path_glob,
+                            since=since, until=until, mode=mode,  # type: ignore[arg-type]
+                            include_archive=include_archive, record=True)
+    try:
+        request.check()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     with _errors():
-        data = _search_daemon(ctx, local, body)
+        data = _search_daemon(ctx, local, request)
         via_daemon = data is not None
         if data is None:
-            data = _search_local(ctx, body, local)
+            data = _search_local(ctx, request, local)
     stale = data["stale_files"]
     if stale and via_daemon:
         click.echo(f"note: {stale} file change(s) are still being indexed by the daemon",
@@ -183,30 +189,24 @@ def search(ctx: click.Context, query: tuple[str, ...], k: int, types: tuple[str,
             click.echo(f"    {line[:120]}")
 
 
-def _search_daemon(ctx: click.Context, local: bool, body: dict[str, Any]) -> Any:
+def _search_daemon(ctx: click.Context, local: bool, request: Any) -> Any:
     from vaultd.daemon.client import DaemonDown
 
     client = _daemon(ctx, local)
     if client is None:
         return None
     try:
-        return client.search(body)
+        return client.search(request)
     except DaemonDown:
         return None
 
 
-def _search_local(ctx: click.Context, body: dict[str, Any], local: bool) -> dict[str, Any]:
-    from vaultd.search import search_request, search_response
-
+def _search_local(ctx: click.Context, request: Any, local: bool) -> dict[str, Any]:
     _note_local(local)
     vault = _open(ctx)
-    try:
-        kwargs = search_request(body)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
     stale = vault.changed_since_index()
-    hits = vault.search(**kwargs, record=True)
-    return search_response(kwargs["query"], kwargs["mode"], hits, stale_files=len(stale))
+    hits = vault.search(request)
+    return request.response(hits, stale_files=len(stale))
 
 
 @main.command()

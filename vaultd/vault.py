@@ -19,7 +19,8 @@ from vaultd import layout
 from vaultd.config import Settings, load_settings
 from vaultd.daemon.client import DaemonClient, DaemonDown
 from vaultd.embedder import Embedder, Kind, ModelProfile, make_embedder, resolve_profile
-from vaultd.search import Hit, Mode, Searcher, SearchOptions, hit_from_dict
+from vaultd.search import Hit, Searcher, SearchOptions, hit_from_dict
+from vaultd.search_request import SearchRequest
 from vaultd.store import Filters, Store
 from vaultd.vectors import VectorIndex
 
@@ -182,58 +183,48 @@ class Vault:
         self.route = "local"
         return self.embedder.embed(list(texts), kind=kind)
 
-    def search(self, query: str, k: int = 10, *, types: list[str] | None = None,
-               tags: list[str] | None = None, path_glob: str | None = None,
-               since: str | None = None, until: str | None = None, mode: Mode = "hybrid",
-               include_archive: bool = False, half_life_days: float | None = None,
-               mmr_lambda: float | None = None, record: bool = False) -> list[Hit]:
-        """Hybrid search (or `mode="vector"|"bm25"`) with optional filters. `record=True`
-        (what `vaultd search` does) counts the top 5 as recalled, for recall promotion."""
+    def search(self, query: str | SearchRequest, k: int = 10, **options: Any) -> list[Hit]:
+        """Hybrid search (or `mode="vector"|"bm25"`) with optional filters: the query and `k`,
+        with any other `SearchRequest` field as a keyword (`types`, `tags`, `path_glob`,
+        `since`, `until`, `mode`, `include_archive`, `half_life_days`, `mmr_lambda`,
+        `record`), or one whole `SearchRequest`. `record=True` (what `vaultd search` does)
+        counts the top 5 as recalled, for recall promotion."""
+        request = (query if isinstance(query, SearchRequest)
+                   else SearchRequest(query, k, **options))
         client = self._client()
-        if client is not None and half_life_days is None and mmr_lambda is None:
-            body = {"query": query, "k": k, "type": types or [], "tags": tags or [],
-                    "path": path_glob, "since": since, "until": until, "mode": mode,
-                    "archive": include_archive}
+        if client is not None and request.daemon_can_answer:
             try:
-                data = client.search(body)
+                data = client.search(request)
                 self.route = "daemon"
                 return [hit_from_dict(h) for h in data["hits"]]
             except DaemonDown:
                 pass
         self.route = "local"
-        return self.search_with(self.store, query, k, types=types, tags=tags,
-                                path_glob=path_glob, since=since, until=until, mode=mode,
-                                include_archive=include_archive, half_life_days=half_life_days,
-                                mmr_lambda=mmr_lambda, record=record)
+        return self.search_with(self.store, request)
 
-    def search_with(self, store: Store, query: str, k: int = 10, *,
-                    types: list[str] | None = None, tags: list[str] | None = None,
-                    path_glob: str | None = None, since: str | None = None,
-                    until: str | None = None, mode: Mode = "hybrid",
-                    include_archive: bool = False, half_life_days: float | None = None,
-                    mmr_lambda: float | None = None, record: bool = False) -> list[Hit]:
+    def search_with(self, store: Store, request: SearchRequest) -> list[Hit]:
         """`search` on a given store connection (the daemon gives each HTTP thread its own).
-        With `record`, the top 5 hits count as recalled for this query (recall promotion)."""
+        With `request.record`, the top 5 hits count as recalled for this query."""
         s = self.settings.search
+        r = request
         options = SearchOptions(
-            k=k, mode=mode,
-            filters=Filters(types=tuple(types or ()), tags=tuple(tags or ()),
-                            path_glob=path_glob, since=since, until=until,
-                            include_archive=include_archive),
+            k=r.k, mode=r.mode,
+            filters=Filters(types=r.types, tags=r.tags, path_glob=r.path_glob, since=r.since,
+                            until=r.until, include_archive=r.include_archive),
             vector_weight=s.vector_weight, text_weight=s.text_weight, rrf_k=s.rrf_k,
             candidates=s.candidates,
-            half_life_days=s.half_life_days if half_life_days is None else half_life_days,
-            mmr_lambda=s.mmr_lambda if mmr_lambda is None else mmr_lambda)
+            half_life_days=s.half_life_days if r.half_life_days is None else r.half_life_days,
+            mmr_lambda=s.mmr_lambda if r.mmr_lambda is None else r.mmr_lambda)
         self._check_model(store)
         searcher = Searcher(store, lambda q: self.embedder.embed([q], kind="query")[0],
                             self.vectors, self._executor)
-        hits = searcher.search(query, options)
-        if record and hits:
+        hits = searcher.search(r.query, options)
+        if r.record and hits:
             import time as _time
 
             from vaultd import lifecycle as lc
 
-            lc.record_recalls(store, hits[:5], query, _time.time())
+            lc.record_recalls(store, hits[:5], r.query, _time.time())
         return hits
 
     def _check_model(self, store: Store) -> None:

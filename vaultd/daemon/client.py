@@ -12,10 +12,13 @@ import http.client
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vaultd.daemon.files import read_info, read_token
 from vaultd.errors import VaultdError
+
+if TYPE_CHECKING:
+    from vaultd.search_request import SearchRequest
 
 RETRY_PAUSE = 0.5
 
@@ -103,8 +106,8 @@ class DaemonClient:
     def status(self) -> dict[str, Any]:
         return self.request("GET", "/status")
 
-    def search(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", "/search", body)
+    def search(self, request: SearchRequest) -> dict[str, Any]:
+        return self.request("POST", "/search", request.to_json())
 
     def embed(self, texts: list[str], kind: str) -> dict[str, Any]:
         return self.request("POST", "/embed", {"texts": texts, "kind": kind})

@@ -32,7 +32,7 @@ from vaultd.daemon.files import Lock, ensure_token, info_path
 from vaultd.daemon.watcher import Changes, EventQueue, Watcher, coalesce
 from vaultd.errors import VaultdError
 from vaultd.indexer import IndexReport
-from vaultd.search import search_request, search_response
+from vaultd.search_request import SearchRequest
 from vaultd.store import Store
 from vaultd.vault import Vault
 
@@ -179,17 +179,13 @@ class Daemon:
     def count_tokens(self, texts: list[str]) -> int:
         return sum(self.vault.embedder.count_tokens(t) for t in texts)
 
-    def search(self, request: dict[str, Any]) -> dict[str, Any]:
-        try:
-            kwargs = search_request(request)
-        except ValueError as exc:
-            raise VaultdError(str(exc)) from exc
-        hits = self.vault.search_with(self._reader(), **kwargs)
+    def search(self, request: SearchRequest) -> dict[str, Any]:
+        hits = self.vault.search_with(self._reader(), request)
         if hits:  # recall promotion counts it; written aside, so no search waits on a writer
-            self.recalls.put((hits[:5], kwargs["query"], time.time()))
+            self.recalls.put((hits[:5], request.query, time.time()))
         pending = self.events.qsize() + (1 if self._indexing.is_set() else 0)
         # exactly the JSON of `vaultd search --json` (index lag is in /health and /status)
-        return search_response(kwargs["query"], kwargs["mode"], hits, stale_files=pending)
+        return request.response(hits, stale_files=pending)
 
     # -- lifecycle of the process
     def run(self) -> int:
