@@ -5,7 +5,6 @@ Heavy imports (numpy, onnxruntime) happen inside the library only when a command
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
@@ -49,18 +48,15 @@ def _root(ctx: click.Context) -> Path:
     return find_vault(ctx.obj["vault"], dict(os.environ), Path.cwd())
 
 
-def _daemon(ctx: click.Context, local: bool) -> Any:
-    """A client for the running daemon, or None (then say once that we work in-process)."""
-    from vaultd.daemon.client import DaemonClient
+def _daemon_or_local(ctx: click.Context, local: bool = False, quiet: bool = False) -> Any:
+    """The daemon-or-local policy for this vault; `--local` skips the daemon. Unless `quiet`,
+    falling back in-process is said once, on stderr."""
+    from vaultd.daemon.client import DaemonOrLocal
 
-    client = None if local else DaemonClient.for_vault(_root(ctx))
-    return client
+    def note(message: str) -> None:
+        click.echo(f"vaultd: {message}", err=True)
 
-
-def _note_local(local: bool) -> None:
-    if not local:
-        click.echo("vaultd: no daemon running; loading the model in-process "
-                   "(`vaultd start` keeps it warm)", err=True)
+    return DaemonOrLocal(_root(ctx), use_daemon=not local, on_local=None if quiet else note)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -163,10 +159,10 @@ def search(ctx: click.Context, query: tuple[str, ...], k: int, types: tuple[str,
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     with _errors():
-        data = _search_daemon(ctx, local, request)
-        via_daemon = data is not None
-        if data is None:
-            data = _search_local(ctx, request, local)
+        route = _daemon_or_local(ctx, local)
+        data = route.run(lambda daemon: daemon.search(request),
+                         lambda: _search_local(ctx, request))
+    via_daemon = route.route == "daemon"
     stale = data["stale_files"]
     if stale and via_daemon:
         click.echo(f"note: {stale} file change(s) are still being indexed by the daemon",
@@ -189,20 +185,7 @@ def search(ctx: click.Context, query: tuple[str, ...], k: int, types: tuple[str,
             click.echo(f"    {line[:120]}")
 
 
-def _search_daemon(ctx: click.Context, local: bool, request: Any) -> Any:
-    from vaultd.daemon.client import DaemonDown
-
-    client = _daemon(ctx, local)
-    if client is None:
-        return None
-    try:
-        return client.search(request)
-    except DaemonDown:
-        return None
-
-
-def _search_local(ctx: click.Context, request: Any, local: bool) -> dict[str, Any]:
-    _note_local(local)
+def _search_local(ctx: click.Context, request: Any) -> dict[str, Any]:
     vault = _open(ctx)
     stale = vault.changed_since_index()
     hits = vault.search(request)
@@ -219,22 +202,15 @@ def _search_local(ctx: click.Context, request: Any, local: bool) -> dict[str, An
 def embed(ctx: click.Context, texts: tuple[str, ...], kind: str, local: bool,
           as_json: bool) -> None:
     """Embed TEXTS with the vault's model (through the daemon when it runs)."""
-    from vaultd.daemon.client import DaemonDown
+    def in_process() -> dict[str, Any]:
+        vault = _open(ctx)
+        vectors = vault.embed(list(texts), kind=kind)  # type: ignore[arg-type]
+        return {"model": vault.profile.id, "dims": vault.profile.dims,
+                "vectors": [[round(float(x), 7) for x in row] for row in vectors]}
 
     with _errors():
-        data = None
-        client = _daemon(ctx, local)
-        if client is not None:
-            try:
-                data = client.embed(list(texts), kind)
-            except DaemonDown:
-                data = None
-        if data is None:
-            _note_local(local)
-            vault = _open(ctx)
-            vectors = vault.embed(list(texts), kind=kind)  # type: ignore[arg-type]
-            data = {"model": vault.profile.id, "dims": vault.profile.dims,
-                    "vectors": [[round(float(x), 7) for x in row] for row in vectors]}
+        data = _daemon_or_local(ctx, local).run(lambda daemon: daemon.embed(list(texts), kind),
+                                                in_process)
     rows = data["vectors"]
     if as_json:
         _echo_json(data)
@@ -250,15 +226,10 @@ def embed(ctx: click.Context, texts: tuple[str, ...], kind: str, local: bool,
 def status(ctx: click.Context, as_json: bool) -> None:
     """What is indexed, with which model and SQLite, whether the index is stale, and the
     daemon's state when it runs."""
-    from vaultd.daemon.client import DaemonDown
-
     with _errors():
         data = _open(ctx).status()
-        client = _daemon(ctx, local=False)
-        daemon: dict[str, Any] = {"running": False}
-        if client is not None:
-            with contextlib.suppress(DaemonDown):
-                daemon = {"running": True, **client.status()}
+        daemon: dict[str, Any] = _daemon_or_local(ctx, quiet=True).run(
+            lambda client: {"running": True, **client.status()}, lambda: {"running": False})
     data["daemon"] = daemon
     data["pid"] = daemon.get("pid")
     if as_json:

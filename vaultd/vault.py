@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from vaultd import layout
 from vaultd.config import Settings, load_settings
-from vaultd.daemon.client import DaemonClient, DaemonDown
+from vaultd.daemon.client import DaemonClient, DaemonOrLocal
 from vaultd.embedder import Embedder, Kind, ModelProfile, make_embedder, resolve_profile
 from vaultd.search import Hit, Searcher, SearchOptions, hit_from_dict
 from vaultd.search_request import SearchRequest
@@ -164,24 +164,22 @@ class Vault:
         """Reconcile the whole vault with the index."""
         return self.indexer().reconcile(progress)
 
-    def _client(self) -> DaemonClient | None:
-        if self.daemon != "auto" or self._embedder is not None:
-            return None
-        return DaemonClient.for_vault(self.root)
+    def _daemon_or_local(self, daemon_can_answer: bool = True) -> DaemonOrLocal:
+        """Through the daemon when one runs, unless `daemon="never"` or an embedder was given."""
+        return DaemonOrLocal(self.root, use_daemon=daemon_can_answer and self.daemon == "auto"
+                             and self._embedder is None)
 
     def embed(self, texts: list[str], kind: Kind = "document") -> np.ndarray:
-        client = self._client()
-        if client is not None:
-            try:
-                data = client.embed(list(texts), kind)
-                import numpy as np
+        def remote(daemon: DaemonClient) -> np.ndarray:
+            import numpy as np
 
-                self.route = "daemon"
-                return np.asarray(data["vectors"], dtype=np.float32).reshape(-1, data["dims"])
-            except DaemonDown:
-                pass
-        self.route = "local"
-        return self.embedder.embed(list(texts), kind=kind)
+            data = daemon.embed(list(texts), kind)
+            return np.asarray(data["vectors"], dtype=np.float32).reshape(-1, data["dims"])
+
+        route = self._daemon_or_local()
+        vectors = route.run(remote, lambda: self.embedder.embed(list(texts), kind=kind))
+        self.route = route.route
+        return vectors
 
     def search(self, query: str | SearchRequest, k: int = 10, **options: Any) -> list[Hit]:
         """Hybrid search (or `mode="vector"|"bm25"`) with optional filters: the query and `k`,
@@ -191,16 +189,12 @@ class Vault:
         counts the top 5 as recalled, for recall promotion."""
         request = (query if isinstance(query, SearchRequest)
                    else SearchRequest(query, k, **options))
-        client = self._client()
-        if client is not None and request.daemon_can_answer:
-            try:
-                data = client.search(request)
-                self.route = "daemon"
-                return [hit_from_dict(h) for h in data["hits"]]
-            except DaemonDown:
-                pass
-        self.route = "local"
-        return self.search_with(self.store, request)
+        route = self._daemon_or_local(request.daemon_can_answer)
+        hits = route.run(
+            lambda daemon: [hit_from_dict(h) for h in daemon.search(request)["hits"]],
+            lambda: self.search_with(self.store, request))
+        self.route = route.route
+        return hits
 
     def search_with(self, store: Store, request: SearchRequest) -> list[Hit]:
         """`search` on a given store connection (the daemon gives each HTTP thread its own).
@@ -469,29 +463,17 @@ def flush_vault(vault: Vault, *, dry_run: bool = False) -> dict[str, Any]:
 
 def flush_anywhere(vault: Vault) -> dict[str, Any]:
     """Flush through the vault's daemon when it runs (its warm model, its single writer), else
-    in-process."""
-    return _through_daemon(vault, "/flush", {}, 300.0) or flush_vault(vault)
+    in-process — whatever the vault's own `daemon` mode."""
+    return DaemonOrLocal(vault.root).run(lambda daemon: daemon.flush(),
+                                         lambda: flush_vault(vault))
 
 
 def lifecycle_anywhere(vault: Vault, phases: list[str]) -> dict[str, Any]:
     """Run lifecycle phases through the vault's daemon when it runs (the index's single writer:
     no second process writing the index and the vault beside it), else in-process. Answers
     `{"phases": [report, ...], "states": ...}` either way."""
-    answer = _through_daemon(vault, "/lifecycle", {"phases": phases, "dry_run": False}, 600.0)
-    if answer is not None:
-        return answer
-    vault.index()
-    return {"phases": vault.lifecycle(phases), "states": vault.states()}
+    def local() -> dict[str, Any]:
+        vault.index()
+        return {"phases": vault.lifecycle(phases), "states": vault.states()}
 
-
-def _through_daemon(vault: Vault, path: str, body: dict[str, Any],
-                    timeout: float) -> dict[str, Any] | None:
-    """The daemon's answer to POST `path`, or None when no daemon runs for this vault."""
-    client = DaemonClient.for_vault(vault.root)
-    if client is None:
-        return None
-    client.timeout = max(client.timeout, timeout)  # a consolidation may take a while
-    try:
-        return client.request("POST", path, body)
-    except DaemonDown:
-        return None
+    return DaemonOrLocal(vault.root).run(lambda daemon: daemon.lifecycle(phases), local)
