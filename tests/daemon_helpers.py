@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vaultd.daemon import Daemon
-from vaultd.daemon_files import info_path, read_token
+from vaultd.daemon.files import info_path, read_token
+from vaultd.daemon.process import Daemon
 from vaultd.vault import init_vault, open_vault
 
 T = TypeVar("T")

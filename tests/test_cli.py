@@ -169,7 +169,7 @@ def test_eval_smoke(vault: Path, runner: CliRunner, tmp_path: Path) -> None:
 
 
 def test_daemon_lock_works_in_a_folder_never_initialised(tmp_path: Path) -> None:
-    from vaultd.daemon_files import Lock
+    from vaultd.daemon.files import Lock
 
     lock = Lock(tmp_path / "notes")  # `vaultd --vault notes run` before any `vaultd init`
     lock.acquire()

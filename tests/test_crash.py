@@ -44,7 +44,7 @@ import yaml
 
 from tests.daemon_helpers import FAST_CONFIG, call, env_for, make_vault, vaultd, wait_for
 from vaultd.blocks import BEGIN, END
-from vaultd.daemon_files import read_info, read_token
+from vaultd.daemon.files import read_info, read_token
 from vaultd.doctor import TEMP_SUFFIX
 from vaultd.edits import split_frontmatter
 from vaultd.vault import open_vault

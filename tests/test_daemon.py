@@ -35,8 +35,8 @@ from daemon_helpers import (
 )
 
 from vaultd import layout
-from vaultd.client import DaemonError
-from vaultd.daemon_files import (
+from vaultd.daemon.client import DaemonError
+from vaultd.daemon.files import (
     Lock,
     ensure_token,
     info_path,

@@ -20,7 +20,7 @@ from tests.conftest import fake_embedder, make_vault
 from tests.daemon_helpers import FAST_CONFIG, running_daemon
 from vaultd import layout
 from vaultd.cli import main
-from vaultd.daemon_files import Lock, ensure_token, info_path
+from vaultd.daemon.files import Lock, ensure_token, info_path
 from vaultd.errors import VaultdError
 from vaultd.store import Store
 from vaultd.vault import Vault, open_vault

@@ -307,8 +307,8 @@ def test_llm_merge_is_used_and_checked(vault: Vault) -> None:
 
 
 def test_daemon_schedules_lifecycle_jobs_without_overlap(vault: Vault) -> None:
-    from vaultd.daemon import LIFECYCLE, Daemon
-    from vaultd.watcher import EventQueue
+    from vaultd.daemon.process import LIFECYCLE, Daemon
+    from vaultd.daemon.watcher import EventQueue
 
     queue = EventQueue()
     for _ in range(5):  # a job that fires while its previous run is still queued

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from test_chunking import DOC, body_content, check_invariants, content_chars
 
 from vaultd.chunking import chunk_note
+from vaultd.daemon.watcher import RawEvent, coalesce
 from vaultd.embedder import OnnxEmbedder, builtin_profiles
 from vaultd.layout import Ignore
 from vaultd.notes import Skip, decode, parse, shown
-from vaultd.watcher import RawEvent, coalesce
 
 FAST = settings(max_examples=120, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -23,9 +23,9 @@ from click.testing import CliRunner
 from daemon_helpers import Running, call, env_for, make_vault, running_daemon, wait_for
 
 from vaultd.cli import main
+from vaultd.daemon.server import Server
 from vaultd.embedder import HashEmbedder, builtin_profiles
 from vaultd.errors import VaultdError
-from vaultd.server import Server
 
 NOTES = {
     "semantic/deploy.md": "---\ntags: [ops]\n---\n# Deploy\n\n## Rollback\n"

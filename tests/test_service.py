@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from vaultd import service
 from vaultd.cli import main
+from vaultd.daemon import service
 from vaultd.errors import VaultdError
 from vaultd.vault import init_vault
 

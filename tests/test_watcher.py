@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vaultd.daemon.watcher import Changes, RawEvent, coalesce
 from vaultd.layout import Ignore
-from vaultd.watcher import Changes, RawEvent, coalesce
 
 IGNORE = Ignore(("drafts",))
 

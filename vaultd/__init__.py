@@ -9,11 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["open_vault", "init_vault", "Vault", "Hit", "IndexReport", "__version__"]
+__all__ = ["open_vault", "init_vault", "Vault", "Hit", "IndexReport", "SearchRequest",
+           "__version__"]
 
 if TYPE_CHECKING:
     from vaultd.indexer import IndexReport
     from vaultd.search import Hit
+    from vaultd.search_request import SearchRequest
     from vaultd.vault import Vault, init_vault, open_vault
 
 
@@ -27,6 +29,10 @@ def __getattr__(name: str) -> Any:
         from vaultd.search import Hit
 
         return Hit
+    if name == "SearchRequest":
+        from vaultd.search_request import SearchRequest
+
+        return SearchRequest
     if name == "IndexReport":
         from vaultd.indexer import IndexReport
 

@@ -5,7 +5,6 @@ Heavy imports (numpy, onnxruntime) happen inside the library only when a command
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
@@ -49,18 +48,15 @@ def _root(ctx: click.Context) -> Path:
     return find_vault(ctx.obj["vault"], dict(os.environ), Path.cwd())
 
 
-def _daemon(ctx: click.Context, local: bool) -> Any:
-    """A client for the running daemon, or None (then say once that we work in-process)."""
-    from vaultd.client import DaemonClient
+def _daemon_or_local(ctx: click.Context, local: bool = False, quiet: bool = False) -> Any:
+    """The daemon-or-local policy for this vault; `--local` skips the daemon. Unless `quiet`,
+    falling back in-process is said once, on stderr."""
+    from vaultd.daemon.client import DaemonOrLocal
 
-    client = None if local else DaemonClient.for_vault(_root(ctx))
-    return client
+    def note(message: str) -> None:
+        click.echo(f"vaultd: {message}", err=True)
 
-
-def _note_local(local: bool) -> None:
-    if not local:
-        click.echo("vaultd: no daemon running; loading the model in-process "
-                   "(`vaultd start` keeps it warm)", err=True)
+    return DaemonOrLocal(_root(ctx), use_daemon=not local, on_local=None if quiet else note)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -153,14 +149,20 @@ def search(ctx: click.Context, query: tuple[str, ...], k: int, types: tuple[str,
            tags: tuple[str, ...], path_glob: str | None, since: str | None, until: str | None,
            mode: str, include_archive: bool, local: bool, as_json: bool) -> None:
     """Hybrid semantic + keyword search over the vault (through the daemon when it runs)."""
-    text = " ".join(query)
-    body = {"query": text, "k": k, "type": list(types), "tags": list(tags), "path": path_glob,
-            "since": since, "until": until, "mode": mode, "archive": include_archive}
+    from vaultd.search_request import SearchRequest
+
+    request = SearchRequest(" ".join(query), k, types=types, tags=tags, path_glob=path_glob,
+                            since=since, until=until, mode=mode,  # type: ignore[arg-type]
+                            include_archive=include_archive, record=True)
+    try:
+        request.check()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     with _errors():
-        data = _search_daemon(ctx, local, body)
-        via_daemon = data is not None
-        if data is None:
-            data = _search_local(ctx, body, local)
+        route = _daemon_or_local(ctx, local)
+        data = route.run(lambda daemon: daemon.search(request),
+                         lambda: _search_local(ctx, request))
+    via_daemon = route.route == "daemon"
     stale = data["stale_files"]
     if stale and via_daemon:
         click.echo(f"note: {stale} file change(s) are still being indexed by the daemon",
@@ -183,30 +185,11 @@ def search(ctx: click.Context, query: tuple[str, ...], k: int, types: tuple[str,
             click.echo(f"    {line[:120]}")
 
 
-def _search_daemon(ctx: click.Context, local: bool, body: dict[str, Any]) -> Any:
-    from vaultd.client import DaemonDown
-
-    client = _daemon(ctx, local)
-    if client is None:
-        return None
-    try:
-        return client.search(body)
-    except DaemonDown:
-        return None
-
-
-def _search_local(ctx: click.Context, body: dict[str, Any], local: bool) -> dict[str, Any]:
-    from vaultd.search import search_request, search_response
-
-    _note_local(local)
+def _search_local(ctx: click.Context, request: Any) -> dict[str, Any]:
     vault = _open(ctx)
-    try:
-        kwargs = search_request(body)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
     stale = vault.changed_since_index()
-    hits = vault.search(**kwargs, record=True)
-    return search_response(kwargs["query"], kwargs["mode"], hits, stale_files=len(stale))
+    hits = vault.search(request)
+    return request.response(hits, stale_files=len(stale))
 
 
 @main.command()
@@ -219,22 +202,15 @@ def _search_local(ctx: click.Context, body: dict[str, Any], local: bool) -> dict
 def embed(ctx: click.Context, texts: tuple[str, ...], kind: str, local: bool,
           as_json: bool) -> None:
     """Embed TEXTS with the vault's model (through the daemon when it runs)."""
-    from vaultd.client import DaemonDown
+    def in_process() -> dict[str, Any]:
+        vault = _open(ctx)
+        vectors = vault.embed(list(texts), kind=kind)  # type: ignore[arg-type]
+        return {"model": vault.profile.id, "dims": vault.profile.dims,
+                "vectors": [[round(float(x), 7) for x in row] for row in vectors]}
 
     with _errors():
-        data = None
-        client = _daemon(ctx, local)
-        if client is not None:
-            try:
-                data = client.embed(list(texts), kind)
-            except DaemonDown:
-                data = None
-        if data is None:
-            _note_local(local)
-            vault = _open(ctx)
-            vectors = vault.embed(list(texts), kind=kind)  # type: ignore[arg-type]
-            data = {"model": vault.profile.id, "dims": vault.profile.dims,
-                    "vectors": [[round(float(x), 7) for x in row] for row in vectors]}
+        data = _daemon_or_local(ctx, local).run(lambda daemon: daemon.embed(list(texts), kind),
+                                                in_process)
     rows = data["vectors"]
     if as_json:
         _echo_json(data)
@@ -250,15 +226,10 @@ def embed(ctx: click.Context, texts: tuple[str, ...], kind: str, local: bool,
 def status(ctx: click.Context, as_json: bool) -> None:
     """What is indexed, with which model and SQLite, whether the index is stale, and the
     daemon's state when it runs."""
-    from vaultd.client import DaemonDown
-
     with _errors():
         data = _open(ctx).status()
-        client = _daemon(ctx, local=False)
-        daemon: dict[str, Any] = {"running": False}
-        if client is not None:
-            with contextlib.suppress(DaemonDown):
-                daemon = {"running": True, **client.status()}
+        daemon: dict[str, Any] = _daemon_or_local(ctx, quiet=True).run(
+            lambda client: {"running": True, **client.status()}, lambda: {"running": False})
     data["daemon"] = daemon
     data["pid"] = daemon.get("pid")
     if as_json:
@@ -314,7 +285,7 @@ def doctor(ctx: click.Context, fix: bool, as_json: bool) -> None:
 @click.pass_context
 def run(ctx: click.Context, quiet: bool) -> None:
     """Run the daemon in the foreground: watch, index, serve the warm model on loopback."""
-    from vaultd.daemon import Daemon
+    from vaultd.daemon.process import Daemon
     from vaultd.vault import open_vault
 
     with _errors():
@@ -329,7 +300,7 @@ def run(ctx: click.Context, quiet: bool) -> None:
 @click.pass_context
 def start(ctx: click.Context, timeout: float) -> None:
     """Start the daemon in the background; returns once it answers, or fails with the reason."""
-    from vaultd.daemon_control import start_daemon
+    from vaultd.daemon.control import start_daemon
 
     with _errors():
         info = start_daemon(_root(ctx), timeout=timeout)
@@ -342,7 +313,7 @@ def start(ctx: click.Context, timeout: float) -> None:
 @click.pass_context
 def stop(ctx: click.Context, timeout: float) -> None:
     """Stop the vault's daemon (it finishes the batch in flight first)."""
-    from vaultd.daemon_control import stop_daemon
+    from vaultd.daemon.control import stop_daemon
 
     with _errors():
         pid = stop_daemon(_root(ctx), timeout=timeout)
@@ -582,7 +553,7 @@ def hook(ctx: click.Context, event: str) -> None:
     root = _root(ctx)
     with _errors():
         if event == "session-start":
-            from vaultd.daemon_control import start_daemon
+            from vaultd.daemon.control import start_daemon
 
             try:
                 start_daemon(root, timeout=60)
@@ -614,7 +585,7 @@ def service() -> None:
 @click.pass_context
 def service_install(ctx: click.Context, user: bool) -> None:
     """Write the service file for this vault and print how to enable it."""
-    from vaultd import service as svc
+    from vaultd.daemon import service as svc
 
     with _errors():
         spec = svc.describe(_root(ctx), user=user)
@@ -628,7 +599,7 @@ def service_install(ctx: click.Context, user: bool) -> None:
 @click.pass_context
 def service_uninstall(ctx: click.Context, user: bool) -> None:
     """Remove this vault's service file (disable it first with the printed command)."""
-    from vaultd import service as svc
+    from vaultd.daemon import service as svc
 
     with _errors():
         spec = svc.describe(_root(ctx), user=user)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vaultd import layout
-from vaultd.daemon_files import LOCK_FILE, ensure_token, info_path, pid_alive, token_path
+from vaultd.daemon.files import LOCK_FILE, ensure_token, info_path, pid_alive, token_path
 from vaultd.edits import TEMP_SUFFIX
 from vaultd.errors import VaultdError
 from vaultd.store import MIGRATIONS, Store

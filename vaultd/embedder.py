@@ -202,6 +202,10 @@ class Embedder(ABC):
     def file_hash(self) -> str:
         return self.profile.sha256 or self.profile.kind
 
+    def warm_up(self) -> None:  # noqa: B027 - an optional hook, not abstract
+        """Get ready to serve a long-lived process (the daemon calls it once, at start), so the
+        first request does not pay for loading the model. Nothing to do by default."""
+
     def embed(self, texts: list[str], kind: Kind = "document") -> np.ndarray:
         import numpy as np
 
@@ -287,6 +291,12 @@ class OnnxEmbedder(Embedder):
         return len(self._counter.encode(text).ids)
 
     # -- session
+    def warm_up(self) -> None:
+        """Load now, with threads that do not spin: the daemon's HTTP and SQLite threads need
+        those cores between runs."""
+        self.spinning = False
+        self.load()
+
     def load(self) -> None:
         """Load tokenizer and ONNX session now (otherwise on first use)."""
         self._load_tokenizers()

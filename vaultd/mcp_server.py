@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 from vaultd.errors import VaultdError
+from vaultd.search_request import SearchRequest
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -66,7 +67,8 @@ class MemoryTools:
         if not 1 <= k <= MAX_K:
             raise VaultdError(f"k must be between 1 and {MAX_K}, not {k}")
         with self._lock:
-            hits = self.vault.search(query, k=k, types=[type] if type else None, record=True)
+            hits = self.vault.search(SearchRequest(query, k, types=(type,) if type else (),
+                                                   record=True))
         return [hit.to_dict() for hit in hits]
 
     def get(self, path: str, from_line: int = 1, lines: int = 40) -> str:

@@ -16,8 +16,9 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from vaultd.search_request import MODES, Mode
 from vaultd.store import ChunkRow, Filters, Store
 
 if TYPE_CHECKING:
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 
     from vaultd.vectors import VectorIndex
 
-Mode = Literal["hybrid", "vector", "bm25"]
-MODES: tuple[str, ...] = ("hybrid", "vector", "bm25")
 SNIPPET_CHARS = 700
 EmbedQuery = Callable[[str], "np.ndarray"]
 
@@ -180,39 +179,6 @@ def _hit(row: ChunkRow, score: float) -> Hit:
     return Hit(path=row.path, score=score, text=text, type=row.type, heading=row.heading,
                lines=(row.start_line, row.end_line), chunk_id=row.id, entry_id=row.entry_id,
                date=row.date)
-
-
-def search_request(body: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for `Vault.search` from a JSON request (the daemon's `/search`)."""
-    def strings(value: Any, name: str) -> list[str]:
-        if value is None:
-            return []
-        if isinstance(value, str):
-            return [value]
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return list(value)
-        raise ValueError(f"'{name}' must be a string or a list of strings")
-
-    mode = body.get("mode", "hybrid")
-    if mode not in MODES:
-        raise ValueError(f"'mode' must be one of {', '.join(MODES)}")
-    k = body.get("k", 10)
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= 1000:
-        raise ValueError("'k' must be an integer from 0 to 1000")
-    return {
-        "query": str(body.get("query", "")), "k": k, "mode": mode,
-        "types": strings(body.get("type", body.get("types")), "type"),
-        "tags": strings(body.get("tags", body.get("tag")), "tags"),
-        "path_glob": body.get("path") or None, "since": body.get("since") or None,
-        "until": body.get("until") or None, "include_archive": bool(body.get("archive", False)),
-    }
-
-
-def search_response(query: str, mode: str, hits: list[Hit], *, stale_files: int,
-                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON of `vaultd search --json`, also answered by the daemon's `/search`."""
-    return {"query": query, "mode": mode, "stale_files": stale_files, **(extra or {}),
-            "hits": [h.to_dict() for h in hits]}
 
 
 def hit_from_dict(data: dict[str, Any]) -> Hit:

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from vaultd import layout
-from vaultd.client import DaemonClient, DaemonDown
 from vaultd.config import Settings, load_settings
+from vaultd.daemon.client import DaemonClient, DaemonOrLocal
 from vaultd.embedder import Embedder, Kind, ModelProfile, make_embedder, resolve_profile
-from vaultd.search import Hit, Mode, Searcher, SearchOptions, hit_from_dict
+from vaultd.search import Hit, Searcher, SearchOptions, hit_from_dict
+from vaultd.search_request import SearchRequest
 from vaultd.store import Filters, Store
 from vaultd.vectors import VectorIndex
 
@@ -165,77 +166,61 @@ class Vault:
         """Reconcile the whole vault with the index."""
         return self.indexer().reconcile(progress)
 
-    def _client(self) -> DaemonClient | None:
-        if self.daemon != "auto" or self._embedder is not None:
-            return None
-        return DaemonClient.for_vault(self.root)
+    def _daemon_or_local(self, daemon_can_answer: bool = True) -> DaemonOrLocal:
+        """Through the daemon when one runs, unless `daemon="never"` or an embedder was given."""
+        return DaemonOrLocal(self.root, use_daemon=daemon_can_answer and self.daemon == "auto"
+                             and self._embedder is None)
 
     def embed(self, texts: list[str], kind: Kind = "document") -> np.ndarray:
-        client = self._client()
-        if client is not None:
-            try:
-                data = client.embed(list(texts), kind)
-                import numpy as np
+        def remote(daemon: DaemonClient) -> np.ndarray:
+            import numpy as np
 
-                self.route = "daemon"
-                return np.asarray(data["vectors"], dtype=np.float32).reshape(-1, data["dims"])
-            except DaemonDown:
-                pass
-        self.route = "local"
-        return self.embedder.embed(list(texts), kind=kind)
+            data = daemon.embed(list(texts), kind)
+            return np.asarray(data["vectors"], dtype=np.float32).reshape(-1, data["dims"])
 
-    def search(self, query: str, k: int = 10, *, types: list[str] | None = None,
-               tags: list[str] | None = None, path_glob: str | None = None,
-               since: str | None = None, until: str | None = None, mode: Mode = "hybrid",
-               include_archive: bool = False, half_life_days: float | None = None,
-               mmr_lambda: float | None = None, record: bool = False) -> list[Hit]:
-        """Hybrid search (or `mode="vector"|"bm25"`) with optional filters. `record=True`
-        (what `vaultd search` does) counts the top 5 as recalled, for recall promotion."""
-        client = self._client()
-        if client is not None and half_life_days is None and mmr_lambda is None:
-            body = {"query": query, "k": k, "type": types or [], "tags": tags or [],
-                    "path": path_glob, "since": since, "until": until, "mode": mode,
-                    "archive": include_archive}
-            try:
-                data = client.search(body)
-                self.route = "daemon"
-                return [hit_from_dict(h) for h in data["hits"]]
-            except DaemonDown:
-                pass
-        self.route = "local"
-        return self.search_with(self.store, query, k, types=types, tags=tags,
-                                path_glob=path_glob, since=since, until=until, mode=mode,
-                                include_archive=include_archive, half_life_days=half_life_days,
-                                mmr_lambda=mmr_lambda, record=record)
+        route = self._daemon_or_local()
+        vectors = route.run(remote, lambda: self.embedder.embed(list(texts), kind=kind))
+        self.route = route.route
+        return vectors
 
-    def search_with(self, store: Store, query: str, k: int = 10, *,
-                    types: list[str] | None = None, tags: list[str] | None = None,
-                    path_glob: str | None = None, since: str | None = None,
-                    until: str | None = None, mode: Mode = "hybrid",
-                    include_archive: bool = False, half_life_days: float | None = None,
-                    mmr_lambda: float | None = None, record: bool = False) -> list[Hit]:
+    def search(self, query: str | SearchRequest, k: int = 10, **options: Any) -> list[Hit]:
+        """Hybrid search (or `mode="vector"|"bm25"`) with optional filters: the query and `k`,
+        with any other `SearchRequest` field as a keyword (`types`, `tags`, `path_glob`,
+        `since`, `until`, `mode`, `include_archive`, `half_life_days`, `mmr_lambda`,
+        `record`), or one whole `SearchRequest`. `record=True` (what `vaultd search` does)
+        counts the top 5 as recalled, for recall promotion."""
+        request = (query if isinstance(query, SearchRequest)
+                   else SearchRequest(query, k, **options))
+        route = self._daemon_or_local(request.daemon_can_answer)
+        hits = route.run(
+            lambda daemon: [hit_from_dict(h) for h in daemon.search(request)["hits"]],
+            lambda: self.search_with(self.store, request))
+        self.route = route.route
+        return hits
+
+    def search_with(self, store: Store, request: SearchRequest) -> list[Hit]:
         """`search` on a given store connection (the daemon gives each HTTP thread its own).
-        With `record`, the top 5 hits count as recalled for this query (recall promotion)."""
+        With `request.record`, the top 5 hits count as recalled for this query."""
         s = self.settings.search
+        r = request
         options = SearchOptions(
-            k=k, mode=mode,
-            filters=Filters(types=tuple(types or ()), tags=tuple(tags or ()),
-                            path_glob=path_glob, since=since, until=until,
-                            include_archive=include_archive),
+            k=r.k, mode=r.mode,
+            filters=Filters(types=r.types, tags=r.tags, path_glob=r.path_glob, since=r.since,
+                            until=r.until, include_archive=r.include_archive),
             vector_weight=s.vector_weight, text_weight=s.text_weight, rrf_k=s.rrf_k,
             candidates=s.candidates,
-            half_life_days=s.half_life_days if half_life_days is None else half_life_days,
-            mmr_lambda=s.mmr_lambda if mmr_lambda is None else mmr_lambda)
+            half_life_days=s.half_life_days if r.half_life_days is None else r.half_life_days,
+            mmr_lambda=s.mmr_lambda if r.mmr_lambda is None else r.mmr_lambda)
         self._check_model(store)
         searcher = Searcher(store, lambda q: self.embedder.embed([q], kind="query")[0],
                             self.vectors, self._executor)
-        hits = searcher.search(query, options)
-        if record and hits:
+        hits = searcher.search(r.query, options)
+        if r.record and hits:
             import time as _time
 
             from vaultd.lifecycle.promote import record_recalls
 
-            record_recalls(store, hits, query, _time.time())
+            record_recalls(store, hits, r.query, _time.time())
         return hits
 
     def _check_model(self, store: Store) -> None:
@@ -405,29 +390,18 @@ class Vault:
 
 def flush_anywhere(vault: Vault) -> dict[str, Any]:
     """Flush through the vault's daemon when it runs (its warm model, its single writer), else
-    in-process."""
-    return _through_daemon(vault, "/flush", {}, 300.0) or vault.flush().to_dict()
+    in-process — whatever the vault's own `daemon` mode."""
+    return DaemonOrLocal(vault.root).run(lambda daemon: daemon.flush(),
+                                         lambda: vault.flush().to_dict())
 
 
 def lifecycle_anywhere(vault: Vault, phases: list[str]) -> dict[str, Any]:
     """Run lifecycle phases through the vault's daemon when it runs (the index's single writer:
     no second process writing the index and the vault beside it), else in-process. Answers
     `{"phases": [report, ...], "states": ...}` either way."""
-    answer = _through_daemon(vault, "/lifecycle", {"phases": phases, "dry_run": False}, 600.0)
-    if answer is not None:
-        return answer
-    vault.index()
-    return {"phases": [r.to_dict() for r in vault.lifecycle(phases)], "states": vault.states()}
+    def local() -> dict[str, Any]:
+        vault.index()
+        return {"phases": [r.to_dict() for r in vault.lifecycle(phases)],
+                "states": vault.states()}
 
-
-def _through_daemon(vault: Vault, path: str, body: dict[str, Any],
-                    timeout: float) -> dict[str, Any] | None:
-    """The daemon's answer to POST `path`, or None when no daemon runs for this vault."""
-    client = DaemonClient.for_vault(vault.root)
-    if client is None:
-        return None
-    client.timeout = max(client.timeout, timeout)  # a consolidation may take a while
-    try:
-        return client.request("POST", path, body)
-    except DaemonDown:
-        return None
+    return DaemonOrLocal(vault.root).run(lambda daemon: daemon.lifecycle(phases), local)

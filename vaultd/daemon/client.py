@@ -1,6 +1,6 @@
 """Talk to the vault's daemon over its loopback API (stdlib only: no numpy, no onnxruntime).
 
-The policy every client follows (CLI and library alike):
+The policy every client follows (CLI, library and MCP alike), `DaemonOrLocal` below:
 - no daemon running → the caller loads the model in-process (and says so once);
 - daemon running but failing → retry once after a short pause, then a clear error — never a
   second copy of the model in memory behind a sick daemon; `--local` forces in-process.
@@ -11,13 +11,23 @@ from __future__ import annotations
 import http.client
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from vaultd.daemon_files import read_info, read_token
+from vaultd.daemon.files import read_info, read_token
 from vaultd.errors import VaultdError
 
+if TYPE_CHECKING:
+    from vaultd.search_request import SearchRequest
+
 RETRY_PAUSE = 0.5
+FLUSH_TIMEOUT = 300.0  # seconds: flush and the lifecycle run phases that may take a while
+LIFECYCLE_TIMEOUT = 600.0
+LOCAL_NOTE = "no daemon running; loading the model in-process (`vaultd start` keeps it warm)"
+
+T = TypeVar("T")
+Route = Literal["daemon", "local"]
 
 
 class DaemonDown(Exception):
@@ -46,9 +56,10 @@ class DaemonClient:
             return None
         return cls(str(info.get("host", "127.0.0.1")), int(info["port"]), token)
 
-    def _once(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+    def _once(self, method: str, path: str, body: dict[str, Any] | None,
+              timeout: float) -> dict[str, Any]:
         host = "localhost" if self.host in ("127.0.0.1", "::1", "localhost") else self.host
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             payload = json.dumps(body).encode() if body is not None else None
             headers = {"Host": f"{host}:{self.port}", "Authorization": f"Bearer {self.token}"}
@@ -77,13 +88,15 @@ class DaemonClient:
                               f"{data.get('error', '')}")
         return data
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
-        """One call with the retry policy. Raises DaemonDown only when nothing listens."""
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+                timeout: float | None = None) -> dict[str, Any]:
+        """One call with the retry policy. Raises DaemonDown only when nothing listens.
+        `timeout` lengthens (never shortens) the client's for a call known to be slow."""
+        wait = self.timeout if timeout is None else max(self.timeout, timeout)
         last: Exception | None = None
         for attempt in range(2):
             try:
-                return self._once(method, path, body)
+                return self._once(method, path, body, wait)
             except DaemonDown:
                 if attempt == 0:
                     raise
@@ -103,11 +116,54 @@ class DaemonClient:
     def status(self) -> dict[str, Any]:
         return self.request("GET", "/status")
 
-    def search(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", "/search", body)
+    def search(self, request: SearchRequest) -> dict[str, Any]:
+        return self.request("POST", "/search", request.to_json())
 
     def embed(self, texts: list[str], kind: str) -> dict[str, Any]:
         return self.request("POST", "/embed", {"texts": texts, "kind": kind})
+
+    def flush(self) -> dict[str, Any]:
+        return self.request("POST", "/flush", {}, timeout=FLUSH_TIMEOUT)
+
+    def lifecycle(self, phases: list[str], dry_run: bool = False) -> dict[str, Any]:
+        return self.request("POST", "/lifecycle", {"phases": phases, "dry_run": dry_run},
+                            timeout=LIFECYCLE_TIMEOUT)
+
+
+class DaemonOrLocal:
+    """Work through the vault's daemon when one runs, else in-process: the one place that
+    decides, for the CLI and the library.
+
+    `run(remote, local)` calls `remote(client)` when a daemon answers and `local()` when none
+    runs (nothing listens: DaemonDown); a daemon that runs but fails raises DaemonError
+    after its one retry. With `use_daemon=False` (`--local`, `daemon="never"`, an explicit
+    embedder) it is always `local()`, silently; otherwise the first fallback is announced
+    through `on_local` (the CLI prints it; the library says nothing). `route` tells where the
+    last call ran.
+    """
+
+    def __init__(self, root: Path, *, use_daemon: bool = True,
+                 on_local: Callable[[str], None] | None = None) -> None:
+        self.root = root
+        self.use_daemon = use_daemon
+        self.on_local = on_local
+        self.route: Route = "local"
+
+    def run(self, remote: Callable[[DaemonClient], T], local: Callable[[], T]) -> T:
+        client = DaemonClient.for_vault(self.root) if self.use_daemon else None
+        if client is not None:
+            try:
+                answer = remote(client)
+            except DaemonDown:
+                pass
+            else:
+                self.route = "daemon"
+                return answer
+        self.route = "local"
+        if self.use_daemon and self.on_local is not None:
+            self.on_local(LOCAL_NOTE)
+            self.on_local = None  # once
+        return local()
 
 
 class _Retryable(Exception):

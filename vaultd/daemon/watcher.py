@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from vaultd.layout import Ignore
 
-log = logging.getLogger("vaultd.watcher")
+log = logging.getLogger("vaultd.daemon.watcher")
 
 EventKind = Literal["created", "modified", "deleted", "moved", "closed"]
 

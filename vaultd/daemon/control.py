@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from vaultd import layout
-from vaultd.client import DaemonClient, DaemonDown
-from vaultd.daemon_files import pid_alive, read_info
+from vaultd.daemon.client import DaemonClient, DaemonDown
+from vaultd.daemon.files import pid_alive, read_info
 from vaultd.errors import VaultdError
 
 OUT_FILE = "daemon.out"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,10 @@ def ensure_token(root: Path) -> str:
         token = path.read_text(encoding="utf-8").strip()
         if token:
             return token
+    # imported here: it loads hashlib and OpenSSL, which a client that only looks for the
+    # daemon (every `vaultd search`) never needs
+    import secrets
+
     token = secrets.token_urlsafe(32)
     tmp = path.with_name(f"{TOKEN_FILE}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -20,8 +20,9 @@ from typing import Any, Protocol
 
 from vaultd.errors import VaultdError
 from vaultd.lifecycle import PHASE_NAMES
+from vaultd.search_request import SearchRequest
 
-log = logging.getLogger("vaultd.server")
+log = logging.getLogger("vaultd.daemon.server")
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
@@ -45,7 +46,7 @@ class App(Protocol):
     def status(self) -> dict[str, Any]: ...
     def embed(self, texts: list[str], kind: str) -> tuple[str, int, list[list[float]]]: ...
     def count_tokens(self, texts: list[str]) -> int: ...
-    def search(self, request: dict[str, Any]) -> dict[str, Any]: ...
+    def search(self, request: SearchRequest) -> dict[str, Any]: ...
     def flush_now(self) -> dict[str, Any]: ...
     def lifecycle_now(self, phases: list[str], dry_run: bool = False) -> dict[str, Any]: ...
 
@@ -271,9 +272,11 @@ class _Handler(BaseHTTPRequestHandler):
         return {"model": model, "embeddings": vectors}
 
     def search(self, body: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(body.get("query"), str):
-            raise ApiError(HTTPStatus.BAD_REQUEST, "'query' must be a string")
-        return self.server_ref.app.search(body)
+        try:
+            request = SearchRequest.from_json(body)
+        except ValueError as exc:
+            raise ApiError(HTTPStatus.BAD_REQUEST, str(exc)) from exc
+        return self.server_ref.app.search(request)
 
     def flush(self, _body: dict[str, Any]) -> dict[str, Any]:
         return self.server_ref.app.flush_now()

@@ -27,15 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from vaultd import layout
-from vaultd.daemon_files import Lock, ensure_token, info_path
-from vaultd.embedder import OnnxEmbedder
+from vaultd.daemon.files import Lock, ensure_token, info_path
+from vaultd.daemon.watcher import Changes, EventQueue, Watcher, coalesce
 from vaultd.errors import VaultdError
 from vaultd.indexer import IndexReport
 from vaultd.lifecycle import PHASE_NAMES
-from vaultd.search import search_request, search_response
+from vaultd.search_request import SearchRequest
 from vaultd.store import Store
 from vaultd.vault import Vault
-from vaultd.watcher import Changes, EventQueue, Watcher, coalesce
 
 log = logging.getLogger("vaultd.daemon")
 
@@ -180,22 +179,18 @@ class Daemon:
     def count_tokens(self, texts: list[str]) -> int:
         return sum(self.vault.embedder.count_tokens(t) for t in texts)
 
-    def search(self, request: dict[str, Any]) -> dict[str, Any]:
-        try:
-            kwargs = search_request(request)
-        except ValueError as exc:
-            raise VaultdError(str(exc)) from exc
-        hits = self.vault.search_with(self._reader(), **kwargs)
+    def search(self, request: SearchRequest) -> dict[str, Any]:
+        hits = self.vault.search_with(self._reader(), request)
         if hits:  # recall promotion counts it; written aside, so no search waits on a writer
-            self.recalls.put((hits[:5], kwargs["query"], time.time()))
+            self.recalls.put((hits[:5], request.query, time.time()))
         pending = self.events.qsize() + (1 if self._indexing.is_set() else 0)
         # exactly the JSON of `vaultd search --json` (index lag is in /health and /status)
-        return search_response(kwargs["query"], kwargs["mode"], hits, stale_files=pending)
+        return request.response(hits, stale_files=pending)
 
     # -- lifecycle of the process
     def run(self) -> int:
         """Run in the foreground until SIGTERM/SIGINT. Returns the exit code."""
-        from vaultd.server import Server
+        from vaultd.daemon.server import Server
 
         self.lock.acquire()
         try:
@@ -213,11 +208,7 @@ class Daemon:
             # (onnxruntime's, OpenBLAS's) while another needs the core (10k chunks: /search p50
             # 13.3 -> 9.3 ms). OpenBLAS reads its setting when numpy loads, which is below.
             os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-            if isinstance(self.vault.embedder, OnnxEmbedder):
-                self.vault.embedder.spinning = False
-            load = getattr(self.vault.embedder, "load", None)
-            if load:
-                load()  # warm: the first request must not pay for the model load
+            self.vault.embedder.warm_up()  # the first request must not pay for the model load
             self.vault.keep_vectors_warm()  # and no query pays for loading the vectors
             s = self.settings.server
             self.server = Server(self, host=s.host, port=s.port, token=token,

@@ -1,0 +1,96 @@
+"""What a search asks: one `SearchRequest` for the CLI, the library (`Vault.search`), the
+daemon's `POST /search` and MCP, with its JSON form (the body `/search` takes) and the JSON it
+is answered with (`vaultd search --json`).
+
+Stdlib only: the CLI builds a request before it knows whether the daemon will answer it, and
+with the daemon up it must not import the index or the search engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from vaultd.search import Hit
+
+Mode = Literal["hybrid", "vector", "bm25"]
+MODES: tuple[str, ...] = ("hybrid", "vector", "bm25")
+MAX_K = 1000  # what a JSON request may ask for
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A search: the query, how many hits, filters, mode and ranking options.
+
+    `types` and `tags` may be given as any iterable of strings (or None) and are kept as
+    tuples. `half_life_days` and `mmr_lambda` left at None mean the vault's `[search]`
+    settings. `record` counts the top 5 hits as recalled, for recall promotion.
+    """
+
+    query: str
+    k: int = 10
+    types: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    path_glob: str | None = None
+    since: str | None = None  # YYYY-MM-DD
+    until: str | None = None
+    mode: Mode = "hybrid"
+    include_archive: bool = False
+    half_life_days: float | None = None
+    mmr_lambda: float | None = None
+    record: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "types", tuple(self.types or ()))
+        object.__setattr__(self, "tags", tuple(self.tags or ()))
+
+    def check(self) -> SearchRequest:
+        """Itself, or ValueError naming the field that is wrong (for a person or a client)."""
+        if self.mode not in MODES:
+            raise ValueError(f"'mode' must be one of {', '.join(MODES)}")
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 0 <= self.k <= MAX_K:
+            raise ValueError(f"'k' must be an integer from 0 to {MAX_K}")
+        return self
+
+    @property
+    def daemon_can_answer(self) -> bool:
+        """The daemon's `/search` takes no ranking options: with either set, search here."""
+        return self.half_life_days is None and self.mmr_lambda is None
+
+    # -- the JSON of `POST /search` (docs/api.md; clients depend on these field names)
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> SearchRequest:
+        """The request a `/search` body asks for; ValueError when a field is wrong."""
+        if not isinstance(body.get("query"), str):
+            raise ValueError("'query' must be a string")
+        return cls(
+            query=body["query"], k=body.get("k", 10), mode=body.get("mode", "hybrid"),
+            types=_strings(body.get("type", body.get("types")), "type"),
+            tags=_strings(body.get("tags", body.get("tag")), "tags"),
+            path_glob=body.get("path") or None, since=body.get("since") or None,
+            until=body.get("until") or None, include_archive=bool(body.get("archive", False)),
+        ).check()
+
+    def to_json(self) -> dict[str, Any]:
+        """The `/search` body for this request (the daemon records recalls itself)."""
+        return {"query": self.query, "k": self.k, "type": list(self.types),
+                "tags": list(self.tags), "path": self.path_glob, "since": self.since,
+                "until": self.until, "mode": self.mode, "archive": self.include_archive}
+
+    def response(self, hits: Iterable[Hit], *, stale_files: int) -> dict[str, Any]:
+        """The JSON of `vaultd search --json`, also what the daemon's `/search` answers."""
+        return {"query": self.query, "mode": self.mode, "stale_files": stale_files,
+                "hits": [h.to_dict() for h in hits]}
+
+
+def _strings(value: Any, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(f"'{name}' must be a string or a list of strings")
