@@ -76,11 +76,11 @@ def test_a_user_edit_between_read_and_write_survives(vault: Vault,
     real = edits.replace_checked
     calls = []
 
-    def user_saves_first(snapshot: edits.Snapshot, text: str) -> bool:
+    def user_saves_first(snapshot: edits.Snapshot, text: str, **kw: Path) -> bool:
         if not calls:  # the user saves right after vaultd read the file
             path.write_text(snapshot.text.replace("My own notes", "My EDITED notes"))
         calls.append(1)
-        return real(snapshot, text)
+        return real(snapshot, text, **kw)
 
     monkeypatch.setattr(edits, "replace_checked", user_saves_first)
     vault.flush()

@@ -92,16 +92,16 @@ def mirror_related(ctx: Context) -> Outcome:
                     time.time() - (ctx.root / path).stat().st_mtime < ctx.quiet_seconds:
                 continue  # being edited right now: next time
             snap = edits.read(ctx.root / path)
+            have = edits.get_frontmatter(path, snap.text).get("related")
+            if (want or None) == (have or None):
+                continue
+            if edits.replace_checked(snap, edits.set_frontmatter(snap.text, {"related": want}),
+                                     root=ctx.root):
+                out.written.append(path)
         except FileNotFoundError:
             continue
-        have = edits.get_frontmatter(path, snap.text).get("related")
-        if (want or None) == (have or None):
-            continue
-        try:
-            if edits.replace_checked(snap, edits.set_frontmatter(snap.text, {"related": want})):
-                out.written.append(path)
-        except edits.ConflictError as exc:
-            out.conflicts.append(str(exc))
+        except (edits.ConflictError, OSError) as exc:  # one file never stops the phase
+            out.conflicts.append(edits.per_file(path, exc))
     return out
 
 

@@ -177,10 +177,12 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
         try:
             for e in action.entries:  # merge only what was planned: no member changed since
                 as_planned(edits.read(root / views[e].path).text, views[e])
+            for e in action.entries:  # every source must be movable before the note exists
+                edits.check_writable(root / views[e].path)
             edits.create_new(edits.inside(root, root / rel),
-                             merge_note(action, views, merge_id, llm))
-        except (edits.ConflictError, FileNotFoundError) as exc:
-            out.conflicts.append(str(exc))
+                             merge_note(action, views, merge_id, llm), root=root)
+        except (edits.ConflictError, OSError) as exc:  # one file never stops the phase
+            out.conflicts.append(edits.per_file(rel, exc))
             continue
         out.created.append(rel)
         # archive bottom-up within a file so earlier line numbers stay valid
@@ -188,8 +190,8 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
                            key=lambda v: (v.path, -v.start_line)):
             try:
                 archive_entry(root, view, f"consolidated into {rel} ({merge_id})", out)
-            except (edits.ConflictError, FileNotFoundError) as exc:
-                out.conflicts.append(str(exc))
+            except (edits.ConflictError, OSError) as exc:
+                out.conflicts.append(edits.per_file(view.path, exc))
     return out
 
 

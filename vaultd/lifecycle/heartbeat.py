@@ -7,7 +7,7 @@ import datetime as dt
 import re
 
 from vaultd import edits
-from vaultd.lifecycle.moves import as_planned, take_back
+from vaultd.lifecycle.moves import as_planned, remove_ours
 from vaultd.lifecycle.plans import Action, Context, Outcome, Phase, Plan
 from vaultd.notes import entry_title
 
@@ -78,15 +78,17 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
             fm = edits.get_frontmatter(view.path, snap.text)
             state = dict(fm["vaultd"]) if isinstance(fm.get("vaultd"), dict) else {}
             state["extracted"] = sorted(set(state.get("extracted") or []) | {view.key})
-            edits.create_new(edits.inside(root, root / rel), text)
+            edits.check_writable(root / view.path)  # the log gets marked: it must be writable
+            edits.create_new(edits.inside(root, root / rel), text, root=root)
             try:
-                edits.replace_checked(snap, edits.set_frontmatter(snap.text, {"vaultd": state}))
+                edits.replace_checked(snap, edits.set_frontmatter(snap.text, {"vaultd": state}),
+                                      root=root)
             except edits.ConflictError:
                 # unmarked, the entry would be extracted again: take the new note back
-                take_back(root / rel, None, text)
+                remove_ours(root, root / rel, text.encode("utf-8"))
                 raise
-        except (edits.ConflictError, FileNotFoundError) as exc:
-            out.conflicts.append(str(exc))
+        except (edits.ConflictError, OSError) as exc:  # one file never stops the phase
+            out.conflicts.append(edits.per_file(view.path, exc))
             continue
         out.created.append(rel)
         out.written.append(view.path)

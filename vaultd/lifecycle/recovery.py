@@ -39,6 +39,6 @@ def finish_interrupted(root: Path, views: list[EntryView]) -> Outcome:
             continue
         try:
             archive_entry(root, v, why, out)
-        except (edits.ConflictError, FileNotFoundError) as exc:
-            out.conflicts.append(str(exc))
+        except (edits.ConflictError, OSError) as exc:  # one file never stops the run
+            out.conflicts.append(edits.per_file(v.path, exc))
     return out
