@@ -381,3 +381,67 @@ def test_real_model_lifecycle_on_sample_vault(tmp_path: Path) -> None:
         assert (root / "archive" / "episodic").is_dir()
         hits = v.search("why did the refund webhook test fail at night", k=3)
         assert any(h.path.startswith("semantic/") and h.type == "semantic" for h in hits)
+
+
+# -- entry identity: entries that share a heading (issue 12, point 1) ------------------------
+
+
+NIGHTLY = ["topicnightly broke at two because the cron ran in Berlin time.",
+           "topicnightly failed again; the fixture database was left locked by a worker.",
+           "topicnightly red a third time, this one a flaky network call to the sandbox."]
+
+
+def nightly_log(day: str) -> str:
+    body = "".join(f"\n## Nightly failure\n{t}\n" for t in NIGHTLY)
+    return f"---\ntype: episodic\ncreated: {day}\n---\n# {day}\n{body}\n## Lunch\ntopicfood.\n"
+
+
+def test_undo_brings_back_every_entry_that_shares_a_heading(vault: Vault) -> None:
+    write(vault.root, "episodic/2026-11-05.md", nightly_log("2026-11-05"))
+    vault.index()
+    vault.lifecycle(["connect"])
+    [report] = vault.lifecycle(["consolidate"])
+    [merged] = [p for p in report.created if p.startswith("semantic/")]
+    live = vault.root / "episodic/2026-11-05.md"
+    archive = vault.root / "archive/episodic/2026-11-05.md"
+    assert "topicnightly" not in live.read_text(encoding="utf-8")
+    assert all(t in archive.read_text(encoding="utf-8") for t in NIGHTLY)
+    fm = edits.get_frontmatter(merged, (vault.root / merged).read_text(encoding="utf-8"))
+    vault.undo(fm["consolidation"])
+    text = live.read_text(encoding="utf-8")
+    assert [text.count(t) for t in NIGHTLY] == [1, 1, 1]
+    assert not archive.exists()  # it held only these three, all back
+
+
+def test_restore_of_an_old_heading_keyed_archive_brings_back_all_entries(vault: Vault) -> None:
+    """Archive files written before records carried a hash keep working (read as migrated)."""
+    body = "".join(f"\n## Nightly failure\n{t}\n" for t in NIGHTLY)
+    write(vault.root, "archive/episodic/2026-11-05.md",
+          "---\narchived: {'Nightly failure': {from: episodic/2026-11-05.md, reason: x}}\n"
+          f"---\n# 2026-11-05\n{body}\n## Stray\nno record for this one.\n")
+    vault.restore("archive/episodic/2026-11-05.md")
+    text = (vault.root / "episodic/2026-11-05.md").read_text(encoding="utf-8")
+    assert [text.count(t) for t in NIGHTLY] == [1, 1, 1]
+    archive = (vault.root / "archive/episodic/2026-11-05.md").read_text(encoding="utf-8")
+    assert "no record for this one." in archive  # never deleted while it holds an entry
+    assert "topicnightly" not in archive
+
+
+def test_same_minute_remembers_survive_prune_and_restore(vault: Vault) -> None:
+    import datetime as dt
+
+    when = dt.datetime(2026, 11, 6, 9, 14)
+    says = [f"topicdup nightly failure on the payments service again today: cause {c}."
+            for c in ("timezone", "locked fixture", "sandbox network")]
+    headings = {edits.append_entry(vault.root, s, when=when)[1] for s in says}
+    assert len(headings) == 1  # one heading for all three
+    vault.index()
+    vault.profile = replace(vault.profile, duplicate_threshold=0.95)
+    [report] = vault.lifecycle(["prune"])
+    assert report.actions and not report.conflicts
+    archive = vault.root / "archive/episodic/2026-11-06.md"
+    assert archive.exists()
+    vault.restore("archive/episodic/2026-11-06.md")
+    text = (vault.root / "episodic/2026-11-06.md").read_text(encoding="utf-8")
+    assert [text.count(s) for s in says] == [1, 1, 1]
+    assert not archive.exists()
