@@ -296,12 +296,15 @@ def _conflict_copy(path: Path) -> Path:
     return path.with_name(f"{path.stem}.conflict-{stamp}-{secrets.token_hex(2)}{path.suffix}")
 
 
-def _swap_in(path: Path, tmp: Path, new: bytes, expected: bytes) -> None:
-    """Put the temp file `tmp` (holding `new`) at `path` if the file it displaces holds
-    `expected`; otherwise the displaced file gets its name back and ConflictError."""
+def _swap_in(path: Path, tmp: Path, new: bytes, expected: bytes, ino: int) -> None:
+    """Put the temp file `tmp` (holding `new`) at `path` if the file there is still the one
+    checked (inode `ino`, holding `expected`); otherwise the person's file keeps (or gets back)
+    its name and ConflictError."""
+    if os.lstat(path).st_ino != ino:  # renamed over since the check: an editor's save
+        raise _lost_save(path)
     if _exchange is not None and _exchange(tmp, path):
         # `tmp` now names the file that was at `path` at the instant of the swap
-        if tmp.read_bytes() == expected:
+        if os.lstat(tmp).st_ino == ino and tmp.read_bytes() == expected:
             _unlink(tmp)
             return
         # a save landed between the check and the swap: the person's file gets its name back
@@ -318,9 +321,9 @@ def _swap_in(path: Path, tmp: Path, new: bytes, expected: bytes) -> None:
     aside = _temp_path(path)
     os.link(path, aside)
     try:
-        if aside.read_bytes() != expected:
+        if os.stat(aside).st_ino != ino or aside.read_bytes() != expected:
             raise _lost_save(path)
-        if os.stat(path).st_ino != os.stat(aside).st_ino:
+        if os.stat(path).st_ino != ino:
             raise _lost_save(path)
         os.replace(tmp, path)
     finally:
@@ -361,6 +364,13 @@ def locked(path: Path, root: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _read_with_inode(path: Path) -> tuple[bytes, int]:
+    """The file's bytes and its inode, the inode taken first: a rename between the two gives
+    bytes of the newer file, which then fail the byte check (or, being equal, lose nothing)."""
+    ino = os.lstat(path).st_ino
+    return path.read_bytes(), ino
+
+
 def replace_checked(snapshot: Snapshot, text: str, *, root: Path) -> bool:
     """Write `text` over the file (in its encoding and line endings) if it still holds the
     snapshot's bytes. False when the new text equals the old (nothing written, mtime kept);
@@ -383,10 +393,11 @@ def replace_checked(snapshot: Snapshot, text: str, *, root: Path) -> bool:
         except OSError as exc:
             raise ConflictError(f"{path}: {exc.strerror or exc}; not written") from exc
         try:
-            if path.read_bytes() != snapshot.data:
+            current, ino = _read_with_inode(path)
+            if current != snapshot.data:
                 raise ConflictError(f"{path}: changed since it was read; not overwritten "
                                     "(vaultd will try again with the new text)")
-            _swap_in(path, tmp, new, snapshot.data)
+            _swap_in(path, tmp, new, snapshot.data, ino)
         except FileNotFoundError as exc:
             raise ConflictError(f"{path}: deleted since it was read; not written") from exc
         except ConflictError:
