@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from vaultd import edits
 from vaultd.layout import ARCHIVE_DIR
 from vaultd.lifecycle.entries import EntryView, sentences, words
-from vaultd.lifecycle.moves import archive_entry, as_planned
+from vaultd.lifecycle.moves import archive_entry, as_planned, remove_ours
 from vaultd.lifecycle.plans import Action, Context, Outcome, Phase, Plan
 from vaultd.notes import entry_title
 
@@ -174,24 +174,32 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
         merge_id = hashlib.sha1("\0".join(sorted(action.entries)).encode()).hexdigest()[:10]
         slug = re.sub(r"[^a-z0-9]+", "-", action.data["title"].lower()).strip("-")[:60]
         rel = f"semantic/{slug or 'consolidated'}-{merge_id[:6]}.md"
+        text = merge_note(action, views, merge_id, llm)
         try:
             for e in action.entries:  # merge only what was planned: no member changed since
                 as_planned(edits.read(root / views[e].path).text, views[e])
-            for e in action.entries:  # every source must be movable before the note exists
-                edits.check_writable(root / views[e].path)
-            edits.create_new(edits.inside(root, root / rel),
-                             merge_note(action, views, merge_id, llm), root=root)
+            for e in action.entries:  # every source and its archive copy must be writable
+                edits.check_writable(root / views[e].path)  # before the merged note exists
+                edits.check_writable(root / ARCHIVE_DIR / views[e].path)
+            edits.create_new(edits.inside(root, root / rel), text, root=root)
         except (edits.ConflictError, OSError) as exc:  # one file never stops the phase
             out.conflicts.append(edits.per_file(rel, exc))
             continue
-        out.created.append(rel)
         # archive bottom-up within a file so earlier line numbers stay valid
+        moved = 0
         for view in sorted((views[e] for e in action.entries),
                            key=lambda v: (v.path, -v.start_line)):
             try:
                 archive_entry(root, view, f"consolidated into {rel} ({merge_id})", out)
+                moved += 1
             except (edits.ConflictError, OSError) as exc:
                 out.conflicts.append(edits.per_file(view.path, exc))
+        if moved:
+            # a member left behind is finished later (`recovery.finish_interrupted` moves an
+            # entry a merged note lists with the same hash); the merged note must stay for that
+            out.created.append(rel)
+        else:  # nothing moved: the merged note alone would duplicate every member
+            remove_ours(root, root / rel, text.encode("utf-8"))
     return out
 
 
