@@ -157,6 +157,17 @@ def test_remember_keeps_a_crlf_log_crlf(vault: Vault) -> None:
     assert b"\r\nsecond, from an agent\r\n" in data
 
 
+def test_flush_keeps_a_crlf_memory_md_crlf(vault: Vault) -> None:
+    user = crlf("# Memory\n\nMy notes.\n")
+    write(vault.root, "MEMORY.md", BOM + user)
+    write(vault.root, "semantic/money.md", "---\nstatus: proven\n---\n# Money\n\nIn cents.\n")
+    assert vault.flush().memory_written
+    data = (vault.root / "MEMORY.md").read_bytes()
+    assert data.startswith(BOM + user) and b"In cents" in data
+    assert_crlf(data)
+    assert vault.flush().memory_written is False  # and found again: nothing to change
+
+
 def test_new_files_get_the_umask_mode_not_0600(vault: Vault) -> None:
     old = os.umask(0o022)
     try:

@@ -129,7 +129,7 @@ def run_save_soak(work: Path, saves: int, seed: int = 1, pause_ms: float = 3.0
         "vaultd_ops": ops,  # attempted; a conflict (vaultd gave way) is counted below
         "vaultd_conflicts": len(conflicts),
         "conflict_copies": len(list(root.rglob("*.conflict-*"))),
-        "seconds": round(seconds, 1), "exchange": edits._exchange is not None,
+        "seconds": round(seconds, 1), "exchange": getattr(edits, "_exchange", None) is not None,
     }
 
 
