@@ -443,9 +443,13 @@ def save_after_check(monkeypatch: pytest.MonkeyPatch, path: Path, save: Callable
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
 
 
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "no-exchange"])
 @pytest.mark.parametrize("save", [rename_save, in_place_save], ids=["rename", "in-place"])
 def test_a_save_between_the_check_and_the_replace_is_kept(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, save: Callable[..., None]) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, save: Callable[..., None],
+        exchange: bool) -> None:
+    if not exchange:  # a file system without an atomic exchange: the link-aside fallback
+        monkeypatch.setattr(edits, "_exchange", None)
     root = tmp_path / "v"
     write(root, "semantic/n.md", "# N\n\nfirst text.\n")
     path = root / "semantic/n.md"

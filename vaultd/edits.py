@@ -249,6 +249,8 @@ def atomic_write(path: Path, text: str | bytes) -> None:
 # ---------------------------------------------------------------------------- exchange
 
 _RENAME_EXCHANGE = 2  # linux/fs.h
+# a file system without hard links answers link() with one of these
+_NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK)
 _RENAME_SWAP = 2  # macOS stdio.h
 
 
@@ -293,7 +295,8 @@ def _lost_save(path: Path) -> ConflictError:
 
 def _conflict_copy(path: Path) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return path.with_name(f"{path.stem}.conflict-{stamp}-{secrets.token_hex(2)}{path.suffix}")
+    stem = path.stem.encode()[:_TEMP_NAME_BYTES].decode("utf-8", "ignore")  # names ≤ 255 bytes
+    return path.with_name(f"{stem}.conflict-{stamp}-{secrets.token_hex(2)}{path.suffix}")
 
 
 def _swap_in(path: Path, tmp: Path, new: bytes, expected: bytes, ino: int) -> None:
@@ -319,7 +322,13 @@ def _swap_in(path: Path, tmp: Path, new: bytes, expected: bytes, ino: int) -> No
     # is the file we compared, then replace. A save can still land between the last check
     # and the replace; this narrows the window to two system calls.
     aside = _temp_path(path)
-    os.link(path, aside)
+    try:
+        os.link(path, aside)
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        os.replace(tmp, path)  # no hard links either (FAT, some shares): checked by inode only
+        return
     try:
         if os.stat(aside).st_ino != ino or aside.read_bytes() != expected:
             raise _lost_save(path)
@@ -424,6 +433,12 @@ def create_new(path: Path, text: str, *, root: Path, form: Form = UTF8) -> None:
                 os.link(tmp, path)
             except FileExistsError as exc:
                 raise ConflictError(f"{path}: already exists; not overwritten") from exc
+            except OSError as exc:
+                if exc.errno not in _NO_LINKS:
+                    raise
+                if os.path.lexists(path):  # no hard links here (FAT, some shares): re-check
+                    raise ConflictError(f"{path}: already exists; not overwritten") from exc
+                os.replace(tmp, path)
             finally:
                 _unlink(tmp)
         except ConflictError:
