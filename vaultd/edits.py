@@ -351,8 +351,9 @@ def locked(path: Path, root: Path) -> Iterator[None]:
     file name length limit."""
     import fcntl
 
-    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
-    key = os.path.abspath(path) if rel.startswith("..") else Path(rel).as_posix()
+    real = os.path.realpath(path)  # one file, one lock, however it is named
+    rel = os.path.relpath(real, os.path.realpath(root))
+    key = real if rel.startswith("..") else Path(rel).as_posix()
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     lock_dir = state_dir(root) / LOCKS_DIR
     held: set[str] = getattr(_held, "keys", None) or set()
