@@ -445,3 +445,21 @@ def test_same_minute_remembers_survive_prune_and_restore(vault: Vault) -> None:
     text = (vault.root / "episodic/2026-11-06.md").read_text(encoding="utf-8")
     assert [text.count(s) for s in says] == [1, 1, 1]
     assert not archive.exists()
+
+
+def test_archiving_one_of_several_same_heading_entries_keeps_the_others_state(
+        vault: Vault) -> None:
+    from vaultd.lifecycle.entries import snapshot
+    from vaultd.lifecycle.moves import archive_entry
+    from vaultd.lifecycle.plans import Outcome
+
+    log = nightly_log("2026-11-05").replace(
+        "created: 2026-11-05\n", "created: 2026-11-05\nvaultd: {reprieves: {Nightly failure: 2}}\n")
+    write(vault.root, "episodic/2026-11-05.md", log)
+    vault.index()
+    [view] = [v for v in snapshot(vault.store)[0] if NIGHTLY[1] in v.text]
+    archive_entry(vault.root, view, "test", Outcome())
+    text = (vault.root / "episodic/2026-11-05.md").read_text(encoding="utf-8")
+    assert NIGHTLY[1] not in text and NIGHTLY[0] in text and NIGHTLY[2] in text
+    fm = edits.get_frontmatter("episodic/2026-11-05.md", text)
+    assert fm["vaultd"]["reprieves"] == {"Nightly failure": 2}  # the two left keep theirs

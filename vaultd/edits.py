@@ -3,11 +3,13 @@
 Every rewrite is atomic and checked (`replace_checked`): the new bytes go to a temp file in the
 same folder and are fsynced first; then, under vaultd's lock, the file must still hold exactly
 the bytes the new text was computed from, and the temp file is swapped in with one atomic
-exchange (Linux `renameat2(RENAME_EXCHANGE)`, macOS `renamex_np(RENAME_SWAP)`). The exchange
-hands back the very file it displaced, so a save a person made in the instant between the
-check and the swap is seen (its bytes differ) and swapped straight back: the person's version
-wins and vaultd reports a conflict. Where no exchange exists, a plain `os.replace` follows the
-check, and a save in that window is detected after the fact through a hard link taken aside.
+exchange (Linux `renameat2(RENAME_EXCHANGE)`, macOS `renamex_np(RENAME_SWAP)`). An editor's
+rename-save after the check is caught just before the exchange (the file's inode changed). The
+exchange hands back the very file it displaced, so a save that lands in the instant between
+is seen too (inode or bytes differ) and swapped straight back: the person's version wins and
+vaultd reports a conflict. Where no exchange exists, the file is hard-linked aside and
+checked (inode and bytes) just before a plain `os.replace`: a save can still land in the
+window of those few system calls.
 
 Appends to a daily log (`append_entry`) are written in place with `O_APPEND` under the same
 lock, so they never race vaultd's own rewrites and never lose a line a shell `>>` appended.

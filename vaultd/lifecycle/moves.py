@@ -109,6 +109,8 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> Non
         return
     rest, taken = cut_entry(snap.text, view)
     state = edits.get_frontmatter(view.path, rest).get("vaultd")
+    if any(e.key == view.key for e in parse(view.path, rest).entries):
+        state = None  # another entry keeps this heading (and the state kept under it)
     if isinstance(state, dict):  # the entry's bookkeeping leaves with it
         state = {k: ({kk: vv for kk, vv in v.items() if kk != view.key} if isinstance(v, dict)
                      else [x for x in v if x != view.key] if isinstance(v, list) else v)
