@@ -271,3 +271,11 @@ def test_a_note_that_cannot_be_read_is_one_conflict_not_a_failed_run(
     [report] = vault.lifecycle(["connect"])
     assert any("semantic/a.md" in c and "Input/output error" in c for c in report.conflicts)
     assert "related:" in b.read_text(encoding="utf-8")
+
+
+def test_a_write_without_a_root_still_locks_inside_the_vaults_state_folder(vault: Vault) -> None:
+    note = write(vault.root, "semantic/deep/n.md", "# N\n\nold.\n")
+    assert edits.replace_checked(edits.read(note), "# N\n\nnew.\n")  # root found from the path
+    assert note.read_text(encoding="utf-8") == "# N\n\nnew.\n"
+    assert sorted(p.name for p in note.parent.iterdir()) == ["n.md"]
+    assert list((vault.root / ".vaultd" / edits.LOCKS_DIR).glob("*.lock"))

@@ -37,6 +37,7 @@ import re
 import secrets
 import stat
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -341,23 +342,33 @@ def _swap_in(path: Path, tmp: Path, new: bytes, expected: bytes, ino: int) -> No
         _unlink(aside)
 
 
+def _vault_of(path: Path) -> Path | None:
+    """The nearest folder above `path` holding vaultd's state folder, or None."""
+    return next((d for d in path.parents if state_dir(d).is_dir()), None)
+
+
 _held = threading.local()  # the lock keys this thread holds: `locked` is re-entrant
 
 
 @contextlib.contextmanager
-def locked(path: Path, root: Path) -> Iterator[None]:
+def locked(path: Path, root: Path | None = None) -> Iterator[None]:
     """An exclusive advisory lock for read-modify-write of `path` among vaultd writers (every
     process and thread; re-entrant within a thread). The lock file is
     `.vaultd/locks/HASH.lock` of the vault `root`, HASH of the path relative to the vault
     (absolute when outside it, e.g. a declared route target): nothing beside the notes, and no
-    file name length limit."""
+    file name length limit. Without `root`, the vault is the nearest folder above `path` that
+    holds `.vaultd/` (outside any vault: a `vaultd-locks` folder in the temp directory)."""
     import fcntl
 
     real = os.path.realpath(path)  # one file, one lock, however it is named
-    rel = os.path.relpath(real, os.path.realpath(root))
-    key = real if rel.startswith("..") else Path(rel).as_posix()
+    root = root if root is not None else _vault_of(Path(real))
+    if root is None:
+        key, lock_dir = real, Path(tempfile.gettempdir()) / "vaultd-locks"
+    else:
+        rel = os.path.relpath(real, os.path.realpath(root))
+        key = real if rel.startswith("..") else Path(rel).as_posix()
+        lock_dir = state_dir(root) / LOCKS_DIR
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-    lock_dir = state_dir(root) / LOCKS_DIR
     held: set[str] = getattr(_held, "keys", None) or set()
     _held.keys = held
     if f"{lock_dir}/{digest}" in held:
@@ -383,7 +394,7 @@ def _read_with_inode(path: Path) -> tuple[bytes, int]:
     return path.read_bytes(), ino
 
 
-def replace_checked(snapshot: Snapshot, text: str, *, root: Path) -> bool:
+def replace_checked(snapshot: Snapshot, text: str, *, root: Path | None = None) -> bool:
     """Write `text` over the file (in its encoding and line endings) if it still holds the
     snapshot's bytes. False when the new text equals the old (nothing written, mtime kept);
     ConflictError when it changed — also when it changed in the instant of the write itself —
@@ -421,7 +432,7 @@ def replace_checked(snapshot: Snapshot, text: str, *, root: Path) -> bool:
     return True
 
 
-def create_new(path: Path, text: str, *, root: Path, form: Form = UTF8) -> None:
+def create_new(path: Path, text: str, *, root: Path | None = None, form: Form = UTF8) -> None:
     """Create a file that must not exist yet (never clobbers, not even a file someone creates
     in the same instant: the temp file is hard-linked into place, which fails if the name is
     taken)."""
@@ -450,7 +461,7 @@ def create_new(path: Path, text: str, *, root: Path, form: Form = UTF8) -> None:
             raise ConflictError(f"{path}: {exc.strerror or exc}; not written") from exc
 
 
-def remove_checked(snapshot: Snapshot, *, root: Path) -> None:
+def remove_checked(snapshot: Snapshot, *, root: Path | None = None) -> None:
     """Delete the file if it still holds the snapshot's bytes (a move's last step, once its
     copy is in place); ConflictError otherwise."""
     path = snapshot.path
@@ -468,7 +479,8 @@ def remove_checked(snapshot: Snapshot, *, root: Path) -> None:
             raise ConflictError(f"{path}: {exc.strerror or exc}; not removed") from exc
 
 
-def append_text(path: Path, text: str, *, root: Path, header: str = "") -> tuple[int, bytes]:
+def append_text(path: Path, text: str, *, root: Path | None = None,
+                header: str = "") -> tuple[int, bytes]:
     """Append `text` to `path` in place (`O_APPEND`, one write) in the file's own encoding and
     line endings, after a newline if the file lacks a final one; a missing file is created
     holding `header + text`. In place, because a replace would drop a line that a shell `>>`
@@ -502,7 +514,7 @@ def append_text(path: Path, text: str, *, root: Path, header: str = "") -> tuple
             raise ConflictError(f"{path}: {exc.strerror or exc}; not written") from exc
 
 
-def take_back(path: Path, size: int, written: bytes, *, root: Path) -> None:
+def take_back(path: Path, size: int, written: bytes, *, root: Path | None = None) -> None:
     """Undo our own `append_text` if nothing was appended after it (else it stays: a later
     line must not be cut); a file we created holding only our text is removed."""
     with locked(path, root), contextlib.suppress(FileNotFoundError):
