@@ -66,6 +66,15 @@ def test_a_read_only_note_is_not_rewritten(vault: Vault) -> None:
     assert "related:" in b.read_text(encoding="utf-8")  # the rest of the vault goes on
 
 
+def test_a_read_only_memory_md_is_refused_with_the_reason(vault: Vault) -> None:
+    path = write(vault.root, "MEMORY.md", "# Memory\n")
+    write(vault.root, "semantic/money.md", "---\nstatus: proven\n---\n# Money\n\nIn cents.\n")
+    os.chmod(path, 0o444)
+    with pytest.raises(edits.ConflictError, match="read-only"):
+        vault.flush()
+    assert path.read_bytes() == b"# Memory\n"
+
+
 def test_a_hard_linked_note_is_not_split_into_two_copies(vault: Vault, tmp_path: Path) -> None:
     a, _ = linked_pair(vault)
     twin = tmp_path / "twin.md"

@@ -64,6 +64,11 @@ class ConflictError(VaultdError):
     """The file changed since it was read, or cannot be rewritten safely; nothing was written."""
 
 
+class RefusedError(ConflictError):
+    """vaultd must not rewrite this file at all (read-only, hard-linked, a link, not decodable):
+    trying again with new text will not help."""
+
+
 class OutsideError(ConflictError):
     """A path leads outside the vault (`..`, an absolute path, a symlink); nothing written."""
 
@@ -110,7 +115,7 @@ def decode(path: Path, data: bytes) -> tuple[str, Form]:
     try:
         text = data[len(bom):].decode(codec)
     except UnicodeDecodeError as exc:
-        raise ConflictError(f"{path}: not valid {codec.upper()} (byte {exc.start + len(bom)}); "
+        raise RefusedError(f"{path}: not valid {codec.upper()} (byte {exc.start + len(bom)}); "
                             "vaultd does not rewrite it (re-save it as UTF-8)") from exc
     newline = "\n"
     if "\r\n" in text and text.count("\n") == text.count("\r\n"):
@@ -174,21 +179,21 @@ def check_writable(path: Path) -> os.stat_result | None:
     folder = path.parent
     with contextlib.suppress(FileNotFoundError):
         if not os.stat(folder).st_mode & 0o222:
-            raise ConflictError(f"{path}: its folder is read-only; not written")
+            raise RefusedError(f"{path}: its folder is read-only; not written")
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return None
     if stat.S_ISLNK(st.st_mode):  # replacing it would turn the user's link into a copy
-        raise ConflictError(f"{path}: is a symbolic link; vaultd does not replace links")
+        raise RefusedError(f"{path}: is a symbolic link; vaultd does not replace links")
     if not st.st_mode & 0o222:
-        raise ConflictError(f"{path}: is read-only (mode {stat.S_IMODE(st.st_mode):04o}); "
+        raise RefusedError(f"{path}: is read-only (mode {stat.S_IMODE(st.st_mode):04o}); "
                             "vaultd does not rewrite read-only notes")
     if st.st_nlink > 1:
         # Replacing swaps in a new inode at this name only: the other links would keep the old
         # text and the copies would diverge. Writing in place would keep the links but give up
         # atomicity (a crash could leave a torn note), so vaultd refuses instead.
-        raise ConflictError(f"{path}: is hard-linked ({st.st_nlink} links); vaultd does not "
+        raise RefusedError(f"{path}: is hard-linked ({st.st_nlink} links); vaultd does not "
                             "rewrite it (a replace would split the links into diverging copies)")
     return st
 

@@ -116,6 +116,8 @@ def write_memory(root: Path, block: str, *, dry_run: bool = False) -> tuple[bool
             else:
                 edits.replace_checked(snap, new, root=root)
             return True, diff
+        except edits.RefusedError:
+            raise  # read-only, hard-linked…: new text will not change that
         except edits.ConflictError:
             continue  # the user saved in between: merge into their new text
     raise edits.ConflictError(f"{path}: kept changing while vaultd wrote its block; nothing "
