@@ -463,3 +463,29 @@ def test_archiving_one_of_several_same_heading_entries_keeps_the_others_state(
     assert NIGHTLY[1] not in text and NIGHTLY[0] in text and NIGHTLY[2] in text
     fm = edits.get_frontmatter("episodic/2026-11-05.md", text)
     assert fm["vaultd"]["reprieves"] == {"Nightly failure": 2}  # the two left keep theirs
+
+
+def test_an_identical_twin_left_in_the_log_is_not_taken_for_an_interrupted_move(
+        vault: Vault) -> None:
+    """An agent that remembered the same words twice in one minute: prune archives one twin;
+    the next run must not move the other as if a crash had cut a move short."""
+    import datetime as dt
+
+    from vaultd.lifecycle.entries import snapshot
+    from vaultd.lifecycle.recovery import finish_interrupted
+
+    when = dt.datetime(2026, 11, 6, 9, 14)
+    twin = "topictwin the deploy hook failed on the staging runner."
+    for _ in range(2):
+        edits.append_entry(vault.root, twin, when=when)
+    vault.index()
+    vault.profile = replace(vault.profile, duplicate_threshold=0.95)
+    [report] = vault.lifecycle(["prune"])
+    assert len(report.actions) == 1 and not report.conflicts
+    vault.index()
+    log = vault.root / "episodic/2026-11-06.md"
+    assert log.read_text(encoding="utf-8").count(twin) == 1
+    out = finish_interrupted(vault.root, snapshot(vault.store)[0])
+    assert not out.written and log.read_text(encoding="utf-8").count(twin) == 1
+    archive = (vault.root / "archive/episodic/2026-11-06.md").read_text(encoding="utf-8")
+    assert archive.count(twin) == 1

@@ -74,6 +74,25 @@ def _matches(record: dict[str, Any], key: str, digest: str) -> bool:
     return record.get("key") == key and record.get("hash") in (None, "", digest)
 
 
+def same_entries(entries: list[Any], key: str, digest: str) -> int:
+    """How many of `entries` have this key and this exact text (identical twins: an agent that
+    wrote the same `remember` twice in one minute)."""
+    return sum(1 for e in entries if e.key == key and entry_hash(e.text) == digest)
+
+
+def interrupted(records: list[dict[str, Any]], key: str, digest: str, live: int) -> bool:
+    """Whether the last move of this entry into the archive was cut short: its record says how
+    many identical entries were to stay in the log (`left`), and the log still holds more."""
+    mine = [r for r in records if _matches(r, key, digest)]
+    if not mine:
+        return False
+    try:
+        left = int(mine[-1].get("left") or 0)
+    except (TypeError, ValueError):
+        left = 0
+    return live > left
+
+
 def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> None:
     """Move an entry to archive/ (never delete): a whole note moves as a file; a daily-log
     entry moves into the same-named file under archive/. A source vaultd may not rewrite or
@@ -125,11 +144,12 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> Non
             edits.daily_header(view.date or dest.stem)
         records = archived_records(edits.get_frontmatter(view.path, current))
         # a move a crash cut short (copy written, source not yet cut) is finished, not
-        # copied a second time
-        if not (any(_matches(r, view.key, view.hash) for r in records)
+        # copied a second time; `left` tells it from an identical twin still in the log
+        live = same_entries(parse(view.path, snap.text).entries, view.key, view.hash)
+        if not (interrupted(records, view.key, view.hash, live)
                 and _holds(f"{ARCHIVE_DIR}/{view.path}", current, view)):
             records.append({"key": view.key, "hash": view.hash, "at": stamp["archived_at"],
-                            "reason": reason, "from": view.path})
+                            "reason": reason, "from": view.path, "left": live - 1})
             current = edits.set_frontmatter(current, {"archived": records})
             text = current.rstrip("\n") + "\n\n" + taken.strip("\n") + "\n"
             if before is None:
