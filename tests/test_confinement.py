@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_races import SAYS, TopicEmbedder, daily, with_settings, write
+from conftest import SAYS, TopicEmbedder, daily, with_settings, write
 
 from vaultd import edits
 from vaultd.embedder import builtin_profiles

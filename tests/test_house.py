@@ -4,6 +4,7 @@ SQL, each shared fact has one home, and the lifecycle's phase table is the one l
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -16,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "vaultd"
 README = PACKAGE.parent / "README.md"
 
 
+@functools.cache
 def sources() -> dict[str, str]:
     return {p.relative_to(PACKAGE).as_posix(): p.read_text(encoding="utf-8")
             for p in sorted(PACKAGE.rglob("*.py"))}
@@ -28,6 +30,7 @@ def test_only_the_store_runs_sql() -> None:
     assert outside == []
 
 
+@functools.cache
 def literals(text: str) -> list[str]:
     """Every string constant of a module (docstrings and comments mention facts freely)."""
     tree = ast.parse(text)

@@ -11,27 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TopicEmbedder, daily
+from conftest import daily, write
 
 from vaultd import edits, layout
-from vaultd.embedder import HashEmbedder, builtin_profiles
+from vaultd.embedder import HashEmbedder
 from vaultd.vault import Vault, init_vault, open_vault
-
-
-@pytest.fixture
-def vault(tmp_path: Path) -> Vault:
-    root = tmp_path / "v"
-    init_vault(root)
-    profile = replace(builtin_profiles(tmp_path)["hash-256"], id="topic-256",
-                      link_threshold=0.7, consolidate_threshold=0.8)
-    v = open_vault(root, env={}, embedder=TopicEmbedder(profile))
-    yield v
-    v.close()
-
-
-def write(root: Path, rel: str, text: str) -> None:
-    (root / rel).parent.mkdir(parents=True, exist_ok=True)
-    (root / rel).write_text(text, encoding="utf-8")
 
 
 def test_remember_appends_timestamped_entries(vault: Vault) -> None:
@@ -44,6 +28,7 @@ def test_remember_appends_timestamped_entries(vault: Vault) -> None:
     assert path in report.new
 
 
+@pytest.mark.slow
 def test_ten_concurrent_writers_lose_nothing(vault: Vault) -> None:
     code = ("import sys; from pathlib import Path; from vaultd.edits import append_entry; "
             "[append_entry(Path(sys.argv[1]), f'writer {sys.argv[2]} note {i}') for i in range(5)]")
@@ -359,6 +344,7 @@ def test_clusters_drop_the_weakest_member_until_every_pair_is_close() -> None:
     assert clusters([view(i) for i in range(4)], vecs.astype(np.float32), 0.95) == []
 
 
+@pytest.mark.slow
 @pytest.mark.model
 def test_real_model_lifecycle_on_sample_vault(tmp_path: Path) -> None:
     import shutil

@@ -12,43 +12,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import TopicEmbedder, daily
-from daemon_helpers import env_for, running_daemon, wait_for
-from daemon_helpers import make_vault as make_daemon_vault
+from conftest import SAYS, daily, make_vault, with_settings, write
+from daemon_helpers import FAST_CONFIG, env_for, running_daemon, wait_for
 
 from vaultd import edits
 from vaultd.blocks import outside_block
-from vaultd.embedder import builtin_profiles
 from vaultd.lifecycle import age, consolidate, heartbeat, route
 from vaultd.lifecycle.moves import restore
 from vaultd.lifecycle.plans import Context, Outcome, Plan
-from vaultd.vault import Vault, init_vault, open_vault
-
-
-def write(root: Path, rel: str, text: str) -> None:
-    (root / rel).parent.mkdir(parents=True, exist_ok=True)
-    (root / rel).write_bytes(text.encode("utf-8"))
-
-
-@pytest.fixture
-def vault(tmp_path: Path) -> Iterator[Vault]:
-    root = tmp_path / "v"
-    init_vault(root)
-    profile = replace(builtin_profiles(tmp_path)["hash-256"], id="topic-256",
-                      link_threshold=0.7, consolidate_threshold=0.8, route_threshold=0.35)
-    v = open_vault(root, env={}, embedder=TopicEmbedder(profile))
-    yield v
-    v.close()
-
-
-def with_settings(vault: Vault, **changes: object) -> None:
-    vault.settings = replace(vault.settings,
-                             lifecycle=replace(vault.settings.lifecycle, **changes))
+from vaultd.vault import Vault
 
 
 def user_saves_after_read(monkeypatch: pytest.MonkeyPatch, path: Path,
@@ -77,9 +53,10 @@ def user_saves_after_read(monkeypatch: pytest.MonkeyPatch, path: Path,
 # ---------------------------------------------------------------- ten remember processes
 
 
+@pytest.mark.slow
 def test_ten_remember_processes_while_the_daemon_indexes(tmp_path: Path) -> None:
     env = env_for(tmp_path)
-    root = make_daemon_vault(tmp_path)
+    root = make_vault(tmp_path, name="v", config=FAST_CONFIG)
     tokens = [f"racetoken{n}q" for n in range(10)]
     with running_daemon(root, env) as daemon:
         batches = daemon.daemon.stats.batches
@@ -213,11 +190,6 @@ def test_related_mirroring_never_overwrites_a_save_made_after_its_read(
     vault.lifecycle(["connect"])  # next time: planned again on the user's text
     text = path.read_text(encoding="utf-8")
     assert text.endswith("topiclink first.\n\nUser line.\n") and "[[semantic/b]]" in text
-
-
-SAYS = ["topicflaky refund test failed locally. Passed on rerun, suspect timing.",
-        "topicflaky nightly broke again near midnight. Berlin timezone involved.",
-        "topicflaky root cause found: local date versus UTC date in the fixture."]
 
 
 def _consolidation(vault: Vault) -> list[str]:

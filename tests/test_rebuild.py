@@ -74,6 +74,7 @@ def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
     assert after["plans"] == before["plans"]
 
 
+@pytest.mark.slow
 @pytest.mark.model
 def test_rebuild_invariant_on_sample_vault_with_the_real_model(tmp_path: Path) -> None:
     root = tmp_path / "sample"
@@ -160,6 +161,7 @@ def observe_all(vault: Vault, queries: list[str]) -> dict[str, Any]:
     return out
 
 
+@pytest.mark.slow
 def test_rebuild_invariant_on_a_generated_vault_with_the_fake_embedder(tmp_path: Path) -> None:
     """Many exact score ties (repeated words, identical notes), rows out of a fresh build's
     order: hybrid, BM25 and vector top-10s, states and lifecycle plans all come back equal."""
@@ -170,6 +172,7 @@ def test_rebuild_invariant_on_a_generated_vault_with_the_fake_embedder(tmp_path:
             assert after[mode][q] == before[mode][q], (mode, q)
 
 
+@pytest.mark.slow
 def test_the_link_graph_and_prune_survive_a_rebuild(tmp_path: Path) -> None:
     """Regression: connect kept each entry's top 20 links and re-connecting an entry dropped
     the links other entries had chosen, so the graph depended on connect's history (4,736 vs
