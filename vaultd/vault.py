@@ -140,6 +140,16 @@ class Vault:
             self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vaultd-query")
         self.vectors.refresh(self.store)
 
+    def reopen_index(self) -> None:
+        """Open the index file anew: it was deleted or replaced under this process (the
+        README's `rm .vaultd/index.db && vaultd index`). Vectors kept warm are reloaded."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self.vectors is not None:
+            self.vectors = VectorIndex()
+            self.vectors.refresh(self.store)
+
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
