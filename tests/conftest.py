@@ -38,6 +38,19 @@ def make_vault(tmp_path: Path, files: dict[str, str | bytes] | None = None, *,
     return root
 
 
+SAMPLE_VAULT = Path(__file__).resolve().parent.parent / "sample_vault"
+
+
+def copy_sample_vault(dest: Path, source: Path = SAMPLE_VAULT) -> Path:
+    """A vault made from `sample_vault`'s notes at `dest`. Its `.vaultd/` (the README's first
+    command leaves an index there) is never copied: a test starts from the notes alone."""
+    import shutil
+
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns(".vaultd"))
+    init_vault(dest)
+    return dest
+
+
 def fake_embedder(tmp_path: Path) -> HashEmbedder:
     return HashEmbedder(builtin_profiles(tmp_path)["hash-256"])
 

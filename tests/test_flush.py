@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import make_vault
+from conftest import SAMPLE_VAULT, copy_sample_vault, make_vault
 
 from vaultd import blocks, edits
 from vaultd.embedder import HashEmbedder, builtin_profiles
@@ -120,11 +120,7 @@ GOLDEN = Path(__file__).parent / "fixtures" / "sample_memory_block.md"
 def test_golden_memory_for_sample_vault(tmp_path: Path) -> None:
     """MEMORY.md's block for sample_vault with the real model. If a deliberate change alters
     it, regenerate with VAULTD_REGENERATE_GOLDEN=1 and review the diff."""
-    import shutil
-
-    root = tmp_path / "sample"
-    shutil.copytree(Path(__file__).resolve().parent.parent / "sample_vault", root)
-    init_vault(root)
+    root = copy_sample_vault(tmp_path / "sample")
     with open_vault(root, env={"VAULTD_CACHE_DIR": str(tmp_path / "c")}, daemon="never") as v:
         v.flush()
         text = (root / "MEMORY.md").read_text(encoding="utf-8")
@@ -133,8 +129,8 @@ def test_golden_memory_for_sample_vault(tmp_path: Path) -> None:
         if os.environ.get("VAULTD_REGENERATE_GOLDEN"):
             GOLDEN.write_text(block + "\n", encoding="utf-8")
         assert block + "\n" == GOLDEN.read_text(encoding="utf-8")
-        user_part = (Path(__file__).resolve().parent.parent / "sample_vault" / "MEMORY.md"
-                     ).read_text(encoding="utf-8").split("<!-- vaultd:begin -->")[0]
+        user_part = (SAMPLE_VAULT / "MEMORY.md").read_text(encoding="utf-8").split(
+            "<!-- vaultd:begin -->")[0]
         assert text.startswith(user_part)
         assert not v.flush().memory_written  # idempotent
 

@@ -176,8 +176,9 @@ def test_a_user_save_to_a_routed_file_between_read_and_write_survives(
 
 def test_related_mirroring_never_overwrites_a_save_made_after_its_read(
         vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
-    write(vault.root, "semantic/a.md", "# A\n\ntopiclink first.\n")
-    write(vault.root, "semantic/b.md", "# B\n\ntopiclink second.\n")
+    with_settings(vault, scope=(".",))  # these notes are the agent's
+    write(vault.root, "semantic/a.md", "---\ntitle: A\n---\n# A\n\ntopiclink first.\n")
+    write(vault.root, "semantic/b.md", "---\ntitle: B\n---\n# B\n\ntopiclink second.\n")
     vault.index()
     path = vault.root / "semantic/a.md"
     saved = user_saves_after_read(monkeypatch, path, lambda t: t + "\nUser line.\n")
@@ -288,6 +289,7 @@ def test_a_note_edited_since_it_was_planned_does_not_fade(
 
 def test_a_promotion_is_not_written_over_a_save_made_after_its_read(
         vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    with_settings(vault, scope=(".",))  # this note is the agent's
     write(vault.root, "semantic/fact.md", "# Fact\n\ntopicfact amounts are cents.\n")
     vault.index()
     for query in ("topicfact cents", "amounts cents", "topicfact amounts"):

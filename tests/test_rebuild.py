@@ -6,19 +6,17 @@ generated vault with the fake embedder."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import fake_embedder
+from conftest import copy_sample_vault, fake_embedder
 
 from vaultd import layout
 from vaultd.cli import main
 from vaultd.vault import Vault, init_vault, open_vault
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_vault"
 QUERIES = [
     "why does the refund webhook test keep failing",
     "how do I roll back a release",
@@ -77,9 +75,7 @@ def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
 @pytest.mark.slow
 @pytest.mark.model
 def test_rebuild_invariant_on_sample_vault_with_the_real_model(tmp_path: Path) -> None:
-    root = tmp_path / "sample"
-    shutil.copytree(SAMPLE, root)
-    init_vault(root)
+    root = copy_sample_vault(tmp_path / "sample")
     env = {"VAULTD_CACHE_DIR": str(tmp_path / "cache")}
     with open_vault(root, env=env, daemon="never") as vault:
         vault.index()

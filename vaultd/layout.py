@@ -50,6 +50,16 @@ def index_path(root: Path) -> Path:
     return root / STATE_DIR / "index.db"
 
 
+def in_scope(rel: str, scope: Iterable[str]) -> bool:
+    """Whether a vault-relative path lies in one of the `scope` folders ("." is the whole
+    vault): the agent's memory, which the lifecycle may change."""
+    for folder in scope:
+        folder = folder.strip("/")
+        if folder in ("", ".") or rel.startswith(folder + "/"):
+            return True
+    return False
+
+
 def is_archived(rel: str) -> bool:
     """Whether a vault-relative path lies under `archive/`."""
     return rel == ARCHIVE_DIR or rel.startswith(ARCHIVE_DIR + "/")

@@ -459,7 +459,7 @@ class Daemon:
     def _lifecycle(self, phase: str, mirror: bool = True) -> None:
         """One lifecycle phase, on the main thread (the index's only writer). A failure is
         logged and the job simply runs again at its next time. Files changed in the last
-        minute are left alone by `related:` mirroring (someone is likely editing them)."""
+        minute are left alone by `vaultd_related:` mirroring (someone is likely editing them)."""
         started = time.perf_counter()
         try:
             [report] = self.vault.lifecycle([phase], mirror=mirror, quiet_seconds=60.0)
@@ -535,7 +535,7 @@ class Daemon:
     def _connect_after(self, report: IndexReport) -> None:
         if self.settings.lifecycle.connect_after_index and (report.new or report.changed
                                                             or report.moved):
-            # links only: the `related:` mirror, which writes files, waits for the scheduled
+            # links only: the `vaultd_related:` mirror, which writes files, waits for the scheduled
             # connect so it never races a person still typing in the note just indexed. And
             # once the vault has been quiet for CONNECT_QUIET: connect reads every entry
             # (~0.2 s at 10k chunks), which would otherwise delay the next edit's batch.
