@@ -393,12 +393,13 @@ def lifecycle(ctx: click.Context, phase: str, dry_run: bool, as_json: bool) -> N
         for note in report.notes:
             click.echo(f"  {note}")
         for action in report.acted:
-            what = ", ".join(action["entries"][:4]) or action.get("target", "")
+            what = ", ".join(action["entries"][:4]) or action.get("target") or action.get(
+                "path", "")
             click.echo(f"  {action['kind']}: {what}"
                        + (" …" if len(action["entries"]) > 4 else ""))
             click.echo(f"      because {action['reason']}")
-            if action.get("diff") and dry_run:
-                click.echo(action["diff"].rstrip("\n"))
+        if dry_run:
+            _echo_files(report.files)
         for path in report.created:
             click.echo(f"  created {path}")
         for path in report.written:
@@ -407,8 +408,17 @@ def lifecycle(ctx: click.Context, phase: str, dry_run: bool, as_json: bool) -> N
             click.echo(f"  skipped: {conflict}", err=True)
 
 
+def _echo_files(files: list[dict[str, str]]) -> None:
+    """What a dry run would create, change or remove: every file, with a diff for changes."""
+    for item in files:
+        click.echo(f"  would {item['change']} {item['path']}")
+        if item.get("diff"):
+            click.echo(item["diff"].rstrip("\n"))
+
+
 @main.command()
-@click.option("--dry-run", is_flag=True, help="Print the diff of MEMORY.md; write nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="List every file a flush would write, with diffs; write nothing.")
 @click.option("--transcript", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="A Claude Code JSONL transcript: its salient lines are saved "
               "as one entry in today's daily log first.")
@@ -431,7 +441,9 @@ def flush(ctx: click.Context, dry_run: bool, transcript: Path | None, as_json: b
         _echo_json(result)
         return
     if dry_run:
-        click.echo(result["memory_diff"] or "MEMORY.md: no change")
+        _echo_files(result["files"])
+        if not result["files"]:
+            click.echo("no file would change")
     else:
         click.echo(("wrote MEMORY.md" if result["memory_written"] else "MEMORY.md unchanged")
                    + f" ({result['memory_chars']:,} characters in its block)")
