@@ -524,6 +524,8 @@ def hooks_install(ctx: click.Context, agent: str, user: bool, project: Path | No
     with _errors():
         result = install(_settings(user, project), _root(ctx))
     click.echo(f"{'updated' if result['written'] else 'unchanged'}: {result['path']}")
+    click.echo(f"the hooks run {result['command']} (this vaultd, by absolute path: no PATH "
+               "needed)")
 
 
 @hooks.command("uninstall")
@@ -539,7 +541,8 @@ def hooks_uninstall(ctx: click.Context, agent: str, user: bool, project: Path | 
         result = uninstall(_settings(user, project), _root(ctx))
     removed = result["removed"]
     count = len(removed) if isinstance(removed, list) else removed
-    click.echo(f"removed {count} hook(s) from {result['path']}")
+    click.echo(f"removed {count} hook(s) from {result['path']}"
+               + (" and the file, which vaultd had created" if result.get("deleted") else ""))
 
 
 @main.command()
