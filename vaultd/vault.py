@@ -241,9 +241,9 @@ class Vault:
             raise ModelError(f"the index was built with model '{indexed.get('id')}' but the "
                              f"vault is configured for '{self.profile.id}'; run `vaultd index`")
 
-    def changed_since_index(self) -> list[str]:
+    def changed_since_index(self, scanned: layout.Scan | None = None) -> list[str]:
         """Paths whose size or mtime differ from the index, plus new and deleted ones."""
-        on_disk = layout.scan(self.root, self.ignore).files
+        on_disk = (scanned or layout.scan(self.root, self.ignore)).files
         known = self.store.file_states()
         changed = [p for p, st in on_disk.items()
                    if p not in known or known[p][:2] != (st.size, st.mtime_ns)]
@@ -255,7 +255,9 @@ class Vault:
         exists = index_file.exists()
         store = self.store
         last = store.get_meta("last_index_at")
-        changed = self.changed_since_index()
+        scanned = layout.scan(self.root, self.ignore)
+        changed = self.changed_since_index(scanned)
+        skipped = dict(store.skipped())  # what the index skipped, and what the scan does
         return {
             "vault": str(self.root),
             "index": str(index_file) if exists else None,
@@ -268,7 +270,8 @@ class Vault:
                               if last else None),
             "changed_since_index": len(changed),
             "changed_paths": changed[:20],
-            "skipped_files": [{"path": p, "reason": r} for p, r in store.skipped()],
+            "skipped_files": [{"path": p, "reason": r}
+                              for p, r in sorted({**scanned.skipped, **skipped}.items())],
         }
 
     def doctor(self, fix: bool = False) -> Any:
