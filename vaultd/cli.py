@@ -256,6 +256,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
                                     if last else "none"))
     else:
         click.echo("daemon     not running (`vaultd start`)")
+    writer = daemon.get("writer") or data["writer"]  # the running daemon's view first
+    click.echo(f"writer     {writer['summary']}" + (
+        f" (skips {', '.join(writer['skipped_jobs'])})" if writer.get("skipped_jobs") else ""))
     if data["skipped_files"]:
         click.echo(f"skipped    {len(data['skipped_files'])} file(s)")
         for item in data["skipped_files"][:10]:
@@ -574,7 +577,12 @@ def hook(ctx: click.Context, event: str) -> None:
                 from vaultd.transcript import capture
 
                 capture(root, transcript)
-        flush_anywhere(_open(ctx))
+        from vaultd.writer import NotWriterError
+
+        try:
+            flush_anywhere(_open(ctx))
+        except NotWriterError as exc:  # a shared vault: the writer's daemon flushes
+            click.echo(f"vaultd: flush skipped: {exc}", err=True)
 
 
 @main.group()

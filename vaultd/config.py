@@ -66,6 +66,7 @@ class DaemonSettings:
 
 @dataclass(frozen=True)
 class LifecycleSettings:
+    writer: str = ""  # the host that runs the writing jobs of a shared vault; "" = any
     newer_entries: int = 20  # an unconnected entry gets a reprieve once this many newer exist
     mirror_related: bool = True  # write links as `related: [[...]]` frontmatter (Obsidian graph)
     promote_after: int = 3  # top-5 search hits on this many different queries → proven

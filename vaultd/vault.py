@@ -23,6 +23,7 @@ from vaultd.search import Hit, Searcher, SearchOptions, hit_from_dict
 from vaultd.search_request import SearchRequest
 from vaultd.store import Filters, Store
 from vaultd.vectors import VectorIndex
+from vaultd.writer import WriterRole, config_with_writer, role, this_host
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -73,7 +74,8 @@ def init_vault(path: Path) -> list[str]:
                       (source / "config.toml", state / "config.toml")):
         if not dest.exists():
             with open(dest, "x", encoding="utf-8") as fh:  # "x": never clobber a racing writer
-                fh.write(src.read_text(encoding="utf-8"))
+                text = src.read_text(encoding="utf-8")
+                fh.write(config_with_writer(text) if dest.name == "config.toml" else text)
             created.append(dest.relative_to(path).as_posix())
     return created
 
@@ -107,6 +109,7 @@ class Vault:
         self.settings = settings
         self.profile = profile
         self.ignore = layout.Ignore(settings.index.ignore)
+        self.host = this_host()  # for `[lifecycle] writer`: a vault is opened on one machine
         self._embedder = embedder
         self._store: Store | None = None
         # A warm in-memory copy of the vectors for exact KNN: the daemon keeps one
@@ -272,6 +275,7 @@ class Vault:
             "changed_paths": changed[:20],
             "skipped_files": [{"path": p, "reason": r}
                               for p, r in sorted({**scanned.skipped, **skipped}.items())],
+            "writer": self.writer_role().to_dict(),
         }
 
     def doctor(self, fix: bool = False) -> Any:
@@ -282,6 +286,10 @@ class Vault:
         return doctor.fix(self) if fix else doctor.check(self)
 
     # -- memory lifecycle
+    def writer_role(self) -> WriterRole:
+        """Whether this machine may run the writing jobs (`[lifecycle] writer`)."""
+        return role(self.settings.lifecycle.writer, self.host)
+
     def remember(self, text: str, tags: list[str] | None = None) -> tuple[str, str]:
         """Append a timestamped entry to today's daily log. Returns (path, heading)."""
         from vaultd import edits
@@ -305,6 +313,8 @@ class Vault:
         from vaultd.lifecycle.plans import Outcome, PhaseReport
         from vaultd.lifecycle.recovery import finish_interrupted
 
+        if not dry_run and (mirror or set(phases) - {"connect"}):  # else: links in the index only
+            self.writer_role().check("the lifecycle")
         chosen = [lifecycle.phase(name) for name in phases]
         if not dry_run and any(p.moves_entries for p in chosen):
             # first finish any move or consolidation a crash cut short, so a re-run converges
@@ -346,6 +356,8 @@ class Vault:
         byte-identical (and keeps its mtime)."""
         from vaultd.lifecycle.flush import flush
 
+        if not dry_run:
+            self.writer_role().check("flush")
         return flush(self, dry_run=dry_run)
 
     def _llm(self) -> Any:
@@ -403,7 +415,9 @@ class Vault:
 
 def flush_anywhere(vault: Vault) -> dict[str, Any]:
     """Flush through the vault's daemon when it runs (its warm model, its single writer), else
-    in-process — whatever the vault's own `daemon` mode."""
+    in-process — whatever the vault's own `daemon` mode. Refused on a machine that is not the
+    vault's writer."""
+    vault.writer_role().check("flush")
     return DaemonOrLocal(vault.root).run(lambda daemon: daemon.flush(),
                                          lambda: vault.flush().to_dict())
 
@@ -411,7 +425,10 @@ def flush_anywhere(vault: Vault) -> dict[str, Any]:
 def lifecycle_anywhere(vault: Vault, phases: list[str]) -> dict[str, Any]:
     """Run lifecycle phases through the vault's daemon when it runs (the index's single writer:
     no second process writing the index and the vault beside it), else in-process. Answers
-    `{"phases": [report, ...], "states": ...}` either way."""
+    `{"phases": [report, ...], "states": ...}` either way. Refused on a machine that is not
+    the vault's writer."""
+    vault.writer_role().check("the lifecycle")
+
     def local() -> dict[str, Any]:
         vault.index()
         return {"phases": [r.to_dict() for r in vault.lifecycle(phases)],
