@@ -277,3 +277,19 @@ def test_uninstall_from_a_group_the_user_shares_with_ours(tmp_path: Path) -> Non
     assert path.read_text() == ('{\n  "hooks": {\n    "SessionEnd": [\n      {"hooks": [\n'
                                 '        {"type": "command", "command": "echo bye"}\n      ]}\n'
                                 '    ]\n  }\n}\n')
+
+
+def test_cli_says_which_vaultd_the_hooks_run(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from vaultd.cli import main
+
+    vault, project = make_vault(tmp_path), tmp_path / "proj"
+    runner = CliRunner(env={"VAULTD_VAULT": None})
+    out = runner.invoke(main, ["--vault", str(vault), "hooks", "install", "claude-code",
+                               "--project", str(project)])
+    assert out.exit_code == 0 and f"the hooks run {CMD} " in out.output
+    out = runner.invoke(main, ["--vault", str(vault), "hooks", "uninstall", "claude-code",
+                               "--project", str(project)])
+    assert "removed 3 hook(s)" in out.output and "which vaultd had created" in out.output
+    assert not (project / ".claude").exists()
