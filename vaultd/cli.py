@@ -259,6 +259,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
                                     if last else "none"))
     else:
         click.echo("daemon     not running (`vaultd start`)")
+    writer = daemon.get("writer") or data["writer"]  # the running daemon's view first
+    click.echo(f"writer     {writer['summary']}" + (
+        f" (skips {', '.join(writer['skipped_jobs'])})" if writer.get("skipped_jobs") else ""))
     if data["skipped_files"]:
         click.echo(f"skipped    {len(data['skipped_files'])} file(s)")
         for item in data["skipped_files"][:10]:
@@ -539,6 +542,8 @@ def hooks_install(ctx: click.Context, agent: str, user: bool, project: Path | No
     with _errors():
         result = install(_settings(user, project), _root(ctx))
     click.echo(f"{'updated' if result['written'] else 'unchanged'}: {result['path']}")
+    click.echo(f"the hooks run {result['command']} (this vaultd, by absolute path: no PATH "
+               "needed)")
 
 
 @hooks.command("uninstall")
@@ -554,7 +559,8 @@ def hooks_uninstall(ctx: click.Context, agent: str, user: bool, project: Path | 
         result = uninstall(_settings(user, project), _root(ctx))
     removed = result["removed"]
     count = len(removed) if isinstance(removed, list) else removed
-    click.echo(f"removed {count} hook(s) from {result['path']}")
+    click.echo(f"removed {count} hook(s) from {result['path']}"
+               + (" and the file, which vaultd had created" if result.get("deleted") else ""))
 
 
 @main.command()
@@ -586,7 +592,12 @@ def hook(ctx: click.Context, event: str) -> None:
                 from vaultd.transcript import capture
 
                 capture(root, transcript)
-        flush_anywhere(_open(ctx))
+        from vaultd.writer import NotWriterError
+
+        try:
+            flush_anywhere(_open(ctx))
+        except NotWriterError as exc:  # a shared vault: the writer's daemon flushes
+            click.echo(f"vaultd: flush skipped: {exc}", err=True)
 
 
 @main.group()
