@@ -81,6 +81,23 @@ def test_the_search_json_refuses_the_same_mistakes(body: dict[str, object]) -> N
     assert ok.types == ("procedural",)
 
 
+def test_the_daemons_search_answers_those_mistakes_with_400(tmp_path: Path) -> None:
+    """The real `/search` of a running daemon: a 400 naming the field, not 200 with no hits."""
+    from tests.daemon_helpers import make_vault as make_daemon_vault
+    from tests.daemon_helpers import running_daemon
+
+    root = make_daemon_vault(tmp_path, notes={"semantic/a.md": "# A\nrollback steps\n"})
+    with running_daemon(root, env_for(tmp_path)) as up:
+        for body, field in (({"query": "q", "since": "yesterday"}, "since"),
+                            ({"query": "q", "until": "2026-13-45"}, "until"),
+                            ({"query": "q", "k": 0}, "'k'"),
+                            ({"query": "q", "type": "procedures"}, "procedural")):
+            status, data = up.call("POST", "/search", body)
+            assert status == 400 and field in json.dumps(data), (body, status, data)
+        status, data = up.call("POST", "/search", {"query": "rollback", "type": "semantic"})
+        assert status == 200 and data["hits"]
+
+
 def test_an_unknown_phase_is_an_error_naming_the_phases(vault: Path, runner: CliRunner) -> None:
     out = runner.invoke(main, ["--vault", str(vault), "lifecycle", "--phase", "consolidation"])
     assert out.exit_code == 2
