@@ -55,8 +55,7 @@ def _expected(exc: Exception) -> str | None:
 
         ctx = click.get_current_context(silent=True)
         root = _vault_arg(ctx) if ctx is not None else None
-        where = index_path(root) if root is not None else Path(".vaultd") / "index.db"
-        return str(unusable(where, exc))
+        return str(unusable(index_path(root or Path(".")), exc))
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS,
                                                   errno.ENOSPC):
         return (f"{exc.filename or 'a file'}: {exc.strerror}: vaultd must be able to write "

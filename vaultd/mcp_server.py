@@ -444,7 +444,8 @@ def _build(vault_path: Path | None) -> "tuple[MCPServer, MemoryTools]":
         except VaultdError as exc:
             raise ResourceError(str(exc)) from exc
 
-    @server.resource(f"{RESOURCE_SCHEME}://memory", name="MEMORY.md", mime_type="text/markdown",
+    @server.resource(f"{RESOURCE_SCHEME}://memory", name=layout.MEMORY_FILE,
+                     mime_type="text/markdown",
                      description="What an agent reads at session start: the vault's summary "
                      "(key facts, procedures, recent episodes, open threads).")
     def memory_resource() -> str:
