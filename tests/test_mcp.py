@@ -310,3 +310,20 @@ def test_note_path_refuses_what_vaultd_does_not_index(tmp_path: Path, rel: str) 
     with pytest.raises(PathError):
         note_path(root, rel, Ignore(("private",)))
     assert note_path(root, "semantic/real.md", Ignore(("private",))).is_file()
+
+
+@pytest.mark.parametrize("rel", list(SECRETS))
+def test_memory_get_refuses_what_vaultd_ignores(tmp_path: Path, rel: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12.12: memory_get returned .vaultd/token, .git/config and Obsidian plugin
+    settings (API keys) — files vaultd itself never indexes."""
+    from vaultd.mcp_server import MemoryTools
+
+    root = make_vault(tmp_path, SECRETS)
+    monkeypatch.setenv("VAULTD_INDEX_IGNORE", "private")
+    tools = MemoryTools(root)
+    try:
+        with pytest.raises(PathError):
+            tools.get(rel)
+    finally:
+        tools.close()
