@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from vaultd import layout
 from vaultd.daemon.files import LOCK_FILE, ensure_token, info_path, pid_alive, token_path
 from vaultd.edits import TEMP_SUFFIX
-from vaultd.errors import VaultdError
-from vaultd.store import MIGRATIONS, Store
+from vaultd.errors import IndexAccessError, VaultdError
+from vaultd.store import MIGRATIONS, Store, unusable
 
 if TYPE_CHECKING:
     from vaultd.vault import Vault
@@ -33,13 +33,15 @@ if TYPE_CHECKING:
 REBUILD = ("corrupt", "schema", "model")
 # Findings about single files: --fix indexes those files again.
 REINDEX = ("missing", "stale", "extra", "embeddings")
+# Findings no repair of the index can fix (the message says what will): --fix leaves them.
+UNFIXABLE = ("permission",)
 SHOW_PER_KIND = 20
 
 
 @dataclass(frozen=True)
 class Finding:
     kind: str  # missing, stale, extra, orphan, embeddings, vectors, fts, model, schema,
-    #            corrupt, no-index, token, lock, temp
+    #            corrupt, permission, no-index, token, lock, temp
     message: str
     path: str | None = None
 
@@ -86,8 +88,10 @@ class Report:
             out.append(f"ok: {files} files, {self.checked.get('chunks', 0)} chunks; "
                        "the index matches the vault")
         else:
+            fixable = self.kinds() - set(UNFIXABLE)
             out.append(f"{len(self.findings)} problem(s)"
-                       + ("" if self.fixed else "; `vaultd doctor --fix` repairs them"))
+                       + ("; `vaultd doctor --fix` repairs them" if fixable and not self.fixed
+                          else ""))
         return out
 
 
@@ -102,6 +106,10 @@ def check(vault: Vault) -> Report:
     index = layout.index_path(vault.root)
     on_disk = layout.scan(vault.root, vault.ignore).files
     report.checked["files"] = len(on_disk)
+    denied = _access_problem(index)
+    if denied is not None:  # not "corrupt": a rebuild would fail the same way
+        report.add("permission", denied, _rel(vault.root, index))
+        return report
     if not index.exists():
         report.add("no-index", f"{_rel(vault.root, index)} does not exist: nothing is indexed "
                    "(`vaultd index` builds it)")
@@ -109,7 +117,9 @@ def check(vault: Vault) -> Report:
     try:
         store = Store.open_as_is(index)
     except Exception as exc:  # the sqlite module's own error types
-        report.add("corrupt", f"{_rel(vault.root, index)} cannot be opened: {exc}")
+        problem = unusable(index, exc)
+        report.add("permission" if isinstance(problem, IndexAccessError) else "corrupt",
+                   f"{_rel(vault.root, index)} cannot be opened: {problem}")
         return report
     try:
         with store.read_snapshot():
@@ -165,6 +175,19 @@ def _check_index(vault: Vault, store: Store, on_disk: dict[str, layout.FileStat]
                    "chunks are missing or differ"
                    + (f" (first: {out_of_fts[0]})" if out_of_fts else "")
                    + f", {extra_fts} row(s) of no chunk")
+
+
+def _access_problem(index: Path) -> str | None:
+    """Why this user may not write the index or its folder, or None. Doctor reads the index
+    read-only, so a permission problem would otherwise pass as healthy (or as "corrupt")."""
+    folder = index.parent
+    for path, mode, what in ((folder, os.W_OK | os.X_OK, "write in"),
+                             (index, os.R_OK | os.W_OK, "read and write")):
+        if path.exists() and not os.access(path, mode):
+            return (f"{path}: permission denied: vaultd must {what} it, and `--fix` cannot "
+                    f"change that; give it back to this user (e.g. `chown -R $(id -un) "
+                    f"{folder}` and `chmod -R u+rwX {folder}`)")
+    return None
 
 
 def _check_files(root: Path, store: Store, on_disk: dict[str, layout.FileStat],
@@ -296,6 +319,8 @@ def fix(vault: Vault) -> Report:
     before = check(vault)
     fixed: list[str] = []
     kinds = before.kinds()
+    if "permission" in kinds:  # every repair writes .vaultd/: none can succeed
+        return before
     if "token" in kinds:
         path = token_path(vault.root)
         os.chmod(path, 0o600)

@@ -237,9 +237,10 @@ class Vault:
         with any other `SearchRequest` field as a keyword (`types`, `tags`, `path_glob`,
         `since`, `until`, `mode`, `include_archive`, `half_life_days`, `mmr_lambda`,
         `record`), or one whole `SearchRequest`. `record=True` (what `vaultd search` does)
-        counts the top 5 as recalled, for recall promotion."""
+        counts the top 5 as recalled, for recall promotion. A wrong value (an empty query,
+        `k` < 1, an unknown type, a date that does not exist) raises ValueError."""
         request = (query if isinstance(query, SearchRequest)
-                   else SearchRequest(query, k, **options))
+                   else SearchRequest(query, k, **options)).check()  # ValueError: say what
         route = self._daemon_or_local(request.daemon_can_answer)
         hits = route.run(
             lambda daemon: [hit_from_dict(h) for h in daemon.search(request)["hits"]],
