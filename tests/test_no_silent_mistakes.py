@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from daemon_helpers import env_for
 
-from tests.daemon_helpers import env_for
 from vaultd.cli import main
 from vaultd.search_request import SearchRequest
 from vaultd.vault import init_vault
@@ -83,10 +83,10 @@ def test_the_search_json_refuses_the_same_mistakes(body: dict[str, object]) -> N
 
 def test_the_daemons_search_answers_those_mistakes_with_400(tmp_path: Path) -> None:
     """The real `/search` of a running daemon: a 400 naming the field, not 200 with no hits."""
-    from tests.daemon_helpers import make_vault as make_daemon_vault
-    from tests.daemon_helpers import running_daemon
+    from conftest import make_vault
+    from daemon_helpers import FAST_CONFIG, running_daemon
 
-    root = make_daemon_vault(tmp_path, notes={"semantic/a.md": "# A\nrollback steps\n"})
+    root = make_vault(tmp_path, {"semantic/a.md": "# A\nrollback steps\n"}, config=FAST_CONFIG)
     with running_daemon(root, env_for(tmp_path)) as up:
         for body, field in (({"query": "q", "since": "yesterday"}, "since"),
                             ({"query": "q", "until": "2026-13-45"}, "until"),
