@@ -210,3 +210,22 @@ def test_the_cli_dry_runs_print_every_file(vault: Vault) -> None:
 
     paths = {f["path"] for f in json.loads(as_json)["files"]}
     assert {"MEMORY.md", "episodic/2026-11-01.md"} <= paths
+
+
+def test_doctor_finds_what_vaultd_left_beside_notes_and_fix_removes_it(vault: Vault) -> None:
+    write(vault.root, "semantic/a.md", "# A\n\nalpha.\n")
+    write(vault.root, "semantic/.a.md.vaultd-lock", "")  # what an older vaultd left
+    write(vault.root, "archive/episodic/.2026-01-01.md.vaultd-lock", "")
+    write(vault.root, "semantic/a.sync-conflict-20261102-101010-ABCDEFG.md", "# A\n\nold.\n")
+    vault.index()
+    report = vault.doctor()
+    assert report.paths("litter") == ["archive/episodic/.2026-01-01.md.vaultd-lock",
+                                      "semantic/.a.md.vaultd-lock"]
+    assert report.paths("sync-conflict") == [
+        "semantic/a.sync-conflict-20261102-101010-ABCDEFG.md"]
+    fixed = vault.doctor(fix=True)
+    assert not (vault.root / "semantic/.a.md.vaultd-lock").exists()
+    assert "litter" not in fixed.kinds()
+    # a conflict copy holds the user's words: listed, never deleted
+    assert (vault.root / "semantic/a.sync-conflict-20261102-101010-ABCDEFG.md").exists()
+    assert fixed.paths("sync-conflict")

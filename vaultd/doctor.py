@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from vaultd import layout
 from vaultd.daemon.files import LOCK_FILE, ensure_token, info_path, pid_alive, token_path
-from vaultd.edits import TEMP_SUFFIX
+from vaultd.edits import LOCK_SUFFIX, TEMP_SUFFIX
 from vaultd.errors import IndexAccessError, VaultdError
 from vaultd.store import MIGRATIONS, Store, unusable
 
@@ -41,7 +41,7 @@ SHOW_PER_KIND = 20
 @dataclass(frozen=True)
 class Finding:
     kind: str  # missing, stale, extra, orphan, embeddings, vectors, fts, model, schema,
-    #            corrupt, permission, no-index, token, lock, temp
+    #            corrupt, permission, no-index, token, lock, temp, litter, sync-conflict
     message: str
     path: str | None = None
 
@@ -103,8 +103,12 @@ def check(vault: Vault) -> Report:
     report = Report()
     _check_state_files(vault.root, report)
     _check_temp_files(vault.root, report)
+    scan = layout.scan(vault.root, vault.ignore)
+    for rel, reason in sorted(scan.skipped.items()):
+        if layout.sync_conflict(rel.rsplit("/", 1)[-1]):
+            report.add("sync-conflict", f"{rel}: {reason}", rel)
     index = layout.index_path(vault.root)
-    on_disk = layout.scan(vault.root, vault.ignore).files
+    on_disk = scan.files
     report.checked["files"] = len(on_disk)
     denied = _access_problem(index)
     if denied is not None:  # not "corrupt": a rebuild would fail the same way
@@ -267,12 +271,31 @@ def _pid_in(path: Path) -> int | None:
 def temp_files(root: Path) -> list[str]:
     """Temporary files of interrupted atomic writes whose writer is gone (their name carries
     the writer's pid). They never replaced anything: the real file is whole."""
+    return [rel for rel in _own_files(root, TEMP_SUFFIX)
+            if not _writer_alive(rel.rsplit("/", 1)[-1])]
+
+
+def litter(root: Path) -> list[str]:
+    """Empty lock files an older vaultd left beside notes (`.NAME.md.vaultd-lock`; locks now
+    live in .vaultd/locks/): they hold nothing."""
+    return [rel for rel in _own_files(root, LOCK_SUFFIX)
+            if not rel.startswith(layout.STATE_DIR + "/") and _empty(root / rel)]
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def _own_files(root: Path, suffix: str) -> list[str]:
     out = []
     for folder, dirs, files in os.walk(root):
         rel_dir = Path(folder).relative_to(root).as_posix()
         dirs[:] = [d for d in dirs if d not in layout.IGNORED_DIRS or d == layout.STATE_DIR]
         for name in files:
-            if name.endswith(TEMP_SUFFIX) and not _writer_alive(name):
+            if name.endswith(suffix):
                 out.append(name if rel_dir == "." else f"{rel_dir}/{name}")
     return sorted(out)
 
@@ -296,6 +319,9 @@ def _writer_alive(name: str) -> bool:
 def _check_temp_files(root: Path, report: Report) -> None:
     for rel in temp_files(root):
         report.add("temp", f"{rel}: left by an interrupted write (the note itself is whole)",
+                   rel)
+    for rel in litter(root):
+        report.add("litter", f"{rel}: an empty lock file an older vaultd left beside a note",
                    rel)
 
 
@@ -332,6 +358,11 @@ def fix(vault: Vault) -> Report:
         fixed.append("removed the stale daemon.json of a dead daemon")
     if "temp" in kinds:
         fixed.extend(f"removed {rel}" for rel in remove_temp_files(vault.root))
+    if "litter" in kinds:
+        for rel in litter(vault.root):
+            with contextlib.suppress(FileNotFoundError):
+                (vault.root / rel).unlink()
+                fixed.append(f"removed {rel}")
     if kinds & set(REBUILD):
         fixed.append(rebuild(vault))
     elif "no-index" in kinds:
