@@ -230,7 +230,8 @@ def test_unreadable_file_is_skipped_simulated(tmp_path: Path,
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
     with opened(root, tmp_path) as vault:
         report = vault.index()
-        assert skip_reason(report, "semantic/locked.md") == "cannot read: Permission denied"
+        reason = skip_reason(report, "semantic/locked.md")
+        assert reason.startswith("cannot read: Permission denied")
         assert_good_note_searchable(vault)
 
 
@@ -269,6 +270,7 @@ def test_deeply_nested_lists_and_pathological_lines(tmp_path: Path) -> None:
         assert top_path(vault, "quokka") == "semantic/blanks.md"
 
 
+@pytest.mark.slow
 def test_hundred_thousand_line_file_indexes_in_bounded_time(tmp_path: Path) -> None:
     big = "# Big\n" + "".join(f"- item {i} note{i % 97}\n" for i in range(100_000))
     started = time.perf_counter()
@@ -335,7 +337,8 @@ def test_one_bad_file_never_stops_a_run(tmp_path: Path) -> None:
         assert "4 skipped" in report.summary() and "3 warnings" in report.summary()
         again = vault.index()
         assert again.chunks_embedded == 0 and not again.new and not again.changed
-        assert len(vault.status()["skipped_files"]) == 3  # read failures are remembered
+        # read failures are remembered; what the scan skips (the link) is listed beside them
+        assert {s["path"] for s in vault.status()["skipped_files"]} == set(skipped)
 
 
 # ---------------------------------------------------------------------------- the corpus
@@ -415,6 +418,7 @@ def _generate(root: Path, tmp_path: Path) -> dict[str, tuple[str, str]]:
     }
 
 
+@pytest.mark.slow
 def test_bad_input_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole corpus plus the generated cases in one vault with good notes, indexed once:
     one clear one-line message per bad file naming it, no message for the odd-but-fine ones,

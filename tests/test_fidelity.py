@@ -17,8 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import TopicEmbedder
-from test_lifecycle import NIGHTLY, nightly_log
+from conftest import NIGHTLY, TopicEmbedder, nightly_log
 
 from vaultd import edits
 from vaultd.embedder import builtin_profiles
@@ -46,9 +45,10 @@ def write(root: Path, rel: str, data: str | bytes) -> Path:
 
 
 def linked_pair(vault: Vault) -> tuple[Path, Path]:
-    """Two notes on one topic: connect wants to write `related:` into both."""
-    a = write(vault.root, "semantic/a.md", "# A\n\ntopicpool sizing.\n")
-    b = write(vault.root, "semantic/b.md", "# B\n\ntopicpool limits.\n")
+    """Two notes on one topic in the lifecycle's scope: connect wants to write
+    `vaultd_related:` into both."""
+    a = write(vault.root, "episodic/a.md", "---\ntype: episodic\n---\n# A\n\ntopicpool sizing.\n")
+    b = write(vault.root, "episodic/b.md", "---\ntype: episodic\n---\n# B\n\ntopicpool limits.\n")
     return a, b
 
 
@@ -62,8 +62,8 @@ def test_a_read_only_note_is_not_rewritten(vault: Vault) -> None:
     vault.index()
     [report] = vault.lifecycle(["connect"])
     assert a.read_bytes() == before and (a.stat().st_mode & 0o777) == 0o444
-    assert any("semantic/a.md" in c and "read-only" in c for c in report.conflicts)
-    assert "related:" in b.read_text(encoding="utf-8")  # the rest of the vault goes on
+    assert any("episodic/a.md" in c and "read-only" in c for c in report.conflicts)
+    assert "vaultd_related:" in b.read_text(encoding="utf-8")  # the rest of the vault goes on
 
 
 def test_a_read_only_memory_md_is_refused_with_the_reason(vault: Vault) -> None:
@@ -83,7 +83,7 @@ def test_a_hard_linked_note_is_not_split_into_two_copies(vault: Vault, tmp_path:
     [report] = vault.lifecycle(["connect"])
     assert a.stat().st_ino == twin.stat().st_ino and a.stat().st_nlink == 2
     assert a.read_bytes() == twin.read_bytes()
-    assert any("semantic/a.md" in c and "hard-linked" in c for c in report.conflicts)
+    assert any("episodic/a.md" in c and "hard-linked" in c for c in report.conflicts)
 
 
 def test_consolidate_in_a_read_only_folder_creates_nothing_and_moves_nothing(
@@ -238,28 +238,29 @@ def test_the_cli_and_mcp_refuse_a_nul_with_the_message(vault: Vault) -> None:
 
 
 def test_a_utf16_note_is_rewritten_in_utf16_and_stops_nothing(vault: Vault) -> None:
-    note = write(vault.root, "semantic/wide.md",
-                 "# Wide\r\n\r\ntopicpool in UTF-16.\r\n".encode("utf-16"))
-    write(vault.root, "semantic/b.md", "# B\n\ntopicpool limits.\n")
+    note = write(vault.root, "episodic/wide.md", "---\r\ntype: episodic\r\n---\r\n# Wide\r\n"
+                 "\r\ntopicpool in UTF-16.\r\n".encode("utf-16"))
+    write(vault.root, "episodic/b.md", "---\ntype: episodic\n---\n# B\n\ntopicpool limits.\n")
     vault.index()
     [report] = vault.lifecycle(["connect"])
     assert not report.conflicts, report.conflicts
     data = note.read_bytes()
     assert data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-    text = decode("semantic/wide.md", data, 10**6)
-    assert isinstance(text, str) and "related:" in text and "topicpool in UTF-16." in text
+    text = decode("episodic/wide.md", data, 10**6)
+    assert isinstance(text, str) and "vaultd_related:" in text and "topicpool in UTF-16." in text
     assert "\r\n" in text and text.count("\n") == text.count("\r\n")  # its CRLF kept too
     assert vault.flush().memory_written
 
 
 def test_a_note_with_a_very_long_name_stops_nothing(vault: Vault) -> None:
     name = "n" * 240 + ".md"  # 243 bytes: with a prefix and suffix, no room for a lock beside it
-    long = write(vault.root, f"semantic/{name}", "# Long\n\ntopicpool long name.\n")
-    write(vault.root, "semantic/b.md", "# B\n\ntopicpool limits.\n")
+    long = write(vault.root, f"episodic/{name}",
+                 "---\ntype: episodic\n---\n# Long\n\ntopicpool long name.\n")
+    write(vault.root, "episodic/b.md", "---\ntype: episodic\n---\n# B\n\ntopicpool limits.\n")
     vault.index()
     [report] = vault.lifecycle(["connect"])
     assert not report.conflicts, report.conflicts
-    assert "related:" in long.read_text(encoding="utf-8")
+    assert "vaultd_related:" in long.read_text(encoding="utf-8")
     assert vault.flush().memory_written
     litter = [p for p in vault.root.rglob("*") if "vaultd-lock" in p.name]
     assert not litter  # lock files live under .vaultd/locks/, named by a hash
@@ -278,8 +279,9 @@ def test_a_note_that_cannot_be_read_is_one_conflict_not_a_failed_run(
 
     monkeypatch.setattr(edits, "read", read)
     [report] = vault.lifecycle(["connect"])
-    assert any("semantic/a.md" in c and "Input/output error" in c for c in report.conflicts)
-    assert "related:" in b.read_text(encoding="utf-8")
+    assert any("episodic/a.md" in c and "Input/output error" in c
+               for c in report.conflicts + report.notes)
+    assert "vaultd_related:" in b.read_text(encoding="utf-8")
 
 
 def test_a_write_without_a_root_still_locks_inside_the_vaults_state_folder(vault: Vault) -> None:

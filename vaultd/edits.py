@@ -51,6 +51,8 @@ from vaultd.errors import VaultdError
 from vaultd.layout import state_dir
 
 TEMP_SUFFIX = ".vaultd-tmp"  # atomic_write's temporary files: `.NAME.PID.RANDOM.vaultd-tmp`
+# lock files of older versions sat beside notes as `.NAME.vaultd-lock` (doctor lists them)
+LOCK_SUFFIX = ".vaultd-lock"
 LOCKS_DIR = "locks"  # under `.vaultd/`: one lock file per path written, named by its hash
 # What one `remember` / `memory_write` entry may hold, and how large a daily log may grow by
 # appends: the indexer skips files over `[index] max_file_bytes` (5 MB by default) as too large,

@@ -21,7 +21,7 @@ def plan(ctx: Context) -> Plan:
     total = len(active)
     for rank, view in enumerate(active):
         newer = total - rank - 1
-        why = view.protection()
+        why = view.protection(ctx.settings.scope)
         if why or degree.get(view.id, 0) > 0 or view.id not in connected:
             continue  # protected, linked, or not yet through connect (still buffered)
         if newer < newer_than:
@@ -37,7 +37,7 @@ def plan(ctx: Context) -> Plan:
                                        f"{MAX_REPRIEVES} reprieves"))
     result.notes.append(f"{total} active entries; reprieves start once {newer_than} newer "
                       "entries exist")
-    return result
+    return state.plan_files(ctx, result)
 
 
 PHASE = Phase("age", plan, state.apply, moves_entries=True)

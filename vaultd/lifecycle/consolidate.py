@@ -10,13 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from vaultd import edits
 from vaultd.layout import ARCHIVE_DIR
 from vaultd.lifecycle.entries import EntryView, sentences, words
-from vaultd.lifecycle.moves import archive_entry, as_planned, remove_ours
-from vaultd.lifecycle.plans import Action, Context, Outcome, Phase, Plan
+from vaultd.lifecycle.moves import archive_entry, as_planned, plan_archive, remove_ours
+from vaultd.lifecycle.plans import CREATE, Action, Context, Drafts, Outcome, Phase, Plan
 from vaultd.notes import entry_title
 
 if TYPE_CHECKING:
@@ -24,12 +25,14 @@ if TYPE_CHECKING:
 
 
 def clusters(views: list[EntryView], matrix: np.ndarray, threshold: float,
-             min_size: int = 3) -> list[list[int]]:
+             min_size: int = 3, scope: Iterable[str] | None = None) -> list[list[int]]:
     """Connected groups at ≥ threshold, pruned to cliques: while some pair is below the
-    threshold, drop the member with the lowest mean similarity to the rest."""
+    threshold, drop the member with the lowest mean similarity to the rest. Only episodes in
+    `scope` (the agent's memory) take part, when given."""
     import numpy as np
 
-    eligible = [i for i, v in enumerate(views) if not v.archived and v.type == "episodic"]
+    eligible = [i for i, v in enumerate(views) if not v.archived and v.type == "episodic"
+                and (scope is None or v.owned(scope))]
     if len(eligible) < min_size:
         return []
     sims = matrix[eligible] @ matrix[eligible].T
@@ -107,7 +110,7 @@ def plan(ctx: Context) -> Plan:
     views, matrix, th = ctx.views, ctx.matrix, ctx.thresholds
     embed = None if ctx.dry_run else ctx.embed
     result = Plan("consolidate")
-    for members in clusters(views, matrix, th.consolidate):
+    for members in clusters(views, matrix, th.consolidate, scope=ctx.settings.scope):
         group = [views[i] for i in members]
         texts = [v.text for v in group]
         noise = structural_noise(texts)
@@ -138,6 +141,11 @@ def plan(ctx: Context) -> Plan:
             f"{len(group)} entries, every pair at cosine ≥ {th.consolidate:.2f} (lowest {low:.2f})",
             {"title": title, "sentences": extractive_merge(texts, order),
              "tags": sorted({t for v in group for t in v.tags if t != "daily"})}))
+    drafts = Drafts(ctx.root)
+    for action in result.actions:
+        result.touch(merged_path(action), CREATE)
+        for view in members_bottom_up(action, ctx.by_id):
+            plan_archive(result, drafts, view)
     return result
 
 
@@ -167,13 +175,28 @@ def merge_note(action: Action, views: dict[str, EntryView], merge_id: str,
     return edits.set_frontmatter("---\n---\n" + "\n".join(body) + "\n", meta)
 
 
+def consolidation_id(action: Action) -> str:
+    return hashlib.sha1("\0".join(sorted(action.entries)).encode()).hexdigest()[:10]
+
+
+def merged_path(action: Action) -> str:
+    """The vault path of the note a merge creates (its plan and its apply agree on it)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", action.data["title"].lower()).strip("-")[:60]
+    return f"semantic/{slug or 'consolidated'}-{consolidation_id(action)[:6]}.md"
+
+
+def members_bottom_up(action: Action, views: dict[str, EntryView]) -> list[EntryView]:
+    """A merge's members in the order they are archived: bottom-up within a file, so earlier
+    line numbers stay valid."""
+    return sorted((views[e] for e in action.entries), key=lambda v: (v.path, -v.start_line))
+
+
 def apply(ctx: Context, plan: Plan) -> Outcome:
     root, views, llm = ctx.root, ctx.by_id, ctx.llm
     out = Outcome()
     for action in plan.actions:
-        merge_id = hashlib.sha1("\0".join(sorted(action.entries)).encode()).hexdigest()[:10]
-        slug = re.sub(r"[^a-z0-9]+", "-", action.data["title"].lower()).strip("-")[:60]
-        rel = f"semantic/{slug or 'consolidated'}-{merge_id[:6]}.md"
+        rel = merged_path(action)
+        merge_id = consolidation_id(action)
         text = merge_note(action, views, merge_id, llm)
         try:
             for e in action.entries:  # merge only what was planned: no member changed since
@@ -185,12 +208,11 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
         except (edits.ConflictError, OSError) as exc:  # one file never stops the phase
             out.conflicts.append(edits.per_file(rel, exc))
             continue
-        # archive bottom-up within a file so earlier line numbers stay valid
+        why = f"consolidated into {rel} ({merge_id})"
         moved = 0
-        for view in sorted((views[e] for e in action.entries),
-                           key=lambda v: (v.path, -v.start_line)):
+        for view in members_bottom_up(action, views):
             try:
-                archive_entry(root, view, f"consolidated into {rel} ({merge_id})", out)
+                archive_entry(root, view, why, out)
                 moved += 1
             except (edits.ConflictError, OSError) as exc:
                 out.conflicts.append(edits.per_file(view.path, exc))

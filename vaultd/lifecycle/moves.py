@@ -19,7 +19,7 @@ from typing import Any
 from vaultd import edits
 from vaultd.layout import ARCHIVE_DIR, is_archived
 from vaultd.lifecycle.entries import EntryView
-from vaultd.lifecycle.plans import Outcome
+from vaultd.lifecycle.plans import CHANGE, CREATE, REMOVE, Drafts, Outcome, Plan
 from vaultd.notes import entry_hash, parse
 from vaultd.store import Store
 
@@ -113,9 +113,7 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> Non
             edits.remove_checked(snap, root=root)
             out.written.append(view.path)
             return
-        if dest.exists():
-            dest = dest.with_name(f"{dest.stem}-{hashlib.sha1(_now().encode()).hexdigest()[:6]}"
-                                  f"{dest.suffix}")
+        dest = root / archive_dest(root, view)
         edits.create_new(dest, text, root=root, form=snap.form)
         # the source is removed only after its copy is safely in place, and only if unchanged
         try:
@@ -126,16 +124,7 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> Non
         out.written.append(view.path)
         out.created.append(dest.relative_to(root).as_posix())
         return
-    rest, taken = cut_entry(snap.text, view)
-    state = edits.get_frontmatter(view.path, rest).get("vaultd")
-    if any(e.key == view.key for e in parse(view.path, rest).entries):
-        state = None  # another entry keeps this heading (and the state kept under it)
-    if isinstance(state, dict):  # the entry's bookkeeping leaves with it
-        state = {k: ({kk: vv for kk, vv in v.items() if kk != view.key} if isinstance(v, dict)
-                     else [x for x in v if x != view.key] if isinstance(v, list) else v)
-                 for k, v in state.items()}
-        rest = edits.set_frontmatter(rest, {"vaultd": {k: v for k, v in state.items() if v}
-                                            or None})
+    rest, taken = without_entry(snap.text, view)
     moved: bytes | None = None
     before: edits.Snapshot | None = None
     with edits.locked(dest, root):
@@ -181,6 +170,50 @@ def remove_ours(root: Path, path: Path, ours: bytes) -> None:
         snap = edits.read(path)
         if snap.data == ours:
             edits.remove_checked(snap, root=root)
+
+
+def without_entry(text: str, view: EntryView) -> tuple[str, str]:
+    """(a daily log's text without the entry `view`, the entry's lines): the entry's
+    bookkeeping under `vaultd:` leaves with it. ConflictError when the entry changed."""
+    rest, taken = cut_entry(text, view)
+    state = edits.get_frontmatter(view.path, rest).get("vaultd")
+    if any(e.key == view.key for e in parse(view.path, rest).entries):
+        state = None  # another entry keeps this heading (and the state kept under it)
+    if isinstance(state, dict):
+        state = {k: ({kk: vv for kk, vv in v.items() if kk != view.key} if isinstance(v, dict)
+                     else [x for x in v if x != view.key] if isinstance(v, list) else v)
+                 for k, v in state.items()}
+        rest = edits.set_frontmatter(rest, {"vaultd": {k: v for k, v in state.items() if v}
+                                            or None})
+    return rest, taken
+
+
+def archive_dest(root: Path, view: EntryView) -> str:
+    """Where archiving `view` puts it (vault path): the same path under archive/; a whole note
+    whose name is taken there gets a suffix from its content hash (the plan and the move agree
+    on it)."""
+    dest = f"{ARCHIVE_DIR}/{view.path}"
+    if view.is_daily or not (root / dest).exists():
+        return dest
+    tag = (view.hash or hashlib.sha1(_now().encode()).hexdigest())[:6]
+    stem, dot, suffix = dest.rpartition(".")
+    return f"{stem}-{tag}{dot}{suffix}" if dot else f"{dest}-{tag}"
+
+
+def plan_archive(plan: Plan, drafts: Drafts, view: EntryView) -> None:
+    """Record in `plan` the files that archiving `view` touches, with the diff of its source."""
+    root = drafts.root
+    if not view.is_daily:
+        plan.touch(view.path, REMOVE)
+        plan.touch(archive_dest(root, view), CREATE)
+        return
+    try:
+        rest, _ = without_entry(drafts.text(view.path), view)
+    except (edits.ConflictError, OSError, UnicodeDecodeError):
+        return  # applying it will report why it was left in place
+    drafts.change(plan, view.path, rest)
+    dest = archive_dest(root, view)
+    plan.touch(dest, CHANGE if (root / dest).exists() or dest in plan.files else CREATE)
 
 
 def _holds(rel: str, text: str, view: EntryView) -> bool:

@@ -21,11 +21,11 @@ def plan(ctx: Context) -> Plan:
     counts = ctx.store.recall_counts()
     for view in ctx.views:
         n = counts.get((view.path, view.key), 0)
-        if n >= needed and not view.proven and not view.archived and view.type in (
-                "episodic", "semantic", "procedural"):
+        if n >= needed and not view.proven and not view.archived and ctx.in_scope(view) \
+                and view.type in ("episodic", "semantic", "procedural"):
             result.actions.append(Action("promote", [view.id],
                                          f"in the top 5 of {n} different searches"))
-    return result
+    return state.plan_files(ctx, result)
 
 
 def record_recalls(store: Store, hits: Iterable[Any], query: str, now: float) -> None:
