@@ -449,3 +449,67 @@ def test_a_search_path_outside_the_vault_matches_nothing(up: Running, glob: str)
     status, data = up.call("POST", "/search", {"query": "deploy", "path": "*", "mode": "bm25"})
     assert status == 200 and {h["path"] for h in data["hits"]} <= set(NOTES)
     assert data["hits"]
+
+
+# -- browsers (CORS); the real-browser test is tests/test_browser.py
+
+
+@pytest.fixture
+def cors_server() -> Iterator[Server]:
+    server = Server(FakeApp(), ServerSettings(port=0, allow_origins=("app://obsidian.md",)),
+                    token="secret")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _raw(port: int, method: str, path: str, headers: dict[str, str],
+         body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers={"Host": f"localhost:{port}", **headers})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, \
+            response.read()
+    finally:
+        conn.close()
+
+
+def test_preflight_of_a_listed_origin_gets_the_cors_headers(cors_server: Server) -> None:
+    status, headers, body = _raw(cors_server.port, "OPTIONS", "/embed", {
+        "Origin": "app://obsidian.md", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type"})
+    assert status == 204 and body == b""
+    assert headers["access-control-allow-origin"] == "app://obsidian.md"
+    allowed = {h.strip().lower() for h in headers["access-control-allow-headers"].split(",")}
+    assert {"authorization", "content-type"} <= allowed
+    assert "POST" in headers["access-control-allow-methods"]
+    assert headers["vary"] == "Origin"
+    # and the request itself: answered, with the origin echoed
+    status, headers, body = _raw(cors_server.port, "POST", "/embed", {
+        "Origin": "app://obsidian.md", "Authorization": "Bearer secret",
+        "Content-Type": "application/json"}, json.dumps({"texts": ["ab"]}).encode())
+    assert status == 200 and json.loads(body)["vectors"] == [[2.0]]
+    assert headers["access-control-allow-origin"] == "app://obsidian.md"
+    assert headers["vary"] == "Origin"
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "null", "app://obsidian.md.evil",
+                                    "http://localhost:3000"])
+def test_an_unlisted_origin_is_refused_even_with_the_token(cors_server: Server,
+                                                           origin: str) -> None:
+    for method, body in (("OPTIONS", None), ("POST", json.dumps({"texts": ["x"]}).encode())):
+        status, headers, raw = _raw(cors_server.port, method, "/embed", {
+            "Origin": origin, "Authorization": "Bearer secret"}, body)
+        assert status == 403, (method, raw)
+        assert "access-control-allow-origin" not in headers
+        assert "allow_origins" in json.loads(raw)["error"]
+    assert cors_server.app.calls == 0  # type: ignore[attr-defined]
+
+
+def test_options_without_an_origin_is_answered(cors_server: Server) -> None:
+    status, headers, _ = _raw(cors_server.port, "OPTIONS", "/search", {})
+    assert status == 204 and "POST" in headers["allow"]
+    assert "access-control-allow-origin" not in headers
