@@ -513,3 +513,32 @@ def test_options_without_an_origin_is_answered(cors_server: Server) -> None:
     status, headers, _ = _raw(cors_server.port, "OPTIONS", "/search", {})
     assert status == 204 and "POST" in headers["allow"]
     assert "access-control-allow-origin" not in headers
+
+
+# -- issue #12, point 14: valid JSON that nothing downstream can use is a 400, not a 500
+
+
+@pytest.mark.parametrize(("path", "raw"), [
+    ("/search", b'{"query": "\\ud800"}'),
+    ("/search", b'{"query": "deploy", "tags": ["\\udfff"]}'),
+    ("/embed", b'{"texts": ["ok", "a\\ud800b"]}'),
+    ("/v1/embeddings", b'{"input": "\\ud83d"}'),
+    ("/api/embed", b'{"input": ["\\ud800"]}'),
+    ("/lifecycle", b'{"phases": ["\\ud800"]}'),
+])
+def test_a_lone_surrogate_is_a_400(up: Running, path: str, raw: bytes) -> None:
+    status, data = up.call("POST", path, raw=raw)
+    assert status == 400, data
+    assert "surrogate" in message(data)
+
+
+@pytest.mark.parametrize("path", ["/search", "/embed", "/v1/embeddings", "/flush"])
+@pytest.mark.parametrize("depth", [100_000, 40])
+def test_json_nested_deep_is_a_400(up: Running, path: str, depth: int) -> None:
+    raw = b'{"query": ' + b"[" * depth + b"]" * depth + b"}"
+    status, data = up.call("POST", path, raw=raw)
+    assert status == 400, data
+    assert "nested deeper" in message(data)
+    # a surrogate pair (a real character, escaped) is fine
+    status, data = up.call("POST", "/embed", raw=b'{"texts": ["\\ud83d\\ude00 ok"]}')
+    assert status == 200 and data["vectors"] == expected_vectors(["\U0001F600 ok"])
