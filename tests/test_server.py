@@ -542,3 +542,21 @@ def test_json_nested_deep_is_a_400(up: Running, path: str, depth: int) -> None:
     # a surrogate pair (a real character, escaped) is fine
     status, data = up.call("POST", "/embed", raw=b'{"texts": ["\\ud83d\\ude00 ok"]}')
     assert status == 200 and data["vectors"] == expected_vectors(["\U0001F600 ok"])
+
+
+# -- the docs say what the server does
+
+
+def test_every_endpoint_and_server_setting_is_documented() -> None:
+    from dataclasses import fields
+
+    from vaultd.daemon.server import _ROUTES
+
+    repo = Path(__file__).resolve().parent.parent
+    api = (repo / "docs" / "api.md").read_text(encoding="utf-8")
+    for method, route in _ROUTES:
+        assert f"`{method} {route}`" in api, (method, route)
+    template = (repo / "templates" / "config.toml").read_text(encoding="utf-8")
+    server_section = template.split("[server]", 1)[1].split("\n\n", 1)[0]
+    for f in fields(ServerSettings):
+        assert f"# {f.name} = " in server_section, f.name
