@@ -38,6 +38,9 @@ NOTES = {
 AUTH_ENDPOINTS = [("GET", "/status", None), ("POST", "/embed", {"texts": ["x"]}),
                   ("POST", "/v1/embeddings", {"input": "x"}),
                   ("POST", "/api/embed", {"model": "m", "input": "x"}),
+                  ("POST", "/api/embeddings", {"model": "m", "prompt": "x"}),
+                  ("GET", "/v1/models", None), ("GET", "/v1/models/hash-256", None),
+                  ("GET", "/api/tags", None), ("GET", "/api/version", None),
                   ("POST", "/search", {"query": "deploy"})]
 
 

@@ -119,7 +119,9 @@ class _HTTPServer(ThreadingHTTPServer):
             if exc.errno in _OUT_OF_FDS:
                 # The listening socket stays readable: returning at once would spin the loop.
                 # Free a descriptor held by a client still sending its request, or wait.
-                if self._drop_oldest_waiting():
+                if self._lobby:
+                    self._refuse_oldest_in_lobby()
+                elif self._drop_oldest_waiting():
                     time.sleep(0.01)
                 else:
                     if self._backoff == ACCEPT_BACKOFF[0]:
@@ -157,11 +159,14 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def _park(self, request: socket.socket, client_address: Any) -> None:
         if len(self._lobby) >= self.max_connections:
-            oldest = min(self._lobby, key=lambda s: self._lobby[s][0])
-            self._leave_lobby(oldest)
-            self._refuse(oldest)
+            self._refuse_oldest_in_lobby()
         self._lobby[request] = (time.monotonic(), client_address)
         self._lobby_selector.register(request, selectors.EVENT_READ)
+
+    def _refuse_oldest_in_lobby(self) -> None:
+        oldest = min(self._lobby, key=lambda s: self._lobby[s][0])
+        self._leave_lobby(oldest)
+        self._refuse(oldest)
 
     def _leave_lobby(self, sock: socket.socket) -> Any:
         self._lobby_selector.unregister(sock)
