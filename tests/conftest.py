@@ -1,11 +1,16 @@
-"""Shared fixtures. Every vault lives under `tmp_path`, reads no `VAULTD_*` environment and embeds
-with the deterministic `HashEmbedder`, so tests need no network and no model file."""
+"""Shared fixtures and helpers. Every vault lives under `tmp_path`, reads no `VAULTD_*`
+environment and embeds with a deterministic fake embedder (`HashEmbedder`, `TopicEmbedder`), so
+tests need no network and no model file; tests of the real model say so (`model` marker).
+
+Tests import helpers from here (`from conftest import ...`) and from `daemon_helpers`, never
+from another test module."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +20,14 @@ from vaultd.embedder import HashEmbedder, builtin_profiles
 from vaultd.vault import Vault, init_vault, open_vault
 
 
-def make_vault(tmp_path: Path, files: dict[str, str | bytes] | None = None) -> Path:
-    """A fresh vault at `tmp_path/vault` holding `files` (vault-relative path → text or bytes)."""
-    root = tmp_path / "vault"
+def make_vault(tmp_path: Path, files: dict[str, str | bytes] | None = None, *,
+               name: str = "vault", config: str | None = None) -> Path:
+    """A fresh vault at `tmp_path/name` holding `files` (vault-relative path → text or bytes),
+    with `config` as its `.vaultd/config.toml` when given (daemon tests pass FAST_CONFIG)."""
+    root = tmp_path / name
     init_vault(root)
+    if config is not None:
+        (root / ".vaultd" / "config.toml").write_text(config, encoding="utf-8")
     for rel, content in (files or {}).items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,6 +36,19 @@ def make_vault(tmp_path: Path, files: dict[str, str | bytes] | None = None) -> P
         else:
             path.write_text(content, encoding="utf-8")
     return root
+
+
+SAMPLE_VAULT = Path(__file__).resolve().parent.parent / "sample_vault"
+
+
+def copy_sample_vault(dest: Path, source: Path = SAMPLE_VAULT) -> Path:
+    """A vault made from `sample_vault`'s notes at `dest`. Its `.vaultd/` (the README's first
+    command leaves an index there) is never copied: a test starts from the notes alone."""
+    import shutil
+
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns(".vaultd"))
+    init_vault(dest)
+    return dest
 
 
 def fake_embedder(tmp_path: Path) -> HashEmbedder:
@@ -45,6 +67,18 @@ def fake_vault(tmp_path: Path, hash_embedder: HashEmbedder) -> Iterator[Vault]:
         yield vault
 
 
+def write(root: Path, rel: str, text: str) -> None:
+    """Write a note as a user would (UTF-8, exactly these bytes), creating its folder."""
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_bytes(text.encode("utf-8"))
+
+
+def with_settings(vault: Vault, **changes: object) -> None:
+    """Change `[lifecycle]` settings of an open vault."""
+    vault.settings = replace(vault.settings,
+                             lifecycle=replace(vault.settings.lifecycle, **changes))
+
+
 class TopicEmbedder(HashEmbedder):
     """A fake embedder for the lifecycle: cos ≈ 0.98 for texts sharing a `topicX` word, ≈ 0
     otherwise."""
@@ -61,6 +95,25 @@ class TopicEmbedder(HashEmbedder):
         return out
 
 
+# Three episodes about one topic, on three days: what consolidation merges.
+SAYS = ["topicflaky refund test failed locally. Passed on rerun, suspect timing.",
+        "topicflaky nightly broke again near midnight. Berlin timezone involved.",
+        "topicflaky root cause found: local date versus UTC date in the fixture."]
+
+
 def daily(day: str, entries: list[str]) -> str:
     body = "".join(f"\n## {10 + i}:00 — {e.split('.')[0]}\n{e}\n" for i, e in enumerate(entries))
     return f"---\ntype: episodic\ncreated: {day}\ntags: [daily]\n---\n# {day}\n{body}"
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Iterator[Vault]:
+    """An empty vault embedding with `TopicEmbedder`, thresholds set for it: what the lifecycle
+    tests work on (modules with another kind of vault define their own `vault`)."""
+    root = tmp_path / "v"
+    init_vault(root)
+    profile = replace(builtin_profiles(tmp_path)["hash-256"], id="topic-256",
+                      link_threshold=0.7, consolidate_threshold=0.8, route_threshold=0.35)
+    v = open_vault(root, env={}, embedder=TopicEmbedder(profile))
+    yield v
+    v.close()

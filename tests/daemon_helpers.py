@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from vaultd.daemon.files import info_path, read_token
 from vaultd.daemon.process import Daemon
-from vaultd.vault import init_vault, open_vault
+from vaultd.vault import open_vault
 
 T = TypeVar("T")
 
@@ -60,21 +60,6 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
                 "VAULTD_CACHE_DIR": str(tmp_path / "cache")})
     env.update(extra)
     return env
-
-
-def make_vault(tmp_path: Path, name: str = "v", config: str = FAST_CONFIG,
-               notes: dict[str, str] | None = None) -> Path:
-    root = tmp_path / name
-    init_vault(root)
-    (root / ".vaultd" / "config.toml").write_text(config, encoding="utf-8")
-    for rel, text in (notes or {}).items():
-        write(root / rel, text)
-    return root
-
-
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
 
 
 class Running:

@@ -269,6 +269,7 @@ def test_deeply_nested_lists_and_pathological_lines(tmp_path: Path) -> None:
         assert top_path(vault, "quokka") == "semantic/blanks.md"
 
 
+@pytest.mark.slow
 def test_hundred_thousand_line_file_indexes_in_bounded_time(tmp_path: Path) -> None:
     big = "# Big\n" + "".join(f"- item {i} note{i % 97}\n" for i in range(100_000))
     started = time.perf_counter()
@@ -415,6 +416,7 @@ def _generate(root: Path, tmp_path: Path) -> dict[str, tuple[str, str]]:
     }
 
 
+@pytest.mark.slow
 def test_bad_input_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole corpus plus the generated cases in one vault with good notes, indexed once:
     one clear one-line message per bad file naming it, no message for the odd-but-fine ones,

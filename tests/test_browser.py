@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_helpers import FAST_CONFIG, env_for, make_vault, running_daemon
+from conftest import make_vault
+from daemon_helpers import FAST_CONFIG, env_for, running_daemon
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow,

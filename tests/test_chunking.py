@@ -4,12 +4,11 @@ The property tests drive parse + chunk with random markdown-ish text."""
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from pathlib import Path
 
 import pytest
+from chunk_checks import DOC, body_content, check_invariants, content_chars
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +16,7 @@ from vaultd.blocks import BEGIN as MANAGED_BEGIN
 from vaultd.blocks import END as MANAGED_END
 from vaultd.chunking import Chunk, chunk_note
 from vaultd.embedder import HashEmbedder, ModelProfile, OnnxEmbedder, builtin_profiles
-from vaultd.notes import Note, fence_mask, heading_of, managed_mask, parse
+from vaultd.notes import Note, parse
 
 COUNT = HashEmbedder(ModelProfile(id="hash-test", dims=8, kind="hash")).count_tokens
 
@@ -66,41 +65,6 @@ def by_heading(chunks: list[Chunk]) -> dict[str, Chunk]:
     out = {c.heading: c for c in chunks}
     assert len(out) == len(chunks)
     return out
-
-
-def content_chars(text: str) -> str:
-    return re.sub(r"\s", "", text)
-
-
-def body_content(note: Note) -> str:
-    """Every non-blank body line that is not a heading or vaultd's own output, squeezed."""
-    fenced = fence_mask(note.lines, note.body_start - 1)
-    managed = managed_mask(note.lines, note.body_start - 1)
-    kept = [line for line, f, m in zip(note.lines[note.body_start - 1:], fenced, managed)
-            if not m and (f or not heading_of(line))]
-    return content_chars("".join(kept))
-
-
-def check_invariants(note: Note, chunks: list[Chunk], count, max_tokens: int) -> None:
-    """What must hold for every note: limits, ranges, ids, hashes, coverage."""
-    entries = {e.id: e for e in note.entries}
-    assert len({c.id for c in chunks}) == len(chunks)
-    for c in chunks:
-        assert count(c.embed_text) <= max_tokens, c
-        assert c.text.strip(), "a blank chunk"
-        entry = entries[c.entry_id]
-        assert entry.start_line <= c.start_line <= c.end_line <= entry.end_line
-        assert c.hash == hashlib.sha256(c.embed_text.encode()).hexdigest()[:32]
-        assert c.embed_text == (f"{c.heading}\n{c.text}" if c.heading else c.text)
-    fenced = fence_mask(note.lines, note.body_start - 1)
-    managed = managed_mask(note.lines, note.body_start - 1)
-    for n in range(note.body_start, len(note.lines) + 1):
-        line, i = note.lines[n - 1], n - note.body_start
-        if not line.strip() or managed[i] or (not fenced[i] and heading_of(line)):
-            continue  # blank, heading and managed lines need not be covered
-        assert any(c.start_line <= n <= c.end_line for c in chunks), f"line {n} lost: {line!r}"
-    for c in chunks:  # no chunk's range spans vaultd's own output
-        assert not any(managed[n - note.body_start] for n in range(c.start_line, c.end_line + 1))
 
 
 # ---------------------------------------------------------------------------- headings
@@ -294,6 +258,7 @@ def test_an_unclosed_begin_marker_hides_only_itself() -> None:
 # ---------------------------------------------------------------------------- size
 
 
+@pytest.mark.slow
 def test_hundred_thousand_lines_chunk_in_bounded_time() -> None:
     text = "# Big\n" + "".join(f"line {i} has a few words in it\n" for i in range(100_000))
     started = time.perf_counter()
@@ -305,19 +270,6 @@ def test_hundred_thousand_lines_chunk_in_bounded_time() -> None:
 
 # ---------------------------------------------------------------------------- properties
 
-WORDS = st.sampled_from(["alpha", "beta", "#tag", "`code`", "日本", "x" * 40, "🎉", "", "a-b"])
-TEXT = st.lists(WORDS, max_size=12).map(" ".join)
-LINE = st.one_of(
-    TEXT,
-    st.tuples(st.integers(1, 7), TEXT).map(lambda t: "#" * t[0] + " " + t[1]),
-    st.tuples(st.sampled_from(["- ", "* ", "1. ", "  - ", "    ", "\t"]), TEXT).map("".join),
-    st.sampled_from(["```", "~~~", "````", "```python", "", "", "---", "...", MANAGED_BEGIN,
-                     MANAGED_END, "title: x", "tags: [a, #b", "type: semantic",
-                     "created: 2026-02-30", "a: &a [*a]", "? [x]", "<!-- note -->"]),
-    st.text(max_size=30),
-)
-DOC = st.tuples(st.lists(LINE, max_size=40), st.sampled_from(["\n", "\r\n"])).map(
-    lambda t: t[1].join(t[0]))
 PATHS = st.sampled_from(["semantic/a.md", "episodic/2026-01-02.md", "x.md", "archive/y z.md"])
 
 

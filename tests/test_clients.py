@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_helpers import FAST_CONFIG, Running, call, env_for, make_vault, running_daemon
+from conftest import make_vault
+from daemon_helpers import FAST_CONFIG, Running, call, env_for, running_daemon
 
 from vaultd.embedder import HashEmbedder, builtin_profiles
 
@@ -37,14 +38,14 @@ def close(a: list[float], b: list[float]) -> bool:
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     tmp = tmp_path_factory.mktemp("clients")
-    with running_daemon(make_vault(tmp, notes=NOTES), env_for(tmp)) as running:
+    with running_daemon(make_vault(tmp, NOTES, config=FAST_CONFIG), env_for(tmp)) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def open_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     tmp = tmp_path_factory.mktemp("clients-open")
-    root = make_vault(tmp, config=OPEN_CONFIG, notes=NOTES)
+    root = make_vault(tmp, NOTES, config=OPEN_CONFIG)
     with running_daemon(root, env_for(tmp)) as running:
         yield running
 
@@ -73,6 +74,7 @@ def test_openai_sdk_embeds_strings_in_every_encoding(daemon: Running, fmt: Any) 
     assert answer.usage.prompt_tokens > 0
 
 
+@pytest.mark.slow
 def test_openai_sdk_sends_2048_inputs_in_one_request(daemon: Running) -> None:
     client = openai_client(daemon)
     texts = [f"note {i} about deploys" for i in range(2048)]
@@ -135,6 +137,7 @@ def test_openai_sdk_sees_every_error_in_openai_shape(daemon: Running) -> None:
 
 
 @pytest.mark.model
+@pytest.mark.slow
 def test_openai_token_ids_are_decoded_with_the_models_tokenizer(tmp_path: Path) -> None:
     from tokenizers import Tokenizer
 
@@ -143,7 +146,7 @@ def test_openai_token_ids_are_decoded_with_the_models_tokenizer(tmp_path: Path) 
     config = FAST_CONFIG.replace('model = "hash-256"', f'model = "{DEFAULT_MODEL}"')
     env = env_for(tmp_path)
     env.pop("VAULTD_EMBEDDING_MODEL")
-    with running_daemon(make_vault(tmp_path, config=config, notes=NOTES), env) as up:
+    with running_daemon(make_vault(tmp_path, NOTES, config=config), env) as up:
         client = openai_client(up)
         text = "how do I roll back a release"
         ids = Tokenizer.from_file(str(DATA_DIR / f"{DEFAULT_MODEL}.tokenizer.json")) \
@@ -159,6 +162,7 @@ def test_openai_token_ids_are_decoded_with_the_models_tokenizer(tmp_path: Path) 
         assert "99999" in caught.value.body["message"] and caught.value.param == "input"
 
 
+@pytest.mark.slow
 def test_langchain_openai_embeds_documents_and_queries(daemon: Running) -> None:
     # langchain's documented setting for servers that are not OpenAI: send text, not tiktoken ids
     embeddings = langchain_openai.OpenAIEmbeddings(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_races import SAYS, TopicEmbedder, daily, with_settings, write
+from conftest import SAYS, TopicEmbedder, daily, with_settings, write
 
 from vaultd import edits
 from vaultd.embedder import builtin_profiles
@@ -280,8 +280,9 @@ def test_a_note_replaced_by_a_link_outside_is_not_written(world: World) -> None:
 
 def test_related_mirroring_does_not_replace_a_note_that_became_a_link(world: World) -> None:
     w = world
-    write(w.root, "semantic/a.md", "# A\n\ntopiclink first.\n")
-    write(w.root, "semantic/b.md", "# B\n\ntopiclink second.\n")
+    with_settings(w.vault, scope=(".",))  # these notes are the agent's
+    write(w.root, "semantic/a.md", "---\ntitle: A\n---\n# A\n\ntopiclink first.\n")
+    write(w.root, "semantic/b.md", "---\ntitle: B\n---\n# B\n\ntopiclink second.\n")
     w.vault.index()
     shutil.copy(w.root / "semantic/a.md", w.outside / "a.md")
     (w.root / "semantic/a.md").unlink()

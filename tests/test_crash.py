@@ -40,9 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from conftest import make_vault
+from daemon_helpers import FAST_CONFIG, call, env_for, vaultd, wait_for
 
-from tests.daemon_helpers import FAST_CONFIG, call, env_for, make_vault, vaultd, wait_for
 from vaultd.blocks import BEGIN, END
 from vaultd.daemon.files import read_info, read_token
 from vaultd.doctor import TEMP_SUFFIX
@@ -85,7 +87,7 @@ class CrashHarness:
     def __init__(self, workdir: Path, seed: int) -> None:
         self.rng = random.Random(seed)
         self.workdir = workdir
-        self.root = make_vault(workdir, "crash", config=CONFIG)
+        self.root = make_vault(workdir, name="crash", config=CONFIG)
         self.env = env_for(workdir)
         self.manifest: dict[str, str] = {}  # vault path → the exact body the test wrote
         self.entries: dict[str, tuple[str, str]] = {}  # entry block → (daily log, heading key)
@@ -391,6 +393,7 @@ def run_soak(workdir: Path, iterations: int, seed: int) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - started, 1), "root": str(harness.root)}
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     summary = run_soak(tmp_path, iterations=9, seed=7)
     assert summary["failures"] == [], json.dumps(summary["failures"], indent=1)
@@ -405,12 +408,13 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["clean"] is True
 
 
+@pytest.mark.slow
 def test_a_restarted_daemon_removes_temp_files_of_killed_writers(tmp_path: Path) -> None:
     """Regression (found by the soak): a writer SIGKILLed between creating its temporary file
     and `os.replace` left `.NAME.PID.RANDOM.vaultd-tmp` files in the vault for good."""
-    from tests.daemon_helpers import running_daemon
+    from daemon_helpers import running_daemon
 
-    root = make_vault(tmp_path, "v", config=CONFIG, notes={"semantic/a.md": "# A\nalpha\n"})
+    root = make_vault(tmp_path, {"semantic/a.md": "# A\nalpha\n"}, config=CONFIG)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     dead = root / "semantic" / f".a.md.{gone.pid}.k2j4h5g6{TEMP_SUFFIX}"

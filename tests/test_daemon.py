@@ -20,18 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import make_vault
 from daemon_helpers import (
     DEADLINE,
     FAST_CONFIG,
     Running,
     call,
     env_for,
-    make_vault,
     running_daemon,
     start_daemon_thread,
     vaultd,
     wait_for,
-    write,
 )
 
 from vaultd import layout
@@ -48,6 +47,13 @@ from vaultd.errors import VaultdError
 from vaultd.store import Store
 from vaultd.vault import open_vault
 
+
+def save(path: Path, text: str) -> None:
+    """Save a note the way an editor does: the whole file, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
 NOTES = {
     "semantic/alpha.md": "# Alpha\n\nthe aardvark note\n",
     "semantic/beta.md": "# Beta\n\nthe bobcat note\n",
@@ -62,7 +68,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    return make_vault(tmp_path, notes=NOTES)
+    return make_vault(tmp_path, NOTES, config=FAST_CONFIG)
 
 
 @pytest.fixture
@@ -95,9 +101,9 @@ def lock_is_free(root: Path) -> bool:
 def test_changes_made_while_down_are_reconciled_at_start(root: Path, env: dict[str, str]) -> None:
     with open_vault(root, env=env, daemon="never") as vault:
         vault.index()
-    write(root / "semantic" / "alpha.md", "# Alpha\n\nthe axolotl note\n")
+    save(root / "semantic" / "alpha.md", "# Alpha\n\nthe axolotl note\n")
     (root / "semantic" / "beta.md").unlink()
-    write(root / "episodic" / "2026-01-02.md", "# 2026-01-02\n\n## 10:00\nthe dingo arrived\n")
+    save(root / "episodic" / "2026-01-02.md", "# 2026-01-02\n\n## 10:00\nthe dingo arrived\n")
     os.rename(root / "procedural" / "gamma.md", root / "procedural" / "gamma2.md")
     with running_daemon(root, env) as d:  # ready = the reconcile at start is done
         assert d.paths("axolotl") == {"semantic/alpha.md"}
@@ -110,12 +116,12 @@ def test_changes_made_while_down_are_reconciled_at_start(root: Path, env: dict[s
 
 def test_create_edit_delete_and_move_are_followed(daemon: Running) -> None:
     root = daemon.root
-    write(root / "semantic" / "new.md", "# New\n\nthe ocelot note\n")
+    save(root / "semantic" / "new.md", "# New\n\nthe ocelot note\n")
     wait_for(lambda: daemon.paths("ocelot") == {"semantic/new.md"}, "a created note")
     with open(root / "semantic" / "new.md", "a", encoding="utf-8") as fh:
         fh.write("\nand now a pangolin too\n")
     wait_for(lambda: daemon.paths("pangolin") == {"semantic/new.md"}, "an edited note")
-    write(root / "semantic" / "new.md", "# New\n\nonly the quetzal now\n")
+    save(root / "semantic" / "new.md", "# New\n\nonly the quetzal now\n")
     wait_for(lambda: daemon.paths("quetzal") and not daemon.paths("ocelot"), "a rewritten note")
     os.rename(root / "semantic" / "new.md", root / "procedural" / "moved.md")
     wait_for(lambda: daemon.paths("quetzal") == {"procedural/moved.md"}, "a moved note")
@@ -132,11 +138,11 @@ TEMP_NAMES = ("note.md.tmp", "4913", "note.md~", ".note.md.swp", "note.md___jb_t
 def test_atomic_saves_are_followed(daemon: Running) -> None:
     """Write a temp file, then `os.replace` it onto the note: each editor's temp name."""
     root, note = daemon.root, daemon.root / "semantic" / "note.md"
-    write(note, "# Note\n\nfirst the lemur\n")
+    save(note, "# Note\n\nfirst the lemur\n")
     wait_for(lambda: daemon.paths("lemur") == {"semantic/note.md"}, "the first version")
     for i, temp_name in enumerate(TEMP_NAMES):
         temp = note.with_name(temp_name)
-        write(temp, f"# Note\n\nsave number{i} via {temp_name}\n")
+        save(temp, f"# Note\n\nsave number{i} via {temp_name}\n")
         os.replace(temp, note)
         wait_for(lambda i=i: daemon.paths(f"number{i}") == {"semantic/note.md"},
                  f"an atomic save through {temp_name}")
@@ -149,10 +155,10 @@ def test_atomic_saves_are_followed(daemon: Running) -> None:
 def test_vim_style_save_with_backup_is_followed(daemon: Running) -> None:
     root, note = daemon.root, daemon.root / "semantic" / "alpha.md"
     probe = note.with_name("4913")
-    write(probe, "")
+    save(probe, "")
     probe.unlink()
     os.rename(note, note.with_name("alpha.md~"))
-    write(note, "# Alpha\n\nthe okapi note\n")
+    save(note, "# Alpha\n\nthe okapi note\n")
     note.with_name("alpha.md~").unlink()
     wait_for(lambda: daemon.paths("okapi") == {"semantic/alpha.md"}, "a vim save")
     assert not daemon.paths("aardvark")
@@ -163,7 +169,7 @@ def test_vim_style_save_with_backup_is_followed(daemon: Running) -> None:
 def test_directory_moves_are_followed(daemon: Running, tmp_path: Path) -> None:
     root = daemon.root
     for i in range(3):
-        write(root / "semantic" / "proj" / f"n{i}.md", f"# N{i}\n\nthe wombat number {i}\n")
+        save(root / "semantic" / "proj" / f"n{i}.md", f"# N{i}\n\nthe wombat number {i}\n")
     wait_for(lambda: len(daemon.paths("wombat")) == 3, "a new folder's notes")
     os.rename(root / "semantic" / "proj", root / "procedural" / "proj2")
     want = {f"procedural/proj2/n{i}.md" for i in range(3)}
@@ -192,12 +198,12 @@ def test_a_burst_of_500_files_is_indexed_completely(daemon: Running) -> None:
 
 
 def test_polling_mode(tmp_path: Path, env: dict[str, str]) -> None:
-    root = make_vault(tmp_path, notes=NOTES, config=FAST_CONFIG + "polling = true\n")
+    root = make_vault(tmp_path, NOTES, config=FAST_CONFIG + "polling = true\n")
     with running_daemon(root, env) as d:
         status, data = d.call("GET", "/status")
         assert status == 200
         assert data["watcher"] == {"mode": "polling", "reason": "configured"}
-        write(root / "semantic" / "polled.md", "# Polled\n\nthe tapir note\n")
+        save(root / "semantic" / "polled.md", "# Polled\n\nthe tapir note\n")
         wait_for(lambda: d.paths("tapir") == {"semantic/polled.md"}, "a note seen by polling")
         (root / "semantic" / "alpha.md").unlink()
         wait_for(lambda: not d.paths("aardvark"), "a delete seen by polling")
@@ -213,18 +219,18 @@ def test_a_dead_observer_is_replaced_by_polling(daemon: Running) -> None:
     watcher.check()  # what the scheduler runs every 30 s
     assert watcher.mode == "polling" and "stopped" in watcher.reason
     assert daemon.call("GET", "/status")[1]["watcher"]["mode"] == "polling"
-    write(daemon.root / "semantic" / "late.md", "# Late\n\nthe vicuna note\n")
+    save(daemon.root / "semantic" / "late.md", "# Late\n\nthe vicuna note\n")
     wait_for(lambda: daemon.paths("vicuna") == {"semantic/late.md"}, "a note after fallback")
 
 
 def test_the_periodic_reconcile_catches_missed_events(tmp_path: Path,
                                                       env: dict[str, str]) -> None:
     config = FAST_CONFIG + "reconcile_minutes = 0.005\n"  # every 0.3 s
-    root = make_vault(tmp_path, notes=NOTES, config=config)
+    root = make_vault(tmp_path, NOTES, config=config)
     with running_daemon(root, env) as d:
         assert d.daemon.watcher is not None
         d.daemon.watcher.stop()  # from now on, no event announces anything
-        write(root / "semantic" / "missed.md", "# Missed\n\nthe jerboa note\n")
+        save(root / "semantic" / "missed.md", "# Missed\n\nthe jerboa note\n")
         wait_for(lambda: d.paths("jerboa") == {"semantic/missed.md"}, "the periodic reconcile")
         assert d.daemon.stats.drift >= 1
 
@@ -237,6 +243,7 @@ def test_a_second_daemon_on_the_same_vault_is_refused(daemon: Running,
     assert read_info(daemon.root)["port"] == daemon.port  # type: ignore[index]
 
 
+@pytest.mark.slow
 def test_stop_during_a_burst_commits_the_batch_and_releases_everything(
         root: Path, env: dict[str, str]) -> None:
     folder = root / "semantic" / "burst"
@@ -305,6 +312,7 @@ def status_json(root: Path, env: dict[str, str]) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("no_daemon_left")
 def test_start_status_run_and_stop(root: Path, env: dict[str, str]) -> None:
     started = vaultd(root, "start", env=env)
@@ -342,6 +350,7 @@ def test_start_status_run_and_stop(root: Path, env: dict[str, str]) -> None:
     assert "no daemon running" in vaultd(root, "stop", env=env).stdout
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("no_daemon_left")
 def test_a_stale_lock_from_a_killed_daemon_is_recovered(root: Path, env: dict[str, str]) -> None:
     assert vaultd(root, "start", env=env).returncode == 0
@@ -361,6 +370,7 @@ def test_a_stale_lock_from_a_killed_daemon_is_recovered(root: Path, env: dict[st
     assert lock_is_free(root)
 
 
+@pytest.mark.slow
 def test_start_fails_with_the_reason(root: Path, env: dict[str, str]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -386,6 +396,7 @@ def test_the_token_is_private_and_never_empty(root: Path) -> None:
     assert sorted(p.name for p in path.parent.glob("token*")) == ["token"]
 
 
+@pytest.mark.slow
 def test_sigterm_exits_0_and_cleans_up(root: Path, env: dict[str, str]) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "vaultd", "--vault", str(root), "run",
                              "--quiet"], env=env, stdout=subprocess.PIPE,
@@ -429,6 +440,7 @@ def probe(root: Path, env: dict[str, str], *args: str) -> tuple[dict[str, Any], 
     return json.loads(marker), out, result.stderr
 
 
+@pytest.mark.slow
 def test_daemon_down_searches_in_process_and_says_so_once(root: Path,
                                                           env: dict[str, str]) -> None:
     assert vaultd(root, "index", env=env).returncode == 0
@@ -485,7 +497,7 @@ class _Failing(BaseHTTPRequestHandler):
 def failing_daemon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
     """A vault on the real default model whose daemon.json points at a live pid (ours) and a
     server that answers every request with 500."""
-    root = make_vault(tmp_path, "failing", config="[server]\nport = 0\n", notes=NOTES)
+    root = make_vault(tmp_path, NOTES, name="failing", config="[server]\nport = 0\n")
     seen: list[str] = []
     handler = type("H", (_Failing,), {"requests": seen, "json_body": request.param == "json"})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -501,6 +513,7 @@ def failing_daemon(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[l
         server.server_close()
 
 
+@pytest.mark.slow
 def test_a_failing_daemon_is_retried_once_then_a_clear_error(
         failing_daemon: list[str], tmp_path: Path) -> None:
     root = tmp_path / "failing"
@@ -517,6 +530,7 @@ def test_a_failing_daemon_is_retried_once_then_a_clear_error(
         open_vault(root, env=env).search("bobcat")
 
 
+@pytest.mark.slow
 def test_local_forces_in_process(failing_daemon: list[str], tmp_path: Path) -> None:
     root = tmp_path / "failing"
     env = env_for(tmp_path)
@@ -556,7 +570,7 @@ def test_new_entries_are_connected_once_the_vault_is_quiet(daemon: Running) -> N
         before = edges()
         text = "# Twin\n\nThe okapi grazes beside the river at dawn.\n"
         for name in ("okapi-a.md", "okapi-b.md"):
-            write(daemon.root / "semantic" / name, text)
+            save(daemon.root / "semantic" / name, text)
         wait_for(lambda: edges() > before, "the twins linked by the post-batch connect")
         wait_for(lambda: daemon.call("GET", "/health")[1]["connect_pending"] is False,
                  "/health to say no connect is pending")

@@ -11,15 +11,19 @@ import sys
 import time
 from pathlib import Path
 
-from daemon_helpers import DEADLINE, call, env_for, make_vault, wait_for
+import pytest
+from conftest import make_vault
+from daemon_helpers import DEADLINE, FAST_CONFIG, call, env_for, wait_for
 
 from vaultd.daemon.files import info_path, read_token
 
 REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # a daemon and a CLI in subprocesses
 
 
 def test_a_daemon_that_dies_mid_request_is_reported_as_stopped(tmp_path: Path) -> None:
-    root = make_vault(tmp_path, notes={"semantic/a.md": "# A\n\nbobcat sightings\n"})
+    root = make_vault(tmp_path, {"semantic/a.md": "# A\n\nbobcat sightings\n"},
+                      config=FAST_CONFIG)
     env = env_for(tmp_path)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     daemon = subprocess.Popen([sys.executable, "-m", "vaultd", "--vault", str(root), "run"],

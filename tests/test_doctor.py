@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import fake_embedder, make_vault
+from daemon_helpers import FAST_CONFIG, running_daemon
 
-from tests.conftest import fake_embedder, make_vault
-from tests.daemon_helpers import FAST_CONFIG, running_daemon
 from vaultd import layout
 from vaultd.cli import main
 from vaultd.daemon.files import Lock, ensure_token, info_path

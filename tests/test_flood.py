@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_helpers import DEADLINE, call, env_for, make_vault, wait_for, write
+from conftest import make_vault, write
+from daemon_helpers import DEADLINE, FAST_CONFIG, call, env_for, wait_for
 
 from vaultd.daemon.files import info_path, read_token
 
@@ -100,7 +101,8 @@ def _timed(port: int, method: str, path: str, body: object = None,
 
 
 def test_a_flood_of_trickling_sockets_does_not_exhaust_the_daemon(tmp_path: Path) -> None:
-    root = make_vault(tmp_path, notes={"semantic/base.md": "# Base\n\nrestic backups\n"})
+    root = make_vault(tmp_path, {"semantic/base.md": "# Base\n\nrestic backups\n"},
+                      config=FAST_CONFIG)
     daemon = subprocess.Popen([sys.executable, "-m", "vaultd", "--vault", str(root), "run"],
                               env=_env(tmp_path), stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, preexec_fn=lambda: _limit_fds(1024))
@@ -122,7 +124,7 @@ def test_a_flood_of_trickling_sockets_does_not_exhaust_the_daemon(tmp_path: Path
             trickle.round()
             time.sleep(0.3)
             if not written:  # a note saved during the flood must still get indexed
-                write(root / "semantic/flood.md", "# Flood\n\nzebracorn survives the flood\n")
+                write(root, "semantic/flood.md", "# Flood\n\nzebracorn survives the flood\n")
                 written = True
             if flood_ends - time.monotonic() < 4.0 and len(probes) < 2:
                 probes.append(_timed(port, "GET", "/health"))

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLE_VAULT, copy_sample_vault, make_vault
 
 from vaultd import blocks, edits
 from vaultd.embedder import HashEmbedder, builtin_profiles
@@ -97,9 +98,9 @@ def test_dry_run_prints_a_diff_and_writes_nothing(vault: Vault) -> None:
 
 
 def test_post_flush_runs_on_the_daemon(tmp_path: Path) -> None:
-    from daemon_helpers import make_vault, running_daemon
+    from daemon_helpers import FAST_CONFIG, running_daemon
 
-    root = make_vault(tmp_path)
+    root = make_vault(tmp_path, config=FAST_CONFIG)
     (root / "semantic" / "fact.md").write_text("---\nstatus: proven\n---\n# Fact\n\nThe sky.\n")
     with running_daemon(root) as daemon:
         status, body = daemon.call("POST", "/flush", {})
@@ -114,15 +115,12 @@ def test_post_flush_runs_on_the_daemon(tmp_path: Path) -> None:
 GOLDEN = Path(__file__).parent / "fixtures" / "sample_memory_block.md"
 
 
+@pytest.mark.slow
 @pytest.mark.model
 def test_golden_memory_for_sample_vault(tmp_path: Path) -> None:
     """MEMORY.md's block for sample_vault with the real model. If a deliberate change alters
     it, regenerate with VAULTD_REGENERATE_GOLDEN=1 and review the diff."""
-    import shutil
-
-    root = tmp_path / "sample"
-    shutil.copytree(Path(__file__).resolve().parent.parent / "sample_vault", root)
-    init_vault(root)
+    root = copy_sample_vault(tmp_path / "sample")
     with open_vault(root, env={"VAULTD_CACHE_DIR": str(tmp_path / "c")}, daemon="never") as v:
         v.flush()
         text = (root / "MEMORY.md").read_text(encoding="utf-8")
@@ -131,18 +129,18 @@ def test_golden_memory_for_sample_vault(tmp_path: Path) -> None:
         if os.environ.get("VAULTD_REGENERATE_GOLDEN"):
             GOLDEN.write_text(block + "\n", encoding="utf-8")
         assert block + "\n" == GOLDEN.read_text(encoding="utf-8")
-        user_part = (Path(__file__).resolve().parent.parent / "sample_vault" / "MEMORY.md"
-                     ).read_text(encoding="utf-8").split("<!-- vaultd:begin -->")[0]
+        user_part = (SAMPLE_VAULT / "MEMORY.md").read_text(encoding="utf-8").split(
+            "<!-- vaultd:begin -->")[0]
         assert text.startswith(user_part)
         assert not v.flush().memory_written  # idempotent
 
 
 def test_flush_goes_through_the_daemon_when_it_runs(tmp_path: Path) -> None:
-    from daemon_helpers import make_vault, running_daemon
+    from daemon_helpers import FAST_CONFIG, running_daemon
 
     from vaultd.vault import flush_anywhere
 
-    root = make_vault(tmp_path)
+    root = make_vault(tmp_path, config=FAST_CONFIG)
     (root / "semantic" / "fact.md").write_text("---\nstatus: proven\n---\n# Fact\n\nWater.\n")
     with running_daemon(root), open_vault(root, env={}, daemon="never",
                                           embedder=HashEmbedder(builtin_profiles(tmp_path)[

@@ -4,6 +4,7 @@ SQL, each shared fact has one home, and the lifecycle's phase table is the one l
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -16,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "vaultd"
 README = PACKAGE.parent / "README.md"
 
 
+@functools.cache
 def sources() -> dict[str, str]:
     return {p.relative_to(PACKAGE).as_posix(): p.read_text(encoding="utf-8")
             for p in sorted(PACKAGE.rglob("*.py"))}
@@ -28,6 +30,7 @@ def test_only_the_store_runs_sql() -> None:
     assert outside == []
 
 
+@functools.cache
 def literals(text: str) -> list[str]:
     """Every string constant of a module (docstrings and comments mention facts freely)."""
     tree = ast.parse(text)
@@ -73,3 +76,21 @@ def test_the_readme_lists_the_phases_of_the_table() -> None:
     section = section.split("\n## ", 1)[0]
     listed = re.findall(r"^- \*\*(\w+)\*\*", section, flags=re.M)
     assert [p for p in listed if p != "buffer"] == list(lifecycle.PHASE_NAMES)
+
+
+def test_tests_start_from_sample_vaults_notes_alone(tmp_path: Path) -> None:
+    """The README's first command leaves `sample_vault/.vaultd/index.db`; a test copying the
+    vault must not inherit it (it would find nothing new to index)."""
+    from conftest import SAMPLE_VAULT, copy_sample_vault
+
+    source = tmp_path / "sample_vault"
+    import shutil
+
+    shutil.copytree(SAMPLE_VAULT, source, ignore=shutil.ignore_patterns(".vaultd"))
+    (source / ".vaultd").mkdir()
+    (source / ".vaultd" / "index.db").write_bytes(b"an index of another run")
+    root = copy_sample_vault(tmp_path / "copy", source)
+    assert not (root / ".vaultd" / "index.db").exists()
+    notes = sorted(p.relative_to(SAMPLE_VAULT) for p in SAMPLE_VAULT.rglob("*.md")
+                   if ".vaultd" not in p.parts)
+    assert sorted(p.relative_to(root) for p in root.rglob("*.md")) == notes

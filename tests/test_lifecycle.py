@@ -11,27 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TopicEmbedder, daily
+from conftest import copy_sample_vault, daily, with_settings, write
 
 from vaultd import edits, layout
-from vaultd.embedder import HashEmbedder, builtin_profiles
-from vaultd.vault import Vault, init_vault, open_vault
-
-
-@pytest.fixture
-def vault(tmp_path: Path) -> Vault:
-    root = tmp_path / "v"
-    init_vault(root)
-    profile = replace(builtin_profiles(tmp_path)["hash-256"], id="topic-256",
-                      link_threshold=0.7, consolidate_threshold=0.8)
-    v = open_vault(root, env={}, embedder=TopicEmbedder(profile))
-    yield v
-    v.close()
-
-
-def write(root: Path, rel: str, text: str) -> None:
-    (root / rel).parent.mkdir(parents=True, exist_ok=True)
-    (root / rel).write_text(text, encoding="utf-8")
+from vaultd.embedder import HashEmbedder
+from vaultd.vault import Vault, open_vault
 
 
 def test_remember_appends_timestamped_entries(vault: Vault) -> None:
@@ -44,6 +28,7 @@ def test_remember_appends_timestamped_entries(vault: Vault) -> None:
     assert path in report.new
 
 
+@pytest.mark.slow
 def test_ten_concurrent_writers_lose_nothing(vault: Vault) -> None:
     code = ("import sys; from pathlib import Path; from vaultd.edits import append_entry; "
             "[append_entry(Path(sys.argv[1]), f'writer {sys.argv[2]} note {i}') for i in range(5)]")
@@ -59,21 +44,30 @@ def test_ten_concurrent_writers_lose_nothing(vault: Vault) -> None:
 def test_connect_links_by_threshold_and_mirrors_related(vault: Vault) -> None:
     write(vault.root, "episodic/2026-11-01.md", daily("2026-11-01", [
         "topicpool exhausted under load.", "lunch was ramen."]))
-    write(vault.root, "semantic/pool.md", "# Pool\n\ntopicpool sizing and pgbouncer notes.\n")
+    mine = ("---\ntitle: Pool   # my title\nrelated: ['[[My hand-picked link]]']\n"
+            "aliases:\n  - 'pool'\n---\n# Pool\n\ntopicpool sizing and pgbouncer notes.\n")
+    write(vault.root, "semantic/pool.md", mine)
     vault.index()
     before = vault.embedder.texts_embedded
     [report] = vault.lifecycle(["connect"])
     links = [a for a in report.actions if a["scores"]]
     assert {a["entries"][0].split(":")[0] for a in links} == {"episodic/2026-11-01.md",
                                                              "semantic/pool.md"}
-    fm = edits.get_frontmatter("semantic/pool.md",
-                               (vault.root / "semantic/pool.md").read_text(encoding="utf-8"))
-    assert fm["related"] == ["[[episodic/2026-11-01]]"]
-    assert "semantic/pool.md" in report.written
+    daily_log = (vault.root / "episodic/2026-11-01.md").read_text(encoding="utf-8")
+    fm = edits.get_frontmatter("episodic/2026-11-01.md", daily_log)
+    assert fm["vaultd_related"] == ["[[semantic/pool]]"]  # vaultd's own key, in its scope
+    assert (vault.root / "semantic/pool.md").read_text(encoding="utf-8") == mine  # the user's
+    assert report.written == ["episodic/2026-11-01.md"]
     # the frontmatter-only change re-indexed the file without embedding anything
     assert vault.embedder.texts_embedded == before
     again = vault.lifecycle(["connect"])[0]
     assert not again.actions and not again.written  # nothing buffered, nothing rewritten
+    # opted in: the user's note gets vaultd's key, and no other byte of it changes
+    with_settings(vault, mirror_outside_scope=True)
+    [report] = vault.lifecycle(["connect"])
+    assert report.written == ["semantic/pool.md"]
+    assert (vault.root / "semantic/pool.md").read_text(encoding="utf-8") == mine.replace(
+        "  - 'pool'\n---", "  - 'pool'\nvaultd_related: ['[[episodic/2026-11-01]]']\n---")
 
 
 def test_consolidate_merges_a_coherent_group_and_undo_restores(vault: Vault) -> None:
@@ -156,9 +150,14 @@ def test_recall_promotion_after_three_queries(vault: Vault) -> None:
     for q in ("pgbouncer", "topicpgbouncer pooling", "how is pgbouncer set up"):
         vault.search(q, record=True)
         vault.search(q, record=True)  # the same query twice is one occasion
+    pg = (vault.root / "semantic/pg.md").read_bytes()
     [report] = vault.lifecycle(["promote"])
     promoted = {a["entries"][0].split(":")[0] for a in report.actions}
-    assert promoted == {"episodic/2026-11-01.md", "semantic/pg.md"}
+    assert promoted == {"episodic/2026-11-01.md"}  # the user's own note is not rewritten
+    assert (vault.root / "semantic/pg.md").read_bytes() == pg
+    with_settings(vault, scope=("episodic", "semantic"))  # semantic/ is the agent's too
+    [report] = vault.lifecycle(["promote"])
+    assert [a["entries"][0].split(":")[0] for a in report.actions] == ["semantic/pg.md"]
     assert edits.get_frontmatter("s", (vault.root / "semantic/pg.md").read_text())[
         "status"] == "proven"
     fm = edits.get_frontmatter("e", (vault.root / "episodic/2026-11-01.md").read_text())
@@ -188,11 +187,6 @@ def test_states_survive_an_index_rebuild(vault: Vault) -> None:
 
 
 # -- route, heartbeat, prune, LLM merge, scheduling ------------------------------------------
-
-
-def with_settings(vault: Vault, **changes: object) -> None:
-    vault.settings = replace(vault.settings,
-                             lifecycle=replace(vault.settings.lifecycle, **changes))
 
 
 def test_route_writes_only_inside_the_managed_block(vault: Vault, tmp_path: Path) -> None:
@@ -359,13 +353,10 @@ def test_clusters_drop_the_weakest_member_until_every_pair_is_close() -> None:
     assert clusters([view(i) for i in range(4)], vecs.astype(np.float32), 0.95) == []
 
 
+@pytest.mark.slow
 @pytest.mark.model
 def test_real_model_lifecycle_on_sample_vault(tmp_path: Path) -> None:
-    import shutil
-
-    root = tmp_path / "sample"
-    shutil.copytree(Path(__file__).resolve().parent.parent / "sample_vault", root)
-    init_vault(root)
+    root = copy_sample_vault(tmp_path / "sample")
     with open_vault(root, env={"VAULTD_CACHE_DIR": str(tmp_path / "cache")},
                     daemon="never") as v:
         v.index()

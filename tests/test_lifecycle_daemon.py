@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from daemon_helpers import env_for, make_vault, running_daemon, vaultd
+import pytest
+from conftest import make_vault
+from daemon_helpers import FAST_CONFIG, env_for, running_daemon, vaultd
 
 from vaultd.embedder import HashEmbedder, builtin_profiles
 from vaultd.vault import lifecycle_anywhere, open_vault
@@ -39,7 +41,7 @@ def live_and_archived(root: Path) -> str:
 
 
 def test_post_lifecycle_runs_the_phases_on_the_daemon(tmp_path: Path) -> None:
-    root = make_vault(tmp_path, notes=NOTES)
+    root = make_vault(tmp_path, NOTES, config=FAST_CONFIG)
     with running_daemon(root) as daemon:
         status, body = daemon.call("POST", "/lifecycle", {"phases": ["connect", "consolidate"]})
         assert status == 200, body
@@ -62,7 +64,7 @@ def test_post_lifecycle_runs_the_phases_on_the_daemon(tmp_path: Path) -> None:
 
 
 def test_post_lifecycle_refuses_unknown_phases_and_bad_bodies(tmp_path: Path) -> None:
-    root = make_vault(tmp_path, notes=NOTES)
+    root = make_vault(tmp_path, NOTES, config=FAST_CONFIG)
     with running_daemon(root) as daemon:
         status, body = daemon.call("POST", "/lifecycle", {"phases": ["connect", "compost"]})
         assert status == 400 and "'compost'" in body["error"]
@@ -78,8 +80,9 @@ def test_post_lifecycle_refuses_unknown_phases_and_bad_bodies(tmp_path: Path) ->
         assert not (root / "archive" / "episodic").exists()  # a dry run writes nothing
 
 
+@pytest.mark.slow
 def test_lifecycle_goes_through_the_daemon_when_it_runs(tmp_path: Path) -> None:
-    root = make_vault(tmp_path, notes=NOTES)
+    root = make_vault(tmp_path, NOTES, config=FAST_CONFIG)
     embedder = HashEmbedder(builtin_profiles(tmp_path)["hash-256"])
     with running_daemon(root) as daemon, open_vault(root, env={}, daemon="never",
                                                     embedder=embedder) as v:
@@ -95,8 +98,9 @@ def test_lifecycle_goes_through_the_daemon_when_it_runs(tmp_path: Path) -> None:
         assert "on request" in daemon.daemon.stats.lifecycle["age"]["summary"]
 
 
+@pytest.mark.slow
 def test_lifecycle_runs_in_process_without_a_daemon(tmp_path: Path) -> None:
-    root = make_vault(tmp_path, notes=NOTES)
+    root = make_vault(tmp_path, NOTES, config=FAST_CONFIG)
     cli = vaultd(root, "lifecycle", "--phase", "consolidate", "--json", env=env_for(tmp_path))
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["phases"][0]["actions"][0]["kind"] == "merge"
@@ -112,7 +116,7 @@ MEMBERS = ("alpha bravo", "charlie delta", "echo foxtrot")
 
 def _consolidated(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
     """A vault consolidated once; returns it and its daily logs' bytes before."""
-    root = make_vault(tmp_path, notes=NOTES)
+    root = make_vault(tmp_path, NOTES, config=FAST_CONFIG)
     before = {rel: (root / rel).read_bytes() for rel in (DAY1, DAY2)}
     with open_vault(root, env=env_for(tmp_path), daemon="never") as v:
         v.index()
@@ -180,7 +184,7 @@ def test_a_whole_note_move_cut_short_is_finished_not_copied_again(tmp_path: Path
     from vaultd.lifecycle.plans import Outcome
 
     text = "---\ntype: episodic\n---\n# Meeting\n\nWe talked about the kiwi orchard.\n"
-    root = make_vault(tmp_path, notes={"episodic/meeting.md": text})
+    root = make_vault(tmp_path, {"episodic/meeting.md": text}, config=FAST_CONFIG)
     with open_vault(root, env=env_for(tmp_path), daemon="never") as v:
         v.index()
         [view] = [x for x in snapshot(v.store)[0] if x.path == "episodic/meeting.md"]

@@ -82,6 +82,7 @@ async def _session(root: Path, env: dict[str, str], cwd: Path) -> dict[str, Any]
     return out
 
 
+@pytest.mark.slow
 def test_mcp_session_exercises_every_tool(tmp_path: Path) -> None:
     root = make_vault(tmp_path, NOTES)
     outside = tmp_path / "secret.md"

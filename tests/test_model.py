@@ -30,6 +30,7 @@ def reference() -> dict:
     return json.loads(FIXTURE.read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow
 def test_matches_sentence_transformers(minilm: OnnxEmbedder, reference: dict) -> None:
     """Cosine to reference vectors made once with sentence-transformers (fixture README).
 

@@ -340,6 +340,7 @@ def test_decode_skips_with_a_reason_naming_the_problem(raw: bytes, problem: str)
 # ---------------------------------------------------------------------------- size and shape
 
 
+@pytest.mark.slow
 def test_hundred_thousand_line_file_parses_in_bounded_time() -> None:
     text = "".join(f"- {i:06d} item with a #tag{i % 7} and some words\n" for i in range(100_000))
     started = time.perf_counter()

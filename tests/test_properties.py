@@ -18,9 +18,9 @@ import json
 from typing import Any
 
 import pytest
+from chunk_checks import DOC, body_content, check_invariants, content_chars
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_chunking import DOC, body_content, check_invariants, content_chars
 
 from vaultd.chunking import chunk_note
 from vaultd.daemon.watcher import RawEvent, coalesce
@@ -101,6 +101,7 @@ def yamlish(draw: st.DrawFn) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.slow
 @FAST
 @given(yamlish(), st.text(max_size=80), NAMES, st.sampled_from(["\n", "\r\n"]))
 def test_parse_never_crashes_on_yaml_shaped_frontmatter(block: str, body: str, path: str,
@@ -244,6 +245,7 @@ def replay(index: set[str], changes: Any, on_disk: set[str]) -> set[str]:
     return out
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(dir_histories())
 def test_coalesce_is_equivalent_to_replaying_the_events(

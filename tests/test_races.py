@@ -12,43 +12,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import TopicEmbedder, daily
-from daemon_helpers import env_for, running_daemon, wait_for
-from daemon_helpers import make_vault as make_daemon_vault
+from conftest import SAYS, daily, make_vault, with_settings, write
+from daemon_helpers import FAST_CONFIG, env_for, running_daemon, wait_for
 
 from vaultd import edits
 from vaultd.blocks import outside_block
-from vaultd.embedder import builtin_profiles
 from vaultd.lifecycle import age, consolidate, heartbeat, route
 from vaultd.lifecycle.moves import restore
 from vaultd.lifecycle.plans import Context, Outcome, Plan
-from vaultd.vault import Vault, init_vault, open_vault
-
-
-def write(root: Path, rel: str, text: str) -> None:
-    (root / rel).parent.mkdir(parents=True, exist_ok=True)
-    (root / rel).write_bytes(text.encode("utf-8"))
-
-
-@pytest.fixture
-def vault(tmp_path: Path) -> Iterator[Vault]:
-    root = tmp_path / "v"
-    init_vault(root)
-    profile = replace(builtin_profiles(tmp_path)["hash-256"], id="topic-256",
-                      link_threshold=0.7, consolidate_threshold=0.8, route_threshold=0.35)
-    v = open_vault(root, env={}, embedder=TopicEmbedder(profile))
-    yield v
-    v.close()
-
-
-def with_settings(vault: Vault, **changes: object) -> None:
-    vault.settings = replace(vault.settings,
-                             lifecycle=replace(vault.settings.lifecycle, **changes))
+from vaultd.vault import Vault
 
 
 def user_saves_after_read(monkeypatch: pytest.MonkeyPatch, path: Path,
@@ -77,9 +53,10 @@ def user_saves_after_read(monkeypatch: pytest.MonkeyPatch, path: Path,
 # ---------------------------------------------------------------- ten remember processes
 
 
+@pytest.mark.slow
 def test_ten_remember_processes_while_the_daemon_indexes(tmp_path: Path) -> None:
     env = env_for(tmp_path)
-    root = make_daemon_vault(tmp_path)
+    root = make_vault(tmp_path, name="v", config=FAST_CONFIG)
     tokens = [f"racetoken{n}q" for n in range(10)]
     with running_daemon(root, env) as daemon:
         batches = daemon.daemon.stats.batches
@@ -199,8 +176,9 @@ def test_a_user_save_to_a_routed_file_between_read_and_write_survives(
 
 def test_related_mirroring_never_overwrites_a_save_made_after_its_read(
         vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
-    write(vault.root, "semantic/a.md", "# A\n\ntopiclink first.\n")
-    write(vault.root, "semantic/b.md", "# B\n\ntopiclink second.\n")
+    with_settings(vault, scope=(".",))  # these notes are the agent's
+    write(vault.root, "semantic/a.md", "---\ntitle: A\n---\n# A\n\ntopiclink first.\n")
+    write(vault.root, "semantic/b.md", "---\ntitle: B\n---\n# B\n\ntopiclink second.\n")
     vault.index()
     path = vault.root / "semantic/a.md"
     saved = user_saves_after_read(monkeypatch, path, lambda t: t + "\nUser line.\n")
@@ -213,11 +191,6 @@ def test_related_mirroring_never_overwrites_a_save_made_after_its_read(
     vault.lifecycle(["connect"])  # next time: planned again on the user's text
     text = path.read_text(encoding="utf-8")
     assert text.endswith("topiclink first.\n\nUser line.\n") and "[[semantic/b]]" in text
-
-
-SAYS = ["topicflaky refund test failed locally. Passed on rerun, suspect timing.",
-        "topicflaky nightly broke again near midnight. Berlin timezone involved.",
-        "topicflaky root cause found: local date versus UTC date in the fixture."]
 
 
 def _consolidation(vault: Vault) -> list[str]:
@@ -316,6 +289,7 @@ def test_a_note_edited_since_it_was_planned_does_not_fade(
 
 def test_a_promotion_is_not_written_over_a_save_made_after_its_read(
         vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    with_settings(vault, scope=(".",))  # this note is the agent's
     write(vault.root, "semantic/fact.md", "# Fact\n\ntopicfact amounts are cents.\n")
     vault.index()
     for query in ("topicfact cents", "amounts cents", "topicfact amounts"):

@@ -6,19 +6,17 @@ generated vault with the fake embedder."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import fake_embedder
+from conftest import copy_sample_vault, fake_embedder
 
 from vaultd import layout
 from vaultd.cli import main
 from vaultd.vault import Vault, init_vault, open_vault
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_vault"
 QUERIES = [
     "why does the refund webhook test keep failing",
     "how do I roll back a release",
@@ -74,11 +72,10 @@ def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
     assert after["plans"] == before["plans"]
 
 
+@pytest.mark.slow
 @pytest.mark.model
 def test_rebuild_invariant_on_sample_vault_with_the_real_model(tmp_path: Path) -> None:
-    root = tmp_path / "sample"
-    shutil.copytree(SAMPLE, root)
-    init_vault(root)
+    root = copy_sample_vault(tmp_path / "sample")
     env = {"VAULTD_CACHE_DIR": str(tmp_path / "cache")}
     with open_vault(root, env=env, daemon="never") as vault:
         vault.index()
@@ -160,6 +157,7 @@ def observe_all(vault: Vault, queries: list[str]) -> dict[str, Any]:
     return out
 
 
+@pytest.mark.slow
 def test_rebuild_invariant_on_a_generated_vault_with_the_fake_embedder(tmp_path: Path) -> None:
     """Many exact score ties (repeated words, identical notes), rows out of a fresh build's
     order: hybrid, BM25 and vector top-10s, states and lifecycle plans all come back equal."""
@@ -170,6 +168,7 @@ def test_rebuild_invariant_on_a_generated_vault_with_the_fake_embedder(tmp_path:
             assert after[mode][q] == before[mode][q], (mode, q)
 
 
+@pytest.mark.slow
 def test_the_link_graph_and_prune_survive_a_rebuild(tmp_path: Path) -> None:
     """Regression: connect kept each entry's top 20 links and re-connecting an entry dropped
     the links other entries had chosen, so the graph depended on connect's history (4,736 vs

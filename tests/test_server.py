@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from daemon_helpers import Running, call, env_for, make_vault, running_daemon, wait_for
+from conftest import make_vault
+from daemon_helpers import FAST_CONFIG, Running, call, env_for, running_daemon, wait_for
 
 from vaultd.cli import main
 from vaultd.config import ServerSettings
@@ -51,7 +52,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Iterator[Running]:
-    root = make_vault(tmp_path_factory.mktemp("server"), notes=NOTES)
+    root = make_vault(tmp_path_factory.mktemp("server"), NOTES, config=FAST_CONFIG)
     with running_daemon(root, env) as running:
         yield running
 

@@ -7,8 +7,8 @@ import random
 from pathlib import Path
 
 import numpy as np
+from conftest import fake_embedder, make_vault
 
-from tests.conftest import fake_embedder, make_vault
 from vaultd.store import Filters
 from vaultd.vault import open_vault
 from vaultd.vectors import VectorIndex

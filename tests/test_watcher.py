@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -119,6 +120,7 @@ def histories(draw: st.DrawFn) -> tuple[set[str], list[RawEvent], set[str]]:
     return start, events, files
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(histories())
 def test_net_effect_matches_the_file_system(history: tuple[set[str], list[RawEvent], set[str]]

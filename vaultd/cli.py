@@ -74,14 +74,17 @@ def main(ctx: click.Context, vault: str | None) -> None:
 @click.argument("path", type=click.Path(file_okay=False, path_type=Path), default=".")
 def init(path: Path) -> None:
     """Create a vault at PATH (or add what is missing to a folder of notes; never overwrites)."""
-    from vaultd.vault import init_vault
+    from vaultd.config import load_settings
+    from vaultd.vault import init_vault, scope_line
 
     with _errors():
         created = init_vault(path)
+        settings = load_settings(path.resolve())
     for rel in created:
         click.echo(f"created {rel}")
     click.echo(f"vault ready at {path.resolve()}" if created
                else f"nothing to do: {path.resolve()} is already a vault")
+    click.echo(scope_line(settings))
 
 
 def _progress_bar(enabled: bool) -> tuple[Callable[[int, int, str], None] | None,

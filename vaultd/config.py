@@ -76,8 +76,15 @@ class DaemonSettings:
 
 @dataclass(frozen=True)
 class LifecycleSettings:
+    # The agent's memory: the folders (vault-relative; "." for the whole vault) whose entries
+    # the lifecycle may move, cut, merge, extract from or mark. Everything else is the user's:
+    # indexed, searched and linked in the index, never changed.
+    scope: tuple[str, ...] = ("episodic",)
     newer_entries: int = 20  # an unconnected entry gets a reprieve once this many newer exist
-    mirror_related: bool = True  # write links as `related: [[...]]` frontmatter (Obsidian graph)
+    # Mirror links into a `vaultd_related:` frontmatter list (Obsidian's graph draws them), in
+    # notes in scope; notes outside it only with mirror_outside_scope.
+    mirror_related: bool = True
+    mirror_outside_scope: bool = False
     promote_after: int = 3  # top-5 search hits on this many different queries → proven
     # Routing: proven knowledge goes to the nearest of these files (vault-relative), inside a
     # managed block. A path outside the vault must also be listed in route_outside.
@@ -93,7 +100,7 @@ class LifecycleSettings:
     llm_api_key_env: str = ""
     # Daemon schedules (crontab syntax; "" turns a job off). Connect runs after every index batch.
     connect_after_index: bool = True
-    connect_cron: str = "0 * * * *"  # also mirrors links into `related:` frontmatter
+    connect_cron: str = "0 * * * *"  # also mirrors links into `vaultd_related:`
     promote_cron: str = "10 * * * *"
     consolidate_cron: str = "20 * * * *"
     route_cron: str = "30 * * * *"

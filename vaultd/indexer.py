@@ -22,6 +22,7 @@ from vaultd.store import ChunkRecord, EntryRecord, FileRecord, Store
 
 Progress = Callable[[int, int, str], None]
 GROUP_CHUNKS = 256
+RETRY_MTIME = -1  # a skipped file's recorded mtime that no file has: it is read again next time
 KEEP_ORPHAN_VECTORS = 50_000
 
 
@@ -162,7 +163,14 @@ class Indexer:
                 report.skipped.append((rel, "deleted before it could be read"))
             return None
         except OSError as exc:
-            return self._skip(rel, st, f"cannot read: {exc.strerror or exc}", report)
+            # A read error can pass (a permission fixed, file descriptors freed): it is never
+            # remembered by size and mtime, so the next index, doctor or reconcile tries again.
+            reason = f"cannot read: {exc.strerror or exc}; tried again at the next index"
+            if before is not None and before[2]:  # indexed before: that version stays found
+                report.skipped.append((rel, reason + " (its last indexed version stays "
+                                            "searchable)"))
+                return None
+            return self._skip(rel, FileStat(st.size, RETRY_MTIME), reason, report)
         digest = hashlib.sha256(raw).hexdigest()
         if before is not None and before[2] == digest:
             with self.store.transaction():

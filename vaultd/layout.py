@@ -50,6 +50,16 @@ def index_path(root: Path) -> Path:
     return root / STATE_DIR / "index.db"
 
 
+def in_scope(rel: str, scope: Iterable[str]) -> bool:
+    """Whether a vault-relative path lies in one of the `scope` folders ("." is the whole
+    vault): the agent's memory, which the lifecycle may change."""
+    for folder in scope:
+        folder = folder.strip("/")
+        if folder in ("", ".") or rel.startswith(folder + "/"):
+            return True
+    return False
+
+
 def is_archived(rel: str) -> bool:
     """Whether a vault-relative path lies under `archive/`."""
     return rel == ARCHIVE_DIR or rel.startswith(ARCHIVE_DIR + "/")
@@ -110,9 +120,13 @@ def _link_reason(path: str | os.PathLike[str]) -> str:
     return f"symbolic link to {target}, not followed"
 
 
+NESTED_VAULT = f"another vault (it has its own {STATE_DIR}/); not indexed as part of this one"
+
+
 def scan(root: Path, ignore: Ignore) -> Scan:
     """Every note file below `root` (posix relative paths). Symbolic links are never followed.
-    Files and folders whose names are not valid UTF-8 are reported, not indexed."""
+    Files and folders whose names are not valid UTF-8 are reported, not indexed; so is a folder
+    that is a vault of its own (its notes are its own vault's, never moved by this one)."""
     result = Scan()
     stack = [""]
     while stack:
@@ -146,7 +160,10 @@ def scan(root: Path, ignore: Ignore) -> Scan:
                             "file name is not valid UTF-8; rename it to index it")
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append(rel)
+                    if os.path.isdir(os.path.join(entry.path, STATE_DIR)):
+                        result.skipped[rel + "/"] = NESTED_VAULT
+                    else:
+                        stack.append(rel)
                 elif entry.is_file(follow_symlinks=False) and rel.lower().endswith(NOTE_SUFFIXES):
                     st = entry.stat(follow_symlinks=False)
                     result.files[rel] = FileStat(st.st_size, st.st_mtime_ns)
@@ -175,6 +192,11 @@ def stat_paths(root: Path, rels: Iterable[str], ignore: Ignore) -> Scan:
                          if root.joinpath(*parts[:i]).is_symlink()), None)
             if link is not None:
                 result.skipped[rel] = _link_reason(link)
+                continue
+            nested = next(("/".join(parts[:i]) for i in range(1, len(parts))
+                           if root.joinpath(*parts[:i], STATE_DIR).is_dir()), None)
+            if nested is not None:
+                result.skipped[nested + "/"] = NESTED_VAULT
                 continue
             st = path.stat()
         except FileNotFoundError:

@@ -55,12 +55,40 @@ def templates_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"
 
 
+def memory_layout(path: Path) -> tuple[str, ...] | None:
+    """The lifecycle's scope an existing folder's layout asks for, or None for the default
+    (`episodic/`). An OpenClaw-style `memory/` folder — daily logs `YYYY-MM-DD.md` at its top —
+    is all agent memory; so is a `memory/` folder of daily logs inside the vault."""
+    from vaultd.notes import DAILY_RE
+
+    def dailies(folder: Path) -> bool:
+        return folder.is_dir() and any(DAILY_RE.match(p.name) for p in folder.iterdir())
+
+    if (path / "episodic").is_dir():
+        return None
+    if dailies(path):
+        return (".",)
+    if dailies(path / "memory"):
+        return ("memory",)
+    return None
+
+
+def scope_line(settings: Settings) -> str:
+    """One line on what vaultd may change in this vault (`vaultd init` says it)."""
+    folders = ", ".join("the whole vault" if f.strip("/") in ("", ".") else f.strip("/") + "/"
+                        for f in settings.lifecycle.scope)
+    return (f"vaultd moves, merges and archives only the agent's memory ({folders}: "
+            "[lifecycle] scope in .vaultd/config.toml); your other notes are indexed and "
+            "searched, never changed")
+
+
 def init_vault(path: Path) -> list[str]:
     """Create a vault at `path`, or add what is missing to an existing folder of notes.
     Never overwrites a file. Returns the vault-relative paths it created."""
     path.mkdir(parents=True, exist_ok=True)
+    scope = memory_layout(path)
     created: list[str] = []
-    for folder in VAULT_FOLDERS:
+    for folder in VAULT_FOLDERS if scope is None else ():  # an agent's memory/ stays as it is
         if not (path / folder).exists():
             (path / folder).mkdir()
             created.append(folder + "/")
@@ -68,12 +96,21 @@ def init_vault(path: Path) -> list[str]:
     if not state.exists():
         state.mkdir()
         created.append(layout.STATE_DIR + "/")
+    ignore = state / ".gitignore"
+    if not ignore.exists():  # a git-synced vault (obsidian-git) must not commit the token
+        with open(ignore, "x", encoding="utf-8") as fh:
+            fh.write("# vaultd's index, token and daemon files: local to this machine\n*\n")
+        created.append(f"{layout.STATE_DIR}/.gitignore")
     source = templates_dir()
     for src, dest in ((source / layout.MEMORY_FILE, path / layout.MEMORY_FILE),
                       (source / "config.toml", state / "config.toml")):
         if not dest.exists():
+            text = src.read_text(encoding="utf-8")
+            if scope is not None and dest.name == "config.toml":
+                text = text.replace('# scope = ["episodic"]  ',
+                                    "scope = [" + ", ".join(f'"{f}"' for f in scope) + "]", 1)
             with open(dest, "x", encoding="utf-8") as fh:  # "x": never clobber a racing writer
-                fh.write(src.read_text(encoding="utf-8"))
+                fh.write(text)
             created.append(dest.relative_to(path).as_posix())
     return created
 
@@ -139,6 +176,16 @@ class Vault:
             self.vectors = VectorIndex()
             self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vaultd-query")
         self.vectors.refresh(self.store)
+
+    def reopen_index(self) -> None:
+        """Open the index file anew: it was deleted or replaced under this process (the
+        README's `rm .vaultd/index.db && vaultd index`). Vectors kept warm are reloaded."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self.vectors is not None:
+            self.vectors = VectorIndex()
+            self.vectors.refresh(self.store)
 
     def close(self) -> None:
         if self._executor is not None:
@@ -360,7 +407,8 @@ class Vault:
         for v in views:
             rows.append({"entry": v.label(), "proven": v.proven, "pinned": v.pinned,
                          "reprieves": v.reprieves, "archived": v.archived,
-                         "protected": v.protection(), "age": newer.get(v.id)})
+                         "protected": v.protection(self.settings.lifecycle.scope),
+                         "age": newer.get(v.id)})
         return {"entries": rows}
 
     def calibrate(self) -> dict[str, Any]:

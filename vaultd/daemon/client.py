@@ -52,8 +52,11 @@ class DaemonClient:
         if info is None:
             return None
         token = read_token(root)
-        if token is None:
-            return None
+        if token is None:  # a live daemon without its token: working beside it would make a
+            # second writer of the index and the vault, so say so instead of falling back
+            raise DaemonError(f"the vaultd daemon (pid {info['pid']}) runs but its token file "
+                              ".vaultd/token is missing or unreadable; it restores the file "
+                              "within seconds, or restart it: `vaultd stop && vaultd start`")
         return cls(str(info.get("host", "127.0.0.1")), int(info["port"]), token)
 
     def _once(self, method: str, path: str, body: dict[str, Any] | None,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultd import layout
-from vaultd.daemon.client import DaemonClient, DaemonDown
+from vaultd.daemon.client import DaemonClient, DaemonDown, DaemonError
 from vaultd.daemon.files import pid_alive, read_info
 from vaultd.errors import VaultdError
 
@@ -36,7 +36,10 @@ def start_daemon(root: Path, timeout: float = 120.0) -> dict[str, Any]:
             tail = out_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
             reason = " / ".join(tail[-3:]) or f"exit code {code}"
             raise VaultdError(f"the daemon exited at start: {reason}")
-        client = DaemonClient.for_vault(root)
+        try:
+            client = DaemonClient.for_vault(root)
+        except DaemonError:  # its token file not written yet
+            client = None
         if client is not None:
             try:
                 client.health()

@@ -40,40 +40,85 @@ def ensure_token(root: Path) -> str:
     import secrets
 
     token = secrets.token_urlsafe(32)
+    write_token(root, token)
+    return token
+
+
+def write_token(root: Path, token: str) -> None:
+    """Write the token file (mode 0600); readers never see a half-written token."""
+    path = token_path(root)
     tmp = path.with_name(f"{TOKEN_FILE}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(token + "\n")
-    os.replace(tmp, path)  # readers never see a half-written token
-    return token
+    os.replace(tmp, path)
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a file, or None when it is gone: tells a file deleted or replaced
+    under an open handle."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class Lock:
     """One daemon per vault: an exclusive flock on `.vaultd/daemon.lock`. The kernel releases
-    it when the holder dies, so a stale lock file from a crashed daemon is simply reused."""
+    it when the holder dies, so a stale lock file from a crashed daemon is simply reused.
+
+    A lock file deleted under a running daemon would let a second one lock a new file: so a
+    daemon also refuses to start while `daemon.json` names another live daemon, and the running
+    one puts its lock file back (`check`)."""
 
     def __init__(self, root: Path) -> None:
+        self.root = root
         self.path = layout.state_dir(root) / LOCK_FILE
         self._fh: Any = None
 
     def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # a folder never `vaultd init`-ed
+        holder = self._take()
+        if holder is not None:
+            raise VaultdError(f"another vaultd daemon (pid {holder}) is running for this vault; "
+                              "`vaultd stop` stops it")
+        info = read_info(self.root)
+        if info is not None and int(info["pid"]) != os.getpid():
+            self.release()
+            raise VaultdError(f"another vaultd daemon (pid {info['pid']}) is running for this "
+                              f"vault (its {LOCK_FILE} was removed); `vaultd stop` stops it")
+
+    def _take(self) -> str | None:
+        """Lock the file at `path` (None), or the pid of the daemon that holds it."""
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)  # a folder never `vaultd init`-ed
         fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the lifetime
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+        except OSError:
             fh.seek(0)
             holder = fh.read().strip() or "unknown"
             fh.close()
-            raise VaultdError(f"another vaultd daemon (pid {holder}) is running for this vault; "
-                              "`vaultd stop` stops it") from exc
+            return holder
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))
         fh.flush()
+        if self._fh is not None:
+            self._fh.close()
         self._fh = fh
+        return None
+
+    def check(self) -> bool:
+        """Put a deleted or replaced lock file back. False when another daemon holds the one
+        now at `path`."""
+        if self._fh is None:
+            return True
+        st = os.fstat(self._fh.fileno())
+        if file_identity(self.path) == (st.st_dev, st.st_ino):
+            return True
+        return self._take() is None
 
     def release(self) -> None:
         if self._fh is not None:

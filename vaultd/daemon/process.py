@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from vaultd import layout
-from vaultd.daemon.files import Lock, ensure_token, info_path
+from vaultd.daemon.files import (
+    Lock,
+    ensure_token,
+    file_identity,
+    info_path,
+    read_token,
+    write_token,
+)
 from vaultd.daemon.watcher import Changes, EventQueue, Watcher, coalesce
 from vaultd.errors import VaultdError
 from vaultd.indexer import IndexReport
@@ -43,6 +50,7 @@ RECONCILE = "reconcile"
 LIFECYCLE = "lifecycle:"
 REQUEST = "request:"  # + id: a POST /flush or /lifecycle waiting for the main thread
 SCHEDULED_PHASES = (*PHASE_NAMES, "flush")
+OWN_FILES_EVERY = 2.0  # seconds between checks that the daemon's files in .vaultd/ are its own
 MAX_BATCH_WAIT = 2.0  # seconds: a steady stream of events still gets indexed
 CONNECT_QUIET = 1.0  # seconds without events before the post-batch connect runs
 
@@ -90,10 +98,14 @@ class RecallWriter:
     def _run(self) -> None:
         from vaultd.lifecycle.promote import record_recalls
 
-        store = Store(layout.index_path(self.root))
+        path = layout.index_path(self.root)
+        store, opened = Store(path), file_identity(path)
         try:
             while (item := self._queue.get()) is not None:
                 try:
+                    if file_identity(path) != opened:  # the index file was replaced
+                        store.close()
+                        store, opened = Store(path), file_identity(path)
                     record_recalls(store, *item)
                 except Exception:  # a lost recall must never take the daemon down
                     log.exception("recording a search's recalls failed")
@@ -124,6 +136,11 @@ class Daemon:
         self.lock = Lock(self.root)
         self.log_to_stderr = log_to_stderr
         self._readers = threading.local()
+        self._index_id: tuple[int, int] | None = None  # the index file's (device, inode)
+        self._index_generation = 0  # counts reopenings: HTTP threads reopen their readers
+        self._token = ""
+        self._checked_at = 0.0
+        self._lock_lost = 0  # checks in a row that found the lock file held by another
         self.recalls = RecallWriter(self.root)
         self._connect_due: float | None = None  # a post-batch connect, once the vault is quiet
         self._indexing = threading.Event()
@@ -137,9 +154,11 @@ class Daemon:
     # -- App protocol for the server (called from HTTP threads)
     def _reader(self) -> Store:
         store = getattr(self._readers, "store", None)
-        if store is None:
+        if store is None or self._readers.generation != self._index_generation:
+            if store is not None:
+                store.close()
             store = Store(layout.index_path(self.root))
-            self._readers.store = store
+            self._readers.store, self._readers.generation = store, self._index_generation
         return store
 
     def index_lag(self) -> float:
@@ -201,12 +220,13 @@ class Daemon:
             self._install_signals()
             setup_logging(self.root, self.settings.daemon.log_max_bytes, self.log_to_stderr)
             self.stats.started_at = time.time()
-            token = ensure_token(self.root)
+            token = self._token = ensure_token(self.root)
             from vaultd.doctor import remove_temp_files
 
             for rel in remove_temp_files(self.root):  # of writers a crash interrupted
                 log.info("removed %s, left by an interrupted write", rel)
             self.vault.store.ensure_model(self.vault.embedder.identity())
+            self._index_id = file_identity(layout.index_path(self.root))
             # Two cores serve a query's embedding, FTS and KNN at once: no thread may spin-wait
             # (onnxruntime's, OpenBLAS's) while another needs the core (10k chunks: /search p50
             # 13.3 -> 9.3 ms). OpenBLAS reads its setting when numpy loads, which is below.
@@ -304,6 +324,8 @@ class Daemon:
         debounce = self.settings.daemon.debounce_ms / 1000
         while not self.stop_event.is_set():
             item = self.events.get(timeout=0.5)
+            if time.monotonic() - self._checked_at >= OWN_FILES_EVERY:
+                self._check_own_files()
             if item is None:
                 if self._connect_due is not None and time.monotonic() >= self._connect_due:
                     self._connect_due = None
@@ -327,6 +349,35 @@ class Daemon:
             self._apply(coalesce(batch, self.vault.ignore))
             for command in dict.fromkeys(commands):
                 self._command(command)
+
+    def _check_own_files(self) -> None:
+        """Files in `.vaultd/` that someone deleted or replaced under the running daemon:
+        - the index (`rm .vaultd/index.db && vaultd index`): open the new one and reconcile,
+          instead of writing on into a deleted file;
+        - the token: put it back, or clients could not reach the daemon and would work
+          beside it, a second writer;
+        - the lock: put it back, or a second daemon could start."""
+        self._checked_at = time.monotonic()
+        path = layout.index_path(self.root)
+        if file_identity(path) != self._index_id:
+            log.warning("%s was deleted or replaced: opening it anew and indexing the vault",
+                        path)
+            self.vault.reopen_index()
+            self.vault.store.ensure_model(self.vault.embedder.identity())
+            self._index_id = file_identity(path)
+            self._index_generation += 1
+            self._reconcile()
+        if self._token and read_token(self.root) != self._token:
+            log.warning(".vaultd/token was removed or changed: restoring it")
+            write_token(self.root, self._token)
+        if self.lock.check():
+            self._lock_lost = 0
+        else:  # a second daemon may hold it for the moment it takes to see us and give up
+            self._lock_lost += 1
+            log.warning("this vault's lock file is held by another process")
+            if self._lock_lost >= 3:
+                log.error("another daemon holds this vault's lock file; stopping")
+                self.stop_event.set()
 
     def _command(self, command: str) -> None:
         if command == RECONCILE:
@@ -410,7 +461,7 @@ class Daemon:
     def _lifecycle(self, phase: str, mirror: bool = True) -> None:
         """One lifecycle phase, on the main thread (the index's only writer). A failure is
         logged and the job simply runs again at its next time. Files changed in the last
-        minute are left alone by `related:` mirroring (someone is likely editing them)."""
+        minute are left alone by `vaultd_related:` mirroring (someone is likely editing them)."""
         started = time.perf_counter()
         try:
             [report] = self.vault.lifecycle([phase], mirror=mirror, quiet_seconds=60.0)
@@ -486,7 +537,7 @@ class Daemon:
     def _connect_after(self, report: IndexReport) -> None:
         if self.settings.lifecycle.connect_after_index and (report.new or report.changed
                                                             or report.moved):
-            # links only: the `related:` mirror, which writes files, waits for the scheduled
+            # links only: the `vaultd_related:` mirror, which writes files, waits for the scheduled
             # connect so it never races a person still typing in the note just indexed. And
             # once the vault has been quiet for CONNECT_QUIET: connect reads every entry
             # (~0.2 s at 10k chunks), which would otherwise delay the next edit's batch.

@@ -21,7 +21,7 @@ def plan(ctx: Context) -> Plan:
     total = len(active)
     for rank, view in enumerate(active):
         newer = total - rank - 1
-        why = view.protection()
+        why = view.protection(ctx.settings.scope)
         if why or degree.get(view.id, 0) > 0 or view.id not in connected:
             continue  # protected, linked, or not yet through connect (still buffered)
         if newer < newer_than:

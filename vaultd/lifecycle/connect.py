@@ -1,7 +1,7 @@
 """connect: link each new or changed entry to every active entry it is related to.
 
 Links are derivable (recomputed from vectors) and live only in the index; with
-`[lifecycle] mirror_related` they are also written into each note's `related:` frontmatter,
+`[lifecycle] mirror_related` they are also written into `vaultd_related:` frontmatter,
 for Obsidian's graph.
 """
 
@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 
     from vaultd.store import Store
 
-MAX_LINKS = 20  # per note in `related:`: the strongest links above the threshold are plenty
+MAX_LINKS = 20  # per note in `vaultd_related:`: the strongest links above the threshold
+# vaultd's own frontmatter key for links: Obsidian's graph draws wikilinks in list properties,
+# and a generic name such as `related` may already be the user's
+RELATED_KEY = "vaultd_related"
 
 
 def plan(ctx: Context) -> Plan:
@@ -29,7 +32,7 @@ def plan(ctx: Context) -> Plan:
 
     No per-entry cap: a link is a property of the pair alone, so the graph maintained entry by
     entry is the graph built from scratch (a top-N cap made it depend on the order entries
-    were connected in, and a rebuilt index planned differently). `related:` shows the
+    were connected in, and a rebuilt index planned differently). `vaultd_related:` shows the
     strongest MAX_LINKS."""
     import numpy as np
 
@@ -66,7 +69,7 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
 
 
 def related_links(store: Store, views: list[EntryView]) -> dict[str, list[str]]:
-    """path → the notes its entries link to, as Obsidian wikilinks (for `related:`)."""
+    """path → the notes its entries link to, as Obsidian wikilinks (for `vaultd_related:`)."""
     by_id = {v.id: v for v in views}
     best: dict[str, dict[str, float]] = {}
     for a, b, score in store.links():
@@ -79,11 +82,16 @@ def related_links(store: Store, views: list[EntryView]) -> dict[str, list[str]]:
 
 
 def mirror_related(ctx: Context) -> Outcome:
-    """Write each note's links into its `related:` frontmatter (checked writes; files changed
-    in the last `quiet_seconds` are left for next time: someone is likely editing them)."""
+    """Write each note's links into its `vaultd_related:` frontmatter, a key vaultd owns (a
+    user's own `related:` is theirs and never touched): in notes in the lifecycle's scope, and
+    in the user's other notes only with `mirror_outside_scope`. Only that one key's lines
+    change; a note without frontmatter gets none added. Checked writes; files changed in the
+    last `quiet_seconds` are left for next time (someone is likely editing them)."""
     out = Outcome()
     links = related_links(ctx.store, ctx.views)
-    for path in sorted({v.path for v in ctx.views if not v.archived}):
+    mirrored = {v.path for v in ctx.views if not v.archived
+                and (ctx.in_scope(v) or ctx.settings.mirror_outside_scope)}
+    for path in sorted(mirrored):
         if path == MEMORY_FILE:
             continue
         want = links.get(path)
@@ -94,11 +102,14 @@ def mirror_related(ctx: Context) -> Outcome:
             snap = edits.read(ctx.root / path)
         except FileNotFoundError:
             continue
-        have = edits.get_frontmatter(path, snap.text).get("related")
+        have = edits.get_frontmatter(path, snap.text).get(RELATED_KEY)
         if (want or None) == (have or None):
             continue
+        if edits.split_frontmatter(snap.text)[0] is None:
+            continue  # adding a frontmatter block would re-format the user's file
         try:
-            if edits.replace_checked(snap, edits.set_frontmatter(snap.text, {"related": want})):
+            if edits.replace_checked(snap, edits.set_frontmatter(snap.text,
+                                                                 {RELATED_KEY: want})):
                 out.written.append(path)
         except edits.ConflictError as exc:
             out.conflicts.append(str(exc))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from vaultd import edits
@@ -24,12 +25,14 @@ if TYPE_CHECKING:
 
 
 def clusters(views: list[EntryView], matrix: np.ndarray, threshold: float,
-             min_size: int = 3) -> list[list[int]]:
+             min_size: int = 3, scope: Iterable[str] | None = None) -> list[list[int]]:
     """Connected groups at ≥ threshold, pruned to cliques: while some pair is below the
-    threshold, drop the member with the lowest mean similarity to the rest."""
+    threshold, drop the member with the lowest mean similarity to the rest. Only episodes in
+    `scope` (the agent's memory) take part, when given."""
     import numpy as np
 
-    eligible = [i for i, v in enumerate(views) if not v.archived and v.type == "episodic"]
+    eligible = [i for i, v in enumerate(views) if not v.archived and v.type == "episodic"
+                and (scope is None or v.owned(scope))]
     if len(eligible) < min_size:
         return []
     sims = matrix[eligible] @ matrix[eligible].T
@@ -107,7 +110,7 @@ def plan(ctx: Context) -> Plan:
     views, matrix, th = ctx.views, ctx.matrix, ctx.thresholds
     embed = None if ctx.dry_run else ctx.embed
     result = Plan("consolidate")
-    for members in clusters(views, matrix, th.consolidate):
+    for members in clusters(views, matrix, th.consolidate, scope=ctx.settings.scope):
         group = [views[i] for i in members]
         texts = [v.text for v in group]
         noise = structural_noise(texts)

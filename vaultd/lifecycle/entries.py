@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vaultd.layout import is_archived
+from vaultd.layout import in_scope, is_archived
 from vaultd.notes import entry_title
 
 if TYPE_CHECKING:
@@ -83,8 +84,17 @@ class EntryView:
     def pinned(self) -> bool:
         return self.frontmatter.get("pinned") is True or "pinned" in self.tags
 
-    def protection(self) -> str | None:
-        """Why this entry never fades, or None."""
+    def owned(self, scope: Iterable[str]) -> bool:
+        """Whether the entry is the agent's memory, which the lifecycle may change: in one
+        of the `scope` folders, or a note vaultd made (merged or extracted)."""
+        return in_scope(self.path, scope) or any(
+            key in self.frontmatter for key in ("consolidation", "extracted_from"))
+
+    def protection(self, scope: Iterable[str] | None = None) -> str | None:
+        """Why this entry never fades, or None. With `scope`, an entry outside it is the
+        user's, not the agent's memory."""
+        if scope is not None and not self.owned(scope):
+            return "outside the lifecycle's scope ([lifecycle] scope): the user's, never changed"
         if self.type in PROTECTED_TYPES:
             return f"{self.type} notes are curated knowledge; only episodes fade"
         if self.type not in ACTIVE_TYPES:

@@ -34,7 +34,7 @@ def plan(ctx: Context) -> Plan:
     degree = ctx.store.link_degrees()
     recalled = set(ctx.store.recall_counts())
     recent = [i for i, v in enumerate(views) if v.is_daily and not v.archived
-              and (v.date or "") >= since]
+              and ctx.in_scope(v) and (v.date or "") >= since]
     result.notes.append(f"{len(recent)} daily-log entries since {since}")
     if not centroids:
         return result

@@ -81,6 +81,10 @@ class Context:
     def by_id(self) -> dict[str, EntryView]:
         return {v.id: v for v in self.views}
 
+    def in_scope(self, view: EntryView) -> bool:
+        """Whether the entry is the agent's memory, which the lifecycle may change."""
+        return view.owned(self.settings.scope)
+
 
 @dataclass
 class Phase:

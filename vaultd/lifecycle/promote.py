@@ -21,8 +21,8 @@ def plan(ctx: Context) -> Plan:
     counts = ctx.store.recall_counts()
     for view in ctx.views:
         n = counts.get((view.path, view.key), 0)
-        if n >= needed and not view.proven and not view.archived and view.type in (
-                "episodic", "semantic", "procedural"):
+        if n >= needed and not view.proven and not view.archived and ctx.in_scope(view) \
+                and view.type in ("episodic", "semantic", "procedural"):
             result.actions.append(Action("promote", [view.id],
                                          f"in the top 5 of {n} different searches"))
     return result

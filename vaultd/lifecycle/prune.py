@@ -15,7 +15,7 @@ def plan(ctx: Context) -> Plan:
     result = Plan("prune")
     degree = ctx.store.link_degrees()
     idx = [i for i, v in enumerate(views) if v.type == "episodic" and not v.archived
-           and v.protection() is None]
+           and v.protection(ctx.settings.scope) is None]
     gone: set[int] = set()
     if len(idx) > 1:
         sims = matrix[idx] @ matrix[idx].T
