@@ -11,10 +11,12 @@ Errors are JSON in the shape each family of clients expects: `{"error": {"messag
 "param", "code"}}` under `/v1/` (OpenAI's SDKs show those fields), `{"error": "..."}` elsewhere
 (vaultd's own and Ollama's shape).
 
-Denial of service: a thread per connection, at most `max_connections` at once; a connection
-still sending its request when a new one arrives at the cap is dropped for it; the request line
-and headers must arrive within `head_seconds`, the body within `body_seconds` (a slow trickle
-does not extend either); out of file descriptors, the accept loop backs off instead of spinning.
+Denial of service: a thread per connection, at most `max_connections` at once. At the cap, a
+newcomer whose request has arrived takes the place of the connection that has waited longest
+for its own; one whose request has not arrived waits in a lobby, without a thread, for at most
+LOBBY_SECONDS. The request line and headers must arrive within `head_seconds`, the body within
+`body_seconds` (a slow trickle extends neither); out of file descriptors, the accept loop frees
+one or backs off instead of spinning. tests/test_flood.py holds all of it.
 """
 
 from __future__ import annotations
@@ -91,7 +93,6 @@ class _HTTPServer(ThreadingHTTPServer):
         # connections accepted at the cap whose request has not arrived (serving thread only)
         self._lobby: dict[socket.socket, tuple[float, Any]] = {}
         self._lobby_selector = selectors.DefaultSelector()
-        self.dropped = 0  # connections dropped or refused to stay under the limits
         super().__init__(address, handler)
 
     # -- bookkeeping, called by the handler threads
@@ -105,11 +106,6 @@ class _HTTPServer(ThreadingHTTPServer):
         with self._conns_lock:
             conn = self._conns.get(sock)
             return conn is not None and conn.timed_out
-
-    @property
-    def connections(self) -> int:
-        with self._conns_lock:
-            return len(self._conns)
 
     # -- the accept loop
     def get_request(self) -> tuple[socket.socket, Any]:
@@ -234,7 +230,6 @@ class _HTTPServer(ThreadingHTTPServer):
         for sock, how in hangups:
             with contextlib.suppress(OSError):
                 sock.shutdown(how)
-            self.dropped += 1
 
     def _drop_oldest_waiting(self) -> bool:
         """Drop the connection that has waited longest for its request to arrive (a slow sender
@@ -247,7 +242,6 @@ class _HTTPServer(ThreadingHTTPServer):
             self._conns.pop(victim.sock, None)
         with contextlib.suppress(OSError):
             victim.sock.shutdown(socket.SHUT_RDWR)
-        self.dropped += 1
         return True
 
     def _refuse(self, request: socket.socket) -> None:
@@ -260,7 +254,6 @@ class _HTTPServer(ThreadingHTTPServer):
                          + str(len(body)).encode() + b"\r\n\r\n" + body)
         except OSError:
             pass
-        self.dropped += 1
         super().shutdown_request(request)
 
 
