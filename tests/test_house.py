@@ -94,3 +94,11 @@ def test_tests_start_from_sample_vaults_notes_alone(tmp_path: Path) -> None:
     notes = sorted(p.relative_to(SAMPLE_VAULT) for p in SAMPLE_VAULT.rglob("*.md")
                    if ".vaultd" not in p.parts)
     assert sorted(p.relative_to(root) for p in root.rglob("*.md")) == notes
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared fixtures and helpers live in conftest, daemon_helpers and chunk_checks."""
+    here = Path(__file__).resolve().parent
+    imports = re.compile(r"^\s*(?:from|import)\s+(tests\b|test_\w+)", re.M)
+    offenders = sorted(p.name for p in here.glob("*.py") if imports.search(p.read_text()))
+    assert offenders == []

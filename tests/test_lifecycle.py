@@ -50,7 +50,7 @@ def test_connect_links_by_threshold_and_mirrors_related(vault: Vault) -> None:
     vault.index()
     before = vault.embedder.texts_embedded
     [report] = vault.lifecycle(["connect"])
-    links = [a for a in report.actions if a["scores"]]
+    links = [a for a in report.actions if a["kind"] == "link" and a["scores"]]
     assert {a["entries"][0].split(":")[0] for a in links} == {"episodic/2026-11-01.md",
                                                              "semantic/pool.md"}
     daily_log = (vault.root / "episodic/2026-11-01.md").read_text(encoding="utf-8")
@@ -361,7 +361,7 @@ def test_real_model_lifecycle_on_sample_vault(tmp_path: Path) -> None:
                     daemon="never") as v:
         v.index()
         reports = {r.phase: r for r in v.lifecycle(["connect", "consolidate", "age"])}
-        links = sum(len(a["scores"]) for a in reports["connect"].actions)
+        links = sum(len(a["scores"]) for a in reports["connect"].actions if a["kind"] == "link")
         assert links > 20
         merges = [a for a in reports["consolidate"].actions if a["kind"] == "merge"]
         merged_keys = " ".join(" ".join(a["entries"]) for a in merges)

@@ -129,3 +129,103 @@ def test_init_recognises_an_openclaw_memory_folder_and_says_what_it_may_change(
     result = CliRunner().invoke(main, ["init", str(notes)], catch_exceptions=False)
     assert "only the agent's memory (episodic/" in result.output
     assert load_settings(notes, {}).lifecycle.scope == ("episodic",)
+
+
+# ---------------------------------------------------------------- a dry run lists every file
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".vaultd" not in p.parts
+            and not p.name.endswith(".vaultd-lock")}
+
+
+def touched(before: dict[str, bytes], after: dict[str, bytes]) -> dict[str, str]:
+    out = {p: "create" for p in after if p not in before}
+    out.update({p: "remove" for p in before if p not in after})
+    out.update({p: "change" for p in before if p in after and before[p] != after[p]})
+    return out
+
+
+def _busy_vault(vault: Vault) -> None:
+    """A vault where every phase has work: links to mirror, recalls to promote, a group to
+    merge, proven knowledge to route, an isolated episode out of reprieves, a duplicate."""
+    with_settings(vault, route_targets=("CLAUDE.md",), newer_entries=1, scope=(".",))
+    for i, day in enumerate(["2026-11-01", "2026-11-02", "2026-11-03"]):
+        write(vault.root, f"episodic/{day}.md", daily(day, [SAYS[i], f"topicpool note {i}."]))
+    lonely = daily("2026-11-04", ["topiclonely lunch was ramen."]).replace(
+        "tags: [daily]\n", "tags: [daily]\nvaultd: {reprieves: {'10:00 — topiclonely lunch "
+        "was ramen': 3}}\n")
+    write(vault.root, "episodic/2026-11-04.md", lonely)
+    write(vault.root, "episodic/2026-11-05.md", daily("2026-11-05", [
+        "topicdupe the cache key includes the lockfile.",
+        "topicdupe the cache key includes the lockfile!"]))
+    write(vault.root, "semantic/deploys.md", "---\nstatus: proven\n---\n# Deploys\n\n"
+          "topicdeploy always canary first.\n")
+    write(vault.root, "semantic/recalled.md", "---\ntitle: R\n---\n# R\n\ntopicrecall fact.\n")
+    write(vault.root, "CLAUDE.md", "# Rules\n\ntopicdeploy rules for agents.\n")
+    vault.index()
+    for query in ("topicrecall", "topicrecall fact", "what is the topicrecall fact"):
+        vault.search(query, record=True)
+
+
+def test_a_dry_run_lists_exactly_the_files_a_real_run_touches(vault: Vault) -> None:
+    _busy_vault(vault)
+    worked = []
+    for phase in ("connect", "promote", "consolidate", "route", "age", "prune"):
+        before = tree(vault.root)
+        [dry] = vault.lifecycle([phase], dry_run=True)
+        assert tree(vault.root) == before, f"{phase}: the dry run wrote"
+        planned = {f["path"]: f["change"] for f in dry.files}
+        assert all("diff" in f for f in dry.files if f["change"] == "change"
+                   and not f["path"].startswith("archive/")), phase
+        [real] = vault.lifecycle([phase])
+        assert not real.conflicts, (phase, real.conflicts)
+        assert touched(before, tree(vault.root)) == planned, phase
+        worked += [phase] if planned else []
+    assert worked == ["connect", "promote", "consolidate", "route", "age", "prune"]
+    # flush: connect, route and MEMORY.md
+    write(vault.root, "episodic/2026-11-06.md", daily("2026-11-06", ["topicpool raised."]))
+    before = tree(vault.root)
+    dry = vault.flush(dry_run=True)
+    assert tree(vault.root) == before
+    planned = {f["path"]: f["change"] for f in dry.files}
+    assert "MEMORY.md" in planned and "episodic/2026-11-06.md" in planned
+    vault.flush()
+    assert touched(before, tree(vault.root)) == planned
+
+
+def test_the_cli_dry_runs_print_every_file(vault: Vault) -> None:
+    _busy_vault(vault)
+    vault.close()
+    runner = CliRunner()
+    env = {"VAULTD_EMBEDDING_MODEL": "hash-256"}
+    out = runner.invoke(main, ["--vault", str(vault.root), "flush", "--dry-run"], env=env,
+                        catch_exceptions=False).output
+    assert "would change MEMORY.md" in out and "would change episodic/2026-11-01.md" in out
+    assert "+vaultd_related:" in out
+    as_json = runner.invoke(main, ["--vault", str(vault.root), "flush", "--dry-run", "--json"],
+                            env=env, catch_exceptions=False).output
+    import json
+
+    paths = {f["path"] for f in json.loads(as_json)["files"]}
+    assert {"MEMORY.md", "episodic/2026-11-01.md"} <= paths
+
+
+def test_doctor_finds_what_vaultd_left_beside_notes_and_fix_removes_it(vault: Vault) -> None:
+    write(vault.root, "semantic/a.md", "# A\n\nalpha.\n")
+    write(vault.root, "semantic/.a.md.vaultd-lock", "")  # what an older vaultd left
+    write(vault.root, "archive/episodic/.2026-01-01.md.vaultd-lock", "")
+    write(vault.root, "semantic/a.sync-conflict-20261102-101010-ABCDEFG.md", "# A\n\nold.\n")
+    vault.index()
+    report = vault.doctor()
+    assert report.paths("litter") == ["archive/episodic/.2026-01-01.md.vaultd-lock",
+                                      "semantic/.a.md.vaultd-lock"]
+    assert report.paths("sync-conflict") == [
+        "semantic/a.sync-conflict-20261102-101010-ABCDEFG.md"]
+    fixed = vault.doctor(fix=True)
+    assert not (vault.root / "semantic/.a.md.vaultd-lock").exists()
+    assert "litter" not in fixed.kinds()
+    # a conflict copy holds the user's words: listed, never deleted
+    assert (vault.root / "semantic/a.sync-conflict-20261102-101010-ABCDEFG.md").exists()
+    assert fixed.paths("sync-conflict")

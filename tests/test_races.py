@@ -231,10 +231,11 @@ def test_archiving_an_entry_of_a_file_saved_after_its_read_moves_nothing(
         vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
     days = _consolidation(vault)
     path = vault.root / f"episodic/{days[0]}.md"
-    # the first read is the check that the group is still as planned; the second, archiving's
+    # the first read is the plan's (what archiving would leave), the second the check that
+    # the group is still as planned; the third, archiving's: the user saves right after it
     saved = user_saves_after_read(monkeypatch, path,
                                   lambda t: t + "\n## 18:00 — Evening\nUser wrote this.\n",
-                                  skip=1)
+                                  skip=2)
     [report] = vault.lifecycle(["consolidate"])
     assert saved and any(days[0] in c for c in report.conflicts)
     assert path.read_text(encoding="utf-8") == saved[-1]
@@ -295,7 +296,9 @@ def test_a_promotion_is_not_written_over_a_save_made_after_its_read(
     for query in ("topicfact cents", "amounts cents", "topicfact amounts"):
         vault.search(query, record=True)
     path = vault.root / "semantic/fact.md"
-    saved = user_saves_after_read(monkeypatch, path, lambda t: "---\ntags: [mine]\n---\n" + t)
+    # after the plan's read (what promotion would write), at promotion's own read
+    saved = user_saves_after_read(monkeypatch, path, lambda t: "---\ntags: [mine]\n---\n" + t,
+                                  skip=1)
     [report] = vault.lifecycle(["promote"])
     assert [a["kind"] for a in report.actions] == ["promote"]
     assert saved and report.conflicts
@@ -364,7 +367,9 @@ def test_heartbeat_takes_back_its_note_when_the_log_changed_after_its_read(
         return heartbeat.apply(ctx, plan)
 
     path = vault.root / "episodic/2026-11-20.md"
-    saved = user_saves_after_read(monkeypatch, path, lambda t: t + "\n## 18:00 — Later\nx.\n")
+    # after the plan's read (what marking the log would write), at the extraction's own read
+    saved = user_saves_after_read(monkeypatch, path, lambda t: t + "\n## 18:00 — Later\nx.\n",
+                                  skip=1)
     out = review()
     assert out.conflicts and not out.created
     assert path.read_text(encoding="utf-8") == saved[-1]

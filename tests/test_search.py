@@ -109,6 +109,8 @@ def test_fts_syntax_in_queries_is_harmless(vault: Vault, query: str) -> None:
     assert all('"' not in part.strip('"') for part in fts_query(query).split(" OR "))
 
 
-def test_empty_query_returns_nothing(vault: Vault) -> None:
-    assert vault.search("   ") == []
-    assert vault.search("redis", k=0) == []
+def test_a_wrong_request_is_an_error_not_an_empty_answer(vault: Vault) -> None:
+    with pytest.raises(ValueError, match="'query' must be a non-empty string"):
+        vault.search("   ")
+    with pytest.raises(ValueError, match="'k' must be an integer from 1"):
+        vault.search("redis", k=0)

@@ -17,6 +17,7 @@ import click
 
 from vaultd.errors import VaultdError
 from vaultd.lifecycle import PHASE_NAMES
+from vaultd.search_request import MODES, TYPES
 
 
 def _echo_json(data: Any) -> None:
@@ -25,27 +26,71 @@ def _echo_json(data: Any) -> None:
 
 @contextmanager
 def _errors() -> Iterator[None]:
-    """Typed library errors become one readable line and exit code 2."""
+    """Expected errors become one readable line and exit code 2: typed library errors, a
+    SQLite error from the index, and a file vaultd may not read or write. Anything else is a
+    bug and keeps its traceback."""
     try:
         yield
     except VaultdError as exc:
-        click.echo(f"vaultd: {exc}", err=True)
-        sys.exit(2)
+        _fail(str(exc))
+    except Exception as exc:
+        message = _expected(exc)
+        if message is None:
+            raise
+        _fail(message)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"vaultd: {message}", err=True)
+    sys.exit(2)
+
+
+def _expected(exc: Exception) -> str | None:
+    """The one-line message for an error a person can fix, or None for a bug."""
+    import errno
+
+    if type(exc).__module__.split(".")[0] in ("sqlite3", "sqlean"):  # the index misbehaves
+        from vaultd.layout import index_path
+        from vaultd.store import unusable
+
+        ctx = click.get_current_context(silent=True)
+        root = _vault_arg(ctx) if ctx is not None else None
+        return str(unusable(index_path(root or Path(".")), exc))
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS,
+                                                  errno.ENOSPC):
+        return (f"{exc.filename or 'a file'}: {exc.strerror}: vaultd must be able to write "
+                "the vault and its .vaultd/ folder (check owner, mode and free space)")
+    return None
+
+
+def _vault_arg(ctx: click.Context) -> Path | None:
+    try:
+        return _root(ctx)
+    except VaultdError:
+        return None
 
 
 def _open(ctx: click.Context) -> Any:
     from vaultd.vault import open_vault
 
-    return open_vault(ctx.obj["vault"], daemon="never")
+    return open_vault(_root(ctx), daemon="never")
 
 
 def _root(ctx: click.Context) -> Path:
-    """The vault folder, found without importing the heavy parts of vaultd."""
+    """The vault folder, found without importing the heavy parts of vaultd. A folder named
+    with `--vault` or `$VAULTD_VAULT` must be a vault (hold `.vaultd/`): anything else would
+    quietly make it one and answer "no hits"."""
     import os
 
-    from vaultd.layout import find_vault
+    from vaultd.errors import VaultNotFoundError
+    from vaultd.layout import STATE_DIR, find_vault
 
-    return find_vault(ctx.obj["vault"], dict(os.environ), Path.cwd())
+    root = find_vault(ctx.obj["vault"], dict(os.environ), Path.cwd())
+    if not (root / STATE_DIR).is_dir():
+        raise VaultNotFoundError(f"{root} is not a vault (it has no {STATE_DIR}/ folder): "
+                                 f"create one there with `vaultd init {root}`, or pass "
+                                 "--vault PATH of an existing vault")
+    return root
 
 
 def _daemon_or_local(ctx: click.Context, local: bool = False, quiet: bool = False) -> Any:
@@ -59,9 +104,29 @@ def _daemon_or_local(ctx: click.Context, local: bool = False, quiet: bool = Fals
     return DaemonOrLocal(_root(ctx), use_daemon=not local, on_local=None if quiet else note)
 
 
+VAULT_HELP = "Vault folder (default: $VAULTD_VAULT, else the nearest parent with .vaultd/)."
+
+
+def _vault_after(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """`vaultd search q --vault X` means `vaultd --vault X search q` (as `llm` and most CLIs)."""
+    if value is not None:
+        ctx.ensure_object(dict)["vault"] = value
+
+
+def _accept_vault_after_subcommand(group: click.Group) -> None:
+    """Give every command that works on a vault a `--vault` option of its own."""
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            _accept_vault_after_subcommand(command)
+        elif name != "init":  # init takes the folder as its argument
+            command.params.append(click.Option(
+                ["--vault"], type=click.Path(file_okay=False), default=None,
+                expose_value=False, callback=_vault_after, help=VAULT_HELP))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--vault", "vault", type=click.Path(file_okay=False), default=None,
-              help="Vault folder (default: $VAULTD_VAULT, else the nearest parent with .vaultd/).")
+              help=VAULT_HELP)
 @click.version_option(package_name="vaultd")
 @click.pass_context
 def main(ctx: click.Context, vault: str | None) -> None:
@@ -136,14 +201,15 @@ def index(ctx: click.Context, as_json: bool) -> None:
 
 @main.command()
 @click.argument("query", nargs=-1, required=True)
-@click.option("-k", "k", default=10, show_default=True, help="Number of hits.")
-@click.option("--type", "types", multiple=True, help="Only notes of this type (repeatable).")
+@click.option("-k", "k", default=10, show_default=True, help="Number of hits (at least 1).")
+@click.option("--type", "types", multiple=True, type=click.Choice(TYPES),
+              help="Only notes of this type (repeatable).")
 @click.option("--tag", "tags", multiple=True, help="Only chunks with this tag (repeatable).")
 @click.option("--path", "path_glob", default=None, help="Only paths matching this glob.")
 @click.option("--since", default=None, help="Only entries dated on or after YYYY-MM-DD.")
 @click.option("--until", default=None, help="Only entries dated on or before YYYY-MM-DD.")
-@click.option("--mode", type=click.Choice(["hybrid", "vector", "bm25"]), default="hybrid",
-              show_default=True)
+@click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True,
+              help="Meaning and keywords fused, or one of them alone.")
 @click.option("--archive", "include_archive", is_flag=True, help="Search archive/ too.")
 @click.option("--local", is_flag=True, help="Work in-process even when the daemon runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
@@ -159,8 +225,8 @@ def search(ctx: click.Context, query: tuple[str, ...], k: int, types: tuple[str,
                             include_archive=include_archive, record=True)
     try:
         request.check()
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+    except ValueError as exc:  # exit 2, naming the valid values
+        raise click.BadParameter(str(exc)) from exc
     with _errors():
         route = _daemon_or_local(ctx, local)
         data = route.run(lambda daemon: daemon.search(request),
@@ -198,7 +264,8 @@ def _search_local(ctx: click.Context, request: Any) -> dict[str, Any]:
 @main.command()
 @click.argument("texts", nargs=-1, required=True)
 @click.option("--kind", type=click.Choice(["document", "query"]), default="document",
-              show_default=True)
+              show_default=True, help="Embed as a note, or as a search query (some models "
+              "prefix queries).")
 @click.option("--local", is_flag=True, help="Work in-process even when the daemon runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print {model, dims, vectors} as JSON.")
 @click.pass_context
@@ -259,6 +326,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
                                     if last else "none"))
     else:
         click.echo("daemon     not running (`vaultd start`)")
+    writer = daemon.get("writer") or data["writer"]  # the running daemon's view first
+    click.echo(f"writer     {writer['summary']}" + (
+        f" (skips {', '.join(writer['skipped_jobs'])})" if writer.get("skipped_jobs") else ""))
     if data["skipped_files"]:
         click.echo(f"skipped    {len(data['skipped_files'])} file(s)")
         for item in data["skipped_files"][:10]:
@@ -292,7 +362,7 @@ def run(ctx: click.Context, quiet: bool) -> None:
     from vaultd.vault import open_vault
 
     with _errors():
-        vault = open_vault(ctx.obj["vault"], daemon="never")
+        vault = open_vault(_root(ctx), daemon="never")
         code = Daemon(vault, log_to_stderr=not quiet).run()
     sys.exit(code)
 
@@ -326,8 +396,8 @@ def stop(ctx: click.Context, timeout: float) -> None:
 @main.command("eval")
 @click.option("--queries", "queries", type=click.Path(exists=True, dir_okay=False),
               required=True, help="JSONL: {id, query, gold_notes: [vault-relative paths]}.")
-@click.option("--mode", type=click.Choice(["hybrid", "vector", "bm25", "all"]), default="all",
-              show_default=True)
+@click.option("--mode", type=click.Choice([*MODES, "all"]), default="all",
+              show_default=True, help="The search mode to measure, or all three.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @click.pass_context
 def eval_(ctx: click.Context, queries: str, mode: str, as_json: bool) -> None:
@@ -365,9 +435,11 @@ PHASES = PHASE_NAMES
 
 
 @main.command()
-@click.option("--phase", type=click.Choice([*PHASES, "all"]), default="all", show_default=True)
+@click.option("--phase", type=click.Choice([*PHASES, "all"]), default="all", show_default=True,
+              help="One phase, or all of them in order.")
 @click.option("--dry-run", is_flag=True, help="Show the plan; write nothing.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the phases' plans and the entries' states as JSON.")
 @click.pass_context
 def lifecycle(ctx: click.Context, phase: str, dry_run: bool, as_json: bool) -> None:
     """Run the memory lifecycle on demand and print the plan with reasons: links, promotions,
@@ -393,12 +465,13 @@ def lifecycle(ctx: click.Context, phase: str, dry_run: bool, as_json: bool) -> N
         for note in report.notes:
             click.echo(f"  {note}")
         for action in report.acted:
-            what = ", ".join(action["entries"][:4]) or action.get("target", "")
+            what = ", ".join(action["entries"][:4]) or action.get("target") or action.get(
+                "path", "")
             click.echo(f"  {action['kind']}: {what}"
                        + (" …" if len(action["entries"]) > 4 else ""))
             click.echo(f"      because {action['reason']}")
-            if action.get("diff") and dry_run:
-                click.echo(action["diff"].rstrip("\n"))
+        if dry_run:
+            _echo_files(report.files)
         for path in report.created:
             click.echo(f"  created {path}")
         for path in report.written:
@@ -407,12 +480,22 @@ def lifecycle(ctx: click.Context, phase: str, dry_run: bool, as_json: bool) -> N
             click.echo(f"  skipped: {conflict}", err=True)
 
 
+def _echo_files(files: list[dict[str, str]]) -> None:
+    """What a dry run would create, change or remove: every file, with a diff for changes."""
+    for item in files:
+        click.echo(f"  would {item['change']} {item['path']}")
+        if item.get("diff"):
+            click.echo(item["diff"].rstrip("\n"))
+
+
 @main.command()
-@click.option("--dry-run", is_flag=True, help="Print the diff of MEMORY.md; write nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="List every file a flush would write, with diffs; write nothing.")
 @click.option("--transcript", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="A Claude Code JSONL transcript: its salient lines are saved "
               "as one entry in today's daily log first.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print what was indexed and written (and the diff with --dry-run) as JSON.")
 @click.pass_context
 def flush(ctx: click.Context, dry_run: bool, transcript: Path | None, as_json: bool) -> None:
     """Index, connect and route, then write MEMORY.md's managed block (within its budget).
@@ -431,14 +514,17 @@ def flush(ctx: click.Context, dry_run: bool, transcript: Path | None, as_json: b
         _echo_json(result)
         return
     if dry_run:
-        click.echo(result["memory_diff"] or "MEMORY.md: no change")
+        _echo_files(result["files"])
+        if not result["files"]:
+            click.echo("no file would change")
     else:
         click.echo(("wrote MEMORY.md" if result["memory_written"] else "MEMORY.md unchanged")
                    + f" ({result['memory_chars']:,} characters in its block)")
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the distribution and the suggested thresholds as JSON.")
 @click.pass_context
 def calibrate(ctx: click.Context, as_json: bool) -> None:
     """The vault's nearest-neighbour similarity distribution, and link / consolidate
@@ -504,7 +590,8 @@ def mcp(ctx: click.Context) -> None:
 
 @main.group()
 def hooks() -> None:
-    """Agent integrations: install vaultd's hooks into an agent's settings."""
+    """Set up an agent: install or uninstall vaultd's hooks in its settings (you run this
+    once). What the hooks then run is `vaultd hook EVENT`."""
 
 
 def _settings(user: bool, project: Path | None) -> Path:
@@ -527,12 +614,15 @@ def hooks_install(ctx: click.Context, agent: str, user: bool, project: Path | No
     with _errors():
         result = install(_settings(user, project), _root(ctx))
     click.echo(f"{'updated' if result['written'] else 'unchanged'}: {result['path']}")
+    click.echo(f"the hooks run {result['command']} (this vaultd, by absolute path: no PATH "
+               "needed)")
 
 
 @hooks.command("uninstall")
 @click.argument("agent", type=click.Choice(["claude-code"]))
-@click.option("--user", is_flag=True)
-@click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--user", is_flag=True, help="~/.claude/settings.json (the default).")
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="DIR/.claude/settings.json instead.")
 @click.pass_context
 def hooks_uninstall(ctx: click.Context, agent: str, user: bool, project: Path | None) -> None:
     """Remove only vaultd's hooks for this vault from settings.json."""
@@ -542,19 +632,21 @@ def hooks_uninstall(ctx: click.Context, agent: str, user: bool, project: Path | 
         result = uninstall(_settings(user, project), _root(ctx))
     removed = result["removed"]
     count = len(removed) if isinstance(removed, list) else removed
-    click.echo(f"removed {count} hook(s) from {result['path']}")
+    click.echo(f"removed {count} hook(s) from {result['path']}"
+               + (" and the file, which vaultd had created" if result.get("deleted") else ""))
 
 
 @main.command()
 @click.argument("event", type=click.Choice(["session-start", "pre-compact", "session-end"]))
 @click.pass_context
 def hook(ctx: click.Context, event: str) -> None:
-    """What the installed agent hooks run (reads the hook's JSON on stdin)."""
+    """Run by the agent, not by you: what an installed hook (`vaultd hooks install`) calls on
+    EVENT; reads the hook's JSON on stdin."""
     from vaultd.hooks import read_hook_input, transcript_of
     from vaultd.layout import MEMORY_FILE
 
-    root = _root(ctx)
     with _errors():
+        root = _root(ctx)
         if event == "session-start":
             from vaultd.daemon.control import start_daemon
 
@@ -574,7 +666,12 @@ def hook(ctx: click.Context, event: str) -> None:
                 from vaultd.transcript import capture
 
                 capture(root, transcript)
-        flush_anywhere(_open(ctx))
+        from vaultd.writer import NotWriterError
+
+        try:
+            flush_anywhere(_open(ctx))
+        except NotWriterError as exc:  # a shared vault: the writer's daemon flushes
+            click.echo(f"vaultd: flush skipped: {exc}", err=True)
 
 
 @main.group()
@@ -598,7 +695,8 @@ def service_install(ctx: click.Context, user: bool) -> None:
 
 
 @service.command("uninstall")
-@click.option("--user/--system", "user", default=True, show_default=True)
+@click.option("--user/--system", "user", default=True, show_default=True,
+              help="The per-user service (default) or the system-wide unit.")
 @click.pass_context
 def service_uninstall(ctx: click.Context, user: bool) -> None:
     """Remove this vault's service file (disable it first with the printed command)."""
@@ -634,6 +732,9 @@ def model_quantize(ctx: click.Context) -> None:
         path = quantize(profiles[DEFAULT_MODEL], target)
     click.echo(f"{target.id}: {path}")
     click.echo(f'use it with [embedding] model = "{target.id}" in .vaultd/config.toml')
+
+
+_accept_vault_after_subcommand(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -80,6 +80,7 @@ class LifecycleSettings:
     # the lifecycle may move, cut, merge, extract from or mark. Everything else is the user's:
     # indexed, searched and linked in the index, never changed.
     scope: tuple[str, ...] = ("episodic",)
+    writer: str = ""  # the host that runs the writing jobs of a shared vault; "" = any
     newer_entries: int = 20  # an unconnected entry gets a reprieve once this many newer exist
     # Mirror links into a `vaultd_related:` frontmatter list (Obsidian's graph draws them), in
     # notes in scope; notes outside it only with mirror_outside_scope.

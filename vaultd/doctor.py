@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from vaultd import layout
 from vaultd.daemon.files import LOCK_FILE, ensure_token, info_path, pid_alive, token_path
-from vaultd.edits import TEMP_SUFFIX
-from vaultd.errors import VaultdError
-from vaultd.store import MIGRATIONS, Store
+from vaultd.edits import LOCK_SUFFIX, TEMP_SUFFIX
+from vaultd.errors import IndexAccessError, VaultdError
+from vaultd.store import MIGRATIONS, Store, unusable
 
 if TYPE_CHECKING:
     from vaultd.vault import Vault
@@ -33,13 +33,15 @@ if TYPE_CHECKING:
 REBUILD = ("corrupt", "schema", "model")
 # Findings about single files: --fix indexes those files again.
 REINDEX = ("missing", "stale", "extra", "embeddings")
+# Findings no repair of the index can fix (the message says what will): --fix leaves them.
+UNFIXABLE = ("permission",)
 SHOW_PER_KIND = 20
 
 
 @dataclass(frozen=True)
 class Finding:
     kind: str  # missing, stale, extra, orphan, embeddings, vectors, fts, model, schema,
-    #            corrupt, no-index, token, lock, temp
+    #            corrupt, permission, no-index, token, lock, temp, litter, sync-conflict
     message: str
     path: str | None = None
 
@@ -86,8 +88,10 @@ class Report:
             out.append(f"ok: {files} files, {self.checked.get('chunks', 0)} chunks; "
                        "the index matches the vault")
         else:
+            fixable = self.kinds() - set(UNFIXABLE)
             out.append(f"{len(self.findings)} problem(s)"
-                       + ("" if self.fixed else "; `vaultd doctor --fix` repairs them"))
+                       + ("; `vaultd doctor --fix` repairs them" if fixable and not self.fixed
+                          else ""))
         return out
 
 
@@ -99,9 +103,17 @@ def check(vault: Vault) -> Report:
     report = Report()
     _check_state_files(vault.root, report)
     _check_temp_files(vault.root, report)
+    scan = layout.scan(vault.root, vault.ignore)
+    for rel, reason in sorted(scan.skipped.items()):
+        if layout.sync_conflict(rel.rsplit("/", 1)[-1]):
+            report.add("sync-conflict", f"{rel}: {reason}", rel)
     index = layout.index_path(vault.root)
-    on_disk = layout.scan(vault.root, vault.ignore).files
+    on_disk = scan.files
     report.checked["files"] = len(on_disk)
+    denied = _access_problem(index)
+    if denied is not None:  # not "corrupt": a rebuild would fail the same way
+        report.add("permission", denied, _rel(vault.root, index))
+        return report
     if not index.exists():
         report.add("no-index", f"{_rel(vault.root, index)} does not exist: nothing is indexed "
                    "(`vaultd index` builds it)")
@@ -109,7 +121,9 @@ def check(vault: Vault) -> Report:
     try:
         store = Store.open_as_is(index)
     except Exception as exc:  # the sqlite module's own error types
-        report.add("corrupt", f"{_rel(vault.root, index)} cannot be opened: {exc}")
+        problem = unusable(index, exc)
+        report.add("permission" if isinstance(problem, IndexAccessError) else "corrupt",
+                   f"{_rel(vault.root, index)} cannot be opened: {problem}")
         return report
     try:
         with store.read_snapshot():
@@ -165,6 +179,19 @@ def _check_index(vault: Vault, store: Store, on_disk: dict[str, layout.FileStat]
                    "chunks are missing or differ"
                    + (f" (first: {out_of_fts[0]})" if out_of_fts else "")
                    + f", {extra_fts} row(s) of no chunk")
+
+
+def _access_problem(index: Path) -> str | None:
+    """Why this user may not write the index or its folder, or None. Doctor reads the index
+    read-only, so a permission problem would otherwise pass as healthy (or as "corrupt")."""
+    folder = index.parent
+    for path, mode, what in ((folder, os.W_OK | os.X_OK, "write in"),
+                             (index, os.R_OK | os.W_OK, "read and write")):
+        if path.exists() and not os.access(path, mode):
+            return (f"{path}: permission denied: vaultd must {what} it, and `--fix` cannot "
+                    f"change that; give it back to this user (e.g. `chown -R $(id -un) "
+                    f"{folder}` and `chmod -R u+rwX {folder}`)")
+    return None
 
 
 def _check_files(root: Path, store: Store, on_disk: dict[str, layout.FileStat],
@@ -244,12 +271,31 @@ def _pid_in(path: Path) -> int | None:
 def temp_files(root: Path) -> list[str]:
     """Temporary files of interrupted atomic writes whose writer is gone (their name carries
     the writer's pid). They never replaced anything: the real file is whole."""
+    return [rel for rel in _own_files(root, TEMP_SUFFIX)
+            if not _writer_alive(rel.rsplit("/", 1)[-1])]
+
+
+def litter(root: Path) -> list[str]:
+    """Empty lock files an older vaultd left beside notes (`.NAME.md.vaultd-lock`; locks now
+    live in .vaultd/locks/): they hold nothing."""
+    return [rel for rel in _own_files(root, LOCK_SUFFIX)
+            if not rel.startswith(layout.STATE_DIR + "/") and _empty(root / rel)]
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def _own_files(root: Path, suffix: str) -> list[str]:
     out = []
     for folder, dirs, files in os.walk(root):
         rel_dir = Path(folder).relative_to(root).as_posix()
         dirs[:] = [d for d in dirs if d not in layout.IGNORED_DIRS or d == layout.STATE_DIR]
         for name in files:
-            if name.endswith(TEMP_SUFFIX) and not _writer_alive(name):
+            if name.endswith(suffix):
                 out.append(name if rel_dir == "." else f"{rel_dir}/{name}")
     return sorted(out)
 
@@ -274,6 +320,9 @@ def _check_temp_files(root: Path, report: Report) -> None:
     for rel in temp_files(root):
         report.add("temp", f"{rel}: left by an interrupted write (the note itself is whole)",
                    rel)
+    for rel in litter(root):
+        report.add("litter", f"{rel}: an empty lock file an older vaultd left beside a note",
+                   rel)
 
 
 def _rel(root: Path, path: Path) -> str:
@@ -296,6 +345,8 @@ def fix(vault: Vault) -> Report:
     before = check(vault)
     fixed: list[str] = []
     kinds = before.kinds()
+    if "permission" in kinds:  # every repair writes .vaultd/: none can succeed
+        return before
     if "token" in kinds:
         path = token_path(vault.root)
         os.chmod(path, 0o600)
@@ -307,6 +358,11 @@ def fix(vault: Vault) -> Report:
         fixed.append("removed the stale daemon.json of a dead daemon")
     if "temp" in kinds:
         fixed.extend(f"removed {rel}" for rel in remove_temp_files(vault.root))
+    if "litter" in kinds:
+        for rel in litter(vault.root):
+            with contextlib.suppress(FileNotFoundError):
+                (vault.root / rel).unlink()
+                fixed.append(f"removed {rel}")
     if kinds & set(REBUILD):
         fixed.append(rebuild(vault))
     elif "no-index" in kinds:

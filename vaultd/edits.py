@@ -26,6 +26,7 @@ import yaml
 from vaultd.errors import VaultdError
 
 TEMP_SUFFIX = ".vaultd-tmp"  # atomic_write's temporary files: `.NAME.PID.RANDOM.vaultd-tmp`
+LOCK_SUFFIX = ".vaultd-lock"
 
 
 class ConflictError(VaultdError):
@@ -91,11 +92,11 @@ def locked(path: Path, lock_dir: Path | None = None) -> Iterator[None]:
     import fcntl
 
     if lock_dir is None:
-        lock_path = path.with_name(f".{path.name}.vaultd-lock")
+        lock_path = path.with_name(f".{path.name}{LOCK_SUFFIX}")
         path.parent.mkdir(parents=True, exist_ok=True)
     else:
         digest = hashlib.sha256(str(path.absolute()).encode()).hexdigest()[:24]
-        lock_path = lock_dir / f"{digest}.vaultd-lock"
+        lock_path = lock_dir / f"{digest}{LOCK_SUFFIX}"
         lock_dir.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)

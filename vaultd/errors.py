@@ -21,3 +21,11 @@ class ExtensionError(VaultdError):
 
 class ModelError(VaultdError):
     """The embedding model cannot be loaded or does not behave as its profile says."""
+
+
+class IndexAccessError(VaultdError):
+    """The index (or `.vaultd/`) exists but this user may not read or write it."""
+
+
+class IndexCorruptError(VaultdError):
+    """The index file is not a usable SQLite database (garbage, a folder, a broken file)."""

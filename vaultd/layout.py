@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,11 +123,35 @@ def _link_reason(path: str | os.PathLike[str]) -> str:
 
 NESTED_VAULT = f"another vault (it has its own {STATE_DIR}/); not indexed as part of this one"
 
+# Copies a sync tool or a merge leaves when two machines changed one note: Syncthing's
+# `note.sync-conflict-20260105-101500-ABCDEF1.md`, Dropbox's (and Nextcloud's) `note (Ann's
+# conflicted copy 2026-01-05).md`, a merge tool's `note.md.orig`. Indexed, each would be found as
+# a second copy of the note, and the lifecycle would act on it as if it were the note.
+_SYNC_CONFLICTS = (
+    (re.compile(r"\.sync-conflict-\d{8}-\d{6}(-[A-Za-z0-9]+)?\.[^./]+$"), "Syncthing"),
+    (re.compile(r" \([^()/]*conflicted copy[^()/]*\)\.[^./]+$", re.IGNORECASE),
+     "Dropbox or Nextcloud"),
+    (re.compile(r"\.(md|markdown)\.orig$", re.IGNORECASE), "a merge tool's backup"),
+)
+
+
+def sync_conflict(name: str) -> str | None:
+    """Why a file named `name` is a sync-conflict copy of a note (not a note of its own), or
+    None."""
+    if not name.lower().endswith((*NOTE_SUFFIXES, ".orig")):
+        return None
+    for pattern, tool in _SYNC_CONFLICTS:
+        if pattern.search(name):
+            return (f"sync conflict copy ({tool}), not indexed as a note: keep what you need "
+                    "from it in the note, then delete it")
+    return None
+
 
 def scan(root: Path, ignore: Ignore) -> Scan:
     """Every note file below `root` (posix relative paths). Symbolic links are never followed.
     Files and folders whose names are not valid UTF-8 are reported, not indexed; so is a folder
-    that is a vault of its own (its notes are its own vault's, never moved by this one)."""
+    that is a vault of its own (its notes are its own vault's, never moved by this one), and so
+    are sync-conflict copies (`sync_conflict`)."""
     result = Scan()
     stack = [""]
     while stack:
@@ -164,9 +189,13 @@ def scan(root: Path, ignore: Ignore) -> Scan:
                         result.skipped[rel + "/"] = NESTED_VAULT
                     else:
                         stack.append(rel)
-                elif entry.is_file(follow_symlinks=False) and rel.lower().endswith(NOTE_SUFFIXES):
-                    st = entry.stat(follow_symlinks=False)
-                    result.files[rel] = FileStat(st.st_size, st.st_mtime_ns)
+                elif entry.is_file(follow_symlinks=False):
+                    conflict = sync_conflict(entry.name)
+                    if conflict is not None:
+                        result.skipped[rel] = conflict
+                    elif rel.lower().endswith(NOTE_SUFFIXES):
+                        st = entry.stat(follow_symlinks=False)
+                        result.files[rel] = FileStat(st.st_size, st.st_mtime_ns)
             except OSError as exc:
                 result.skipped[rel] = f"cannot stat: {exc.strerror or exc}"
     return result
@@ -177,7 +206,8 @@ def stat_paths(root: Path, rels: Iterable[str], ignore: Ignore) -> Scan:
     Paths leaving the vault (absolute, `..`) or passing through a symbolic link are refused."""
     result = Scan()
     for rel in rels:
-        if not ignore.is_note(rel):
+        conflict = sync_conflict(rel.rsplit("/", 1)[-1])
+        if not ignore.is_note(rel) and (conflict is None or ignore.ignored(rel)):
             continue
         parts = rel.split("/")
         if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
@@ -204,6 +234,8 @@ def stat_paths(root: Path, rels: Iterable[str], ignore: Ignore) -> Scan:
         except OSError as exc:
             result.skipped[rel] = f"cannot stat: {exc.strerror or exc}"
             continue
-        if path.is_file():
+        if path.is_file() and conflict is not None:
+            result.skipped[rel] = conflict
+        elif path.is_file():
             result.files[rel] = FileStat(st.st_size, st.st_mtime_ns)
     return result

@@ -8,6 +8,8 @@ with the daemon up it must not import the index or the search engine.
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,7 +20,10 @@ if TYPE_CHECKING:
 
 Mode = Literal["hybrid", "vector", "bm25"]
 MODES: tuple[str, ...] = ("hybrid", "vector", "bm25")
+# A note's type: its frontmatter `type:`, else its top folder, else "note" (vaultd.notes).
+TYPES: tuple[str, ...] = ("episodic", "semantic", "procedural", "note")
 MAX_K = 1000  # what a JSON request may ask for
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @dataclass(frozen=True)
@@ -48,11 +53,22 @@ class SearchRequest:
         object.__setattr__(self, "tags", tuple(self.tags or ()))
 
     def check(self) -> SearchRequest:
-        """Itself, or ValueError naming the field that is wrong (for a person or a client)."""
+        """Itself, or ValueError naming the field that is wrong and the values it takes (for
+        a person or a client): a mistake must never answer "no hits". The CLI, the library,
+        `/search` (400) and MCP all check here, so they agree."""
+        if not isinstance(self.query, str) or not self.query.strip():
+            raise ValueError("'query' must be a non-empty string")
         if self.mode not in MODES:
-            raise ValueError(f"'mode' must be one of {', '.join(MODES)}")
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 0 <= self.k <= MAX_K:
-            raise ValueError(f"'k' must be an integer from 0 to {MAX_K}")
+            raise ValueError(f"'mode' must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= MAX_K:
+            raise ValueError(f"'k' must be an integer from 1 to {MAX_K}, not {self.k!r}")
+        for name in self.types:
+            if name not in TYPES:
+                raise ValueError(f"'type' must be one of {', '.join(TYPES)}, not {name!r}")
+        days = {field: _date(field, value) for field, value in
+                (("since", self.since), ("until", self.until)) if value is not None}
+        if len(days) == 2 and days["since"] > days["until"]:
+            raise ValueError(f"'since' ({self.since}) is after 'until' ({self.until})")
         return self
 
     @property
@@ -94,3 +110,14 @@ def _strings(value: Any, name: str) -> tuple[str, ...]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise ValueError(f"'{name}' must be a string or a list of strings")
+
+
+def _date(field: str, value: Any) -> dt.date:
+    """A YYYY-MM-DD date that exists, or ValueError saying so."""
+    if isinstance(value, str) and _DATE_RE.fullmatch(value):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(f"'{field}' must be a date YYYY-MM-DD (such as "
+                     f"{dt.date.today().isoformat()}), not {value!r}")

@@ -8,6 +8,7 @@ BM25. Schema changes are numbered migrations; `PRAGMA user_version` holds the nu
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from vaultd.errors import ExtensionError
+from vaultd.errors import ExtensionError, IndexAccessError, IndexCorruptError, VaultdError
 from vaultd.layout import ARCHIVE_DIR, is_archived
 
 SQLITE_FIX = (
@@ -75,6 +76,27 @@ def sqlite_module() -> ModuleType:
     except ImportError:
         reasons.append("sqlean-py is not installed")
     raise ExtensionError(f"cannot load sqlite-vec ({'; '.join(reasons)}). {SQLITE_FIX}")
+
+
+def unusable(path: Path, exc: BaseException) -> VaultdError:
+    """Why the index at `path` cannot be opened, as a one-line error naming the file and the
+    fix: a permission problem (`IndexAccessError`: another user owns it, `.vaultd/` is
+    read-only) is told apart from a broken file (`IndexCorruptError`), which a rebuild fixes
+    and a permission problem does not."""
+    folder = path.parent
+    if path.is_dir():
+        return IndexCorruptError(f"{path} is a folder, not vaultd's index file: move it away, "
+                                 "then `vaultd index` builds a new index")
+    denied = [p for p, mode in ((folder, os.W_OK | os.X_OK), (path, os.R_OK | os.W_OK))
+              if p.exists() and not os.access(p, mode)]
+    if denied or isinstance(exc, PermissionError) or "readonly" in str(exc):
+        where = denied[0] if denied else path
+        return IndexAccessError(
+            f"{where}: permission denied ({exc}): vaultd must read and write {folder.name}/ "
+            f"and {path.name}; give them back to this user (e.g. `chown -R $(id -un) "
+            f"{folder}` and `chmod -R u+rwX {folder}`)")
+    return IndexCorruptError(f"{path} is not a usable SQLite index ({exc}): "
+                             "`vaultd doctor --fix` builds a fresh one and keeps this one aside")
 
 
 # ---------------------------------------------------------------------------- migrations
@@ -250,19 +272,27 @@ class Store:
     def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self.module = sqlite_module()
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = self.module.connect(str(self.path), timeout=30, isolation_level=None,
-                                        check_same_thread=False)
-        self.conn.enable_load_extension(True)
-        import sqlite_vec
+        try:
+            if not read_only:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if self.path.is_file() and not os.access(self.path, os.W_OK):
+                    # SQLite would quietly open it read-only and fail at the first write
+                    raise PermissionError(13, "not writable by this user", str(self.path))
+            self.conn = self.module.connect(str(self.path), timeout=30, isolation_level=None,
+                                            check_same_thread=False)
+            self.conn.enable_load_extension(True)
+            import sqlite_vec
 
-        sqlite_vec.load(self.conn)
-        self.conn.enable_load_extension(False)
-        self.conn.execute("PRAGMA busy_timeout = 30000")
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        self._migrate()
+            sqlite_vec.load(self.conn)
+            self.conn.enable_load_extension(False)
+            self.conn.execute("PRAGMA busy_timeout = 30000")
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+        except (OSError, self.module.DatabaseError) as exc:
+            if hasattr(self, "conn"):
+                self.conn.close()
+            raise unusable(self.path, exc) from exc
 
     def close(self) -> None:
         self.conn.close()

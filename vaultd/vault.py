@@ -23,6 +23,7 @@ from vaultd.search import Hit, Searcher, SearchOptions, hit_from_dict
 from vaultd.search_request import SearchRequest
 from vaultd.store import Filters, Store
 from vaultd.vectors import VectorIndex
+from vaultd.writer import WriterRole, config_with_writer, role, this_host
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -110,7 +111,7 @@ def init_vault(path: Path) -> list[str]:
                 text = text.replace('# scope = ["episodic"]  ',
                                     "scope = [" + ", ".join(f'"{f}"' for f in scope) + "]", 1)
             with open(dest, "x", encoding="utf-8") as fh:  # "x": never clobber a racing writer
-                fh.write(text)
+                fh.write(config_with_writer(text) if dest.name == "config.toml" else text)
             created.append(dest.relative_to(path).as_posix())
     return created
 
@@ -144,6 +145,7 @@ class Vault:
         self.settings = settings
         self.profile = profile
         self.ignore = layout.Ignore(settings.index.ignore)
+        self.host = this_host()  # for `[lifecycle] writer`: a vault is opened on one machine
         self._embedder = embedder
         self._store: Store | None = None
         # A warm in-memory copy of the vectors for exact KNN: the daemon keeps one
@@ -235,9 +237,10 @@ class Vault:
         with any other `SearchRequest` field as a keyword (`types`, `tags`, `path_glob`,
         `since`, `until`, `mode`, `include_archive`, `half_life_days`, `mmr_lambda`,
         `record`), or one whole `SearchRequest`. `record=True` (what `vaultd search` does)
-        counts the top 5 as recalled, for recall promotion."""
+        counts the top 5 as recalled, for recall promotion. A wrong value (an empty query,
+        `k` < 1, an unknown type, a date that does not exist) raises ValueError."""
         request = (query if isinstance(query, SearchRequest)
-                   else SearchRequest(query, k, **options))
+                   else SearchRequest(query, k, **options)).check()  # ValueError: say what
         route = self._daemon_or_local(request.daemon_can_answer)
         hits = route.run(
             lambda daemon: [hit_from_dict(h) for h in daemon.search(request)["hits"]],
@@ -278,9 +281,9 @@ class Vault:
             raise ModelError(f"the index was built with model '{indexed.get('id')}' but the "
                              f"vault is configured for '{self.profile.id}'; run `vaultd index`")
 
-    def changed_since_index(self) -> list[str]:
+    def changed_since_index(self, scanned: layout.Scan | None = None) -> list[str]:
         """Paths whose size or mtime differ from the index, plus new and deleted ones."""
-        on_disk = layout.scan(self.root, self.ignore).files
+        on_disk = (scanned or layout.scan(self.root, self.ignore)).files
         known = self.store.file_states()
         changed = [p for p, st in on_disk.items()
                    if p not in known or known[p][:2] != (st.size, st.mtime_ns)]
@@ -292,7 +295,9 @@ class Vault:
         exists = index_file.exists()
         store = self.store
         last = store.get_meta("last_index_at")
-        changed = self.changed_since_index()
+        scanned = layout.scan(self.root, self.ignore)
+        changed = self.changed_since_index(scanned)
+        skipped = dict(store.skipped())  # what the index skipped, and what the scan does
         return {
             "vault": str(self.root),
             "index": str(index_file) if exists else None,
@@ -305,7 +310,9 @@ class Vault:
                               if last else None),
             "changed_since_index": len(changed),
             "changed_paths": changed[:20],
-            "skipped_files": [{"path": p, "reason": r} for p, r in store.skipped()],
+            "skipped_files": [{"path": p, "reason": r}
+                              for p, r in sorted({**scanned.skipped, **skipped}.items())],
+            "writer": self.writer_role().to_dict(),
         }
 
     def doctor(self, fix: bool = False) -> Any:
@@ -316,6 +323,10 @@ class Vault:
         return doctor.fix(self) if fix else doctor.check(self)
 
     # -- memory lifecycle
+    def writer_role(self) -> WriterRole:
+        """Whether this machine may run the writing jobs (`[lifecycle] writer`)."""
+        return role(self.settings.lifecycle.writer, self.host)
+
     def remember(self, text: str, tags: list[str] | None = None) -> tuple[str, str]:
         """Append a timestamped entry to today's daily log. Returns (path, heading)."""
         from vaultd import edits
@@ -339,6 +350,8 @@ class Vault:
         from vaultd.lifecycle.plans import Outcome, PhaseReport
         from vaultd.lifecycle.recovery import finish_interrupted
 
+        if not dry_run and (mirror or set(phases) - {"connect"}):  # else: links in the index only
+            self.writer_role().check("the lifecycle")
         chosen = [lifecycle.phase(name) for name in phases]
         if not dry_run and any(p.moves_entries for p in chosen):
             # first finish any move or consolidation a crash cut short, so a re-run converges
@@ -380,6 +393,8 @@ class Vault:
         byte-identical (and keeps its mtime)."""
         from vaultd.lifecycle.flush import flush
 
+        if not dry_run:
+            self.writer_role().check("flush")
         return flush(self, dry_run=dry_run)
 
     def _llm(self) -> Any:
@@ -438,7 +453,9 @@ class Vault:
 
 def flush_anywhere(vault: Vault) -> dict[str, Any]:
     """Flush through the vault's daemon when it runs (its warm model, its single writer), else
-    in-process — whatever the vault's own `daemon` mode."""
+    in-process — whatever the vault's own `daemon` mode. Refused on a machine that is not the
+    vault's writer."""
+    vault.writer_role().check("flush")
     return DaemonOrLocal(vault.root).run(lambda daemon: daemon.flush(),
                                          lambda: vault.flush().to_dict())
 
@@ -446,7 +463,10 @@ def flush_anywhere(vault: Vault) -> dict[str, Any]:
 def lifecycle_anywhere(vault: Vault, phases: list[str]) -> dict[str, Any]:
     """Run lifecycle phases through the vault's daemon when it runs (the index's single writer:
     no second process writing the index and the vault beside it), else in-process. Answers
-    `{"phases": [report, ...], "states": ...}` either way."""
+    `{"phases": [report, ...], "states": ...}` either way. Refused on a machine that is not
+    the vault's writer."""
+    vault.writer_role().check("the lifecycle")
+
     def local() -> dict[str, Any]:
         vault.index()
         return {"phases": [r.to_dict() for r in vault.lifecycle(phases)],

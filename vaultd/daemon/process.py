@@ -150,6 +150,9 @@ class Daemon:
         self.server: Any = None
         self.watcher: Watcher | None = None
         self.scheduler: Any = None
+        # A vault shared between machines: only the writer's daemon runs the writing jobs.
+        self.role = vault.writer_role()
+        self.skipped_jobs: list[str] = []
 
     # -- App protocol for the server (called from HTTP threads)
     def _reader(self) -> Store:
@@ -189,6 +192,7 @@ class Daemon:
             "batches": self.stats.batches,
             "errors": self.stats.errors,
             "lifecycle": self.stats.lifecycle,
+            "writer": {**self.role.to_dict(), "skipped_jobs": self.skipped_jobs},
         }
 
     def embed(self, texts: list[str], kind: str) -> tuple[str, int, list[list[float]]]:
@@ -245,6 +249,9 @@ class Daemon:
             log.info("vaultd daemon pid %d serving %s on %s:%d (model %s, watcher %s)",
                      os.getpid(), self.root, s.host, self.server.port, self.vault.profile.id,
                      self.watcher.mode)
+            if not self.role.writes:
+                log.warning("%s: skipping the scheduled %s", self.role.summary(),
+                            ", ".join(self.skipped_jobs) or "jobs")
             self.events.put_command(RECONCILE)  # catch up on changes made while we were down
             self._loop()
             return 0
@@ -284,6 +291,9 @@ class Daemon:
         for phase in SCHEDULED_PHASES:
             expr = getattr(cfg, f"{phase}_cron").strip()
             if not expr:
+                continue
+            if not self.role.writes:  # another machine's daemon writes this shared vault
+                self.skipped_jobs.append(phase)
                 continue
             try:
                 trigger = CronTrigger.from_crontab(expr)
@@ -392,6 +402,7 @@ class Daemon:
 
     def _flush(self) -> dict[str, Any]:
         """Drain pending index work, connect, route, write MEMORY.md (main thread)."""
+        self.role.check("flush")
         try:
             result = {k: v for k, v in self.vault.flush().to_dict().items() if k != "phases"}
         except Exception as exc:
@@ -405,6 +416,8 @@ class Daemon:
     def _lifecycle_on_request(self, phases: list[str], dry_run: bool) -> dict[str, Any]:
         """Index what changed, then run the phases exactly as `vaultd lifecycle` does
         in-process (main thread)."""
+        if not dry_run:
+            self.role.check("the lifecycle")
         started = time.perf_counter()
         try:
             self.vault.index()

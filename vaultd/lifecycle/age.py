@@ -37,7 +37,7 @@ def plan(ctx: Context) -> Plan:
                                        f"{MAX_REPRIEVES} reprieves"))
     result.notes.append(f"{total} active entries; reprieves start once {newer_than} newer "
                       "entries exist")
-    return result
+    return state.plan_files(ctx, result)
 
 
 PHASE = Phase("age", plan, state.apply, moves_entries=True)

@@ -8,12 +8,13 @@ for Obsidian's graph.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from vaultd import edits
 from vaultd.layout import MEMORY_FILE
 from vaultd.lifecycle.entries import EntryView
-from vaultd.lifecycle.plans import Action, Context, Outcome, Phase, Plan
+from vaultd.lifecycle.plans import CHANGE, Action, Context, Outcome, Phase, Plan
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,9 +44,8 @@ def plan(ctx: Context) -> Plan:
     buffer = [i for i, v in enumerate(views) if active[i] and done.get(v.id) != v.hash]
     result.notes.append(f"{len(buffer)} buffered entr{'y' if len(buffer) == 1 else 'ies'} of "
                         f"{int(active.sum())} active; link threshold {th.link:.2f}")
-    if not buffer:
-        return result
-    sims = matrix[buffer] @ matrix.T
+    if buffer:
+        sims = matrix[buffer] @ matrix.T
     for row, i in enumerate(buffer):
         sims[row, i] = -1.0
         sims[row, ~active] = -1.0
@@ -57,22 +57,40 @@ def plan(ctx: Context) -> Plan:
             f"{len(linked)} link(s) at cosine ≥ {th.link:.2f}" if linked
             else f"no entry at cosine ≥ {th.link:.2f} (best {float(sims[row].max()):.2f})",
             {"scores": [round(s, 3) for _, s in linked], "hash": views[i].hash}))
+    if ctx.settings.mirror_related and ctx.mirror:
+        plan_mirror(ctx, result)
     return result
 
 
 def apply(ctx: Context, plan: Plan) -> Outcome:
+    links = [a for a in plan.actions if a.kind == "link"]
     ctx.store.save_links(((a.entries[0], list(zip(a.entries[1:], a.data["scores"])),
-                           a.data["hash"]) for a in plan.actions), ctx.now)
-    if ctx.settings.mirror_related and ctx.mirror:
-        return mirror_related(ctx)
-    return Outcome()
+                           a.data["hash"]) for a in links), ctx.now)
+    out = Outcome()
+    for action in plan.actions:
+        if action.kind != "mirror":
+            continue
+        path = action.data["path"]
+        try:
+            snap = edits.read(ctx.root / path)
+            if snap.text != action.data["before"]:
+                raise edits.ConflictError(f"{ctx.root / path}: changed since it was read; not "
+                                          "overwritten (vaultd will try again with the new text)")
+            if edits.replace_checked(snap, action.data["text"]):
+                out.written.append(path)
+        except FileNotFoundError:
+            continue
+        except edits.ConflictError as exc:
+            out.conflicts.append(str(exc))
+    return out
 
 
-def related_links(store: Store, views: list[EntryView]) -> dict[str, list[str]]:
+def related_links(links: Iterable[tuple[str, str, float]],
+                  views: list[EntryView]) -> dict[str, list[str]]:
     """path → the notes its entries link to, as Obsidian wikilinks (for `vaultd_related:`)."""
     by_id = {v.id: v for v in views}
     best: dict[str, dict[str, float]] = {}
-    for a, b, score in store.links():
+    for a, b, score in links:
         if a in by_id and b in by_id and by_id[a].path != by_id[b].path:
             target = f"[[{by_id[b].path.removesuffix('.md')}]]"
             scores = best.setdefault(by_id[a].path, {})
@@ -81,39 +99,44 @@ def related_links(store: Store, views: list[EntryView]) -> dict[str, list[str]]:
             for p, s in best.items()}
 
 
-def mirror_related(ctx: Context) -> Outcome:
-    """Write each note's links into its `vaultd_related:` frontmatter, a key vaultd owns (a
-    user's own `related:` is theirs and never touched): in notes in the lifecycle's scope, and
-    in the user's other notes only with `mirror_outside_scope`. Only that one key's lines
-    change; a note without frontmatter gets none added. Checked writes; files changed in the
-    last `quiet_seconds` are left for next time (someone is likely editing them)."""
-    out = Outcome()
-    links = related_links(ctx.store, ctx.views)
+def links_after(store: Store, plan: Plan) -> list[tuple[str, str, float]]:
+    """The link graph as applying `plan` leaves it: each buffered entry's links replaced by
+    the plan's."""
+    linking = [a for a in plan.actions if a.kind == "link"]
+    buffered = {a.entries[0] for a in linking}
+    kept = [(a, b, s) for a, b, s in store.links() if a not in buffered and b not in buffered]
+    for action in linking:
+        for other, score in zip(action.entries[1:], action.data["scores"]):
+            kept += [(action.entries[0], other, score), (other, action.entries[0], score)]
+    return kept
+
+
+def plan_mirror(ctx: Context, plan: Plan) -> None:
+    """Plan writing each note's links into its `vaultd_related:` frontmatter, a key vaultd
+    owns (a user's own `related:` is theirs and never touched): in notes in the lifecycle's
+    scope, and in the user's other notes only with `mirror_outside_scope`. Only that one key's
+    lines change; a note without frontmatter gets none added. Files changed in the last
+    `quiet_seconds` are left for next time (someone is likely editing them)."""
+    links = related_links(links_after(ctx.store, plan), ctx.views)
     mirrored = {v.path for v in ctx.views if not v.archived
                 and (ctx.in_scope(v) or ctx.settings.mirror_outside_scope)}
-    for path in sorted(mirrored):
-        if path == MEMORY_FILE:
-            continue
+    for path in sorted(mirrored - {MEMORY_FILE}):
         want = links.get(path)
         try:
             if ctx.quiet_seconds and \
                     time.time() - (ctx.root / path).stat().st_mtime < ctx.quiet_seconds:
                 continue  # being edited right now: next time
-            snap = edits.read(ctx.root / path)
-        except FileNotFoundError:
+            text = edits.read(ctx.root / path).text
+        except (OSError, UnicodeDecodeError):
             continue
-        have = edits.get_frontmatter(path, snap.text).get(RELATED_KEY)
-        if (want or None) == (have or None):
-            continue
-        if edits.split_frontmatter(snap.text)[0] is None:
-            continue  # adding a frontmatter block would re-format the user's file
-        try:
-            if edits.replace_checked(snap, edits.set_frontmatter(snap.text,
-                                                                 {RELATED_KEY: want})):
-                out.written.append(path)
-        except edits.ConflictError as exc:
-            out.conflicts.append(str(exc))
-    return out
+        have = edits.get_frontmatter(path, text).get(RELATED_KEY)
+        if (want or None) == (have or None) or edits.split_frontmatter(text)[0] is None:
+            continue  # nothing new, or adding a frontmatter block would re-format the file
+        new = edits.set_frontmatter(text, {RELATED_KEY: want})
+        plan.actions.append(Action("mirror", [], f"{len(want or [])} link(s) into "
+                                   f"{RELATED_KEY}:", {"path": path, "before": text,
+                                                       "text": new}))
+        plan.touch(path, CHANGE, text, new)
 
 
 def calibrate(matrix: np.ndarray, link_default: float, consolidate_default: float

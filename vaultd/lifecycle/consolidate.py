@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from vaultd import edits
 from vaultd.layout import ARCHIVE_DIR
 from vaultd.lifecycle.entries import EntryView, sentences, words
-from vaultd.lifecycle.moves import archive_entry, as_planned
-from vaultd.lifecycle.plans import Action, Context, Outcome, Phase, Plan
+from vaultd.lifecycle.moves import archive_entry, as_planned, plan_archive
+from vaultd.lifecycle.plans import CREATE, Action, Context, Drafts, Outcome, Phase, Plan
 from vaultd.notes import entry_title
 
 if TYPE_CHECKING:
@@ -141,6 +141,11 @@ def plan(ctx: Context) -> Plan:
             f"{len(group)} entries, every pair at cosine ≥ {th.consolidate:.2f} (lowest {low:.2f})",
             {"title": title, "sentences": extractive_merge(texts, order),
              "tags": sorted({t for v in group for t in v.tags if t != "daily"})}))
+    drafts = Drafts(ctx.root)
+    for action in result.actions:
+        result.touch(merged_path(action), CREATE)
+        for view in members_bottom_up(action, ctx.by_id):
+            plan_archive(result, drafts, view)
     return result
 
 
@@ -170,27 +175,40 @@ def merge_note(action: Action, views: dict[str, EntryView], merge_id: str,
     return edits.set_frontmatter("---\n---\n" + "\n".join(body) + "\n", meta)
 
 
+def consolidation_id(action: Action) -> str:
+    return hashlib.sha1("\0".join(sorted(action.entries)).encode()).hexdigest()[:10]
+
+
+def merged_path(action: Action) -> str:
+    """The vault path of the note a merge creates (its plan and its apply agree on it)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", action.data["title"].lower()).strip("-")[:60]
+    return f"semantic/{slug or 'consolidated'}-{consolidation_id(action)[:6]}.md"
+
+
+def members_bottom_up(action: Action, views: dict[str, EntryView]) -> list[EntryView]:
+    """A merge's members in the order they are archived: bottom-up within a file, so earlier
+    line numbers stay valid."""
+    return sorted((views[e] for e in action.entries), key=lambda v: (v.path, -v.start_line))
+
+
 def apply(ctx: Context, plan: Plan) -> Outcome:
     root, views, llm = ctx.root, ctx.by_id, ctx.llm
     out = Outcome()
     for action in plan.actions:
-        merge_id = hashlib.sha1("\0".join(sorted(action.entries)).encode()).hexdigest()[:10]
-        slug = re.sub(r"[^a-z0-9]+", "-", action.data["title"].lower()).strip("-")[:60]
-        rel = f"semantic/{slug or 'consolidated'}-{merge_id[:6]}.md"
+        rel = merged_path(action)
         try:
             for e in action.entries:  # merge only what was planned: no member changed since
                 as_planned(edits.read(root / views[e].path).text, views[e])
             edits.create_new(edits.inside(root, root / rel),
-                             merge_note(action, views, merge_id, llm))
+                             merge_note(action, views, consolidation_id(action), llm))
         except (edits.ConflictError, FileNotFoundError) as exc:
             out.conflicts.append(str(exc))
             continue
         out.created.append(rel)
-        # archive bottom-up within a file so earlier line numbers stay valid
-        for view in sorted((views[e] for e in action.entries),
-                           key=lambda v: (v.path, -v.start_line)):
+        why = f"consolidated into {rel} ({consolidation_id(action)})"
+        for view in members_bottom_up(action, views):
             try:
-                archive_entry(root, view, f"consolidated into {rel} ({merge_id})", out)
+                archive_entry(root, view, why, out)
             except (edits.ConflictError, FileNotFoundError) as exc:
                 out.conflicts.append(str(exc))
     return out

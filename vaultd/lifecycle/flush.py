@@ -129,6 +129,8 @@ class FlushReport:
     memory_written: bool
     memory_diff: str
     memory_chars: int
+    # every file the flush creates or changes (its phases' and MEMORY.md): path, change, diff
+    files: list[dict[str, str]]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,5 +149,9 @@ def flush(vault: Vault, *, dry_run: bool = False) -> FlushReport:
     written, diff = write_memory(vault.root, block, dry_run=dry_run)
     if written:
         vault.indexer().sync_paths([MEMORY_FILE])
+    files = [f for p in phases for f in p.files]
+    if diff:
+        files.append({"path": MEMORY_FILE, "change": "change" if (
+            vault.root / MEMORY_FILE).exists() else "create", "diff": diff})
     return FlushReport(report.summary(), [p.to_dict() for p in phases], written, diff,
-                       len(block))
+                       len(block), sorted(files, key=lambda f: f["path"]))

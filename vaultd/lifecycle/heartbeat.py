@@ -3,12 +3,15 @@ and how-tos into their own notes, then brings MEMORY.md up to date."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 
 from vaultd import edits
+from vaultd.layout import MEMORY_FILE
+from vaultd.lifecycle.entries import EntryView
 from vaultd.lifecycle.moves import as_planned, take_back
-from vaultd.lifecycle.plans import Action, Context, Outcome, Phase, Plan
+from vaultd.lifecycle.plans import CHANGE, CREATE, Action, Context, Drafts, Outcome, Phase, Plan
 from vaultd.notes import entry_title
 
 
@@ -57,7 +60,30 @@ def plan(ctx: Context) -> Plan:
         else:
             result.notes.append(f"{view.label()}: {kind}"
                               + ("" if signal else ", low signal") + (", done" if done else ""))
+    drafts = Drafts(ctx.root)
+    for action in result.actions:
+        view = ctx.by_id[action.entries[0]]
+        result.touch(extracted_path(action, view), CREATE)
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            drafts.change(result, view.path, marked_extracted(drafts.text(view.path), view))
+    if result.actions:  # the review ends with a flush (see `vaultd flush --dry-run`)
+        result.touch(MEMORY_FILE, CHANGE)
     return result
+
+
+def extracted_path(action: Action, view: EntryView) -> str:
+    """The vault path of the note an extraction creates (its plan and its apply agree)."""
+    title = entry_title(view.key) or view.key
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60] or "note"
+    return f"{action.data['type']}/{slug}-{view.id[:6]}.md"
+
+
+def marked_extracted(text: str, view: EntryView) -> str:
+    """The daily log's text with the entry marked as extracted (so it is extracted once)."""
+    fm = edits.get_frontmatter(view.path, text)
+    state = dict(fm["vaultd"]) if isinstance(fm.get("vaultd"), dict) else {}
+    state["extracted"] = sorted(set(state.get("extracted") or []) | {view.key})
+    return edits.set_frontmatter(text, {"vaultd": state})
 
 
 def apply(ctx: Context, plan: Plan) -> Outcome:
@@ -66,8 +92,7 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
     for action in plan.actions:
         view = views[action.entries[0]]
         title = entry_title(view.key) or view.key
-        slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60] or "note"
-        rel = f"{action.data['type']}/{slug}-{view.id[:6]}.md"
+        rel = extracted_path(action, view)
         meta = {"type": action.data["type"], "title": title, "created": view.date,
                 "extracted_from": f"[[{view.path.removesuffix('.md')}]]",
                 "tags": sorted(t for t in view.tags if t != "daily")}
@@ -75,12 +100,9 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
         try:
             snap = edits.read(edits.inside(root, root / view.path))
             as_planned(snap.text, view)  # not from an entry the user changed since the plan
-            fm = edits.get_frontmatter(view.path, snap.text)
-            state = dict(fm["vaultd"]) if isinstance(fm.get("vaultd"), dict) else {}
-            state["extracted"] = sorted(set(state.get("extracted") or []) | {view.key})
             edits.create_new(edits.inside(root, root / rel), text)
             try:
-                edits.replace_checked(snap, edits.set_frontmatter(snap.text, {"vaultd": state}))
+                edits.replace_checked(snap, marked_extracted(snap.text, view))
             except edits.ConflictError:
                 # unmarked, the entry would be extracted again: take the new note back
                 take_back(root / rel, None, text)

@@ -18,7 +18,7 @@ from typing import Any
 from vaultd import edits
 from vaultd.layout import ARCHIVE_DIR, is_archived
 from vaultd.lifecycle.entries import EntryView
-from vaultd.lifecycle.plans import Outcome
+from vaultd.lifecycle.plans import CHANGE, CREATE, REMOVE, Drafts, Outcome, Plan
 from vaultd.notes import entry_hash, parse
 from vaultd.store import Store
 
@@ -76,9 +76,7 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> Non
                 src.unlink()
             out.written.append(view.path)
             return
-        if dest.exists():
-            dest = dest.with_name(f"{dest.stem}-{hashlib.sha1(_now().encode()).hexdigest()[:6]}"
-                                  f"{dest.suffix}")
+        dest = root / archive_dest(root, view)
         edits.create_new(dest, text)
         # the source is removed only after its copy is safely in place, and only if unchanged
         with edits.locked(src):
@@ -89,14 +87,7 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> Non
         out.written.append(view.path)
         out.created.append(dest.relative_to(root).as_posix())
         return
-    rest, taken = cut_entry(snap.text, view)
-    state = edits.get_frontmatter(view.path, rest).get("vaultd")
-    if isinstance(state, dict):  # the entry's bookkeeping leaves with it
-        state = {k: ({kk: vv for kk, vv in v.items() if kk != view.key} if isinstance(v, dict)
-                     else [x for x in v if x != view.key] if isinstance(v, list) else v)
-                 for k, v in state.items()}
-        rest = edits.set_frontmatter(rest, {"vaultd": {k: v for k, v in state.items() if v}
-                                            or None})
+    rest, taken = without_entry(snap.text, view)
     moved: str | None = None
     with edits.locked(dest):
         before = dest.read_bytes() if dest.exists() else None
@@ -126,6 +117,48 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> Non
         raise
     out.written.append(view.path)
     out.created.append(dest.relative_to(root).as_posix())
+
+
+def without_entry(text: str, view: EntryView) -> tuple[str, str]:
+    """(a daily log's text without the entry `view`, the entry's lines): the entry's
+    bookkeeping under `vaultd:` leaves with it. ConflictError when the entry changed."""
+    rest, taken = cut_entry(text, view)
+    state = edits.get_frontmatter(view.path, rest).get("vaultd")
+    if isinstance(state, dict):
+        state = {k: ({kk: vv for kk, vv in v.items() if kk != view.key} if isinstance(v, dict)
+                     else [x for x in v if x != view.key] if isinstance(v, list) else v)
+                 for k, v in state.items()}
+        rest = edits.set_frontmatter(rest, {"vaultd": {k: v for k, v in state.items() if v}
+                                            or None})
+    return rest, taken
+
+
+def archive_dest(root: Path, view: EntryView) -> str:
+    """Where archiving `view` puts it (vault path): the same path under archive/; a whole note
+    whose name is taken there gets a suffix from its content hash (the plan and the move agree
+    on it)."""
+    dest = f"{ARCHIVE_DIR}/{view.path}"
+    if view.is_daily or not (root / dest).exists():
+        return dest
+    tag = (view.hash or hashlib.sha1(_now().encode()).hexdigest())[:6]
+    stem, dot, suffix = dest.rpartition(".")
+    return f"{stem}-{tag}{dot}{suffix}" if dot else f"{dest}-{tag}"
+
+
+def plan_archive(plan: Plan, drafts: Drafts, view: EntryView) -> None:
+    """Record in `plan` the files that archiving `view` touches, with the diff of its source."""
+    root = drafts.root
+    if not view.is_daily:
+        plan.touch(view.path, REMOVE)
+        plan.touch(archive_dest(root, view), CREATE)
+        return
+    try:
+        rest, _ = without_entry(drafts.text(view.path), view)
+    except (edits.ConflictError, OSError, UnicodeDecodeError):
+        return  # applying it will report why it was left in place
+    drafts.change(plan, view.path, rest)
+    dest = archive_dest(root, view)
+    plan.touch(dest, CHANGE if (root / dest).exists() or dest in plan.files else CREATE)
 
 
 def _holds(rel: str, text: str, view: EntryView) -> bool:

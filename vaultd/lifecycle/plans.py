@@ -37,11 +37,52 @@ class Action:
                 **self.data}
 
 
+# What a plan does to a file; a real run touches exactly the files its plan lists.
+CREATE, CHANGE, REMOVE = "create", "change", "remove"
+
+
 @dataclass
 class Plan:
     phase: str
     actions: list[Action] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # vault path → create | change | remove
+    diffs: dict[str, str] = field(default_factory=dict)  # vault path → unified diff
+
+    def touch(self, path: str, change: str, before: str | None = None,
+              after: str | None = None) -> None:
+        """Record that applying the plan creates, changes or removes `path` (with the diff,
+        when the texts are known). A file created then changed is still created."""
+        if self.files.get(path) != CREATE or change == REMOVE:
+            self.files[path] = change
+        if before is not None and after is not None and before != after:
+            import difflib
+
+            self.diffs[path] = "".join(difflib.unified_diff(
+                before.splitlines(True), after.splitlines(True), f"a/{path}", f"b/{path}"))
+
+
+@dataclass
+class Drafts:
+    """Files as a plan's actions will leave them, in memory: what a plan diffs, so that several
+    actions on one file (entries leaving one daily log) show as one change."""
+
+    root: Path
+    original: dict[str, str] = field(default_factory=dict)
+    current: dict[str, str] = field(default_factory=dict)
+
+    def text(self, path: str) -> str:
+        """The file's text as the actions planned so far leave it (OSError if unreadable)."""
+        if path not in self.current:
+            from vaultd import edits
+
+            self.original[path] = self.current[path] = edits.read(self.root / path).text
+        return self.current[path]
+
+    def change(self, plan: Plan, path: str, text: str) -> None:
+        self.text(path)
+        self.current[path] = text
+        plan.touch(path, CHANGE, self.original[path], text)
 
 
 @dataclass
@@ -112,6 +153,8 @@ class PhaseReport:
     written: list[str]
     created: list[str]
     conflicts: list[str]
+    # every file the plan creates, changes or removes: {"path", "change", "diff" (changes)}
+    files: list[dict[str, str]] = field(default_factory=list)
 
     @classmethod
     def of(cls, plan: Plan, outcome: Outcome, views: dict[str, EntryView],
@@ -122,8 +165,10 @@ class PhaseReport:
             item.pop("text", None)  # whole file texts: the diff says it
             item.pop("before", None)
             actions.append(item)
+        files = [{"path": p, "change": c, **({"diff": plan.diffs[p]} if p in plan.diffs else {})}
+                 for p, c in sorted(plan.files.items())]
         return cls(plan.phase, dry_run, plan.notes, actions, outcome.written, outcome.created,
-                   outcome.conflicts)
+                   outcome.conflicts, files)
 
     @property
     def acted(self) -> list[dict[str, Any]]:
@@ -136,4 +181,4 @@ class PhaseReport:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PhaseReport:
         return cls(**{k: data[k] for k in ("phase", "dry_run", "notes", "actions", "written",
-                                           "created", "conflicts")})
+                                           "created", "conflicts")}, files=data.get("files", []))

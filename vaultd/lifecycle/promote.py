@@ -25,7 +25,7 @@ def plan(ctx: Context) -> Plan:
                 and view.type in ("episodic", "semantic", "procedural"):
             result.actions.append(Action("promote", [view.id],
                                          f"in the top 5 of {n} different searches"))
-    return result
+    return state.plan_files(ctx, result)
 
 
 def record_recalls(store: Store, hits: Iterable[Any], query: str, now: float) -> None:

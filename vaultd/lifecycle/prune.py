@@ -31,7 +31,7 @@ def plan(ctx: Context) -> Plan:
                                            f"near-duplicate (cosine {float(sims[a, b]):.2f}) "
                                            f"of {views[keep].label()}"))
     result.notes.append(f"{len(gone)} near-duplicate(s) at cosine ≥ {th.duplicate:.2f}")
-    return result
+    return state.plan_files(ctx, result)
 
 
 PHASE = Phase("prune", plan, state.apply, moves_entries=True)

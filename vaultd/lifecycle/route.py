@@ -9,7 +9,7 @@ from pathlib import Path
 from vaultd import edits, layout
 from vaultd.blocks import BEGIN, outside_block, with_block
 from vaultd.lifecycle.entries import summary
-from vaultd.lifecycle.plans import Action, Context, Outcome, Phase, Plan
+from vaultd.lifecycle.plans import CHANGE, CREATE, Action, Context, Outcome, Phase, Plan
 
 
 def resolve_target(root: Path, target: str, allowed_outside: Iterable[str]) -> Path:
@@ -71,13 +71,14 @@ def plan(ctx: Context) -> Plan:
             continue  # nothing to route there, and no block to empty
         new = with_block(old, sorted(set(routed[target])))
         if new != old:
-            import difflib
-
-            diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
-                                                f"a/{target}", f"b/{target}"))
+            root_r = root.resolve()
+            shown = path.relative_to(root_r).as_posix() if path.is_relative_to(root_r) \
+                else str(path)
+            result.touch(shown, CHANGE if path.exists() else CREATE, old, new)
             result.actions.append(Action("write", [], f"managed block of {target}",
-                                       {"target": target, "path": str(path), "diff": diff,
-                                        "text": new, "before": old}))
+                                         {"target": target, "path": str(path),
+                                          "diff": result.diffs[shown], "text": new,
+                                          "before": old}))
     return result
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from vaultd import edits
 from vaultd.lifecycle.entries import EntryView
-from vaultd.lifecycle.moves import archive_entry, as_planned
-from vaultd.lifecycle.plans import Context, Outcome, Plan
+from vaultd.lifecycle.moves import archive_entry, as_planned, plan_archive
+from vaultd.lifecycle.plans import Context, Drafts, Outcome, Plan
 
 
 def update_state(text: str, path: str, view: EntryView | None, *,
@@ -63,3 +63,24 @@ def apply_state(root: Path, views: dict[str, EntryView], plan: Plan) -> Outcome:
 def apply(ctx: Context, plan: Plan) -> Outcome:
     """How promote, age and prune apply their plans."""
     return apply_state(ctx.root, ctx.by_id, plan)
+
+
+def plan_files(ctx: Context, plan: Plan) -> Plan:
+    """Record the files promote, age and prune's actions touch, with diffs, in the order
+    `apply_state` carries them out."""
+    drafts = Drafts(ctx.root)
+    for action in plan.actions:
+        view = ctx.by_id[action.entries[0]]
+        if action.kind == "fade":
+            plan_archive(plan, drafts, view)
+            continue
+        try:
+            text = drafts.text(view.path)
+        except (OSError, UnicodeDecodeError):
+            continue  # applying it will report why it was left alone
+        if action.kind == "reprieve":
+            drafts.change(plan, view.path, update_state(text, view.path, view,
+                                                        reprieves=action.data["reprieves"]))
+        elif action.kind == "promote":
+            drafts.change(plan, view.path, update_state(text, view.path, view, proven=True))
+    return plan
