@@ -564,3 +564,41 @@ def test_every_endpoint_and_server_setting_is_documented() -> None:
     server_section = template.split("[server]", 1)[1].split("\n\n", 1)[0]
     for f in fields(ServerSettings):
         assert f"# {f.name} = " in server_section, f.name
+
+
+# -- issue #12, point 13: a trickle does not extend the deadlines (the flood is test_flood.py)
+
+
+@pytest.mark.parametrize(("opening", "deadline"), [
+    (b"GET /health HTTP/1.1\r\nHost: localhost\r\n", "head_seconds"),
+    (b"POST /embed HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer secret\r\n"
+     b"Content-Length: 100000\r\n\r\n{\"texts\": [\"", "body_seconds")])
+def test_a_trickling_sender_is_cut_off_at_its_deadline(opening: bytes, deadline: str) -> None:
+    # one byte every 0.1 s: the socket timeout (30 s between bytes) alone never fires
+    server = Server(FakeApp(), ServerSettings(port=0, head_seconds=1.0, body_seconds=1.0),
+                    token="secret")
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(opening)
+            started = time.monotonic()
+            answer = b""
+            while time.monotonic() - started < 8:
+                try:
+                    sock.sendall(b"a")
+                except OSError:
+                    break
+                sock.settimeout(0.1)
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    break
+                answer += chunk
+            elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert elapsed < 4, f"still connected after {elapsed:.1f} s ({deadline} = 1)"
+    if deadline == "body_seconds":  # a body that is late is told so
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
