@@ -113,6 +113,22 @@ def test_structural_noise_is_not_consolidated(vault: Vault, tmp_path: Path) -> N
     assert any("structural noise" in n for n in report.notes)
 
 
+def test_a_dry_run_plans_the_coherence_check_too(vault: Vault) -> None:
+    """Entries alike only in the lines they all share (a meeting template) cluster, but what
+    each says on its own is another topic: the real run skips the group, so must the dry run."""
+    shared = " ".join(f"topicsync{k}" for k in range(20)) + "."  # the template's line
+    own = ["topicalpha the boiler was serviced and the pressure valve replaced by the plumber",
+           "topicbeta our quarterly taxes were filed with the accountant on friday morning",
+           "topicgamma the garden fence panels blew down during the storm last night"]
+    for day, says in zip(["2026-11-01", "2026-11-02", "2026-11-03"], own):
+        write(vault.root, f"episodic/{day}.md", daily(day, [f"{says}.\n{shared}"]))
+    vault.index()
+    [dry] = vault.lifecycle(["consolidate"], dry_run=True)
+    [real] = vault.lifecycle(["consolidate"])
+    assert any("not coherent" in n for n in real.notes) and not real.actions
+    assert (dry.actions, dry.notes, dry.files) == (real.actions, real.notes, real.files)
+
+
 def test_isolated_episodes_fade_after_three_reprieves_and_restore(vault: Vault) -> None:
     write(vault.root, "episodic/2026-01-01.md", daily("2026-01-01", [
         "topiclonely lunch place.", "topicdecided use uv #decision."]))

@@ -24,6 +24,7 @@ from conftest import make_vault
 from daemon_helpers import FAST_CONFIG, Running, call, env_for, running_daemon, wait_for
 
 from vaultd.cli import main
+from vaultd.config import ServerSettings
 from vaultd.daemon.server import Server
 from vaultd.embedder import HashEmbedder, builtin_profiles
 from vaultd.errors import VaultdError
@@ -38,6 +39,9 @@ NOTES = {
 AUTH_ENDPOINTS = [("GET", "/status", None), ("POST", "/embed", {"texts": ["x"]}),
                   ("POST", "/v1/embeddings", {"input": "x"}),
                   ("POST", "/api/embed", {"model": "m", "input": "x"}),
+                  ("POST", "/api/embeddings", {"model": "m", "prompt": "x"}),
+                  ("GET", "/v1/models", None), ("GET", "/v1/models/hash-256", None),
+                  ("GET", "/api/tags", None), ("GET", "/api/version", None),
                   ("POST", "/search", {"query": "deploy"})]
 
 
@@ -60,6 +64,13 @@ def up(daemon: Running) -> Iterator[Running]:
     assert daemon.thread.is_alive()
     status, data = daemon.call("GET", "/health", token=None)
     assert status == 200 and data["status"] == "ok"
+
+
+def message(data: dict[str, Any]) -> str:
+    """The error message in either shape: OpenAI's `{"error": {"message": ...}}` under /v1/,
+    `{"error": "..."}` elsewhere."""
+    error = data["error"]
+    return str(error["message"] if isinstance(error, dict) else error)
 
 
 def expected_vectors(texts: list[str], kind: str = "document") -> list[list[float]]:
@@ -85,7 +96,7 @@ def test_every_other_endpoint_needs_the_token(up: Running, method: str, path: st
     for token in (None, "wrong", "", up.token + "x"):
         status, data = up.call(method, path, body, token=token)
         assert status == 401, (token, data)
-        assert "token" in data["error"]
+        assert "token" in message(data)
     status, data = up.call(method, path, body,
                            headers={"Authorization": f"Basic {up.token}"}, token=None)
     assert status == 401
@@ -143,7 +154,7 @@ def test_malformed_body_is_a_400_json_error(up: Running, raw: bytes) -> None:
 ])
 def test_invalid_fields_are_400(up: Running, path: str, body: dict[str, Any]) -> None:
     status, data = up.call("POST", path, body)
-    assert status == 400 and data["error"]
+    assert status == 400 and message(data)
 
 
 def test_body_over_the_limit_is_413_and_the_server_stays_up(up: Running) -> None:
@@ -179,7 +190,7 @@ def test_too_many_texts_is_413(up: Running) -> None:
     for path, field in (("/embed", "texts"), ("/v1/embeddings", "input"),
                         ("/api/embed", "input")):
         status, data = up.call("POST", path, {field: ["x"] * 10_000})
-        assert status == 413 and "limit" in data["error"]
+        assert status == 413 and "limit" in message(data)
 
 
 def test_an_error_does_not_desync_a_kept_alive_connection(up: Running) -> None:
@@ -316,7 +327,7 @@ class FakeApp:
         self.calls = 0
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok"}
+        return {"status": "ok", "model": "fake", "dims": 1, "uptime": 1.0}
 
     def status(self) -> dict[str, Any]:
         return {"status": "ok"}
@@ -332,14 +343,17 @@ class FakeApp:
     def count_tokens(self, texts: list[str]) -> int:
         return len(texts)
 
+    def decode_tokens(self, ids: list[int]) -> str:
+        raise VaultdError("no tokenizer")
+
     def search(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"hits": []}
 
 
 @pytest.fixture
 def fake_server() -> Iterator[Server]:
-    server = Server(FakeApp(), host="127.0.0.1", port=0, token="secret", max_body_bytes=1000,
-                    max_texts=3)
+    server = Server(FakeApp(), ServerSettings(port=0, max_body_bytes=1000, max_texts=3),
+                    token="secret")
     server.start()
     try:
         yield server
@@ -378,18 +392,16 @@ def test_stalled_body_does_not_hold_a_thread_forever(fake_server: Server) -> Non
 
 def test_server_binds_loopback_only() -> None:
     with pytest.raises(VaultdError, match="loopback"):
-        Server(FakeApp(), host="0.0.0.0", port=0, token="t", max_body_bytes=10, max_texts=1)
+        Server(FakeApp(), ServerSettings(host="0.0.0.0", port=0), token="t")
 
 
 def test_port_in_use_is_a_clear_error(fake_server: Server) -> None:
     with pytest.raises(VaultdError, match="port"):
-        Server(FakeApp(), host="127.0.0.1", port=fake_server.port, token="t",
-               max_body_bytes=10, max_texts=1)
+        Server(FakeApp(), ServerSettings(port=fake_server.port), token="t")
 
 
 def test_stop_without_start_returns() -> None:
-    server = Server(FakeApp(), host="127.0.0.1", port=0, token="t", max_body_bytes=10,
-                    max_texts=1)
+    server = Server(FakeApp(), ServerSettings(port=0), token="t")
     done = threading.Event()
     threading.Thread(target=lambda: (server.stop(), done.set()), daemon=True).start()
     assert done.wait(5), "Server.stop() hung on a server that never started"
@@ -441,3 +453,152 @@ def test_a_search_path_outside_the_vault_matches_nothing(up: Running, glob: str)
     status, data = up.call("POST", "/search", {"query": "deploy", "path": "*", "mode": "bm25"})
     assert status == 200 and {h["path"] for h in data["hits"]} <= set(NOTES)
     assert data["hits"]
+
+
+# -- browsers (CORS); the real-browser test is tests/test_browser.py
+
+
+@pytest.fixture
+def cors_server() -> Iterator[Server]:
+    server = Server(FakeApp(), ServerSettings(port=0, allow_origins=("app://obsidian.md",)),
+                    token="secret")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _raw(port: int, method: str, path: str, headers: dict[str, str],
+         body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers={"Host": f"localhost:{port}", **headers})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, \
+            response.read()
+    finally:
+        conn.close()
+
+
+def test_preflight_of_a_listed_origin_gets_the_cors_headers(cors_server: Server) -> None:
+    status, headers, body = _raw(cors_server.port, "OPTIONS", "/embed", {
+        "Origin": "app://obsidian.md", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type"})
+    assert status == 204 and body == b""
+    assert headers["access-control-allow-origin"] == "app://obsidian.md"
+    allowed = {h.strip().lower() for h in headers["access-control-allow-headers"].split(",")}
+    assert {"authorization", "content-type"} <= allowed
+    assert "POST" in headers["access-control-allow-methods"]
+    assert headers["vary"] == "Origin"
+    # and the request itself: answered, with the origin echoed
+    status, headers, body = _raw(cors_server.port, "POST", "/embed", {
+        "Origin": "app://obsidian.md", "Authorization": "Bearer secret",
+        "Content-Type": "application/json"}, json.dumps({"texts": ["ab"]}).encode())
+    assert status == 200 and json.loads(body)["vectors"] == [[2.0]]
+    assert headers["access-control-allow-origin"] == "app://obsidian.md"
+    assert headers["vary"] == "Origin"
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "null", "app://obsidian.md.evil",
+                                    "http://localhost:3000"])
+def test_an_unlisted_origin_is_refused_even_with_the_token(cors_server: Server,
+                                                           origin: str) -> None:
+    for method, body in (("OPTIONS", None), ("POST", json.dumps({"texts": ["x"]}).encode())):
+        status, headers, raw = _raw(cors_server.port, method, "/embed", {
+            "Origin": origin, "Authorization": "Bearer secret"}, body)
+        assert status == 403, (method, raw)
+        assert "access-control-allow-origin" not in headers
+        assert "allow_origins" in json.loads(raw)["error"]
+    assert cors_server.app.calls == 0  # type: ignore[attr-defined]
+
+
+def test_options_without_an_origin_is_answered(cors_server: Server) -> None:
+    status, headers, _ = _raw(cors_server.port, "OPTIONS", "/search", {})
+    assert status == 204 and "POST" in headers["allow"]
+    assert "access-control-allow-origin" not in headers
+
+
+# -- issue #12, point 14: valid JSON that nothing downstream can use is a 400, not a 500
+
+
+@pytest.mark.parametrize(("path", "raw"), [
+    ("/search", b'{"query": "\\ud800"}'),
+    ("/search", b'{"query": "deploy", "tags": ["\\udfff"]}'),
+    ("/embed", b'{"texts": ["ok", "a\\ud800b"]}'),
+    ("/v1/embeddings", b'{"input": "\\ud83d"}'),
+    ("/api/embed", b'{"input": ["\\ud800"]}'),
+    ("/lifecycle", b'{"phases": ["\\ud800"]}'),
+])
+def test_a_lone_surrogate_is_a_400(up: Running, path: str, raw: bytes) -> None:
+    status, data = up.call("POST", path, raw=raw)
+    assert status == 400, data
+    assert "surrogate" in message(data)
+
+
+@pytest.mark.parametrize("path", ["/search", "/embed", "/v1/embeddings", "/flush"])
+@pytest.mark.parametrize("depth", [100_000, 40])
+def test_json_nested_deep_is_a_400(up: Running, path: str, depth: int) -> None:
+    raw = b'{"query": ' + b"[" * depth + b"]" * depth + b"}"
+    status, data = up.call("POST", path, raw=raw)
+    assert status == 400, data
+    assert "nested deeper" in message(data)
+    # a surrogate pair (a real character, escaped) is fine
+    status, data = up.call("POST", "/embed", raw=b'{"texts": ["\\ud83d\\ude00 ok"]}')
+    assert status == 200 and data["vectors"] == expected_vectors(["\U0001F600 ok"])
+
+
+# -- the docs say what the server does
+
+
+def test_every_endpoint_and_server_setting_is_documented() -> None:
+    from dataclasses import fields
+
+    from vaultd.daemon.server import _ROUTES
+
+    repo = Path(__file__).resolve().parent.parent
+    api = (repo / "docs" / "api.md").read_text(encoding="utf-8")
+    for method, route in _ROUTES:
+        assert f"`{method} {route}`" in api, (method, route)
+    template = (repo / "templates" / "config.toml").read_text(encoding="utf-8")
+    server_section = template.split("[server]", 1)[1].split("\n\n", 1)[0]
+    for f in fields(ServerSettings):
+        assert f"# {f.name} = " in server_section, f.name
+
+
+# -- issue #12, point 13: a trickle does not extend the deadlines (the flood is test_flood.py)
+
+
+@pytest.mark.parametrize(("opening", "deadline"), [
+    (b"GET /health HTTP/1.1\r\nHost: localhost\r\n", "head_seconds"),
+    (b"POST /embed HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer secret\r\n"
+     b"Content-Length: 100000\r\n\r\n{\"texts\": [\"", "body_seconds")])
+def test_a_trickling_sender_is_cut_off_at_its_deadline(opening: bytes, deadline: str) -> None:
+    # one byte every 0.1 s: the socket timeout (30 s between bytes) alone never fires
+    server = Server(FakeApp(), ServerSettings(port=0, head_seconds=1.0, body_seconds=1.0),
+                    token="secret")
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(opening)
+            started = time.monotonic()
+            answer = b""
+            while time.monotonic() - started < 8:
+                try:
+                    sock.sendall(b"a")
+                except OSError:
+                    break
+                sock.settimeout(0.1)
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    break
+                answer += chunk
+            elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert elapsed < 4, f"still connected after {elapsed:.1f} s ({deadline} = 1)"
+    if deadline == "body_seconds":  # a body that is late is told so
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]

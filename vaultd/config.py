@@ -52,7 +52,17 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 52525
     max_body_bytes: int = 2_000_000
-    max_texts: int = 256
+    max_texts: int = 2048  # OpenAI's own limit per request; embedded in batches inside
+    # Serve the embedding endpoints (and model listing/version) without the token, for clients
+    # that cannot send one (Ollama's); they expose compute, never the vault (docs/api.md).
+    open_embeddings: bool = False
+    # Browser origins allowed to call the API (CORS), e.g. "app://obsidian.md"; others get 403.
+    allow_origins: tuple[str, ...] = ()
+    # Connections served at once (at most half the process's file-descriptor limit); beyond,
+    # the oldest connection still sending its request is dropped, else the new one gets 503.
+    max_connections: int = 128
+    head_seconds: float = 10.0  # the request line and headers must arrive within this
+    body_seconds: float = 30.0  # and the body within this
 
 
 @dataclass(frozen=True)

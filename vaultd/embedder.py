@@ -182,6 +182,7 @@ class Embedder(ABC):
         self.batch_size = max(1, batch_size)
         self.calls = 0  # batches run
         self.texts_embedded = 0
+        self._decoder: Any = None
 
     @property
     def model_id(self) -> str:
@@ -227,6 +228,27 @@ class Embedder(ABC):
             self.calls += 1
             self.texts_embedded += len(idx)
         return out
+
+    def decode(self, ids: list[int]) -> str:
+        """The text that token ids stand for in this model's own tokenizer (special tokens
+        dropped): OpenAI clients may send token-id arrays instead of text. A ModelError when the
+        model has no tokenizer file; a ValueError naming the first id outside its vocabulary."""
+        if not self.profile.tokenizer:
+            raise ModelError(f"model '{self.model_id}' has no tokenizer to decode token ids")
+        if self._decoder is None:
+            from tokenizers import Tokenizer
+
+            try:
+                self._decoder = Tokenizer.from_file(str(self.profile.tokenizer))
+            except Exception as exc:  # tokenizers raises a bare Exception on bad files
+                raise ModelError(f"cannot read tokenizer {self.profile.tokenizer}: {exc}") \
+                    from exc
+        size = self._decoder.get_vocab_size(with_added_tokens=True)
+        for token_id in ids:
+            if not 0 <= token_id < size:
+                raise ValueError(f"token id {token_id} is outside model '{self.model_id}''s "
+                                 f"vocabulary (0..{size - 1})")
+        return str(self._decoder.decode(ids, skip_special_tokens=True))
 
     @abstractmethod
     def count_tokens(self, text: str) -> int:

@@ -103,7 +103,12 @@ class DaemonClient:
             except DaemonDown:
                 if attempt == 0:
                     raise
-                break
+                # it was there for the first try and nothing listens now: it died mid-request
+                raise DaemonError(
+                    f"the vaultd daemon on {self.host}:{self.port} stopped answering during "
+                    f"the request ({last}) and is no longer running; see .vaultd/daemon.log "
+                    "for why, start it again with `vaultd start`, or pass --local to work "
+                    "in-process") from None
             except (_Retryable, OSError, http.client.HTTPException) as exc:
                 last = exc
                 if attempt == 0:

@@ -202,6 +202,9 @@ class Daemon:
     def count_tokens(self, texts: list[str]) -> int:
         return sum(self.vault.embedder.count_tokens(t) for t in texts)
 
+    def decode_tokens(self, ids: list[int]) -> str:
+        return self.vault.embedder.decode(ids)
+
     def search(self, request: SearchRequest) -> dict[str, Any]:
         hits = self.vault.search_with(self._reader(), request)
         if hits:  # recall promotion counts it; written aside, so no search waits on a writer
@@ -235,8 +238,7 @@ class Daemon:
             self.vault.embedder.warm_up()  # the first request must not pay for the model load
             self.vault.keep_vectors_warm()  # and no query pays for loading the vectors
             s = self.settings.server
-            self.server = Server(self, host=s.host, port=s.port, token=token,
-                                 max_body_bytes=s.max_body_bytes, max_texts=s.max_texts)
+            self.server = Server(self, s, token=token)
             self.server.start()
             self._write_info()
             d = self.settings.daemon

@@ -104,11 +104,12 @@ def plan(ctx: Context) -> Plan:
     into one proven semantic note; the originals move to archive/.
 
     The coherence check (what each entry says without the lines all share and without its
-    time must still be about one topic) embeds, so it runs on real runs only."""
+    time must still be about one topic) runs on dry runs too: a dry run plans what a real run
+    does."""
     import numpy as np
 
     views, matrix, th = ctx.views, ctx.matrix, ctx.thresholds
-    embed = None if ctx.dry_run else ctx.embed
+    embed = ctx.embed
     result = Plan("consolidate")
     for members in clusters(views, matrix, th.consolidate, scope=ctx.settings.scope):
         group = [views[i] for i in members]
