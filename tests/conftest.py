@@ -117,3 +117,14 @@ def vault(tmp_path: Path) -> Iterator[Vault]:
     v = open_vault(root, env={}, embedder=TopicEmbedder(profile))
     yield v
     v.close()
+
+
+# Three entries under one heading, of different text (issue 12, point 1).
+NIGHTLY = ["topicnightly broke at two because the cron ran in Berlin time.",
+           "topicnightly failed again; the fixture database was left locked by a worker.",
+           "topicnightly red a third time, this one a flaky network call to the sandbox."]
+
+
+def nightly_log(day: str) -> str:
+    body = "".join(f"\n## Nightly failure\n{t}\n" for t in NIGHTLY)
+    return f"---\ntype: episodic\ncreated: {day}\n---\n# {day}\n{body}\n## Lunch\ntopicfood.\n"

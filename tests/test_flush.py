@@ -11,6 +11,7 @@ from conftest import SAMPLE_VAULT, copy_sample_vault, make_vault
 
 from vaultd import blocks, edits
 from vaultd.embedder import HashEmbedder, builtin_profiles
+from vaultd.notes import fence_mask
 from vaultd.vault import Vault, init_vault, open_vault
 
 USER_TEXT = "# Memory\n\nMy own notes, kept verbatim.\n\n"
@@ -77,11 +78,11 @@ def test_a_user_edit_between_read_and_write_survives(vault: Vault,
     real = edits.replace_checked
     calls = []
 
-    def user_saves_first(snapshot: edits.Snapshot, text: str) -> bool:
+    def user_saves_first(snapshot: edits.Snapshot, text: str, **kw: Path) -> bool:
         if not calls:  # the user saves right after vaultd read the file
             path.write_text(snapshot.text.replace("My own notes", "My EDITED notes"))
         calls.append(1)
-        return real(snapshot, text)
+        return real(snapshot, text, **kw)
 
     monkeypatch.setattr(edits, "replace_checked", user_saves_first)
     vault.flush()
@@ -148,3 +149,37 @@ def test_flush_goes_through_the_daemon_when_it_runs(tmp_path: Path) -> None:
         result = flush_anywhere(v)
         assert result["memory_written"] is True and "phases" not in result  # the daemon's answer
         assert v._store is None  # this process never opened the index
+
+
+# -- a MEMORY.md that talks about the markers (issue 12, point 3) ----------------------------
+
+MENTIONS = ("# Memory\n\nvaultd writes between `<!-- vaultd:begin -->` and "
+            "`<!-- vaultd:end -->`, in a sentence.\nWords between the two mentions stay.\n\n"
+            "An example of a block:\n\n```markdown\n<!-- vaultd:begin -->\nexample content\n"
+            "<!-- vaultd:end -->\n```\n\nMy closing line.\n")
+
+
+@pytest.mark.parametrize("real_block", [False, True], ids=["no-block-yet", "with-block"])
+def test_markers_named_inline_or_fenced_are_the_users_text(vault: Vault,
+                                                           real_block: bool) -> None:
+    user = MENTIONS + ("\n<!-- vaultd:begin -->\n<!-- vaultd:end -->\n" if real_block else "")
+    (vault.root / "MEMORY.md").write_text(user, encoding="utf-8")
+    assert vault.flush().memory_written
+    text = (vault.root / "MEMORY.md").read_text(encoding="utf-8")
+    assert text.startswith(MENTIONS)  # every byte of theirs, the fenced example included
+    block = blocks.block_of(text)
+    assert block is not None and "integer cents" in block and "example content" not in block
+    assert text.count("<!-- vaultd:begin -->") == 3
+    assert vault.flush().memory_written is False  # found again: one block, not a second one
+
+
+def test_a_block_never_lands_inside_an_unclosed_fence(vault: Vault) -> None:
+    user = "# Memory\n\n```sh\nmake deploy\n"
+    (vault.root / "MEMORY.md").write_text(user, encoding="utf-8")
+    vault.flush()
+    text = (vault.root / "MEMORY.md").read_text(encoding="utf-8")
+    assert text.startswith(user)
+    assert blocks.block_of(text) is not None and "integer cents" in blocks.block_of(text)
+    lines = text.split("\n")
+    assert not fence_mask(lines)[lines.index(blocks.BEGIN)]  # rendered as a block, not code
+    assert vault.flush().memory_written is False

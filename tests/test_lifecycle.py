@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_sample_vault, daily, with_settings, write
+from conftest import NIGHTLY, copy_sample_vault, daily, nightly_log, with_settings, write
 
 from vaultd import edits, layout
 from vaultd.embedder import HashEmbedder
@@ -388,3 +388,101 @@ def test_real_model_lifecycle_on_sample_vault(tmp_path: Path) -> None:
         assert (root / "archive" / "episodic").is_dir()
         hits = v.search("why did the refund webhook test fail at night", k=3)
         assert any(h.path.startswith("semantic/") and h.type == "semantic" for h in hits)
+
+
+# -- entry identity: entries that share a heading (issue 12, point 1) ------------------------
+
+
+def test_undo_brings_back_every_entry_that_shares_a_heading(vault: Vault) -> None:
+    write(vault.root, "episodic/2026-11-05.md", nightly_log("2026-11-05"))
+    vault.index()
+    vault.lifecycle(["connect"])
+    [report] = vault.lifecycle(["consolidate"])
+    [merged] = [p for p in report.created if p.startswith("semantic/")]
+    live = vault.root / "episodic/2026-11-05.md"
+    archive = vault.root / "archive/episodic/2026-11-05.md"
+    assert "topicnightly" not in live.read_text(encoding="utf-8")
+    assert all(t in archive.read_text(encoding="utf-8") for t in NIGHTLY)
+    fm = edits.get_frontmatter(merged, (vault.root / merged).read_text(encoding="utf-8"))
+    vault.undo(fm["consolidation"])
+    text = live.read_text(encoding="utf-8")
+    assert [text.count(t) for t in NIGHTLY] == [1, 1, 1]
+    assert not archive.exists()  # it held only these three, all back
+
+
+def test_restore_of_an_old_heading_keyed_archive_brings_back_all_entries(vault: Vault) -> None:
+    """Archive files written before records carried a hash keep working (read as migrated)."""
+    body = "".join(f"\n## Nightly failure\n{t}\n" for t in NIGHTLY)
+    write(vault.root, "archive/episodic/2026-11-05.md",
+          "---\narchived: {'Nightly failure': {from: episodic/2026-11-05.md, reason: x}}\n"
+          f"---\n# 2026-11-05\n{body}\n## Stray\nno record for this one.\n")
+    vault.restore("archive/episodic/2026-11-05.md")
+    text = (vault.root / "episodic/2026-11-05.md").read_text(encoding="utf-8")
+    assert [text.count(t) for t in NIGHTLY] == [1, 1, 1]
+    archive = (vault.root / "archive/episodic/2026-11-05.md").read_text(encoding="utf-8")
+    assert "no record for this one." in archive  # never deleted while it holds an entry
+    assert "topicnightly" not in archive
+
+
+def test_same_minute_remembers_survive_prune_and_restore(vault: Vault) -> None:
+    import datetime as dt
+
+    when = dt.datetime(2026, 11, 6, 9, 14)
+    says = [f"topicdup nightly failure on the payments service again today: cause {c}."
+            for c in ("timezone", "locked fixture", "sandbox network")]
+    headings = {edits.append_entry(vault.root, s, when=when)[1] for s in says}
+    assert len(headings) == 1  # one heading for all three
+    vault.index()
+    vault.profile = replace(vault.profile, duplicate_threshold=0.95)
+    [report] = vault.lifecycle(["prune"])
+    assert report.actions and not report.conflicts
+    archive = vault.root / "archive/episodic/2026-11-06.md"
+    assert archive.exists()
+    vault.restore("archive/episodic/2026-11-06.md")
+    text = (vault.root / "episodic/2026-11-06.md").read_text(encoding="utf-8")
+    assert [text.count(s) for s in says] == [1, 1, 1]
+    assert not archive.exists()
+
+
+def test_archiving_one_of_several_same_heading_entries_keeps_the_others_state(
+        vault: Vault) -> None:
+    from vaultd.lifecycle.entries import snapshot
+    from vaultd.lifecycle.moves import archive_entry
+    from vaultd.lifecycle.plans import Outcome
+
+    log = nightly_log("2026-11-05").replace(
+        "created: 2026-11-05\n", "created: 2026-11-05\nvaultd: {reprieves: {Nightly failure: 2}}\n")
+    write(vault.root, "episodic/2026-11-05.md", log)
+    vault.index()
+    [view] = [v for v in snapshot(vault.store)[0] if NIGHTLY[1] in v.text]
+    archive_entry(vault.root, view, "test", Outcome())
+    text = (vault.root / "episodic/2026-11-05.md").read_text(encoding="utf-8")
+    assert NIGHTLY[1] not in text and NIGHTLY[0] in text and NIGHTLY[2] in text
+    fm = edits.get_frontmatter("episodic/2026-11-05.md", text)
+    assert fm["vaultd"]["reprieves"] == {"Nightly failure": 2}  # the two left keep theirs
+
+
+def test_an_identical_twin_left_in_the_log_is_not_taken_for_an_interrupted_move(
+        vault: Vault) -> None:
+    """An agent that remembered the same words twice in one minute: prune archives one twin;
+    the next run must not move the other as if a crash had cut a move short."""
+    import datetime as dt
+
+    from vaultd.lifecycle.entries import snapshot
+    from vaultd.lifecycle.recovery import finish_interrupted
+
+    when = dt.datetime(2026, 11, 6, 9, 14)
+    twin = "topictwin the deploy hook failed on the staging runner."
+    for _ in range(2):
+        edits.append_entry(vault.root, twin, when=when)
+    vault.index()
+    vault.profile = replace(vault.profile, duplicate_threshold=0.95)
+    [report] = vault.lifecycle(["prune"])
+    assert len(report.actions) == 1 and not report.conflicts
+    vault.index()
+    log = vault.root / "episodic/2026-11-06.md"
+    assert log.read_text(encoding="utf-8").count(twin) == 1
+    out = finish_interrupted(vault.root, snapshot(vault.store)[0])
+    assert not out.written and log.read_text(encoding="utf-8").count(twin) == 1
+    archive = (vault.root / "archive/episodic/2026-11-06.md").read_text(encoding="utf-8")
+    assert archive.count(twin) == 1

@@ -10,6 +10,7 @@ calling the real apply function.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -380,3 +381,124 @@ def test_heartbeat_takes_back_its_note_when_the_log_changed_after_its_read(
     assert len(out.created) == 1 and not out.conflicts
     text = path.read_text(encoding="utf-8")
     assert text.endswith("\n## 18:00 — Later\nx.\n") and "extracted:" in text
+
+
+# ------------------------------------- a save inside vaultd's own write (issue 12, point 2)
+#
+# The red-team's probe made deterministic: the person's save lands in the instant between
+# vaultd's last check of the file and its replace (the window `replace_checked` narrows to one
+# system call and then watches), or while vaultd's temp file is being fsynced.
+
+
+def rename_save(path: Path, text: str) -> None:
+    """What vim, VS Code or Obsidian do: write a new file, rename it over the note."""
+    tmp = path.with_name(path.name + ".swp~")
+    tmp.write_bytes(text.encode("utf-8"))
+    os.replace(tmp, path)
+
+
+def in_place_save(path: Path, text: str) -> None:
+    """What `vim` with backupcopy=yes or a `cat > note` does: truncate and write the inode."""
+    with open(path, "r+b") as fh:
+        fh.truncate(0)
+        fh.write(text.encode("utf-8"))
+
+
+def save_after_check(monkeypatch: pytest.MonkeyPatch, path: Path, save: Callable[..., None],
+                     text: str, nth: int = 2) -> None:
+    """The person saves `text` right after vaultd's `nth` read of `path` from now (by default
+    the second: the first is the snapshot, the second the last check before the replace)."""
+    real = Path.read_bytes
+    reads = [0]
+
+    def read_bytes(self: Path) -> bytes:
+        data = real(self)
+        if self == path:
+            reads[0] += 1
+            if reads[0] == nth:
+                save(path, text)
+        return data
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "no-exchange"])
+@pytest.mark.parametrize("save", [rename_save, in_place_save], ids=["rename", "in-place"])
+def test_a_save_between_the_check_and_the_replace_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, save: Callable[..., None],
+        exchange: bool) -> None:
+    if not exchange:  # a file system without an atomic exchange: the link-aside fallback
+        monkeypatch.setattr(edits, "_exchange", None)
+    root = tmp_path / "v"
+    write(root, "semantic/n.md", "# N\n\nfirst text.\n")
+    path = root / "semantic/n.md"
+    snap = edits.read(path)
+    theirs = "# N\n\nfirst text, and what the person typed.\n"
+    save_after_check(monkeypatch, path, save, theirs, nth=1)  # snapshot taken: next, the check
+    with pytest.raises(edits.ConflictError, match="saved by someone else|changed since"):
+        edits.replace_checked(snap, "# N\n\nvaultd's rewrite.\n", root=root)
+    monkeypatch.undo()
+    assert path.read_bytes().decode("utf-8") == theirs
+    assert sorted(p.name for p in path.parent.iterdir()) == ["n.md"]  # no temp file, no copy
+
+
+def test_a_save_while_vaultd_fsyncs_its_temp_file_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "v"
+    write(root, "MEMORY.md", MEMORY)
+    path = root / "MEMORY.md"
+    snap = edits.read(path)
+    theirs = MEMORY.replace("My notes.", "My notes, saved during a slow fsync.")
+    real = os.fsync
+    done: list[int] = []
+
+    def slow_fsync(fd: int) -> None:
+        if not done:
+            done.append(fd)
+            rename_save(path, theirs)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    with pytest.raises(edits.ConflictError):
+        edits.replace_checked(snap, MEMORY.replace("Tail", "vaultd's"), root=root)
+    monkeypatch.undo()
+    assert done and path.read_bytes().decode("utf-8") == theirs
+
+
+def test_a_flush_merges_into_a_save_made_in_the_instant_of_its_write(
+        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(vault.root, "MEMORY.md", MEMORY)
+    write(vault.root, "semantic/money.md", "---\nstatus: proven\n---\n# Money\n\nIn cents.\n")
+    path = vault.root / "MEMORY.md"
+    vault.index()
+    theirs = MEMORY.replace("Tail line.", "Tail line, and a vim save mid-flush.")
+    save_after_check(monkeypatch, path, rename_save, theirs)
+    result = vault.flush()
+    monkeypatch.undo()
+    final = path.read_bytes().decode("utf-8")
+    assert result.memory_written and "Money" in final
+    assert outside_block(final) == outside_block(theirs)  # their save, every byte
+
+
+def test_a_shell_append_during_remember_is_kept(
+        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`echo line >> today.md` while `vaultd remember` writes the same log: both lines stay
+    (the append happens while vaultd syncs its write, the moment a replace would drop it)."""
+    rel, _ = vault.remember("first entry")
+    path = vault.root / rel
+    real = os.fsync
+    done: list[int] = []
+
+    def fsync(fd: int) -> None:
+        if not done:
+            done.append(fd)
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write("- appended by the shell\n")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    vault.remember("second entry")
+    monkeypatch.undo()
+    text = path.read_text(encoding="utf-8")
+    assert done and "- appended by the shell\n" in text
+    assert "\nfirst entry\n" in text and "\nsecond entry\n" in text

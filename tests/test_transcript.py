@@ -81,3 +81,16 @@ def test_capture_appends_one_entry(tmp_path: Path) -> None:
     assert text.count("\n## ") == 1 and f"## {heading}" in text
     assert "Session transcript: Fix the date parsing bug" in text
     assert EXPECTED in text and text.rstrip().endswith("#session")
+
+
+def test_a_nul_in_a_transcript_is_dropped_not_a_failed_hook(tmp_path: Path) -> None:
+    import json
+
+    root = tmp_path / "v"
+    init_vault(root)
+    transcript = tmp_path / "t.jsonl"
+    transcript.write_text(json.dumps({"type": "user", "message": {
+        "role": "user", "content": "Please fix the parser\x00 crash today."}}) + "\n")
+    rel, _ = capture(root, transcript, when=dt.datetime(2026, 11, 20, 9, 0))
+    text = (root / rel).read_text(encoding="utf-8")
+    assert "\x00" not in text and "Please fix the parser crash today." in text

@@ -1,5 +1,10 @@
 """vaultd's managed blocks: the only part of a user's file (MEMORY.md, a routed config file)
-that vaultd writes. Everything outside the markers is the user's and is kept verbatim."""
+that vaultd writes. Everything outside the markers is the user's and is kept verbatim.
+
+A marker counts only as a line of its own outside fenced code — the rule `notes.managed_mask`
+applies when indexing: a sentence that names `<!-- vaultd:begin -->` inline, or a fenced
+example of a block, is the user's text.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,23 @@ END = "<!-- vaultd:end -->"
 
 
 def _split(text: str) -> tuple[str, str, str] | None:
-    """(before, inside, after) of the first complete block, or None."""
-    if BEGIN in text and END in text.split(BEGIN, 1)[1]:
-        head, rest = text.split(BEGIN, 1)
-        inside, tail = rest.split(END, 1)
-        return head, inside, tail
+    """(before, inside, after) of the first complete block — a BEGIN line, then an END line,
+    both outside fences — or None. `before` ends where the BEGIN marker starts, `after` starts
+    right after the END marker."""
+    from vaultd.notes import fence_mask
+
+    lines = text.split("\n")
+    fenced = fence_mask(lines)
+    offset, begin = 0, None
+    for line, in_fence in zip(lines, fenced):
+        if not in_fence:
+            if begin is None and line.strip() == BEGIN:
+                begin = offset + line.index(BEGIN)
+            elif begin is not None and line.strip() == END:
+                end = offset + line.index(END)
+                inner = text[begin + len(BEGIN):end]
+                return text[:begin], inner, text[end + len(END):]
+        offset += len(line) + 1
     return None
 
 
@@ -29,10 +46,16 @@ def outside_block(text: str) -> str:
 
 
 def with_block(text: str, lines: list[str]) -> str:
-    """`text` with vaultd's managed block holding `lines`; everything outside stays as is."""
+    """`text` with vaultd's managed block holding `lines`; everything outside stays as is. A
+    new block goes at the end, after closing a fence the text leaves open (never inside it)."""
+    from vaultd.notes import fence_mask
+
     block = "\n".join([BEGIN, *lines, END])
     parts = _split(text)
     if parts:
         return parts[0] + block + parts[2]
     sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
+    if text and fence_mask((text + sep + BEGIN).split("\n"))[-1]:
+        # the user's last fence never closes: a block added after it would be read as code
+        return text + ("" if text.endswith("\n") else "\n") + "```\n\n" + block + "\n"
     return text + sep + block + "\n"

@@ -167,4 +167,5 @@ def capture(root: Path, transcript: Path, when: dt.datetime | None = None) -> tu
     salient = collect(transcript)
     first = salient.requests[0] if salient.requests else "(no user request)"
     text = f"Session transcript: {first}\n\n{render(salient)}"
-    return edits.append_entry(root, text, when=when, tags=["session"])
+    # a NUL quoted from a tool's output is dropped: append_entry refuses text holding one
+    return edits.append_entry(root, text.replace("\x00", ""), when=when, tags=["session"])

@@ -76,12 +76,12 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
             if snap.text != action.data["before"]:
                 raise edits.ConflictError(f"{ctx.root / path}: changed since it was read; not "
                                           "overwritten (vaultd will try again with the new text)")
-            if edits.replace_checked(snap, action.data["text"]):
+            if edits.replace_checked(snap, action.data["text"], root=ctx.root):
                 out.written.append(path)
         except FileNotFoundError:
             continue
-        except edits.ConflictError as exc:
-            out.conflicts.append(str(exc))
+        except (edits.ConflictError, OSError) as exc:  # one file never stops the phase
+            out.conflicts.append(edits.per_file(path, exc))
     return out
 
 
@@ -127,7 +127,10 @@ def plan_mirror(ctx: Context, plan: Plan) -> None:
                     time.time() - (ctx.root / path).stat().st_mtime < ctx.quiet_seconds:
                 continue  # being edited right now: next time
             text = edits.read(ctx.root / path).text
-        except (OSError, UnicodeDecodeError):
+        except FileNotFoundError:
+            continue
+        except (edits.ConflictError, OSError) as exc:  # one file never stops the phase
+            plan.notes.append(edits.per_file(path, exc))
             continue
         have = edits.get_frontmatter(path, text).get(RELATED_KEY)
         if (want or None) == (have or None) or edits.split_frontmatter(text)[0] is None:

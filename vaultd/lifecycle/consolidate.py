@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from vaultd import edits
 from vaultd.layout import ARCHIVE_DIR
 from vaultd.lifecycle.entries import EntryView, sentences, words
-from vaultd.lifecycle.moves import archive_entry, as_planned, plan_archive
+from vaultd.lifecycle.moves import archive_entry, as_planned, plan_archive, remove_ours
 from vaultd.lifecycle.plans import CREATE, Action, Context, Drafts, Outcome, Phase, Plan
 from vaultd.notes import entry_title
 
@@ -197,21 +197,32 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
     out = Outcome()
     for action in plan.actions:
         rel = merged_path(action)
+        merge_id = consolidation_id(action)
+        text = merge_note(action, views, merge_id, llm)
         try:
             for e in action.entries:  # merge only what was planned: no member changed since
                 as_planned(edits.read(root / views[e].path).text, views[e])
-            edits.create_new(edits.inside(root, root / rel),
-                             merge_note(action, views, consolidation_id(action), llm))
-        except (edits.ConflictError, FileNotFoundError) as exc:
-            out.conflicts.append(str(exc))
+            for e in action.entries:  # every source and its archive copy must be writable
+                edits.check_writable(root / views[e].path)  # before the merged note exists
+                edits.check_writable(root / ARCHIVE_DIR / views[e].path)
+            edits.create_new(edits.inside(root, root / rel), text, root=root)
+        except (edits.ConflictError, OSError) as exc:  # one file never stops the phase
+            out.conflicts.append(edits.per_file(rel, exc))
             continue
-        out.created.append(rel)
-        why = f"consolidated into {rel} ({consolidation_id(action)})"
+        why = f"consolidated into {rel} ({merge_id})"
+        moved = 0
         for view in members_bottom_up(action, views):
             try:
                 archive_entry(root, view, why, out)
-            except (edits.ConflictError, FileNotFoundError) as exc:
-                out.conflicts.append(str(exc))
+                moved += 1
+            except (edits.ConflictError, OSError) as exc:
+                out.conflicts.append(edits.per_file(view.path, exc))
+        if moved:
+            # a member left behind is finished later (`recovery.finish_interrupted` moves an
+            # entry a merged note lists with the same hash); the merged note must stay for that
+            out.created.append(rel)
+        else:  # nothing moved: the merged note alone would duplicate every member
+            remove_ours(root, root / rel, text.encode("utf-8"))
     return out
 
 

@@ -112,10 +112,12 @@ def write_memory(root: Path, block: str, *, dry_run: bool = False) -> tuple[bool
             return False, diff
         try:
             if snap is None:
-                edits.create_new(path, new)
+                edits.create_new(path, new, root=root)
             else:
-                edits.replace_checked(snap, new)
+                edits.replace_checked(snap, new, root=root)
             return True, diff
+        except edits.RefusedError:
+            raise  # read-only, hard-linked…: new text will not change that
         except edits.ConflictError:
             continue  # the user saved in between: merge into their new text
     raise edits.ConflictError(f"{path}: kept changing while vaultd wrote its block; nothing "

@@ -10,7 +10,7 @@ import re
 from vaultd import edits
 from vaultd.layout import MEMORY_FILE
 from vaultd.lifecycle.entries import EntryView
-from vaultd.lifecycle.moves import as_planned, take_back
+from vaultd.lifecycle.moves import as_planned, remove_ours
 from vaultd.lifecycle.plans import CHANGE, CREATE, Action, Context, Drafts, Outcome, Phase, Plan
 from vaultd.notes import entry_title
 
@@ -100,15 +100,16 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
         try:
             snap = edits.read(edits.inside(root, root / view.path))
             as_planned(snap.text, view)  # not from an entry the user changed since the plan
-            edits.create_new(edits.inside(root, root / rel), text)
+            edits.check_writable(root / view.path)  # the log gets marked: it must be writable
+            edits.create_new(edits.inside(root, root / rel), text, root=root)
             try:
-                edits.replace_checked(snap, marked_extracted(snap.text, view))
+                edits.replace_checked(snap, marked_extracted(snap.text, view), root=root)
             except edits.ConflictError:
                 # unmarked, the entry would be extracted again: take the new note back
-                take_back(root / rel, None, text)
+                remove_ours(root, root / rel, text.encode("utf-8"))
                 raise
-        except (edits.ConflictError, FileNotFoundError) as exc:
-            out.conflicts.append(str(exc))
+        except (edits.ConflictError, OSError) as exc:  # one file never stops the phase
+            out.conflicts.append(edits.per_file(view.path, exc))
             continue
         out.created.append(rel)
         out.written.append(view.path)

@@ -10,6 +10,7 @@ place and the source is unchanged, so a crash leaves at worst two copies (which
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 from pathlib import Path
@@ -55,11 +56,51 @@ def cut_entry(text: str, view: EntryView) -> tuple[str, str]:
     return "\n".join(rest), taken
 
 
+def archived_records(frontmatter: dict[str, Any]) -> list[dict[str, Any]]:
+    """An archived daily log's `archived:` records, one per entry moved in: `{key, hash, at,
+    reason, from}`. The hash tells apart entries that share a heading (three `## Nightly
+    failure` sections, three `remember`s in one minute). Files written before records had a
+    hash hold a mapping keyed by heading: it is read as records without a hash, each matching
+    every entry under its heading (so none is left behind)."""
+    raw = frontmatter.get("archived")
+    if isinstance(raw, dict):
+        return [{"key": str(k), **(v if isinstance(v, dict) else {})} for k, v in raw.items()]
+    if isinstance(raw, list):
+        return [dict(r, key=str(r["key"])) for r in raw if isinstance(r, dict) and "key" in r]
+    return []
+
+
+def _matches(record: dict[str, Any], key: str, digest: str) -> bool:
+    return record.get("key") == key and record.get("hash") in (None, "", digest)
+
+
+def same_entries(entries: list[Any], key: str, digest: str) -> int:
+    """How many of `entries` have this key and this exact text (identical twins: an agent that
+    wrote the same `remember` twice in one minute)."""
+    return sum(1 for e in entries if e.key == key and entry_hash(e.text) == digest)
+
+
+def interrupted(records: list[dict[str, Any]], key: str, digest: str, live: int) -> bool:
+    """Whether the last move of this entry into the archive was cut short: its record says how
+    many identical entries were to stay in the log (`left`), and the log still holds more."""
+    mine = [r for r in records if _matches(r, key, digest)]
+    if not mine:
+        return False
+    try:
+        left = int(mine[-1].get("left") or 0)
+    except (TypeError, ValueError):
+        left = 0
+    return live > left
+
+
 def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> None:
     """Move an entry to archive/ (never delete): a whole note moves as a file; a daily-log
-    entry moves into the same-named file under archive/."""
+    entry moves into the same-named file under archive/. A source vaultd may not rewrite or
+    remove (read-only, hard-linked, in a read-only folder) is refused before anything is
+    copied."""
     src = edits.inside(root, root / view.path)
     snap = edits.read(src)
+    edits.check_writable(src)
     stamp = {"archived_at": _now(), "archived_reason": reason, "archived_from": view.path}
     dest = edits.inside(root, root / ARCHIVE_DIR / view.path)
     if not view.is_daily:
@@ -67,56 +108,68 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> Non
             as_planned(snap.text, view)
         text = edits.set_frontmatter(snap.text, stamp)
         unstamp: dict[str, Any] = dict.fromkeys(stamp)
-        if dest.exists() and edits.set_frontmatter(
-                dest.read_text(encoding="utf-8"), unstamp) == snap.text:
+        if dest.exists() and edits.set_frontmatter(edits.read(dest).text, unstamp) == snap.text:
             # a move a crash cut short (copy made, source not yet removed): finish it
-            with edits.locked(src):
-                if src.read_bytes() != snap.data:
-                    raise edits.ConflictError(f"{src}: changed while archiving; left in place")
-                src.unlink()
+            edits.remove_checked(snap, root=root)
             out.written.append(view.path)
             return
         dest = root / archive_dest(root, view)
-        edits.create_new(dest, text)
+        edits.create_new(dest, text, root=root, form=snap.form)
         # the source is removed only after its copy is safely in place, and only if unchanged
-        with edits.locked(src):
-            if src.read_bytes() != snap.data:
-                dest.unlink()
-                raise edits.ConflictError(f"{src}: changed while archiving; left in place")
-            src.unlink()
+        try:
+            edits.remove_checked(snap, root=root)
+        except edits.ConflictError:
+            remove_ours(root, dest, snap.form.encode(text))
+            raise
         out.written.append(view.path)
         out.created.append(dest.relative_to(root).as_posix())
         return
     rest, taken = without_entry(snap.text, view)
-    moved: str | None = None
-    with edits.locked(dest):
-        before = dest.read_bytes() if dest.exists() else None
-        current = before.decode("utf-8") if before is not None else \
+    moved: bytes | None = None
+    before: edits.Snapshot | None = None
+    with edits.locked(dest, root):
+        before = edits.read(dest) if dest.exists() else None
+        current = before.text if before is not None else \
             edits.daily_header(view.date or dest.stem)
-        state = edits.get_frontmatter(view.path, current)
-        archived = dict(state.get("archived") or {}) if isinstance(state.get("archived"),
-                                                                    dict) else {}
+        records = archived_records(edits.get_frontmatter(view.path, current))
         # a move a crash cut short (copy written, source not yet cut) is finished, not
-        # copied a second time
-        if not (view.key in archived and _holds(f"{ARCHIVE_DIR}/{view.path}", current, view)):
-            archived[view.key] = {"at": stamp["archived_at"], "reason": reason,
-                                  "from": view.path}
-            current = edits.set_frontmatter(current, {"archived": archived})
-            moved = current.rstrip("\n") + "\n\n" + taken.strip("\n") + "\n"
-            edits.atomic_write(dest, moved)
+        # copied a second time; `left` tells it from an identical twin still in the log
+        live = same_entries(parse(view.path, snap.text).entries, view.key, view.hash)
+        if not (interrupted(records, view.key, view.hash, live)
+                and _holds(f"{ARCHIVE_DIR}/{view.path}", current, view)):
+            records.append({"key": view.key, "hash": view.hash, "at": stamp["archived_at"],
+                            "reason": reason, "from": view.path, "left": live - 1})
+            current = edits.set_frontmatter(current, {"archived": records})
+            text = current.rstrip("\n") + "\n\n" + taken.strip("\n") + "\n"
+            if before is None:
+                edits.create_new(dest, text, root=root, form=snap.form)
+                moved = snap.form.encode(text)
+            else:
+                edits.replace_checked(before, text, root=root)
+                moved = before.encode(text)
     try:
-        edits.replace_checked(snap, rest)
+        edits.replace_checked(snap, rest, root=root)
     except edits.ConflictError:
         # the source changed after our read, so the entry stays there: take back its copy
-        with edits.locked(dest):
-            if moved is not None and dest.read_bytes() == moved.encode("utf-8"):
-                if before is None:
-                    dest.unlink()  # the archive file we just created, holding only this copy
-                else:
-                    edits.atomic_write(dest, before.decode("utf-8"))
+        if moved is not None:
+            with edits.locked(dest, root):
+                if dest.exists() and dest.read_bytes() == moved:
+                    if before is None:
+                        remove_ours(root, dest, moved)  # the archive file we just created
+                    else:
+                        edits.replace_checked(edits.Snapshot(dest, moved), before.text,
+                                              root=root)
         raise
     out.written.append(view.path)
     out.created.append(dest.relative_to(root).as_posix())
+
+
+def remove_ours(root: Path, path: Path, ours: bytes) -> None:
+    """Remove a file we just created, if it still holds exactly what we wrote."""
+    with contextlib.suppress(edits.ConflictError, FileNotFoundError):
+        snap = edits.read(path)
+        if snap.data == ours:
+            edits.remove_checked(snap, root=root)
 
 
 def without_entry(text: str, view: EntryView) -> tuple[str, str]:
@@ -124,6 +177,8 @@ def without_entry(text: str, view: EntryView) -> tuple[str, str]:
     bookkeeping under `vaultd:` leaves with it. ConflictError when the entry changed."""
     rest, taken = cut_entry(text, view)
     state = edits.get_frontmatter(view.path, rest).get("vaultd")
+    if any(e.key == view.key for e in parse(view.path, rest).entries):
+        state = None  # another entry keeps this heading (and the state kept under it)
     if isinstance(state, dict):
         state = {k: ({kk: vv for kk, vv in v.items() if kk != view.key} if isinstance(v, dict)
                      else [x for x in v if x != view.key] if isinstance(v, list) else v)
@@ -167,31 +222,13 @@ def _holds(rel: str, text: str, view: EntryView) -> bool:
                for e in parse(rel, text).entries)
 
 
-def _append_entry_text(path: Path, day: str, entry: str) -> tuple[bytes | None, str]:
-    """Append `entry` to the daily log at `path`; returns (its bytes before, the text written)
-    so that a restore that cannot finish can take the entry back."""
-    with edits.locked(path):
-        before = path.read_bytes() if path.exists() else None
-        current = before.decode("utf-8") if before is not None else edits.daily_header(day)
-        text = current.rstrip("\n") + "\n\n" + entry.strip("\n") + "\n"
-        edits.atomic_write(path, text)
-    return before, text
-
-
-def take_back(path: Path, before: bytes | None, ours: str) -> None:
-    """Undo our own write to `path` if nobody changed the file since."""
-    with edits.locked(path):
-        if path.exists() and path.read_bytes() == ours.encode("utf-8"):
-            if before is None:
-                path.unlink()  # the file we just created, holding only our copy
-            else:
-                edits.atomic_write(path, before.decode("utf-8"))
-
-
-def restore(root: Path, rel: str, keys: list[str] | None = None) -> list[str]:
+def restore(root: Path, rel: str,
+            wanted: list[tuple[str, str | None] | str] | None = None) -> list[str]:
     """Bring archived material back where it came from. A whole note moves back (its archive
-    keys removed); for an archived daily log, the named entries (default: all) go back into
-    their daily log. Returns the vault paths written."""
+    keys removed); for an archived daily log, the wanted entries — (key, hash) pairs, a None
+    hash or a bare key meaning any entry under that key; default: every archived entry — go
+    back into their daily log, each found by key and content. The archive file is removed only
+    once no entry is left in it. Returns the vault paths written."""
     if not is_archived(rel):
         raise edits.VaultdError(f"{rel}: not under {ARCHIVE_DIR}/; nothing to restore")
     _check_inside(root, rel)  # `archive/../..` or a symlink must not reach (and unlink) a file
@@ -199,50 +236,54 @@ def restore(root: Path, rel: str, keys: list[str] | None = None) -> list[str]:
     if not src.is_file():
         raise edits.VaultdError(f"{rel}: no such file")
     snap = edits.read(src)
+    edits.check_writable(src)
     fm = edits.get_frontmatter(rel, snap.text)
-    archived = fm.get("archived")
-    if not isinstance(archived, dict):  # a whole note
+    if not isinstance(fm.get("archived"), (dict, list)):  # a whole note
         origin = str(fm.get("archived_from") or rel.split("/", 1)[1])
         _check_inside(root, origin)
         text = edits.set_frontmatter(snap.text, {"archived_at": None, "archived_reason": None,
                                                  "archived_from": None})
-        edits.create_new(root / origin, text)
-        with edits.locked(src):
-            unchanged = src.read_bytes() == snap.data
-            if unchanged:
-                src.unlink()
-        if not unchanged:  # the user edited the archived copy meanwhile: theirs stays
-            take_back(root / origin, None, text)
-            raise edits.ConflictError(f"{rel}: changed while restoring; left in place")
+        edits.create_new(root / origin, text, root=root, form=snap.form)
+        try:
+            edits.remove_checked(snap, root=root)
+        except edits.ConflictError:  # the user edited the archived copy meanwhile: theirs stays
+            remove_ours(root, root / origin, snap.form.encode(text))
+            raise edits.ConflictError(f"{rel}: changed while restoring; left in place") \
+                from None
         return [origin, rel]
+    records = archived_records(fm)
+    pairs = None if wanted is None else [(w, None) if isinstance(w, str) else w for w in wanted]
     note = parse(rel, snap.text)
-    wanted = set(keys) if keys else set(archived)
+    chosen = [e for e in note.entries
+              if any(_matches(r, e.key, e.hash) for r in records)
+              and (pairs is None or any(k == e.key and h in (None, e.hash)
+                                        for k, h in pairs))]
     text, written = snap.text, []
-    appended: list[tuple[Path, bytes | None, str]] = []
-    for entry in sorted(note.entries, key=lambda e: -e.start_line):
-        if entry.key not in wanted or entry.key not in archived:
-            continue
-        info = archived[entry.key] if isinstance(archived[entry.key], dict) else {}
-        origin = str(info.get("from") or rel.split("/", 1)[1])
-        _check_inside(root, origin)
-        lines = text.split("\n")
-        appended.append((root / origin, *_append_entry_text(
-            root / origin, note.created or Path(origin).stem,
-            "\n".join(lines[entry.start_line - 1:entry.end_line]))))
-        text = "\n".join(lines[:entry.start_line - 1] + lines[entry.end_line:])
-        del archived[entry.key]
-        written.append(origin)
+    appended: list[tuple[Path, int, bytes]] = []
     try:
-        if not archived:
-            with edits.locked(src):
-                if src.read_bytes() != snap.data:
-                    raise edits.ConflictError(f"{rel}: changed while restoring; left in place")
-                src.unlink()  # every entry is back where it came from
+        for entry in sorted(chosen, key=lambda e: -e.start_line):
+            record = next(r for r in records if _matches(r, entry.key, entry.hash))
+            origin = str(record.get("from") or rel.split("/", 1)[1])
+            _check_inside(root, origin)
+            lines = text.split("\n")
+            taken = "\n".join(lines[entry.start_line - 1:entry.end_line])
+            appended.append((root / origin, *edits.append_text(
+                root / origin, "\n" + taken.strip("\n") + "\n", root=root,
+                header=edits.daily_header(note.created or Path(origin).stem))))
+            text = "\n".join(lines[:entry.start_line - 1] + lines[entry.end_line:])
+            if record.get("hash"):
+                records.remove(record)
+            written.append(origin)
+        left = parse(rel, text).entries
+        records = [r for r in records if any(_matches(r, e.key, e.hash) for e in left)]
+        if not left:
+            edits.remove_checked(snap, root=root)  # every entry is back where it came from
         else:
-            edits.replace_checked(snap, edits.set_frontmatter(text, {"archived": archived}))
+            edits.replace_checked(snap, edits.set_frontmatter(text, {"archived": records or None}),
+                                  root=root)
     except edits.ConflictError:
-        for path, before, ours in reversed(appended):  # no entry may end up in both places
-            take_back(path, before, ours)
+        for path, size, ours in reversed(appended):  # no entry may end up in both places
+            edits.take_back(path, size, ours, root=root)
         raise
     return sorted(set(written)) + [rel]
 
@@ -262,15 +303,20 @@ def undo(root: Path, store: Store, merge_id: str) -> list[str]:
                                 "in a proven note's frontmatter)")
     path, fm = row
     sources = fm.get("consolidated_from") or []
-    by_file: dict[str, list[str]] = {}
-    for source in sources:
+    hashes = fm.get("consolidated_hashes")
+    hashes = hashes if isinstance(hashes, list) and len(hashes) == len(sources) else \
+        [None] * len(sources)
+    by_file: dict[str, list[tuple[str, str | None]]] = {}
+    for source, digest in zip(sources, hashes):
         file_part, _, key = str(source).partition("#")
-        by_file.setdefault(file_part, []).append(key)
+        by_file.setdefault(file_part, [])
+        if key:
+            by_file[file_part].append((key, str(digest) if digest else None))
     written: list[str] = []
     for file_part, keys in by_file.items():
         archived = f"{ARCHIVE_DIR}/{file_part}"
         if (root / archived).is_file():
-            written += restore(root, archived, [k for k in keys if k] or None)
+            written += restore(root, archived, keys or None)
     view = EntryView(id="", path=path, key="", heading="", type="semantic", date=None, tags=(),
                      start_line=1, end_line=1, text="", hash="", is_daily=False,
                      frontmatter={})

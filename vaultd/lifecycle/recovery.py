@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from vaultd import edits
 from vaultd.layout import ARCHIVE_DIR
 from vaultd.lifecycle.entries import EntryView
-from vaultd.lifecycle.moves import archive_entry
+from vaultd.lifecycle.moves import archive_entry, archived_records, interrupted
 from vaultd.lifecycle.plans import Outcome
 
 
@@ -21,6 +22,11 @@ def finish_interrupted(root: Path, views: list[EntryView]) -> Outcome:
     out = Outcome()
     copies = {(v.path.removeprefix(f"{ARCHIVE_DIR}/"), v.key, v.hash)
               for v in views if v.archived and v.is_daily}
+    records = {v.path.removeprefix(f"{ARCHIVE_DIR}/"): archived_records(v.frontmatter)
+               for v in views if v.archived and v.is_daily}
+    live = Counter((v.path, v.key, v.hash) for v in views if not v.archived and v.is_daily)
+    # an identical twin left in the log on purpose is not an interrupted move
+    copies = {c for c in copies if interrupted(records.get(c[0], []), c[1], c[2], live[c])}
     merged: dict[tuple[str, str], str] = {}  # (source, hash) → why
     for v in views:
         fm = v.frontmatter
@@ -39,6 +45,6 @@ def finish_interrupted(root: Path, views: list[EntryView]) -> Outcome:
             continue
         try:
             archive_entry(root, v, why, out)
-        except (edits.ConflictError, FileNotFoundError) as exc:
-            out.conflicts.append(str(exc))
+        except (edits.ConflictError, OSError) as exc:  # one file never stops the run
+            out.conflicts.append(edits.per_file(v.path, exc))
     return out

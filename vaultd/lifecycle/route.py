@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from vaultd import edits, layout
-from vaultd.blocks import BEGIN, outside_block, with_block
+from vaultd.blocks import block_of, outside_block, with_block
 from vaultd.lifecycle.entries import summary
 from vaultd.lifecycle.plans import CHANGE, CREATE, Action, Context, Outcome, Phase, Plan
 
@@ -42,8 +42,17 @@ def plan(ctx: Context) -> Plan:
         result.notes.append("no route targets declared ([lifecycle] route_targets)")
         return result
     paths = {t: resolve_target(root, t, allowed_outside) for t in targets}
-    texts = {t: outside_block(p.read_text(encoding="utf-8")) if p.exists() else t
-             for t, p in paths.items()}
+    current: dict[str, str] = {}
+    for t, p in list(paths.items()):
+        try:  # read as every write reads it: its encoding, "\n" line ends
+            current[t] = edits.read(p).text if p.exists() else ""
+        except (edits.ConflictError, OSError) as exc:  # this target only is skipped
+            result.notes.append(edits.per_file(t, exc))
+            del paths[t]
+    targets = list(paths)
+    if not targets:
+        return result
+    texts = {t: outside_block(current[t]) if paths[t].exists() else t for t in targets}
     tvecs = np.asarray(embed([texts[t][:4000] for t in targets]), dtype=np.float32)
     target_rel = {p.relative_to(root.resolve()).as_posix() for p in paths.values()
                   if p.is_relative_to(root.resolve())}
@@ -66,8 +75,8 @@ def plan(ctx: Context) -> Plan:
                               f"{targets[best]} at {float(sims[best]):.2f} < {th.route:.2f})")
     for target in targets:
         path = paths[target]
-        old = path.read_text(encoding="utf-8") if path.exists() else ""
-        if not routed[target] and BEGIN not in old:
+        old = current[target]
+        if not routed[target] and block_of(old) is None:
             continue  # nothing to route there, and no block to empty
         new = with_block(old, sorted(set(routed[target])))
         if new != old:
@@ -89,18 +98,16 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
         if action.kind != "write":
             continue
         path = Path(action.data["path"])
-        # a declared target outside the vault gets its lock file in .vaultd/, not beside it
-        lock_dir = None if path.is_relative_to(root.resolve()) else layout.state_dir(root) / "locks"
         try:
             if path.exists():
                 snap = edits.read(path)
                 if snap.text != action.data["before"]:
                     raise edits.ConflictError(f"{path}: changed since it was read")
-                edits.replace_checked(snap, action.data["text"], lock_dir=lock_dir)
+                edits.replace_checked(snap, action.data["text"], root=root)
             else:
-                edits.create_new(path, action.data["text"], lock_dir=lock_dir)
-        except edits.ConflictError as exc:
-            out.conflicts.append(str(exc))
+                edits.create_new(path, action.data["text"], root=root)
+        except (edits.ConflictError, OSError) as exc:
+            out.conflicts.append(edits.per_file(str(path), exc))
             continue
         if path.is_relative_to(root.resolve()):
             out.written.append(path.relative_to(root.resolve()).as_posix())

@@ -53,10 +53,10 @@ def apply_state(root: Path, views: dict[str, EntryView], plan: Plan) -> Outcome:
                 text = update_state(snap.text, view.path, view, proven=True)
             else:
                 continue
-            if edits.replace_checked(snap, text):
+            if edits.replace_checked(snap, text, root=root):
                 out.written.append(view.path)
-        except (edits.ConflictError, FileNotFoundError) as exc:
-            out.conflicts.append(str(exc))
+        except (edits.ConflictError, OSError) as exc:  # one file never stops the phase
+            out.conflicts.append(edits.per_file(view.path, exc))
     return out
 
 
