@@ -496,8 +496,11 @@ def test_bad_input_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
             # 12 s, 40 MB peak on 2 slow cores) ...
             assert peak < 160 * 1024 * 1024, f"peak {peak:,} bytes"
             assert seconds < 60.0, f"{seconds:.1f}s"
-            again = vault.index()  # and a second run changes and says nothing new
-            assert not again.new and not again.changed and again.chunks_embedded == 0
+            again = vault.index()  # and a second run changes and says nothing new, but for
+            # a file unreadable once, which is read again (as root, its simulated refusal ended)
+            retried = ["generated/locked.md"] if os.geteuid() == 0 else []
+            assert not again.new and again.changed == retried
+            assert again.chunks_embedded == len(retried)
             # ... and the 50 MB file alone is refused by its size, never read into memory.
             os.utime(root / "generated" / "huge.md", ns=(1, 1))
             tracemalloc.start()
