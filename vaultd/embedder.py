@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 Kind = Literal["query", "document"]
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+FP32_MODEL = DEFAULT_MODEL
 QUANTIZED_SUFFIX = "-q8"
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -60,6 +61,11 @@ class ModelProfile:
     url: str = ""  # ollama: http://localhost:11434 ; openai: base URL ending in /v1
     remote_model: str = ""  # the model's name at the provider
     api_key_env: str = ""  # name of the environment variable holding a bearer key
+    # Built-in derived models only (not settable from config): `onnx` is built from this ONNX
+    # file, whose sha256 is `build_from_sha256`, by `vaultd.models` (int8 quantisation) when
+    # first needed, and checked against its manifest at every load.
+    build_from: str = ""
+    build_from_sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,9 +96,10 @@ def _minilm() -> ModelProfile:
 
 def builtin_profiles(cache_dir: Path) -> dict[str, ModelProfile]:
     base = _minilm()
-    quantized = replace(
+    quantized = replace(  # built from the shipped file when first used (vaultd.models)
         base, id=base.id + QUANTIZED_SUFFIX, sha256="",
         onnx=str(cache_dir / "models" / f"{base.id}{QUANTIZED_SUFFIX}.onnx"),
+        build_from=base.onnx, build_from_sha256=base.sha256,
     )
     fake = ModelProfile(id="hash-256", dims=256, kind="hash", max_tokens=256,
                         link_threshold=0.3, consolidate_threshold=0.5, duplicate_threshold=0.9,
@@ -100,8 +107,8 @@ def builtin_profiles(cache_dir: Path) -> dict[str, ModelProfile]:
     return {p.id: p for p in (base, quantized, fake)}
 
 
-_PROFILE_KEYS = ({f for f in ModelProfile.__dataclass_fields__ if f not in {"id", "kind"}}
-                 | {"provider"})
+_PROFILE_KEYS = ({f for f in ModelProfile.__dataclass_fields__
+                  if f not in {"id", "kind", "build_from", "build_from_sha256"}} | {"provider"})
 PROVIDERS = ("onnx", "ollama", "openai")
 _INT_KEYS = {"dims", "max_tokens"}
 _FLOAT_KEYS = {"link_threshold", "consolidate_threshold", "duplicate_threshold", "route_threshold"}
@@ -245,16 +252,32 @@ class OnnxEmbedder(Embedder):
         self._tokenizer: Any = None
         self._counter: Any = None
         self._file_hash = ""
+        self._built: Any = None  # vaultd.models.Built, for a derived model
         # onnxruntime's threads spin after each run, waiting for the next: good for a batch
         # job, bad in a daemon whose HTTP and SQLite threads need those cores (see Daemon.run)
         self.spinning = True
 
     def file_hash(self) -> str:
         if not self._file_hash:
+            if self.profile.build_from:
+                self._model_file()  # built (or verified) now: the identity names the result
+                return self._file_hash
             path = Path(self.profile.onnx)
             self._file_hash = self.profile.sha256 or (
                 file_sha256(path) if path.is_file() else "missing")
         return self._file_hash
+
+    def _model_file(self) -> Path:
+        """The ONNX file to load; a derived model is built here when missing or stale."""
+        if not self.profile.build_from:
+            return Path(self.profile.onnx)
+        if self._built is None:
+            from vaultd.models import ensure_quantized
+
+            self._built = ensure_quantized(self.profile.build_from,
+                                           self.profile.build_from_sha256, self.profile.onnx)
+            self._file_hash = self._built.identity
+        return self._built.path
 
     # -- tokenizer
     def _load_tokenizers(self) -> None:
@@ -292,11 +315,8 @@ class OnnxEmbedder(Embedder):
         self._load_tokenizers()
         if self._session is not None:
             return
-        path = Path(self.profile.onnx)
+        path = self._model_file()
         if not path.is_file():
-            if self.profile.id.endswith(QUANTIZED_SUFFIX) and self.profile.kind == "onnx":
-                raise ModelError(f"quantised model not built yet: {path}; "
-                                 "run `vaultd model quantize` once")
             raise ModelError(f"model file not found: {path} (model '{self.model_id}'); "
                              "reinstall vaultd (`pip install --force-reinstall vaultd`) "
                              "or fix 'onnx' in its [models.*] profile")
@@ -484,38 +504,8 @@ def make_embedder(profile: ModelProfile, threads: int = 2, batch_size: int = 8) 
 
 
 def quantize(base: ModelProfile, target: ModelProfile) -> Path:
-    """Build the int8 per-channel dynamic-quantised copy of `base` at `target.onnx`, once."""
-    out = Path(target.onnx)
-    if out.is_file():
-        return out
-    try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError as exc:  # needs the `onnx` package
-        raise ModelError("quantising needs the 'onnx' package: pip install 'vaultd[quantize]'") \
-            from exc
-    source = Path(base.onnx)
-    if not source.is_file():
-        raise ModelError(f"cannot quantise '{base.id}': model file not found: {source}")
-    if base.sha256 and (actual := file_sha256(source)) != base.sha256:
-        raise ModelError(f"cannot quantise {source}: sha256 {actual}, expected {base.sha256}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".tmp{os.getpid()}.onnx")
-    folded = out.with_suffix(f".fold{os.getpid()}.onnx")
-    try:
-        # The shipped file stores int8 weights that a Cast+Mul turns into floats at run time,
-        # so its MatMuls have no constant weight for quantize_dynamic to find. Constant folding
-        # (onnxruntime's basic graph optimisations) first turns them into fp32 initializers.
-        import onnxruntime as ort
+    """Build the int8 copy of `base` at `target.onnx` now, unless a good one is cached
+    (`vaultd.models.ensure_quantized`; a derived profile does this itself when first used)."""
+    from vaultd.models import ensure_quantized
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        options.optimized_model_filepath = str(folded)
-        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
-        quantize_dynamic(str(folded), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
-        os.replace(tmp, out)
-    except Exception as exc:  # onnx / onnxruntime raise a variety of untyped errors
-        raise ModelError(f"cannot quantise {source}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-        folded.unlink(missing_ok=True)
-    return out
+    return ensure_quantized(base.onnx, base.sha256, target.onnx).path
