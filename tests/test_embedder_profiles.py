@@ -609,3 +609,16 @@ def test_length_sorted_batches_return_vectors_in_the_callers_order(tiny: Tiny) -
     for row, text in zip(vectors, TEXTS):
         np.testing.assert_allclose(row, tiny.expected(text, "mean"), atol=1e-6)
     assert embedder.embed([]).shape == (0, DIMS)
+
+
+def test_max_batch_caps_the_texts_per_model_call(tiny: Tiny, tmp_path: Path) -> None:
+    embedder = tiny.embedder(pooling="mean", batch_size=8, max_batch=1)
+    assert embedder.batch_size == 1
+    vectors = embedder.embed(TEXTS)
+    assert embedder.calls == len(TEXTS)
+    for row, text in zip(vectors, TEXTS):
+        np.testing.assert_allclose(row, tiny.expected(text, "mean"), atol=1e-6)
+    assert tiny.embedder(batch_size=2, max_batch=4).batch_size == 2  # a cap, not a size
+    assert profile_from_table("mine", {**BASE_TABLE, "max_batch": 1}, tmp_path).max_batch == 1
+    with pytest.raises(ConfigError, match="max_batch: expected a positive integer"):
+        profile_from_table("mine", {**BASE_TABLE, "max_batch": 0}, tmp_path)
