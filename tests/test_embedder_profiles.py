@@ -469,16 +469,19 @@ def test_dims_that_disagree_with_the_graph_are_a_model_error(tiny: Tiny) -> None
 
 # -- quantisation -------------------------------------------------------------------------------
 
-def test_the_builtin_int8_profile_is_derived_from_the_shipped_model(tmp_path: Path) -> None:
+def test_the_default_profile_is_int8_derived_from_the_shipped_model(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     profiles = builtin_profiles(cache)
-    target = profiles[DEFAULT_MODEL + QUANTIZED_SUFFIX]
+    target = profiles[DEFAULT_MODEL]
     source = profiles[FP32_MODEL]
-    assert target.id == "all-MiniLM-L6-v2-q8"
-    assert Path(target.onnx) == cache / "models" / "all-MiniLM-L6-v2-q8.onnx"
-    assert target.sha256 == "" and target.dims == 384
+    assert (target.id, source.id) == ("all-MiniLM-L6-v2", "all-MiniLM-L6-v2-fp32")
+    assert Path(target.onnx) == cache / "models" / "all-MiniLM-L6-v2-int8.onnx"
+    assert target.sha256 == "" and target.dims == 384 and target.max_batch == 1
     assert (target.build_from, target.build_from_sha256) == (source.onnx, source.sha256)
-    assert source.sha256 and not source.build_from
+    assert source.sha256 and not source.build_from and source.max_batch == 0
+    # the name it had while it was opt-in still works, and is the same model file
+    old_name = profiles[DEFAULT_MODEL + QUANTIZED_SUFFIX]
+    assert replace(old_name, id=target.id) == target
 
 
 def _derived(tiny: Tiny, cache: Path) -> ModelProfile:
