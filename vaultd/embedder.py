@@ -284,14 +284,14 @@ class OnnxEmbedder(Embedder):
     def file_hash(self) -> str:
         if not self._file_hash:
             if self.profile.build_from:
-                self._model_file()  # built (or verified) now: the identity names the result
+                self.model_file()  # built (or verified) now: the identity names the result
                 return self._file_hash
             path = Path(self.profile.onnx)
             self._file_hash = self.profile.sha256 or (
                 file_sha256(path) if path.is_file() else "missing")
         return self._file_hash
 
-    def _model_file(self) -> Path:
+    def model_file(self) -> Path:
         """The ONNX file to load; a derived model is built here when missing or stale."""
         if not self.profile.build_from:
             return Path(self.profile.onnx)
@@ -339,7 +339,7 @@ class OnnxEmbedder(Embedder):
         self._load_tokenizers()
         if self._session is not None:
             return
-        path = self._model_file()
+        path = self.model_file()
         if not path.is_file():
             raise ModelError(f"model file not found: {path} (model '{self.model_id}'); "
                              "reinstall vaultd (`pip install --force-reinstall vaultd`) "
@@ -532,4 +532,6 @@ def quantize(base: ModelProfile, target: ModelProfile) -> Path:
     (`vaultd.models.ensure_quantized`; a derived profile does this itself when first used)."""
     from vaultd.models import ensure_quantized
 
+    if base.build_from:  # itself derived: build from its source
+        return ensure_quantized(base.build_from, base.build_from_sha256, target.onnx).path
     return ensure_quantized(base.onnx, base.sha256, target.onnx).path
