@@ -88,10 +88,10 @@ def setup_chroma_model() -> dict[str, Any]:
 
     chromadb downloads `onnx.tar.gz` (and checks its sha256) only when one of the six files of
     the extracted folder is missing, so the extracted layout is what we provide."""
-    from vaultd.embedder import DATA_DIR, DEFAULT_MODEL, builtin_profiles
+    from vaultd.embedder import DATA_DIR, FP32_MODEL, builtin_profiles
     from vaultd.vault import cache_dir
 
-    profile = builtin_profiles(cache_dir({}))[DEFAULT_MODEL]
+    profile = builtin_profiles(cache_dir({}))[FP32_MODEL]  # chromadb gets the shipped file
     folder = CHROMA_MODEL_DIR
     model = folder / "model.onnx"
     if model.exists() and sha256(model) != profile.sha256:

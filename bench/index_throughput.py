@@ -128,7 +128,8 @@ def embed_raw(texts: list[str]) -> dict[str, Any]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(profile.onnx, options, providers=["CPUExecutionProvider"])
+    path = str(OnnxEmbedder(profile).model_file())  # the default is built when first needed
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     session.run(None, {"input_ids": np.ones((1, 4), np.int64),  # warm up, like emb.load()
                        "attention_mask": np.ones((1, 4), np.int64),
                        "token_type_ids": np.zeros((1, 4), np.int64)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,37 @@ import pytest
 
 from vaultd.embedder import HashEmbedder, builtin_profiles
 from vaultd.vault import Vault, init_vault, open_vault
+
+
+@pytest.fixture(scope="session", autouse=True)
+def int8_model_built_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The default int8 model is built from the shipped file when first needed, into the cache
+    dir; tests give each vault its own cache dir. So the first build in a session is a real one
+    (into a session folder) and later builds of the same shipped file copy its file and manifest,
+    which `ensure_quantized` then verifies by hash like any cached build. Builds from any other
+    source (the tiny graphs of test_embedder_profiles) are real every time."""
+    from vaultd import models
+    from vaultd.embedder import FP32_MODEL
+
+    folder = tmp_path_factory.mktemp("int8-model")
+    shipped = builtin_profiles(folder)[FP32_MODEL].sha256
+    real_build = models._build
+    first: list[models.Built] = []
+
+    def build_once(source: Path, source_sha256: str, out: Path,
+                   previous: dict | None) -> models.Built:
+        if source_sha256 != shipped:
+            return real_build(source, source_sha256, out, previous)
+        if not first:
+            first.append(real_build(source, source_sha256, folder / out.name, None))
+        built = first[0]
+        shutil.copyfile(built.path, out)
+        shutil.copyfile(models.manifest_path(built.path), models.manifest_path(out))
+        return replace(built, path=out, seconds=0.0)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(models, "_build", build_once)
+        yield
 
 
 def make_vault(tmp_path: Path, files: dict[str, str | bytes] | None = None, *,

@@ -10,6 +10,7 @@ so a pooling that picks or averages a pad gives a different vector and fails.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,15 +25,18 @@ from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 from vaultd.config import load_settings  # noqa: E402
 from vaultd.embedder import (  # noqa: E402
     DEFAULT_MODEL,
+    FP32_MODEL,
     QUANTIZED_SUFFIX,
     ModelProfile,
     OnnxEmbedder,
     builtin_profiles,
+    file_sha256,
     profile_from_table,
     quantize,
     resolve_profile,
 )
 from vaultd.errors import ConfigError, ModelError  # noqa: E402
+from vaultd.models import RECIPE, manifest_path  # noqa: E402
 from vaultd.vault import init_vault, open_vault  # noqa: E402
 
 OPSET = 17
@@ -399,6 +403,7 @@ BASE_TABLE = {"onnx": "m/model.onnx", "tokenizer": "m/tokenizer.json", "dims": 8
     ({"query_prefix": 3}, "query_prefix: expected a string"),
     ({"onnx": ""}, "onnx: must be a file path"),
     ({"link_threshold": "high"}, "link_threshold: expected a number"),
+    ({"build_from": "m/model.onnx"}, r"unknown key\(s\): build_from"),  # built-ins only
 ])
 def test_profile_validation_errors_are_clear(tmp_path: Path, change: dict,
                                              message: str) -> None:
@@ -464,39 +469,114 @@ def test_dims_that_disagree_with_the_graph_are_a_model_error(tiny: Tiny) -> None
 
 # -- quantisation -------------------------------------------------------------------------------
 
-def test_quantize_builds_once_into_the_registered_cache_path(tiny: Tiny, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch
-                                                             ) -> None:
-    import onnxruntime.quantization
-
+def test_the_default_profile_is_int8_derived_from_the_shipped_model(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    target = builtin_profiles(cache)[DEFAULT_MODEL + QUANTIZED_SUFFIX]
-    assert target.id == "all-MiniLM-L6-v2-q8"
-    assert Path(target.onnx) == cache / "models" / "all-MiniLM-L6-v2-q8.onnx"
-    assert target.sha256 == "" and target.dims == 384
-    with pytest.raises(ModelError, match="vaultd model quantize"):
-        OnnxEmbedder(target).load()  # not built yet: says how to build it
+    profiles = builtin_profiles(cache)
+    target = profiles[DEFAULT_MODEL]
+    source = profiles[FP32_MODEL]
+    assert (target.id, source.id) == ("all-MiniLM-L6-v2", "all-MiniLM-L6-v2-fp32")
+    assert Path(target.onnx) == cache / "models" / "all-MiniLM-L6-v2-int8.onnx"
+    assert target.sha256 == "" and target.dims == 384 and target.max_batch == 1
+    assert (target.build_from, target.build_from_sha256) == (source.onnx, source.sha256)
+    assert source.sha256 and not source.build_from and source.max_batch == 0
+    # the name it had while it was opt-in still works, and is the same model file
+    old_name = profiles[DEFAULT_MODEL + QUANTIZED_SUFFIX]
+    assert replace(old_name, id=target.id) == target
 
+
+def _derived(tiny: Tiny, cache: Path) -> ModelProfile:
     weight = np.random.default_rng(3).normal(size=(DIMS, DIMS)).astype(np.float32)
     base = tiny.profile(tiny.graph("matmul.onnx", weight=weight), id="tiny", pooling="mean")
-    out = quantize(base, target)
-    assert out == Path(target.onnx) and out.is_file()
-    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary file left
+    return replace(base, id="tiny-q8", onnx=str(cache / "models" / "tiny-q8.onnx"),
+                   build_from=base.onnx, build_from_sha256=file_sha256(base.onnx))
+
+
+def test_a_derived_model_is_built_once_when_first_used(tiny: Tiny, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime.quantization
+
+    derived = _derived(tiny, tmp_path / "cache")
+    out = Path(derived.onnx)
+    assert not out.exists()
+    embedder = OnnxEmbedder(derived)
+    identity = embedder.identity()  # the index asks for it first: that builds the file
+    assert out.is_file() and manifest_path(out).is_file()
+    assert sorted(p.name for p in out.parent.iterdir() if not p.name.startswith(".")) == [
+        out.name, manifest_path(out).name]  # no temporary file left (only a hidden lock file)
+    manifest = json.loads(manifest_path(out).read_text())
+    assert identity["file"] == manifest["identity"] == manifest["sha256"] == file_sha256(out)
+    assert manifest["recipe"] == RECIPE and manifest["source_sha256"] == derived.build_from_sha256
     ops = {node.op_type for node in onnx.load(str(out)).graph.node}
     assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "DequantizeLinear"}, ops
+    assert embedder.embed(TEXTS).shape == (len(TEXTS), DIMS)
     mtime = out.stat().st_mtime_ns
 
     def must_not_run(*args, **kwargs):
-        raise AssertionError("quantize() rebuilt a file that already exists")
+        raise AssertionError("rebuilt a model whose cached file and manifest are good")
 
     monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", must_not_run)
-    assert quantize(base, target) == out
+    again = OnnxEmbedder(derived)
+    assert again.identity() == identity
+    again.load()
+    base = replace(derived, onnx=derived.build_from, sha256=derived.build_from_sha256,
+                   build_from="")
+    assert quantize(base, derived) == out
+    assert quantize(derived, derived) == out  # a derived base stands for its source
     assert out.stat().st_mtime_ns == mtime
 
-    # the quantised copy is a working model, close to the float one
-    exact = OnnxEmbedder(base).embed(TEXTS)
-    approx = OnnxEmbedder(replace(base, id="tiny-q8", onnx=str(out))).embed(TEXTS)
-    assert float((exact * approx).sum(axis=1).min()) > 0.99
+
+def test_int8_weights_are_7_bit_so_the_u8s8_kernel_cannot_saturate(tiny: Tiny,
+                                                                   tmp_path: Path) -> None:
+    """On x86 without VNNI, onnxruntime's u8 x s8 MatMulInteger adds two products in int16: with
+    8-bit weights 255 x 127 x 2 overflows, and this very graph gave cosine 0.90 on one text
+    (an exact integer product of the same quantised values: 0.99997). Weights within ±64 can't
+    overflow (255 x 64 x 2 = 32,640 <= 32,767), on any CPU."""
+    derived = _derived(tiny, tmp_path / "cache")
+    exact = OnnxEmbedder(replace(derived, onnx=derived.build_from, build_from="")).embed(TEXTS)
+    alone = np.vstack([OnnxEmbedder(derived).embed([t]) for t in TEXTS])
+    batched = OnnxEmbedder(derived).embed(TEXTS)
+    assert float((exact * alone).sum(axis=1).min()) > 0.999
+    assert float((exact * batched).sum(axis=1).min()) > 0.999
+    weights = [numpy_helper.to_array(t) for t in onnx.load(derived.onnx).graph.initializer
+               if t.data_type == TensorProto.INT8]
+    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
+
+
+def test_a_damaged_or_outdated_build_is_made_again(tiny: Tiny, tmp_path: Path) -> None:
+    derived = _derived(tiny, tmp_path / "cache")
+    out, manifest_file = Path(derived.onnx), manifest_path(Path(derived.onnx))
+    first = OnnxEmbedder(derived).identity()["file"]
+    good = out.read_bytes()
+
+    out.write_bytes(good + b"x")  # damaged: its hash no longer matches the manifest
+    assert OnnxEmbedder(derived).identity()["file"] == first
+    assert out.read_bytes() == good
+
+    manifest = json.loads(manifest_file.read_text())
+    manifest["onnxruntime"] = "0.0.1"  # another onnxruntime made it: built again, same output
+    manifest_file.write_text(json.dumps(manifest))
+    assert OnnxEmbedder(derived).identity()["file"] == first
+    rebuilt = json.loads(manifest_file.read_text())
+    assert rebuilt["onnxruntime"] != "0.0.1" and rebuilt["identity"] == first
+
+    # the same bytes computing other vectors under this onnxruntime: a new identity, so every
+    # index built with the old vectors is rebuilt
+    manifest = {**rebuilt, "onnxruntime": "0.0.1",
+                "probe": [-x for x in rebuilt["probe"]]}
+    manifest_file.write_text(json.dumps(manifest))
+    changed = OnnxEmbedder(derived).identity()["file"]
+    assert changed != first and changed.startswith(first)
+
+    manifest_file.write_text("{not json")  # an unreadable manifest is no manifest
+    assert OnnxEmbedder(derived).identity()["file"] == json.loads(
+        manifest_file.read_text())["identity"]
+
+
+def test_a_derived_model_refuses_a_damaged_source(tiny: Tiny, tmp_path: Path) -> None:
+    derived = replace(_derived(tiny, tmp_path / "cache"), build_from_sha256="e" * 64)
+    with pytest.raises(ModelError, match="e" * 64):
+        OnnxEmbedder(derived).load()
+    assert not Path(derived.onnx).exists()
 
 
 def test_quantize_refuses_a_missing_or_damaged_base(tiny: Tiny, tmp_path: Path) -> None:
@@ -533,3 +613,16 @@ def test_length_sorted_batches_return_vectors_in_the_callers_order(tiny: Tiny) -
     for row, text in zip(vectors, TEXTS):
         np.testing.assert_allclose(row, tiny.expected(text, "mean"), atol=1e-6)
     assert embedder.embed([]).shape == (0, DIMS)
+
+
+def test_max_batch_caps_the_texts_per_model_call(tiny: Tiny, tmp_path: Path) -> None:
+    embedder = tiny.embedder(pooling="mean", batch_size=8, max_batch=1)
+    assert embedder.batch_size == 1
+    vectors = embedder.embed(TEXTS)
+    assert embedder.calls == len(TEXTS)
+    for row, text in zip(vectors, TEXTS):
+        np.testing.assert_allclose(row, tiny.expected(text, "mean"), atol=1e-6)
+    assert tiny.embedder(batch_size=2, max_batch=4).batch_size == 2  # a cap, not a size
+    assert profile_from_table("mine", {**BASE_TABLE, "max_batch": 1}, tmp_path).max_batch == 1
+    with pytest.raises(ConfigError, match="max_batch: expected a positive integer"):
+        profile_from_table("mine", {**BASE_TABLE, "max_batch": 0}, tmp_path)

@@ -720,18 +720,17 @@ def model() -> None:
 @model.command("quantize")
 @click.pass_context
 def model_quantize(ctx: click.Context) -> None:
-    """Build the int8 per-channel quantised copy of the default model (once; cached)."""
+    """Build the default int8 model now (vaultd otherwise builds it when first needed)."""
     import os
 
-    from vaultd.embedder import DEFAULT_MODEL, QUANTIZED_SUFFIX, builtin_profiles, quantize
+    from vaultd.embedder import DEFAULT_MODEL, FP32_MODEL, builtin_profiles, quantize
     from vaultd.vault import cache_dir
 
     with _errors():
         profiles = builtin_profiles(cache_dir(dict(os.environ)))
-        target = profiles[DEFAULT_MODEL + QUANTIZED_SUFFIX]
-        path = quantize(profiles[DEFAULT_MODEL], target)
+        target = profiles[DEFAULT_MODEL]
+        path = quantize(profiles[FP32_MODEL], target)
     click.echo(f"{target.id}: {path}")
-    click.echo(f'use it with [embedding] model = "{target.id}" in .vaultd/config.toml')
 
 
 _accept_vault_after_subcommand(main)
