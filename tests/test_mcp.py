@@ -50,14 +50,21 @@ def _error_text(result: Any) -> str:
     return " ".join(getattr(block, "text", "") for block in result.content)
 
 
-async def _session(root: Path, env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    from mcp import ClientSession, StdioServerParameters, stdio_client
+def _server_params(root: Path, env: dict[str, str], cwd: Path) -> Any:
+    """`vaultd mcp` for `root` as the official SDK's stdio client starts it."""
+    from mcp import StdioServerParameters
 
-    params = StdioServerParameters(
+    return StdioServerParameters(
         command=sys.executable,
         args=["-c", f"from pathlib import Path; from vaultd.mcp_server import run; "
                     f"run(Path({str(root)!r}))"],
         env=env, cwd=str(cwd))
+
+
+async def _session(root: Path, env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    from mcp import ClientSession, stdio_client
+
+    params = _server_params(root, env, cwd)
     out: dict[str, Any] = {}
     with open(cwd / "server-stderr.log", "w") as errlog:
         async with stdio_client(params, errlog=errlog) as (read, write), \
@@ -139,13 +146,9 @@ WRITES = {"memory_write", "memory_write_note", "memory_edit_note", "memory_flush
 
 
 async def _full_session(root: Path, env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    from mcp import ClientSession, StdioServerParameters, stdio_client
+    from mcp import ClientSession, stdio_client
 
-    params = StdioServerParameters(
-        command=sys.executable,
-        args=["-c", f"from pathlib import Path; from vaultd.mcp_server import run; "
-                    f"run(Path({str(root)!r}))"],
-        env=env, cwd=str(cwd))
+    params = _server_params(root, env, cwd)
     out: dict[str, Any] = {}
 
     async def call(name: str, args: dict[str, Any]) -> Any:
