@@ -190,13 +190,17 @@ def _build_lock(out: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _quiet_quantizer() -> Iterator[None]:
-    """quantize_dynamic logs a 'consider pre-processing' warning through the root logger."""
+    """quantize_dynamic logs a 'consider pre-processing' warning through the root logger:
+    drop records from onnxruntime's quantisation code only (not the root logger's level,
+    which would silence the daemon's own warnings while the model builds)."""
     import logging
 
+    def not_the_quantizer(record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in record.pathname or "quantization" not in record.pathname
+
     root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    root.addFilter(not_the_quantizer)
     try:
         yield
     finally:
-        root.setLevel(level)
+        root.removeFilter(not_the_quantizer)
