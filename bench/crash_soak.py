@@ -20,6 +20,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the test helpers import each other by module name
+
+from benchlib import write_json  # noqa: E402
 
 from tests.test_crash import run_soak  # noqa: E402 - after the path is set
 
@@ -33,10 +36,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="vaultd-crash-") as work:
         summary = run_soak(Path(work), args.iterations, args.seed)
     summary.pop("root")
-    text = json.dumps(summary, indent=2)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n", encoding="utf-8")
+    print(json.dumps(summary, indent=2))
+    write_json(args.out, summary)
     return 1 if summary["failures"] else 0
 
 

@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from benchlib import write_json  # noqa: E402
+
 from tests.test_save_soak import run_save_soak  # noqa: E402 - after the path is set
 
 
@@ -33,10 +35,8 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vaultd-save-soak-") as work:
         summary = run_save_soak(Path(work), args.saves, args.seed, args.pause_ms)
-    text = json.dumps(summary, indent=2)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n", encoding="utf-8")
+    print(json.dumps(summary, indent=2))
+    write_json(args.out, summary)
     return 1 if summary["lost_total"] else 0
 
 

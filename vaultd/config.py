@@ -165,6 +165,17 @@ def _section(cls: type, table: dict[str, Any], env: dict[str, str], name: str, s
     return replace(obj, **values)
 
 
+def set_default(template: str, key: str, value: Any) -> str:
+    """The config template with `key`'s commented default (`# key = ...`) made `key = value`
+    (what `vaultd init` writes for what it detects: the lifecycle's scope, the writer)."""
+    import json
+    import re
+
+    line = f"{key} = {json.dumps(value)}"  # JSON strings and lists of them are TOML too
+    return re.sub(rf"^# {re.escape(key)} = [^#\n]*?(?=[ \t]*(?:#|$))", lambda _: line,
+                  template, count=1, flags=re.MULTILINE)
+
+
 def load_settings(vault_root: Path, env: dict[str, str] | None = None) -> Settings:
     """Read `VAULT/.vaultd/config.toml` (if present) and the environment into Settings."""
     env = dict(os.environ if env is None else env)

@@ -49,6 +49,7 @@ import yaml
 
 from vaultd.errors import VaultdError
 from vaultd.layout import state_dir
+from vaultd.notes import BOMS
 
 TEMP_SUFFIX = ".vaultd-tmp"  # atomic_write's temporary files: `.NAME.PID.RANDOM.vaultd-tmp`
 # lock files of older versions sat beside notes as `.NAME.vaultd-lock` (doctor lists them)
@@ -87,9 +88,6 @@ def inside(root: Path, path: Path) -> Path:
 # ---------------------------------------------------------------------------- encodings
 
 # UTF-32 first: its little-endian BOM starts with UTF-16's (the order notes.decode uses).
-_BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
-         (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"), (b"\xef\xbb\xbf", "utf-8"))
-
 
 @dataclass(frozen=True)
 class Form:
@@ -113,7 +111,7 @@ UTF8 = Form()
 def decode(path: Path, data: bytes) -> tuple[str, Form]:
     """(text with "\\n" line ends, its Form). ConflictError naming the file when the bytes are
     not text vaultd can write back faithfully (not UTF-8 and no BOM; NUL characters)."""
-    bom, codec = next(((m, c) for m, c in _BOMS if data.startswith(m)), (b"", "utf-8"))
+    bom, codec = next(((m, c) for m, c in BOMS if data.startswith(m)), (b"", "utf-8"))
     try:
         text = data[len(bom):].decode(codec)
     except UnicodeDecodeError as exc:

@@ -89,8 +89,11 @@ class Note:
 
 
 # UTF-32 first: its little-endian BOM starts with UTF-16's.
-_BOMS = (("utf-32", codecs.BOM_UTF32_LE), ("utf-32", codecs.BOM_UTF32_BE),
-         ("utf-16", codecs.BOM_UTF16_LE), ("utf-16", codecs.BOM_UTF16_BE))
+# Byte-order marks and the codec each stands for (UTF-32's before UTF-16's: they share a
+# prefix). The indexer reads by them, and vaultd's writes write back by them.
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+        (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"),
+        (codecs.BOM_UTF8, "utf-8"))
 
 
 def decode(path: str, raw: bytes, max_bytes: int) -> str | Skip:
@@ -98,12 +101,13 @@ def decode(path: str, raw: bytes, max_bytes: int) -> str | Skip:
     if len(raw) > max_bytes:
         return Skip(path, f"too large ({len(raw):,} bytes > limit {max_bytes:,}; "
                           "raise [index] max_file_bytes to include it)")
-    bom = next((enc for enc, mark in _BOMS if raw.startswith(mark)), None)
+    mark, bom = next(((m, c) for m, c in BOMS if raw.startswith(m) and c != "utf-8"),
+                     (b"", None))
     if bom is not None:
         try:
-            text = raw.decode(bom)
+            text = raw[len(mark):].decode(bom)
         except UnicodeDecodeError as exc:
-            return Skip(path, f"invalid {bom.upper()} at byte {exc.start}")
+            return Skip(path, f"invalid {bom.upper()} at byte {exc.start + len(mark)}")
         if "\x00" in text:
             return Skip(path, "binary file (NUL characters), not markdown text")
     else:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from vaultd import layout
-from vaultd.config import Settings, load_settings
+from vaultd.config import Settings, load_settings, set_default
 from vaultd.daemon.client import DaemonClient, DaemonOrLocal
 from vaultd.embedder import Embedder, Kind, ModelProfile, make_embedder, resolve_profile
 from vaultd.search import Hit, Searcher, SearchOptions, hit_from_dict
@@ -108,8 +108,7 @@ def init_vault(path: Path) -> list[str]:
         if not dest.exists():
             text = src.read_text(encoding="utf-8")
             if scope is not None and dest.name == "config.toml":
-                text = text.replace('# scope = ["episodic"]  ',
-                                    "scope = [" + ", ".join(f'"{f}"' for f in scope) + "]", 1)
+                text = set_default(text, "scope", list(scope))
             with open(dest, "x", encoding="utf-8") as fh:  # "x": never clobber a racing writer
                 fh.write(config_with_writer(text) if dest.name == "config.toml" else text)
             created.append(dest.relative_to(path).as_posix())

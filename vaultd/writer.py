@@ -13,8 +13,6 @@ networks): on one vault, machines are told apart by the first label.
 
 from __future__ import annotations
 
-import json
-import re
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -79,7 +77,6 @@ def role(writer: str, host: str | None = None) -> WriterRole:
 
 def config_with_writer(template: str, host: str | None = None) -> str:
     """The config template with `writer` set to this machine (what `vaultd init` writes)."""
-    host = this_host() if host is None else host
-    line = f"writer = {json.dumps(host)}"
-    return re.sub(r'^# writer = ""[ \t]*', lambda _: line, template, count=1,
-                  flags=re.MULTILINE)
+    from vaultd.config import set_default
+
+    return set_default(template, "writer", this_host() if host is None else host)
