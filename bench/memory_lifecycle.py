@@ -110,7 +110,7 @@ def write_vault(root: Path, facts: list[dict[str, Any]]) -> None:
 def recall_at_k(vault: Vault, questions: list[dict[str, Any]], *, archive: bool) -> float:
     scores = []
     for q in questions:
-        hits = vault.search(q["q"], k=K, include_archive=archive)
+        hits = vault.search(q["q"], k=K, archive="equal" if archive else "lower")
         found = " \n ".join(norm(h.text) for h in hits)
         scores.append(sum(norm(g) in found for g in q["gold"]) / len(q["gold"]))
     return round(statistics.mean(scores), 4)

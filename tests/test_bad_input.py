@@ -297,10 +297,9 @@ def test_ignored_folders_config_globs_and_archive(tmp_path: Path) -> None:
     with opened(root, tmp_path) as vault:
         report = vault.index()
         assert sorted(report.new) == ["MEMORY.md", "archive/old.md", "semantic/keep.md"]
-        assert {h.path for h in vault.search("zanzibar", k=10, mode="bm25")} == {
-            "semantic/keep.md"}
         assert {h.path for h in vault.search("zanzibar", k=10, mode="bm25",
-                                             include_archive=True)} == {
+                                             archive="none")} == {"semantic/keep.md"}
+        assert {h.path for h in vault.search("zanzibar", k=10, mode="bm25")} == {
             "semantic/keep.md", "archive/old.md"}
 
 

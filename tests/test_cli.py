@@ -89,6 +89,21 @@ def test_search_json_and_filters(vault: Path, runner: CliRunner) -> None:
     assert "semantic/deploy.md:7-7" in human.output
 
 
+def test_search_finds_archived_entries_marked_and_can_leave_them_out(vault: Path,
+                                                                     runner: CliRunner) -> None:
+    (vault / "archive" / "episodic").mkdir(parents=True)
+    (vault / "archive" / "episodic" / "2026-10-01.md").write_text(
+        "# 2026-10-01\n\n## 08:00 — kiln\nthe kiln thermocouple reads low\n", encoding="utf-8")
+    runner.invoke(main, ["--vault", str(vault), "index"])
+    args = ["--vault", str(vault), "search", "kiln", "thermocouple"]
+    human = runner.invoke(main, args)
+    assert "archive/episodic/2026-10-01.md:4-4" in human.output
+    assert "[episodic, archived]" in human.output
+    for flag, found in (("--archive", True), ("--no-archive", False)):
+        data = json.loads(runner.invoke(main, [*args, flag, "--json"]).stdout)
+        assert any(h["archived"] for h in data["hits"]) is found, flag
+
+
 def test_search_warns_when_the_index_is_stale(vault: Path, runner: CliRunner) -> None:
     runner.invoke(main, ["--vault", str(vault), "index"])
     (vault / "semantic" / "new.md").write_text("# New\nfresh\n", encoding="utf-8")

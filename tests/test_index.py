@@ -213,7 +213,7 @@ def test_sqlite_module_falls_back_or_explains(monkeypatch: pytest.MonkeyPatch) -
         store_mod.sqlite_module()
 
 
-def test_archive_is_indexed_but_hidden_by_default(tmp_path: Path) -> None:
+def test_archive_is_indexed_and_found_as_a_lower_tier(tmp_path: Path) -> None:
     root, emb = make(tmp_path)
     (root / "archive").mkdir()
     (root / "archive" / "old.md").write_text("# Old\n\nzeppelin maintenance log\n",
@@ -222,8 +222,10 @@ def test_archive_is_indexed_but_hidden_by_default(tmp_path: Path) -> None:
     (root / ".obsidian" / "x.md").write_text("zeppelin\n", encoding="utf-8")
     with opened(root, emb) as vault:
         vault.index()
-        assert vault.search("zeppelin", mode="bm25") == []
-        hits = vault.search("zeppelin", mode="bm25", include_archive=True)
-        assert [h.path for h in hits] == ["archive/old.md"]
-        hits = vault.search("zeppelin", mode="vector", include_archive=True, k=1)
+        assert vault.search("zeppelin", mode="bm25", archive="none") == []
+        [lower] = vault.search("zeppelin", mode="bm25")
+        assert lower.path == "archive/old.md" and lower.archived
+        [equal] = vault.search("zeppelin", mode="bm25", archive="equal")
+        assert equal.path == "archive/old.md" and lower.score == pytest.approx(0.95 * equal.score)
+        hits = vault.search("zeppelin", mode="vector", archive="equal", k=1)
         assert hits[0].path == "archive/old.md"

@@ -114,3 +114,36 @@ def test_a_wrong_request_is_an_error_not_an_empty_answer(vault: Vault) -> None:
         vault.search("   ")
     with pytest.raises(ValueError, match="'k' must be an integer from 1"):
         vault.search("redis", k=0)
+
+
+def test_archived_notes_are_a_lower_tier_not_gone(vault: Vault) -> None:
+    """Fading lowers prominence, never recall: an archived twin of a live note is found by
+    default, marked, and ranked after the live one; `equal` ranks it alike, `none` leaves it
+    out."""
+    text = "# 2026-11-21\n\n## 09:00 — zeppelin hangar\nthe zeppelin hangar door sticks in frost\n"
+    write(vault.root, "episodic/2026-11-21.md", text)
+    write(vault.root, "archive/episodic/2026-11-21.md", text)
+    vault.index()
+    hits = vault.search("zeppelin hangar door", k=5)
+    assert [(h.path, h.archived) for h in hits[:2]] == [("episodic/2026-11-21.md", False),
+                                                         ("archive/episodic/2026-11-21.md", True)]
+    assert hits[1].score < hits[0].score and hits[1].to_dict()["archived"] is True
+    equal = vault.search("zeppelin hangar door", k=5, archive="equal")
+    # alike: the twins tie in both retrievers, and ties rank by path, so archive/ comes first
+    assert [h.archived for h in equal[:2]] == [True, False]
+    assert all(not h.archived for h in vault.search("zeppelin hangar door", archive="none"))
+    with pytest.raises(ValueError, match="'archive' must be one of lower, equal, none"):
+        vault.search("zeppelin", archive="all")
+
+
+def test_archive_in_a_search_body_keeps_earlier_clients_working() -> None:
+    from vaultd.search_request import SearchRequest
+
+    tier = {value: SearchRequest.from_json({"query": "q", "archive": value}).archive
+            for value in (True, False, None, "lower", "equal", "none")}
+    assert tier == {True: "equal", False: "lower", None: "lower", "lower": "lower",
+                    "equal": "equal", "none": "none"}
+    with pytest.raises(ValueError, match="'archive'"):
+        SearchRequest.from_json({"query": "q", "archive": "yes"})
+    request = SearchRequest("q", archive="none")
+    assert SearchRequest.from_json(request.to_json()).archive == "none"  # CLI → daemon

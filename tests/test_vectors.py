@@ -47,7 +47,7 @@ def test_follows_new_deleted_and_archived_notes(tmp_path: Path) -> None:
 
         def top_paths(query: str, archive: bool = False) -> list[str]:
             return [h.path for h in vault.search(query, 5, mode="vector",
-                                                 include_archive=archive)]
+                                                 archive="equal" if archive else "none")]
 
         (root / "semantic" / "zebra.md").write_text("# Zebra\n\nZebra stripes confuse flies.\n",
                                                     encoding="utf-8")

@@ -210,19 +210,23 @@ def index(ctx: click.Context, as_json: bool) -> None:
 @click.option("--until", default=None, help="Only entries dated on or before YYYY-MM-DD.")
 @click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True,
               help="Meaning and keywords fused, or one of them alone.")
-@click.option("--archive", "include_archive", is_flag=True, help="Search archive/ too.")
+@click.option("--archive/--no-archive", "archive", default=None,
+              help="Archived (faded or merged) notes are found by default, ranked below live "
+                   "notes of similar relevance; --archive ranks them like live notes, "
+                   "--no-archive leaves them out.")
 @click.option("--local", is_flag=True, help="Work in-process even when the daemon runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 @click.pass_context
 def search(ctx: click.Context, query: tuple[str, ...], k: int, types: tuple[str, ...],
            tags: tuple[str, ...], path_glob: str | None, since: str | None, until: str | None,
-           mode: str, include_archive: bool, local: bool, as_json: bool) -> None:
+           mode: str, archive: bool | None, local: bool, as_json: bool) -> None:
     """Hybrid semantic + keyword search over the vault (through the daemon when it runs)."""
     from vaultd.search_request import SearchRequest
 
     request = SearchRequest(" ".join(query), k, types=types, tags=tags, path_glob=path_glob,
                             since=since, until=until, mode=mode,  # type: ignore[arg-type]
-                            include_archive=include_archive, record=True)
+                            archive={None: "lower", True: "equal", False: "none"}[archive],
+                            record=True)
     try:
         request.check()
     except ValueError as exc:  # exit 2, naming the valid values
@@ -247,7 +251,8 @@ def search(ctx: click.Context, query: tuple[str, ...], k: int, types: tuple[str,
     for rank, hit in enumerate(data["hits"], start=1):
         where = f"{hit['path']}:{hit['lines'][0]}-{hit['lines'][1]}"
         click.echo(click.style(f"{rank:>2}. {where}", bold=True)
-                   + f"  [{hit['type']}] {hit['score']:.3f}")
+                   + f"  [{hit['type']}{', archived' if hit.get('archived') else ''}] "
+                   f"{hit['score']:.3f}")
         if hit["heading"]:
             click.echo(f"    {hit['heading']}")
         for line in hit["text"].strip().splitlines()[:3]:

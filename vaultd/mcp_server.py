@@ -172,7 +172,8 @@ class MemoryTools:
         if not body:
             raise VaultdError(f"{rel!r} has no text to compare")
         with self._lock:
-            hits = self.vault.search(SearchRequest(query, min(1000, 5 * k + 10), mode="vector"))
+            hits = self.vault.search(SearchRequest(query, min(1000, 5 * k + 10), mode="vector",
+                                                    archive="none"))
         out: list[dict[str, Any]] = []
         for hit in hits:
             if hit.path == rel or any(o["path"] == hit.path for o in out):
@@ -352,7 +353,9 @@ def _build(vault_path: Path | None) -> "tuple[MCPServer, MemoryTools]":
                 "known), procedural (how to do things), note (anything else)."))] = None,
             since: Date = None, until: Date = None) -> list[dict[str, Any]]:
         """Search the memory vault (hybrid: meaning and keywords). Returns up to k hits, best
-        first, each with path, lines, heading, type, date, score and the matching text."""
+        first, each with path, lines, heading, type, date, score, the matching text and
+        `archived` (true for a faded or merged entry kept under archive/: still found, ranked
+        below live notes of similar relevance)."""
         return call(tools.search, query, k, type, since, until)
 
     @server.tool(annotations=reading)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from vaultd.layout import is_archived
 from vaultd.search_request import MODES, Mode
 from vaultd.store import ChunkRow, Filters, Store
 
@@ -29,6 +30,13 @@ if TYPE_CHECKING:
     from vaultd.vectors import VectorIndex
 
 SNIPPET_CHARS = 700
+# An archived chunk's fused score is multiplied by this in the default ("lower") tier: it ranks
+# after live chunks of similar relevance (with RRF, k = 60, 0.95 is about three places down
+# when both retrievers rank it) and above weak ones. Chosen on locomo-dev
+# (bench/memory_lifecycle.py, R@5 after four lifecycle passes, conv-26/30/41): 1.0 → .662 .699
+# .659; 0.95 → .658 .699 .649; 0.9 → .658 .699 .606; 0.5 → .585 .631 .494; before the
+# lifecycle .646 .699 .659.
+ARCHIVE_WEIGHT = 0.95
 EmbedQuery = Callable[[str], "np.ndarray"]
 
 _STOPWORDS = frozenset([
@@ -51,6 +59,7 @@ class Hit:
     chunk_id: str
     entry_id: str
     date: str | None
+    archived: bool = False  # under archive/: a faded or merged entry (a lower tier)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -71,6 +80,7 @@ class SearchOptions:
     half_life_days: float = 0.0  # 0: no recency decay
     mmr_lambda: float = 0.0  # 0: no MMR; else relevance weight in (0, 1]
     today: dt.date | None = None  # for decay; default: today
+    archive_weight: float = ARCHIVE_WEIGHT  # archived chunks' score factor (1.0: equal)
 
 
 def fts_query(query: str) -> str:
@@ -126,6 +136,10 @@ class Searcher:
             scores = _rrf([(vector_hits, options.vector_weight), (text_hits, options.text_weight)],
                           options.rrf_k)
         rows = self.store.chunks_by_rowid(scores)
+        if options.filters.include_archive and options.archive_weight != 1.0:
+            for rowid, row in rows.items():
+                if is_archived(row.path):
+                    scores[rowid] *= options.archive_weight
         if options.half_life_days > 0:
             today = options.today or dt.date.today()
             for rowid, row in rows.items():
@@ -178,10 +192,11 @@ def _hit(row: ChunkRow, score: float) -> Hit:
     text = row.text if len(row.text) <= SNIPPET_CHARS else row.text[:SNIPPET_CHARS - 1] + "…"
     return Hit(path=row.path, score=score, text=text, type=row.type, heading=row.heading,
                lines=(row.start_line, row.end_line), chunk_id=row.id, entry_id=row.entry_id,
-               date=row.date)
+               date=row.date, archived=is_archived(row.path))
 
 
 def hit_from_dict(data: dict[str, Any]) -> Hit:
     return Hit(path=data["path"], score=float(data["score"]), text=data["text"],
                type=data["type"], heading=data["heading"], lines=tuple(data["lines"]),
-               chunk_id=data["chunk_id"], entry_id=data["entry_id"], date=data.get("date"))
+               chunk_id=data["chunk_id"], entry_id=data["entry_id"], date=data.get("date"),
+               archived=bool(data.get("archived", False)))

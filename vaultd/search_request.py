@@ -23,6 +23,12 @@ MODES: tuple[str, ...] = ("hybrid", "vector", "bm25")
 # A note's type: its frontmatter `type:`, else its top folder, else "note" (vaultd.notes).
 TYPES: tuple[str, ...] = ("episodic", "semantic", "procedural", "note")
 MAX_K = 1000  # what a JSON request may ask for
+# Where archived notes (faded or merged entries, under archive/) stand in a search:
+# "lower" (the default) — found, ranked as a lower tier: their score is discounted, so a live
+# hit of similar relevance comes first; "equal" — ranked like live notes (`vaultd search
+# --archive`); "none" — left out (`--no-archive`).
+Archive = Literal["lower", "equal", "none"]
+ARCHIVE_TIERS: tuple[str, ...] = ("lower", "equal", "none")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -43,7 +49,7 @@ class SearchRequest:
     since: str | None = None  # YYYY-MM-DD
     until: str | None = None
     mode: Mode = "hybrid"
-    include_archive: bool = False
+    archive: Archive = "lower"
     half_life_days: float | None = None
     mmr_lambda: float | None = None
     record: bool = False
@@ -60,6 +66,9 @@ class SearchRequest:
             raise ValueError("'query' must be a non-empty string")
         if self.mode not in MODES:
             raise ValueError(f"'mode' must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.archive not in ARCHIVE_TIERS:
+            raise ValueError(f"'archive' must be one of {', '.join(ARCHIVE_TIERS)}, "
+                             f"not {self.archive!r}")
         if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= MAX_K:
             raise ValueError(f"'k' must be an integer from 1 to {MAX_K}, not {self.k!r}")
         for name in self.types:
@@ -87,19 +96,27 @@ class SearchRequest:
             types=_strings(body.get("type", body.get("types")), "type"),
             tags=_strings(body.get("tags", body.get("tag")), "tags"),
             path_glob=body.get("path") or None, since=body.get("since") or None,
-            until=body.get("until") or None, include_archive=bool(body.get("archive", False)),
+            until=body.get("until") or None, archive=_archive(body.get("archive")),
         ).check()
 
     def to_json(self) -> dict[str, Any]:
         """The `/search` body for this request (the daemon records recalls itself)."""
         return {"query": self.query, "k": self.k, "type": list(self.types),
                 "tags": list(self.tags), "path": self.path_glob, "since": self.since,
-                "until": self.until, "mode": self.mode, "archive": self.include_archive}
+                "until": self.until, "mode": self.mode, "archive": self.archive}
 
     def response(self, hits: Iterable[Hit], *, stale_files: int) -> dict[str, Any]:
         """The JSON of `vaultd search --json`, also what the daemon's `/search` answers."""
         return {"query": self.query, "mode": self.mode, "stale_files": stale_files,
                 "hits": [h.to_dict() for h in hits]}
+
+
+def _archive(value: Any) -> Any:
+    """`archive` as a tier name; the booleans of earlier clients: true → "equal" (they asked
+    for the archive too), false → the default, "lower"."""
+    if value is None or value is False:
+        return "lower"
+    return "equal" if value is True else value
 
 
 def _strings(value: Any, name: str) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from vaultd import layout
 from vaultd.config import Settings, load_settings, set_default
 from vaultd.daemon.client import DaemonClient, DaemonOrLocal
 from vaultd.embedder import Embedder, Kind, ModelProfile, make_embedder, resolve_profile
-from vaultd.search import Hit, Searcher, SearchOptions, hit_from_dict
+from vaultd.search import ARCHIVE_WEIGHT, Hit, Searcher, SearchOptions, hit_from_dict
 from vaultd.search_request import SearchRequest
 from vaultd.store import Filters, Store
 from vaultd.vectors import VectorIndex
@@ -234,10 +234,15 @@ class Vault:
     def search(self, query: str | SearchRequest, k: int = 10, **options: Any) -> list[Hit]:
         """Hybrid search (or `mode="vector"|"bm25"`) with optional filters: the query and `k`,
         with any other `SearchRequest` field as a keyword (`types`, `tags`, `path_glob`,
-        `since`, `until`, `mode`, `include_archive`, `half_life_days`, `mmr_lambda`,
+        `since`, `until`, `mode`, `archive`, `half_life_days`, `mmr_lambda`,
         `record`), or one whole `SearchRequest`. `record=True` (what `vaultd search` does)
-        counts the top 5 as recalled, for recall promotion. A wrong value (an empty query,
-        `k` < 1, an unknown type, a date that does not exist) raises ValueError."""
+        counts the top 5 as recalled, for recall promotion. `archive` places archived
+        (faded or merged) notes: "lower" (default: found, ranked below live notes of similar
+        relevance), "equal" or "none"; `include_archive=True/False`, the keyword of earlier
+        versions, means "equal"/"none". A wrong value (an empty query, `k` < 1, an unknown
+        type, a date that does not exist) raises ValueError."""
+        if "include_archive" in options:  # the keyword of earlier versions
+            options["archive"] = "equal" if options.pop("include_archive") else "none"
         request = (query if isinstance(query, SearchRequest)
                    else SearchRequest(query, k, **options)).check()  # ValueError: say what
         route = self._daemon_or_local(request.daemon_can_answer)
@@ -255,9 +260,10 @@ class Vault:
         options = SearchOptions(
             k=r.k, mode=r.mode,
             filters=Filters(types=r.types, tags=r.tags, path_glob=r.path_glob, since=r.since,
-                            until=r.until, include_archive=r.include_archive),
+                            until=r.until, include_archive=r.archive != "none"),
             vector_weight=s.vector_weight, text_weight=s.text_weight, rrf_k=s.rrf_k,
             candidates=s.candidates,
+            archive_weight=ARCHIVE_WEIGHT if r.archive == "lower" else 1.0,
             half_life_days=s.half_life_days if r.half_life_days is None else r.half_life_days,
             mmr_lambda=s.mmr_lambda if r.mmr_lambda is None else r.mmr_lambda)
         self._check_model(store)
