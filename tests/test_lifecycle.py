@@ -261,7 +261,10 @@ def test_heartbeat_extracts_high_signal_knowledge(vault: Vault) -> None:
     [created] = report.created
     text = (vault.root / created).read_text(encoding="utf-8")
     assert created.startswith("semantic/") and "topicpool max is twenty" in text
-    assert "extracted_from: '[[episodic/2026-11-20]]'" in text
+    fm = edits.get_frontmatter(created, text)
+    assert fm["extracted_from"] == ["[[episodic/2026-11-20]]"] and fm["status"] == "proven"
+    assert "\n- topicpool max is twenty connections. — [2026-11-20](../episodic/2026-11-20.md)\n" \
+        in text
     again = vault.lifecycle(["heartbeat"], today=dt.date(2026, 11, 21))[0]
     assert not again.actions  # already extracted: recorded in the daily log's frontmatter
 
