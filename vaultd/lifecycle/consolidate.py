@@ -25,7 +25,7 @@ from vaultd.notes import entry_title
 if TYPE_CHECKING:
     import numpy as np
 
-MAX_GROUP = 12  # episodes merged into one note at most (see bench/RESULTS.md, issue 14)
+MAX_GROUP = 6  # episodes merged into one note at most: bench/RESULTS.md, 2026-12-03
 
 
 def clusters(views: list[EntryView], matrix: np.ndarray, threshold: float,
@@ -103,14 +103,22 @@ themselves then there these they this those through to too two under until up up
 was we were what when where which while who whom why will with would yes yet you your yours
 yourself today yesterday tomorrow week weeks day days time times year years month months
 thing things something way ways people person lately
+january february march april may june july august september october november december
+jan feb mar apr jun jul aug sep sept oct nov dec
+monday tuesday wednesday thursday friday saturday sunday mon tue wed thu fri sat sun
+morning afternoon evening night tonight last next ago
 """
 STOPWORDS = frozenset(_STOPWORDS.split())
 
 
+# a word of prose: not part of an identifier, a path or code (`test_refund_webhook`, a/b.py)
+_WORD = re.compile(r"(?<![\w/`.-])[A-Za-z][A-Za-z'’-]*[A-Za-z](?![\w/`]|[.-]\w)")
+
+
 def _phrases(text: str) -> list[list[str]]:
     """Runs of words between punctuation, possessives folded ("Caroline's" → "Caroline")."""
-    return [[re.sub(r"['’]s$", "", w) for w in re.findall(r"[A-Za-z][A-Za-z'’-]*[A-Za-z]", run)]
-            for run in re.split(r"[.!?;:,()\[\]\n—–\"]+", text)]
+    return [[re.sub(r"['’]s$", "", w) for w in _WORD.findall(run)]
+            for run in re.split(r"[!?;:,()\[\]\n—–\"]+|\.\s", text)]
 
 
 def terms(text: str) -> dict[str, str]:
@@ -128,11 +136,11 @@ def terms(text: str) -> dict[str, str]:
 
 
 def subject(texts: list[str], vault_df: Counter[str], vault_size: int) -> str:
-    """What a group is about, offline: its most common name (a word written capitalised in
-    every one of its uses, in at least half the members), then the two terms (words or pairs of
-    words, sharing no word) most distinctive of the group against the whole vault (share of
-    members that use it × log inverse document frequency in the vault), e.g. "Caroline —
-    adoption, LGBTQ support". Empty when nothing is shared by two members."""
+    """What a group is about, offline: its most common name (a word written capitalised, not
+    in capitals, in every one of its uses, in at least half the members), then the two terms
+    (words or pairs of words, sharing no word) most distinctive of the group against the whole
+    vault (share of members that use it × log inverse document frequency in the vault), e.g.
+    "Caroline — adoption, LGBTQ support". Empty when nothing is shared by two members."""
     import math
 
     used = [terms(t) for t in texts]
@@ -142,7 +150,7 @@ def subject(texts: list[str], vault_df: Counter[str], vault_size: int) -> str:
         for k, form in u.items():
             forms.setdefault(k, Counter())[form] += 1
     names = [k for k in df if " " not in k and df[k] >= max(2, len(texts) / 2)
-             and all(f[:1].isupper() for f in forms[k])]
+             and all(f[:1].isupper() and not f.isupper() for f in forms[k])]
     name = max(names, key=lambda k: (df[k], k), default="")
     # a phrase of two words says more than either word: a fifth more weight
     score = {k: df[k] / len(texts) * math.log((vault_size + 1) / (vault_df.get(k, 0) + 1))
@@ -154,7 +162,9 @@ def subject(texts: list[str], vault_df: Counter[str], vault_size: int) -> str:
             chosen.append(k)
         if len(chosen) == 2:
             break
-    shown = [forms[k].most_common(1)[0][0] for k in chosen]
+    # as written most often; in lower case if it is ever written so (a capital at the start of
+    # a sentence or a heading does not make a term a name)
+    shown = [k if k in forms[k] else forms[k].most_common(1)[0][0] for k in chosen]
     head = forms[name].most_common(1)[0][0] if name else ""
     if head and shown:
         return f"{head} — {', '.join(shown)}"
