@@ -4,9 +4,11 @@
 
 "Same meaning" = gold score ≥ 4 (of 5). For each cosine threshold we report precision and
 recall of "cosine ≥ t" for that class, and pick:
-  - link: the threshold with the best F1 (a link should exist when two entries say the same
-    thing, and spurious links are cheap: they only keep an entry from fading);
-  - consolidate: the lowest threshold whose precision is ≥ 0.90 (merging is heavier);
+  - link (no longer shipped from here): the threshold with the best F1 for "same meaning".
+    Since 2026-12-03 the link threshold answers "related", not "same meaning", and comes from
+    bench/calibrate_relatedness.py (locomo-dev evidence pairs, and STS-B with gold ≥ 3);
+  - consolidate: the lowest threshold whose precision is ≥ 0.90 (merging is heavier; the
+    shipped value is now chosen on bench/memory_lifecycle.py);
   - duplicate: the lowest threshold whose precision for near-identical pairs (gold ≥ 4.6)
     is ≥ 0.90.
 Also Spearman's rho between cosine and gold. Prints a table; writes bench/out/stsb.json.

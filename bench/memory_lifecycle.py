@@ -35,6 +35,7 @@ import tarfile
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -152,11 +153,14 @@ def tally(reports: list[Any]) -> Counter[str]:
     for report in reports:
         for action in report.actions:
             counts[f"{report.phase}.{action['kind']}"] += 1
+            if action["kind"] in ("merge", "extract"):  # the facts that became knowledge
+                counts[f"{report.phase}.{action['kind']}.facts"] += len(action["entries"])
         counts[f"{report.phase}.created"] += len(report.created)
     return counts
 
 
-def run_conversation(conv: dict[str, Any], work: Path, model: str | None) -> dict[str, Any]:
+def run_conversation(conv: dict[str, Any], work: Path, model: str | None,
+                     profile: dict[str, float] | None = None) -> dict[str, Any]:
     today = dt.date.today()
     facts, last = facts_of(conv, today)
     questions = questions_of(conv, facts)
@@ -166,6 +170,8 @@ def run_conversation(conv: dict[str, Any], work: Path, model: str | None) -> dic
         (root / layout.STATE_DIR / "config.toml").write_text(
             f'[embedding]\nmodel = "{model}"\n', encoding="utf-8")
     vault = open_vault(root)
+    if profile:  # thresholds under study (--set)
+        vault.profile = replace(vault.profile, **profile)
     t0 = time.perf_counter()
     vault.index()
     index_s = time.perf_counter() - t0
@@ -206,7 +212,15 @@ def main() -> None:
     ap.add_argument("--conv", action="append", help="only this conversation (repeatable)")
     ap.add_argument("--model", help="embedding model name (default: the configured default)")
     ap.add_argument("--keep", type=Path, help="build the vaults here and keep them")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a profile threshold to try, e.g. consolidate_threshold=0.6")
+    ap.add_argument("--max-group", type=int, help="consolidation's largest group to try")
     args = ap.parse_args()
+    profile = {k: float(v) for k, v in (s.split("=", 1) for s in args.set)}
+    if args.max_group:
+        from vaultd.lifecycle import consolidate
+
+        consolidate.MAX_GROUP = args.max_group
     convs = [c for c in load(args.data) if not args.conv or c["sample_id"] in args.conv]
     work = args.keep or Path(tempfile.mkdtemp(prefix="vaultd-locomo-"))
     if args.keep and work.exists():
@@ -215,7 +229,7 @@ def main() -> None:
     results = []
     try:
         for conv in convs:
-            r = run_conversation(conv, work, args.model)
+            r = run_conversation(conv, work, args.model, profile)
             results.append(r)
             m, b = r["memory"], r["baselines"]
             print(f"{r['conversation']}: {r['facts']} facts, {r['questions']} questions | R@5 "
@@ -229,6 +243,7 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     write_json(OUT / "memory_lifecycle.json", {"budget": BUDGET, "k": K, "pass_days": PASS_DAYS,
+                                         "profile": profile, "max_group": args.max_group,
                                          "results": results})
 
 

@@ -532,8 +532,9 @@ def flush(ctx: click.Context, dry_run: bool, transcript: Path | None, as_json: b
               help="Print the distribution and the suggested thresholds as JSON.")
 @click.pass_context
 def calibrate(ctx: click.Context, as_json: bool) -> None:
-    """The vault's nearest-neighbour similarity distribution, and link / consolidate
-    thresholds suggested for the active model."""
+    """The vault's similarity distribution, what the active model's link and consolidate
+    thresholds mean (link: related memories, not only same meaning), and values suggested for
+    this vault."""
     with _errors():
         data = _open(ctx).calibrate()
     if as_json or "suggested" not in data:
@@ -544,11 +545,16 @@ def calibrate(ctx: click.Context, as_json: bool) -> None:
                                                  for k, v in data["nearest_neighbour"].items()))
     click.echo("all pairs          " + "  ".join(f"{k} {v:.3f}"
                                                  for k, v in data["all_pairs"].items()))
-    cur, sug = data["current"], data["suggested"]
+    cur, sug, why = data["current"], data["suggested"], data["criteria"]
     click.echo(f"link threshold     current {cur['link']:.2f} "
-               f"({data['linked_at_current']:.1%} of pairs), suggested {sug['link']:.2f}")
+               f"({data['linked_at_current']:.1%} of pairs linked, "
+               f"{data['isolated_at_current']:.1%} of entries isolated), "
+               f"suggested {sug['link']:.2f}")
+    click.echo(f"  criterion: {why['link']}")
     click.echo(f"consolidate        current {cur['consolidate']:.2f}, "
                f"suggested {sug['consolidate']:.2f}")
+    click.echo(f"  criterion: {why['consolidate']}")
+    click.echo(f"suggested by {data['suggested_by']}")
     click.echo("set them in a [models.<id>] profile (link_threshold, consolidate_threshold)")
 
 

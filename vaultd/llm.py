@@ -1,9 +1,9 @@
 """The optional LLM merge for consolidation, with the checks that decide whether to trust it.
 
-Consolidation merges by default with `lifecycle.consolidate.extractive_merge`: offline,
-deterministic, and unable to invent anything. A user may configure a chat model to write the
-merged note instead; its answer is used only if it passes the checks CML applies to LLM merges (see
-the shared REFERENCE.md), and otherwise the extractive items are kept. So a misbehaving or
+Consolidation keeps every merged entry word for word (`lifecycle.consolidate`): offline,
+deterministic, and unable to invent anything. A user may configure a chat model to add a
+rewritten summary to the merged note; its answer is used only if it passes the checks CML applies
+to LLM merges (see the shared REFERENCE.md), and otherwise left out. So a misbehaving or
 unreachable model can make a merge plainer, never wrong and never fail the run:
 
 - the call failed (network, HTTP status, unexpected answer shape, missing API key);

@@ -142,10 +142,27 @@ def plan_mirror(ctx: Context, plan: Plan) -> None:
         plan.touch(path, CHANGE, text, new)
 
 
+# What the shipped thresholds answer (bench/RESULTS.md, 2026-12-03; each profile's comment in
+# vaultd/embedder.py), and how `vaultd calibrate` carries them to a vault and model with no
+# labelled pairs: on locomo-dev, a random pair of facts of one conversation reaches the default
+# model's link threshold with probability 0.24 and its consolidate threshold with 0.01. Most
+# pairs of a vault are unrelated, so thresholds that link the same shares of the vault's pairs
+# keep about the same false-positive rate.
+LINK_CRITERION = ("related (not 'same meaning'): facts that are evidence for one question vs "
+                  "random pairs of one conversation, locomo-dev, max recall - false-positive "
+                  "rate (one-standard-error rule), STS-B gold >= 3 as a check; "
+                  "bench/calibrate_relatedness.py")
+CONSOLIDATE_CRITERION = ("stricter: every pair of a merged group reaches it; chosen on the "
+                         "agent-memory benchmark, bench/memory_lifecycle.py")
+LINK_RANDOM_SHARE = 0.24
+CONSOLIDATE_RANDOM_SHARE = 0.01
+
+
 def calibrate(matrix: np.ndarray, link_default: float, consolidate_default: float
               ) -> dict[str, Any]:
-    """The vault's similarity distribution and thresholds suggested from it: linking the
-    closest ~1.5 % of all pairs, consolidating only the closest ~0.2 %."""
+    """The vault's similarity distribution, what the model's thresholds mean (`criteria`), and
+    thresholds suggested for this vault: those that link the same share of its pairs as the
+    calibrated ones link of unrelated pairs (LINK_RANDOM_SHARE, CONSOLIDATE_RANDOM_SHARE)."""
     import numpy as np
 
     n = matrix.shape[0]
@@ -156,15 +173,22 @@ def calibrate(matrix: np.ndarray, link_default: float, consolidate_default: floa
     nearest = sims.max(axis=1)
     pairs = sims[np.triu_indices(n, 1)]
     pct = lambda a, q: round(float(np.percentile(a, q)), 3)  # noqa: E731
-    link = pct(pairs, 98.5)
-    consolidate = max(round(link + 0.1, 3), pct(pairs, 99.8))
+    link = pct(pairs, 100 * (1 - LINK_RANDOM_SHARE))
+    consolidate = max(link + 0.05, pct(pairs, 100 * (1 - CONSOLIDATE_RANDOM_SHARE)))
     return {
         "entries": n, "pairs": int(pairs.size),
         "nearest_neighbour": {f"p{q}": pct(nearest, q) for q in (10, 25, 50, 75, 90)},
         "all_pairs": {f"p{q}": pct(pairs, q) for q in (50, 90, 99, 99.9)},
         "current": {"link": link_default, "consolidate": consolidate_default},
-        "suggested": {"link": link, "consolidate": min(consolidate, 0.99)},
+        "criteria": {"link": LINK_CRITERION, "consolidate": CONSOLIDATE_CRITERION},
+        "suggested": {"link": link, "consolidate": round(min(consolidate, 0.99), 3)},
+        "suggested_by": (f"rank: the vault's closest {LINK_RANDOM_SHARE:.0%} of pairs (link) "
+                         f"and {CONSOLIDATE_RANDOM_SHARE:.0%} (consolidate), the shares of "
+                         "unrelated pairs the calibrated thresholds let through on locomo-dev; a "
+                         "rough start for a model with no calibration of its own (a vault more "
+                         "varied than one conversation gets lower values)"),
         "linked_at_current": float((pairs >= link_default).mean()),
+        "isolated_at_current": float((nearest < link_default).mean()),
     }
 
 

@@ -7,15 +7,17 @@ can reverse it and a consolidation a crash cut short is finished, not repeated.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vaultd import edits
 from vaultd.layout import ARCHIVE_DIR
-from vaultd.lifecycle.entries import EntryView, sentences, words
+from vaultd.lifecycle import moves
+from vaultd.lifecycle.entries import EntryView, fact, provenance, words
 from vaultd.lifecycle.moves import archive_entry, as_planned, plan_archive, remove_ours
 from vaultd.lifecycle.plans import CREATE, Action, Context, Drafts, Outcome, Phase, Plan
 from vaultd.notes import entry_title
@@ -23,14 +25,22 @@ from vaultd.notes import entry_title
 if TYPE_CHECKING:
     import numpy as np
 
+MAX_GROUP = 6  # episodes merged into one note at most: bench/RESULTS.md, 2026-12-03
+
 
 def clusters(views: list[EntryView], matrix: np.ndarray, threshold: float,
-             min_size: int = 3, scope: Iterable[str] | None = None) -> list[list[int]]:
-    """Connected groups at ≥ threshold, pruned to cliques: while some pair is below the
-    threshold, drop the member with the lowest mean similarity to the rest. Only episodes in
-    `scope` (the agent's memory) take part, when given."""
+             min_size: int = 3, scope: Iterable[str] | None = None,
+             max_size: int | None = None) -> list[list[int]]:
+    """Groups in which every pair is at ≥ threshold (cliques), found greedily: the episode
+    with the most close neighbours not yet grouped seeds a group, which takes in, one at a
+    time, the neighbour closest on average to the group that is close to every member, up to
+    `max_size` (default MAX_GROUP); a seed that cannot gather `min_size` is passed over. So
+    one large connected region yields several groups (each about one thing), not one clique
+    and the rest left out. Deterministic in the entries' order. Only episodes in `scope`
+    (the agent's memory) take part, when given."""
     import numpy as np
 
+    max_size = max_size or MAX_GROUP
     eligible = [i for i, v in enumerate(views) if not v.archived and v.type == "episodic"
                 and (scope is None or v.owned(scope))]
     if len(eligible) < min_size:
@@ -38,30 +48,28 @@ def clusters(views: list[EntryView], matrix: np.ndarray, threshold: float,
     sims = matrix[eligible] @ matrix[eligible].T
     adjacent = sims >= threshold
     np.fill_diagonal(adjacent, False)
-    seen: set[int] = set()
+    free = np.ones(len(eligible), dtype=bool)
+    tried = np.zeros(len(eligible), dtype=bool)
     groups: list[list[int]] = []
-    for start in range(len(eligible)):
-        if start in seen:
-            continue
-        component, frontier = [], [start]
-        seen.add(start)
-        while frontier:
-            node = frontier.pop()
-            component.append(node)
-            for nxt in np.flatnonzero(adjacent[node]):
-                if int(nxt) not in seen:
-                    seen.add(int(nxt))
-                    frontier.append(int(nxt))
-        members = sorted(component)
-        while len(members) >= min_size:
-            block = sims[np.ix_(members, members)]
-            if (block + np.eye(len(members)) * 2 >= threshold).all():
-                break
-            means = (block.sum(axis=1) - 1.0) / (len(members) - 1)
-            members.pop(int(np.argmin(means)))
+    while True:
+        degree = (adjacent & free).sum(axis=1)
+        degree[~free | tried] = -1
+        seed = int(np.argmax(degree))
+        if degree[seed] < min_size - 1:
+            break
+        tried[seed] = True
+        members = [seed]
+        candidates = adjacent[seed] & free
+        while candidates.any() and len(members) < max_size:
+            pool = np.flatnonzero(candidates)
+            closeness = sims[np.ix_(pool, members)].mean(axis=1)
+            best = int(pool[int(np.argmax(closeness))])
+            members.append(best)
+            candidates &= adjacent[best]
         if len(members) >= min_size:
-            groups.append([eligible[m] for m in members])
-    return groups
+            free[members] = False
+            groups.append(sorted(eligible[m] for m in members))
+    return sorted(groups)
 
 
 def structural_noise(texts: list[str]) -> float | None:
@@ -83,25 +91,90 @@ def strip_template(texts: list[str]) -> list[str]:
             for t in texts]
 
 
-def extractive_merge(texts: list[str], centroid_order: list[int]) -> list[str]:
-    """The representative's sentences, then each other member's sentences that add words."""
-    kept: list[str] = []
-    seen: list[set[str]] = []
-    for idx in centroid_order:
-        for sentence in sentences(texts[idx]):
-            said = words(sentence)
-            if not said:
-                continue
-            if any(len(said & s) / max(len(said | s), 1) >= 0.6 for s in seen):
-                continue
-            kept.append(sentence)
-            seen.append(said)
-    return kept
+# Words a subject is never named by (function words, and what every diary says).
+_STOPWORDS = """
+a about above after again against all also am an and any are as at be because been before
+being below between both but by can could did do does doing down during each even ever every
+few for from further get gets got had has have having he her here hers herself him himself his
+how i if in into is it its itself just let like lot lots made make makes many me more most much
+my myself new no nor not now of off on once one only or other our ours ourselves out over own
+really recently said same say says she should so some such than that the their theirs them
+themselves then there these they this those through to too two under until up upon us very
+was we were what when where which while who whom why will with would yes yet you your yours
+yourself today yesterday tomorrow week weeks day days time times year years month months
+thing things something way ways people person lately
+january february march april may june july august september october november december
+jan feb mar apr jun jul aug sep sept oct nov dec
+monday tuesday wednesday thursday friday saturday sunday mon tue wed thu fri sat sun
+morning afternoon evening night tonight last next ago
+"""
+STOPWORDS = frozenset(_STOPWORDS.split())
+
+
+# a word of prose: not part of an identifier, a path or code (`test_refund_webhook`, a/b.py)
+_WORD = re.compile(r"(?<![\w/`.-])[A-Za-z][A-Za-z'’-]*[A-Za-z](?![\w/`]|[.-]\w)")
+
+
+def _phrases(text: str) -> list[list[str]]:
+    """Runs of words between punctuation, possessives folded ("Caroline's" → "Caroline")."""
+    return [[re.sub(r"['’]s$", "", w) for w in _WORD.findall(run)]
+            for run in re.split(r"[!?;:,()\[\]\n—–\"]+|\.\s", text)]
+
+
+def terms(text: str) -> dict[str, str]:
+    """A text's candidate subject terms, lower case → as written: words of three letters or
+    more that are not stop words, and pairs of them side by side."""
+    out: dict[str, str] = {}
+    for run in _phrases(text):
+        keep = [w if w.lower() not in STOPWORDS and len(w) > 2 else "" for w in run]
+        for i, w in enumerate(keep):
+            if w:
+                out.setdefault(w.lower(), w)
+                if i + 1 < len(keep) and keep[i + 1]:
+                    out.setdefault(f"{w} {keep[i + 1]}".lower(), f"{w} {keep[i + 1]}")
+    return out
+
+
+def subject(texts: list[str], vault_df: Counter[str], vault_size: int) -> str:
+    """What a group is about, offline: its most common name (a word written capitalised, not
+    in capitals, in every one of its uses, in at least half the members), then the two terms
+    (words or pairs of words, sharing no word) most distinctive of the group against the whole
+    vault (share of members that use it × log inverse document frequency in the vault), e.g.
+    "Caroline — adoption, LGBTQ support". Empty when nothing is shared by two members."""
+    import math
+
+    used = [terms(t) for t in texts]
+    df: Counter[str] = Counter(k for u in used for k in u)
+    forms: dict[str, Counter[str]] = {}
+    for u in used:
+        for k, form in u.items():
+            forms.setdefault(k, Counter())[form] += 1
+    names = [k for k in df if " " not in k and df[k] >= max(2, len(texts) / 2)
+             and all(f[:1].isupper() and not f.isupper() for f in forms[k])]
+    name = max(names, key=lambda k: (df[k], k), default="")
+    # a phrase of two words says more than either word: a fifth more weight
+    score = {k: df[k] / len(texts) * math.log((vault_size + 1) / (vault_df.get(k, 0) + 1))
+             * (1.2 if " " in k else 1.0)
+             for k in df if df[k] >= 2 and k != name and name not in k.split()}
+    chosen: list[str] = []
+    for k in sorted(score, key=lambda k: (-score[k], k)):
+        if not any(set(k.split()) & set(c.split()) for c in chosen):
+            chosen.append(k)
+        if len(chosen) == 2:
+            break
+    # as written most often; in lower case if it is ever written so (a capital at the start of
+    # a sentence or a heading does not make a term a name)
+    shown = [k if k in forms[k] else forms[k].most_common(1)[0][0] for k in chosen]
+    head = forms[name].most_common(1)[0][0] if name else ""
+    if head and shown:
+        return f"{head} — {', '.join(shown)}"
+    return head or ", ".join(shown)[:1].upper() + ", ".join(shown)[1:]
 
 
 def plan(ctx: Context) -> Plan:
     """Merge each group of ≥ 3 episodes, every pair at cosine ≥ the consolidate threshold,
-    into one proven semantic note; the originals move to archive/.
+    into one proven semantic note named by its subject, that keeps each member word for word
+    with its date and a link to it; the originals move to archive/.
 
     The coherence check (what each entry says without the lines all share and without its
     time must still be about one topic) runs on dry runs too: a dry run plans what a real run
@@ -111,6 +184,9 @@ def plan(ctx: Context) -> Plan:
     views, matrix, th = ctx.views, ctx.matrix, ctx.thresholds
     embed = ctx.embed
     result = Plan("consolidate")
+    active = [v for v in views if not v.archived]
+    vault_df: Counter[str] = Counter(k for v in active for k in terms(v.text))
+    taken: set[str] = set()
     for members in clusters(views, matrix, th.consolidate, scope=ctx.settings.scope):
         group = [views[i] for i in members]
         texts = [v.text for v in group]
@@ -132,15 +208,19 @@ def plan(ctx: Context) -> Plan:
                                   "is not coherent: " + ", ".join(v.label() for v in group))
                 continue
         block = matrix[members] @ matrix[members].T
-        centrality = block.mean(axis=1)
-        order = [int(i) for i in np.argsort(-centrality)]
-        rep = group[order[0]]
-        title = entry_title(rep.key) or rep.key
+        rep = group[int(np.argmax(block.mean(axis=1)))]
+        title = subject([fact(v) for v in group], vault_df, len(active)) \
+            or entry_title(rep.key) or fact(rep)[:60] or "Consolidated"
+        path = free_path(ctx.root, "semantic", title, taken)
+        taken.add(path)
         low = float(block[~np.eye(len(group), dtype=bool)].min())
+        by_time = sorted(group, key=lambda v: v.order)
         result.actions.append(Action(
             "merge", [v.id for v in group],
             f"{len(group)} entries, every pair at cosine ≥ {th.consolidate:.2f} (lowest {low:.2f})",
-            {"title": title, "sentences": extractive_merge(texts, order),
+            {"title": title, "path": path, "created": ctx.today.isoformat(),
+             "facts": [fact(v) + provenance(v, path, moves.archive_dest(ctx.root, v), ctx.today)
+                       for v in by_time],
              "tags": sorted({t for v in group for t in v.tags if t != "daily"})}))
     drafts = Drafts(ctx.root)
     for action in result.actions:
@@ -150,22 +230,37 @@ def plan(ctx: Context) -> Plan:
     return result
 
 
+def free_path(root: Path, folder: str, title: str, taken: set[str]) -> str:
+    """`folder/<title-slug>.md`, with `-2`, `-3`… when a note (or one planned) has the name."""
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60].strip("-") or "note"
+    n = 1
+    while True:
+        path = f"{folder}/{slug}{f'-{n}' if n > 1 else ''}.md"
+        if path not in taken and not (root / path).exists() \
+                and not (root / ARCHIVE_DIR / path).exists():
+            return path
+        n += 1
+
+
 def merge_note(action: Action, views: dict[str, EntryView], merge_id: str,
                llm: Any = None) -> str:
+    """The merged note (format shared with flush, which renders its facts in MEMORY.md):
+    `# <subject>`, then one bullet per member, verbatim, ending ` — [date](link)`. An LLM's
+    rewrite, when one is configured and passes the checks of `vaultd.llm`, is added under
+    `## Summary`: it never replaces the members' own words."""
     members = [views[e] for e in action.entries]
     sources = [f"{v.path}#{v.key}" if v.is_daily else v.path for v in members]
-    items, merged_by, rejected = action.data["sentences"], "extractive", None
+    merged_by, rejected = "extractive", None
+    body = [f"# {action.data['title']}", ""] + [f"- {f}" for f in action.data["facts"]]
     if llm is not None:
         from vaultd.llm import llm_merge
 
-        result = llm_merge([v.text for v in members], llm, items)
-        items, merged_by, rejected = result.items, result.source, result.rejected
-    body = [f"# {action.data['title']}", ""]
-    body += [f"- {s}" for s in items]
-    body += ["", "## Sources", ""]
-    body += [f"- [[{ARCHIVE_DIR}/{v.path.removesuffix('.md')}]] {v.key}" for v in members]
+        result = llm_merge([v.text for v in members], llm, [])
+        merged_by, rejected = result.source, result.rejected
+        if result.source == "llm":
+            body += ["", "## Summary", ""] + [f"- {s}" for s in result.items]
     meta = {"type": "semantic", "title": action.data["title"],
-            "created": dt.date.today().isoformat(), "status": "proven",
+            "created": action.data["created"], "status": "proven",
             "consolidation": merge_id, "consolidated_from": sources,
             # what each source said when merged: a consolidation a crash cut short is finished
             # on these (see finish_interrupted), never on an entry changed since
@@ -181,9 +276,8 @@ def consolidation_id(action: Action) -> str:
 
 
 def merged_path(action: Action) -> str:
-    """The vault path of the note a merge creates (its plan and its apply agree on it)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", action.data["title"].lower()).strip("-")[:60]
-    return f"semantic/{slug or 'consolidated'}-{consolidation_id(action)[:6]}.md"
+    """The vault path of the note a merge creates (chosen by the plan, used by the apply)."""
+    return str(action.data["path"])
 
 
 def members_bottom_up(action: Action, views: dict[str, EntryView]) -> list[EntryView]:

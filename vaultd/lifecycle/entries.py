@@ -11,7 +11,9 @@ entry key (the entry's heading, else its first line):
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import posixpath
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -156,3 +158,36 @@ def summary(view: EntryView, limit: int = 160) -> str:
     first = next((s for s in sentences(view.text) if s.lower() != title.lower()), "")
     line = f"{title}: {first}" if first and title else (title or first)
     return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+# ------------------------------------------------------- facts in notes vaultd writes
+#
+# The format consolidation and the heartbeat write, and flush reads (MEMORY.md renders a
+# note's facts without their provenance): `# <Title>`, then one top-level bullet per fact,
+# `- <fact verbatim> — [YYYY-MM-DD](<relative link to its source>)`.
+
+
+def fact(view: EntryView) -> str:
+    """An entry as one line, word for word: its lines joined by spaces, without a bullet
+    marker or a heading line; a heading's title (its time dropped) leads when the body does
+    not already say it."""
+    lines = [line.strip() for line in view.text.split("\n")]
+    title = ""
+    if lines and lines[0].startswith("#"):
+        title = entry_title(lines.pop(0).lstrip("#").strip())
+    parts = [line for line in lines if line]
+    if parts:
+        parts[0] = re.sub(r"^[-*+]\s+", "", parts[0])
+    text = " ".join(parts)
+    if title and title.lower() not in text.lower():
+        return f"{title}: {text}" if text else title
+    return text
+
+
+def provenance(view: EntryView, note: str, source: str, today: dt.date) -> str:
+    """` — [date](link)`: when the fact was recorded (the entry's date, else its note's
+    `created`, else today) and a link from the note `note` to `source`, where the fact's
+    entry is (both vault paths)."""
+    date = view.date or str(view.frontmatter.get("created") or "")[:10] or today.isoformat()
+    link = posixpath.relpath(source, posixpath.dirname(note) or ".")
+    return f" — [{date}]({link.replace(' ', '%20')})"
