@@ -110,7 +110,8 @@ def test_post_flush_runs_on_the_daemon(tmp_path: Path) -> None:
     with running_daemon(root) as daemon:
         status, body = daemon.call("POST", "/flush", {})
         assert status == 200 and body["memory_written"] is True
-        assert "- [Fact](semantic/fact.md): The sky." in (root / "MEMORY.md").read_text(encoding="utf-8")
+        memory = (root / "MEMORY.md").read_text(encoding="utf-8")
+        assert "- [Fact](semantic/fact.md): The sky." in memory
         status, body = daemon.call("POST", "/flush", {})
         assert status == 200 and body["memory_written"] is False  # nothing new
         status, _ = daemon.call("POST", "/flush", {}, token="wrong")

@@ -59,9 +59,10 @@ RECENT = 10  # recent episodes shown, at most
 SHARES = {"procedures": 0.25, "decisions": 0.1, "open_threads": 0.1, "recent": 0.08}
 CLOSING_ROOM = 200  # kept free for the closing line
 # How a fact is valued (tuned on locomo-dev, bench/memory_lifecycle.py; see bench/RESULTS.md)
-LENGTH_POWER = 1.6  # value = specificity / characters^p: Σ idf grows with length, so p > 1
+LENGTH_POWER = 1.3  # value = specificity / characters^p: Σ idf grows with length, so p > 1
 ONE_LINE_POWER = 1.0  # the same for the one line of a procedure, decision, thread or episode
 RARITY_POWER = 1.0  # specificity = Σ idf(word)^this: > 1 favours the rarest terms more
+GENERIC_PENALTY = 1.0  # value × exp(-this × z), z = how central the entry is (standardised)
 PROVEN_BOOST = 1.5
 DURABLE_BOOST = 1.2  # semantic notes and the user's notes: knowledge rather than an episode
 RECALL_BOOST = 0.2  # per query that recalled the entry, up to RECALL_CAP
@@ -69,7 +70,7 @@ RECALL_CAP = 5
 FADED = 0.8  # a faded entry (under archive/) is still a candidate, at this much of its value
 SAME_ENTRY_DECAY = 0.6  # each further fact of one entry is worth this much less
 SIMILARITY_PENALTY = 0.5  # MMR: value × (1 - this × cosine to the closest chosen entry)
-DUPLICATE_WORDS = 0.7  # word Jaccard at which a fact repeats one already chosen
+DUPLICATE_WORDS = 0.8  # word Jaccard at which a fact repeats one already chosen
 POOL = 3000  # candidates the greedy choice looks at (the most valuable first)
 LABEL_MAX = 48
 
@@ -80,8 +81,14 @@ class Fact:
     section: str
     entry: int  # index into the views
     unit: int  # its position in the entry
-    text: str
+    prefix: str  # a daily log's entry title, said before the fact ("Fly bill: …"), or ""
+    body: str  # the fact itself, whole and verbatim
     value: float
+    joins: bool = False  # a daily log's entry: its facts share one line
+
+    @property
+    def text(self) -> str:
+        return f"{self.prefix}: {self.body}" if self.prefix else self.body
 
 
 @dataclass
@@ -114,26 +121,39 @@ def _target(path: str) -> str:
     return f"<{path}>" if re.search(r"[\s()<>]", path) else path
 
 
-def _group_chars(link: str, lines: list[str]) -> int:
-    """A group's size: one fact inline after its link, several as bullets under it."""
+def _lines(facts: list[Fact]) -> list[str]:
+    """A group's lines, in the source's reading order; the facts of one entry of a daily log
+    share one line (under its title, if it has one: "Fly bill: … …")."""
+    out: list[str] = []
+    last: Fact | None = None
+    for fact in sorted(facts, key=lambda f: (f.entry, f.unit)):
+        if last is not None and fact.joins and fact.entry == last.entry:
+            out[-1] += f" {fact.body}"
+        else:
+            out.append(f"{fact.prefix}: {fact.body}" if fact.prefix else fact.body)
+        last = fact
+    return out
+
+
+def _group_text(link: str, facts: list[Fact]) -> str:
+    """A group: one line inline after its source's link, several as bullets under it."""
+    lines = _lines(facts)
     if len(lines) == 1:
-        return len(f"- {link}: {lines[0]}\n")
-    return len(f"{link}:\n") + sum(len(f"- {line}\n") for line in lines)
+        return f"- {link}: {lines[0]}"
+    return f"{link}:\n" + "\n".join(f"- {line}" for line in lines)
 
 
 def _render_section(section: Section, links: dict[str, str], daily: set[str]) -> str:
     """Durable notes' groups first (most valuable first), then daily logs, newest first."""
-    out = []
     dailies = sorted((p for p in section.groups if p in daily), key=lambda p: (Path(p).stem, p),
-                     reverse=True)  # newest first
-    for path in [p for p in section.groups if p not in daily] + dailies:
-        facts = section.groups[path]
-        facts = sorted(facts, key=lambda f: (f.entry, f.unit))  # reading order of the source
-        if len(facts) == 1:
-            out.append(f"- {links[path]}: {facts[0].text}")
-        else:
-            out.append(f"{links[path]}:\n" + "\n".join(f"- {f.text}" for f in facts))
-    return "\n".join(out)
+                     reverse=True)
+    return "\n".join(_group_text(links[path], section.groups[path])
+                     for path in [p for p in section.groups if p not in daily] + dailies)
+
+
+def _tokens(text: str) -> set[str]:
+    """Every word and number of a fact (short ones too: "day 44" is not "day 45")."""
+    return set(re.findall(r"\w+", text.lower()))
 
 
 class Chooser:
@@ -159,7 +179,7 @@ class Chooser:
         return value
 
     def _duplicate(self, fact: Fact) -> bool:
-        said = words(fact.text)
+        said = _tokens(fact.text)
         return any(len(said & seen) / max(len(said | seen), 1) >= DUPLICATE_WORDS
                    for seen in self.word_sets)
 
@@ -180,15 +200,15 @@ class Chooser:
                 heapq.heappush(heap, (-value, n, fact))  # lazily re-ranked: others may win now
                 continue
             path = self.views[fact.entry].path
-            lines = [f.text for f in section.groups.get(path, [])]
-            delta = (_group_chars(self.links[path], [*lines, fact.text])
-                     - (_group_chars(self.links[path], lines) if lines else 0))
+            had = section.groups.get(path, [])
+            delta = len(_group_text(self.links[path], [*had, fact])) + 1 - (
+                len(_group_text(self.links[path], had)) + 1 if had else 0)
             if section.chars + delta > room or self._duplicate(fact):
                 continue
             section.groups.setdefault(path, []).append(fact)
             section.chars += delta
             self.shown[fact.entry] += 1
-            self.word_sets.append(words(fact.text))
+            self.word_sets.append(_tokens(fact.text))
             if self.shown[fact.entry] == 1:
                 self.chosen_entries.append(fact.entry)
                 self.chosen_vectors = np.vstack([self.chosen_vectors,
@@ -201,6 +221,18 @@ def _idf(views: list[EntryView]) -> dict[str, float]:
         df.update(words(v.text))
     n = len(views)
     return {w: math.log((n + 1) / (c + 0.5)) for w, c in df.items()}
+
+
+def _centrality(vectors: np.ndarray) -> np.ndarray:
+    """How central (generic) each entry is: its mean cosine to every entry (= its cosine to
+    the mean vector), standardised over the vault. Hubs are generic; what gets asked is
+    specific."""
+    import numpy as np
+
+    if len(vectors) < 2:
+        return np.zeros(len(vectors))
+    mean = vectors @ vectors.mean(axis=0)
+    return (mean - mean.mean()) / max(float(mean.std()), 1e-9)
 
 
 def _boost(view: EntryView, recalls: int) -> float:
@@ -230,23 +262,22 @@ def _fallback(view: EntryView) -> list[str]:
     return []
 
 
-def _facts(view: EntryView) -> list[str]:
-    """What an entry can say in one line each: its `summary:` if it sets one, else its
+def _facts(view: EntryView) -> tuple[str, list[str]]:
+    """What an entry can say, a fact a line: its `summary:` if it sets one, else its
     statements — a note's opening sentence only if it names something specific (else it is a
-    preamble: "What we learned about X."); a daily log's titled entry says each under its
-    title."""
+    preamble: "What we learned about X."). With the title (a daily log's titled entry) said
+    before them."""
     chosen = view.frontmatter.get("summary") if not view.is_daily else None
     if isinstance(chosen, str) and chosen.strip():
-        return [" ".join(chosen.split())]
+        return "", [" ".join(chosen.split())]
     found = statements(view.text) or _fallback(view)
     if not view.is_daily and len(found) > 1 and not specific_terms(
             found[0], f"{view.frontmatter.get('title', '')} {view.key}"):
         found = found[1:]
     title = entry_title(view.key) if view.is_daily and not is_bullet(view) else ""
-    if not title:
-        return found
-    return [s if s.lower().startswith(title.lower()) else f"{title}: {s}" for s in found
-            if s.lower() != title.lower()] or [title]
+    if title and len(found) == 1 and found[0].lower().startswith(title.lower()):
+        return "", found  # "Pool exhausted." under "Pool" needs no "Pool: "
+    return title, [s for s in found if s.lower() != title.lower()] or [title]
 
 
 def _section_of(view: EntryView, recent: set[int], index: int) -> str:
@@ -277,6 +308,7 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
         vectors = np.zeros((len(views), 1), dtype=np.float32)
     vectors = vectors[keep] if keep else np.zeros((0, vectors.shape[1]), dtype=np.float32)
     idf = _idf(active)
+    generic = _centrality(vectors)
     episodes = [i for i, v in enumerate(active) if v.type == "episodic" and not v.archived]
     recent = set(episodes[-RECENT:])
     links = {v.path: f"[{_label(v)}]({_target(v.path)})" for v in active}
@@ -288,12 +320,14 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
         if section not in present:
             section = "key_facts"
         boost = _boost(view, recalls.get((view.path, view.key), 0)) * (
-            FADED if view.archived else 1.0)
+            FADED if view.archived else 1.0) * math.exp(-GENERIC_PENALTY * generic[i])
         power = LENGTH_POWER if section == "key_facts" else ONE_LINE_POWER
-        for unit, text in enumerate(_facts(view)):
+        prefix, said = _facts(view)
+        for unit, text in enumerate(said):
             specificity = sum(idf.get(w, 0.0) ** RARITY_POWER for w in words(text))
             value = specificity * boost / (len(text) + 3) ** power
-            by_section[section].append(Fact(section, i, unit, text, value))
+            by_section[section].append(Fact(section, i, unit, prefix, text, value,
+                                            view.is_daily))
         candidates[section].add(i)
     skeleton = len(template.format(**{k: "- (none yet)" for k in present}).rstrip("\n"))
     room = budget - skeleton - CLOSING_ROOM
@@ -304,8 +338,10 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
             chooser.fill(by_section[name], shown[name], min(room, int(budget * SHARES[name])),
                          one_per_entry=True)
             room -= shown[name].chars
-    if "key_facts" in present:
-        chooser.fill(by_section["key_facts"], shown["key_facts"], room)
+    if "key_facts" in present:  # with what the other sections had no room for
+        rest = [f for name in SECTIONS if name != "key_facts" for f in by_section[name]
+                if not chooser.shown[f.entry]]
+        chooser.fill(by_section["key_facts"] + rest, shown["key_facts"], room)
     filled = {}
     for name in present:
         text = _render_section(shown[name], links, daily) if name in shown else ""

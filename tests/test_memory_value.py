@@ -1,0 +1,127 @@
+"""MEMORY.md is worth its budget (issue 14, point 4): each line states a fact itself, whole and
+verbatim, grouped under its source; specific facts before generic ones; the budget filled; what
+is left out counted honestly."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from conftest import fake_embedder, make_vault, with_settings, write
+
+from vaultd import blocks
+from vaultd.vault import Vault, init_vault, open_vault
+
+
+def block_of(vault: Vault) -> str:
+    vault.flush()
+    block = blocks.block_of((vault.root / "MEMORY.md").read_text(encoding="utf-8"))
+    assert block is not None
+    return block
+
+
+def open_fake(root: Path, tmp_path: Path) -> Vault:
+    return open_vault(root, env={}, daemon="never", embedder=fake_embedder(tmp_path))
+
+
+def test_an_openclaw_bullet_is_rendered_once_without_a_doubled_dash(tmp_path: Path) -> None:
+    root = tmp_path / "memory"
+    write(root, "2026-11-01.md", "- Fixed `TestQueueDrain` flake by draining the queue before "
+          "shutdown.\n- Moved the nightly build to 02:00 UTC because of the Berlin cron.\n")
+    init_vault(root)
+    with open_fake(root, tmp_path) as vault:
+        block = block_of(vault)
+    assert "- - " not in block
+    fact = "Fixed `TestQueueDrain` flake by draining the queue before shutdown."
+    assert block.count(fact) == 1  # the text once, not "text: text"
+    assert "Moved the nightly build to 02:00 UTC because of the Berlin cron." in block
+    assert block.count("(2026-11-01.md)") == 1  # one link for the group
+
+
+def test_a_note_states_its_fact_not_its_preamble(tmp_path: Path) -> None:
+    root = make_vault(tmp_path, {
+        "semantic/stripe.md": "---\ntitle: Stripe webhook quirks\nstatus: proven\n---\n"
+        "# Stripe webhook quirks\n\nWhat we learned the hard way about Stripe webhooks.\n\n"
+        "Signature checks need the raw request body (`await request.body()`), byte for "
+        "byte.\n",
+        "semantic/pool.md": "---\ntitle: Pool\nsummary: PgBouncer pool size is 20 per "
+        "worker.\n---\n# Pool\n\nSome background on pools.\n\nThe pool was raised twice in "
+        "2026 after incidents.\n"})
+    with open_fake(root, tmp_path) as vault:
+        block = block_of(vault)
+    assert "What we learned the hard way" not in block
+    assert ("Signature checks need the raw request body (`await request.body()`), byte for "
+            "byte.") in block
+    assert "- [Pool](semantic/pool.md): PgBouncer pool size is 20 per worker." in block
+    assert "raised twice" not in block  # `summary:` chose the line
+
+
+def test_a_consolidated_notes_bullets_are_facts_without_their_provenance(
+        tmp_path: Path) -> None:
+    facts = ["Caroline joined the Connected LGBTQ Activists group last Tuesday.",
+             "Caroline made a stained glass window about her journey.",
+             "Caroline plans an LGBTQ art show next month in Boston."]
+    body = "".join(f"- {f} — [2026-06-{18 + i}](../episodic/2026-06-{18 + i}.md)\n"
+                   for i, f in enumerate(facts))
+    root = make_vault(tmp_path, {"semantic/caroline.md": (
+        "---\ntype: semantic\ntitle: Caroline\nstatus: proven\nconsolidation: abc\n---\n"
+        f"# Caroline\n\n{body}")})
+    with open_fake(root, tmp_path) as vault:
+        block = block_of(vault)
+    for fact in facts:
+        assert f"- {fact}\n" in block + "\n"  # whole, verbatim, its provenance dropped
+    assert "— [2026-06" not in block
+    assert block.count("(semantic/caroline.md)") == 1
+
+
+def test_the_budget_is_filled_and_what_is_left_out_is_counted(tmp_path: Path) -> None:
+    cities = ["Porto", "Lyon", "Graz", "Turku", "Split", "Ghent", "Brno", "Cork", "Bergen",
+              "Aarhus", "Bilbao", "Krakow"]
+    facts = [f"Item {n} of the inventory was shipped to {cities[n % 12]} on day {n} in crate "
+             f"{n * 7}." for n in range(80)]
+    files = {f"episodic/2026-10-{1 + d:02d}.md": "---\ntype: episodic\n---\n# day\n\n" + "".join(
+        f"- {f}\n" for f in facts[d * 10:(d + 1) * 10]) for d in range(8)}
+    root = make_vault(tmp_path, files)
+    with open_fake(root, tmp_path) as vault:
+        with_settings(vault, memory_budget=2500)
+        block = block_of(vault)
+    assert 0.85 * 2500 <= len(block) <= 2500
+    assert "…" not in block  # nothing cut mid-way: a fact is shown whole or not at all
+    shown = [f for f in facts if f in block]
+    lines = [line for line in block.split("\n") if "Item " in line]
+    assert len(lines) == len(shown) > 10
+    left = re.search(r"_(\d+) more entries did not fit the 2,500-character budget: "
+                     r"`vaultd search <topic>` finds them._$", block)
+    assert left is not None and int(left.group(1)) == len(facts) - len(shown)
+
+
+def test_specific_facts_come_before_generic_ones(tmp_path: Path) -> None:
+    generic = [f"Alice values the support and kindness of her friends and family, {w}."
+               for w in ("always", "deeply", "truly", "greatly", "really", "dearly",
+                         "sincerely", "warmly", "very much", "a lot")]
+    specific = ["Alice adopted a beagle named Pepper in Porto.",
+                "Alice ran the Lisbon half marathon in 1:52.",
+                "Alice's sister Maren studies oboe at the Graz conservatory."]
+    body = "".join(f"- {f}\n" for f in generic[:5] + specific + generic[5:])
+    root = make_vault(tmp_path, {"episodic/2026-10-01.md": f"# day\n\n{body}",
+                                 "episodic/2026-10-02.md": "# day\n\n- Filler entry so the "
+                                 "first day's facts are not the recent ones.\n" * 1})
+    with open_fake(root, tmp_path) as vault:
+        with_settings(vault, memory_budget=700)
+        block = block_of(vault)
+    for fact in specific:
+        assert fact in block
+    assert sum(g in block for g in generic) < len(generic)
+
+
+def test_sections_come_from_the_vaults_own_template(tmp_path: Path) -> None:
+    root = make_vault(tmp_path, {
+        "procedural/deploy.md": "# Deploy\n\nRun `fly deploy --strategy rolling` from main.\n",
+        "semantic/money.md": "---\nstatus: proven\n---\n# Money\n\nAmounts are integer cents "
+        "in `amount_minor`.\n",
+        ".vaultd/memory_block.md": "## What I know\n{key_facts}\n"})
+    with open_fake(root, tmp_path) as vault:
+        block = block_of(vault)
+    assert block.startswith("## What I know\n") and "## Procedures" not in block
+    assert "Run `fly deploy --strategy rolling` from main." in block  # not lost: a fact here
+    assert "Amounts are integer cents in `amount_minor`." in block
