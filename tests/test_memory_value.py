@@ -125,3 +125,18 @@ def test_sections_come_from_the_vaults_own_template(tmp_path: Path) -> None:
     assert block.startswith("## What I know\n") and "## Procedures" not in block
     assert "Run `fly deploy --strategy rolling` from main." in block  # not lost: a fact here
     assert "Amounts are integer cents in `amount_minor`." in block
+
+
+def test_what_searches_recall_comes_first(tmp_path: Path) -> None:
+    facts = [f"Build {n} of the kiosk firmware ships with locale pack {p}."
+             for n, p in ((101, "Basque"), (202, "Faroese"), (303, "Sorbian"), (404, "Manx"))]
+    root = make_vault(tmp_path, {"episodic/2026-10-01.md": "# day\n\n" + "".join(
+        f"- {f}\n" for f in facts)})
+    with open_fake(root, tmp_path) as vault:
+        vault.index()
+        key = next(row[2] for row in vault.store.entry_rows() if "Sorbian" in row[2])
+        for query in ("sorbian locale", "firmware 303", "which build has sorbian"):
+            vault.store.add_recalls([("episodic/2026-10-01.md", key)], query, 0.0)
+        with_settings(vault, memory_budget=480)  # room for one fact
+        block = block_of(vault)
+    assert facts[2] in block and sum(f in block for f in facts) == 1

@@ -6,17 +6,22 @@ block. Idempotent: with nothing new, every file stays byte-identical (and keeps 
 The block is worth its budget (`[lifecycle] memory_budget`, 8,000 characters): it packs as many
 distinct, specific facts as fit. Sections come from `templates/memory_block.md` (overridable by
 `.vaultd/memory_block.md`): key facts, procedures, decisions, open threads, recent episodes.
-A line states a fact itself, whole and verbatim — a bullet of a daily log or of a consolidated
-note (its provenance suffix dropped), or the most informative sentence of a note (a note's
+A line states a fact itself, whole and verbatim — a daily log's bullet (once), a consolidated
+note's bullet (its provenance suffix dropped), a note's most informative sentence (a note's
 `summary:` frontmatter chooses it) — never a note's preamble, never cut mid-way. Lines are
-grouped under their source, which is linked once. Procedures, decisions, open threads and
-recent episodes get one line per entry, each within a share of the budget; key facts fill the
-rest. A fact's value is its specificity (the IDF of its words over the vault: names, numbers,
-places, rare terms), boosted by proven status, recalls and being durable knowledge, per
-character; the greedy choice skips near-duplicates and discounts facts close to one already
-chosen (MMR on the entries' vectors). What does not fit is counted in a closing line that says
-how to find it, never cut silently. vaultd owns only the block between its markers; the rest of
-the file is the user's and is kept verbatim.
+grouped under their source, linked once. Procedures, decisions, open threads and recent
+episodes get one line per entry, each section within a share of the budget; key facts fill the
+rest, with whatever those had no room for.
+
+A fact's value: its specificity (the IDF of its words over the vault: names, numbers, places,
+rare terms) per character^1.3, times exp(-z) for an entry z standard deviations more central
+than the vault's average (hubs are generic; what gets asked is specific), times boosts for
+proven status, recalls and durable notes; a faded entry (under `archive/`) counts at 0.8. The
+greedy choice skips near-duplicates and discounts a fact close to one already chosen (MMR on
+the entries' vectors). Tuned on locomo-dev (bench/memory_lifecycle.py, bench/RESULTS.md).
+What does not fit is counted in a closing line that says how to find it, never cut silently.
+vaultd owns only the block between its markers; the rest of the file is the user's and is kept
+verbatim.
 """
 
 from __future__ import annotations
@@ -61,7 +66,6 @@ CLOSING_ROOM = 200  # kept free for the closing line
 # How a fact is valued (tuned on locomo-dev, bench/memory_lifecycle.py; see bench/RESULTS.md)
 LENGTH_POWER = 1.3  # value = specificity / characters^p: Σ idf grows with length, so p > 1
 ONE_LINE_POWER = 1.0  # the same for the one line of a procedure, decision, thread or episode
-RARITY_POWER = 1.0  # specificity = Σ idf(word)^this: > 1 favours the rarest terms more
 GENERIC_PENALTY = 1.0  # value × exp(-this × z), z = how central the entry is (standardised)
 PROVEN_BOOST = 1.5
 DURABLE_BOOST = 1.2  # semantic notes and the user's notes: knowledge rather than an episode
@@ -192,7 +196,7 @@ class Chooser:
         heap = [(-f.value, n, f) for n, f in enumerate(pool)]
         heapq.heapify(heap)
         while heap:
-            neg, n, fact = heapq.heappop(heap)
+            _, n, fact = heapq.heappop(heap)
             if one_per_entry and self.shown[fact.entry]:
                 continue
             value = self._adjusted(fact)
@@ -324,7 +328,7 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
         power = LENGTH_POWER if section == "key_facts" else ONE_LINE_POWER
         prefix, said = _facts(view)
         for unit, text in enumerate(said):
-            specificity = sum(idf.get(w, 0.0) ** RARITY_POWER for w in words(text))
+            specificity = sum(idf.get(w, 0.0) for w in words(text))
             value = specificity * boost / (len(text) + 3) ** power
             by_section[section].append(Fact(section, i, unit, prefix, text, value,
                                             view.is_daily))
