@@ -77,7 +77,9 @@ def test_a_consolidated_notes_bullets_are_facts_without_their_provenance(
 def test_the_budget_is_filled_and_what_is_left_out_is_counted(tmp_path: Path) -> None:
     cities = ["Porto", "Lyon", "Graz", "Turku", "Split", "Ghent", "Brno", "Cork", "Bergen",
               "Aarhus", "Bilbao", "Krakow"]
-    facts = [f"Item {n} of the inventory was shipped to {cities[n % 12]} on day {n} in crate "
+    goods = ["Saffron", "Cobalt", "Walnut", "Linen", "Quartz", "Cocoa", "Amber", "Vinyl"]
+    carriers = ["barge", "rail", "truck", "courier", "ferry", "drone", "cargo bike"]
+    facts = [f"{goods[n % 8]} batch {n} left {cities[n % 12]} by {carriers[n % 7]} in crate "
              f"{n * 7}." for n in range(80)]
     files = {f"episodic/2026-10-{1 + d:02d}.md": "---\ntype: episodic\n---\n# day\n\n" + "".join(
         f"- {f}\n" for f in facts[d * 10:(d + 1) * 10]) for d in range(8)}
@@ -88,7 +90,7 @@ def test_the_budget_is_filled_and_what_is_left_out_is_counted(tmp_path: Path) ->
     assert 0.85 * 2500 <= len(block) <= 2500
     assert "…" not in block  # nothing cut mid-way: a fact is shown whole or not at all
     shown = [f for f in facts if f in block]
-    lines = [line for line in block.split("\n") if "Item " in line]
+    lines = [line for line in block.split("\n") if " batch " in line]
     assert len(lines) == len(shown) > 10
     left = re.search(r"_(\d+) more entries did not fit the 2,500-character budget: "
                      r"`vaultd search <topic>` finds them._$", block)
@@ -137,6 +139,39 @@ def test_what_searches_recall_comes_first(tmp_path: Path) -> None:
         key = next(row[2] for row in vault.store.entry_rows() if "Sorbian" in row[2])
         for query in ("sorbian locale", "firmware 303", "which build has sorbian"):
             vault.store.add_recalls([("episodic/2026-10-01.md", key)], query, 0.0)
-        with_settings(vault, memory_budget=480)  # room for one fact
+        with_settings(vault, memory_budget=400)  # room for one fact
         block = block_of(vault)
     assert facts[2] in block and sum(f in block for f in facts) == 1
+
+
+def test_never_over_budget_whatever_the_budget(tmp_path: Path) -> None:
+    files = {f"episodic/2026-10-{1 + d:02d}.md": "# day\n\n" + "".join(
+        f"## {9 + n}:00 — Event {d}-{n}\nRoom {d * 10 + n} hosted workshop {d}{n} for "
+        f"{3 + n} guests. Catering came from stall {n}{d}.\n\n" for n in range(4))
+        for d in range(9)}
+    names = ("alpha", "beta", "gamma", "delta", "kappa", "sigma")
+    colours = ("red", "blue", "green", "amber", "violet", "teal")
+    for t in range(8):
+        files[f"semantic/topic{t}.md"] = f"# Topic {t}\n\n" + "".join(
+            f"- {name.title()} {t} sets the {colour} limit to {t * r + 7} for `{name}{t}`.\n"
+            for r, (name, colour) in enumerate(zip(names, colours)))
+    for t in range(5):
+        files[f"procedural/p{t}.md"] = f"# Procedure {t}\n\nRun `tool{t} --level {t}` twice.\n"
+    root = make_vault(tmp_path, files)
+    with open_fake(root, tmp_path) as vault:
+        for budget in (700, 1100, 1900, 3100, 5000, 8000):
+            with_settings(vault, memory_budget=budget)
+            block = block_of(vault)
+            assert len(block) <= budget, budget
+            if "did not fit" in block:
+                assert len(block) >= 0.8 * budget, budget  # filled before anything is left out
+            assert vault.flush().memory_written is False  # idempotent at every budget
+
+
+def test_a_users_own_notes_are_candidates_too(tmp_path: Path) -> None:
+    root = make_vault(tmp_path, {"Projects/garden.md": "# Garden\n\nThe quince tree by the "
+                                 "north fence was planted in March 2019.\n"})
+    with open_fake(root, tmp_path) as vault:
+        block = block_of(vault)
+    assert ("- [Garden](Projects/garden.md): The quince tree by the north fence was planted "
+            "in March 2019.") in block

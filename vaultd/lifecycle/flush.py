@@ -61,8 +61,8 @@ OPEN_TAGS = {"todo", "open", "question", "followup", "follow-up", "wip"}
 RECENT = 10  # recent episodes shown, at most
 # The share of the budget each one-line-per-entry section may take; key facts get the rest
 # (and whatever these leave unused). Filled in this order.
+ONE_LINE = ("procedures", "decisions", "open_threads", "recent")
 SHARES = {"procedures": 0.25, "decisions": 0.1, "open_threads": 0.1, "recent": 0.08}
-CLOSING_ROOM = 200  # kept free for the closing line
 # How a fact is valued (tuned on locomo-dev, bench/memory_lifecycle.py; see bench/RESULTS.md)
 LENGTH_POWER = 1.3  # value = specificity / characters^p: Σ idf grows with length, so p > 1
 ONE_LINE_POWER = 1.0  # the same for the one line of a procedure, decision, thread or episode
@@ -173,6 +173,8 @@ class Chooser:
         self.chosen_vectors = np.zeros((0, vectors.shape[1] if vectors.size else 1),
                                        dtype=np.float32)
         self.chosen_entries: list[int] = []
+        self.repeats: set[tuple[int, int]] = set()  # (entry, unit) near-duplicates skipped
+        self.said: set[tuple[int, int]] = set()  # (entry, unit) shown
 
     def _adjusted(self, fact: Fact) -> float:
         value = fact.value * SAME_ENTRY_DECAY ** self.shown[fact.entry]
@@ -188,7 +190,7 @@ class Chooser:
                    for seen in self.word_sets)
 
     def fill(self, candidates: list[Fact], section: Section, room: int,
-             one_per_entry: bool = False) -> None:
+             one_line: bool = False) -> None:
         """Add the most valuable candidates to `section` while they fit in `room` characters."""
         import numpy as np
 
@@ -197,8 +199,10 @@ class Chooser:
         heapq.heapify(heap)
         while heap:
             _, n, fact = heapq.heappop(heap)
-            if one_per_entry and self.shown[fact.entry]:
-                continue
+            if one_line and self.shown[fact.entry] and not fact.joins:
+                continue  # a note's one line; a daily log's entry may say more on its line
+            if fact.joins and not fact.prefix and fact.unit and (fact.entry, 0) not in self.said:
+                continue  # an untitled entry's first sentence is its context: it comes first
             value = self._adjusted(fact)
             if heap and value < -heap[0][0] - 1e-12:
                 heapq.heappush(heap, (-value, n, fact))  # lazily re-ranked: others may win now
@@ -207,9 +211,13 @@ class Chooser:
             had = section.groups.get(path, [])
             delta = len(_group_text(self.links[path], [*had, fact])) + 1 - (
                 len(_group_text(self.links[path], had)) + 1 if had else 0)
-            if section.chars + delta > room or self._duplicate(fact):
+            if section.chars + delta > room:
+                continue
+            if self._duplicate(fact):
+                self.repeats.add((fact.entry, fact.unit))  # said already: not left out
                 continue
             section.groups.setdefault(path, []).append(fact)
+            self.said.add((fact.entry, fact.unit))
             section.chars += delta
             self.shown[fact.entry] += 1
             self.word_sets.append(_tokens(fact.text))
@@ -297,6 +305,15 @@ def _section_of(view: EntryView, recent: set[int], index: int) -> str:
     return "key_facts"
 
 
+def _closing(entries: int, statements: int, budget: int) -> str:
+    """The closing line: what did not fit, and how to find it."""
+    what = (f"{entries} more entr{'y' if entries == 1 else 'ies'}" + (
+        f" (and {statements} more statement(s) of the sources above)" if statements else "")
+        if entries else f"{statements} more statement(s) of the sources above")
+    return (f"\n\n_{what} did not fit the {budget:,}-character budget: "
+            "`vaultd search <topic>` finds them._")
+
+
 def render(root: Path, templates: Path, store: Store, views: list[EntryView],
            budget: int, vectors: np.ndarray | None = None) -> str:
     """The managed block's content, at most `budget` characters."""
@@ -327,39 +344,49 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
             FADED if view.archived else 1.0) * math.exp(-GENERIC_PENALTY * generic[i])
         power = LENGTH_POWER if section == "key_facts" else ONE_LINE_POWER
         prefix, said = _facts(view)
-        for unit, text in enumerate(said):
-            specificity = sum(idf.get(w, 0.0) for w in words(text))
-            value = specificity * boost / (len(text) + 3) ** power
-            by_section[section].append(Fact(section, i, unit, prefix, text, value,
-                                            view.is_daily))
+        values = [sum(idf.get(w, 0.0) for w in words(text)) * boost / (len(text) + 3) ** power
+                  for text in said]
+        if view.is_daily and not prefix and values:
+            values[0] = max(values)  # its first sentence leads (see Chooser.fill)
+        by_section[section].extend(Fact(section, i, unit, prefix, text, value, view.is_daily)
+                                   for unit, (text, value) in enumerate(zip(said, values)))
         candidates[section].add(i)
     skeleton = len(template.format(**{k: "- (none yet)" for k in present}).rstrip("\n"))
-    room = budget - skeleton - CLOSING_ROOM
+    n_entries = sum(len(ids) for ids in candidates.values())
+    n_facts = sum(len(facts) for facts in by_section.values())
+    room = budget - skeleton - len(_closing(n_entries, n_facts, budget))  # its longest form
     chooser = Chooser(active, vectors, links)
     shown = {name: Section() for name in SECTIONS}
-    for name in ("procedures", "decisions", "open_threads", "recent"):
+    for name in ONE_LINE:
         if name in present:
             chooser.fill(by_section[name], shown[name], min(room, int(budget * SHARES[name])),
-                         one_per_entry=True)
+                         one_line=True)
             room -= shown[name].chars
-    if "key_facts" in present:  # with what the other sections had no room for
+    if "key_facts" in present:  # with the entries the other sections had no room for
         rest = [f for name in SECTIONS if name != "key_facts" for f in by_section[name]
                 if not chooser.shown[f.entry]]
         chooser.fill(by_section["key_facts"] + rest, shown["key_facts"], room)
+        room -= shown["key_facts"].chars
+    for name in ONE_LINE:  # room left: a daily entry shown there says more on its line
+        here = {f.entry for facts in shown[name].groups.values() for f in facts}
+        more = [f for f in by_section[name]
+                if f.joins and f.entry in here and (f.entry, f.unit) not in chooser.said]
+        if name in present and more and room > 0:
+            before = shown[name].chars
+            chooser.fill(more, shown[name], before + room, one_line=True)
+            room -= shown[name].chars - before
     filled = {}
     for name in present:
         text = _render_section(shown[name], links, daily) if name in shown else ""
         filled[name] = text or "- (none yet)"
     body = template.format(**filled).rstrip("\n")
-    entries_left = sum(1 for ids in candidates.values() for i in ids if not chooser.shown[i])
+    said = {i for i in chooser.shown} | {i for i, _ in chooser.repeats}
+    entries_left = sum(1 for ids in candidates.values() for i in ids if i not in said)
     facts_left = sum(1 for facts in by_section.values() for f in facts
-                     if chooser.shown[f.entry]) - sum(chooser.shown.values())
+                     if f.entry in said and (f.entry, f.unit) not in chooser.repeats
+                     ) - sum(chooser.shown.values())
     if entries_left or facts_left:
-        what = (f"{entries_left} more entr{'y' if entries_left == 1 else 'ies'}"
-                + (f" (and {facts_left} more statement(s) of the sources above)"
-                   if facts_left else ""))
-        body += (f"\n\n_{what} did not fit the {budget:,}-character budget: "
-                 "`vaultd search <topic>` finds them._")
+        body += _closing(entries_left, facts_left, budget)
     return body
 
 
