@@ -10,6 +10,7 @@ from pathlib import Path
 from conftest import fake_embedder, make_vault, with_settings, write
 
 from vaultd import blocks
+from vaultd.lifecycle.entries import statements
 from vaultd.vault import Vault, init_vault, open_vault
 
 
@@ -175,3 +176,18 @@ def test_a_users_own_notes_are_candidates_too(tmp_path: Path) -> None:
         block = block_of(vault)
     assert ("- [Garden](Projects/garden.md): The quince tree by the north fence was planted "
             "in March 2019.") in block
+
+
+def test_statements_are_whole_and_skip_what_is_not_a_fact() -> None:
+    text = ("What we learned about webhooks. The endpoint is `POST /webhooks/stripe` in "
+            "`app/webhooks/stripe.py`.\n\nIt fails with:\n\n```\nSignatureVerificationError: "
+            "No signatures found matching\n```\n\n- Stripe retries failed deliveries for three "
+            "days — [2026-11-18](../episodic/2026-11-18.md)\n- A bullet that goes on\n  over a "
+            "second line of text.\n- [[archive/episodic/2026-06-18]] - a list of sources\n"
+            "- See [[release-tallyho]].\n#decision #stripe\n## Retries\n")
+    assert statements(text) == [
+        "What we learned about webhooks.",
+        "The endpoint is `POST /webhooks/stripe` in `app/webhooks/stripe.py`.",
+        "Stripe retries failed deliveries for three days",  # its provenance dropped
+        "A bullet that goes on over a second line of text.",  # whole, continuation joined
+    ]  # not: the lead-in, the code, a source reference, a bare link, tags, a heading

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vaultd.layout import in_scope, is_archived
-from vaultd.notes import entry_title
+from vaultd.notes import BULLET_RE, HEADING_RE, entry_title, fence_mask
 
 if TYPE_CHECKING:
     import numpy as np
@@ -140,6 +140,17 @@ def snapshot(store: Store) -> tuple[list[EntryView], np.ndarray]:
 
 # ---------------------------------------------------------------------------- sentences
 
+# any list item's marker, nested or not, with a task box: what a statement does not repeat
+LIST_MARKER_RE = re.compile(r"^(\s*)(?:[-*+]|\d+[.)])\s+(?:\[[ xX]\]\s+)?")
+# the provenance a consolidated or extracted fact carries: ` — [2026-11-18](../episodic/…)`
+PROVENANCE_RE = re.compile(r"\s+[—–-]\s+\[\d{4}-\d{2}-\d{2}\]\([^)]*\)\s*$")
+SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(\[*_])")
+TAGS_ONLY_RE = re.compile(r"(#[\w/-]+\s*)+")
+TRAILING_TAGS_RE = re.compile(r"(\s+#[\w/-]+)+$")
+LINK_FIRST_RE = re.compile(r"^(\[\[[^\]]*\]\]|\[[^\]]*\]\([^)]*\))\s*([—–:-]|$)")
+LINK_RE = re.compile(r"\[\[[^\]]*\]\]|\[([^\]]*)\]\([^)]*\)")
+FACT_MAX = 280  # a longer bullet or paragraph is offered sentence by sentence
+
 
 def words(text: str) -> set[str]:
     return set(re.findall(r"[a-z0-9_]{3,}", text.lower()))
@@ -147,16 +158,7 @@ def words(text: str) -> set[str]:
 
 def sentences(text: str) -> list[str]:
     parts = [p.strip(" -*\t") for p in re.split(r"(?<=[.!?])\s+|\n+", text)]
-    return [p for p in parts if len(p) > 2 and not re.fullmatch(r"(#[\w/-]+\s*)+", p)]
-
-
-FENCE_RE = re.compile(r"^\s*(```|~~~)")
-BULLET_RE = re.compile(r"^(\s*)(?:[-*+]|\d+[.)])\s+(?:\[[ xX]\]\s+)?")
-# the provenance a consolidated or extracted fact carries: ` — [2026-11-18](../episodic/…)`
-PROVENANCE_RE = re.compile(r"\s+[—–-]\s+\[\d{4}-\d{2}-\d{2}\]\([^)]*\)\s*$")
-SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(\[*_])")
-TAGS_ONLY_RE = re.compile(r"(#[\w/-]+\s*)+")
-FACT_MAX = 280  # a longer bullet or paragraph is offered sentence by sentence
+    return [p for p in parts if len(p) > 2 and not TAGS_ONLY_RE.fullmatch(p)]
 
 
 def is_bullet(view: EntryView) -> bool:
@@ -165,45 +167,34 @@ def is_bullet(view: EntryView) -> bool:
 
 
 def statements(text: str) -> list[str]:
-    """An entry's statements, in order, each one whole: every bullet (with its continuation
-    lines, its provenance suffix stripped) and every sentence of a paragraph. A bullet or a
+    """An entry's statements, in order, each one whole: every list item (with its continuation
+    lines, its provenance suffix stripped) and every sentence of a paragraph. An item or a
     sentence longer than FACT_MAX is split into its sentences; code, tables, headings and
     tag-only lines are not statements."""
-    blocks: list[tuple[bool, list[str]]] = []  # (is a bullet, its lines)
-    fenced = False
-    for raw in text.split("\n"):
-        line = raw.rstrip()
-        if FENCE_RE.match(line):
-            fenced = not fenced
-            blocks.append((False, []))
-            continue
+    blocks: list[tuple[bool, list[str]]] = []  # (is a list item, its lines)
+    lines = text.split("\n")
+    for line, fenced in zip(lines, fence_mask(lines)):
         stripped = line.strip()
         if (fenced or not stripped or stripped.startswith(("|", "<!--"))
-                or re.match(r"#{1,6}\s", stripped) or TAGS_ONLY_RE.fullmatch(stripped)):
+                or HEADING_RE.match(stripped) or TAGS_ONLY_RE.fullmatch(stripped)):
             blocks.append((False, []))  # a block ends here
             continue
-        bullet = BULLET_RE.match(line)
-        if bullet:
-            blocks.append((True, [line[bullet.end():].strip()]))
+        item = LIST_MARKER_RE.match(line)
+        if item:
+            blocks.append((True, [line[item.end():].strip()]))
         elif blocks and blocks[-1][1]:
             blocks[-1][1].append(stripped.lstrip("> ").strip())
         else:
             blocks.append((False, [stripped.lstrip("> ").strip()]))
     out: list[str] = []
-    for is_item, lines in blocks:
-        joined = " ".join(t for t in lines if t)
-        joined = PROVENANCE_RE.sub("", joined).strip()
+    for is_item, said in blocks:
+        joined = PROVENANCE_RE.sub("", " ".join(t for t in said if t)).strip()
         if not joined:
             continue
         parts = [joined] if is_item and len(joined) <= FACT_MAX else SENTENCE_END_RE.split(joined)
         parts = [TRAILING_TAGS_RE.sub("", p.strip()) for p in parts]
         out.extend(p for p in parts if _is_statement(p))
     return out
-
-
-LINK_FIRST_RE = re.compile(r"^(\[\[[^\]]*\]\]|\[[^\]]*\]\([^)]*\))\s*([—–:-]|$)")
-LINK_RE = re.compile(r"\[\[[^\]]*\]\]|\[([^\]]*)\]\([^)]*\)")
-TRAILING_TAGS_RE = re.compile(r"(\s+#[\w/-]+)+$")
 
 
 def _is_statement(text: str) -> bool:

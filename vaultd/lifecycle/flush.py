@@ -39,8 +39,8 @@ from vaultd import edits, layout
 from vaultd.blocks import with_block
 from vaultd.layout import MEMORY_FILE
 from vaultd.lifecycle.entries import (
-    BULLET_RE,
     FACT_MAX,
+    LIST_MARKER_RE,
     EntryView,
     is_bullet,
     snapshot,
@@ -268,7 +268,7 @@ def specific_terms(text: str, known: str = "") -> int:
 def _fallback(view: EntryView) -> list[str]:
     """An entry with no statement (too short, only code…) still says its first line."""
     for line in view.text.split("\n"):
-        line = BULLET_RE.sub("", line.strip()).strip()
+        line = LIST_MARKER_RE.sub("", line.strip()).strip()
         if len(line) > 2 and not line.startswith(("#", "```", "~~~", "|")):
             return [line] if len(line) <= FACT_MAX else []
     return []
