@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vaultd.layout import in_scope, is_archived
-from vaultd.notes import entry_title
+from vaultd.notes import BULLET_RE, HEADING_RE, entry_title, fence_mask
 
 if TYPE_CHECKING:
     import numpy as np
@@ -142,6 +142,17 @@ def snapshot(store: Store) -> tuple[list[EntryView], np.ndarray]:
 
 # ---------------------------------------------------------------------------- sentences
 
+# any list item's marker, nested or not, with a task box: what a statement does not repeat
+LIST_MARKER_RE = re.compile(r"^(\s*)(?:[-*+]|\d+[.)])\s+(?:\[[ xX]\]\s+)?")
+# the provenance a consolidated or extracted fact carries: ` — [2026-11-18](../episodic/…)`
+PROVENANCE_RE = re.compile(r"\s+[—–-]\s+\[\d{4}-\d{2}-\d{2}\]\([^)]*\)\s*$")
+SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(\[*_])")
+TAGS_ONLY_RE = re.compile(r"(#[\w/-]+\s*)+")
+TRAILING_TAGS_RE = re.compile(r"(\s+#[\w/-]+)+$")
+LINK_FIRST_RE = re.compile(r"^(\[\[[^\]]*\]\]|\[[^\]]*\]\([^)]*\))\s*([—–:-]|$)")
+LINK_RE = re.compile(r"\[\[[^\]]*\]\]|\[([^\]]*)\]\([^)]*\)")
+FACT_MAX = 280  # a longer bullet or paragraph is offered sentence by sentence
+
 
 def words(text: str) -> set[str]:
     return set(re.findall(r"[a-z0-9_]{3,}", text.lower()))
@@ -149,14 +160,67 @@ def words(text: str) -> set[str]:
 
 def sentences(text: str) -> list[str]:
     parts = [p.strip(" -*\t") for p in re.split(r"(?<=[.!?])\s+|\n+", text)]
-    return [p for p in parts if len(p) > 2 and not re.fullmatch(r"(#[\w/-]+\s*)+", p)]
+    return [p for p in parts if len(p) > 2 and not TAGS_ONLY_RE.fullmatch(p)]
+
+
+def is_bullet(view: EntryView) -> bool:
+    """A daily log's top-level bullet entry (OpenClaw style): the bullet is the fact itself."""
+    return bool(BULLET_RE.match(view.key))
+
+
+def statements(text: str) -> list[str]:
+    """An entry's statements, in order, each one whole: every list item (with its continuation
+    lines, its provenance suffix stripped) and every sentence of a paragraph. An item or a
+    sentence longer than FACT_MAX is split into its sentences; code, tables, headings and
+    tag-only lines are not statements."""
+    blocks: list[tuple[bool, list[str]]] = []  # (is a list item, its lines)
+    lines = text.split("\n")
+    for line, fenced in zip(lines, fence_mask(lines)):
+        stripped = line.strip()
+        if (fenced or not stripped or stripped.startswith(("|", "<!--"))
+                or HEADING_RE.match(stripped) or TAGS_ONLY_RE.fullmatch(stripped)):
+            blocks.append((False, []))  # a block ends here
+            continue
+        item = LIST_MARKER_RE.match(line)
+        if item:
+            blocks.append((True, [line[item.end():].strip()]))
+        elif blocks and blocks[-1][1]:
+            blocks[-1][1].append(stripped.lstrip("> ").strip())
+        else:
+            blocks.append((False, [stripped.lstrip("> ").strip()]))
+    out: list[str] = []
+    for is_item, said in blocks:
+        joined = PROVENANCE_RE.sub("", " ".join(t for t in said if t)).strip()
+        if not joined:
+            continue
+        parts = [joined] if is_item and len(joined) <= FACT_MAX else SENTENCE_END_RE.split(joined)
+        parts = [TRAILING_TAGS_RE.sub("", p.strip()) for p in parts]
+        out.extend(p for p in parts if _is_statement(p))
+    return out
+
+
+def _is_statement(text: str) -> bool:
+    """Whether a piece of text states something on its own: three words or more besides its
+    links (not "See [[x]]."), not a reference (a line that starts with a link and a separator,
+    as a list of sources does), not a lead-in (ending in ':') or a fragment (',', ';', 'or')."""
+    return (len(text) >= 20 and not LINK_FIRST_RE.match(text)
+            and not re.search(r"([:,;]|\b(or|and|but))$", text)
+            and len(words(LINK_RE.sub("", text))) >= 3
+            and not TAGS_ONLY_RE.fullmatch(text) and len(text) <= FACT_MAX * 2)
 
 
 def summary(view: EntryView, limit: int = 160) -> str:
-    """One line for an entry: its title and its first sentence that is not the title."""
-    title = entry_title(view.key)
-    first = next((s for s in sentences(view.text) if s.lower() != title.lower()), "")
-    line = f"{title}: {first}" if first and title else (title or first)
+    """One line for an entry: the note's `summary:` if it sets one; a bullet entry's own text,
+    once; else its title and its first statement that is not the title."""
+    chosen = view.frontmatter.get("summary") if not view.is_daily else None
+    if isinstance(chosen, str) and chosen.strip():
+        line = " ".join(chosen.split())
+    elif is_bullet(view):
+        line = next(iter(statements(view.text)), entry_title(view.key))
+    else:
+        title = entry_title(view.key)
+        first = next((s for s in statements(view.text) if s.lower() != title.lower()), "")
+        line = f"{title}: {first}" if first and title else (title or first)
     return line if len(line) <= limit else line[:limit - 1] + "…"
 
 

@@ -3,40 +3,103 @@
 A flush indexes what changed, connects new entries, routes proven knowledge, then renders the
 block. Idempotent: with nothing new, every file stays byte-identical (and keeps its mtime).
 
-Sections (from `templates/memory_block.md`, overridable by `.vaultd/memory_block.md`): key facts
-(proven knowledge), procedures, recent episodes, open threads. One line per item — a summary and
-a relative link to its note — ranked by proven status, connections, recall and recency. A hard
-character budget: items that do not fit are counted in an explicit closing line that says how to
-find them, never cut silently. vaultd owns only the block between its markers; the rest of the
-file is the user's and is kept verbatim.
+The block is worth its budget (`[lifecycle] memory_budget`, 8,000 characters): it packs as many
+distinct, specific facts as fit. Sections come from `templates/memory_block.md` (overridable by
+`.vaultd/memory_block.md`): key facts, procedures, decisions, open threads, recent episodes.
+A line states a fact itself, whole and verbatim — a daily log's bullet (once), a consolidated
+note's bullet (its provenance suffix dropped), a note's most informative sentence (a note's
+`summary:` frontmatter chooses it) — never a note's preamble, never cut mid-way. Lines are
+grouped under their source, linked once. Procedures, decisions, open threads and recent
+episodes get one line per entry, each section within a share of the budget; key facts fill the
+rest, with whatever those had no room for.
+
+A fact's value: its specificity (the IDF of its words over the vault: names, numbers, places,
+rare terms) per character^1.3, times exp(-z) for an entry z standard deviations more central
+than the vault's average (hubs are generic; what gets asked is specific), times boosts for
+proven status, recalls and durable notes; a faded entry (under `archive/`) counts at 0.8. The
+greedy choice skips near-duplicates and discounts a fact close to one already chosen (MMR on
+the entries' vectors). Tuned on locomo-dev (bench/memory_lifecycle.py, bench/RESULTS.md).
+What does not fit is counted in a closing line that says how to find it, never cut silently.
+vaultd owns only the block between its markers; the rest of the file is the user's and is kept
+verbatim.
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 import re
-from dataclasses import asdict, dataclass
+import string
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vaultd import edits, layout
 from vaultd.blocks import with_block
 from vaultd.layout import MEMORY_FILE
-from vaultd.lifecycle.entries import EntryView, snapshot, summary
+from vaultd.lifecycle.entries import (
+    FACT_MAX,
+    LIST_MARKER_RE,
+    EntryView,
+    is_bullet,
+    snapshot,
+    statements,
+    words,
+)
+from vaultd.notes import entry_title
 from vaultd.store import Store
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from vaultd.vault import Vault
 
 TEMPLATE = "memory_block.md"
+SECTIONS = ("key_facts", "procedures", "decisions", "open_threads", "recent")
 OPEN_TAGS = {"todo", "open", "question", "followup", "follow-up", "wip"}
-RECENT = 10
+RECENT = 10  # recent episodes shown, at most
+# The share of the budget each one-line-per-entry section may take; key facts get the rest
+# (and whatever these leave unused). Filled in this order.
+ONE_LINE = ("procedures", "decisions", "open_threads", "recent")
+SHARES = {"procedures": 0.25, "decisions": 0.1, "open_threads": 0.1, "recent": 0.08}
+# How a fact is valued (tuned on locomo-dev, bench/memory_lifecycle.py; see bench/RESULTS.md)
+LENGTH_POWER = 1.3  # value = specificity / characters^p: Σ idf grows with length, so p > 1
+ONE_LINE_POWER = 1.0  # the same for the one line of a procedure, decision, thread or episode
+GENERIC_PENALTY = 1.0  # value × exp(-this × z), z = how central the entry is (standardised)
+PROVEN_BOOST = 1.5
+DURABLE_BOOST = 1.2  # semantic notes and the user's notes: knowledge rather than an episode
+RECALL_BOOST = 0.2  # per query that recalled the entry, up to RECALL_CAP
+RECALL_CAP = 5
+FADED = 0.8  # a faded entry (under archive/) is still a candidate, at this much of its value
+SAME_ENTRY_DECAY = 0.6  # each further fact of one entry is worth this much less
+SIMILARITY_PENALTY = 0.5  # MMR: value × (1 - this × cosine to the closest chosen entry)
+DUPLICATE_WORDS = 0.8  # word Jaccard at which a fact repeats one already chosen
+POOL = 3000  # candidates the greedy choice looks at (the most valuable first)
+LABEL_MAX = 48
 
 
 @dataclass(frozen=True)
-class Item:
+class Fact:
+    """A candidate line: a fact of one entry, for one section."""
     section: str
-    line: str
-    rank: float
+    entry: int  # index into the views
+    unit: int  # its position in the entry
+    prefix: str  # a daily log's entry title, said before the fact ("Fly bill: …"), or ""
+    body: str  # the fact itself, whole and verbatim
+    value: float
+    joins: bool = False  # a daily log's entry: its facts share one line
+
+    @property
+    def text(self) -> str:
+        return f"{self.prefix}: {self.body}" if self.prefix else self.body
+
+
+@dataclass
+class Section:
+    """What one section shows: facts grouped by source path, in the order chosen."""
+    groups: dict[str, list[Fact]] = field(default_factory=dict)
+    chars: int = 0
 
 
 def _template(root: Path, templates: Path) -> str:
@@ -44,54 +107,286 @@ def _template(root: Path, templates: Path) -> str:
     return (override if override.is_file() else templates / TEMPLATE).read_text(encoding="utf-8")
 
 
-def items(store: Store, views: list[EntryView]) -> list[Item]:
-    degree = store.link_degrees()
-    recalls = store.recall_counts()
-    active = [v for v in views if not v.archived and v.path != MEMORY_FILE]
-    newest = {v.id: i for i, v in enumerate(active)}  # larger = more recent
-    out: list[Item] = []
-    episodic = [v for v in active if v.type == "episodic"]
-    recent_ids = {v.id for v in episodic[-RECENT:]}
-    for v in active:
-        rank = (3.0 * v.proven + min(degree.get(v.id, 0), 10) * 0.3
-                + recalls.get((v.path, v.key), 0) * 0.5 + newest[v.id] / max(len(active), 1))
-        title = v.frontmatter.get("title") if not v.is_daily else None
-        text = summary(v) if not title else f"{title}: {summary(v).split(': ', 1)[-1]}"
-        link = f"[{Path(v.path).stem}]({v.path})"
-        line = f"- {text} — {link}"
-        tags = {t.lower() for t in v.tags}
-        if v.type == "procedural":
-            out.append(Item("procedures", line, rank))
-        elif v.proven:
-            out.append(Item("key_facts", line, rank))
-        elif v.type == "episodic" and (tags & OPEN_TAGS or re.search(r"\bTODO\b", v.text)):
-            out.append(Item("open_threads", line, rank))
-        elif v.id in recent_ids:
-            out.append(Item("recent", line, rank))
+def _fields(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def _label(view: EntryView) -> str:
+    if view.is_daily:
+        label = Path(view.path).stem
+    else:
+        title = view.frontmatter.get("title")
+        label = str(title).strip() if title else entry_title(view.key) or Path(view.path).stem
+    label = " ".join(label.replace("[", "(").replace("]", ")").split()).lstrip("-*+ ")
+    return label if len(label) <= LABEL_MAX else label[:LABEL_MAX - 1] + "…"
+
+
+def _target(path: str) -> str:
+    return f"<{path}>" if re.search(r"[\s()<>]", path) else path
+
+
+def _lines(facts: list[Fact]) -> list[str]:
+    """A group's lines, in the source's reading order; the facts of one entry of a daily log
+    share one line (under its title, if it has one: "Fly bill: … …")."""
+    out: list[str] = []
+    last: Fact | None = None
+    for fact in sorted(facts, key=lambda f: (f.entry, f.unit)):
+        if last is not None and fact.joins and fact.entry == last.entry:
+            out[-1] += f" {fact.body}"
+        else:
+            out.append(f"{fact.prefix}: {fact.body}" if fact.prefix else fact.body)
+        last = fact
     return out
 
 
+def _group_text(link: str, facts: list[Fact]) -> str:
+    """A group: one line inline after its source's link, several as bullets under it."""
+    lines = _lines(facts)
+    if len(lines) == 1:
+        return f"- {link}: {lines[0]}"
+    return f"{link}:\n" + "\n".join(f"- {line}" for line in lines)
+
+
+def _render_section(section: Section, links: dict[str, str], daily: set[str]) -> str:
+    """Durable notes' groups first (most valuable first), then daily logs, newest first."""
+    dailies = sorted((p for p in section.groups if p in daily), key=lambda p: (Path(p).stem, p),
+                     reverse=True)
+    return "\n".join(_group_text(links[path], section.groups[path])
+                     for path in [p for p in section.groups if p not in daily] + dailies)
+
+
+def _tokens(text: str) -> set[str]:
+    """Every word and number of a fact (short ones too: "day 44" is not "day 45")."""
+    return set(re.findall(r"\w+", text.lower()))
+
+
+class Chooser:
+    """The greedy, budgeted choice of facts, shared by all sections (so a fact, an entry or a
+    near-duplicate shown in one section is not shown again in another)."""
+
+    def __init__(self, views: list[EntryView], vectors: np.ndarray, links: dict[str, str]):
+        import numpy as np
+
+        self.views, self.vectors, self.links = views, vectors, links
+        self.shown: Counter[int] = Counter()  # entry → facts shown
+        self.word_sets: list[set[str]] = []
+        self.chosen_vectors = np.zeros((0, vectors.shape[1] if vectors.size else 1),
+                                       dtype=np.float32)
+        self.chosen_entries: list[int] = []
+        self.repeats: set[tuple[int, int]] = set()  # (entry, unit) near-duplicates skipped
+        self.said: set[tuple[int, int]] = set()  # (entry, unit) shown
+
+    def _adjusted(self, fact: Fact) -> float:
+        value = fact.value * SAME_ENTRY_DECAY ** self.shown[fact.entry]
+        others = [i for i, e in enumerate(self.chosen_entries) if e != fact.entry]
+        if others and SIMILARITY_PENALTY:
+            sims = self.chosen_vectors[others] @ self.vectors[fact.entry]
+            value *= 1.0 - SIMILARITY_PENALTY * max(0.0, float(sims.max()))
+        return value
+
+    def _duplicate(self, fact: Fact) -> bool:
+        said = _tokens(fact.text)
+        return any(len(said & seen) / max(len(said | seen), 1) >= DUPLICATE_WORDS
+                   for seen in self.word_sets)
+
+    def fill(self, candidates: list[Fact], section: Section, room: int,
+             one_line: bool = False) -> None:
+        """Add the most valuable candidates to `section` while they fit in `room` characters."""
+        import numpy as np
+
+        pool = sorted(candidates, key=lambda f: (-f.value, f.entry, f.unit))[:POOL]
+        heap = [(-f.value, n, f) for n, f in enumerate(pool)]
+        heapq.heapify(heap)
+        while heap:
+            _, n, fact = heapq.heappop(heap)
+            if one_line and self.shown[fact.entry] and not fact.joins:
+                continue  # a note's one line; a daily log's entry may say more on its line
+            if fact.joins and not fact.prefix and fact.unit and (fact.entry, 0) not in self.said:
+                continue  # an untitled entry's first sentence is its context: it comes first
+            value = self._adjusted(fact)
+            if heap and value < -heap[0][0] - 1e-12:
+                heapq.heappush(heap, (-value, n, fact))  # lazily re-ranked: others may win now
+                continue
+            path = self.views[fact.entry].path
+            had = section.groups.get(path, [])
+            delta = len(_group_text(self.links[path], [*had, fact])) + 1 - (
+                len(_group_text(self.links[path], had)) + 1 if had else 0)
+            if section.chars + delta > room:
+                continue
+            if self._duplicate(fact):
+                self.repeats.add((fact.entry, fact.unit))  # said already: not left out
+                continue
+            section.groups.setdefault(path, []).append(fact)
+            self.said.add((fact.entry, fact.unit))
+            section.chars += delta
+            self.shown[fact.entry] += 1
+            self.word_sets.append(_tokens(fact.text))
+            if self.shown[fact.entry] == 1:
+                self.chosen_entries.append(fact.entry)
+                self.chosen_vectors = np.vstack([self.chosen_vectors,
+                                                 self.vectors[fact.entry][None, :]])
+
+
+def _idf(views: list[EntryView]) -> dict[str, float]:
+    df: Counter[str] = Counter()
+    for v in views:
+        df.update(words(v.text))
+    n = len(views)
+    return {w: math.log((n + 1) / (c + 0.5)) for w, c in df.items()}
+
+
+def _centrality(vectors: np.ndarray) -> np.ndarray:
+    """How central (generic) each entry is: its mean cosine to every entry (= its cosine to
+    the mean vector), standardised over the vault. Hubs are generic; what gets asked is
+    specific."""
+    import numpy as np
+
+    if len(vectors) < 2:
+        return np.zeros(len(vectors))
+    mean = vectors @ vectors.mean(axis=0)
+    return (mean - mean.mean()) / max(float(mean.std()), 1e-9)
+
+
+def _boost(view: EntryView, recalls: int) -> float:
+    boost = PROVEN_BOOST if view.proven else 1.0
+    if view.type not in ("episodic", "procedural") and not view.is_daily:
+        boost *= DURABLE_BOOST
+    return boost * (1.0 + RECALL_BOOST * min(recalls, RECALL_CAP))
+
+
+SPECIFIC_RE = re.compile(r"`[^`]+`|\b\w*\d\w*\b|(?<=[^.!?:]\s)[A-Z][\w-]+")
+
+
+def specific_terms(text: str, known: str = "") -> int:
+    """How many specific terms a statement names — numbers, `code`, capitalised names after
+    its first word — leaving out the words of `known` (the note's title)."""
+    skip = words(known)
+    return sum(1 for m in SPECIFIC_RE.finditer(text)
+               if not (words(m.group()) and words(m.group()) <= skip))
+
+
+def _fallback(view: EntryView) -> list[str]:
+    """An entry with no statement (too short, only code…) still says its first line."""
+    for line in view.text.split("\n"):
+        line = LIST_MARKER_RE.sub("", line.strip()).strip()
+        if len(line) > 2 and not line.startswith(("#", "```", "~~~", "|")):
+            return [line] if len(line) <= FACT_MAX else []
+    return []
+
+
+def _facts(view: EntryView) -> tuple[str, list[str]]:
+    """What an entry can say, a fact a line: its `summary:` if it sets one, else its
+    statements — a note's opening sentence only if it names something specific (else it is a
+    preamble: "What we learned about X."). With the title (a daily log's titled entry) said
+    before them."""
+    chosen = view.frontmatter.get("summary") if not view.is_daily else None
+    if isinstance(chosen, str) and chosen.strip():
+        return "", [" ".join(chosen.split())]
+    found = statements(view.text) or _fallback(view)
+    if not view.is_daily and len(found) > 1 and not specific_terms(
+            found[0], f"{view.frontmatter.get('title', '')} {view.key}"):
+        found = found[1:]
+    title = entry_title(view.key) if view.is_daily and not is_bullet(view) else ""
+    if title and len(found) == 1 and found[0].lower().startswith(title.lower()):
+        return "", found  # "Pool exhausted." under "Pool" needs no "Pool: "
+    return title, [s for s in found if s.lower() != title.lower()] or [title]
+
+
+def _section_of(view: EntryView, recent: set[int], index: int) -> str:
+    tags = {t.lower() for t in view.tags}
+    if view.type == "procedural":
+        return "procedures"
+    if "decision" in tags:
+        return "decisions"
+    if view.type == "episodic" and (tags & OPEN_TAGS or re.search(r"\bTODO\b", view.text)):
+        return "open_threads"
+    if index in recent:
+        return "recent"
+    return "key_facts"
+
+
+def _closing(entries: int, statements: int, budget: int) -> str:
+    """The closing line: what did not fit, and how to find it."""
+    what = (f"{entries} more entr{'y' if entries == 1 else 'ies'}" + (
+        f" (and {statements} more statement(s) of the sources above)" if statements else "")
+        if entries else f"{statements} more statement(s) of the sources above")
+    return (f"\n\n_{what} did not fit the {budget:,}-character budget: "
+            "`vaultd search <topic>` finds them._")
+
+
 def render(root: Path, templates: Path, store: Store, views: list[EntryView],
-           budget: int) -> str:
+           budget: int, vectors: np.ndarray | None = None) -> str:
     """The managed block's content, at most `budget` characters."""
+    import numpy as np
+
     template = _template(root, templates)
-    chosen: dict[str, list[str]] = {"key_facts": [], "procedures": [], "recent": [],
-                                     "open_threads": []}
-    ranked = sorted(items(store, views), key=lambda i: (-i.rank, i.line))
-    skeleton = template.format(**{k: "" for k in chosen})
-    used = len(skeleton) + 200  # room for the closing line
-    left_out = 0
-    for item in ranked:
-        if used + len(item.line) + 1 > budget:
-            left_out += 1
-            continue
-        chosen[item.section].append(item.line)
-        used += len(item.line) + 1
-    filled = {k: "\n".join(v) if v else "- (none yet)" for k, v in chosen.items()}
+    present = _fields(template)
+    recalls = store.recall_counts()
+    keep = [i for i, v in enumerate(views) if v.path != MEMORY_FILE and (
+        FADED or not v.archived)]
+    active = [views[i] for i in keep]
+    if vectors is None or len(vectors) != len(views):
+        vectors = np.zeros((len(views), 1), dtype=np.float32)
+    vectors = vectors[keep] if keep else np.zeros((0, vectors.shape[1]), dtype=np.float32)
+    idf = _idf(active)
+    generic = _centrality(vectors)
+    episodes = [i for i, v in enumerate(active) if v.type == "episodic" and not v.archived]
+    recent = set(episodes[-RECENT:])
+    links = {v.path: f"[{_label(v)}]({_target(v.path)})" for v in active}
+    daily = {v.path for v in active if v.is_daily}
+    by_section: dict[str, list[Fact]] = {name: [] for name in SECTIONS}
+    candidates: dict[str, set[int]] = {name: set() for name in SECTIONS}
+    for i, view in enumerate(active):
+        section = _section_of(view, recent, i)
+        if section not in present:
+            section = "key_facts"
+        boost = _boost(view, recalls.get((view.path, view.key), 0)) * (
+            FADED if view.archived else 1.0) * math.exp(-GENERIC_PENALTY * generic[i])
+        power = LENGTH_POWER if section == "key_facts" else ONE_LINE_POWER
+        prefix, said = _facts(view)
+        values = [sum(idf.get(w, 0.0) for w in words(text)) * boost / (len(text) + 3) ** power
+                  for text in said]
+        if view.is_daily and not prefix and values:
+            values[0] = max(values)  # its first sentence leads (see Chooser.fill)
+        by_section[section].extend(Fact(section, i, unit, prefix, text, value, view.is_daily)
+                                   for unit, (text, value) in enumerate(zip(said, values)))
+        candidates[section].add(i)
+    skeleton = len(template.format(**{k: "- (none yet)" for k in present}).rstrip("\n"))
+    n_entries = sum(len(ids) for ids in candidates.values())
+    n_facts = sum(len(facts) for facts in by_section.values())
+    room = budget - skeleton - len(_closing(n_entries, n_facts, budget))  # its longest form
+    chooser = Chooser(active, vectors, links)
+    shown = {name: Section() for name in SECTIONS}
+    for name in ONE_LINE:
+        if name in present:
+            chooser.fill(by_section[name], shown[name], min(room, int(budget * SHARES[name])),
+                         one_line=True)
+            room -= shown[name].chars
+    if "key_facts" in present:  # with the entries the other sections had no room for
+        rest = [f for name in SECTIONS if name != "key_facts" for f in by_section[name]
+                if not chooser.shown[f.entry]]
+        chooser.fill(by_section["key_facts"] + rest, shown["key_facts"], room)
+        room -= shown["key_facts"].chars
+    for name in ONE_LINE:  # room left: a daily entry shown there says more on its line
+        here = {f.entry for facts in shown[name].groups.values() for f in facts}
+        more = [f for f in by_section[name]
+                if f.joins and f.entry in here and (f.entry, f.unit) not in chooser.said]
+        if name in present and more and room > 0:
+            before = shown[name].chars
+            chooser.fill(more, shown[name], before + room, one_line=True)
+            room -= shown[name].chars - before
+    filled = {}
+    for name in present:
+        text = _render_section(shown[name], links, daily) if name in shown else ""
+        filled[name] = text or "- (none yet)"
     body = template.format(**filled).rstrip("\n")
-    if left_out:
-        body += (f"\n\n_{left_out} more item(s) did not fit the {budget:,}-character budget: "
-                 "`vaultd search <topic>` finds them._")
+    said = {i for i in chooser.shown} | {i for i, _ in chooser.repeats}
+    entries_left = sum(1 for ids in candidates.values() for i in ids if i not in said)
+    facts_left = sum(1 for facts in by_section.values() for f in facts
+                     if f.entry in said and (f.entry, f.unit) not in chooser.repeats
+                     ) - sum(chooser.shown.values())
+    if entries_left or facts_left:
+        body += _closing(entries_left, facts_left, budget)
     return body
 
 
@@ -145,9 +440,9 @@ def flush(vault: Vault, *, dry_run: bool = False) -> FlushReport:
 
     report = vault.index()
     phases = vault.lifecycle(["connect", "route"], dry_run=dry_run)
-    views, _ = snapshot(vault.store)
+    views, vectors = snapshot(vault.store)
     block = render(vault.root, templates_dir(), vault.store, views,
-                   vault.settings.lifecycle.memory_budget)
+                   vault.settings.lifecycle.memory_budget, vectors)
     written, diff = write_memory(vault.root, block, dry_run=dry_run)
     if written:
         vault.indexer().sync_paths([MEMORY_FILE])
