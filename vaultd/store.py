@@ -833,6 +833,13 @@ class Store:
             "(SELECT 1 FROM embeddings e WHERE e.hash = c.hash) "
             "AND rowid IN (SELECT rowid FROM chunk_vectors) ORDER BY 1")]
 
+    def chunks_without_embeddings(self) -> int:
+        """How many chunks have a vec0 vector but no cached one (damage, not pending work)."""
+        return int(self.conn.execute(
+            "SELECT count(*) FROM chunks c WHERE NOT EXISTS "
+            "(SELECT 1 FROM embeddings e WHERE e.hash = c.hash) "
+            "AND rowid IN (SELECT rowid FROM chunk_vectors)").fetchone()[0])
+
     def paths_out_of_fts(self) -> list[str]:
         """Chunks with no full-text row, or one whose heading or text differs."""
         return [r[0] for r in self.conn.execute(
