@@ -33,8 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import BENCH, DEFAULT_DATA, OUT, Contention, DaemonApi, machine, summary, \
-    write_json
+from benchlib import BENCH, DEFAULT_DATA, OUT, Contention, DaemonApi, machine, summary, write_json
 
 WORK = Path("/tmp/vaultd-first-search")
 QUERY = "whence zshbuiltins"

@@ -320,6 +320,7 @@ class Vault:
             "vault": str(self.root),
             "index": str(index_file) if exists else None,
             **store.counts(),
+            "pending_vectors": store.pending_vectors(),
             "model": {"id": self.profile.id, "dims": self.profile.dims,
                       "indexed_with": store.model_identity()},
             **store.versions(),

@@ -588,6 +588,9 @@ class Daemon:
         self.pending_vectors = self.vault.pending_vectors()
         if self.pending_vectors and self._meter is None:
             self._meter, self._filled = RateMeter(), 0
+        if self.pending_vectors:
+            self.progress = IndexProgress("vectors", self._filled,
+                                          self._filled + self.pending_vectors)
         if step and self.pending_vectors:
             self._embed_step()
             return
