@@ -429,8 +429,8 @@ def start(ctx: click.Context, timeout: float, wait: bool) -> None:
     from vaultd.daemon.client import DaemonClient
     from vaultd.daemon.control import start_daemon
 
-    root = _root(ctx)
     with _errors():
+        root = _root(ctx)
         info = start_daemon(root, timeout=timeout)
     click.echo(f"vaultd daemon running: pid {info['pid']}, http://127.0.0.1:{info['port']}")
     with _errors():
