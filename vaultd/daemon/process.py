@@ -60,6 +60,7 @@ CONNECT_QUIET = 1.0  # seconds without events before the post-batch connect runs
 VECTOR_STEP = 64  # chunk contents embedded per step of the vectors phase (1-3 s here), so an
 #                   event or a stop waits at most one step
 VECTOR_RETRY = 30.0  # seconds before the vectors phase tries again after a failure
+WARM_EVERY = 5.0  # seconds between reloads of the in-memory vectors while they fill in
 
 
 def setup_logging(root: Path, max_bytes: int, to_stderr: bool) -> None:
@@ -159,6 +160,7 @@ class Daemon:
         self._meter: RateMeter | None = None
         self._vectors_retry_at = 0.0
         self._deferred: list[str] = []  # lifecycle commands waiting for the vectors
+        self._warmed_at = 0.0
         self._indexing = threading.Event()
         # POST /flush and /lifecycle, waiting for the main thread: id → (done, work, answer)
         self._requests: dict[str, tuple[threading.Event, Callable[[], dict[str, Any]],
@@ -608,7 +610,8 @@ class Daemon:
             rate = self._meter.update(self._filled) if self._meter is not None else None
             self.progress = IndexProgress("vectors", self._filled,
                                           self._filled + self.pending_vectors, rate)
-            self._warm_vectors()
+            if not self.pending_vectors or time.monotonic() - self._warmed_at >= WARM_EVERY:
+                self._warm_vectors()  # (a search in between brings its copy up to date)
         except Exception:
             self.stats.errors += 1
             self._vectors_retry_at = time.monotonic() + VECTOR_RETRY
@@ -633,6 +636,7 @@ class Daemon:
     def _warm_vectors(self) -> None:
         """Reload the in-memory vectors now, on the writer's thread, rather than in the first
         search after a change."""
+        self._warmed_at = time.monotonic()
         if self.vault.vectors is not None:
             self.vault.vectors.refresh(self.vault.store)
 
