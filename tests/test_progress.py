@@ -9,6 +9,7 @@ build, and the daemon, `vaultd index`, `start` and `status` report progress.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,7 +24,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import make_vault
-from daemon_helpers import FAST_CONFIG, Running, call, env_for, running_daemon, wait_for
+from daemon_helpers import (
+    FAST_CONFIG,
+    Running,
+    call,
+    env_for,
+    running_daemon,
+    vaultd,
+    wait_for,
+)
 
 from vaultd import layout
 from vaultd.cli import _ProgressLine, main
@@ -393,3 +402,23 @@ def test_a_sigkill_in_the_vectors_phase_is_finished_by_the_next_start(tmp_path: 
         for query in ("caracal3 topic5", "word17 fell", "the 2th day"):
             assert ranking(vault, query, "vector") == ranking(other, query, "vector")
             assert ranking(vault, query) == ranking(other, query)
+
+
+@pytest.mark.slow
+def test_vaultd_start_wait_returns_once_the_first_index_is_done(tmp_path: Path) -> None:
+    notes = {f"semantic/n{i:03d}.md": f"# Note {i}\n\nword{i} caracal wildcats\n"
+             for i in range(300)}
+    root = make_vault(tmp_path, notes, config=FAST_CONFIG)
+    env = env_for(tmp_path)
+    try:
+        started = vaultd(root, "start", "--wait", env=env, timeout=120)
+        assert started.returncode == 0, started.stderr
+        assert "first index done: every file read, every chunk embedded" in started.stdout
+        status = vaultd(root, "status", "--json", env=env)
+        data = json.loads(status.stdout)
+        assert data["pending_vectors"] == 0 and data["daemon"]["first_index_done"] is True
+        assert data["vectors"] == data["chunks"] > 300
+        again = vaultd(root, "start", env=env)  # already running and indexed: nothing to add
+        assert again.returncode == 0 and "indexing continues" not in again.stdout
+    finally:
+        vaultd(root, "stop", env=env)

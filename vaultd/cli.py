@@ -437,12 +437,13 @@ def start(ctx: click.Context, timeout: float, wait: bool) -> None:
         client = DaemonClient.for_vault(root)
         status = client.status() if client is not None else {"first_index_done": True}
         if wait and client is not None:
-            line = _ProgressLine(sys.stderr.isatty())
+            line, shown_at = _ProgressLine(sys.stderr.isatty()), 0.0
             while not status.get("first_index_done", True):
                 shown = _index_line(status)
-                if shown:
+                if shown and time.monotonic() - shown_at >= line.every:
                     line.show(shown)
-                time.sleep(0.5 if line.tty else PROGRESS_EVERY)
+                    shown_at = time.monotonic()
+                time.sleep(0.2)
                 status = client.status()
             line.finish()
             click.echo("first index done: every file read, every chunk embedded")
