@@ -330,6 +330,8 @@ def test_the_daemon_answers_keyword_search_while_vectors_fill_in(
     assert step["progress"] == {"phase": "vectors", "done": 1, "total": chunks, "rate": None,
                                 "eta_seconds": None}  # no rate before a second step
     assert step["pending_vectors"] == chunks - 1
+    between = running.search("caracal wildcats", mode="hybrid")  # filling is no file change
+    assert between["stale_files"] == 0 and between["pending_vectors"] == chunks - 1
 
     embedder.open()
     done = wait_for(lambda: (s := running.call("GET", "/status")[1])["first_index_done"] and s,

@@ -602,8 +602,8 @@ class Daemon:
 
     def _embed_step(self) -> None:
         """One step of the vectors phase (main thread). A failure is logged, and the phase
-        tries again after VECTOR_RETRY seconds; lifecycle phases wait meanwhile."""
-        self._indexing.set()
+        tries again after VECTOR_RETRY seconds; lifecycle phases wait meanwhile. (Not a file
+        change in flight: `indexing` in /status counts pending vectors, `stale_files` not.)"""
         try:
             self._filled += self.vault.embed_pending(limit=VECTOR_STEP)
             self.pending_vectors = self.vault.pending_vectors()
@@ -617,8 +617,6 @@ class Daemon:
             self._vectors_retry_at = time.monotonic() + VECTOR_RETRY
             log.exception("embedding chunks that wait for a vector failed; trying again in "
                           "%.0fs", VECTOR_RETRY)
-        finally:
-            self._indexing.clear()
         if not self.pending_vectors:
             self._vectors_done()
 
