@@ -350,6 +350,7 @@ def test_vaultd_status_shows_the_progress_of_the_first_index(
     assert result.exit_code == 0, result.output
     assert "indexing   embedding 0/" in result.stdout
     assert "keyword search works" in result.stdout
+    assert "index lag" not in result.stdout  # not "queue 0, index lag 0.00s" while it indexes
 
 
 @pytest.mark.slow

@@ -346,10 +346,12 @@ def status(ctx: click.Context, as_json: bool) -> None:
         watcher = daemon["watcher"]
         mode = watcher["mode"] + (f" ({watcher['reason']})" if watcher["reason"] else "")
         last = daemon["last_event_at"]
-        click.echo(f"daemon     pid {daemon['pid']}, port {daemon['port']}, up "
-                   f"{daemon['uptime']:.0f}s, queue {daemon['queue']}, index lag "
-                   f"{daemon['index_lag']:.2f}s, watcher {mode}")
         line = _index_line(daemon)
+        # while it indexes, its progress says more than "queue 0, index lag 0.00s"
+        queue = (f"queue {daemon['queue']}, index lag {daemon['index_lag']:.2f}s, "
+                 if line is None or daemon["queue"] else "")
+        click.echo(f"daemon     pid {daemon['pid']}, port {daemon['port']}, up "
+                   f"{daemon['uptime']:.0f}s, {queue}watcher {mode}")
         if line:
             click.echo(f"indexing   {line}")
         click.echo("last event " + (time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(last))
