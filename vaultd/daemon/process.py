@@ -552,6 +552,7 @@ class Daemon:
             self._after_index(step=True)
         except Exception:
             self.stats.errors += 1
+            self.progress = None if not self.pending_vectors else self.progress
             log.exception("indexing a batch failed; the periodic reconcile will retry")
         finally:
             self._indexing.clear()
@@ -576,6 +577,7 @@ class Daemon:
             self._after_index(step=True)
         except Exception:
             self.stats.errors += 1
+            self.progress = None if not self.pending_vectors else self.progress
             log.exception("reconcile failed")
         finally:
             self._indexing.clear()
