@@ -31,7 +31,13 @@ class Chunk:
 
     @property
     def embed_text(self) -> str:
-        return f"{self.heading}\n{self.text}" if self.heading else self.text
+        return embed_text(self.heading, self.text)
+
+
+def embed_text(heading: str, text: str) -> str:
+    """What the model embeds for a chunk, and what its content hash is of: the heading path as
+    context, then the text (the indexer rebuilds it from the stored chunk to embed it later)."""
+    return f"{heading}\n{text}" if heading else text
 
 
 @dataclass

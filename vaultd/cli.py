@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -152,38 +152,60 @@ def init(path: Path) -> None:
     click.echo(scope_line(settings))
 
 
-def _progress_bar(enabled: bool) -> tuple[Callable[[int, int, str], None] | None,
-                                          Callable[[], None]]:
-    if not enabled:
-        return None, lambda: None
-    state: dict[str, Any] = {}
+PROGRESS_EVERY = 10.0  # seconds between progress lines when stderr is not a terminal
 
-    def progress(done: int, total: int, _path: str) -> None:
-        if "bar" not in state:
-            state["bar"] = click.progressbar(length=total, label="indexing", file=sys.stderr)
-            state["bar"].__enter__()
-        state["bar"].update(done - state.get("done", 0))
-        state["done"] = done
 
-    def finish() -> None:
-        if "bar" in state:
-            state["bar"].__exit__(None, None, None)
+class _ProgressLine:
+    """Index progress on stderr: on a terminal one line rewritten in place (at most 10 times a
+    second); otherwise (a log, CI, an agent's tool call) a line every PROGRESS_EVERY seconds
+    and when a phase ends."""
 
-    return progress, finish
+    def __init__(self, tty: bool, every: float = PROGRESS_EVERY) -> None:
+        self.tty = tty
+        self.every = 0.1 if tty else every
+        self.shown = 0.0
+        self.last = ""
+        self.phase = ""
+
+    def __call__(self, progress: Any) -> None:  # an indexer.IndexProgress
+        now = time.monotonic()
+        if progress.phase != self.phase and self.phase:
+            self.show(self.last, end=True)  # the phase that ended, at its last count
+        ended = progress.done >= progress.total
+        if progress.phase != self.phase or ended or now - self.shown >= self.every:
+            self.phase, self.shown = progress.phase, now
+            self.show(progress.line(), end=ended)
+        self.last = progress.line()
+
+    def show(self, line: str, end: bool = False) -> None:
+        if self.tty:
+            click.echo(f"\r{line}\x1b[K" + ("\n" if end else ""), err=True, nl=False)
+        else:
+            click.echo(line, err=True)
+        if end:
+            self.phase = ""
+
+    def finish(self) -> None:
+        if self.tty and self.phase:
+            click.echo("", err=True)
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def index(ctx: click.Context, as_json: bool) -> None:
-    """Reconcile the vault with its index: embed what is new or changed, drop what is gone."""
+    """Reconcile the vault with its index: read what is new or changed into the full-text
+    index, then embed its chunks, drop what is gone. Progress goes to stderr (chunks, with the
+    rate and time left once the model is loaded): in place on a terminal, a line every 10 s
+    otherwise."""
     with _errors():
         vault = _open(ctx)
-        progress, finish = _progress_bar(sys.stderr.isatty() and not as_json)
+        line = None if as_json else _ProgressLine(sys.stderr.isatty())
         try:
-            report = vault.index(progress=progress)
+            report = vault.index(progress=line)
         finally:
-            finish()
+            if line is not None:
+                line.finish()
     if as_json:
         _echo_json(report.to_dict())
         return
@@ -236,6 +258,11 @@ def search(ctx: click.Context, query: tuple[str, ...], k: int, types: tuple[str,
         data = route.run(lambda daemon: daemon.search(request),
                          lambda: _search_local(ctx, request))
     via_daemon = route.route == "daemon"
+    waiting = data.get("pending_vectors", 0)
+    if waiting:
+        click.echo(f"note: {waiting} chunk(s) have no vector yet (indexing continues): "
+                   + ("ranked by keywords (BM25) alone" if data["mode"] == "hybrid"
+                      else "a vector search cannot find them yet"), err=True)
     stale = data["stale_files"]
     if stale and via_daemon:
         click.echo(f"note: {stale} file change(s) are still being indexed by the daemon",
@@ -324,13 +351,21 @@ def status(ctx: click.Context, as_json: bool) -> None:
         watcher = daemon["watcher"]
         mode = watcher["mode"] + (f" ({watcher['reason']})" if watcher["reason"] else "")
         last = daemon["last_event_at"]
+        line = _index_line(daemon)
+        # while it indexes, its progress says more than "queue 0, index lag 0.00s"
+        queue = (f"queue {daemon['queue']}, index lag {daemon['index_lag']:.2f}s, "
+                 if line is None or daemon["queue"] else "")
         click.echo(f"daemon     pid {daemon['pid']}, port {daemon['port']}, up "
-                   f"{daemon['uptime']:.0f}s, queue {daemon['queue']}, index lag "
-                   f"{daemon['index_lag']:.2f}s, watcher {mode}")
+                   f"{daemon['uptime']:.0f}s, {queue}watcher {mode}")
+        if line:
+            click.echo(f"indexing   {line}")
         click.echo("last event " + (time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(last))
                                     if last else "none"))
     else:
         click.echo("daemon     not running (`vaultd start`)")
+        if data.get("pending_vectors"):
+            click.echo(f"vectors    {data['pending_vectors']} chunk(s) wait for their vector "
+                       "(`vaultd index` embeds them; keyword search finds them already)")
     writer = daemon.get("writer") or data["writer"]  # the running daemon's view first
     click.echo(f"writer     {writer['summary']}" + (
         f" (skips {', '.join(writer['skipped_jobs'])})" if writer.get("skipped_jobs") else ""))
@@ -372,17 +407,57 @@ def run(ctx: click.Context, quiet: bool) -> None:
     sys.exit(code)
 
 
+def _index_line(daemon: dict[str, Any]) -> str | None:
+    """What the daemon's indexing is doing, for `status` and `start --wait`; None when idle."""
+    progress, waiting = daemon.get("progress"), daemon.get("pending_vectors", 0)
+    if progress is None and not waiting:
+        return None
+    from vaultd.indexer import IndexProgress
+
+    if progress is None:
+        return f"{waiting} chunk(s) wait for their vector"
+    line = IndexProgress(progress["phase"], progress["done"], progress["total"],
+                         progress["rate"]).line()
+    if progress["phase"] == "vectors":
+        line += "; keyword search works, hybrid ranks the rest by BM25 alone"
+    return line
+
+
 @main.command()
 @click.option("--timeout", default=120.0, show_default=True,
               help="Seconds to wait for the daemon to answer /health.")
+@click.option("--wait", "wait", is_flag=True,
+              help="Also wait until the first index is done (every file read, every chunk "
+              "embedded), showing its progress.")
 @click.pass_context
-def start(ctx: click.Context, timeout: float) -> None:
-    """Start the daemon in the background; returns once it answers, or fails with the reason."""
+def start(ctx: click.Context, timeout: float, wait: bool) -> None:
+    """Start the daemon in the background; returns once it answers (with --wait: once its
+    first index is done), or fails with the reason."""
+    from vaultd.daemon.client import DaemonClient
     from vaultd.daemon.control import start_daemon
 
     with _errors():
-        info = start_daemon(_root(ctx), timeout=timeout)
+        root = _root(ctx)
+        info = start_daemon(root, timeout=timeout)
     click.echo(f"vaultd daemon running: pid {info['pid']}, http://127.0.0.1:{info['port']}")
+    with _errors():
+        client = DaemonClient.for_vault(root)
+        status = client.status() if client is not None else {"first_index_done": True}
+        if wait and client is not None:
+            line, shown_at = _ProgressLine(sys.stderr.isatty()), 0.0
+            while not status.get("first_index_done", True):
+                shown = _index_line(status)
+                if shown and time.monotonic() - shown_at >= line.every:
+                    line.show(shown)
+                    shown_at = time.monotonic()
+                time.sleep(0.2)
+                status = client.status()
+            line.finish()
+            click.echo("first index done: every file read, every chunk embedded")
+        elif not status.get("first_index_done", True):
+            click.echo("indexing continues in the background (keyword search works as soon "
+                       "as files are read; vectors follow): `vaultd status` shows its "
+                       "progress, `vaultd start --wait` waits for it")
 
 
 @main.command()

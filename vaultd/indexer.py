@@ -1,9 +1,17 @@
 """Reconcile the vault with the index: new, changed, moved and deleted files, as a report.
 
-Vectors are reused by chunk content hash, so unchanged chunks — also in renamed or moved files —
-are never embedded again. Work is done in groups: parse and chunk files until enough chunks are
-pending, embed the missing ones in length-sorted batches, then write the group in one
-transaction. One bad file never stops a run: it is skipped with a one-line reason.
+Two phases, so that keyword search works seconds after a start on a new or much changed vault:
+
+1. **files**: read, parse and chunk every changed file and write it — files, entries, chunks and
+   the full-text (FTS5) rows — in groups of about GROUP_CHUNKS chunks, one transaction each. A
+   chunk whose content hash has a cached vector gets it at once; the others are *pending*.
+2. **vectors**: embed the pending chunks' texts in batches of VECTOR_BATCH distinct contents,
+   each committed on its own (`embed_pending`). A crash in this phase leaves chunks without
+   vectors, which the store counts exactly (`Store.pending_vectors`) and the next run embeds.
+
+Hybrid search ranks a pending chunk by BM25 alone and says how many are pending. Vectors are
+reused by chunk content hash, so unchanged chunks — also in renamed or moved files — are never
+embedded again. One bad file never stops a run: it is skipped with a one-line reason.
 """
 
 from __future__ import annotations
@@ -13,17 +21,82 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 from vaultd import notes
-from vaultd.chunking import Chunk, chunk_note
+from vaultd.chunking import Chunk, chunk_note, embed_text
 from vaultd.embedder import Embedder
 from vaultd.layout import FileStat, Ignore, Scan, scan, stat_paths
 from vaultd.store import ChunkRecord, EntryRecord, FileRecord, Store
 
-Progress = Callable[[int, int, str], None]
 GROUP_CHUNKS = 256
+VECTOR_BATCH = 256  # distinct chunk contents embedded, then committed, together
 RETRY_MTIME = -1  # a skipped file's recorded mtime that no file has: it is read again next time
 KEEP_ORPHAN_VECTORS = 50_000
+
+
+@dataclass(frozen=True)
+class IndexProgress:
+    """Where a run is. `files`: read, parse, chunk, full-text (keyword search finds a file as
+    soon as its group is written); `vectors`: embedding chunks. `rate` (chunks per second) is
+    measured from the end of the first batch, so it leaves out the model's load."""
+    phase: Literal["files", "vectors"]
+    done: int
+    total: int
+    rate: float | None = None
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the measured rate, or None before there is one."""
+        if self.phase != "vectors" or not self.rate:
+            return None
+        return max(self.total - self.done, 0) / self.rate
+
+    def line(self) -> str:
+        unit = "files" if self.phase == "files" else "chunks"
+        what = "reading" if self.phase == "files" else "embedding"
+        share = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        out = f"{what} {self.done:,}/{self.total:,} {unit}{share}"
+        if self.rate:
+            out += f", {self.rate:.1f} chunks/s"
+        if self.eta is not None:
+            out += f", about {duration(self.eta)} left"
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"phase": self.phase, "done": self.done, "total": self.total,
+                "rate": None if self.rate is None else round(self.rate, 2),
+                "eta_seconds": None if self.eta is None else round(self.eta, 1)}
+
+
+def duration(seconds: float) -> str:
+    """`42s`, `3m05s`, `1h02m`."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+class RateMeter:
+    """Chunks per second of the vectors phase, measured from the end of its first batch: that
+    one also pays for loading the model, which would make the ETA lie."""
+
+    def __init__(self) -> None:
+        self._first: tuple[float, int] | None = None
+
+    def update(self, done: int) -> float | None:
+        """The rate after `done` chunks in all, or None while there is none yet."""
+        now = time.perf_counter()
+        if self._first is None:
+            self._first = (now, done)
+            return None
+        at, base = self._first
+        return (done - base) / (now - at) if now > at and done > base else None
+
+
+Progress = Callable[[IndexProgress], None]
 
 
 @dataclass
@@ -34,8 +107,9 @@ class IndexReport:
     deleted: list[str] = field(default_factory=list)
     moved: list[tuple[str, str]] = field(default_factory=list)
     unchanged: int = 0
-    chunks_embedded: int = 0
-    chunks_reused: int = 0
+    chunks_embedded: int = 0  # chunk contents the model embedded in this run
+    chunks_reused: int = 0  # chunks that got a cached vector
+    chunks_pending: int = 0  # chunks left without a vector when the run ended
     skipped: list[tuple[str, str]] = field(default_factory=list)  # skipped in this run
     warnings: list[str] = field(default_factory=list)
     rebuilt: bool = False
@@ -49,6 +123,8 @@ class IndexReport:
             f"{self.chunks_embedded} chunks embedded, {self.chunks_reused} reused",
             f"{len(self.skipped)} skipped",
         ]
+        if self.chunks_pending:
+            parts.insert(3, f"{self.chunks_pending} chunks waiting for vectors")
         if self.warnings:
             parts.append(f"{len(self.warnings)} warnings")
         return "; ".join(parts) + f" in {self.seconds:.2f}s"
@@ -63,7 +139,7 @@ class IndexReport:
             "files": self.files, "new": self.new, "changed": self.changed,
             "deleted": self.deleted, "moved": [list(m) for m in self.moved],
             "unchanged": self.unchanged, "chunks_embedded": self.chunks_embedded,
-            "chunks_reused": self.chunks_reused,
+            "chunks_reused": self.chunks_reused, "chunks_pending": self.chunks_pending,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "warnings": self.warnings, "rebuilt": self.rebuilt,
             "seconds": round(self.seconds, 3),
@@ -89,8 +165,10 @@ class Indexer:
         self.chunk_tokens = chunk_tokens
 
     # -- entry points
-    def reconcile(self, progress: Progress | None = None) -> IndexReport:
-        """Compare the whole vault with the index and apply the difference."""
+    def reconcile(self, progress: Progress | None = None, *, vectors: bool = True
+                  ) -> IndexReport:
+        """Compare the whole vault with the index and apply the difference. With `vectors`
+        False only the files phase runs: what it leaves pending waits for `embed_pending`."""
         started = time.perf_counter()
         report = IndexReport()
         report.rebuilt = self.store.ensure_model(self.embedder.identity())
@@ -98,11 +176,13 @@ class Indexer:
         known = self.store.file_states()
         gone = [p for p in known if p not in on_disk.files]
         self._apply(on_disk, known, gone, report, progress)
-        report.seconds = time.perf_counter() - started
+        self._finish(report, progress, vectors, started)
         return report
 
-    def sync_paths(self, paths: Iterable[str], progress: Progress | None = None) -> IndexReport:
-        """Apply changes for the named vault-relative paths only (created, changed or gone)."""
+    def sync_paths(self, paths: Iterable[str], progress: Progress | None = None, *,
+                   vectors: bool = True) -> IndexReport:
+        """Apply changes for the named vault-relative paths only (created, changed or gone).
+        With `vectors` (the default) every pending chunk of the index gets its vector."""
         started = time.perf_counter()
         report = IndexReport()
         report.rebuilt = self.store.ensure_model(self.embedder.identity())
@@ -111,10 +191,50 @@ class Indexer:
         known = self.store.file_states()
         gone = [p for p in rels if p in known and p not in on_disk.files]
         self._apply(on_disk, {p: known[p] for p in rels if p in known}, gone, report, progress)
-        report.seconds = time.perf_counter() - started
+        self._finish(report, progress, vectors, started)
         return report
 
+    def embed_pending(self, progress: Progress | None = None, *, limit: int | None = None,
+                      report: IndexReport | None = None) -> int:
+        """The vectors phase: embed chunks that wait for a vector, VECTOR_BATCH distinct
+        contents at a time, each batch committed on its own (a crash loses at most one).
+        At most `limit` contents when given (the daemon embeds a batch between file events).
+        Returns how many chunk rows got their vector."""
+        import numpy as np
+
+        total = self.store.pending_vectors()
+        done = embedded = 0
+        meter = RateMeter()
+        if total and progress:
+            progress(IndexProgress("vectors", 0, total))
+        while limit is None or embedded < limit:
+            want = VECTOR_BATCH if limit is None else min(VECTOR_BATCH, limit - embedded)
+            rows = self.store.pending_chunks(want)
+            if not rows:
+                break
+            out = np.asarray(self.embedder.embed([embed_text(h, t) for _, h, t in rows],
+                                                 kind="document"), dtype=np.float32)
+            with self.store.transaction():
+                filled = self.store.add_vectors(
+                    {digest: row.tobytes() for (digest, _, _), row in zip(rows, out)})
+            embedded += len(rows)
+            done += filled
+            if report is not None:
+                report.chunks_embedded += len(rows)
+                report.chunks_reused += filled - len(rows)  # equal contents, embedded once
+            rate = meter.update(done)
+            if progress:
+                progress(IndexProgress("vectors", done, max(total, done), rate))
+        return done
+
     # -- the work
+    def _finish(self, report: IndexReport, progress: Progress | None, vectors: bool,
+                started: float) -> None:
+        if vectors:
+            self.embed_pending(progress, report=report)
+        report.chunks_pending = self.store.pending_vectors()
+        report.seconds = time.perf_counter() - started
+
     def _apply(self, on_disk: Scan, known: dict[str, tuple[int, int, str]], gone: list[str],
                report: IndexReport, progress: Progress | None) -> None:
         report.files = len(on_disk.files)
@@ -135,7 +255,7 @@ class Indexer:
                 self._write_group(group, report)
                 group, pending = [], 0
             if progress:
-                progress(done, len(todo), rel)
+                progress(IndexProgress("files", done, len(todo)))
         self._write_group(group, report)
         moved_from = {old for old, _ in report.moved}
         with self.store.transaction():
@@ -209,22 +329,12 @@ class Indexer:
         return None
 
     def _write_group(self, group: list[_Parsed], report: IndexReport) -> None:
+        """Write a group of parsed files in one transaction: chunks whose content has a cached
+        vector get it now, the others wait for the vectors phase."""
         if not group:
             return
-        import numpy as np
-
-        by_hash: dict[str, str] = {}
-        for parsed in group:
-            by_hash.update(parsed.texts)
-        vectors = self.store.cached_vectors(by_hash)
-        missing = [h for h in by_hash if h not in vectors]
-        if missing:
-            embedded = self.embedder.embed([by_hash[h] for h in missing], kind="document")
-            for h, row in zip(missing, np.asarray(embedded, dtype=np.float32)):
-                vectors[h] = row.tobytes()
-        total = sum(len(p.chunks) for p in group)
-        report.chunks_embedded += len(missing)
-        report.chunks_reused += total - len(missing)
+        vectors = self.store.cached_vectors(h for p in group for h in p.texts)
+        report.chunks_reused += sum(1 for p in group for c in p.chunks if c.hash in vectors)
         with self.store.transaction():
             for parsed in group:
                 self.store.write_file(parsed.record, parsed.entries, parsed.chunks, vectors)

@@ -68,6 +68,14 @@ class Hit:
         return out
 
 
+class Hits(list[Hit]):
+    """The hits, best first. `pending_vectors`: chunks of the index that had no vector yet
+    (the index's vectors phase was still running): a hybrid search ranked them by BM25 alone,
+    a vector search could not find them. 0 for a BM25 search, which needs no vectors."""
+
+    pending_vectors: int = 0
+
+
 @dataclass(frozen=True)
 class SearchOptions:
     k: int = 10
@@ -101,11 +109,14 @@ class Searcher:
         # the FTS query: onnxruntime and SQLite both release the GIL, so the two overlap.
         self.executor = executor
 
-    def search(self, query: str, options: SearchOptions) -> list[Hit]:
+    def search(self, query: str, options: SearchOptions) -> Hits:
         if options.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        out = Hits()
+        if options.mode != "bm25":
+            out.pending_vectors = self.store.pending_vectors()
         if not query.strip() or options.k <= 0:
-            return []
+            return out
         pool = max(options.candidates, options.k * 3)
         vector_hits: list[tuple[int, float]] = []
         text_hits: list[tuple[int, float]] = []
@@ -147,7 +158,8 @@ class Searcher:
         ranked = sorted(rows, key=lambda r: (-scores[r], rows[r].path, rows[r].start_line))
         if options.mmr_lambda > 0:
             ranked = self._mmr(ranked, scores, options.mmr_lambda, options.k)
-        return [_hit(rows[r], scores[r]) for r in ranked[:options.k]]
+        out.extend(_hit(rows[r], scores[r]) for r in ranked[:options.k])
+        return out
 
     def _mmr(self, ranked: list[int], scores: dict[int, float], lam: float, k: int) -> list[int]:
         import numpy as np

@@ -106,8 +106,10 @@ class SearchRequest:
                 "until": self.until, "mode": self.mode, "archive": self.archive}
 
     def response(self, hits: Iterable[Hit], *, stale_files: int) -> dict[str, Any]:
-        """The JSON of `vaultd search --json`, also what the daemon's `/search` answers."""
+        """The JSON of `vaultd search --json`, also what the daemon's `/search` answers.
+        `pending_vectors`: chunks without a vector yet, ranked by BM25 alone (`search.Hits`)."""
         return {"query": self.query, "mode": self.mode, "stale_files": stale_files,
+                "pending_vectors": getattr(hits, "pending_vectors", 0),
                 "hits": [h.to_dict() for h in hits]}
 
 

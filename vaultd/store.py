@@ -272,6 +272,7 @@ class Store:
     def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self.module = sqlite_module()
+        self._pending: tuple[str, int] | None = None  # (vectors generation, pending count)
         try:
             if not read_only:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -405,6 +406,10 @@ class Store:
                    chunks: Iterable[ChunkRecord], vectors: dict[str, bytes]) -> None:
         """Replace everything indexed for `record.path`. `vectors` maps chunk hash → float32 blob.
 
+        A chunk whose hash is not in `vectors` is written without one: it is in the full-text
+        index at once and *pending* (`pending_vectors`) until `add_vectors` brings its vector.
+        A chunk has a `chunk_vectors` row exactly when its hash has a cached vector.
+
         Call inside `transaction()`.
         """
         self._delete_file(record.path)
@@ -429,11 +434,12 @@ class Store:
                 (ch.id, record.path, ch.entry_id, record.type, ch.heading, ch.start_line,
                  ch.end_line, ch.text, ch.hash, ch.date, archived))
             rowid = cur.lastrowid
-            blob = vectors[ch.hash]
-            c.execute("INSERT OR IGNORE INTO embeddings(hash, vector) VALUES (?, ?)",
-                      (ch.hash, blob))
-            c.execute("INSERT INTO chunk_vectors(rowid, archived, embedding) VALUES (?, ?, ?)",
-                      (rowid, archived, blob))
+            blob = vectors.get(ch.hash)
+            if blob is not None:
+                c.execute("INSERT OR IGNORE INTO embeddings(hash, vector) VALUES (?, ?)",
+                          (ch.hash, blob))
+                c.execute("INSERT INTO chunk_vectors(rowid, archived, embedding) "
+                          "VALUES (?, ?, ?)", (rowid, archived, blob))
             c.execute("INSERT INTO chunk_fts(rowid, heading, text) VALUES (?, ?, ?)",
                       (rowid, ch.heading, ch.text))
             c.executemany("INSERT INTO chunk_tags(chunk, tag) VALUES (?, ?)",
@@ -449,6 +455,60 @@ class Store:
             found.update(self.conn.execute(
                 f"SELECT hash, vector FROM embeddings WHERE hash IN ({marks})", part).fetchall())
         return found
+
+    # -- chunks waiting for their vector (the index's second phase)
+    def pending_vectors(self) -> int:
+        """How many chunks wait for a vector (their hash has none cached), exactly.
+
+        Counted again only when the vectors generation moved (every write of chunks or vectors
+        bumps it), so asking on every search costs one meta read. The generation is read before
+        the count: a write landing between the two makes the next call count again."""
+        generation = self.vectors_generation()
+        cached = self._pending
+        if cached is not None and cached[0] == generation:
+            return int(cached[1])
+        count = int(self.conn.execute(
+            "SELECT count(*) FROM chunks c WHERE NOT EXISTS "
+            "(SELECT 1 FROM embeddings e WHERE e.hash = c.hash)").fetchone()[0])
+        self._pending = (generation, count)
+        return count
+
+    def pending_chunks(self, limit: int) -> list[tuple[str, str, str]]:
+        """(hash, heading, text) of up to `limit` distinct chunk contents waiting for a vector,
+        oldest chunk rows first (the order files were indexed in)."""
+        return self.conn.execute(
+            "SELECT c.hash, c.heading, c.text FROM chunks c WHERE c.rowid IN ("
+            "SELECT min(rowid) FROM chunks c2 WHERE NOT EXISTS "
+            "(SELECT 1 FROM embeddings e WHERE e.hash = c2.hash) GROUP BY c2.hash) "
+            "ORDER BY c.rowid LIMIT ?", (limit,)).fetchall()
+
+    def add_vectors(self, vectors: dict[str, bytes]) -> int:
+        """Cache these vectors (chunk hash → float32 blob) and give every chunk with one of
+        these hashes its `chunk_vectors` row. Returns how many chunk rows got a vector. Call
+        inside `transaction()`; writing the same vectors twice changes nothing."""
+        if not vectors:
+            return 0
+        self._bump_vectors_generation()
+        self.conn.executemany("INSERT OR IGNORE INTO embeddings(hash, vector) VALUES (?, ?)",
+                              list(vectors.items()))
+        hashes = list(vectors)
+        filled = 0
+        for start in range(0, len(hashes), 500):
+            part = hashes[start:start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self.conn.execute(
+                f"SELECT rowid, archived, hash FROM chunks WHERE hash IN ({marks})",
+                part).fetchall()
+            rowids = [r for r, _, _ in rows]
+            for at in range(0, len(rowids), 500):
+                some = rowids[at:at + 500]
+                self.conn.execute(f"DELETE FROM chunk_vectors WHERE rowid IN "
+                                  f"({','.join('?' * len(some))})", some)
+            self.conn.executemany(
+                "INSERT INTO chunk_vectors(rowid, archived, embedding) VALUES (?, ?, ?)",
+                [(r, a, vectors[h]) for r, a, h in rows])
+            filled += len(rows)
+        return filled
 
     def prune_embeddings(self, keep_orphans: int) -> int:
         """Drop cached vectors no chunk uses, beyond the newest `keep_orphans` of them."""
@@ -492,9 +552,11 @@ class Store:
         return self.get_meta("vectors_generation") or "0"
 
     def chunk_keys(self) -> tuple[list[int], list[int], list[str]]:
-        """Every chunk's rowid, archived flag and content hash, in rowid order."""
-        rows = self.conn.execute("SELECT rowid, archived, hash FROM chunks ORDER BY rowid"
-                                 ).fetchall()
+        """Rowid, archived flag and content hash of every chunk that has a vector (a pending
+        one has none yet), in rowid order."""
+        rows = self.conn.execute(
+            "SELECT c.rowid, c.archived, c.hash FROM chunks c WHERE EXISTS "
+            "(SELECT 1 FROM embeddings e WHERE e.hash = c.hash) ORDER BY c.rowid").fetchall()
         return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
     def knn(self, vector: bytes, k: int, filters: Filters) -> list[tuple[int, float]]:
@@ -703,6 +765,7 @@ class Store:
         self = cls.__new__(cls)
         self.path = Path(path)
         self.module = sqlite_module()
+        self._pending = None
         from urllib.parse import quote
 
         self.conn = self.module.connect(f"file:{quote(str(self.path.resolve()))}?mode=ro",
@@ -750,9 +813,12 @@ class Store:
             "EXCEPT SELECT path FROM files ORDER BY 1")]
 
     def paths_without_vectors(self) -> list[str]:
+        """Chunks whose vector is cached but missing from the vec0 table (a pending chunk,
+        whose hash has no cached vector yet, is not missing anything)."""
         return [r[0] for r in self.conn.execute(
-            "SELECT DISTINCT path FROM chunks WHERE rowid NOT IN "
-            "(SELECT rowid FROM chunk_vectors) ORDER BY 1")]
+            "SELECT DISTINCT path FROM chunks c WHERE rowid NOT IN "
+            "(SELECT rowid FROM chunk_vectors) AND EXISTS "
+            "(SELECT 1 FROM embeddings e WHERE e.hash = c.hash) ORDER BY 1")]
 
     def vectors_without_chunks(self) -> int:
         return int(self.conn.execute(
@@ -760,10 +826,19 @@ class Store:
         ).fetchone()[0])
 
     def paths_without_embeddings(self) -> list[str]:
-        """Chunks whose content hash has no cached vector (filtered searches would drop them)."""
+        """Chunks with a vec0 vector whose content hash has no cached vector (filtered searches
+        would drop them). A chunk with neither is pending, not broken (`pending_vectors`)."""
         return [r[0] for r in self.conn.execute(
             "SELECT DISTINCT path FROM chunks c WHERE NOT EXISTS "
-            "(SELECT 1 FROM embeddings e WHERE e.hash = c.hash) ORDER BY 1")]
+            "(SELECT 1 FROM embeddings e WHERE e.hash = c.hash) "
+            "AND rowid IN (SELECT rowid FROM chunk_vectors) ORDER BY 1")]
+
+    def chunks_without_embeddings(self) -> int:
+        """How many chunks have a vec0 vector but no cached one (damage, not pending work)."""
+        return int(self.conn.execute(
+            "SELECT count(*) FROM chunks c WHERE NOT EXISTS "
+            "(SELECT 1 FROM embeddings e WHERE e.hash = c.hash) "
+            "AND rowid IN (SELECT rowid FROM chunk_vectors)").fetchone()[0])
 
     def paths_out_of_fts(self) -> list[str]:
         """Chunks with no full-text row, or one whose heading or text differs."""

@@ -19,7 +19,7 @@ from vaultd import layout
 from vaultd.config import Settings, load_settings, set_default
 from vaultd.daemon.client import DaemonClient, DaemonOrLocal
 from vaultd.embedder import Embedder, Kind, ModelProfile, make_embedder, resolve_profile
-from vaultd.search import ARCHIVE_WEIGHT, Hit, Searcher, SearchOptions, hit_from_dict
+from vaultd.search import ARCHIVE_WEIGHT, Hits, Searcher, SearchOptions, hit_from_dict
 from vaultd.search_request import SearchRequest
 from vaultd.store import Filters, Store
 from vaultd.vectors import VectorIndex
@@ -210,9 +210,22 @@ class Vault:
                        max_file_bytes=self.settings.index.max_file_bytes,
                        chunk_tokens=self.settings.index.chunk_tokens)
 
-    def index(self, progress: Progress | None = None) -> IndexReport:
-        """Reconcile the whole vault with the index."""
-        return self.indexer().reconcile(progress)
+    def index(self, progress: Progress | None = None, *, vectors: bool = True) -> IndexReport:
+        """Reconcile the whole vault with the index: first every changed file into the
+        full-text index (keyword search finds it), then the vectors of its new chunks. With
+        `vectors=False` the second phase is left to `embed_pending` (the daemon's way)."""
+        return self.indexer().reconcile(progress, vectors=vectors)
+
+    def embed_pending(self, progress: Progress | None = None, *,
+                      limit: int | None = None) -> int:
+        """Embed chunks that wait for a vector (at most `limit` distinct contents). Returns
+        how many chunks got one."""
+        return self.indexer().embed_pending(progress, limit=limit)
+
+    def pending_vectors(self) -> int:
+        """How many chunks wait for a vector: keyword search finds them, vector search not
+        yet, hybrid search ranks them by BM25 alone."""
+        return self.store.pending_vectors()
 
     def _daemon_or_local(self, daemon_can_answer: bool = True) -> DaemonOrLocal:
         """Through the daemon when one runs, unless `daemon="never"` or an embedder was given."""
@@ -231,7 +244,7 @@ class Vault:
         self.route = route.route
         return vectors
 
-    def search(self, query: str | SearchRequest, k: int = 10, **options: Any) -> list[Hit]:
+    def search(self, query: str | SearchRequest, k: int = 10, **options: Any) -> Hits:
         """Hybrid search (or `mode="vector"|"bm25"`) with optional filters: the query and `k`,
         with any other `SearchRequest` field as a keyword (`types`, `tags`, `path_glob`,
         `since`, `until`, `mode`, `archive`, `half_life_days`, `mmr_lambda`,
@@ -240,19 +253,25 @@ class Vault:
         (faded or merged) notes: "lower" (default: found, ranked below live notes of similar
         relevance), "equal" or "none"; `include_archive=True/False`, the keyword of earlier
         versions, means "equal"/"none". A wrong value (an empty query, `k` < 1, an unknown
-        type, a date that does not exist) raises ValueError."""
+        type, a date that does not exist) raises ValueError. The result's `pending_vectors`
+        says how many chunks had no vector yet (ranked by BM25 alone)."""
         if "include_archive" in options:  # the keyword of earlier versions
             options["archive"] = "equal" if options.pop("include_archive") else "none"
         request = (query if isinstance(query, SearchRequest)
                    else SearchRequest(query, k, **options)).check()  # ValueError: say what
+
+        def remote(daemon: DaemonClient) -> Hits:
+            data = daemon.search(request)
+            out = Hits(hit_from_dict(h) for h in data["hits"])
+            out.pending_vectors = int(data.get("pending_vectors", 0))
+            return out
+
         route = self._daemon_or_local(request.daemon_can_answer)
-        hits = route.run(
-            lambda daemon: [hit_from_dict(h) for h in daemon.search(request)["hits"]],
-            lambda: self.search_with(self.store, request))
+        hits = route.run(remote, lambda: self.search_with(self.store, request))
         self.route = route.route
         return hits
 
-    def search_with(self, store: Store, request: SearchRequest) -> list[Hit]:
+    def search_with(self, store: Store, request: SearchRequest) -> Hits:
         """`search` on a given store connection (the daemon gives each HTTP thread its own).
         With `request.record`, the top 5 hits count as recalled for this query."""
         s = self.settings.search
@@ -307,6 +326,7 @@ class Vault:
             "vault": str(self.root),
             "index": str(index_file) if exists else None,
             **store.counts(),
+            "pending_vectors": store.pending_vectors(),
             "model": {"id": self.profile.id, "dims": self.profile.dims,
                       "indexed_with": store.model_identity()},
             **store.versions(),
@@ -386,6 +406,8 @@ class Vault:
         from vaultd.lifecycle.entries import snapshot
         from vaultd.lifecycle.plans import Context
 
+        if self.store.pending_vectors():  # an entry's vector is the mean of all its chunks'
+            self.embed_pending()
         views, matrix = snapshot(self.store)
         return Context(self.root, self.store, views, matrix, self.thresholds(),
                        self.settings.lifecycle, self.embed, llm=self._llm(), dry_run=dry_run,

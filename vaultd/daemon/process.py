@@ -4,8 +4,12 @@ It holds the vault's lock, loads the model once, serves the loopback API, watche
 and is the single writer of the index. Every write to the index happens on the main thread,
 which runs the work loop: debounced batches of file events, the reconcile at start (changes
 made while it was down) and a periodic cheap reconcile (size/mtime) that catches missed events
-and reports drift. SIGTERM / SIGINT finish the batch in flight, commit, release the lock and
-exit 0.
+and reports drift. Indexing has two phases (`vaultd.indexer`): a batch or reconcile writes
+files, chunks and full-text rows at once (keyword search finds them), and the loop then embeds
+the chunks waiting for a vector VECTOR_STEP at a time whenever no event waits, so a first index
+of a large vault neither delays search nor the next edit. Lifecycle phases wait until every
+chunk has its vector (an entry's vector is the mean of its chunks'). SIGTERM / SIGINT finish
+the batch or step in flight, commit, release the lock and exit 0.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from vaultd.daemon.files import (
 )
 from vaultd.daemon.watcher import Changes, EventQueue, Watcher, coalesce
 from vaultd.errors import VaultdError
-from vaultd.indexer import IndexReport
+from vaultd.indexer import IndexProgress, IndexReport, RateMeter
 from vaultd.lifecycle import PHASE_NAMES
 from vaultd.search_request import SearchRequest
 from vaultd.store import Store
@@ -53,6 +57,10 @@ SCHEDULED_PHASES = (*PHASE_NAMES, "flush")
 OWN_FILES_EVERY = 2.0  # seconds between checks that the daemon's files in .vaultd/ are its own
 MAX_BATCH_WAIT = 2.0  # seconds: a steady stream of events still gets indexed
 CONNECT_QUIET = 1.0  # seconds without events before the post-batch connect runs
+VECTOR_STEP = 64  # chunk contents embedded per step of the vectors phase (1-3 s here), so an
+#                   event or a stop waits at most one step
+VECTOR_RETRY = 30.0  # seconds before the vectors phase tries again after a failure
+WARM_EVERY = 5.0  # seconds between reloads of the in-memory vectors while they fill in
 
 
 def setup_logging(root: Path, max_bytes: int, to_stderr: bool) -> None:
@@ -143,6 +151,16 @@ class Daemon:
         self._lock_lost = 0  # checks in a row that found the lock file held by another
         self.recalls = RecallWriter(self.root)
         self._connect_due: float | None = None  # a post-batch connect, once the vault is quiet
+        # The vectors phase: chunks waiting for a vector, and how the filling goes
+        self.pending_vectors = 0
+        self.progress: IndexProgress | None = None  # of the index work running now, if any
+        self.first_index_done = False  # the start's reconcile and all its vectors
+        self._reconciled = False
+        self._filled = 0  # chunks given a vector since the phase began
+        self._meter: RateMeter | None = None
+        self._vectors_retry_at = 0.0
+        self._deferred: list[str] = []  # lifecycle commands waiting for the vectors
+        self._warmed_at = 0.0
         self._indexing = threading.Event()
         # POST /flush and /lifecycle, waiting for the main thread: id → (done, work, answer)
         self._requests: dict[str, tuple[threading.Event, Callable[[], dict[str, Any]],
@@ -177,15 +195,19 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         watcher = self.watcher
+        progress = self.progress
         return {
             **self.health(),
+            "pending_vectors": self._reader().pending_vectors(),
+            "progress": progress.to_dict() if progress is not None else None,
+            "first_index_done": self.first_index_done,
             "pid": os.getpid(),
             "port": self.server.port if self.server else None,
             "started_at": self.stats.started_at,
             "last_event_at": self.events.last_event_at,
             "last_batch_at": self.stats.last_batch_at,
             "last_batch": self.stats.last_batch,
-            "indexing": self._indexing.is_set(),
+            "indexing": self._indexing.is_set() or self.pending_vectors > 0,
             "watcher": {"mode": watcher.mode if watcher else None,
                         "reason": watcher.reason if watcher else ""},
             "drift": self.stats.drift,
@@ -210,7 +232,8 @@ class Daemon:
         if hits:  # recall promotion counts it; written aside, so no search waits on a writer
             self.recalls.put((hits[:5], request.query, time.time()))
         pending = self.events.qsize() + (1 if self._indexing.is_set() else 0)
-        # exactly the JSON of `vaultd search --json` (index lag is in /health and /status)
+        # exactly the JSON of `vaultd search --json` (index lag is in /health and /status);
+        # its `pending_vectors` says how many chunks were ranked by BM25 alone
         return request.response(hits, stale_files=pending)
 
     # -- lifecycle of the process
@@ -333,10 +356,17 @@ class Daemon:
     def _loop(self) -> None:
         debounce = self.settings.daemon.debounce_ms / 1000
         while not self.stop_event.is_set():
-            item = self.events.get(timeout=0.5)
+            filling = (self.pending_vectors > 0
+                       and time.monotonic() >= self._vectors_retry_at)
+            item = self.events.get(timeout=0 if filling else 0.5)
             if time.monotonic() - self._checked_at >= OWN_FILES_EVERY:
                 self._check_own_files()
             if item is None:
+                if filling:
+                    self._embed_step()
+                    continue
+                if self.pending_vectors:
+                    continue  # waiting to retry the vectors phase: nothing else may run yet
                 if self._connect_due is not None and time.monotonic() >= self._connect_due:
                     self._connect_due = None
                     self._lifecycle("connect", mirror=False)
@@ -394,6 +424,10 @@ class Daemon:
             self._reconcile()
         elif command.startswith(REQUEST):
             self._answer(command[len(REQUEST):])
+            self._after_index()  # a flush or lifecycle request indexes, vectors too
+        elif command.startswith(LIFECYCLE) and self.pending_vectors:
+            if command not in self._deferred:  # runs once every chunk has its vector
+                self._deferred.append(command)
         elif command == LIFECYCLE + "flush":
             with contextlib.suppress(VaultdError):  # logged and counted by _flush
                 self._flush()
@@ -511,12 +545,14 @@ class Daemon:
             return
         self._indexing.set()
         try:
-            report = self.vault.indexer().sync_paths(self._expand(changes))
+            report = self.vault.indexer().sync_paths(self._expand(changes),
+                                                     self._on_progress, vectors=False)
             self._record(report, "batch")
             self._connect_after(report)
-            self._warm_vectors()
+            self._after_index(step=True)
         except Exception:
             self.stats.errors += 1
+            self.progress = None if not self.pending_vectors else self.progress
             log.exception("indexing a batch failed; the periodic reconcile will retry")
         finally:
             self._indexing.clear()
@@ -526,7 +562,11 @@ class Daemon:
     def _reconcile(self) -> None:
         self._indexing.set()
         try:
-            report = self.vault.index()
+            report = self.vault.index(self._on_progress, vectors=False)
+            if report.chunks_pending:
+                log.info("files indexed in %.1fs: keyword search finds them; %d chunks wait "
+                         "for their vectors", report.seconds, report.chunks_pending)
+            self._reconciled = True
             changed = len(report.new) + len(report.changed) + len(report.deleted) + len(
                 report.moved)
             if changed and self.stats.batches > 0:
@@ -534,16 +574,69 @@ class Daemon:
                 log.warning("reconcile found %d change(s) no file event announced", changed)
             self._record(report, "reconcile")
             self._connect_after(report)
-            self._warm_vectors()
+            self._after_index(step=True)
         except Exception:
             self.stats.errors += 1
+            self.progress = None if not self.pending_vectors else self.progress
             log.exception("reconcile failed")
         finally:
             self._indexing.clear()
 
+    def _on_progress(self, progress: IndexProgress) -> None:
+        self.progress = progress
+
+    def _after_index(self, step: bool = False) -> None:
+        """After index work: count the chunks waiting for a vector and, with `step`, embed a
+        first step of them at once (a small batch is then complete when `indexing` clears),
+        then warm the in-memory vectors."""
+        self.pending_vectors = self.vault.pending_vectors()
+        if self.pending_vectors and self._meter is None:
+            self._meter, self._filled = RateMeter(), 0
+        if self.pending_vectors:
+            self.progress = IndexProgress("vectors", self._filled,
+                                          self._filled + self.pending_vectors)
+        if step and self.pending_vectors:
+            self._embed_step()
+            return
+        self._warm_vectors()
+        if not self.pending_vectors:
+            self._vectors_done()
+
+    def _embed_step(self) -> None:
+        """One step of the vectors phase (main thread). A failure is logged, and the phase
+        tries again after VECTOR_RETRY seconds; lifecycle phases wait meanwhile. (Not a file
+        change in flight: `indexing` in /status counts pending vectors, `stale_files` not.)"""
+        try:
+            self._filled += self.vault.embed_pending(limit=VECTOR_STEP)
+            self.pending_vectors = self.vault.pending_vectors()
+            rate = self._meter.update(self._filled) if self._meter is not None else None
+            self.progress = IndexProgress("vectors", self._filled,
+                                          self._filled + self.pending_vectors, rate)
+            if not self.pending_vectors or time.monotonic() - self._warmed_at >= WARM_EVERY:
+                self._warm_vectors()  # (a search in between brings its copy up to date)
+        except Exception:
+            self.stats.errors += 1
+            self._vectors_retry_at = time.monotonic() + VECTOR_RETRY
+            log.exception("embedding chunks that wait for a vector failed; trying again in "
+                          "%.0fs", VECTOR_RETRY)
+        if not self.pending_vectors:
+            self._vectors_done()
+
+    def _vectors_done(self) -> None:
+        """Every chunk has its vector: say so once, and let waiting lifecycle phases run."""
+        if self._meter is not None:
+            log.info("every chunk has its vector (%d embedded in this phase)", self._filled)
+        self._meter, self.progress = None, None
+        if self._reconciled:
+            self.first_index_done = True
+        for command in self._deferred:
+            self.events.put_command(command)
+        self._deferred.clear()
+
     def _warm_vectors(self) -> None:
         """Reload the in-memory vectors now, on the writer's thread, rather than in the first
         search after a change."""
+        self._warmed_at = time.monotonic()
         if self.vault.vectors is not None:
             self.vault.vectors.refresh(self.vault.store)
 
