@@ -28,10 +28,10 @@ posting (~5 MB at 10k SciFact chunks, ~50 MB at 100k) plus the term dictionary.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
-from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -151,34 +151,38 @@ class Bm25Index:
     def _full(self, store: Store) -> _Snapshot | None:
         import numpy as np
 
+        terms: dict[str, int] = {}
+        blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         with store.read_snapshot():
             generation = store.vectors_generation()
             rowids_l, archived_l, hashes = store.chunk_keys()
-            terms: dict[str, int] = {}
-            t_ids, docs, tfs = array("l"), array("q"), array("l")
-            prev, tid = None, -1
-            for term, doc, count in store.fts_postings():
-                if term != prev:
-                    prev, tid = term, len(terms)
-                    terms[term] = tid
-                t_ids.append(tid)
-                docs.append(doc)
-                tfs.append(count)
+            rowids = np.asarray(rowids_l, dtype=np.int64)
+            postings = store.fts_postings()
+            while True:  # in blocks, so the load's peak memory stays near the result's
+                block = list(itertools.islice(postings, 1 << 16))
+                if not block:
+                    break
+                t_ids = np.fromiter((terms.setdefault(t, len(terms)) for t, _, _ in block),
+                                    dtype=np.int32, count=len(block))
+                doc_rowids = np.fromiter((d for _, d, _ in block), np.int64, len(block))
+                pos = np.searchsorted(rowids, doc_rowids)
+                if pos.max() >= len(rowids) or (rowids[pos] != doc_rowids).any():
+                    return self._give_up("the FTS5 index has rows that are not chunks")
+                tf = np.fromiter((c for _, _, c in block), np.int64, len(block))
+                blocks.append((t_ids, pos.astype(np.int32), _counts(tf)))
             fts_rows, fts_tokens = store.fts_totals()
-        rowids = np.asarray(rowids_l, dtype=np.int64)
-        doc_rowids = np.frombuffer(docs, dtype=np.int64) if docs else np.zeros(0, np.int64)
-        pos = np.searchsorted(rowids, doc_rowids)
-        if len(pos) and (pos.max() >= len(rowids) or (rowids[pos] != doc_rowids).any()):
-            return self._give_up("the FTS5 index has rows that are not chunks")
-        tf = np.frombuffer(tfs, dtype=np.int64) if tfs else np.zeros(0, np.int64)
-        doclen = np.bincount(pos, weights=tf, minlength=len(rowids)).astype(np.int64)
+        t = np.concatenate([b[0] for b in blocks]) if blocks else np.zeros(0, np.int32)
+        docs = np.concatenate([b[1] for b in blocks]) if blocks else np.zeros(0, np.int32)
+        tf = _counts(np.concatenate([b[2].astype(np.uint32) for b in blocks])
+                     if blocks else np.zeros(0, np.uint32))
+        del blocks
+        doclen = np.bincount(docs, weights=tf, minlength=len(rowids)).astype(np.int64)
         if fts_rows != len(rowids) or fts_tokens != int(doclen.sum()):
             return self._give_up(f"totals differ from FTS5's ({len(rowids)} rows, "
                                  f"{int(doclen.sum())} tokens vs {fts_rows}, {fts_tokens})")
-        t = np.frombuffer(t_ids, dtype=np.int64) if t_ids else np.zeros(0, np.int64)
         indptr = np.zeros(len(terms) + 1, dtype=np.int64)
         np.cumsum(np.bincount(t, minlength=len(terms)), out=indptr[1:])
-        main = _Postings(indptr, pos.astype(np.int32), _counts(tf))  # already term, doc order
+        main = _Postings(indptr, docs, tf)  # already in term, then row order
         empty = _Postings(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.uint16))
         return _Snapshot(generation, rowids, {(r, h): i for i, (r, h) in
                                               enumerate(zip(rowids_l, hashes))},
