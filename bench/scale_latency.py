@@ -244,6 +244,20 @@ def breakdown(vault: Any, queries: list[str]) -> dict[str, float]:
     return out
 
 
+IDLE_SECONDS = 30.0
+
+
+def idle_cpu_percent(pid: int, seconds: float) -> float:
+    """CPU the idle daemon used (user + system), in % of one core, over `seconds`."""
+    def cpu() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    before = cpu()
+    time.sleep(seconds)
+    return round(100 * (cpu() - before) / seconds, 3)
+
+
 def daemon_latency(root: Path, queries: list[str], reps: int) -> dict[str, Any]:
     env = {"VAULTD_SERVER_PORT": "0"}
     vaultd_cli("--vault", str(root), "stop")
@@ -257,6 +271,7 @@ def daemon_latency(root: Path, queries: list[str], reps: int) -> dict[str, Any]:
         api.wait_idle()
         out["start_batch"] = api.call("GET", "/status")["last_batch"]
         out["rss_after_start_mb"] = mem_mb(api.pid)
+        out["idle_cpu_percent"] = idle_cpu_percent(api.pid, IDLE_SECONDS)
         runs = [query_run(lambda q: api.call("POST", "/search", {"query": q, "k": 10}), queries)
                 for _ in range(reps)]
         out["hybrid"] = runs_summary(runs)
