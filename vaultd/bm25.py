@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import numpy as np
 
     from vaultd.store import Store
@@ -104,6 +106,7 @@ class Bm25Index:
         self._lock = threading.Lock()
         self._stems: dict[str, str | None] = {}
         self.unusable = ""  # why this copy answers nothing (a failed self-check), else ""
+        self._loader: threading.Thread | None = None
         self.rows_tokenized = 0  # chunks tokenized for increments so far
 
     @property
@@ -120,10 +123,44 @@ class Bm25Index:
                 + snap.archived.nbytes + snap.doclen.nbytes)
 
     # -- keeping in step
-    def load(self, store: Store) -> None:
+    def load(self, store: Store, background: bool = False) -> None:
         """Load (or bring up to date) now: the daemon does this at start and after each batch
-        of writes, so no query pays for it."""
+        of writes, so no query pays for it. With `background`, a first load runs on a thread
+        of its own with its own read-only connection (it reads every posting: seconds at 10k
+        chunks, tens of seconds at 100k); until it is done, FTS5 answers."""
+        if self._snapshot is None and background:
+            with self._lock:
+                if self._loader is None and self._snapshot is None:
+                    self._loader = threading.Thread(target=self._load_apart, args=(store.path,),
+                                                    name="vaultd-bm25-load", daemon=True)
+                    self._loader.start()
+            return
         self._refresh(store, full=self._snapshot is None)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a background load; True once loaded."""
+        loader = self._loader
+        if loader is not None:
+            loader.join(timeout)
+        return self._snapshot is not None
+
+    def _load_apart(self, path: Path) -> None:
+        from vaultd.store import Store
+
+        try:
+            store = Store.open_as_is(path)
+        except Exception as exc:  # noqa: BLE001 - FTS5 keeps answering; say why
+            self._give_up(f"cannot open {path} to load: {exc}")
+            return
+        try:
+            snap = self._full(store)
+            with self._lock:
+                if self._snapshot is None:
+                    self._snapshot = snap
+        except Exception as exc:  # noqa: BLE001 - FTS5 keeps answering; say why
+            self._give_up(f"load failed: {exc}")
+        finally:
+            store.close()
 
     def _refresh(self, store: Store, full: bool) -> bool:
         """Up to date with `store`? A full load happens only when asked for (it takes seconds

@@ -184,7 +184,7 @@ class Vault:
             self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vaultd-query")
         self.vectors.refresh(self.store)
         if self.texts is not None:
-            self.texts.load(self.store)
+            self.texts.load(self.store, background=True)
 
     def reopen_index(self) -> None:
         """Open the index file anew: it was deleted or replaced under this process (the
@@ -199,7 +199,7 @@ class Vault:
             from vaultd.bm25 import Bm25Index
 
             self.texts = Bm25Index()
-            self.texts.load(self.store)
+            self.texts.load(self.store, background=True)
 
     def close(self) -> None:
         if self._executor is not None:
