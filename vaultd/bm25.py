@@ -189,30 +189,36 @@ class Bm25Index:
         import numpy as np
 
         terms: dict[str, int] = {}
-        blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        blocks: list[tuple[np.ndarray, np.ndarray]] = []
         with store.read_snapshot():
             generation = store.vectors_generation()
             rowids_l, archived_l, hashes = store.chunk_keys()
             rowids = np.asarray(rowids_l, dtype=np.int64)
-            postings = store.fts_postings()
-            while True:  # in blocks, so the load's peak memory stays near the result's
-                block = list(itertools.islice(postings, 1 << 16))
+            occurrences = store.fts_occurrences()
+            while True:  # in blocks of numpy arrays: no Python object per occurrence is kept
+                block = list(itertools.islice(occurrences, 1 << 16))
                 if not block:
                     break
-                t_ids = np.fromiter((terms.setdefault(t, len(terms)) for t, _, _ in block),
+                t_ids = np.fromiter((terms.setdefault(t, len(terms)) for t, _ in block),
                                     dtype=np.int32, count=len(block))
-                doc_rowids = np.fromiter((d for _, d, _ in block), np.int64, len(block))
+                doc_rowids = np.fromiter((d for _, d in block), np.int64, len(block))
                 pos = np.searchsorted(rowids, doc_rowids)
                 if pos.max() >= len(rowids) or (rowids[pos] != doc_rowids).any():
                     return self._give_up("the FTS5 index has rows that are not chunks")
-                tf = np.fromiter((c for _, _, c in block), np.int64, len(block))
-                blocks.append((t_ids, pos.astype(np.int32), _counts(tf)))
+                blocks.append((t_ids, pos.astype(np.int32)))
             fts_rows, fts_tokens = store.fts_totals()
-        t = np.concatenate([b[0] for b in blocks]) if blocks else np.zeros(0, np.int32)
-        docs = np.concatenate([b[1] for b in blocks]) if blocks else np.zeros(0, np.int32)
-        tf = _counts(np.concatenate([b[2].astype(np.uint32) for b in blocks])
-                     if blocks else np.zeros(0, np.uint32))
+        del block
+        t_all = np.concatenate([b[0] for b in blocks]) if blocks else np.zeros(0, np.int32)
+        d_all = np.concatenate([b[1] for b in blocks]) if blocks else np.zeros(0, np.int32)
         del blocks
+        # one posting per (term, row): occurrences come ordered by term, then row
+        first = np.ones(len(t_all), dtype=bool)
+        first[1:] = (t_all[1:] != t_all[:-1]) | (d_all[1:] != d_all[:-1])
+        starts = np.flatnonzero(first)
+        t, docs = t_all[starts], d_all[starts]
+        tf = _counts(np.diff(np.append(starts, len(t_all))))
+        del t_all, d_all, first, starts
+        _trim_heap()
         doclen = np.bincount(docs, weights=tf, minlength=len(rowids)).astype(np.int64)
         if fts_rows != len(rowids) or fts_tokens != int(doclen.sum()):
             return self._give_up(f"totals differ from FTS5's ({len(rowids)} rows, "
@@ -373,3 +379,14 @@ def _merge(main: _Postings, d_terms: np.ndarray, d_docs: np.ndarray, d_tf: np.nd
     new_keys = {key: int(renumber[i]) for key, i in keys.items()}
     return (merged, np.ones(int(present.sum()), bool), archived[present], doclen[present],
             rowids[present], new_keys)
+
+
+def _trim_heap() -> None:
+    """Give freed heap memory back to the system now (glibc), rather than keep the load's
+    high-water mark resident in a long-lived daemon."""
+    import contextlib
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError, TypeError):  # not glibc: nothing to do
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)

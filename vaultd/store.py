@@ -581,18 +581,18 @@ class Store:
         return [(int(r), -float(s)) for r, s in rows]
 
     # -- the in-memory BM25 copy of long-lived processes (vaultd.bm25)
-    def fts_postings(self) -> Iterator[tuple[str, int, int]]:
-        """(term, chunk rowid, occurrences in heading and text together) for every term of the
-        FTS5 index, ordered by term then rowid: FTS5's own tokens (porter, unicode61), read
-        from its `instance` vocabulary."""
+    def fts_occurrences(self) -> Iterator[tuple[str, int]]:
+        """(term, chunk rowid) for every occurrence of every term of the FTS5 index, ordered
+        by term then rowid (FTS5's own order: no sort, no GROUP BY, whose sorter would leave
+        tens of MB resident): FTS5's own tokens (porter, unicode61), read from its `instance`
+        vocabulary."""
         self.conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunk_fts_instance "
                           "USING fts5vocab(main, 'chunk_fts', 'instance')")
-        yield from self.conn.execute("SELECT term, doc, count(*) FROM temp.chunk_fts_instance "
-                                     "GROUP BY term, doc ORDER BY term, doc")
+        yield from self.conn.execute("SELECT term, doc FROM temp.chunk_fts_instance")
 
     def fts_tokens(self, rows: list[tuple[int, str, str]]) -> list[tuple[str, int, int]]:
-        """`fts_postings` for texts given as (key, heading, text), tokenized as the index does
-        it, in a scratch in-memory FTS5 table: a query's terms, or chunks new to a copy."""
+        """(term, key, occurrences) for texts given as (key, heading, text), tokenized as the
+        index does it, in a scratch in-memory FTS5 table: a query's terms, or new chunks."""
         with self._scratch_lock:
             if self._scratch is None:
                 self._scratch = self.module.connect(":memory:", isolation_level=None,
