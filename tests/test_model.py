@@ -169,3 +169,14 @@ def test_an_index_of_the_old_default_is_rebuilt_for_the_int8_default(tmp_path: P
         assert new == vault.embedder.identity() and new["file"] != old["file"]
         assert vault.search("noodle lunch", k=1)[0].path == "semantic/lunch.md"
         assert vault.index().chunks_embedded == 0
+
+
+def test_int8_texts_run_side_by_side_give_the_same_bits(minilm_int8: OnnxEmbedder,
+                                                        reference: dict) -> None:
+    """One text per call, two calls side by side (two threads, one session): every text's
+    vector is bit for bit what it gets embedded alone, so an index still equals its rebuild."""
+    texts = reference["texts"][:16]
+    assert minilm_int8.threads == 2 and minilm_int8.batch_size == 1  # the parallel path
+    together = minilm_int8.embed(texts)
+    alone = np.vstack([minilm_int8.embed([t]) for t in texts])
+    assert np.array_equal(together, alone)

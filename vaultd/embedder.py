@@ -22,6 +22,7 @@ import hashlib
 import os
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -252,9 +253,10 @@ class Embedder(ABC):
         if not texts:
             return out
         order = sorted(range(len(prefixed)), key=lambda i: len(prefixed[i]))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            vectors = self._embed_batch([prefixed[i] for i in idx])
+        groups = [order[start:start + self.batch_size]
+                  for start in range(0, len(order), self.batch_size)]
+        results = self._embed_batches([[prefixed[i] for i in idx] for idx in groups])
+        for idx, vectors in zip(groups, results):
             if vectors.shape != (len(idx), self.dims):
                 raise ModelError(f"model '{self.model_id}' returned shape {vectors.shape}, "
                                  f"expected ({len(idx)}, {self.dims}); check 'dims' in its profile")
@@ -291,6 +293,10 @@ class Embedder(ABC):
     @abstractmethod
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         """Unit-length float32 vectors for one batch of already-prefixed texts."""
+
+    def _embed_batches(self, batches: list[list[str]]) -> Iterator[np.ndarray]:
+        """`_embed_batch` of each batch, in order (one after the other by default)."""
+        return (self._embed_batch(batch) for batch in batches)
 
 
 class OnnxEmbedder(Embedder):
@@ -413,6 +419,23 @@ class OnnxEmbedder(Embedder):
             raise ModelError(f"{path}: model needs input(s) {sorted(unfeedable)} that vaultd "
                              f"cannot provide (it feeds {', '.join(sorted(_FEEDABLE_INPUTS))}); "
                              "export the encoder without them")
+
+    def _embed_batches(self, batches: list[list[str]]) -> Iterator[np.ndarray]:
+        """One text per call (an int8 profile) leaves a second thread little to do inside one
+        small model run: run `threads` calls side by side instead (onnxruntime sessions are
+        thread-safe and release the GIL). Each text is still run alone, so its vector is the
+        same bit for bit. Measured on 2 cores (bench/RESULTS.md, issue 15 point 2)."""
+        if self.batch_size > 1 or self.threads < 2 or len(batches) < 2:
+            return super()._embed_batches(batches)
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.load()  # once, before the threads
+
+        def run() -> Iterator[np.ndarray]:
+            with ThreadPoolExecutor(self.threads, thread_name_prefix="vaultd-embed") as pool:
+                yield from pool.map(self._embed_batch, batches)
+
+        return run()
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         import numpy as np

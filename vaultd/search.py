@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
+    from vaultd.bm25 import Bm25Index
     from vaultd.vectors import VectorIndex
 
 SNIPPET_CHARS = 700
@@ -91,20 +92,28 @@ class SearchOptions:
     archive_weight: float = ARCHIVE_WEIGHT  # archived chunks' score factor (1.0: equal)
 
 
-def fts_query(query: str) -> str:
-    """A safe FTS5 MATCH expression: each non-stopword term quoted, OR-ed."""
+def fts_terms(query: str) -> list[str]:
+    """The query's words as BM25 sees them: lowercased, stopwords dropped (unless nothing
+    else is left), each once, in order."""
     terms = [t for t in _TERM_RE.findall(query.lower()) if t not in _STOPWORDS]
     if not terms:
         terms = _TERM_RE.findall(query.lower())
-    return " OR ".join(f'"{t}"' for t in dict.fromkeys(terms))
+    return list(dict.fromkeys(terms))
+
+
+def fts_query(query: str) -> str:
+    """A safe FTS5 MATCH expression: each non-stopword term quoted, OR-ed."""
+    return " OR ".join(f'"{t}"' for t in fts_terms(query))
 
 
 class Searcher:
     def __init__(self, store: Store, embed_query: EmbedQuery,
-                 vectors: VectorIndex | None = None, executor: Executor | None = None) -> None:
+                 vectors: VectorIndex | None = None, executor: Executor | None = None,
+                 texts: Bm25Index | None = None) -> None:
         self.store = store
         self.embed_query = embed_query
         self.vectors = vectors  # a warm in-memory copy (the daemon's), else sqlite-vec
+        self.texts = texts  # a warm in-memory copy of the FTS5 postings (the daemon's)
         # With an executor (the daemon's), a hybrid query embeds on it while this thread runs
         # the FTS query: onnxruntime and SQLite both release the GIL, so the two overlap.
         self.executor = executor
@@ -123,9 +132,7 @@ class Searcher:
         embedding = (self.executor.submit(self.embed_query, query)
                      if self.executor is not None and options.mode == "hybrid" else None)
         if options.mode in ("hybrid", "bm25"):
-            match = fts_query(query)
-            if match:
-                text_hits = self.store.fts(match, pool, options.filters)
+            text_hits = self._bm25(query, pool, options.filters)
         if options.mode in ("hybrid", "vector"):
             import numpy as np
 
@@ -160,6 +167,18 @@ class Searcher:
             ranked = self._mmr(ranked, scores, options.mmr_lambda, options.k)
         out.extend(_hit(rows[r], scores[r]) for r in ranked[:options.k])
         return out
+
+    def _bm25(self, query: str, k: int, filters: Filters) -> list[tuple[int, float]]:
+        """FTS5's BM25 ranking: from the in-memory copy when there is one that can answer
+        (the same ranking, ~20x faster at 100k chunks), else from FTS5."""
+        terms = fts_terms(query)
+        if not terms:
+            return []
+        if self.texts is not None and filters.only_archive_rule:
+            hits = self.texts.search(self.store, terms, k, filters.include_archive)
+            if hits is not None:
+                return hits
+        return self.store.fts(" OR ".join(f'"{t}"' for t in terms), k, filters)
 
     def _mmr(self, ranked: list[int], scores: dict[int, float], lam: float, k: int) -> list[int]:
         import numpy as np

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,9 @@ from typing import Any
 
 from vaultd.errors import ExtensionError, IndexAccessError, IndexCorruptError, VaultdError
 from vaultd.layout import ARCHIVE_DIR, is_archived
+
+# chunk_fts's columns and tokenizer (migration 1); vaultd.bm25 tokenizes with the same
+FTS_COLUMNS = "heading, text, tokenize = 'porter unicode61 remove_diacritics 2'"
 
 SQLITE_FIX = (
     "vaultd needs a SQLite that can load extensions. Fix: `pip install sqlean-py sqlite-vec` "
@@ -279,6 +283,8 @@ class Store:
                 if self.path.is_file() and not os.access(self.path, os.W_OK):
                     # SQLite would quietly open it read-only and fail at the first write
                     raise PermissionError(13, "not writable by this user", str(self.path))
+            self._scratch: Any = None  # an in-memory FTS5 table for fts_tokens
+            self._scratch_lock = threading.Lock()
             self.conn = self.module.connect(str(self.path), timeout=30, isolation_level=None,
                                             check_same_thread=False)
             self.conn.enable_load_extension(True)
@@ -296,6 +302,8 @@ class Store:
             raise unusable(self.path, exc) from exc
 
     def close(self) -> None:
+        if self._scratch is not None:
+            self._scratch.close()
         self.conn.close()
 
     @contextmanager
@@ -634,6 +642,54 @@ class Store:
             [match, *args, k]).fetchall()
         return [(int(r), -float(s)) for r, s in rows]
 
+    # -- the in-memory BM25 copy of long-lived processes (vaultd.bm25)
+    def fts_occurrences(self) -> Iterator[tuple[str, int]]:
+        """(term, chunk rowid) for every occurrence of every term of the FTS5 index, ordered
+        by term then rowid (FTS5's own order: no sort, no GROUP BY, whose sorter would leave
+        tens of MB resident): FTS5's own tokens (porter, unicode61), read from its `instance`
+        vocabulary."""
+        self.conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunk_fts_instance "
+                          "USING fts5vocab(main, 'chunk_fts', 'instance')")
+        yield from self.conn.execute("SELECT term, doc FROM temp.chunk_fts_instance")
+
+    def fts_tokens(self, rows: list[tuple[int, str, str]]) -> list[tuple[str, int, int]]:
+        """(term, key, occurrences) for texts given as (key, heading, text), tokenized as the
+        index does it, in a scratch in-memory FTS5 table: a query's terms, or new chunks."""
+        with self._scratch_lock:
+            if self._scratch is None:
+                self._scratch = self.module.connect(":memory:", isolation_level=None,
+                                                    check_same_thread=False)
+                self._scratch.execute(f"CREATE VIRTUAL TABLE scratch USING fts5({FTS_COLUMNS})")
+                self._scratch.execute("CREATE VIRTUAL TABLE scratch_instance "
+                                      "USING fts5vocab(scratch, instance)")
+            c = self._scratch
+            c.execute("BEGIN")
+            try:
+                c.executemany("INSERT INTO scratch(rowid, heading, text) VALUES (?, ?, ?)", rows)
+                return c.execute("SELECT term, doc, count(*) FROM scratch_instance "
+                                 "GROUP BY term, doc ORDER BY term, doc").fetchall()
+            finally:
+                c.execute("ROLLBACK")
+
+    def fts_totals(self) -> tuple[int, int]:
+        """(rows, tokens) of the FTS5 index, the totals its BM25 uses (for a self-check)."""
+        self.conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunk_fts_row "
+                          "USING fts5vocab(main, 'chunk_fts', 'row')")
+        rows = self.conn.execute("SELECT count(*) FROM chunk_fts").fetchone()[0]
+        tokens = self.conn.execute("SELECT coalesce(sum(cnt), 0) FROM temp.chunk_fts_row"
+                                   ).fetchone()[0]
+        return int(rows), int(tokens)
+
+    def chunk_texts(self, rowids: list[int]) -> list[tuple[int, str, str]]:
+        """(rowid, heading, text) of the given chunks, as the FTS5 table holds them."""
+        out: list[tuple[int, str, str]] = []
+        for start in range(0, len(rowids), 500):
+            part = rowids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            out.extend(self.conn.execute(
+                f"SELECT rowid, heading, text FROM chunks WHERE rowid IN ({marks})", part))
+        return out
+
     def chunks_by_rowid(self, rowids: Iterable[int]) -> dict[int, ChunkRow]:
         ids = list(rowids)
         out: dict[int, ChunkRow] = {}
@@ -766,6 +822,7 @@ class Store:
         self.path = Path(path)
         self.module = sqlite_module()
         self._pending = None
+        self._scratch, self._scratch_lock = None, threading.Lock()
         from urllib.parse import quote
 
         self.conn = self.module.connect(f"file:{quote(str(self.path.resolve()))}?mode=ro",

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
     import numpy as np
 
+    from vaultd.bm25 import Bm25Index
+
     # imported where used: a search or an embed needs neither (cold start, CLI wall time)
     from vaultd.indexer import Indexer, IndexReport, Progress
     from vaultd.lifecycle.entries import Thresholds
@@ -150,6 +152,7 @@ class Vault:
         # A warm in-memory copy of the vectors for exact KNN: the daemon keeps one
         # (`keep_vectors_warm`); a one-shot process would pay more to load it than it saves.
         self.vectors: VectorIndex | None = None
+        self.texts: Bm25Index | None = None  # and of the FTS5 postings, for BM25
         self._executor: ThreadPoolExecutor | None = None  # overlaps a query's embed and FTS
 
     # -- parts, built on first use
@@ -174,9 +177,14 @@ class Vault:
         if self.vectors is None:
             from concurrent.futures import ThreadPoolExecutor
 
+            from vaultd.bm25 import Bm25Index
+
             self.vectors = VectorIndex()
+            self.texts = Bm25Index()
             self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vaultd-query")
         self.vectors.refresh(self.store)
+        if self.texts is not None:
+            self.texts.load(self.store, background=True)
 
     def reopen_index(self) -> None:
         """Open the index file anew: it was deleted or replaced under this process (the
@@ -187,6 +195,11 @@ class Vault:
         if self.vectors is not None:
             self.vectors = VectorIndex()
             self.vectors.refresh(self.store)
+        if self.texts is not None:
+            from vaultd.bm25 import Bm25Index
+
+            self.texts = Bm25Index()
+            self.texts.load(self.store, background=True)
 
     def close(self) -> None:
         if self._executor is not None:
@@ -287,7 +300,7 @@ class Vault:
             mmr_lambda=s.mmr_lambda if r.mmr_lambda is None else r.mmr_lambda)
         self._check_model(store)
         searcher = Searcher(store, lambda q: self.embedder.embed([q], kind="query")[0],
-                            self.vectors, self._executor)
+                            self.vectors, self._executor, self.texts)
         hits = searcher.search(r.query, options)
         if r.record and hits:
             import time as _time

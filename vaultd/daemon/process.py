@@ -639,6 +639,8 @@ class Daemon:
         self._warmed_at = time.monotonic()
         if self.vault.vectors is not None:
             self.vault.vectors.refresh(self.vault.store)
+        if self.vault.texts is not None:
+            self.vault.texts.load(self.vault.store, background=True)
 
     def _connect_after(self, report: IndexReport) -> None:
         if self.settings.lifecycle.connect_after_index and (report.new or report.changed

@@ -1,0 +1,112 @@
+"""The daemon's in-memory BM25 answers exactly what FTS5 answers, and follows every change to
+the index (new, edited, deleted and archived notes), through the delta and its merge."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from conftest import fake_embedder, make_vault, write
+
+from vaultd import bm25
+from vaultd.bm25 import Bm25Index
+from vaultd.search import fts_query, fts_terms
+from vaultd.store import Filters
+from vaultd.vault import Vault, open_vault
+
+WORDS = ("caching", "cached", "caches", "retries", "retrying", "webhooks", "tokens", "queues",
+         "queueing", "latency", "budgets", "ownership", "alerts", "rollbacks", "schemas",
+         "naïve", "café", "résumé", "deploys", "deployment")
+
+
+def note(rng: random.Random, i: int) -> str:
+    body = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 60)))
+    return f"# Topic {i} {rng.choice(WORDS)}\n\n{body}.\n"
+
+
+QUERIES = ("caching latency", "webhooks alerts rollbacks", "schemas of queues", "tokens",
+           "cache caches cached", "naive cafe resume", "DEPLOY deployment budgets ownership",
+           "retry the queue", "nothing-matches-this zzz")
+
+
+def assert_same_as_fts(vault: Vault, index: Bm25Index, include_archive: bool = False) -> int:
+    """Every query: the same rows with the same scores as FTS5; returns how many hits."""
+    total = 0
+    for query in QUERIES:
+        for k in (1, 5, 50):
+            expected = vault.store.fts(fts_query(query), k, Filters(
+                include_archive=include_archive))
+            got = index.search(vault.store, fts_terms(query), k, include_archive)
+            assert got is not None
+            assert [r for r, _ in got] == [r for r, _ in expected], (query, k)
+            assert [s for _, s in got] == pytest.approx([s for _, s in expected], rel=1e-12)
+            total += len(got)
+    return total
+
+
+def test_same_ranking_as_fts5(tmp_path: Path) -> None:
+    rng = random.Random(15)
+    notes = {f"semantic/topic-{i:02d}.md": note(rng, i) for i in range(40)}
+    with open_vault(make_vault(tmp_path, notes), env={},
+                    embedder=fake_embedder(tmp_path)) as vault:
+        vault.index()
+        index = Bm25Index()
+        assert index.search(vault.store, ["caching"], 5, False) is None  # not loaded: ask FTS5
+        index.load(vault.store)
+        assert index.size == vault.store.counts()["chunks"] >= 40
+        assert assert_same_as_fts(vault, index) > 100
+
+
+def test_follows_edits_deletes_and_the_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:
+    rng = random.Random(7)
+    notes = {f"semantic/topic-{i:02d}.md": note(rng, i) for i in range(30)}
+    root = make_vault(tmp_path, notes)
+    with open_vault(root, env={}, embedder=fake_embedder(tmp_path)) as vault:
+        vault.index()
+        index = Bm25Index()
+        index.load(vault.store)
+        monkeypatch.setattr(bm25, "MERGE_SHARE", 10.0)  # first through the delta
+        write(root, "semantic/topic-03.md", note(rng, 103))
+        write(root, "semantic/new-one.md", "# New\n\ncaching caching webhooks zebra.\n")
+        (root / "semantic" / "topic-04.md").unlink()
+        vault.index()
+        assert_same_as_fts(vault, index)
+        assert index.rows_tokenized == 2
+        got = index.search(vault.store, ["zebra"], 5, False)
+        assert got is not None and len(got) == 1  # a word only the new note has
+        monkeypatch.setattr(bm25, "MERGE_SHARE", 0.0)  # now merged into the main postings
+        (root / "archive").mkdir(exist_ok=True)
+        (root / "semantic" / "topic-05.md").rename(root / "archive" / "topic-05.md")
+        write(root, "semantic/topic-06.md", note(rng, 106))
+        vault.index()
+        assert_same_as_fts(vault, index)
+        assert_same_as_fts(vault, index, include_archive=True)
+        assert index.size == vault.store.counts()["chunks"]
+
+
+def test_a_word_fts5_splits_goes_to_fts5(tmp_path: Path) -> None:
+    with open_vault(make_vault(tmp_path, {"semantic/a.md": "# A\n\nsnake_case words here.\n"}),
+                    env={}, embedder=fake_embedder(tmp_path)) as vault:
+        vault.index()
+        index = Bm25Index()
+        index.load(vault.store)
+        assert index.stems(vault.store, ["words", "caching"]) == ["word", "cach"]
+        assert index.search(vault.store, ["snake_case"], 5, False) is None  # a phrase in FTS5
+        hits = vault.search("snake_case", mode="bm25")
+        assert [h.path for h in hits] == ["semantic/a.md"]
+
+
+def test_the_daemon_path_uses_it(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    notes = {f"semantic/topic-{i:02d}.md": note(rng, i) for i in range(20)}
+    with open_vault(make_vault(tmp_path, notes), env={}, daemon="never",
+                    embedder=fake_embedder(tmp_path)) as vault:
+        vault.index()
+        cold = [h.chunk_id for h in vault.search("caching latency webhooks", mode="hybrid")]
+        vault.keep_vectors_warm()  # loads on a thread of its own: FTS5 answers meanwhile
+        assert vault.texts is not None and vault.texts.wait(30)
+        assert vault.texts.size == vault.store.counts()["chunks"]
+        warm = [h.chunk_id for h in vault.search("caching latency webhooks", mode="hybrid")]
+        assert warm == cold and len(warm) == 10
