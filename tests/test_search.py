@@ -117,23 +117,38 @@ def test_a_wrong_request_is_an_error_not_an_empty_answer(vault: Vault) -> None:
 
 
 def test_archived_notes_are_a_lower_tier_not_gone(vault: Vault) -> None:
-    """Fading lowers prominence, never recall: an archived twin of a live note is found by
-    default, marked, and ranked after the live one; `equal` ranks it alike, `none` leaves it
+    """Fading lowers prominence, never recall: an archived entry is found by default, marked,
+    and ranked after a live one of similar relevance; `equal` ranks it alike, `none` leaves it
     out."""
-    text = "# 2026-11-21\n\n## 09:00 — zeppelin hangar\nthe zeppelin hangar door sticks in frost\n"
-    write(vault.root, "episodic/2026-11-21.md", text)
-    write(vault.root, "archive/episodic/2026-11-21.md", text)
+    write(vault.root, "episodic/2026-11-21.md", "# 2026-11-21\n\n## 09:00 — zeppelin hangar\n"
+          "the zeppelin hangar door sticks in frost\n")
+    write(vault.root, "archive/episodic/2026-11-20.md", "# 2026-11-20\n\n## 09:00 — zeppelin "
+          "hangar\nthe zeppelin hangar door sticks in the frost\n")
     vault.index()
     hits = vault.search("zeppelin hangar door", k=5)
     assert [(h.path, h.archived) for h in hits[:2]] == [("episodic/2026-11-21.md", False),
-                                                         ("archive/episodic/2026-11-21.md", True)]
+                                                         ("archive/episodic/2026-11-20.md", True)]
     assert hits[1].score < hits[0].score and hits[1].to_dict()["archived"] is True
     equal = vault.search("zeppelin hangar door", k=5, archive="equal")
-    # alike: the twins tie in both retrievers, and ties rank by path, so archive/ comes first
-    assert [h.archived for h in equal[:2]] == [True, False]
+    assert {h.path for h in equal[:2]} == {"episodic/2026-11-21.md",
+                                           "archive/episodic/2026-11-20.md"}
     assert all(not h.archived for h in vault.search("zeppelin hangar door", archive="none"))
     with pytest.raises(ValueError, match="'archive' must be one of lower, equal, none"):
         vault.search("zeppelin", archive="all")
+
+
+def test_an_archived_copy_of_a_live_hit_does_not_take_a_place(vault: Vault) -> None:
+    """A merged entry lives on verbatim in its semantic note: the archived original is a
+    second copy of a hit already shown, so the lower tier leaves it out (`equal` keeps it)."""
+    fact = "the kiln thermocouple reads low after a firing"
+    write(vault.root, "semantic/kiln.md", f"# Kiln\n\n- {fact} — [2026-11-02](x.md)\n"
+          "- the glaze shelf holds six tiles\n")
+    write(vault.root, "archive/episodic/2026-11-02.md", f"# 2026-11-02\n\n- {fact}\n")
+    vault.index()
+    lower = [h.path for h in vault.search("kiln thermocouple firing", k=5)]
+    assert "semantic/kiln.md" in lower and "archive/episodic/2026-11-02.md" not in lower
+    equal = [h.path for h in vault.search("kiln thermocouple firing", k=5, archive="equal")]
+    assert "archive/episodic/2026-11-02.md" in equal
 
 
 def test_archive_in_a_search_body_keeps_earlier_clients_working() -> None:
