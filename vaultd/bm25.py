@@ -192,7 +192,7 @@ class Bm25Index:
         blocks: list[tuple[np.ndarray, np.ndarray]] = []
         with store.read_snapshot():
             generation = store.vectors_generation()
-            rowids_l, archived_l, hashes = store.chunk_keys()
+            rowids_l, archived_l, hashes = store.chunk_keys(embedded_only=False)
             rowids = np.asarray(rowids_l, dtype=np.int64)
             occurrences = store.fts_occurrences()
             while True:  # in blocks of numpy arrays: no Python object per occurrence is kept
@@ -242,7 +242,7 @@ class Bm25Index:
 
         with store.read_snapshot():
             generation = store.vectors_generation()
-            rowids_l, archived_l, hashes = store.chunk_keys()
+            rowids_l, archived_l, hashes = store.chunk_keys(embedded_only=False)
             keys = list(zip(rowids_l, hashes))
             new_rows = [r for r, h in keys if (r, h) not in snap.keys]
             texts = store.chunk_texts(new_rows)

@@ -33,11 +33,11 @@ if TYPE_CHECKING:
 SNIPPET_CHARS = 700
 # An archived chunk's fused score is multiplied by this in the default ("lower") tier: it ranks
 # after live chunks of similar relevance (with RRF, k = 60, 0.95 is about three places down
-# when both retrievers rank it) and above weak ones; an archived chunk whose words a live hit
-# above it already holds is left out (see _without_archived_copies). Chosen on locomo-dev
-# (bench/memory_lifecycle.py, R@5 after four lifecycle passes, conv-26/30/41, before the
-# lifecycle .646 .699 .659): 0.99 → .666 .712 .672; 0.95 → .680 .728 .686; 0.9 → .687 .755
-# .678; without the copy rule 0.95 gave .658 .699 .649 (an earlier lifecycle).
+# when both retrievers rank it) and above weak ones; an archived chunk whose words a live
+# candidate holds is left out and lifts that one instead (see _without_archived_copies).
+# Chosen on locomo-dev (bench/memory_lifecycle.py, R@5 after four lifecycle passes, conv-26/30/41, before the
+# lifecycle .646 .699 .659): 0.95 → .686 .755 .710; 0.9 → .687 .755 .693; without the copy
+# rule 0.95 gave .658 .699 .649 (an earlier lifecycle) and 0.5 gave .585 .631 .494.
 ARCHIVE_WEIGHT = 0.95
 EmbedQuery = Callable[[str], "np.ndarray"]
 
@@ -164,10 +164,10 @@ class Searcher:
             for rowid, row in rows.items():
                 scores[rowid] *= _decay(row, today, options.half_life_days)
         ranked = sorted(rows, key=lambda r: (-scores[r], rows[r].path, rows[r].start_line))
+        if options.filters.include_archive and options.archive_weight != 1.0:
+            ranked = _without_archived_copies(ranked, rows, scores)
         if options.mmr_lambda > 0:
             ranked = self._mmr(ranked, scores, options.mmr_lambda, options.k)
-        if options.filters.include_archive and options.archive_weight != 1.0:
-            ranked = _without_archived_copies(ranked, rows)
         out.extend(_hit(rows[r], scores[r]) for r in ranked[:options.k])
         return out
 
@@ -205,21 +205,25 @@ def _flat(text: str) -> str:
     return " ".join(text.split()).lstrip("-*+ ").lower()
 
 
-def _without_archived_copies(ranked: list[int], rows: dict[int, ChunkRow]) -> list[int]:
-    """In the lower tier, an archived chunk whose words a live chunk ranked above it already
-    holds (a merged entry, kept verbatim in its semantic note) is a second copy, not a
-    second answer: it is left out, so it does not take a place from another fact."""
-    live: list[str] = []
-    kept = []
+def _without_archived_copies(ranked: list[int], rows: dict[int, ChunkRow],
+                             scores: dict[int, float]) -> list[int]:
+    """In the lower tier, an archived chunk whose words a live candidate holds (a merged
+    entry, kept verbatim in its semantic note) is a second copy, not a second answer: it is
+    left out, and the live chunk that holds it ranks at least where it would have."""
+    live = [(r, _flat(rows[r].text)) for r in ranked if not is_archived(rows[r].path)]
+    dropped = set()
     for r in ranked:
+        if not is_archived(rows[r].path):
+            continue
         flat = _flat(rows[r].text)
-        if is_archived(rows[r].path):
-            if flat and any(flat in text for text in live):
-                continue
-        else:
-            live.append(flat)
-        kept.append(r)
-    return kept
+        holder = next((h for h, text in live if flat and flat in text), None)
+        if holder is not None:
+            dropped.add(r)
+            scores[holder] = max(scores[holder], scores[r])
+    if not dropped:
+        return ranked
+    return sorted((r for r in ranked if r not in dropped),
+                  key=lambda r: (-scores[r], rows[r].path, rows[r].start_line))
 
 
 def _rrf(lists: list[tuple[list[tuple[int, float]], float]], k: int) -> dict[int, float]:

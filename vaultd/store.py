@@ -559,12 +559,14 @@ class Store:
     def vectors_generation(self) -> str:
         return self.get_meta("vectors_generation") or "0"
 
-    def chunk_keys(self) -> tuple[list[int], list[int], list[str]]:
+    def chunk_keys(self, embedded_only: bool = True) -> tuple[list[int], list[int], list[str]]:
         """Rowid, archived flag and content hash of every chunk that has a vector (a pending
-        one has none yet), in rowid order."""
+        one has none yet) — or of every chunk, with `embedded_only=False` (what keyword
+        search covers: a chunk is in FTS5 before it has a vector) — in rowid order."""
         rows = self.conn.execute(
             "SELECT c.rowid, c.archived, c.hash FROM chunks c WHERE EXISTS "
-            "(SELECT 1 FROM embeddings e WHERE e.hash = c.hash) ORDER BY c.rowid").fetchall()
+            "(SELECT 1 FROM embeddings e WHERE e.hash = c.hash) ORDER BY c.rowid" if embedded_only
+            else "SELECT rowid, archived, hash FROM chunks ORDER BY rowid").fetchall()
         return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
     def knn(self, vector: bytes, k: int, filters: Filters) -> list[tuple[int, float]]:
