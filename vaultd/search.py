@@ -35,9 +35,9 @@ SNIPPET_CHARS = 700
 # after live chunks of similar relevance (with RRF, k = 60, 0.95 is about three places down
 # when both retrievers rank it) and above weak ones; an archived chunk whose words a live
 # candidate holds is left out and lifts that one instead (see _without_archived_copies).
-# Chosen on locomo-dev (bench/memory_lifecycle.py, R@5 after four lifecycle passes,
-# conv-26/30/41, before the lifecycle .646 .699 .659): 0.95 → .686 .755 .710; 0.9 → .687 .755 .693; without the copy
-# rule 0.95 gave .658 .699 .649 (an earlier lifecycle) and 0.5 gave .585 .631 .494.
+# Chosen on locomo-dev (bench/memory_lifecycle.py): R@5 after four lifecycle passes on
+# conv-26/30/41 with 0.95 is .686 .755 .710, with 0.9 .687 .755 .693 (before the lifecycle:
+# .646 .699 .659); without the copy rule, 0.95 gave .658 .699 .649 and 0.5 .585 .631 .494.
 ARCHIVE_WEIGHT = 0.95
 EmbedQuery = Callable[[str], "np.ndarray"]
 
