@@ -3,7 +3,7 @@ until a BM25 search finds a known phrase, and until every chunk has its vector.
 
     python bench/first_search.py [--tree SRC] [--runs 3] [--label after]
 
-Each run copies the `til` vault (1,873 notes, /work/shared/data/til.tar.gz, extracted under
+Each run copies the `til` vault (1,873 notes, the shared data's til.tar.gz, extracted under
 /tmp) to a fresh folder, runs `vaultd init` on it and starts `python -m vaultd run --quiet`
 with `PYTHONPATH=SRC` (default: this checkout; pass an exported older tree for "before").
 It then polls the daemon's API every 0.2 s:
