@@ -342,23 +342,9 @@ class Bm25Index:
             matched[docs] = True
         if not include_archive:
             matched &= ~snap.archived
-        candidates = np.flatnonzero(matched)
-        if not len(candidates):
-            return []
-        found = scores[candidates]
-        k = min(k, len(candidates))
-        if k < len(candidates):  # everything tied with the k-th best competes for the last places
-            kth = found[np.argpartition(-found, k - 1)[k - 1]]
-            top = candidates[found >= kth]
-        else:
-            top = candidates
-        hits = [(int(snap.rowids[i]), float(scores[i])) for i in top]
-        if len(hits) > k or len({s for _, s in hits}) < len(hits):  # ties: by path and line
-            place = store.chunk_positions([r for r, _ in hits])
-            hits.sort(key=lambda h: (-h[1], *place.get(h[0], ("", 0))))
-        else:
-            hits.sort(key=lambda h: -h[1])
-        return hits[:k]
+        from vaultd.vectors import best_k
+
+        return best_k(store, snap.rowids, scores, np.flatnonzero(matched), k)
 
 
 def _merge(main: _Postings, d_terms: np.ndarray, d_docs: np.ndarray, d_tf: np.ndarray,

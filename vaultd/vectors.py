@@ -107,20 +107,31 @@ class VectorIndex:
         if norm == 0.0 or q.shape[0] != snap.matrix.shape[1]:
             return []
         scores = snap.matrix @ (q / norm)
-        if not include_archive:
-            scores = np.where(snap.live, scores, -np.inf)
-        k = min(k, len(scores))
-        if k < len(scores):  # everything tied with the k-th best competes for the last places
-            kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
-            top = np.flatnonzero(scores >= kth)
-        else:
-            top = np.arange(len(scores))
-        top = top[np.isfinite(scores[top])]
-        hits = [(int(snap.rowids[i]), float(scores[i])) for i in top]
-        if len(hits) > k or len({s for _, s in hits}) < len(hits):  # ties: by path and line
-            place = store.chunk_positions([r for r, _ in hits])
-            hits.sort(key=lambda h: (-h[1], *place.get(h[0], ("", 0))))
-        else:
-            hits.sort(key=lambda h: -h[1])
-        return hits[:k]
+        eligible = np.arange(len(scores)) if include_archive else np.flatnonzero(snap.live)
+        return best_k(store, snap.rowids, scores, eligible, k)
 
+
+def best_k(store: Store, rowids: np.ndarray, scores: np.ndarray, eligible: np.ndarray,
+           k: int) -> list[tuple[int, float]]:
+    """The k best (chunk rowid, score) among the `eligible` positions, best first; equal
+    scores by path and line, and everything tied with the k-th best competes for the last
+    places, so which of many tied chunks make the cut survives a rebuild. The in-memory
+    vectors and the in-memory BM25 both rank with it."""
+    import numpy as np
+
+    found = scores[eligible]
+    k = min(k, len(eligible))
+    if k <= 0:
+        return []
+    if k < len(eligible):
+        kth = found[np.argpartition(-found, k - 1)[k - 1]]
+        top = eligible[found >= kth]
+    else:
+        top = eligible
+    hits = [(int(rowids[i]), float(scores[i])) for i in top]
+    if len(hits) > k or len({s for _, s in hits}) < len(hits):  # ties: by path and line
+        place = store.chunk_positions([r for r, _ in hits])
+        hits.sort(key=lambda h: (-h[1], *place.get(h[0], ("", 0))))
+    else:
+        hits.sort(key=lambda h: -h[1])
+    return hits[:k]
