@@ -191,3 +191,16 @@ def test_statements_are_whole_and_skip_what_is_not_a_fact() -> None:
         "Stripe retries failed deliveries for three days",  # its provenance dropped
         "A bullet that goes on over a second line of text.",  # whole, continuation joined
     ]  # not: the lead-in, the code, a source reference, a bare link, tags, a heading
+
+
+def test_faded_and_merged_entries_leave_memory_md(tmp_path: Path) -> None:
+    """Fading lowers prominence: an entry under archive/ is still found by search, but it is
+    no longer a MEMORY.md candidate (issue 14, point 1)."""
+    root = make_vault(tmp_path, {
+        "episodic/2026-11-01.md": "- The kiln thermocouple in Oslo reads 40 degrees low.\n",
+        "archive/episodic/2026-10-01.md": "- The Zanzibar ferry leaves Stone Town at 07:00.\n"})
+    with open_fake(root, tmp_path) as vault:
+        block = block_of(vault)
+        assert "The kiln thermocouple in Oslo reads 40 degrees low." in block
+        assert "Zanzibar" not in block
+        assert [h.archived for h in vault.search("Zanzibar ferry", mode="bm25")] == [True]

@@ -16,12 +16,13 @@ rest, with whatever those had no room for.
 A fact's value: its specificity (the IDF of its words over the vault: names, numbers, places,
 rare terms) per character^1.3, times exp(-z) for an entry z standard deviations more central
 than the vault's average (hubs are generic; what gets asked is specific), times boosts for
-proven status, recalls and durable notes; a faded entry (under `archive/`) counts at 0.8. The
-greedy choice skips near-duplicates and discounts a fact close to one already chosen (MMR on
-the entries' vectors). Tuned on locomo-dev (bench/memory_lifecycle.py, bench/RESULTS.md).
-What does not fit is counted in a closing line that says how to find it, never cut silently.
-vaultd owns only the block between its markers; the rest of the file is the user's and is kept
-verbatim.
+proven status, recalls and durable notes. Faded and merged entries (under `archive/`) are not
+candidates: fading lowers prominence (search still finds them), and a merged entry's facts
+are in its note. The greedy choice skips near-duplicates and discounts a fact close to one
+already chosen (MMR on the entries' vectors). Tuned on locomo-dev (bench/memory_lifecycle.py,
+bench/RESULTS.md). What does not fit is counted in a closing line that says how to find it,
+never cut silently. vaultd owns only the block between its markers; the rest of the file is
+the user's and is kept verbatim.
 """
 
 from __future__ import annotations
@@ -71,7 +72,6 @@ PROVEN_BOOST = 1.5
 DURABLE_BOOST = 1.2  # semantic notes and the user's notes: knowledge rather than an episode
 RECALL_BOOST = 0.2  # per query that recalled the entry, up to RECALL_CAP
 RECALL_CAP = 5
-FADED = 0.8  # a faded entry (under archive/) is still a candidate, at this much of its value
 SAME_ENTRY_DECAY = 0.6  # each further fact of one entry is worth this much less
 SIMILARITY_PENALTY = 0.5  # MMR: value × (1 - this × cosine to the closest chosen entry)
 DUPLICATE_WORDS = 0.8  # word Jaccard at which a fact repeats one already chosen
@@ -322,15 +322,14 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
     template = _template(root, templates)
     present = _fields(template)
     recalls = store.recall_counts()
-    keep = [i for i, v in enumerate(views) if v.path != MEMORY_FILE and (
-        FADED or not v.archived)]
+    keep = [i for i, v in enumerate(views) if v.path != MEMORY_FILE and not v.archived]
     active = [views[i] for i in keep]
     if vectors is None or len(vectors) != len(views):
         vectors = np.zeros((len(views), 1), dtype=np.float32)
     vectors = vectors[keep] if keep else np.zeros((0, vectors.shape[1]), dtype=np.float32)
     idf = _idf(active)
     generic = _centrality(vectors)
-    episodes = [i for i, v in enumerate(active) if v.type == "episodic" and not v.archived]
+    episodes = [i for i, v in enumerate(active) if v.type == "episodic"]
     recent = set(episodes[-RECENT:])
     links = {v.path: f"[{_label(v)}]({_target(v.path)})" for v in active}
     daily = {v.path for v in active if v.is_daily}
@@ -340,8 +339,8 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
         section = _section_of(view, recent, i)
         if section not in present:
             section = "key_facts"
-        boost = _boost(view, recalls.get((view.path, view.key), 0)) * (
-            FADED if view.archived else 1.0) * math.exp(-GENERIC_PENALTY * generic[i])
+        boost = _boost(view, recalls.get((view.path, view.key), 0)) * math.exp(
+            -GENERIC_PENALTY * generic[i])
         power = LENGTH_POWER if section == "key_facts" else ONE_LINE_POWER
         prefix, said = _facts(view)
         values = [sum(idf.get(w, 0.0) for w in words(text)) * boost / (len(text) + 3) ** power
