@@ -204,3 +204,32 @@ def test_faded_and_merged_entries_leave_memory_md(tmp_path: Path) -> None:
         assert "The kiln thermocouple in Oslo reads 40 degrees low." in block
         assert "Zanzibar" not in block
         assert [h.archived for h in vault.search("Zanzibar ferry", mode="bm25")] == [True]
+
+
+def test_a_consolidated_theme_does_not_crowd_out_distinct_facts(tmp_path: Path) -> None:
+    """A consolidated note restates one theme: a question about it needs one of its facts, so
+    the budget goes to distinct episodes first (locomo-dev: its facts are asked about a third
+    as often per fact), and the theme still gets its line."""
+    theme = ["John started a weekend yoga class with a colleague.",
+             "John's yoga instructor focuses on proper poses.",
+             "John attends a yoga studio with a chill vibe.",
+             "The yoga studio John attends offers kickboxing too.",
+             "John finds yoga awesome for his wellbeing.",
+             "John's beginner yoga class helps his flexibility."]
+    body = "".join(f"- {f} — [2026-06-1{i}](../archive/episodic/2026-06-1{i}.md)\n"
+                   for i, f in enumerate(theme))
+    distinct = ["John's sister Ayla moved to Quito in March.",
+                "John sold his Vespa for 900 euros.",
+                "John's dog Biscuit is afraid of thunder.",
+                "John passed the Kraków firefighter exam on his second try.",
+                "John's favourite band is Khruangbin."]
+    root = make_vault(tmp_path, {
+        "semantic/john-yoga.md": "---\ntype: semantic\ntitle: John — yoga\nstatus: proven\n"
+        f"consolidation: abc123\n---\n# John — yoga\n\n{body}",
+        "episodic/2026-09-01.md": "# day\n\n" + "".join(f"- {f}\n" for f in distinct),
+        "episodic/2026-09-02.md": "# day\n\n- Filler so the first day is not recent.\n"})
+    with open_fake(root, tmp_path) as vault:
+        with_settings(vault, memory_budget=800)
+        block = block_of(vault)
+    assert all(f in block for f in distinct), block
+    assert 1 <= sum(f in block for f in theme) < len(theme), block

@@ -14,9 +14,11 @@ episodes get one line per entry, each section within a share of the budget; key 
 rest, with whatever those had no room for.
 
 A fact's value: its specificity (the IDF of its words over the vault: names, numbers, places,
-rare terms) per character^1.3, times exp(-z) for an entry z standard deviations more central
+rare terms) per character, times exp(-0.35 z) for an entry z standard deviations more central
 than the vault's average (hubs are generic; what gets asked is specific), times boosts for
-proven status, recalls and durable notes. Faded and merged entries (under `archive/`) are not
+proven status, recalls and durable notes. A consolidated note's facts restate one theme, so
+they count for less per fact (CONSOLIDATED_WEIGHT): the theme gets its line, and the budget
+goes to distinct facts. Faded and merged entries (under `archive/`) are not
 candidates: fading lowers prominence (search still finds them), and a merged entry's facts
 are in its note. The greedy choice skips near-duplicates and discounts a fact close to one
 already chosen (MMR on the entries' vectors). Tuned on locomo-dev (bench/memory_lifecycle.py,
@@ -65,11 +67,17 @@ RECENT = 10  # recent episodes shown, at most
 ONE_LINE = ("procedures", "decisions", "open_threads", "recent")
 SHARES = {"procedures": 0.25, "decisions": 0.1, "open_threads": 0.1, "recent": 0.08}
 # How a fact is valued (tuned on locomo-dev, bench/memory_lifecycle.py; see bench/RESULTS.md)
-LENGTH_POWER = 1.3  # value = specificity / characters^p: Σ idf grows with length, so p > 1
+LENGTH_POWER = 1.0  # value = specificity / characters^p: IDF per character (1.3 favoured short
+# facts, and the long, specific ones are asked about as often: locomo-dev 0.60 → 0.62 pooled)
 ONE_LINE_POWER = 1.0  # the same for the one line of a procedure, decision, thread or episode
-GENERIC_PENALTY = 1.0  # value × exp(-this × z), z = how central the entry is (standardised)
+GENERIC_PENALTY = 0.35  # value × exp(-this × z), z = how central the entry is (standardised)
 PROVEN_BOOST = 1.5
 DURABLE_BOOST = 1.2  # semantic notes and the user's notes: knowledge rather than an episode
+# A consolidated note's facts are restatements of one theme (each ≥ 0.70 similar to the
+# others): a question about the theme needs one of them, so per fact they are asked about far
+# less often than an unmerged episode's (locomo-dev: 0.43 vs 0.76 questions per fact on
+# conv-26, 0.14 vs 0.47 on conv-41). Valued as episodes times this, not boosted as proven.
+CONSOLIDATED_WEIGHT = 0.35
 RECALL_BOOST = 0.2  # per query that recalled the entry, up to RECALL_CAP
 RECALL_CAP = 5
 SAME_ENTRY_DECAY = 0.6  # each further fact of one entry is worth this much less
@@ -248,9 +256,12 @@ def _centrality(vectors: np.ndarray) -> np.ndarray:
 
 
 def _boost(view: EntryView, recalls: int) -> float:
-    boost = PROVEN_BOOST if view.proven else 1.0
-    if view.type not in ("episodic", "procedural") and not view.is_daily:
-        boost *= DURABLE_BOOST
+    if "consolidation" in view.frontmatter:
+        boost = CONSOLIDATED_WEIGHT
+    else:
+        boost = PROVEN_BOOST if view.proven else 1.0
+        if view.type not in ("episodic", "procedural") and not view.is_daily:
+            boost *= DURABLE_BOOST
     return boost * (1.0 + RECALL_BOOST * min(recalls, RECALL_CAP))
 
 
