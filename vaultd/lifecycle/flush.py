@@ -18,13 +18,13 @@ rare terms) per character, times exp(-0.35 z) for an entry z standard deviations
 than the vault's average (hubs are generic; what gets asked is specific), times boosts for
 proven status, recalls and durable notes. A consolidated note's facts restate one theme, so
 they count for less per fact (CONSOLIDATED_WEIGHT) and the budget goes to distinct facts first
-(giving each theme a line of its own regardless cost 0.02–0.03 of locomo-dev coverage). Faded and merged entries (under `archive/`) are not
-candidates: fading lowers prominence (search still finds them), and a merged entry's facts
-are in its note. The greedy choice skips near-duplicates and discounts a fact close to one
-already chosen (MMR on the entries' vectors). Tuned on locomo-dev (bench/memory_lifecycle.py,
-bench/RESULTS.md). What does not fit is counted in a closing line that says how to find it,
-never cut silently. vaultd owns only the block between its markers; the rest of the file is
-the user's and is kept verbatim.
+(giving each theme a line of its own regardless cost 0.02–0.03 of locomo-dev coverage).
+Faded and merged entries (under `archive/`) are not candidates: fading lowers prominence
+(search still finds them), and a merged entry's facts are in its note. The greedy choice skips
+near-duplicates and discounts a fact close to one already chosen (MMR on the entries' vectors).
+Tuned on locomo-dev (bench/memory_lifecycle.py, bench/RESULTS.md). What does not fit is counted
+in a closing line that says how to find it, never cut silently. vaultd owns only the block
+between its markers; the rest of the file is the user's and is kept verbatim.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ DURABLE_BOOST = 1.2  # semantic notes and the user's notes: knowledge rather tha
 # A consolidated note's facts are restatements of one theme (each ≥ 0.70 similar to the
 # others): a question about the theme needs one of them, so per fact they are asked about far
 # less often than an unmerged episode's (locomo-dev: 0.43 vs 0.76 questions per fact on
-# conv-26, 0.14 vs 0.47 on conv-41). Valued as episodes times this, not boosted as proven.
+# conv-26, 0.24 vs 0.49 on conv-30, 0.14 vs 0.47 on conv-41). Valued as episodes times this,
+# not boosted as proven.
 CONSOLIDATED_WEIGHT = 0.35
 RECALL_BOOST = 0.2  # per query that recalled the entry, up to RECALL_CAP
 RECALL_CAP = 5
