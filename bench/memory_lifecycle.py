@@ -200,6 +200,21 @@ def run_conversation(conv: dict[str, Any], work: Path, model: str | None,
     return result
 
 
+def pool(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every per-question figure pooled over the conversations (weighted by questions)."""
+    n = sum(r["questions"] for r in results)
+
+    def mean(get: Any) -> float:
+        return round(sum(get(r) * r["questions"] for r in results) / max(n, 1), 4)
+
+    return {"questions": n, "r5_before": mean(lambda r: r["r5_before"]),
+            "r5_after": mean(lambda r: r["r5_after"]),
+            "r5_after_archive": mean(lambda r: r["r5_after_archive"]),
+            "memory_gold_fact": mean(lambda r: r["memory"]["gold_fact"]),
+            "random_fill": mean(lambda r: r["baselines"]["random_fill"]),
+            "shortest_first": mean(lambda r: r["baselines"]["shortest_first"])}
+
+
 def load(data: Path) -> list[dict[str, Any]]:
     with tarfile.open(data / "locomo-dev.tar.gz") as tar:
         member = next(m for m in tar.getmembers() if m.name.endswith("locomo-dev.json"))
@@ -242,9 +257,12 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    pooled = pool(results)
+    print("pooled over " + f"{pooled['questions']} questions: " + ", ".join(
+        f"{k} {v:.3f}" for k, v in pooled.items() if k != "questions"))
     write_json(OUT / "memory_lifecycle.json", {"budget": BUDGET, "k": K, "pass_days": PASS_DAYS,
                                          "profile": profile, "max_group": args.max_group,
-                                         "results": results})
+                                         "results": results, "pooled": pooled})
 
 
 if __name__ == "__main__":
