@@ -153,3 +153,24 @@ def test_a_load_in_small_blocks_is_the_same_copy(tmp_path: Path,
         assert whole._snapshot is not None and blocks._snapshot is not None
         assert np.array_equal(whole._snapshot.matrix, blocks._snapshot.matrix)
         assert np.array_equal(whole._snapshot.rowids, blocks._snapshot.rowids)
+
+
+def test_the_product_in_two_halves_gives_the_same_neighbours(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an executor (the daemon's), half of the matrix product runs on it: same scores."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with open_vault(make_vault(tmp_path, NOTES), env={},
+                    embedder=fake_embedder(tmp_path)) as vault:
+        vault.index()
+        index = VectorIndex()
+        monkeypatch.setattr(vectors, "SPLIT_ROWS", 1)
+        with ThreadPoolExecutor(2) as pool:
+            for query in ("caching latency", "webhooks alerts", "tokens"):
+                qvec = vault.embedder.embed([query], kind="query")[0]
+                for archive in (False, True):
+                    alone = index.knn(vault.store, qvec, 7, archive)
+                    halves = index.knn(vault.store, qvec, 7, archive, executor=pool)
+                    assert [r for r, _ in halves] == [r for r, _ in alone] and len(alone) == 7
+                    assert [s for _, s in halves] == pytest.approx([s for _, s in alone],
+                                                                   abs=1e-6)

@@ -121,6 +121,7 @@ class Bm25Index:
         self.unusable = ""  # why this copy answers nothing (a failed self-check), else ""
         self._loader: threading.Thread | None = None
         self.rows_tokenized = 0  # chunks tokenized for increments so far
+        self._norms: tuple[_Snapshot, np.ndarray] | None = None  # see _length_norms
 
     @property
     def size(self) -> int:
@@ -295,6 +296,18 @@ class Bm25Index:
                          int(doclen[present].sum()))
 
     # -- querying
+    def _length_norms(self, snap: _Snapshot) -> np.ndarray:
+        """K1·(1 − B + B·length/avgdl) of every row, once per snapshot (the same operations
+        as per query before, so the same scores to the last bit)."""
+        import numpy as np
+
+        cached = self._norms
+        if cached is None or cached[0] is not snap:
+            avgdl = snap.tokens / snap.rows
+            cached = (snap, K1 * (1 - B + B * snap.doclen.astype(np.float64) / avgdl))
+            self._norms = cached
+        return cached[1]
+
     def stems(self, store: Store, words: list[str]) -> list[str] | None:
         """Each query word as the index's one token; None if FTS5 would make any of them a
         phrase of several tokens (or of none), which this copy does not score."""
@@ -328,7 +341,8 @@ class Bm25Index:
             return []
         scores = np.zeros(len(snap.rowids), dtype=np.float64)
         matched = np.zeros(len(snap.rowids), dtype=bool)
-        avgdl = snap.tokens / snap.rows
+        norm = self._length_norms(snap)
+        some_dead = snap.rows < len(snap.rowids)
         for stem in stems:
             term = snap.terms.get(stem)
             if term is None:
@@ -337,9 +351,10 @@ class Bm25Index:
             docs_d, tf_d = snap.delta.column(term)
             docs = np.concatenate([docs_m, docs_d]) if len(docs_d) else docs_m
             tf = np.concatenate([tf_m, tf_d]) if len(docs_d) else tf_m
-            alive = snap.present[docs]
-            if not alive.all():
-                docs, tf = docs[alive], tf[alive]
+            if some_dead:
+                alive = snap.present[docs]
+                if not alive.all():
+                    docs, tf = docs[alive], tf[alive]
             if not len(docs):
                 continue
             n_hit = len(docs)
@@ -347,8 +362,7 @@ class Bm25Index:
             if idf <= 0.0:
                 idf = 1e-6
             freq = tf.astype(np.float64)
-            scores[docs] += idf * ((freq * (K1 + 1.0)) / (
-                freq + K1 * (1 - B + B * snap.doclen[docs].astype(np.float64) / avgdl)))
+            scores[docs] += idf * ((freq * (K1 + 1.0)) / (freq + norm[docs]))
             matched[docs] = True
         if not include_archive:
             matched &= ~snap.archived
