@@ -241,6 +241,13 @@ class Daemon:
         """Run in the foreground until SIGTERM/SIGINT. Returns the exit code."""
         from vaultd.daemon.server import Server
 
+        # Two cores serve a query's embedding, BM25 and KNN: no thread may spin-wait
+        # (onnxruntime's, OpenBLAS's) while another needs the core (10k chunks: /search p50
+        # 13.3 -> 9.3 ms); the KNN product uses both cores itself (vectors._scores). OpenBLAS
+        # reads this when numpy loads: so first of all (the model's identity, below, loads
+        # numpy: set after it, as it was until 2026-12-03, it did nothing; 10k chunks, /search
+        # p50 7.0-8.3 -> 5.5-5.7 ms).
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         self.lock.acquire()
         try:
             # First: a SIGTERM while the model loads must also end in a clean exit 0.
@@ -254,10 +261,6 @@ class Daemon:
                 log.info("removed %s, left by an interrupted write", rel)
             self.vault.store.ensure_model(self.vault.embedder.identity())
             self._index_id = file_identity(layout.index_path(self.root))
-            # Two cores serve a query's embedding, FTS and KNN at once: no thread may spin-wait
-            # (onnxruntime's, OpenBLAS's) while another needs the core (10k chunks: /search p50
-            # 13.3 -> 9.3 ms). OpenBLAS reads its setting when numpy loads, which is below.
-            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
             self.vault.embedder.warm_up()  # the first request must not pay for the model load
             self.vault.keep_vectors_warm()  # and no query pays for loading the vectors
             s = self.settings.server
