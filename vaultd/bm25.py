@@ -108,7 +108,8 @@ def _empty() -> _Postings:
 def _counts(tf: np.ndarray) -> np.ndarray:
     import numpy as np
 
-    return tf.astype(np.uint16 if tf.size == 0 or int(tf.max()) < 65536 else np.uint32)
+    return tf.astype(np.uint16 if tf.size == 0 or int(tf.max()) < 65536 else np.uint32,
+                     copy=False)
 
 
 class Bm25Index:
@@ -177,6 +178,7 @@ class Bm25Index:
             self._give_up(f"load failed: {exc}")
         finally:
             store.close()
+            trim_heap()  # what the load and its connection freed, back to the system
 
     def _refresh(self, store: Store, full: bool) -> bool:
         """Up to date with `store`? A full load happens only when asked for (it takes seconds
@@ -397,7 +399,7 @@ class _Collector:
     def __init__(self) -> None:
         self.docs: list[np.ndarray] = []
         self.tf: list[np.ndarray] = []
-        self.term_counts: list[np.ndarray] = []
+        self.term_counts: list[tuple[np.ndarray, np.ndarray]] = []
         self.carry: tuple[int, int, int] | None = None  # (term, row, count) of the last one
 
     def add(self, t_ids: np.ndarray, docs: np.ndarray) -> None:
@@ -407,14 +409,14 @@ class _Collector:
         first[1:] = (t_ids[1:] != t_ids[:-1]) | (docs[1:] != docs[:-1])
         starts = np.flatnonzero(first)
         t, d = t_ids[starts], docs[starts]
-        tf = np.diff(np.append(starts, len(t_ids))).astype(np.int32)
+        tf = np.diff(np.append(starts, len(t_ids))).astype(np.uint32)
         if self.carry is not None:
             ct, cd, cc = self.carry
             if t[0] == ct and d[0] == cd:
                 tf[0] += cc
             else:
                 self._keep(np.asarray([ct], np.int32), np.asarray([cd], np.int32),
-                           np.asarray([cc], np.int32))
+                           np.asarray([cc], np.uint32))
         self.carry = (int(t[-1]), int(d[-1]), int(tf[-1]))
         self._keep(t[:-1], d[:-1], tf[:-1])
 
@@ -423,8 +425,12 @@ class _Collector:
 
         if len(t):
             self.docs.append(d)
-            self.tf.append(tf)
-            self.term_counts.append(np.bincount(t))
+            # counts as uint16 where they fit (all but freak texts): 2 bytes a posting held
+            self.tf.append(tf.astype(np.uint16) if int(tf.max()) < 65536 else tf)
+            # terms come in order, so a block holds a narrow range of them: its distinct
+            # terms and their posting counts (a bincount from 0 would be a whole vocabulary
+            # long, every block: ~27 MB at 100k chunks)
+            self.term_counts.append(np.unique(t, return_counts=True))
 
     def done(self, n_terms: int) -> _Postings:
         import numpy as np
@@ -432,15 +438,15 @@ class _Collector:
         if self.carry is not None:
             ct, cd, cc = self.carry
             self._keep(np.asarray([ct], np.int32), np.asarray([cd], np.int32),
-                       np.asarray([cc], np.int32))
+                       np.asarray([cc], np.uint32))
             self.carry = None
         counts = np.zeros(n_terms, dtype=np.int64)
-        for c in self.term_counts:
-            counts[:len(c)] += c
+        for terms, c in self.term_counts:
+            np.add.at(counts, terms, c)
         indptr = np.zeros(n_terms + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
         docs = np.concatenate(self.docs) if self.docs else np.zeros(0, np.int32)
         self.docs = []
-        tf = _counts(np.concatenate(self.tf) if self.tf else np.zeros(0, np.int32))
+        tf = _counts(np.concatenate(self.tf) if self.tf else np.zeros(0, np.uint16))
         self.tf, self.term_counts = [], []
         return _Postings(indptr, docs, tf)  # in term, then row order

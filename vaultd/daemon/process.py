@@ -644,6 +644,9 @@ class Daemon:
             self.vault.vectors.refresh(self.vault.store)
         if self.vault.texts is not None:
             self.vault.texts.load(self.vault.store, background=True)
+        from vaultd.vectors import trim_heap
+
+        trim_heap()  # what the index work freed (a reconcile's file lists, chunk texts, …)
 
     def _connect_after(self, report: IndexReport) -> None:
         if self.settings.lifecycle.connect_after_index and (report.new or report.changed
