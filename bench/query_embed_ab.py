@@ -34,10 +34,12 @@ def variants() -> dict[str, OnnxEmbedder]:
         for shrink in (True, False):
             emb = OnnxEmbedder(profile, threads=threads, batch_size=8)
             emb.warm_up()
-            if not shrink:
+            if shrink:  # as before 2026-12-03: shrinkage after every run, a query's too
+                emb._short_run_options = emb._run_options
+            else:
                 import onnxruntime as ort
 
-                emb._run_options = ort.RunOptions()
+                emb._run_options = emb._short_run_options = ort.RunOptions()
             out[f"{threads}t{'' if shrink else '-noshrink'}"] = emb
     return out
 
