@@ -46,6 +46,7 @@ from vaultd.lifecycle import PHASE_NAMES
 from vaultd.search_request import SearchRequest
 from vaultd.store import Store
 from vaultd.vault import Vault
+from vaultd.vectors import trim_heap
 
 log = logging.getLogger("vaultd.daemon")
 
@@ -60,6 +61,7 @@ CONNECT_QUIET = 1.0  # seconds without events before the post-batch connect runs
 VECTOR_STEP = 64  # chunk contents embedded per step of the vectors phase (1-3 s here), so an
 #                   event or a stop waits at most one step
 VECTOR_RETRY = 30.0  # seconds before the vectors phase tries again after a failure
+TRIM_AFTER = 2.0  # seconds without a search before the heap the searches freed is trimmed
 WARM_EVERY = 5.0  # seconds between reloads of the in-memory vectors while they fill in
 
 
@@ -161,6 +163,7 @@ class Daemon:
         self._vectors_retry_at = 0.0
         self._deferred: list[str] = []  # lifecycle commands waiting for the vectors
         self._warmed_at = 0.0
+        self._searched_at = 0.0  # monotonic time of the last search, until the heap is trimmed
         self._indexing = threading.Event()
         # POST /flush and /lifecycle, waiting for the main thread: id → (done, work, answer)
         self._requests: dict[str, tuple[threading.Event, Callable[[], dict[str, Any]],
@@ -229,6 +232,7 @@ class Daemon:
 
     def search(self, request: SearchRequest) -> dict[str, Any]:
         hits = self.vault.search_with(self._reader(), request)
+        self._searched_at = time.monotonic()
         if hits:  # recall promotion counts it; written aside, so no search waits on a writer
             self.recalls.put((hits[:5], request.query, time.time()))
         pending = self.events.qsize() + (1 if self._indexing.is_set() else 0)
@@ -373,6 +377,9 @@ class Daemon:
                 if self._connect_due is not None and time.monotonic() >= self._connect_due:
                     self._connect_due = None
                     self._lifecycle("connect", mirror=False)
+                if self._searched_at and time.monotonic() - self._searched_at >= TRIM_AFTER:
+                    self._searched_at = 0.0
+                    trim_heap()  # what a burst of searches freed (100k chunks: ~17 MB)
                 continue
             if isinstance(item, str):
                 self._command(item)
@@ -644,8 +651,6 @@ class Daemon:
             self.vault.vectors.refresh(self.vault.store)
         if self.vault.texts is not None:
             self.vault.texts.load(self.vault.store, background=True)
-        from vaultd.vectors import trim_heap
-
         trim_heap()  # what the index work freed (a reconcile's file lists, chunk texts, …)
 
     def _connect_after(self, report: IndexReport) -> None:
