@@ -281,6 +281,8 @@ def daemon_latency(root: Path, queries: list[str], reps: int) -> dict[str, Any]:
                           (int(api.pid),)) for _ in range(reps)]
         out["hybrid"] = runs_summary(runs)
         out["rss_after_queries_mb"] = mem_mb(api.pid)
+        time.sleep(3)  # the daemon trims its heap once searches pause for 2 s
+        out["rss_after_queries_idle_3s_mb"] = mem_mb(api.pid)
     finally:
         vaultd_cli("--vault", str(root), "stop")
     return out
