@@ -91,17 +91,35 @@ def _own_cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def _pids_cpu_seconds(pids: tuple[int, ...]) -> float:
+    """CPU seconds used so far by the processes `pids` (e.g. the daemon a bench queries)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 class Contention:
     """CPU used by other processes on the machine while a measurement ran (cores busy, on
-    average): a run with much of it is disturbed and is flagged (and can be repeated)."""
+    average): a run with much of it is disturbed and is flagged (and can be repeated). `pids`:
+    processes that are part of the measurement (the daemon a bench queries), not others."""
+
+    def __init__(self, pids: tuple[int, ...] = ()) -> None:
+        self.pids = pids
 
     def __enter__(self) -> Contention:
-        self.t, self.busy, self.own = time.perf_counter(), _busy_seconds(), _own_cpu_seconds()
+        self.t, self.busy = time.perf_counter(), _busy_seconds()
+        self.own = _own_cpu_seconds() + _pids_cpu_seconds(self.pids)
         return self
 
     def __exit__(self, *exc: object) -> None:
         wall = time.perf_counter() - self.t
-        other = (_busy_seconds() - self.busy) - (_own_cpu_seconds() - self.own)
+        own = _own_cpu_seconds() + _pids_cpu_seconds(self.pids)
+        other = (_busy_seconds() - self.busy) - (own - self.own)
         self.other_cores = round(max(other, 0.0) / max(wall, 1e-9), 3)
 
 

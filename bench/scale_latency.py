@@ -163,14 +163,15 @@ def build_vault(size: int, vectors: dict[str, np.ndarray], per_note: dict[str, i
 # ---------------------------------------------------------------------------- vaultd
 
 
-def query_run(ask: Any, queries: list[str]) -> dict[str, Any]:
-    """One run: 5 warm-up queries, then p50/p95 over `queries`; again if disturbed."""
+def query_run(ask: Any, queries: list[str], pids: tuple[int, ...] = ()) -> dict[str, Any]:
+    """One run: 5 warm-up queries, then p50/p95 over `queries`; again if disturbed. `pids`: the
+    daemon answering, whose CPU is the measurement's own, not other processes'."""
     def measure() -> dict[str, Any]:
         wait_quiet()
         for q in queries[:5]:
             ask(q)
         lat = []
-        with Contention() as contention:
+        with Contention(pids) as contention:
             for q in queries:
                 t = time.perf_counter()
                 ask(q)
@@ -276,10 +277,12 @@ def daemon_latency(root: Path, queries: list[str], reps: int) -> dict[str, Any]:
         out["rss_settled_mb"] = mem_mb(api.pid)
         out["idle_cpu_percent"] = idle_cpu_percent(api.pid, IDLE_SECONDS)
         api = DaemonApi(root)  # a new connection: the server closed the idle one
-        runs = [query_run(lambda q: api.call("POST", "/search", {"query": q, "k": 10}), queries)
-                for _ in range(reps)]
+        runs = [query_run(lambda q: api.call("POST", "/search", {"query": q, "k": 10}), queries,
+                          (int(api.pid),)) for _ in range(reps)]
         out["hybrid"] = runs_summary(runs)
         out["rss_after_queries_mb"] = mem_mb(api.pid)
+        time.sleep(3)  # the daemon trims its heap once searches pause for 2 s
+        out["rss_after_queries_idle_3s_mb"] = mem_mb(api.pid)
     finally:
         vaultd_cli("--vault", str(root), "stop")
     return out
@@ -339,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--skip-others", action="store_true")
     parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--daemon-only", action="store_true",
+                        help="only the daemon's /search (no library runs, no breakdown)")
     parser.add_argument("--out", type=Path, default=OUT / "scale_latency.json",
                         help="result file (e.g. for a prototype vaultd on PYTHONPATH)")
     args = parser.parse_args(argv)
@@ -366,9 +371,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         root = WORK / f"v{size}"
         entry: dict[str, Any] = {"corpus": info}
-        entry["library"] = library_latency(root, queries, args.reps)
-        print(f"  library: {entry['library']['hybrid']['p50']} "
-              f"{entry['library']['breakdown_ms']}", file=sys.stderr, flush=True)
+        if not args.daemon_only:
+            entry["library"] = library_latency(root, queries, args.reps)
+            print(f"  library: {entry['library']['hybrid']['p50']} "
+                  f"{entry['library']['breakdown_ms']}", file=sys.stderr, flush=True)
         entry["daemon"] = daemon_latency(root, queries, args.reps)
         print(f"  daemon: {entry['daemon']['hybrid']['p50']}", file=sys.stderr, flush=True)
         if not args.skip_others:

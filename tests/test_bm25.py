@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import fake_embedder, make_vault, write
 
@@ -110,3 +111,41 @@ def test_the_daemon_path_uses_it(tmp_path: Path) -> None:
         assert vault.texts.size == vault.store.counts()["chunks"]
         warm = [h.chunk_id for h in vault.search("caching latency webhooks", mode="hybrid")]
         assert warm == cold and len(warm) == 10
+
+
+def test_a_load_in_small_blocks_is_the_same_copy(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full load counts FTS5's occurrences a block at a time (so it never holds them all):
+    postings that run across a block's end are carried over, whatever the block size."""
+    rng = random.Random(3)
+    notes = {f"semantic/topic-{i:02d}.md": note(rng, i) for i in range(25)}
+    with open_vault(make_vault(tmp_path, notes), env={},
+                    embedder=fake_embedder(tmp_path)) as vault:
+        vault.index()
+        whole = Bm25Index()
+        whole.load(vault.store)
+        for size in (1, 2, 7, 64):
+            monkeypatch.setattr(bm25, "LOAD_BLOCK", size)
+            index = Bm25Index()
+            index.load(vault.store)
+            a, b = whole._snapshot, index._snapshot
+            assert a is not None and b is not None
+            for name in ("indptr", "docs", "tf"):
+                assert np.array_equal(getattr(a.main, name), getattr(b.main, name)), (size, name)
+            assert np.array_equal(a.doclen, b.doclen) and a.terms == b.terms
+            assert_same_as_fts(vault, index)
+
+
+def test_an_empty_index_then_notes(tmp_path: Path) -> None:
+    """Loaded while the index is empty, the copy follows the first notes that arrive."""
+    root = make_vault(tmp_path, {})
+    with open_vault(root, env={}, embedder=fake_embedder(tmp_path)) as vault:
+        index = Bm25Index()
+        index.load(vault.store)
+        assert index.size == 0 and index.search(vault.store, ["caching"], 5, False) == []
+        rng = random.Random(5)
+        for i in range(6):
+            write(root, f"semantic/topic-{i}.md", note(rng, i))
+        vault.index()
+        assert_same_as_fts(vault, index)
+        assert index.size == vault.store.counts()["chunks"] >= 6

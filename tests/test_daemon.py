@@ -581,3 +581,26 @@ def test_new_entries_are_connected_once_the_vault_is_quiet(daemon: Running) -> N
         assert linked == 1
     finally:
         store.close()
+
+
+def test_the_heap_is_trimmed_once_searches_pause(tmp_path: Path, env: dict[str, str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a burst of searches freed goes back to the system once they pause (glibc keeps
+    it otherwise: ~17 MB at 100k chunks); not while they go on, and only once per pause."""
+    from vaultd.daemon import process
+
+    trims: list[float] = []
+    monkeypatch.setattr(process, "TRIM_AFTER", 0.3)
+    monkeypatch.setattr(process, "trim_heap", lambda: trims.append(time.monotonic()))
+    root = make_vault(tmp_path, {"semantic/a.md": "# A\n\nrestic backups every night.\n"},
+                      config=FAST_CONFIG)
+    with running_daemon(root, env) as up:
+        wait_for(lambda: up.call("GET", "/status")[1]["indexing"] is False, "index done")
+        time.sleep(0.8)
+        before = len(trims)
+        searched = time.monotonic()
+        assert up.call("POST", "/search", {"query": "restic"})[0] == 200
+        wait_for(lambda: len(trims) > before, "a trim after the search")
+        assert trims[-1] - searched >= 0.3
+        time.sleep(1.0)
+        assert len(trims) == before + 1  # no search since: nothing more to give back

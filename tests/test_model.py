@@ -180,3 +180,16 @@ def test_int8_texts_run_side_by_side_give_the_same_bits(minilm_int8: OnnxEmbedde
     together = minilm_int8.embed(texts)
     alone = np.vstack([minilm_int8.embed([t]) for t in texts])
     assert np.array_equal(together, alone)
+
+
+def test_a_short_text_without_arena_shrinkage_gets_the_same_bits(
+        either: OnnxEmbedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One short text (a query) runs without giving the memory arena back afterwards: a run
+    option, so the vector is bit for bit the one the shrinking run gives."""
+    from vaultd import embedder as embedder_module
+
+    texts = ["how do I roll back a deploy", "postgres pool exhausted"]
+    fast = np.vstack([either.embed([t], kind="query") for t in texts])
+    monkeypatch.setattr(embedder_module, "SHORT_TOKENS", 0)  # every run shrinks, as before
+    shrunk = np.vstack([either.embed([t], kind="query") for t in texts])
+    assert np.array_equal(fast, shrunk)

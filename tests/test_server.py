@@ -319,6 +319,31 @@ def test_a_slow_client_does_not_block_others(up: Running) -> None:
             sock.close()
 
 
+def test_a_response_is_one_write_and_expect_100_is_answered_at_once(up: Running) -> None:
+    """Responses are buffered and sent whole (headers and body in one write); a client that
+    sends `Expect: 100-continue` still gets its "100 Continue" before it sends the body."""
+    body = json.dumps({"query": "restic", "k": 1}).encode()
+    with socket.create_connection(("127.0.0.1", up.port), timeout=10) as sock:
+        sock.sendall(b"POST /search HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
+                     + up.token.encode() + b"\r\nContent-Type: application/json\r\n"
+                     b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode()
+                     + b"\r\n\r\n")
+        sock.settimeout(5)
+        interim = sock.recv(1024)
+        assert interim.startswith(b"HTTP/1.1 100")
+        sock.sendall(body)
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += sock.recv(65536)
+        head, _, rest = reply.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        while len(rest) < length:
+            rest += sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert json.loads(rest)["hits"][0]["path"] == "procedural/backup.md"
+
+
 # -- Server with a fake App
 
 

@@ -7,8 +7,10 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import fake_embedder, make_vault
 
+from vaultd import vectors
 from vaultd.store import Filters
 from vaultd.vault import open_vault
 from vaultd.vectors import VectorIndex
@@ -122,3 +124,53 @@ def test_a_warm_vault_answers_exactly_what_a_cold_one_does(tmp_path: Path) -> No
                     assert got == expected[q], q
                 assert got or q == "zebra"
     assert warm._executor is None  # closed with the vault
+
+
+def test_a_load_in_small_blocks_is_the_same_copy(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The matrix is filled a block of rows at a time (no second full copy at start): any block
+    size gives the same rows, and an edit reads only the changed chunk's vector."""
+    root = make_vault(tmp_path, NOTES)
+    with open_vault(root, env={}, embedder=fake_embedder(tmp_path)) as vault:
+        vault.index()
+        whole = VectorIndex()
+        whole.refresh(vault.store)
+        monkeypatch.setattr(vectors, "BLOCK", 4)
+        blocks = VectorIndex()
+        blocks.refresh(vault.store)
+        a, b = whole._snapshot, blocks._snapshot
+        assert a is not None and b is not None and len(b.rowids) > 3 * 4
+        assert np.array_equal(a.rowids, b.rowids) and np.array_equal(a.hashes, b.hashes)
+        assert np.array_equal(a.matrix, b.matrix)
+        assert np.allclose(np.linalg.norm(b.matrix, axis=1), 1.0, atol=1e-5)
+        loaded = blocks.rows_loaded
+        (root / "semantic" / "topic-07.md").write_text("# Topic 7\n\nSomething else now.\n")
+        vault.index()
+        blocks.refresh(vault.store)
+        assert blocks.rows_loaded == loaded + 1
+        whole = VectorIndex()
+        whole.refresh(vault.store)
+        assert whole._snapshot is not None and blocks._snapshot is not None
+        assert np.array_equal(whole._snapshot.matrix, blocks._snapshot.matrix)
+        assert np.array_equal(whole._snapshot.rowids, blocks._snapshot.rowids)
+
+
+def test_the_product_in_two_halves_gives_the_same_neighbours(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an executor (the daemon's), half of the matrix product runs on it: same scores."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with open_vault(make_vault(tmp_path, NOTES), env={},
+                    embedder=fake_embedder(tmp_path)) as vault:
+        vault.index()
+        index = VectorIndex()
+        monkeypatch.setattr(vectors, "SPLIT_ROWS", 1)
+        with ThreadPoolExecutor(2) as pool:
+            for query in ("caching latency", "webhooks alerts", "tokens"):
+                qvec = vault.embedder.embed([query], kind="query")[0]
+                for archive in (False, True):
+                    alone = index.knn(vault.store, qvec, 7, archive)
+                    halves = index.knn(vault.store, qvec, 7, archive, executor=pool)
+                    assert [r for r, _ in halves] == [r for r, _ in alone] and len(alone) == 7
+                    assert [s for _, s in halves] == pytest.approx([s for _, s in alone],
+                                                                   abs=1e-6)

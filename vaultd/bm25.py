@@ -35,6 +35,8 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from vaultd.vectors import hash_array, positions, trim_heap
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 K1, B = 1.2, 0.75  # FTS5's bm25() constants
 MERGE_SHARE = 0.1  # merge the delta into the main postings past this share of them
 _STEM_CACHE = 50_000
+LOAD_BLOCK = 1 << 16  # FTS5 occurrences counted at a time by a full load
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,11 @@ class _Postings:
 class _Snapshot:
     generation: str
     rowids: np.ndarray  # int64, (n,): every row position ever given out in this lineage
-    keys: dict[tuple[int, str], int]  # (rowid, content hash) → position, present rows only
+    # the present rows, by chunk rowid (ascending): content hash and position — numpy arrays,
+    # not a dict of (rowid, hash) tuples (~27 MB of Python objects at 100k chunks)
+    key_rowids: np.ndarray  # int64
+    key_hashes: np.ndarray  # bytes (numpy "S")
+    key_pos: np.ndarray  # int64
     present: np.ndarray  # bool, (n,): still in the index
     archived: np.ndarray  # bool, (n,)
     doclen: np.ndarray  # int32, (n,): tokens in heading + text
@@ -92,10 +99,17 @@ def _postings(terms: np.ndarray, docs: np.ndarray, tf: np.ndarray, n_terms: int)
     return _Postings(indptr, docs[order].astype(np.int32), _counts(tf[order]))
 
 
+def _empty() -> _Postings:
+    import numpy as np
+
+    return _Postings(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.uint16))
+
+
 def _counts(tf: np.ndarray) -> np.ndarray:
     import numpy as np
 
-    return tf.astype(np.uint16 if tf.size == 0 or int(tf.max()) < 65536 else np.uint32)
+    return tf.astype(np.uint16 if tf.size == 0 or int(tf.max()) < 65536 else np.uint32,
+                     copy=False)
 
 
 class Bm25Index:
@@ -108,6 +122,7 @@ class Bm25Index:
         self.unusable = ""  # why this copy answers nothing (a failed self-check), else ""
         self._loader: threading.Thread | None = None
         self.rows_tokenized = 0  # chunks tokenized for increments so far
+        self._norms: tuple[_Snapshot, np.ndarray] | None = None  # see _length_norms
 
     @property
     def size(self) -> int:
@@ -120,7 +135,9 @@ class Bm25Index:
         if snap is None:
             return 0
         return (snap.main.nbytes + snap.delta.nbytes + snap.rowids.nbytes + snap.present.nbytes
-                + snap.archived.nbytes + snap.doclen.nbytes)
+                + snap.archived.nbytes + snap.doclen.nbytes + snap.key_hashes.nbytes
+                + snap.key_pos.nbytes + (0 if snap.key_rowids is snap.rowids else
+                                         snap.key_rowids.nbytes))
 
     # -- keeping in step
     def load(self, store: Store, background: bool = False) -> None:
@@ -161,6 +178,7 @@ class Bm25Index:
             self._give_up(f"load failed: {exc}")
         finally:
             store.close()
+            trim_heap()  # what the load and its connection freed, back to the system
 
     def _refresh(self, store: Store, full: bool) -> bool:
         """Up to date with `store`? A full load happens only when asked for (it takes seconds
@@ -186,51 +204,41 @@ class Bm25Index:
         return self._snapshot is not None
 
     def _full(self, store: Store) -> _Snapshot | None:
+        """Every posting, counted a block of occurrences at a time: what stays per block is
+        one (row, count) pair per posting, never the occurrences themselves (at 100k chunks
+        the occurrences, held whole and then concatenated, were ~250 MB at the load's peak)."""
         import numpy as np
 
         terms: dict[str, int] = {}
-        blocks: list[tuple[np.ndarray, np.ndarray]] = []
+        postings = _Collector()
         with store.read_snapshot():
             generation = store.vectors_generation()
             rowids_l, archived_l, hashes = store.chunk_keys(embedded_only=False)
             rowids = np.asarray(rowids_l, dtype=np.int64)
             occurrences = store.fts_occurrences()
             while True:  # in blocks of numpy arrays: no Python object per occurrence is kept
-                block = list(itertools.islice(occurrences, 1 << 16))
+                block = list(itertools.islice(occurrences, LOAD_BLOCK))
                 if not block:
                     break
                 t_ids = np.fromiter((terms.setdefault(t, len(terms)) for t, _ in block),
                                     dtype=np.int32, count=len(block))
                 doc_rowids = np.fromiter((d for _, d in block), np.int64, len(block))
+                del block
                 pos = np.searchsorted(rowids, doc_rowids)
                 if pos.max() >= len(rowids) or (rowids[pos] != doc_rowids).any():
                     return self._give_up("the FTS5 index has rows that are not chunks")
-                blocks.append((t_ids, pos.astype(np.int32)))
+                postings.add(t_ids, pos.astype(np.int32))
             fts_rows, fts_tokens = store.fts_totals()
-        del block
-        t_all = np.concatenate([b[0] for b in blocks]) if blocks else np.zeros(0, np.int32)
-        d_all = np.concatenate([b[1] for b in blocks]) if blocks else np.zeros(0, np.int32)
-        del blocks
-        # one posting per (term, row): occurrences come ordered by term, then row
-        first = np.ones(len(t_all), dtype=bool)
-        first[1:] = (t_all[1:] != t_all[:-1]) | (d_all[1:] != d_all[:-1])
-        starts = np.flatnonzero(first)
-        t, docs = t_all[starts], d_all[starts]
-        tf = _counts(np.diff(np.append(starts, len(t_all))))
-        del t_all, d_all, first, starts
-        _trim_heap()
-        doclen = np.bincount(docs, weights=tf, minlength=len(rowids)).astype(np.int64)
+        main = postings.done(len(terms))
+        trim_heap()
+        doclen = np.bincount(main.docs, weights=main.tf, minlength=len(rowids)).astype(np.int64)
         if fts_rows != len(rowids) or fts_tokens != int(doclen.sum()):
             return self._give_up(f"totals differ from FTS5's ({len(rowids)} rows, "
                                  f"{int(doclen.sum())} tokens vs {fts_rows}, {fts_tokens})")
-        indptr = np.zeros(len(terms) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(t, minlength=len(terms)), out=indptr[1:])
-        main = _Postings(indptr, docs, tf)  # already in term, then row order
-        empty = _Postings(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.uint16))
-        return _Snapshot(generation, rowids, {(r, h): i for i, (r, h) in
-                                              enumerate(zip(rowids_l, hashes))},
+        return _Snapshot(generation, rowids, rowids, hash_array(hashes),
+                         np.arange(len(rowids), dtype=np.int64),
                          np.ones(len(rowids), bool), np.asarray(archived_l, dtype=bool),
-                         doclen.astype(np.int32), terms, main, empty, len(rowids),
+                         doclen.astype(np.int32), terms, main, _empty(), len(rowids),
                          int(doclen.sum()))
 
     def _give_up(self, why: str) -> None:
@@ -242,12 +250,19 @@ class Bm25Index:
 
         with store.read_snapshot():
             generation = store.vectors_generation()
-            rowids_l, archived_l, hashes = store.chunk_keys(embedded_only=False)
-            keys = list(zip(rowids_l, hashes))
-            new_rows = [r for r, h in keys if (r, h) not in snap.keys]
+            rowids_l, archived_l, hashes_l = store.chunk_keys(embedded_only=False)
+            cur_rowids = np.asarray(rowids_l, dtype=np.int64)
+            cur_hashes = hash_array(hashes_l)
+            at = positions(snap.key_rowids, snap.key_hashes, cur_rowids, cur_hashes)
+            fresh = np.flatnonzero(at < 0)
+            new_rows = cur_rowids[fresh].tolist()
             texts = store.chunk_texts(new_rows)
         n_old = len(snap.rowids)
-        positions = {r: n_old + i for i, r in enumerate(new_rows)}
+        now = np.empty(len(at), dtype=np.int64)  # each present row's position
+        kept = at >= 0
+        now[kept] = snap.key_pos[at[kept]]
+        now[fresh] = n_old + np.arange(len(fresh))
+        positions_new = {r: n_old + i for i, r in enumerate(new_rows)}
         tokens = store.fts_tokens(texts) if texts else []
         self.rows_tokenized += len(new_rows)
         terms = dict(snap.terms)
@@ -256,13 +271,11 @@ class Bm25Index:
                 terms[term] = len(terms)
         present = np.zeros(n_old + len(new_rows), dtype=bool)
         archived = np.zeros(n_old + len(new_rows), dtype=bool)
-        now = {k: snap.keys.get(k, positions.get(k[0], -1)) for k in keys}
-        where = np.fromiter(now.values(), dtype=np.int64, count=len(now))
-        present[where] = True
-        archived[where] = np.asarray(archived_l, dtype=bool)
+        present[now] = True
+        archived[now] = np.asarray(archived_l, dtype=bool)
         rowids = np.concatenate([snap.rowids, np.asarray(new_rows, dtype=np.int64)])
         new_t = np.asarray([terms[t] for t, _, _ in tokens], dtype=np.int64)
-        new_d = np.asarray([positions[d] for _, d, _ in tokens], dtype=np.int64)
+        new_d = np.asarray([positions_new[d] for _, d, _ in tokens], dtype=np.int64)
         new_tf = np.asarray([c for _, _, c in tokens], dtype=np.int64)
         doclen = np.concatenate([snap.doclen, np.bincount(
             new_d - n_old, weights=new_tf, minlength=len(new_rows)).astype(np.int32)])
@@ -277,14 +290,26 @@ class Bm25Index:
                 present):
             main, present, archived, doclen, rowids, now = _merge(
                 main, d_terms, d_docs, d_tf, present, archived, doclen, rowids, now, len(terms))
-            delta = _Postings(np.zeros(1, np.int64), np.zeros(0, np.int32),
-                              np.zeros(0, np.uint16))
+            delta = _empty()
         else:
             delta = _postings(d_terms, d_docs, d_tf, len(terms))
-        return _Snapshot(generation, rowids, dict(now), present, archived, doclen, terms, main,
-                         delta, int(present.sum()), int(doclen[present].sum()))
+        return _Snapshot(generation, rowids, cur_rowids, cur_hashes, now, present, archived,
+                         doclen, terms, main, delta, int(present.sum()),
+                         int(doclen[present].sum()))
 
     # -- querying
+    def _length_norms(self, snap: _Snapshot) -> np.ndarray:
+        """K1·(1 − B + B·length/avgdl) of every row, once per snapshot (the same operations
+        as per query before, so the same scores to the last bit)."""
+        import numpy as np
+
+        cached = self._norms
+        if cached is None or cached[0] is not snap:
+            avgdl = snap.tokens / snap.rows
+            cached = (snap, K1 * (1 - B + B * snap.doclen.astype(np.float64) / avgdl))
+            self._norms = cached
+        return cached[1]
+
     def stems(self, store: Store, words: list[str]) -> list[str] | None:
         """Each query word as the index's one token; None if FTS5 would make any of them a
         phrase of several tokens (or of none), which this copy does not score."""
@@ -318,7 +343,8 @@ class Bm25Index:
             return []
         scores = np.zeros(len(snap.rowids), dtype=np.float64)
         matched = np.zeros(len(snap.rowids), dtype=bool)
-        avgdl = snap.tokens / snap.rows
+        norm = self._length_norms(snap)
+        some_dead = snap.rows < len(snap.rowids)
         for stem in stems:
             term = snap.terms.get(stem)
             if term is None:
@@ -327,9 +353,10 @@ class Bm25Index:
             docs_d, tf_d = snap.delta.column(term)
             docs = np.concatenate([docs_m, docs_d]) if len(docs_d) else docs_m
             tf = np.concatenate([tf_m, tf_d]) if len(docs_d) else tf_m
-            alive = snap.present[docs]
-            if not alive.all():
-                docs, tf = docs[alive], tf[alive]
+            if some_dead:
+                alive = snap.present[docs]
+                if not alive.all():
+                    docs, tf = docs[alive], tf[alive]
             if not len(docs):
                 continue
             n_hit = len(docs)
@@ -337,8 +364,7 @@ class Bm25Index:
             if idf <= 0.0:
                 idf = 1e-6
             freq = tf.astype(np.float64)
-            scores[docs] += idf * ((freq * (K1 + 1.0)) / (
-                freq + K1 * (1 - B + B * snap.doclen[docs].astype(np.float64) / avgdl)))
+            scores[docs] += idf * ((freq * (K1 + 1.0)) / (freq + norm[docs]))
             matched[docs] = True
         if not include_archive:
             matched &= ~snap.archived
@@ -349,9 +375,8 @@ class Bm25Index:
 
 def _merge(main: _Postings, d_terms: np.ndarray, d_docs: np.ndarray, d_tf: np.ndarray,
            present: np.ndarray, archived: np.ndarray, doclen: np.ndarray, rowids: np.ndarray,
-           keys: dict[tuple[int, str], int], n_terms: int
-           ) -> tuple[_Postings, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                      dict[tuple[int, str], int]]:
+           key_pos: np.ndarray, n_terms: int
+           ) -> tuple[_Postings, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Main and delta postings as one, without the rows no longer present (renumbered)."""
     import numpy as np
 
@@ -362,17 +387,66 @@ def _merge(main: _Postings, d_terms: np.ndarray, d_docs: np.ndarray, d_tf: np.nd
     keep = present[docs]
     renumber = np.cumsum(present) - 1
     merged = _postings(terms[keep], renumber[docs[keep]], tf[keep], n_terms)
-    new_keys = {key: int(renumber[i]) for key, i in keys.items()}
     return (merged, np.ones(int(present.sum()), bool), archived[present], doclen[present],
-            rowids[present], new_keys)
+            rowids[present], renumber[key_pos].astype(np.int64))
 
 
-def _trim_heap() -> None:
-    """Give freed heap memory back to the system now (glibc), rather than keep the load's
-    high-water mark resident in a long-lived daemon."""
-    import contextlib
-    import ctypes
-    import ctypes.util
+class _Collector:
+    """Postings from FTS5's occurrences (ordered by term, then row), a block at a time: each
+    block is reduced to one (row, count) pair per posting at once; a posting that runs on into
+    the next block is carried over."""
 
-    with contextlib.suppress(OSError, AttributeError, TypeError):  # not glibc: nothing to do
-        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    def __init__(self) -> None:
+        self.docs: list[np.ndarray] = []
+        self.tf: list[np.ndarray] = []
+        self.term_counts: list[tuple[np.ndarray, np.ndarray]] = []
+        self.carry: tuple[int, int, int] | None = None  # (term, row, count) of the last one
+
+    def add(self, t_ids: np.ndarray, docs: np.ndarray) -> None:
+        import numpy as np
+
+        first = np.ones(len(t_ids), dtype=bool)
+        first[1:] = (t_ids[1:] != t_ids[:-1]) | (docs[1:] != docs[:-1])
+        starts = np.flatnonzero(first)
+        t, d = t_ids[starts], docs[starts]
+        tf = np.diff(np.append(starts, len(t_ids))).astype(np.uint32)
+        if self.carry is not None:
+            ct, cd, cc = self.carry
+            if t[0] == ct and d[0] == cd:
+                tf[0] += cc
+            else:
+                self._keep(np.asarray([ct], np.int32), np.asarray([cd], np.int32),
+                           np.asarray([cc], np.uint32))
+        self.carry = (int(t[-1]), int(d[-1]), int(tf[-1]))
+        self._keep(t[:-1], d[:-1], tf[:-1])
+
+    def _keep(self, t: np.ndarray, d: np.ndarray, tf: np.ndarray) -> None:
+        import numpy as np
+
+        if len(t):
+            self.docs.append(d)
+            # counts as uint16 where they fit (all but freak texts): 2 bytes a posting held
+            self.tf.append(tf.astype(np.uint16) if int(tf.max()) < 65536 else tf)
+            # terms come in order, so a block holds a narrow range of them: its distinct
+            # terms and their posting counts (a bincount from 0 would be a whole vocabulary
+            # long, every block: ~27 MB at 100k chunks)
+            self.term_counts.append(np.unique(t, return_counts=True))
+
+    def done(self, n_terms: int) -> _Postings:
+        import numpy as np
+
+        if self.carry is not None:
+            ct, cd, cc = self.carry
+            self._keep(np.asarray([ct], np.int32), np.asarray([cd], np.int32),
+                       np.asarray([cc], np.uint32))
+            self.carry = None
+        counts = np.zeros(n_terms, dtype=np.int64)
+        for terms, c in self.term_counts:
+            np.add.at(counts, terms, c)
+        indptr = np.zeros(n_terms + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        docs = np.concatenate(self.docs) if self.docs else np.zeros(0, np.int32)
+        self.docs = []
+        tf = _counts(np.concatenate(self.tf) if self.tf else np.zeros(0, np.uint16))
+        self.tf, self.term_counts = [], []
+        return _Postings(indptr, docs, tf)  # in term, then row order

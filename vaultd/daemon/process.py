@@ -46,6 +46,7 @@ from vaultd.lifecycle import PHASE_NAMES
 from vaultd.search_request import SearchRequest
 from vaultd.store import Store
 from vaultd.vault import Vault
+from vaultd.vectors import trim_heap
 
 log = logging.getLogger("vaultd.daemon")
 
@@ -60,6 +61,7 @@ CONNECT_QUIET = 1.0  # seconds without events before the post-batch connect runs
 VECTOR_STEP = 64  # chunk contents embedded per step of the vectors phase (1-3 s here), so an
 #                   event or a stop waits at most one step
 VECTOR_RETRY = 30.0  # seconds before the vectors phase tries again after a failure
+TRIM_AFTER = 2.0  # seconds without a search before the heap the searches freed is trimmed
 WARM_EVERY = 5.0  # seconds between reloads of the in-memory vectors while they fill in
 
 
@@ -161,6 +163,7 @@ class Daemon:
         self._vectors_retry_at = 0.0
         self._deferred: list[str] = []  # lifecycle commands waiting for the vectors
         self._warmed_at = 0.0
+        self._searched_at = 0.0  # monotonic time of the last search, until the heap is trimmed
         self._indexing = threading.Event()
         # POST /flush and /lifecycle, waiting for the main thread: id → (done, work, answer)
         self._requests: dict[str, tuple[threading.Event, Callable[[], dict[str, Any]],
@@ -229,6 +232,7 @@ class Daemon:
 
     def search(self, request: SearchRequest) -> dict[str, Any]:
         hits = self.vault.search_with(self._reader(), request)
+        self._searched_at = time.monotonic()
         if hits:  # recall promotion counts it; written aside, so no search waits on a writer
             self.recalls.put((hits[:5], request.query, time.time()))
         pending = self.events.qsize() + (1 if self._indexing.is_set() else 0)
@@ -241,6 +245,13 @@ class Daemon:
         """Run in the foreground until SIGTERM/SIGINT. Returns the exit code."""
         from vaultd.daemon.server import Server
 
+        # Two cores serve a query's embedding, BM25 and KNN: no thread may spin-wait
+        # (onnxruntime's, OpenBLAS's) while another needs the core (10k chunks: /search p50
+        # 13.3 -> 9.3 ms); the KNN product uses both cores itself (vectors._scores). OpenBLAS
+        # reads this when numpy loads: so first of all (the model's identity, below, loads
+        # numpy: set after it, as it was until 2026-12-03, it did nothing; 10k chunks, /search
+        # p50 7.0-8.3 -> 5.5-5.7 ms).
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         self.lock.acquire()
         try:
             # First: a SIGTERM while the model loads must also end in a clean exit 0.
@@ -254,10 +265,6 @@ class Daemon:
                 log.info("removed %s, left by an interrupted write", rel)
             self.vault.store.ensure_model(self.vault.embedder.identity())
             self._index_id = file_identity(layout.index_path(self.root))
-            # Two cores serve a query's embedding, FTS and KNN at once: no thread may spin-wait
-            # (onnxruntime's, OpenBLAS's) while another needs the core (10k chunks: /search p50
-            # 13.3 -> 9.3 ms). OpenBLAS reads its setting when numpy loads, which is below.
-            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
             self.vault.embedder.warm_up()  # the first request must not pay for the model load
             self.vault.keep_vectors_warm()  # and no query pays for loading the vectors
             s = self.settings.server
@@ -370,6 +377,9 @@ class Daemon:
                 if self._connect_due is not None and time.monotonic() >= self._connect_due:
                     self._connect_due = None
                     self._lifecycle("connect", mirror=False)
+                if self._searched_at and time.monotonic() - self._searched_at >= TRIM_AFTER:
+                    self._searched_at = 0.0
+                    trim_heap()  # what a burst of searches freed (100k chunks: ~17 MB)
                 continue
             if isinstance(item, str):
                 self._command(item)
@@ -641,6 +651,7 @@ class Daemon:
             self.vault.vectors.refresh(self.vault.store)
         if self.vault.texts is not None:
             self.vault.texts.load(self.vault.store, background=True)
+        trim_heap()  # what the index work freed (a reconcile's file lists, chunk texts, …)
 
     def _connect_after(self, report: IndexReport) -> None:
         if self.settings.lifecycle.connect_after_index and (report.new or report.changed

@@ -245,7 +245,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_ref: Server
     server: LimitedHTTPServer
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out as separate writes
+    disable_nagle_algorithm = True  # a response's last write must not wait for an ACK
+    # headers and body buffered, then sent with one write (the stdlib's default, 0, writes the
+    # headers and the body apart: two system calls per response); every response flushes
+    wbufsize = 1 << 16
     server_version = "vaultd"
     timeout = 30.0  # seconds a stalled client may hold its connection (and thread)
     _unread = 0  # bytes of the request body not read yet
@@ -253,9 +256,15 @@ class _Handler(BaseHTTPRequestHandler):
     _cors: str | None = None  # the listed Origin to echo, if the request has one
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug("%s %s", self.address_string(), format % args)
+        if log.isEnabledFor(logging.DEBUG):  # called for every request: format only if kept
+            log.debug("%s %s", self.address_string(), format % args)
 
     # -- plumbing
+    def handle_expect_100(self) -> bool:
+        ok = super().handle_expect_100()
+        self.wfile.flush()  # "100 Continue" must go out now: the client waits for it
+        return ok
+
     def handle_one_request(self) -> None:
         self.server.mark(self.connection, "head")
         self._cors = None
