@@ -604,3 +604,38 @@ def test_the_heap_is_trimmed_once_searches_pause(tmp_path: Path, env: dict[str, 
         assert trims[-1] - searched >= 0.3
         time.sleep(1.0)
         assert len(trims) == before + 1  # no search since: nothing more to give back
+
+
+def test_the_recall_writer_survives_an_index_it_cannot_open_yet(tmp_path: Path) -> None:
+    """The recalls thread opens the index on its first item: when that fails (the index was
+    deleted or replaced that moment), one recall is lost, not every later one."""
+    from conftest import fake_embedder
+
+    from vaultd.daemon.process import RecallWriter
+    from vaultd.vault import open_vault
+
+    root = make_vault(tmp_path, {"semantic/kiln.md": "# Kiln\n\nThe kiln thermocouple "
+                                 "reads 40 degrees low above 1000 C.\n"})
+    with open_vault(root, env={}, daemon="never", embedder=fake_embedder(tmp_path)) as vault:
+        vault.index()
+        hits = vault.search("kiln thermocouple", k=3)
+    index = layout.index_path(root)
+    moved = index.with_name("index.db.away")
+    index.rename(moved)
+    index.mkdir()  # a directory where the index should be: opening it fails
+    writer = RecallWriter(root)
+    try:
+        writer.put((list(hits), "kiln thermocouple", time.time()))
+        deadline = time.monotonic() + 10
+        while not writer._queue.empty() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # the first item's open has failed by now
+        index.rmdir()
+        moved.rename(index)
+        writer.put((list(hits), "thermocouple offset", time.time()))
+    finally:
+        writer.close()
+    assert writer._thread is not None and not writer._thread.is_alive()
+    with open_vault(root, env={}, daemon="never", embedder=fake_embedder(tmp_path)) as vault:
+        counts = vault.store.recall_counts()
+    assert counts.get(("semantic/kiln.md", "Kiln")) == 1  # the second query's; the first lost

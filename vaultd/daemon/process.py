@@ -109,18 +109,24 @@ class RecallWriter:
         from vaultd.lifecycle.promote import record_recalls
 
         path = layout.index_path(self.root)
-        store, opened = Store(path), file_identity(path)
+        store: Store | None = None
+        opened: Any = None
         try:
             while (item := self._queue.get()) is not None:
                 try:
-                    if file_identity(path) != opened:  # the index file was replaced
-                        store.close()
+                    if store is None or file_identity(path) != opened:  # new, or replaced
+                        if store is not None:
+                            store.close()
+                            store = None
+                        # opened here, inside the guard: an index deleted or replaced just
+                        # now (a disk I/O error) loses this recall, not every later one
                         store, opened = Store(path), file_identity(path)
                     record_recalls(store, *item)
                 except Exception:  # a lost recall must never take the daemon down
                     log.exception("recording a search's recalls failed")
         finally:
-            store.close()
+            if store is not None:
+                store.close()
 
 
 @dataclass
