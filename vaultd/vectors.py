@@ -15,7 +15,9 @@ can only make the copy look older than it is (one extra refresh), never newer.
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -211,11 +213,21 @@ def positions(old_rowids: np.ndarray, old_hashes: np.ndarray, rowids: np.ndarray
 def trim_heap() -> None:
     """Give freed heap memory back to the system now (glibc), rather than keep a load's
     high-water mark resident in a long-lived daemon. Nothing to do elsewhere."""
-    import contextlib
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, looked up once: `find_library` runs `ldconfig -p` (~2 ms, a
+    subprocess), and the daemon trims after every load, batch of index work and search
+    burst."""
     import ctypes
     import ctypes.util
 
-    with contextlib.suppress(OSError, AttributeError, TypeError):  # not glibc: nothing to do
+    try:
         libc = ctypes.util.find_library("c")
-        if libc:
-            ctypes.CDLL(libc).malloc_trim(0)
+        return ctypes.CDLL(libc).malloc_trim if libc else None
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to do
+        return None
