@@ -86,11 +86,20 @@ class EntryView:
     def pinned(self) -> bool:
         return self.frontmatter.get("pinned") is True or "pinned" in self.tags
 
+    @property
+    def consolidated(self) -> bool:
+        """A note consolidation made (it keeps the facts of the entries it merged)."""
+        return "consolidation" in self.frontmatter
+
+    @property
+    def made_by_vaultd(self) -> bool:
+        """A note vaultd made: merged by consolidation or extracted by the heartbeat."""
+        return self.consolidated or "extracted_from" in self.frontmatter
+
     def owned(self, scope: Iterable[str]) -> bool:
         """Whether the entry is the agent's memory, which the lifecycle may change: in one
         of the `scope` folders, or a note vaultd made (merged or extracted)."""
-        return in_scope(self.path, scope) or any(
-            key in self.frontmatter for key in ("consolidation", "extracted_from"))
+        return in_scope(self.path, scope) or self.made_by_vaultd
 
     def protection(self, scope: Iterable[str] | None = None) -> str | None:
         """Why this entry never fades, or None. With `scope`, an entry outside it is the

@@ -257,7 +257,7 @@ def _centrality(vectors: np.ndarray) -> np.ndarray:
 
 
 def _boost(view: EntryView, recalls: int) -> float:
-    if "consolidation" in view.frontmatter:
+    if view.consolidated:
         boost = CONSOLIDATED_WEIGHT
     else:
         boost = PROVEN_BOOST if view.proven else 1.0

@@ -124,7 +124,7 @@ def plan(ctx: Context) -> Plan:
         # the user's curated notes teach what knowledge looks like; the notes vaultd made from
         # episodes would only teach it what episodes look like
         rows = [i for i, v in enumerate(views) if v.type == kind and not v.archived
-                and not ({"consolidation", "extracted_from"} & set(v.frontmatter))
+                and not v.made_by_vaultd
                 and not (kind == "episodic" and (v.date or "") >= since)]
         if rows:
             c = matrix[rows].mean(axis=0)
