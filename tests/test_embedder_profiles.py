@@ -506,6 +506,7 @@ def test_a_derived_model_is_built_once_when_first_used(tiny: Tiny, tmp_path: Pat
     manifest = json.loads(manifest_path(out).read_text())
     assert identity["file"] == manifest["identity"] == manifest["sha256"] == file_sha256(out)
     assert manifest["recipe"] == RECIPE and manifest["source_sha256"] == derived.build_from_sha256
+    assert manifest["graph"] == "as exported"  # not an encoder vaultd can rebuild: quantised as is
     ops = {node.op_type for node in onnx.load(str(out)).graph.node}
     assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "DequantizeLinear"}, ops
     assert embedder.embed(TEXTS).shape == (len(TEXTS), DIMS)
@@ -626,3 +627,11 @@ def test_max_batch_caps_the_texts_per_model_call(tiny: Tiny, tmp_path: Path) -> 
     assert profile_from_table("mine", {**BASE_TABLE, "max_batch": 1}, tmp_path).max_batch == 1
     with pytest.raises(ConfigError, match="max_batch: expected a positive integer"):
         profile_from_table("mine", {**BASE_TABLE, "max_batch": 0}, tmp_path)
+
+
+def test_a_graph_that_is_not_an_encoder_is_not_rebuilt(tiny: Tiny, tmp_path: Path) -> None:
+    from vaultd.encoder_graph import fuse
+
+    out = tmp_path / "fused.onnx"
+    assert fuse(tiny.graph(), out) is False
+    assert not out.exists()

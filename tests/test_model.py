@@ -193,3 +193,54 @@ def test_a_short_text_without_arena_shrinkage_gets_the_same_bits(
     monkeypatch.setattr(embedder_module, "SHORT_TOKENS", 0)  # every run shrinks, as before
     shrunk = np.vstack([either.embed([t], kind="query") for t in texts])
     assert np.array_equal(fast, shrunk)
+
+
+def test_the_default_is_built_from_fused_operators(minilm_int8: OnnxEmbedder) -> None:
+    """The int8 default is the encoder rebuilt from onnxruntime's fused operators, then
+    quantised (vaultd.encoder_graph): one QAttention per layer instead of ~45 small nodes."""
+    import onnx
+
+    from vaultd.models import manifest_path
+
+    path = minilm_int8.model_file()
+    assert json.loads(manifest_path(path).read_text())["graph"] == "fused"
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert ops.count("QAttention") == 6 and "Softmax" not in ops and len(ops) < 150
+    # the word table stays 8-bit, as in the exported graph's quantised copy
+    assert ops.count("DequantizeLinear") == 3
+
+
+@pytest.mark.slow
+def test_the_fused_encoder_computes_what_the_exported_one_does(tmp_path: Path,
+                                                               minilm: OnnxEmbedder) -> None:
+    """The rebuilt fp32 graph against the shipped one, on real text: the same network. And
+    the check that guards the rebuild refuses a wrong one (6 heads of 64 instead of 12 of 32:
+    the weights fit, the output does not)."""
+    import onnx
+    import onnxruntime as ort
+
+    from vaultd import encoder_graph
+
+    folded = tmp_path / "folded.onnx"
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(folded)
+    ort.InferenceSession(str(minilm.model_file()), options, providers=["CPUExecutionProvider"])
+    fused = tmp_path / "fused.onnx"
+    assert encoder_graph.fuse(folded, fused)
+    tokenizer = minilm._tokenizer
+    for text in ["TODO", "The ramen place near the office closes at 3pm on weekdays."]:
+        enc = tokenizer.encode(text)
+        ids = np.array([enc.ids], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                 "token_type_ids": np.zeros_like(ids)}
+        want, got = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+                     .run(None, feeds)[0] for p in (folded, fused))
+        assert np.abs(want - got).max() < 1e-4
+    original = onnx.load(str(folded))
+    weights = encoder_graph._Weights(original)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    wrong = encoder_graph._build(weights, 6, "last_hidden_state", names, original)
+    assert not encoder_graph._same_output(original, wrong, names)
+    right = encoder_graph._build(weights, 12, "last_hidden_state", names, original)
+    assert encoder_graph._same_output(original, right, names)

@@ -33,7 +33,7 @@ from typing import Any
 
 from vaultd.errors import ModelError
 
-RECIPE = "ort-basic-fold+quantize_dynamic(QInt8,per_channel,reduce_range)/1"
+RECIPE = "ort-basic-fold+fuse-encoder+quantize_dynamic(QInt8,per_channel,reduce_range)/2"
 PROBE_IDS = [1 + i % 8 for i in range(16)]  # ids 1-8: valid in any vocabulary
 PROBE_TOLERANCE = 1e-4  # largest change of a probe value (unit vector) that is "the same output"
 
@@ -83,23 +83,36 @@ def _build(source: Path, source_sha256: str, out: Path,
         raise ModelError(f"cannot build the int8 model from {source}: sha256 {actual}, "
                          f"expected {source_sha256}; reinstall the package that ships it")
     try:
+        import onnx
         import onnxruntime as ort
         from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        from vaultd.encoder_graph import fuse
     except ImportError as exc:  # onnxruntime.quantization imports the `onnx` package
         raise ModelError(f"building the int8 model needs the 'onnx' package ({exc}); "
                          "pip install onnx") from exc
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.onnx")
     folded = out.with_name(f".{out.stem}.fold{os.getpid()}.onnx")
+    fused = out.with_name(f".{out.stem}.fused{os.getpid()}.onnx")
     try:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(folded)
         options.log_severity_level = 3
         ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        # the same network in onnxruntime's fused operators, when it is a BERT-style encoder
+        # (checked to compute the same); else the folded graph as it is
+        graph = "fused" if fuse(folded, fused) else "as exported"
         with _quiet_quantizer():
-            quantize_dynamic(str(folded), str(tmp), weight_type=QuantType.QInt8,
-                             per_channel=True, reduce_range=True)
+            if graph == "fused":  # (the contrib operators' outputs have no inferred type)
+                quantize_dynamic(str(fused), str(tmp), weight_type=QuantType.QInt8,
+                                 per_channel=True, reduce_range=True,
+                                 op_types_to_quantize=["MatMul", "Attention", "Gather"],
+                                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            else:
+                quantize_dynamic(str(folded), str(tmp), weight_type=QuantType.QInt8,
+                                 per_channel=True, reduce_range=True)
         sha = file_sha256(tmp)
         probe = probe_vector(tmp)
         identity = sha
@@ -107,7 +120,8 @@ def _build(source: Path, source_sha256: str, out: Path,
             identity = previous.get("identity", sha)  # same file, same output: same vectors
         elif previous and previous.get("sha256") == sha:
             identity = f"{sha}:{_ort_version()}"  # same file, but this runtime computes otherwise
-        manifest = {"recipe": RECIPE, "source": str(source), "source_sha256": source_sha256,
+        manifest = {"recipe": RECIPE, "graph": graph, "source": str(source),
+                    "source_sha256": source_sha256,
                     "onnxruntime": _ort_version(), "sha256": sha, "identity": identity,
                     "probe": [round(float(x), 7) for x in probe]}
         os.replace(tmp, out)
@@ -119,6 +133,7 @@ def _build(source: Path, source_sha256: str, out: Path,
     finally:
         tmp.unlink(missing_ok=True)
         folded.unlink(missing_ok=True)
+        fused.unlink(missing_ok=True)
     return Built(out, sha, identity, time.perf_counter() - started)
 
 
