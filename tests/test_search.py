@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
 import pytest
 
 from vaultd.embedder import HashEmbedder, builtin_profiles
-from vaultd.search import _rrf, fts_query
+from vaultd.search import Hit, _rrf, fts_query, hit_from_dict
 from vaultd.vault import Vault, init_vault, open_vault
 
 
@@ -44,6 +45,9 @@ def test_hit_has_the_documented_fields(vault: Vault) -> None:
     assert data["path"] == "semantic/redis.md" and data["type"] == "semantic"
     assert data["heading"] == "Redis > Failover" and data["lines"] == [7, 7]
     assert 0 < data["score"] <= 1
+    # every field, and back again (the daemon's /search sends this; clients rebuild the hit)
+    assert set(data) == {f.name for f in dataclasses.fields(Hit)}
+    assert hit_from_dict(data) == dataclasses.replace(hit, score=data["score"])
 
 
 def test_filters_by_type_tag_path_and_date(vault: Vault) -> None:

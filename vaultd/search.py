@@ -15,7 +15,7 @@ import datetime as dt
 import math
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vaultd.layout import is_archived
@@ -64,10 +64,11 @@ class Hit:
     archived: bool = False  # under archive/: a faded or merged entry (a lower tier)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["lines"] = list(self.lines)
-        out["score"] = round(self.score, 6)
-        return out
+        # field by field: dataclasses.asdict deep-copies, 16 us a hit (0.16 ms of a search)
+        return {"path": self.path, "score": round(self.score, 6), "text": self.text,
+                "type": self.type, "heading": self.heading, "lines": list(self.lines),
+                "chunk_id": self.chunk_id, "entry_id": self.entry_id, "date": self.date,
+                "archived": self.archived}
 
 
 class Hits(list[Hit]):
@@ -133,8 +134,9 @@ class Searcher:
         # The embedding is the long pole (~5 ms at 10k chunks, BM25 ~0.7): it runs on this
         # thread, BM25 beside it on the executor, joined before anything else touches the
         # store (one connection: KNN's refresh may open a read transaction too)
-        text_job = (self.executor.submit(self._bm25, query, pool, options.filters)
+        text_job = (self.executor.submit(self._bm25_placed, query, pool, options.filters)
                     if self.executor is not None and options.mode == "hybrid" else None)
+        known: dict[int, tuple[str, int]] = {}  # places the BM25 job looked up meanwhile
         if options.mode == "bm25":
             text_hits = self._bm25(query, pool, options.filters)
         if options.mode in ("hybrid", "vector"):
@@ -151,7 +153,7 @@ class Searcher:
                     qvec = np.asarray(self.embed_query(query), dtype=np.float32).reshape(-1)
                 finally:
                     wait([text_job])  # even when the embedding failed: then the store is free
-                text_hits = text_job.result()
+                text_hits, known = text_job.result()
             if self.vectors is not None and options.filters.only_archive_rule:
                 vector_hits = self.vectors.knn(self.store, qvec, pool,
                                                options.filters.include_archive, self.executor)
@@ -175,7 +177,8 @@ class Searcher:
             rows = self.store.chunks_by_rowid(scores)
             places = {r: (row.path, row.start_line) for r, row in rows.items()}
         else:
-            places = self.store.chunk_positions(list(scores))
+            places = {r: known[r] for r in scores if r in known}
+            places.update(self.store.chunk_positions([r for r in scores if r not in known]))
         lower = options.filters.include_archive and options.archive_weight != 1.0
         if lower:
             for rowid, (path, _) in places.items():
@@ -207,6 +210,13 @@ class Searcher:
             if hits is not None:
                 return hits
         return self.store.fts(" OR ".join(f'"{t}"' for t in terms), k, filters)
+
+    def _bm25_placed(self, query: str, k: int, filters: Filters
+                     ) -> tuple[list[tuple[int, float]], dict[int, tuple[str, int]]]:
+        """BM25's hits and their places (path, line), both looked up while the query is
+        embedded on the other thread: fewer places to read once the vector hits are in."""
+        hits = self._bm25(query, k, filters)
+        return hits, self.store.chunk_positions([r for r, _ in hits])
 
     def _mmr(self, ranked: list[int], scores: dict[int, float], lam: float, k: int) -> list[int]:
         import numpy as np
