@@ -3,8 +3,11 @@ needed, offline, cached, verified by hash at every load and rebuilt when onnxrun
 
 The recipe (`RECIPE`): onnxruntime's basic graph optimisations first (the shipped MiniLM stores
 int8 weights that a Cast+Mul turns into floats at run time, so its MatMuls have no constant
-weight to quantise until constant folding makes them fp32 initializers), then
-`quantize_dynamic(weight_type=QInt8, per_channel=True, reduce_range=True)`.
+weight to quantise until constant folding makes them fp32 initializers); then the encoder
+rebuilt from onnxruntime's fused operators (`vaultd.encoder_graph`: one Attention per layer
+instead of ~45 small nodes; checked to compute the same, else the folded graph is kept); then
+`quantize_dynamic(weight_type=QInt8, per_channel=True, reduce_range=True)`. The manifest's
+`graph` says which ("fused" or "as exported").
 
 Why `reduce_range` (7-bit weights): on x86 CPUs without VNNI (AVX2, or AVX-512 without VNNI),
 onnxruntime's u8 x s8 MatMulInteger kernel (VPMADDUBSW) adds two products in int16 and

@@ -180,16 +180,15 @@ class Searcher:
             places = {r: known[r] for r in scores if r in known}
             places.update(self.store.chunk_positions([r for r in scores if r not in known]))
         lower = options.filters.include_archive and options.archive_weight != 1.0
-        if lower:
-            for rowid, (path, _) in places.items():
-                if is_archived(path):
-                    scores[rowid] *= options.archive_weight
+        archived = [r for r, (path, _) in places.items() if is_archived(path)] if lower else []
+        for rowid in archived:
+            scores[rowid] *= options.archive_weight
         if options.half_life_days > 0:
             today = options.today or dt.date.today()
             for rowid, row in rows.items():
                 scores[rowid] *= _decay(row, today, options.half_life_days)
         ranked = sorted(places, key=lambda r: (-scores[r], *places[r]))
-        if lower and any(is_archived(places[r][0]) for r in ranked):
+        if archived:
             rows.update(self.store.chunks_by_rowid(r for r in ranked if r not in rows))
             ranked = _without_archived_copies([r for r in ranked if r in rows], rows, scores)
         if options.mmr_lambda > 0:
