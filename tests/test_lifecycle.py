@@ -11,7 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NIGHTLY, copy_sample_vault, daily, nightly_log, with_settings, write
+from conftest import (
+    NIGHTLY,
+    copy_sample_vault,
+    daily,
+    fake_embedder,
+    make_vault,
+    nightly_log,
+    with_settings,
+    write,
+)
 
 from vaultd import edits, layout
 from vaultd.embedder import HashEmbedder
@@ -500,3 +509,45 @@ def test_an_identical_twin_left_in_the_log_is_not_taken_for_an_interrupted_move(
     assert not out.written and log.read_text(encoding="utf-8").count(twin) == 1
     archive = (vault.root / "archive/episodic/2026-11-06.md").read_text(encoding="utf-8")
     assert archive.count(twin) == 1
+
+
+def test_connect_and_prune_hold_similarities_a_block_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model change re-buffers every entry: connect (and prune) built an entries x entries
+    similarity matrix at once (50k entries: 10 GB; a 100k-chunk daemon grew to 13.5 GB). Now a
+    block of rows at a time: the same plans, and memory bounded by the block."""
+    import random
+    import tracemalloc
+
+    from vaultd.lifecycle import connect, prune
+
+    words = [f"w{i}" for i in range(3000)]
+    rng = random.Random(7)
+    root = make_vault(tmp_path, {f"episodic/2026-10-{d:02d}.md": daily(f"2026-10-{d:02d}", [
+        f"Entry {d} {n}. " + " ".join(rng.sample(words, 12)) for n in range(60)])
+        for d in range(1, 26)})  # 1,500 entries
+    with open_vault(root, env={}, embedder=fake_embedder(tmp_path)) as vault:
+        vault.index()
+        ctx = vault.lifecycle_context(dry_run=True, mirror=False)  # (links in the index)
+        assert sum(v.type == "episodic" for v in ctx.views) == 1500
+        peaks, plans = [], []
+        for floats in (1500 * 1500, 1500 * 7):  # all pairs at once (9 MB), 7 rows a block
+            monkeypatch.setattr(connect, "SIMILARITY_FLOATS", floats)
+            monkeypatch.setattr(prune, "SIMILARITY_FLOATS", floats)
+            tracemalloc.start()
+            plans.append([connect.plan(ctx), prune.plan(ctx)])
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+    whole, blocked = plans
+
+    def links(p: object) -> list[tuple[str, list[str], dict[str, float]]]:
+        return [(x.kind, x.entries[:1], dict(zip(x.entries[1:], x.data.get("scores", []))))
+                for x in p.actions]  # type: ignore[attr-defined]
+
+    for a, b in zip(whole, blocked):  # the same links; a product's last bits depend on how
+        # many rows BLAS multiplies at once, so near-equal scores may come in another order
+        assert len(a.actions) == len(b.actions)
+        for (kind, entry, x), (kind2, entry2, y) in zip(links(a), links(b)):
+            assert (kind, entry, set(x)) == (kind2, entry2, set(y))
+            assert all(abs(x[k] - y[k]) <= 1e-3 for k in x)
+    assert peaks[1] < peaks[0] - 1500 * 1500 * 4 * 0.8, peaks  # the 9 MB matrix is gone

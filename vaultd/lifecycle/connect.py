@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 from vaultd import edits
 from vaultd.layout import MEMORY_FILE
 from vaultd.lifecycle.entries import EntryView
-from vaultd.lifecycle.plans import CHANGE, Action, Context, Outcome, Phase, Plan
+from vaultd.lifecycle.plans import (
+    CHANGE,
+    SIMILARITY_FLOATS,
+    Action,
+    Context,
+    Outcome,
+    Phase,
+    Plan,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,19 +52,23 @@ def plan(ctx: Context) -> Plan:
     buffer = [i for i, v in enumerate(views) if active[i] and done.get(v.id) != v.hash]
     result.notes.append(f"{len(buffer)} buffered entr{'y' if len(buffer) == 1 else 'ies'} of "
                         f"{int(active.sum())} active; link threshold {th.link:.2f}")
-    if buffer:
-        sims = matrix[buffer] @ matrix.T
-    for row, i in enumerate(buffer):
-        sims[row, i] = -1.0
-        sims[row, ~active] = -1.0
-        above = np.flatnonzero(sims[row] >= th.link)
-        above = above[np.argsort(-sims[row, above], kind="stable")]
-        linked = [(views[j].id, float(sims[row, j])) for j in above]
-        result.actions.append(Action(
-            "link", [views[i].id, *[j for j, _ in linked]],
-            f"{len(linked)} link(s) at cosine ≥ {th.link:.2f}" if linked
-            else f"no entry at cosine ≥ {th.link:.2f} (best {float(sims[row].max()):.2f})",
-            {"scores": [round(s, 3) for _, s in linked], "hash": views[i].hash}))
+    # a block of buffered rows at a time: all of them at once is buffered x entries floats
+    # (a model change re-buffers every entry: 50k entries made a 10 GB matrix)
+    block = max(1, SIMILARITY_FLOATS // max(len(views), 1))
+    for start in range(0, len(buffer), block):
+        rows = buffer[start:start + block]
+        sims = matrix[rows] @ matrix.T
+        for row, i in enumerate(rows):
+            sims[row, i] = -1.0
+            sims[row, ~active] = -1.0
+            above = np.flatnonzero(sims[row] >= th.link)
+            above = above[np.argsort(-sims[row, above], kind="stable")]
+            linked = [(views[j].id, float(sims[row, j])) for j in above]
+            result.actions.append(Action(
+                "link", [views[i].id, *[j for j, _ in linked]],
+                f"{len(linked)} link(s) at cosine ≥ {th.link:.2f}" if linked
+                else f"no entry at cosine ≥ {th.link:.2f} (best {float(sims[row].max()):.2f})",
+                {"scores": [round(s, 3) for _, s in linked], "hash": views[i].hash}))
     if ctx.settings.mirror_related and ctx.mirror:
         plan_mirror(ctx, result)
     return result

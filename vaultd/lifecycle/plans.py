@@ -39,6 +39,9 @@ class Action:
 
 # What a plan does to a file; a real run touches exactly the files its plan lists.
 CREATE, CHANGE, REMOVE = "create", "change", "remove"
+# Entry-by-entry similarities are computed a block of rows at a time, at most this many floats
+# (16 MB) at once: all pairs at once of 50k entries is a 10 GB matrix
+SIMILARITY_FLOATS = 4_000_000
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vaultd.lifecycle import state
-from vaultd.lifecycle.plans import Action, Context, Phase, Plan
+from vaultd.lifecycle.plans import SIMILARITY_FLOATS, Action, Context, Phase, Plan
 
 
 def plan(ctx: Context) -> Plan:
@@ -17,10 +17,13 @@ def plan(ctx: Context) -> Plan:
     idx = [i for i, v in enumerate(views) if v.type == "episodic" and not v.archived
            and v.protection(ctx.settings.scope) is None]
     gone: set[int] = set()
-    if len(idx) > 1:
-        sims = matrix[idx] @ matrix[idx].T
-        for a in range(len(idx)):
-            for b in np.flatnonzero(sims[a, a + 1:] >= th.duplicate) + a + 1:
+    episodes = matrix[idx] if len(idx) > 1 else None
+    block = max(1, SIMILARITY_FLOATS // max(len(idx), 1))  # rows of similarities at a time
+    for start in range(0, len(idx) if episodes is not None else 0, block):
+        sims = episodes[start:start + block] @ episodes.T
+        for a in range(start, min(start + block, len(idx))):
+            row = sims[a - start]
+            for b in np.flatnonzero(row[a + 1:] >= th.duplicate) + a + 1:
                 i, j = idx[a], idx[int(b)]
                 if i in gone or j in gone:
                     continue
@@ -28,7 +31,7 @@ def plan(ctx: Context) -> Plan:
                                                            views[k].order))
                 gone.add(drop)
                 result.actions.append(Action("fade", [views[drop].id],
-                                           f"near-duplicate (cosine {float(sims[a, b]):.2f}) "
+                                           f"near-duplicate (cosine {float(row[b]):.2f}) "
                                            f"of {views[keep].label()}"))
     result.notes.append(f"{len(gone)} near-duplicate(s) at cosine ≥ {th.duplicate:.2f}")
     return state.plan_files(ctx, result)
