@@ -247,9 +247,9 @@ def test_the_fused_encoder_computes_what_the_exported_one_does(tmp_path: Path,
 
 
 def test_a_warm_daemon_model_does_not_spin_between_queries(tmp_path: Path) -> None:
-    """The daemon's embedder (`warm_up`) lets onnxruntime's threads spin only while a run is
-    on: right after a query the process is idle. (Spinning after each run, the default for a
-    batch job, burned ~0.05 s of CPU in the half second after a query on this machine.)"""
+    """The daemon's embedder (`warm_up`) keeps onnxruntime's threads from spinning: right
+    after a query the process is idle. (Spinning after each run, the default for a batch job,
+    burned ~0.05 s of CPU in the half second after a query on this machine.)"""
     import time
 
     embedder = OnnxEmbedder(builtin_profiles(tmp_path)[DEFAULT_MODEL], threads=2, batch_size=8)

@@ -314,8 +314,7 @@ class OnnxEmbedder(Embedder):
         self._file_hash = ""
         self._built: Any = None  # vaultd.models.Built, for a derived model
         # onnxruntime's threads spin after each run, waiting for the next: good for a batch
-        # job, bad in a daemon whose HTTP and SQLite threads need those cores (see Daemon.run);
-        # False: they spin only while a run is on
+        # job, bad in a daemon whose HTTP and SQLite threads need those cores (see Daemon.run)
         self.spinning = True
 
     def file_hash(self) -> str:
@@ -372,8 +371,8 @@ class OnnxEmbedder(Embedder):
 
     # -- session
     def warm_up(self) -> None:
-        """Load now, with threads that do not spin between runs: the daemon's HTTP and SQLite
-        threads need those cores then."""
+        """Load now, with threads that do not spin: the daemon's HTTP and SQLite threads need
+        those cores between runs."""
         self.spinning = False
         self.load()
 
@@ -400,11 +399,10 @@ class OnnxEmbedder(Embedder):
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         if not self.spinning:
-            # spin only while a run is on (each operator's work reaches the other thread
-            # without a futex wake-up) and stop the moment the last run returns: 10k-chunk
-            # search 0.3-0.4 ms faster than with spinning off (bench/RESULTS.md, 2026-12-03),
-            # and nothing spins between requests, when HTTP, SQLite and KNN need the cores
-            options.add_session_config_entry("session.force_spinning_stop", "1")
+            # (spinning only while a run is on, `session.force_spinning_stop`, was 3 % faster
+            # at 10k chunks but 10 % slower at 100k, where the BM25 thread beside the query's
+            # embedding needs the core: bench/RESULTS.md, 2026-12-03)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(path), options,
                                                  providers=["CPUExecutionProvider"])

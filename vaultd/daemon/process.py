@@ -252,9 +252,8 @@ class Daemon:
         from vaultd.daemon.server import Server
 
         # Two cores serve a query's embedding, BM25 and KNN: no thread may spin-wait
-        # (OpenBLAS's; onnxruntime's only while its run is on, see OnnxEmbedder.load) while
-        # another needs the core (10k chunks: /search p50 13.3 -> 9.3 ms); the KNN product
-        # uses both cores itself (vectors._scores). OpenBLAS
+        # (onnxruntime's, OpenBLAS's) while another needs the core (10k chunks: /search p50
+        # 13.3 -> 9.3 ms); the KNN product uses both cores itself (vectors._scores). OpenBLAS
         # reads this when numpy loads: so first of all (the model's identity, below, loads
         # numpy: set after it, as it was until 2026-12-03, it did nothing; 10k chunks, /search
         # p50 7.0-8.3 -> 5.5-5.7 ms).
