@@ -131,7 +131,7 @@ class Searcher:
         pool = max(options.candidates, options.k * 3)
         vector_hits: list[tuple[int, float]] = []
         text_hits: list[tuple[int, float]] = []
-        # The embedding is the long pole (~5 ms at 10k chunks, BM25 ~0.7): it runs on this
+        # The embedding is the long pole (~4 ms at 10k chunks, BM25 ~0.7): it runs on this
         # thread, BM25 beside it on the executor, joined before anything else touches the
         # store (one connection: KNN's refresh may open a read transaction too)
         text_job = (self.executor.submit(self._bm25_placed, query, pool, options.filters)
