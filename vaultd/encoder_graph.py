@@ -46,6 +46,10 @@ def fuse(source: str | Path, out: str | Path) -> bool:
         hidden = weights.get("embeddings.word_embeddings.weight").shape[1]
     except KeyError:
         return False
+    feeds = probe_feeds(names)
+    want = outputs_for(model, feeds)  # the original's, once for every try
+    if want is None:
+        return False
     for head_size in (64, 32, 128):  # the head count is not in the weights: try, and compare
         if hidden % head_size:
             continue
@@ -53,7 +57,7 @@ def fuse(source: str | Path, out: str | Path) -> bool:
             fused = _build(weights, hidden // head_size, outputs[0], names, model)
         except (KeyError, ValueError):  # a weight is not there, or not of this layout's shape
             return False
-        if _same_output(model, fused, names):
+        if same_output(want, outputs_for(fused, feeds), feeds):
             onnx.save(fused, str(out))
             return True
     return False
@@ -173,35 +177,50 @@ def _build(w: _Weights, heads: int, output: str, inputs: list[str], original: An
     return model
 
 
-def _same_output(original: Any, fused: Any, inputs: list[str]) -> bool:
-    """Both graphs on fixed token ids: one short and one long text, and a padded batch."""
+def probe_feeds(inputs: list[str]) -> list[dict[str, Any]]:
+    """Fixed token ids to compare two graphs on: one short text, and a batch of two long ones
+    of which the second is padded."""
     import numpy as np
-    import onnxruntime as ort
-
-    def run(model: Any, feeds: dict[str, Any]) -> Any:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(model.SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])
-            return session.run(None, feeds)[0]
-        except Exception:  # onnxruntime's own untyped errors: an op it cannot run here
-            return None
 
     rng = np.random.default_rng(15)
     ids = rng.integers(1000, 20000, size=(2, 40), dtype=np.int64)
     ids[:, 0], ids[:, -1] = 101, 102
     mask = np.ones_like(ids)
-    mask[1, 25:] = 0  # the second text is shorter: padded
-    for feeds in ({"input_ids": ids[:1, :9], "attention_mask": mask[:1, :9]},
-                  {"input_ids": ids, "attention_mask": mask}):
-        if "token_type_ids" in inputs:
+    mask[1, 25:] = 0
+    out = [{"input_ids": ids[:1, :9], "attention_mask": mask[:1, :9]},
+           {"input_ids": ids, "attention_mask": mask}]
+    if "token_type_ids" in inputs:
+        for feeds in out:
             feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
-        want, got = run(original, feeds), run(fused, feeds)
-        if want is None or got is None or want.shape != got.shape:
+    return out
+
+
+def outputs_for(model: Any, feeds: list[dict[str, Any]]) -> list[Any] | None:
+    """The model's first output for each of `feeds` (one session), or None when onnxruntime
+    cannot run it here."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+        return [session.run(None, f)[0] for f in feeds]
+    except Exception:  # onnxruntime's own untyped errors: an op it cannot run here
+        return None
+
+
+def same_output(want: list[Any], got: list[Any] | None, feeds: list[dict[str, Any]]) -> bool:
+    """Whether `got` matches `want` within TOLERANCE at every position that is not padding."""
+    import numpy as np
+
+    if got is None:
+        return False
+    for a, b, f in zip(want, got, feeds):
+        if a.shape != b.shape:
             return False
-        keep = feeds["attention_mask"].astype(bool)  # padded positions are not used
-        if float(np.abs(want[keep] - got[keep]).max()) > TOLERANCE:
+        keep = f["attention_mask"].astype(bool)  # padded positions are not used
+        if float(np.abs(a[keep] - b[keep]).max()) > TOLERANCE:
             return False
     return True
