@@ -4,7 +4,10 @@ the index (new, edited, deleted and archived notes), through the delta and its m
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +27,17 @@ WORDS = ("caching", "cached", "caches", "retries", "retrying", "webhooks", "toke
 def note(rng: random.Random, i: int) -> str:
     body = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 60)))
     return f"# Topic {i} {rng.choice(WORDS)}\n\n{body}.\n"
+
+
+@contextmanager
+def topics(tmp_path: Path, seed: int, n: int, **options: Any) -> Iterator[Vault]:
+    """A vault of `n` random topic notes, indexed (fake embedder)."""
+    rng = random.Random(seed)
+    notes = {f"semantic/topic-{i:02d}.md": note(rng, i) for i in range(n)}
+    with open_vault(make_vault(tmp_path, notes), env={}, embedder=fake_embedder(tmp_path),
+                    **options) as vault:
+        vault.index()
+        yield vault
 
 
 QUERIES = ("caching latency", "webhooks alerts rollbacks", "schemas of queues", "tokens",
@@ -47,11 +61,7 @@ def assert_same_as_fts(vault: Vault, index: Bm25Index, include_archive: bool = F
 
 
 def test_same_ranking_as_fts5(tmp_path: Path) -> None:
-    rng = random.Random(15)
-    notes = {f"semantic/topic-{i:02d}.md": note(rng, i) for i in range(40)}
-    with open_vault(make_vault(tmp_path, notes), env={},
-                    embedder=fake_embedder(tmp_path)) as vault:
-        vault.index()
+    with topics(tmp_path, 15, 40) as vault:
         index = Bm25Index()
         assert index.search(vault.store, ["caching"], 5, False) is None  # not loaded: ask FTS5
         index.load(vault.store)
@@ -61,11 +71,9 @@ def test_same_ranking_as_fts5(tmp_path: Path) -> None:
 
 def test_follows_edits_deletes_and_the_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                ) -> None:
-    rng = random.Random(7)
-    notes = {f"semantic/topic-{i:02d}.md": note(rng, i) for i in range(30)}
-    root = make_vault(tmp_path, notes)
-    with open_vault(root, env={}, embedder=fake_embedder(tmp_path)) as vault:
-        vault.index()
+    rng = random.Random(107)  # the edits' words
+    with topics(tmp_path, 7, 30) as vault:
+        root = vault.root
         index = Bm25Index()
         index.load(vault.store)
         monkeypatch.setattr(bm25, "MERGE_SHARE", 10.0)  # first through the delta
@@ -100,11 +108,7 @@ def test_a_word_fts5_splits_goes_to_fts5(tmp_path: Path) -> None:
 
 
 def test_the_daemon_path_uses_it(tmp_path: Path) -> None:
-    rng = random.Random(3)
-    notes = {f"semantic/topic-{i:02d}.md": note(rng, i) for i in range(20)}
-    with open_vault(make_vault(tmp_path, notes), env={}, daemon="never",
-                    embedder=fake_embedder(tmp_path)) as vault:
-        vault.index()
+    with topics(tmp_path, 3, 20, daemon="never") as vault:
         cold = [h.chunk_id for h in vault.search("caching latency webhooks", mode="hybrid")]
         vault.keep_vectors_warm()  # loads on a thread of its own: FTS5 answers meanwhile
         assert vault.texts is not None and vault.texts.wait(30)
@@ -117,11 +121,7 @@ def test_a_load_in_small_blocks_is_the_same_copy(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A full load counts FTS5's occurrences a block at a time (so it never holds them all):
     postings that run across a block's end are carried over, whatever the block size."""
-    rng = random.Random(3)
-    notes = {f"semantic/topic-{i:02d}.md": note(rng, i) for i in range(25)}
-    with open_vault(make_vault(tmp_path, notes), env={},
-                    embedder=fake_embedder(tmp_path)) as vault:
-        vault.index()
+    with topics(tmp_path, 3, 25) as vault:
         whole = Bm25Index()
         whole.load(vault.store)
         for size in (1, 2, 7, 64):
