@@ -190,7 +190,7 @@ def run_conversation(conv: dict[str, Any], work: Path, model: str | None,
         "r5_after_archive": recall_at_k(vault, questions, archive=True),
         "memory_chars": len(memory), "memory_block_chars": flush.memory_chars,
         "memory": coverage(memory, questions), "baselines": baselines(facts, questions),
-        "links": len(vault.store.links()),
+        "links": sum(1 for _ in vault.store.links()),
         "actions": dict(sorted(counts.items())),
         "notes_created": sorted(str(p.relative_to(root)) for p in root.rglob("*.md")
                                 if p.parts[len(root.parts)] in ("semantic", "procedural")),

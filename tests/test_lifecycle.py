@@ -541,7 +541,7 @@ def test_connect_and_prune_hold_similarities_a_block_at_a_time(
     whole, blocked = plans
 
     def links(p: object) -> list[tuple[str, list[str], dict[str, float]]]:
-        return [(x.kind, x.entries[:1], dict(zip(x.entries[1:], x.data.get("scores", []))))
+        return [(x.kind, x.entries[:1], dict(x.held.pairs()) if x.held else {})
                 for x in p.actions]  # type: ignore[attr-defined]
 
     for a, b in zip(whole, blocked):  # the same links; a product's last bits depend on how
@@ -551,3 +551,80 @@ def test_connect_and_prune_hold_similarities_a_block_at_a_time(
             assert (kind, entry, set(x)) == (kind2, entry2, set(y))
             assert all(abs(x[k] - y[k]) <= 1e-3 for k in x)
     assert peaks[1] < peaks[0] - 1500 * 1500 * 4 * 0.8, peaks  # the 9 MB matrix is gone
+
+
+def test_a_dense_graph_is_held_compactly_and_reported_by_its_strongest_links(
+        vault: Vault) -> None:
+    """An entry of a dense vault links to thousands (a 100k-chunk vault: 14M links, and
+    connect grew the daemon to 4.5 GB holding each as Python objects, and each again as a
+    label in the report). The plan holds every link compactly, the report shows the strongest
+    MAX_LINKS with the count, and applying saves them all."""
+    import tracemalloc
+
+    from vaultd.lifecycle import connect
+    from vaultd.lifecycle.plans import Outcome, PhaseReport
+
+    days = 30
+    for d in range(1, days + 1):
+        write(vault.root, f"episodic/2026-10-{d:02d}.md", daily(f"2026-10-{d:02d}", [
+            f"topicdense note {d} {n}." for n in range(10)]))
+    vault.index()
+    ctx = vault.lifecycle_context()
+    n = sum(v.type == "episodic" for v in ctx.views)
+    assert n == 300  # (and what init_vault wrote, about something else)
+    tracemalloc.start()
+    plan = connect.plan(ctx)
+    report = PhaseReport.of(plan, Outcome(), ctx.by_id, dry_run=True)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    links = n * (n - 1)
+    # every link held as an id reference and a float64 (16 bytes), not as objects or labels
+    # (246 bytes a link before); each entry's action and report, ~7 KB, on top
+    assert peak < 20 * links + 10_000 * n, (peak - 10_000 * n) / links
+    linking = [a for a in report.actions if a["kind"] == "link" and a["scores"]]
+    assert len(linking) == n
+    assert all(a["links"] == n - 1 and len(a["scores"]) == connect.MAX_LINKS
+               and len(a["entries"]) == 1 + connect.MAX_LINKS for a in linking)
+    assert all(a["scores"] == sorted(a["scores"], reverse=True) for a in linking)
+
+    outcome = connect.apply(ctx, plan)
+    assert sum(1 for _ in vault.store.links()) == links
+    # each daily log lists its strongest MAX_LINKS other notes (it links to all 29)
+    assert outcome.written and all(
+        len(edits.get_frontmatter(p, (vault.root / p).read_text(encoding="utf-8"))
+            ["vaultd_related"]) == connect.MAX_LINKS for p in outcome.written)
+
+
+def test_related_links_keep_the_strongest_in_one_pass() -> None:
+    """`vaultd_related:` is each note's MAX_LINKS strongest links, ties by name: the same from
+    the one-pass reduction (which drops a note's weaker targets as it goes) as from holding
+    every link, whatever the order the links come in."""
+    import random
+
+    from vaultd.lifecycle import connect
+    from vaultd.lifecycle.entries import EntryView
+
+    rng = random.Random(3)
+    views = [EntryView(id=f"e{i}", path=f"semantic/n{i % 150}.md", key=f"k{i}", heading="",
+                       type="semantic", date=None, tags=(), start_line=1, end_line=2,
+                       text="", hash=f"h{i}", is_daily=False, frontmatter={})
+             for i in range(300)]
+    scores = [round(rng.uniform(0.5, 0.9), 2) for _ in range(40)]  # coarse: many ties
+    links = [(f"e{a}", f"e{b}", rng.choice(scores)) for a in range(300)
+             for b in rng.sample(range(300), 120) if a != b]
+
+    def every_link(order: list[tuple[str, str, float]]) -> dict[str, list[str]]:
+        best: dict[str, dict[str, float]] = {}
+        for a, b, s in order:
+            pa, pb = views[int(a[1:])].path, views[int(b[1:])].path
+            if pa != pb:
+                t = f"[[{pb.removesuffix('.md')}]]"
+                best.setdefault(pa, {})[t] = max(best.get(pa, {}).get(t, -1.0), s)
+        return {p: sorted(sorted(s, key=lambda t: (-s[t], t))[:connect.MAX_LINKS])
+                for p, s in best.items()}
+
+    want = every_link(links)
+    assert all(len(v) == connect.MAX_LINKS for v in want.values())
+    for _ in range(3):
+        rng.shuffle(links)
+        assert connect.related_links(iter(links), views) == want

@@ -775,10 +775,10 @@ class Store:
         with self.transaction():
             for entry, others, digest in links:
                 self.conn.execute("DELETE FROM edges WHERE a = ? OR b = ?", (entry, entry))
-                for other, score in others:
-                    self.conn.executemany(
-                        "INSERT OR REPLACE INTO edges(a, b, score) VALUES (?,?,?)",
-                        [(entry, other, score), (other, entry, score)])
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO edges(a, b, score) VALUES (?,?,?)",
+                    (row for other, score in others
+                     for row in ((entry, other, score), (other, entry, score))))
                 self.conn.execute("INSERT OR REPLACE INTO connected(entry_id, hash, at) "
                                   "VALUES (?, ?, ?)", (entry, digest, now))
             self.conn.execute("DELETE FROM edges WHERE a NOT IN (SELECT id FROM entries) "
@@ -786,9 +786,10 @@ class Store:
             self.conn.execute(
                 "DELETE FROM connected WHERE entry_id NOT IN (SELECT id FROM entries)")
 
-    def links(self) -> list[tuple[str, str, float]]:
-        """Every link (a, b, cosine), both directions."""
-        return self.conn.execute("SELECT a, b, score FROM edges").fetchall()
+    def links(self) -> Iterator[tuple[str, str, float]]:
+        """Every link (a, b, cosine), both directions, one at a time (a dense vault's graph
+        has millions)."""
+        yield from self.conn.execute("SELECT a, b, score FROM edges")
 
     def link_degrees(self) -> dict[str, int]:
         """entry id → how many entries it links to (only entries with a link)."""

@@ -19,7 +19,16 @@ from vaultd.layout import ARCHIVE_DIR
 from vaultd.lifecycle import moves
 from vaultd.lifecycle.entries import EntryView, fact, provenance, words
 from vaultd.lifecycle.moves import archive_entry, as_planned, plan_archive, remove_ours
-from vaultd.lifecycle.plans import CREATE, Action, Context, Drafts, Outcome, Phase, Plan
+from vaultd.lifecycle.plans import (
+    CREATE,
+    SIMILARITY_FLOATS,
+    Action,
+    Context,
+    Drafts,
+    Outcome,
+    Phase,
+    Plan,
+)
 from vaultd.notes import entry_title
 
 if TYPE_CHECKING:
@@ -45,31 +54,48 @@ def clusters(views: list[EntryView], matrix: np.ndarray, threshold: float,
                 and (scope is None or v.owned(scope))]
     if len(eligible) < min_size:
         return []
-    sims = matrix[eligible] @ matrix[eligible].T
-    adjacent = sims >= threshold
-    np.fill_diagonal(adjacent, False)
+    vectors = matrix[eligible]
+    # each episode's close neighbours, a block of rows at a time: all pairs at once was an
+    # episodes x episodes matrix (50k episodes: 10 GB), and each seed recounted every degree
+    near = neighbours(vectors, threshold)
+    degree = np.array([len(n) for n in near])  # neighbours not yet grouped
     free = np.ones(len(eligible), dtype=bool)
     tried = np.zeros(len(eligible), dtype=bool)
     groups: list[list[int]] = []
     while True:
-        degree = (adjacent & free).sum(axis=1)
-        degree[~free | tried] = -1
-        seed = int(np.argmax(degree))
-        if degree[seed] < min_size - 1:
+        seed = int(np.argmax(np.where(free & ~tried, degree, -1)))
+        if not free[seed] or tried[seed] or degree[seed] < min_size - 1:
             break
         tried[seed] = True
         members = [seed]
-        candidates = adjacent[seed] & free
-        while candidates.any() and len(members) < max_size:
-            pool = np.flatnonzero(candidates)
-            closeness = sims[np.ix_(pool, members)].mean(axis=1)
+        pool = near[seed][free[near[seed]]]
+        while len(pool) and len(members) < max_size:
+            closeness = (vectors[pool] @ vectors[members].T).mean(axis=1)
             best = int(pool[int(np.argmax(closeness))])
             members.append(best)
-            candidates &= adjacent[best]
+            pool = np.intersect1d(pool, near[best], assume_unique=True)
         if len(members) >= min_size:
             free[members] = False
+            for m in members:
+                np.subtract.at(degree, near[m], 1)
             groups.append(sorted(eligible[m] for m in members))
     return sorted(groups)
+
+
+def neighbours(vectors: np.ndarray, threshold: float) -> list[np.ndarray]:
+    """For each row, the other rows at cosine ≥ threshold (ascending), from a block of rows'
+    similarities at a time (SIMILARITY_FLOATS)."""
+    import numpy as np
+
+    n = len(vectors)
+    block = max(1, SIMILARITY_FLOATS // max(n, 1))
+    out: list[np.ndarray] = []
+    for start in range(0, n, block):
+        sims = vectors[start:start + block] @ vectors.T
+        for row in range(len(sims)):
+            sims[row, start + row] = -np.inf
+            out.append(np.flatnonzero(sims[row] >= threshold))
+    return out
 
 
 def structural_noise(texts: list[str]) -> float | None:

@@ -30,6 +30,9 @@ class Action:
     entries: list[str]  # entry ids
     reason: str
     data: dict[str, Any] = field(default_factory=dict)
+    # what applying needs but a report does not show: a link action's every link (ids and
+    # cosines, compact), of which the report lists the strongest
+    held: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self, views: dict[str, EntryView]) -> dict[str, Any]:
         return {"kind": self.kind, "reason": self.reason,
