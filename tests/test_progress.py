@@ -342,6 +342,29 @@ def test_the_daemon_answers_keyword_search_while_vectors_fill_in(
     wait_for(lambda: "connect" in running.daemon.stats.lifecycle, "the deferred connect")
 
 
+def test_status_never_says_the_first_index_is_done_with_chunks_pending(
+        gated: tuple[Running, GatedEmbedder], monkeypatch: pytest.MonkeyPatch) -> None:
+    """/status read the index's pending count, then the main thread's "first index done": the
+    last step landing in between gave "done" with a chunk pending (seen once under load)."""
+    running, embedder = gated
+    daemon = running.daemon
+    reader = daemon._reader
+
+    class LastStepLandsNow:
+        """The index's count, then the rest of the vectors phase before status goes on."""
+
+        def pending_vectors(self) -> int:
+            count = reader().pending_vectors()
+            embedder.open()
+            wait_for(lambda: daemon.first_index_done, "the vectors phase to end")
+            return count
+
+    monkeypatch.setattr(daemon, "_reader", LastStepLandsNow)
+    status = daemon.status()
+    assert status["pending_vectors"] > 0
+    assert status["first_index_done"] is False and status["progress"]["phase"] == "vectors"
+
+
 def test_vaultd_status_shows_the_progress_of_the_first_index(
         gated: tuple[Running, GatedEmbedder], tmp_path: Path) -> None:
     running, _ = gated

@@ -204,12 +204,14 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         watcher = self.watcher
-        progress = self.progress
+        # what the main thread says first, the index's count after: read the other way round,
+        # the last step could land in between, and "done" came with one chunk still pending
+        progress, done = self.progress, self.first_index_done
         return {
             **self.health(),
             "pending_vectors": self._reader().pending_vectors(),
             "progress": progress.to_dict() if progress is not None else None,
-            "first_index_done": self.first_index_done,
+            "first_index_done": done,
             "pid": os.getpid(),
             "port": self.server.port if self.server else None,
             "started_at": self.stats.started_at,
