@@ -628,3 +628,23 @@ def test_related_links_keep_the_strongest_in_one_pass() -> None:
     for _ in range(3):
         rng.shuffle(links)
         assert connect.related_links(iter(links), views) == want
+
+
+def test_save_links_replaces_each_saved_entrys_links_in_both_directions(vault: Vault) -> None:
+    write(vault.root, "episodic/2026-10-01.md", daily("2026-10-01", [
+        f"topicx entry {n}." for n in range(5)]))
+    vault.index()
+    a, b, c, d, e = (v.id for v in vault.lifecycle_context().views if v.type == "episodic")
+    store = vault.store
+
+    def graph() -> set[tuple[str, str, float]]:
+        return set(store.links())
+
+    store.save_links([(a, [(b, 0.9), (c, 0.8)], "h"), (d, [(e, 0.7)], "h")], 1.0)
+    assert graph() == {(a, b, 0.9), (b, a, 0.9), (a, c, 0.8), (c, a, 0.8), (d, e, 0.7),
+                       (e, d, 0.7)}
+    # saved again, an entry's links become exactly these (a-b, a-c and d-e go); a pair whose
+    # entries are both saved is linked if either lists it (c-e)
+    store.save_links([(b, [(d, 0.6)], "h"), (c, [], "h"), (e, [(c, 0.5)], "h")], 2.0)
+    assert graph() == {(b, d, 0.6), (d, b, 0.6), (e, c, 0.5), (c, e, 0.5)}
+    assert store.link_degrees() == {b: 1, c: 1, d: 1, e: 1}
