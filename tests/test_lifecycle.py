@@ -554,13 +554,14 @@ def test_connect_and_prune_hold_similarities_a_block_at_a_time(
 
 
 def test_a_dense_graph_is_held_compactly_and_reported_by_its_strongest_links(
-        vault: Vault) -> None:
+        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
     """An entry of a dense vault links to thousands (a 100k-chunk vault: 14M links, and
     connect grew the daemon to 4.5 GB holding each as Python objects, and each again as a
     label in the report). The plan holds every link compactly, the report shows the strongest
     MAX_LINKS with the count, and applying saves them all."""
     import tracemalloc
 
+    from vaultd import store
     from vaultd.lifecycle import connect
     from vaultd.lifecycle.plans import Outcome, PhaseReport
 
@@ -587,7 +588,13 @@ def test_a_dense_graph_is_held_compactly_and_reported_by_its_strongest_links(
                and len(a["entries"]) == 1 + connect.MAX_LINKS for a in linking)
     assert all(a["scores"] == sorted(a["scores"], reverse=True) for a in linking)
 
+    # applying streams the links into the index, a few thousand rows at a time
+    monkeypatch.setattr(store, "LINK_ROWS", 2000)
+    tracemalloc.start()
     outcome = connect.apply(ctx, plan)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 10 * links, peak / links
     assert sum(1 for _ in vault.store.links()) == links
     # each daily log lists its strongest MAX_LINKS other notes (it links to all 29)
     assert outcome.written and all(

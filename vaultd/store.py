@@ -779,7 +779,7 @@ class Store:
         links go in sorted, LINK_ROWS at a time: a dense vault has millions, and inserted one
         entry after another (each entry's old links deleted first) they went in at 23k a
         second; now ~3x faster."""
-        links = list(links)
+        links = list(links)  # (the lists of others are read once, in the loop below)
         with self.transaction():
             self.conn.executemany("DELETE FROM edges WHERE a = ?", ((e,) for e, _, _ in links))
             self.conn.executemany("DELETE FROM edges WHERE b = ?", ((e,) for e, _, _ in links))

@@ -80,7 +80,7 @@ def plan(ctx: Context) -> Plan:
 
 
 def apply(ctx: Context, plan: Plan) -> Outcome:
-    ctx.store.save_links(((a.entries[0], list(a.held.pairs()), a.data["hash"])
+    ctx.store.save_links(((a.entries[0], a.held.pairs(), a.data["hash"])
                           for a in plan.actions if a.kind == "link"), ctx.now)
     out = Outcome()
     for action in plan.actions:
@@ -110,7 +110,7 @@ class Links:
     scores: np.ndarray
 
     def pairs(self) -> Iterator[tuple[str, float]]:
-        return zip(self.ids, self.scores.tolist())
+        yield from zip(self.ids, self.scores.tolist())  # (a generator: floats made when read)
 
 
 def related_links(links: Iterable[tuple[str, str, float]],
