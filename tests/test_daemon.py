@@ -639,3 +639,45 @@ def test_the_recall_writer_survives_an_index_it_cannot_open_yet(tmp_path: Path) 
     with open_vault(root, env={}, daemon="never", embedder=fake_embedder(tmp_path)) as vault:
         counts = vault.store.recall_counts()
     assert counts.get(("semantic/kiln.md", "Kiln")) == 1  # the second query's; the first lost
+
+
+def test_recalls_are_written_once_searches_pause(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Written right after each search, a search's recalls took the GIL and a core while its
+    response went out and the next query was embedded. Now they wait until searches pause (or
+    RECALL_WAIT passes), and none is lost, closing included."""
+    from conftest import fake_embedder
+
+    from vaultd.daemon import process
+    from vaultd.lifecycle import promote
+    from vaultd.vault import open_vault
+
+    root = make_vault(tmp_path, {"semantic/kiln.md": "# Kiln\n\nThe kiln thermocouple "
+                                 "reads 40 degrees low above 1000 C.\n"})
+    with open_vault(root, env={}, daemon="never", embedder=fake_embedder(tmp_path)) as vault:
+        vault.index()
+        hits = vault.search("kiln thermocouple", k=3)
+    written: list[tuple[str, float]] = []
+    real = promote.record_recalls
+
+    def record(store: object, found: list[object], query: str, now: float) -> None:
+        written.append((query, time.monotonic()))
+        real(store, found, query, now)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(promote, "record_recalls", record)
+    monkeypatch.setattr(process, "RECALL_QUIET", 0.5)
+    writer = process.RecallWriter(root)
+    try:
+        for i in range(5):  # a burst: 20 ms apart
+            writer.put((list(hits), f"kiln query {i}", time.time()))
+            time.sleep(0.02)
+        last = time.monotonic()
+        wait_for(lambda: len(written) == 5, "the burst's recalls")
+        assert min(t for _, t in written) >= last + 0.4  # none while the burst went on
+        writer.put((list(hits), "thermocouple at close", time.time()))
+    finally:
+        writer.close()  # closing writes what waits
+    assert [q for q, _ in written] == [f"kiln query {i}" for i in range(5)] + [
+        "thermocouple at close"]
+    with open_vault(root, env={}, daemon="never", embedder=fake_embedder(tmp_path)) as vault:
+        assert vault.store.recall_counts().get(("semantic/kiln.md", "Kiln")) == 6

@@ -82,10 +82,19 @@ def setup_logging(root: Path, max_bytes: int, to_stderr: bool) -> None:
         logger.addHandler(stream)
 
 
+RECALL_QUIET = 0.05  # seconds without a search before recalls are written
+RECALL_WAIT = 2.0  # seconds a recall waits at most while searches go on
+
+
 class RecallWriter:
     """Records which hits searches recalled (for recall promotion) on a thread of its own, with
     its own connection: a search answered while the main thread holds the index's write lock
-    (a long batch) would otherwise wait for it before answering."""
+    (a long batch) would otherwise wait for it before answering.
+
+    It writes once searches pause for RECALL_QUIET seconds (or every RECALL_WAIT seconds of
+    steady searching): written right away, each search's recalls took the GIL and a core while
+    the search's response was being sent and the next query embedded (10k chunks: sending the
+    response 0.19-0.32 -> 0.80-0.84 ms p50)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -111,19 +120,31 @@ class RecallWriter:
         path = layout.index_path(self.root)
         store: Store | None = None
         opened: Any = None
+        closing = False
         try:
-            while (item := self._queue.get()) is not None:
-                try:
-                    if store is None or file_identity(path) != opened:  # new, or replaced
-                        if store is not None:
-                            store.close()
-                            store = None
-                        # opened here, inside the guard: an index deleted or replaced just
-                        # now (a disk I/O error) loses this recall, not every later one
-                        store, opened = Store(path), file_identity(path)
-                    record_recalls(store, *item)
-                except Exception:  # a lost recall must never take the daemon down
-                    log.exception("recording a search's recalls failed")
+            while not closing and (item := self._queue.get()) is not None:
+                batch, first = [item], time.monotonic()
+                while time.monotonic() - first < RECALL_WAIT:
+                    try:
+                        item = self._queue.get(timeout=RECALL_QUIET)
+                    except queue.Empty:
+                        break  # searches paused: write now
+                    if item is None:
+                        closing = True
+                        break
+                    batch.append(item)
+                for item in batch:
+                    try:
+                        if store is None or file_identity(path) != opened:  # new, or replaced
+                            if store is not None:
+                                store.close()
+                                store = None
+                            # opened here, inside the guard: an index deleted or replaced just
+                            # now (a disk I/O error) loses this recall, not every later one
+                            store, opened = Store(path), file_identity(path)
+                        record_recalls(store, *item)
+                    except Exception:  # a lost recall must never take the daemon down
+                        log.exception("recording a search's recalls failed")
         finally:
             if store is not None:
                 store.close()
