@@ -197,6 +197,16 @@ LINK_RANDOM_SHARE = 0.24
 CONSOLIDATE_RANDOM_SHARE = 0.01
 
 
+CALIBRATION_BINS = 1 << 17  # over cosines -1..1
+
+
+def _bin(cosines: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    scaled = (cosines.astype(np.float64) + 1.0) * (CALIBRATION_BINS / 2.0)
+    return np.clip(scaled.astype(np.int64), 0, CALIBRATION_BINS - 1)
+
+
 def calibrate(matrix: np.ndarray, link_default: float, consolidate_default: float
               ) -> dict[str, Any]:
     """The vault's similarity distribution, what the model's thresholds mean (`criteria`), and
@@ -248,16 +258,6 @@ def calibrate(matrix: np.ndarray, link_default: float, consolidate_default: floa
         "linked_at_current": linked / total,
         "isolated_at_current": float((nearest < link_default).mean()),
     }
-
-
-CALIBRATION_BINS = 1 << 17  # over cosines -1..1
-
-
-def _bin(cosines: np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    scaled = (cosines.astype(np.float64) + 1.0) * (CALIBRATION_BINS / 2.0)
-    return np.clip(scaled.astype(np.int64), 0, CALIBRATION_BINS - 1)
 
 
 PHASE = Phase("connect", plan, apply)
