@@ -324,7 +324,7 @@ def test_clusters_hold_a_block_of_similarities_at_a_time(
     block of rows at a time, gives the same groups in a fraction of the memory."""
     import tracemalloc
 
-    from vaultd.lifecycle import consolidate
+    from vaultd.lifecycle import plans
 
     rng = np.random.default_rng(5)
     centres = rng.normal(size=(150, 64))
@@ -333,7 +333,7 @@ def test_clusters_hold_a_block_of_similarities_at_a_time(
     views = [_view(i) for i in range(2000)]
     want = _dense_clusters(vecs, 0.8)
     assert len(want) > 100 and max(map(len, want)) == 6  # many groups, some cut at MAX_GROUP
-    monkeypatch.setattr(consolidate, "SIMILARITY_FLOATS", 2000 * 10)
+    monkeypatch.setattr(plans, "SIMILARITY_FLOATS", 2000 * 10)
     tracemalloc.start()
     got = clusters(views, vecs, 0.8)
     peak = tracemalloc.get_traced_memory()[1]
@@ -348,7 +348,7 @@ def test_calibrate_counts_all_pairs_a_block_at_a_time(monkeypatch: pytest.Monkey
     places it reports, in a fraction of the memory."""
     import tracemalloc
 
-    from vaultd.lifecycle import connect
+    from vaultd.lifecycle import connect, plans
 
     rng = np.random.default_rng(8)
     vecs = rng.normal(size=(1500, 32)) + rng.normal(size=32)  # a shared direction: cosines > 0
@@ -356,7 +356,7 @@ def test_calibrate_counts_all_pairs_a_block_at_a_time(monkeypatch: pytest.Monkey
     sims = vecs @ vecs.T
     np.fill_diagonal(sims, -1.0)
     pairs = sims[np.triu_indices(1500, 1)]
-    monkeypatch.setattr(connect, "SIMILARITY_FLOATS", 1500 * 20)
+    monkeypatch.setattr(plans, "SIMILARITY_FLOATS", 1500 * 20)
     tracemalloc.start()
     got = connect.calibrate(vecs, 0.5, 0.8)
     peak = tracemalloc.get_traced_memory()[1]

@@ -519,7 +519,7 @@ def test_connect_and_prune_hold_similarities_a_block_at_a_time(
     import random
     import tracemalloc
 
-    from vaultd.lifecycle import connect, prune
+    from vaultd.lifecycle import connect, plans, prune
 
     words = [f"w{i}" for i in range(3000)]
     rng = random.Random(7)
@@ -530,15 +530,14 @@ def test_connect_and_prune_hold_similarities_a_block_at_a_time(
         vault.index()
         ctx = vault.lifecycle_context(dry_run=True, mirror=False)  # (links in the index)
         assert sum(v.type == "episodic" for v in ctx.views) == 1500
-        peaks, plans = [], []
+        peaks, planned = [], []
         for floats in (1500 * 1500, 1500 * 7):  # all pairs at once (9 MB), 7 rows a block
-            monkeypatch.setattr(connect, "SIMILARITY_FLOATS", floats)
-            monkeypatch.setattr(prune, "SIMILARITY_FLOATS", floats)
+            monkeypatch.setattr(plans, "SIMILARITY_FLOATS", floats)
             tracemalloc.start()
-            plans.append([connect.plan(ctx), prune.plan(ctx)])
+            planned.append([connect.plan(ctx), prune.plan(ctx)])
             peaks.append(tracemalloc.get_traced_memory()[1])
             tracemalloc.stop()
-    whole, blocked = plans
+    whole, blocked = planned
 
     def links(p: object) -> list[tuple[str, list[str], dict[str, float]]]:
         return [(x.kind, x.entries[:1], dict(x.held.pairs()) if x.held else {})

@@ -17,12 +17,12 @@ from vaultd.layout import MEMORY_FILE
 from vaultd.lifecycle.entries import EntryView
 from vaultd.lifecycle.plans import (
     CHANGE,
-    SIMILARITY_FLOATS,
     Action,
     Context,
     Outcome,
     Phase,
     Plan,
+    similarity_blocks,
 )
 
 if TYPE_CHECKING:
@@ -55,13 +55,11 @@ def plan(ctx: Context) -> Plan:
                         f"{int(active.sum())} active; link threshold {th.link:.2f}")
     # a block of buffered rows at a time: all of them at once is buffered x entries floats
     # (a model change re-buffers every entry: 50k entries made a 10 GB matrix)
-    block = max(1, SIMILARITY_FLOATS // max(len(views), 1))
-    for start in range(0, len(buffer), block):
-        rows = buffer[start:start + block]
-        sims = matrix[rows] @ matrix.T
-        for row, i in enumerate(rows):
+    inactive = ~active
+    for start, sims in similarity_blocks(matrix, matrix, buffer):
+        sims[:, inactive] = -1.0
+        for row, i in enumerate(buffer[start:start + len(sims)]):
             sims[row, i] = -1.0
-            sims[row, ~active] = -1.0
             above = np.flatnonzero(sims[row] >= th.link)
             above = above[np.argsort(-sims[row, above], kind="stable")]
             scores = np.array([round(s, 3) for s in sims[row, above].tolist()], dtype=float)
@@ -223,9 +221,7 @@ def calibrate(matrix: np.ndarray, link_default: float, consolidate_default: floa
     counts = np.zeros(CALIBRATION_BINS, dtype=np.int64)
     nearest = np.empty(n, dtype=np.float32)
     linked = 0
-    block = max(1, SIMILARITY_FLOATS // n)
-    for start in range(0, n, block):
-        sims = matrix[start:start + block] @ matrix.T
+    for start, sims in similarity_blocks(matrix, matrix):
         rows = np.arange(len(sims))
         sims[rows, start + rows] = -1.0
         nearest[start:start + len(sims)] = sims.max(axis=1)

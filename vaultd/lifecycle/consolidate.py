@@ -21,13 +21,13 @@ from vaultd.lifecycle.entries import EntryView, fact, provenance, words
 from vaultd.lifecycle.moves import archive_entry, as_planned, plan_archive, remove_ours
 from vaultd.lifecycle.plans import (
     CREATE,
-    SIMILARITY_FLOATS,
     Action,
     Context,
     Drafts,
     Outcome,
     Phase,
     Plan,
+    similarity_blocks,
 )
 from vaultd.notes import entry_title
 
@@ -84,14 +84,11 @@ def clusters(views: list[EntryView], matrix: np.ndarray, threshold: float,
 
 def neighbours(vectors: np.ndarray, threshold: float) -> list[np.ndarray]:
     """For each row, the other rows at cosine ≥ threshold (ascending), from a block of rows'
-    similarities at a time (SIMILARITY_FLOATS)."""
+    similarities at a time."""
     import numpy as np
 
-    n = len(vectors)
-    block = max(1, SIMILARITY_FLOATS // max(n, 1))
     out: list[np.ndarray] = []
-    for start in range(0, n, block):
-        sims = vectors[start:start + block] @ vectors.T
+    for start, sims in similarity_blocks(vectors, vectors):
         for row in range(len(sims)):
             sims[row, start + row] = -np.inf
             out.append(np.flatnonzero(sims[row] >= threshold))

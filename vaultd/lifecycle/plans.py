@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -45,6 +45,18 @@ CREATE, CHANGE, REMOVE = "create", "change", "remove"
 # Entry-by-entry similarities are computed a block of rows at a time, at most this many floats
 # (16 MB) at once: all pairs at once of 50k entries is a 10 GB matrix
 SIMILARITY_FLOATS = 4_000_000
+
+
+def similarity_blocks(vectors: np.ndarray, against: np.ndarray,
+                      rows: list[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """(offset, cosines of rows offset, offset+1, … with every row of `against`), a block of
+    rows at a time, at most SIMILARITY_FLOATS floats each. `rows`: indices into `vectors`
+    (default: all of them, in order)."""
+    n = len(vectors) if rows is None else len(rows)
+    block = max(1, SIMILARITY_FLOATS // max(len(against), 1))
+    for start in range(0, n, block):
+        part = vectors[start:start + block] if rows is None else vectors[rows[start:start + block]]
+        yield start, part @ against.T
 
 
 @dataclass

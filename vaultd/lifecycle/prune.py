@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vaultd.lifecycle import state
-from vaultd.lifecycle.plans import SIMILARITY_FLOATS, Action, Context, Phase, Plan
+from vaultd.lifecycle.plans import Action, Context, Phase, Plan, similarity_blocks
 
 
 def plan(ctx: Context) -> Plan:
@@ -17,11 +17,9 @@ def plan(ctx: Context) -> Plan:
     idx = [i for i, v in enumerate(views) if v.type == "episodic" and not v.archived
            and v.protection(ctx.settings.scope) is None]
     gone: set[int] = set()
-    episodes = matrix[idx] if len(idx) > 1 else None
-    block = max(1, SIMILARITY_FLOATS // max(len(idx), 1))  # rows of similarities at a time
-    for start in range(0, len(idx) if episodes is not None else 0, block):
-        sims = episodes[start:start + block] @ episodes.T
-        for a in range(start, min(start + block, len(idx))):
+    episodes = matrix[idx]
+    for start, sims in similarity_blocks(episodes, episodes) if len(idx) > 1 else ():
+        for a in range(start, start + len(sims)):
             row = sims[a - start]
             for b in np.flatnonzero(row[a + 1:] >= th.duplicate) + a + 1:
                 i, j = idx[a], idx[int(b)]
