@@ -280,3 +280,22 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {path}", file=sys.stderr)
+
+
+def wait_for_idle(pid: int, limit: float = 300.0) -> float:
+    """Seconds until the process used < 5 % of a core over 2 s (its start-up work done)."""
+    started = time.perf_counter()
+    while idle_cpu_percent(pid, 2.0) >= 5.0 and time.perf_counter() - started < limit:
+        pass
+    return round(time.perf_counter() - started, 1)
+
+
+def idle_cpu_percent(pid: int, seconds: float) -> float:
+    """CPU the idle daemon used (user + system), in % of one core, over `seconds`."""
+    def cpu() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    before = cpu()
+    time.sleep(seconds)
+    return round(100 * (cpu() - before) / seconds, 3)

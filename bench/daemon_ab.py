@@ -18,7 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-from benchlib import OUT, DaemonApi
+from benchlib import OUT, DaemonApi, wait_for_idle
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args(argv)
     queries = json.loads(args.queries.read_text())
-    for root in args.vaults:
-        DaemonApi(root).wait_idle()
+    for root in args.vaults:  # indexed, and its start-up work (the BM25 copy's load) done
+        api = DaemonApi(root)
+        api.wait_idle()
+        wait_for_idle(api.pid)
     time.sleep(3)
     apis = [DaemonApi(root) for root in args.vaults]  # fresh keep-alive connections
     for api in apis:  # warm-up

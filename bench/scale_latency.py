@@ -42,6 +42,7 @@ from benchlib import (
     ST_PY,
     Contention,
     DaemonApi,
+    idle_cpu_percent,
     latency,
     least_disturbed,
     machine,
@@ -49,6 +50,7 @@ from benchlib import (
     run_worker,
     summary,
     vaultd_cli,
+    wait_for_idle,
     wait_quiet,
     write_json,
 )
@@ -247,25 +249,6 @@ def breakdown(vault: Any, queries: list[str]) -> dict[str, float]:
 
 IDLE_SECONDS = 30.0
 SETTLE_SECONDS = 20.0
-
-
-def wait_for_idle(pid: int, limit: float = 300.0) -> float:
-    """Seconds until the process used < 5 % of a core over 2 s (its start-up work done)."""
-    started = time.perf_counter()
-    while idle_cpu_percent(pid, 2.0) >= 5.0 and time.perf_counter() - started < limit:
-        pass
-    return round(time.perf_counter() - started, 1)
-
-
-def idle_cpu_percent(pid: int, seconds: float) -> float:
-    """CPU the idle daemon used (user + system), in % of one core, over `seconds`."""
-    def cpu() -> float:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    before = cpu()
-    time.sleep(seconds)
-    return round(100 * (cpu() - before) / seconds, 3)
 
 
 def daemon_latency(root: Path, queries: list[str], reps: int) -> dict[str, Any]:

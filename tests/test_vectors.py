@@ -141,8 +141,8 @@ def test_a_load_in_small_blocks_is_the_same_copy(tmp_path: Path,
         a, b = whole._snapshot, blocks._snapshot
         assert a is not None and b is not None and len(b.rowids) > 3 * 4
         assert np.array_equal(a.rowids, b.rowids) and np.array_equal(a.hashes, b.hashes)
-        assert np.array_equal(a.matrix, b.matrix)
-        assert np.allclose(np.linalg.norm(b.matrix, axis=1), 1.0, atol=1e-5)
+        assert np.array_equal(a.matrix(), b.matrix())
+        assert np.allclose(np.linalg.norm(b.matrix(), axis=1), 1.0, atol=1e-5)
         loaded = blocks.rows_loaded
         (root / "semantic" / "topic-07.md").write_text("# Topic 7\n\nSomething else now.\n")
         vault.index()
@@ -151,7 +151,7 @@ def test_a_load_in_small_blocks_is_the_same_copy(tmp_path: Path,
         whole = VectorIndex()
         whole.refresh(vault.store)
         assert whole._snapshot is not None and blocks._snapshot is not None
-        assert np.array_equal(whole._snapshot.matrix, blocks._snapshot.matrix)
+        assert np.array_equal(whole._snapshot.matrix(), blocks._snapshot.matrix())
         assert np.array_equal(whole._snapshot.rowids, blocks._snapshot.rowids)
 
 
@@ -174,3 +174,54 @@ def test_the_product_in_two_halves_gives_the_same_neighbours(
                     assert [r for r, _ in halves] == [r for r, _ in alone] and len(alone) == 7
                     assert [s for _, s in halves] == pytest.approx([s for _, s in alone],
                                                                    abs=1e-6)
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def test_the_bfloat16_scan_stays_within_its_error_bound() -> None:
+    """The scan reads only each float's top 16 bits. Its scores stay within `scan_error` of the
+    exact ones, also for rows built to lose the most to truncation (all 16 dropped bits set),
+    scanned with themselves as the query (every product's error the same sign)."""
+    rng = np.random.default_rng(3)
+    for dims in (8, 384, 1024):
+        rows = _unit(rng.standard_normal((2000, dims)))
+        worst = (rows.view(np.uint32) | 0xFFFF).view(np.float32)
+        for matrix in (rows, worst):
+            high, low = vectors.split_halves(matrix)
+            assert np.array_equal(vectors.join_halves(high, low), matrix)  # bit for bit
+            for query in (_unit(rng.standard_normal(dims)), matrix[0], matrix[1] * -1):
+                scanned = vectors._scan(high, vectors.to_bfloat16(query), None)
+                exact = matrix.astype(np.float64) @ query.astype(np.float64)
+                error = np.abs(scanned - exact).max()
+                assert error <= vectors.scan_error(dims)
+                assert error > vectors.scan_error(dims) / 100  # the scan is rough: the
+                # exact second pass is what makes the answer exact
+
+
+def test_the_candidates_hold_the_exact_k_best_among_near_ties() -> None:
+    """Rows crowded around the k-th best score (closer than the scan can tell apart), exact
+    duplicates among them: the candidates still hold every row of the exact k best and every
+    row tied with the k-th, with their exact float32 scores."""
+    rng = np.random.default_rng(11)
+    dims = 64
+    for trial in range(30):
+        query = _unit(rng.standard_normal(dims))
+        base = _unit(rng.standard_normal((300, dims)))
+        # 200 rows a hair's breadth apart, all about as close to the query as each other
+        near = _unit(query * rng.uniform(0.5, 0.5005, (200, 1))
+                     + _unit(rng.standard_normal((200, dims))) * 0.866)
+        rows = np.concatenate([base, near, near[:20]])  # 20 exact duplicates
+        rng.shuffle(rows)
+        high, low = vectors.split_halves(rows)
+        eligible = np.flatnonzero(rng.random(len(rows)) > 0.1)  # some archived
+        k = int(rng.integers(1, 60))
+        at, scores = vectors.candidates(high, low, query, eligible, k)
+        exact = vectors._exact_scores(rows, query)
+        assert np.array_equal(scores, exact[at])  # exact, not scanned
+        found = exact[eligible]
+        kth = np.sort(found)[::-1][k - 1]
+        must = set(eligible[found >= kth].tolist())  # the k best and all tied with the k-th
+        assert must <= set(at.tolist()), trial
+        assert len(at) < len(eligible)  # and the scan did leave rows out

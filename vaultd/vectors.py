@@ -1,9 +1,15 @@
 """An in-memory copy of the index's vectors, for exact KNN in a long-lived process.
 
 sqlite-vec's `vec0` scan costs about 12 ms per query at 10k chunks on this class of machine
-(bench/RESULTS.md); one float32 matrix product over the same vectors costs about 1 ms. The daemon
-keeps this copy warm; a one-shot CLI process does not, because loading the copy costs more than
-the single query it would answer.
+(bench/RESULTS.md); one scan of an in-memory copy costs about 1 ms. The daemon keeps this copy
+warm; a one-shot CLI process does not, because loading the copy costs more than the single query
+it would answer.
+
+Each float32 is kept as its two halves: the top 16 bits (a bfloat16) and the bottom 16. A query
+scans only the top halves (half the bytes of the float32 matrix: the scan is bound by memory
+bandwidth), which gives every score to within a known bound (`scan_error`); the few rows that
+can still be among the k best by that bound are scored again exactly, from both halves. So the
+answer is the float32 one, for the same memory as the float32 matrix.
 
 The copy is tagged with the store's vectors generation (bumped by every write that adds, removes
 or re-flags a vector), checked on each query. When it moved, the copy is brought up to date
@@ -39,7 +45,17 @@ class _Snapshot:
     rowids: np.ndarray  # int64, (n,), ascending
     hashes: np.ndarray  # bytes (numpy "S"), (n,): content hash of each row's chunk
     live: np.ndarray  # bool, (n,): not archived
-    matrix: np.ndarray  # float32, (n, dims), rows L2-normalised
+    # the L2-normalised float32 rows, (n, dims), as two uint16 halves of each float's bits:
+    high: np.ndarray  # the top 16 bits, a bfloat16 (sign, exponent, 7 bits of mantissa)
+    low: np.ndarray  # the other 16 bits of the mantissa
+
+    @property
+    def dims(self) -> int:
+        return int(self.high.shape[1]) if self.high.ndim == 2 else 0
+
+    def matrix(self) -> np.ndarray:
+        """The exact float32 rows (a new array)."""
+        return join_halves(self.high, self.low)
 
 
 class VectorIndex:
@@ -58,7 +74,7 @@ class VectorIndex:
     @property
     def nbytes(self) -> int:
         snap = self._snapshot
-        return 0 if snap is None else (snap.matrix.nbytes + snap.rowids.nbytes
+        return 0 if snap is None else (snap.high.nbytes + snap.low.nbytes + snap.rowids.nbytes
                                        + snap.hashes.nbytes + snap.live.nbytes)
 
     def refresh(self, store: Store) -> None:
@@ -91,29 +107,35 @@ class VectorIndex:
             blocks = (new[start:start + BLOCK] for start in range(0, len(new), BLOCK))
             first = next(blocks, None)
             first_rows = None if first is None else _rows(store, [hashes_l[i] for i in first])
-            dims = (snap.matrix.shape[1] if snap is not None and snap.matrix.size else
+            dims = (snap.dims if snap is not None and snap.high.size else
                     first_rows.shape[1] if first_rows is not None else 0)
             if not len(rowids) or dims == 0:
+                empty = np.zeros((0, 0), np.uint16)
                 return _Snapshot(generation, np.zeros(0, np.int64), hash_array([]),
-                                 np.zeros(0, bool), np.zeros((0, 0), np.float32))
-            matrix = np.empty((len(rowids), dims), dtype=np.float32)
+                                 np.zeros(0, bool), empty, empty)
+            high = np.empty((len(rowids), dims), dtype=np.uint16)
+            low = np.empty((len(rowids), dims), dtype=np.uint16)
             kept = np.flatnonzero(where >= 0)
             for start in range(0, len(kept), BLOCK):
                 part = kept[start:start + BLOCK]
-                matrix[part] = snap.matrix[where[part]]  # type: ignore[union-attr]
+                high[part] = snap.high[where[part]]  # type: ignore[union-attr]
+                low[part] = snap.low[where[part]]  # type: ignore[union-attr]
             if first is not None:
-                matrix[first] = first_rows
+                high[first], low[first] = split_halves(first_rows)
                 del first_rows
                 for part in blocks:
-                    matrix[part] = _rows(store, [hashes_l[i] for i in part])
+                    high[part], low[part] = split_halves(
+                        _rows(store, [hashes_l[i] for i in part]))
         return _Snapshot(generation, rowids, hashes, np.asarray(archived, dtype=np.int64) == 0,
-                         matrix)
+                         high, low)
 
     def knn(self, store: Store, query: np.ndarray, k: int, include_archive: bool,
             executor: Executor | None = None) -> list[tuple[int, float]]:
         """(chunk rowid, cosine similarity), best first; equal scores by path and line, so
-        which of many tied chunks make the cut survives a rebuild. With an `executor`, half
-        of the matrix product runs on it (see `_scores`)."""
+        which of many tied chunks make the cut survives a rebuild. The scan's scores are
+        within `scan_error` of the exact ones; every row that can be among the k best by that
+        bound is scored again exactly, so the answer is the exact float32 one. With an
+        `executor`, half of the scan runs on it (see `_scan`)."""
         import numpy as np
 
         self.refresh(store)
@@ -122,11 +144,28 @@ class VectorIndex:
             return []
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         norm = float(np.linalg.norm(q))
-        if norm == 0.0 or q.shape[0] != snap.matrix.shape[1]:
+        if norm == 0.0 or q.shape[0] != snap.dims:
             return []
-        scores = _scores(snap.matrix, q / norm, executor)
-        eligible = np.arange(len(scores)) if include_archive else np.flatnonzero(snap.live)
-        return best_k(store, snap.rowids, scores, eligible, k)
+        q = (q / norm).astype(np.float32)
+        eligible = np.arange(len(snap.rowids)) if include_archive else np.flatnonzero(snap.live)
+        at, exact = candidates(snap.high, snap.low, q, eligible, k, executor)
+        return best_k(store, snap.rowids[at], exact, np.arange(len(at)), k)
+
+
+def candidates(high: np.ndarray, low: np.ndarray, query: np.ndarray, eligible: np.ndarray,
+               k: int, executor: Executor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, exact scores) of the `eligible` rows that can be among the k best for the
+    unit-length float32 `query`: every row of the exact k best, and every row tied with the
+    k-th, is among them. The rows are the halves of `split_halves`."""
+    import numpy as np
+
+    if k < len(eligible):
+        rough = _scan(high, to_bfloat16(query), executor)[eligible]
+        kth = rough[np.argpartition(-rough, k - 1)[k - 1]]
+        # a row of the exact k best scans at least (k-th exact - error) >= (k-th scanned -
+        # 2 errors): no row below that can be one of them
+        eligible = eligible[rough >= kth - 2 * scan_error(high.shape[1])]
+    return eligible, _exact_scores(join_halves(high[eligible], low[eligible]), query)
 
 
 def best_k(store: Store, rowids: np.ndarray, scores: np.ndarray, eligible: np.ndarray,
@@ -155,26 +194,73 @@ def best_k(store: Store, rowids: np.ndarray, scores: np.ndarray, eligible: np.nd
     return hits[:k]
 
 
-def _scores(matrix: np.ndarray, q: np.ndarray, executor: Executor | None) -> np.ndarray:
-    """matrix @ q, in two halves side by side when there is an executor and rows enough.
+def _scan(high: np.ndarray, query: np.ndarray, executor: Executor | None) -> np.ndarray:
+    """The bfloat16 rows' dot products with the bfloat16 query (float64, summed in float32
+    by simsimd's SIMD kernels), in two halves side by side when there is an executor and rows
+    enough.
 
-    The product is bound by memory bandwidth, which one core does not fill; the daemon keeps
+    The scan is bound by memory bandwidth, which one core does not fill; the daemon keeps
     OpenBLAS to one thread (its threads spin-wait, and would take the core the query
-    embedding needs), so the second core is used here instead, when the embedding is done.
-    Measured on 2 cores: 100k rows 11.3 → 6.0 ms, 10k rows 0.32 → 0.20 ms (bench/RESULTS.md)."""
+    embedding needs), so the second core is used here instead, when the embedding is done
+    (simsimd releases the GIL; its own `threads` leave a thread spinning after each call)."""
+    import numpy as np
+    import simsimd
+
+    def dots(rows: np.ndarray) -> np.ndarray:
+        return np.asarray(simsimd.cdist(query[None], rows, metric="dot", dtype="bf16")
+                          ).reshape(-1)
+
+    n = high.shape[0]
+    if executor is None or n < SPLIT_ROWS:
+        return dots(high)
+    half = n // 2
+    other = executor.submit(dots, high[:half])
+    try:
+        mine = dots(high[half:])
+    finally:
+        first = other.result()
+    return np.concatenate([first, mine])
+
+
+def _exact_scores(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Each row's dot product with the query, summed row by row the same way wherever the row
+    stands (a BLAS product may sum a row differently by its position in the matrix, and then
+    two identical rows would no longer tie)."""
     import numpy as np
 
-    n = matrix.shape[0]
-    if executor is None or n < SPLIT_ROWS:
-        return matrix @ q
-    out = np.empty(n, dtype=np.float32)
-    half = n // 2
-    other = executor.submit(np.matmul, matrix[:half], q, out=out[:half])
-    try:
-        np.matmul(matrix[half:], q, out=out[half:])
-    finally:
-        other.result()
-    return out
+    return np.multiply(rows, query).sum(axis=1, dtype=np.float32)
+
+
+def scan_error(dims: int) -> float:
+    """A bound on |scanned score - exact score| for unit-length float32 vectors: each row's
+    bfloat16 (truncated) is within 2^-7 of its value, the query's (rounded) within 2^-8, so
+    each product is within the sum of both and their product of its own value; the products'
+    absolute values add up to at most 1 (Cauchy-Schwarz), and summing `dims` of them in
+    float32 adds at most dims * 2^-24. 1 % more for the norms' own rounding."""
+    return 1.01 * (2**-7 + 2**-8 + 2**-15 + dims * 2**-24)
+
+
+def split_halves(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 rows as (top 16 bits, bottom 16 bits) of each value, both uint16."""
+    import numpy as np
+
+    bits = np.ascontiguousarray(rows, dtype=np.float32).view(np.uint32)
+    return (bits >> 16).astype(np.uint16), (bits & 0xFFFF).astype(np.uint16)
+
+
+def join_halves(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """The float32 values whose halves `split_halves` gave, bit for bit."""
+    import numpy as np
+
+    return ((high.astype(np.uint32) << 16) | low).view(np.float32)
+
+
+def to_bfloat16(values: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest bfloat16 (ties to even), as uint16 bits."""
+    import numpy as np
+
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
 
 
 def _rows(store: Store, hashes: list[str]) -> np.ndarray:
