@@ -218,10 +218,37 @@ def test_the_candidates_hold_the_exact_k_best_among_near_ties() -> None:
         eligible = np.flatnonzero(rng.random(len(rows)) > 0.1)  # some archived
         k = int(rng.integers(1, 60))
         at, scores = vectors.candidates(high, low, query, eligible, k)
-        exact = vectors._exact_scores(rows, query)
+        exact = np.multiply(rows, query).sum(axis=1, dtype=np.float32)
         assert np.array_equal(scores, exact[at])  # exact, not scanned
         found = exact[eligible]
         kth = np.sort(found)[::-1][k - 1]
         must = set(eligible[found >= kth].tolist())  # the k best and all tied with the k-th
         assert must <= set(at.tolist()), trial
         assert len(at) < len(eligible)  # and the scan did leave rows out
+
+
+def test_a_query_that_makes_every_row_a_candidate_scores_them_a_block_at_a_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows all alike to the query (closer together than the scan can tell): every row is a
+    candidate. They are scored exactly a block at a time, so the query never holds a float32
+    copy of all of them; any block size gives the same scores."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    dims, n = 128, 20_000
+    query = _unit(rng.standard_normal(dims))
+    rows = _unit(query + rng.standard_normal((n, dims)).astype(np.float32) * 1e-3)
+    high, low = vectors.split_halves(rows)
+    eligible = np.arange(n)
+    tracemalloc.start()
+    try:
+        at, scores = vectors.candidates(high, low, query, eligible, 10)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(at) == n  # all of them: the case this test is about
+    assert peak < rows.nbytes / 2, peak  # one float32 copy of the rows would be rows.nbytes
+    monkeypatch.setattr(vectors, "EXACT_ROWS", 7)
+    again, small = vectors.candidates(high, low, query, eligible, 10)
+    assert np.array_equal(again, at) and np.array_equal(small, scores)
+    assert np.array_equal(scores, np.multiply(rows, query).sum(axis=1, dtype=np.float32))

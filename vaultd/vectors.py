@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 
 BLOCK = 4096  # rows read and normalised at a time: a load never holds a second full copy
-SPLIT_ROWS = 4096  # from this many rows, a query's matrix product runs in two halves
+SPLIT_ROWS = 4096  # from this many rows, a query's scan runs in two halves
+EXACT_ROWS = 1024  # rows scored exactly at a time (temporaries of ~6 MB at 384 dimensions)
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def candidates(high: np.ndarray, low: np.ndarray, query: np.ndarray, eligible: n
         # a row of the exact k best scans at least (k-th exact - error) >= (k-th scanned -
         # 2 errors): no row below that can be one of them
         eligible = eligible[rough >= kth - 2 * scan_error(high.shape[1])]
-    return eligible, _exact_scores(join_halves(high[eligible], low[eligible]), query)
+    return eligible, _exact_scores(high, low, eligible, query)
 
 
 def best_k(store: Store, rowids: np.ndarray, scores: np.ndarray, eligible: np.ndarray,
@@ -222,13 +223,21 @@ def _scan(high: np.ndarray, query: np.ndarray, executor: Executor | None) -> np.
     return np.concatenate([first, mine])
 
 
-def _exact_scores(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Each row's dot product with the query, summed row by row the same way wherever the row
-    stands (a BLAS product may sum a row differently by its position in the matrix, and then
-    two identical rows would no longer tie)."""
+def _exact_scores(high: np.ndarray, low: np.ndarray, at: np.ndarray,
+                  query: np.ndarray) -> np.ndarray:
+    """The dot products of the rows at `at` with the query, from their exact float32 values,
+    EXACT_ROWS rows at a time (a query whose scores are all alike makes most rows candidates:
+    its temporaries stay a block's). Each row is summed the same way wherever it stands (a
+    BLAS product may sum a row differently by its position in the matrix, and then two
+    identical rows would no longer tie)."""
     import numpy as np
 
-    return np.multiply(rows, query).sum(axis=1, dtype=np.float32)
+    out = np.empty(len(at), dtype=np.float32)
+    for start in range(0, len(at), EXACT_ROWS):
+        part = at[start:start + EXACT_ROWS]
+        np.multiply(join_halves(high[part], low[part]), query).sum(
+            axis=1, dtype=np.float32, out=out[start:start + EXACT_ROWS])
+    return out
 
 
 def scan_error(dims: int) -> float:
