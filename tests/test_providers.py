@@ -32,6 +32,7 @@ class Provider:
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, Any], str | None]] = []
         self.fail = False
+        self.nan_for = ""  # texts with this in them get vectors of NaN
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,11 +48,14 @@ class Provider:
                     self.wfile.write(b"boom")
                     return
                 texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+                vectors = [[float("nan")] * DIMS if provider.nan_for and provider.nan_for in t
+                           else fake_vector(t)
+                           for t in texts]
                 if self.path == "/api/embed":
-                    out = {"model": body["model"], "embeddings": [fake_vector(t) for t in texts]}
+                    out = {"model": body["model"], "embeddings": vectors}
                 elif self.path == "/v1/embeddings":
-                    data = [{"object": "embedding", "index": i, "embedding": fake_vector(t)}
-                            for i, t in enumerate(texts)]
+                    data = [{"object": "embedding", "index": i, "embedding": v}
+                            for i, v in enumerate(vectors)]
                     out = {"object": "list", "data": list(reversed(data)), "model": body["model"]}
                 else:
                     self.send_response(404)
@@ -144,6 +148,25 @@ def test_provider_errors_are_clear(tmp_path: Path, provider: Provider,
     monkeypatch.delenv("VAULTD_TEST_UNSET_KEY", raising=False)
     with pytest.raises(ModelError, match="VAULTD_TEST_UNSET_KEY"):
         HttpEmbedder(keyed).embed(["x"])
+
+
+def test_a_provider_answering_nan_is_refused_and_the_chunks_stay_searchable_by_text(
+        tmp_path: Path, provider: Provider) -> None:
+    """A vector with NaN in it would be stored and then never found (every comparison with
+    NaN is false): it is refused with the text named, nothing of its batch is stored, and
+    the chunks stay pending, found by BM25."""
+    root = configure(tmp_path, f'provider = "ollama"\nurl = "{provider.url}"\n'
+                               f'remote_model = "m"\ndims = {DIMS}\n')
+    provider.nan_for = "delta epsilon"
+    with open_vault(root, env={}, daemon="never") as vault:
+        with pytest.raises(ModelError, match="NaN or infinite values for .*delta epsilon"):
+            vault.index()
+        assert vault.store.pending_vectors() == vault.store.counts()["chunks"] >= 2
+        assert vault.search("epsilon", k=1, mode="bm25")[0].path == "semantic/b.md"
+        provider.nan_for = ""
+        vault.index()  # the provider fixed: the same chunks get their vectors
+        assert vault.store.pending_vectors() == 0
+        assert vault.search("delta epsilon", k=1, mode="vector")[0].path == "semantic/b.md"
 
 
 def test_provider_profile_validation(tmp_path: Path) -> None:

@@ -260,6 +260,12 @@ class Embedder(ABC):
             if vectors.shape != (len(idx), self.dims):
                 raise ModelError(f"model '{self.model_id}' returned shape {vectors.shape}, "
                                  f"expected ({len(idx)}, {self.dims}); check 'dims' in its profile")
+            finite = np.isfinite(vectors).all(axis=1)
+            if not finite.all():  # stored, it would drop out of every search without a word
+                text = prefixed[idx[int(np.argmin(finite))]]
+                raise ModelError(f"model '{self.model_id}' returned a vector with NaN or "
+                                 f"infinite values for {text[:80]!r}; nothing was stored. "
+                                 "Check the model file or the provider")
             out[idx] = vectors
             self.calls += 1
             self.texts_embedded += len(idx)
