@@ -155,9 +155,9 @@ def test_a_load_in_small_blocks_is_the_same_copy(tmp_path: Path,
         assert np.array_equal(whole._snapshot.rowids, blocks._snapshot.rowids)
 
 
-def test_the_product_in_two_halves_gives_the_same_neighbours(
+def test_the_scan_in_two_halves_gives_the_same_neighbours(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With an executor (the daemon's), half of the matrix product runs on it: same scores."""
+    """With an executor (the daemon's), half of the scan runs on it: same scores."""
     from concurrent.futures import ThreadPoolExecutor
 
     with open_vault(make_vault(tmp_path, NOTES), env={},

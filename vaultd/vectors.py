@@ -200,10 +200,10 @@ def _scan(high: np.ndarray, query: np.ndarray, executor: Executor | None) -> np.
     by simsimd's SIMD kernels), in two halves side by side when there is an executor and rows
     enough.
 
-    The scan is bound by memory bandwidth, which one core does not fill; the daemon keeps
-    OpenBLAS to one thread (its threads spin-wait, and would take the core the query
-    embedding needs), so the second core is used here instead, when the embedding is done
-    (simsimd releases the GIL; its own `threads` leave a thread spinning after each call)."""
+    At 100k rows the scan is bound by memory bandwidth, which one core does not fill: the
+    daemon's executor scans half the rows on the second core, free once the query is embedded
+    (simsimd releases the GIL; its own `threads` leave a thread spinning after each call,
+    which would take the core the next query's embedding needs)."""
     import numpy as np
     import simsimd
 

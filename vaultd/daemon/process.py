@@ -276,7 +276,7 @@ class Daemon:
 
         # Two cores serve a query's embedding, BM25 and KNN: no thread may spin-wait
         # (onnxruntime's, OpenBLAS's) while another needs the core (10k chunks: /search p50
-        # 13.3 -> 9.3 ms); the KNN product uses both cores itself (vectors._scores). OpenBLAS
+        # 13.3 -> 9.3 ms); the KNN scan uses both cores itself (vectors._scan). OpenBLAS
         # reads this when numpy loads: so first of all (the model's identity, below, loads
         # numpy: set after it, as it was until 2026-12-03, it did nothing; 10k chunks, /search
         # p50 7.0-8.3 -> 5.5-5.7 ms).
