@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,6 +98,36 @@ def test_recency_decay_prefers_recent_episodes(vault: Vault) -> None:
     assert decayed[0].path == "episodic/2026-11-20.md"
     old = next(h for h in decayed if h.path == "episodic/2026-01-05.md")
     assert old.score == pytest.approx(plain[0].score * 0.5 ** (320 / 30))
+
+
+def test_recency_decay_ranks_the_same_with_bm25_beside_the_embedding(
+        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's path (BM25 on an executor while the query embeds) gives what the
+    one-thread path gives. With decay, ranking reads whole rows, so the BM25 job looks up no
+    places of its own (it did, and they were read again)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vaultd.search import Searcher, SearchOptions
+    from vaultd.store import Filters
+
+    def embed(q: str) -> Any:
+        return vault.embed([q], kind="query")[0]
+
+    lookups: list[int] = []
+    positions = vault.store.chunk_positions
+    monkeypatch.setattr(vault.store, "chunk_positions",
+                        lambda rowids: lookups.append(len(rowids)) or positions(rowids))
+    for types in ((), ("episodic",)):
+        options = SearchOptions(k=5, filters=Filters(types=types), half_life_days=30,
+                                today=dt.date(2026, 11, 21))
+        alone = Searcher(vault.store, embed).search("redis cache outage", options)
+        alone_lookups, lookups[:] = list(lookups), []
+        with ThreadPoolExecutor(1) as pool:
+            beside = Searcher(vault.store, embed, executor=pool).search("redis cache outage",
+                                                                       options)
+        assert [(h.path, h.score) for h in beside] == [(h.path, h.score) for h in alone]
+        assert alone and lookups == alone_lookups
+        lookups[:] = []
 
 
 def test_mmr_diversifies(vault: Vault) -> None:

@@ -134,7 +134,9 @@ class Searcher:
         # The embedding is the long pole (~4 ms at 10k chunks, BM25 ~0.7): it runs on this
         # thread, BM25 beside it on the executor, joined before anything else touches the
         # store (one connection: KNN's refresh may open a read transaction too)
-        text_job = (self.executor.submit(self._bm25_placed, query, pool, options.filters)
+        # (with decay, ranking reads whole rows anyway: no places to look up beside it)
+        text_job = (self.executor.submit(self._bm25_placed, query, pool, options.filters,
+                                         options.half_life_days <= 0)
                     if self.executor is not None and options.mode == "hybrid" else None)
         known: dict[int, tuple[str, int]] = {}  # places the BM25 job looked up meanwhile
         if options.mode == "bm25":
@@ -210,12 +212,13 @@ class Searcher:
                 return hits
         return self.store.fts(" OR ".join(f'"{t}"' for t in terms), k, filters)
 
-    def _bm25_placed(self, query: str, k: int, filters: Filters
+    def _bm25_placed(self, query: str, k: int, filters: Filters, placed: bool = True
                      ) -> tuple[list[tuple[int, float]], dict[int, tuple[str, int]]]:
-        """BM25's hits and their places (path, line), both looked up while the query is
-        embedded on the other thread: fewer places to read once the vector hits are in."""
+        """BM25's hits and (when `placed`) their places (path, line), both looked up while
+        the query is embedded on the other thread: fewer places to read once the vector hits
+        are in."""
         hits = self._bm25(query, k, filters)
-        return hits, self.store.chunk_positions([r for r, _ in hits])
+        return hits, self.store.chunk_positions([r for r, _ in hits]) if placed else {}
 
     def _mmr(self, ranked: list[int], scores: dict[int, float], lam: float, k: int) -> list[int]:
         import numpy as np
