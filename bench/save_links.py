@@ -48,8 +48,10 @@ def main() -> None:
             started = time.perf_counter()
             store.save_links(links, time.time())
             seconds = time.perf_counter() - started
+            size = sum(f.stat().st_size for f in Path(tmp).iterdir()) / 2**20
             print(f"{what}: {total:,} directed links of {n:,} entries in {seconds:.1f} s "
-                  f"({total / seconds / 1000:.0f}k links/s)", flush=True)
+                  f"({total / seconds / 1000:.0f}k links/s); index files {size:.0f} MB",
+                  flush=True)
         store.close()
 
 

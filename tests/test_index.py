@@ -193,11 +193,47 @@ def test_status_reports_staleness(tmp_path: Path) -> None:
 def test_schema_version_and_migrations_are_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "index.db"
     store = Store(path)
-    assert store.schema_version == len(MIGRATIONS) == 2
+    assert store.schema_version == len(MIGRATIONS) == 3
     store.close()
     store = Store(path)  # a second open applies nothing and keeps the data
-    assert store.schema_version == len(MIGRATIONS) == 2
+    assert store.schema_version == len(MIGRATIONS) == 3
     store.close()
+
+
+def _a_two_row_link_graph(path: Path, links: int) -> None:
+    """An index as migration 2 left it, its link graph a row per direction."""
+    store = Store(path)
+    with store.transaction():
+        store.conn.execute("DROP TABLE edges")
+        store.conn.execute("CREATE TABLE edges (a TEXT NOT NULL, b TEXT NOT NULL, score REAL "
+                           "NOT NULL, PRIMARY KEY (a, b))")
+        store.conn.execute("CREATE INDEX edges_b ON edges(b)")
+        rows = [(f"entry-{i:06d}", f"entry-{j:06d}", 0.5) for i in range(links // 20)
+                for j in range(i + 1, i + 11)]
+        store.conn.executemany("INSERT INTO edges VALUES (?, ?, ?)",
+                               rows + [(b, a, s) for a, b, s in rows])
+        store.conn.execute("PRAGMA user_version = 2")
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+
+
+def test_a_migration_that_frees_much_gives_the_space_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migration 3 halves the link graph's rows; when that frees much of the file, the index
+    is compacted (VACUUM) right after, and its file shrinks."""
+    import vaultd.store
+
+    path = tmp_path / "index.db"
+    _a_two_row_link_graph(path, 40_000)
+    before = path.stat().st_size
+    monkeypatch.setattr(vaultd.store, "COMPACT_BYTES", 1)
+    store = Store(path)
+    try:
+        assert store.schema_version == 3 and sum(1 for _ in store.links()) == 40_000
+        assert store.conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
+    finally:
+        store.close()
+    assert path.stat().st_size < before * 0.6
 
 
 def test_sqlite_module_falls_back_or_explains(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,6 +24,7 @@ from conftest import (
 
 from vaultd import edits, layout
 from vaultd.embedder import HashEmbedder
+from vaultd.store import Store
 from vaultd.vault import Vault, open_vault
 
 
@@ -654,3 +655,34 @@ def test_save_links_replaces_each_saved_entrys_links_in_both_directions(vault: V
     store.save_links([(b, [(d, 0.6)], "h"), (c, [], "h"), (e, [(c, 0.5)], "h")], 2.0)
     assert graph() == {(b, d, 0.6), (d, b, 0.6), (e, c, 0.5), (c, e, 0.5)}
     assert store.link_degrees() == {b: 1, c: 1, d: 1, e: 1}
+
+
+def test_an_index_of_the_two_row_link_graph_is_migrated_to_one_row_a_pair(
+        vault: Vault) -> None:
+    """Migration 3: an index whose link graph has a row per direction (migration 2's table)
+    reads the same links afterwards, both ways, from one row a pair (half the rows, one
+    B-tree fewer)."""
+    write(vault.root, "episodic/2026-10-01.md", daily("2026-10-01", [
+        f"topicx entry {n}." for n in range(4)]))
+    vault.index()
+    a, b, c, d = sorted(v.id for v in vault.lifecycle_context().views if v.type == "episodic")
+    directed = {(a, b, 0.9), (b, a, 0.9), (a, c, 0.8), (c, a, 0.8), (d, b, 0.7), (b, d, 0.7)}
+    with vault.store.transaction():  # the index as migration 2 left it
+        conn = vault.store.conn
+        conn.execute("DROP TABLE edges")
+        conn.execute("CREATE TABLE edges (a TEXT NOT NULL, b TEXT NOT NULL, score REAL NOT "
+                     "NULL, PRIMARY KEY (a, b))")
+        conn.execute("CREATE INDEX edges_b ON edges(b)")
+        conn.executemany("INSERT INTO edges(a, b, score) VALUES (?, ?, ?)", sorted(directed))
+        conn.execute("PRAGMA user_version = 2")
+    store = Store(layout.index_path(vault.root))  # opened anew: migration 3 runs
+    try:
+        assert store.schema_version == 3
+        assert set(store.links()) == directed
+        assert store.link_degrees() == {a: 2, b: 2, c: 1, d: 1}
+        assert store.conn.execute("SELECT count(*) FROM edges").fetchone()[0] == 3
+        store.save_links([(c, [(d, 0.6)], "h")], 2.0)  # and it goes on as usual
+        assert set(store.links()) == {(a, b, 0.9), (b, a, 0.9), (d, b, 0.7), (b, d, 0.7),
+                                      (c, d, 0.6), (d, c, 0.6)}
+    finally:
+        store.close()

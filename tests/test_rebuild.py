@@ -36,7 +36,7 @@ PHASES = ["promote", "consolidate", "age", "prune"]
 
 
 def edges(vault: Vault) -> set[tuple[str, str]]:
-    return set(vault.store.conn.execute("SELECT a, b FROM edges").fetchall())
+    return {(a, b) for a, b, _ in vault.store.links()}
 
 
 def drop_index(root: Path) -> None:
