@@ -12,7 +12,7 @@ import pytest
 
 from vaultd import layout
 from vaultd.embedder import HashEmbedder, builtin_profiles
-from vaultd.errors import ExtensionError
+from vaultd.errors import ExtensionError, VaultdError
 from vaultd.store import MIGRATIONS, Store, sqlite_module
 from vaultd.vault import Vault, init_vault, open_vault
 
@@ -200,11 +200,24 @@ def test_schema_version_and_migrations_are_idempotent(tmp_path: Path) -> None:
     store.close()
 
 
+def test_an_index_from_a_newer_vaultd_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """An index a newer vaultd migrated (an older one opened after a downgrade) is not read
+    as if it were this version's: its tables may mean something else (migration 3 made the
+    link graph one row a pair). The message names the index and both ways out."""
+    path = tmp_path / "index.db"
+    store = Store(path)
+    store.conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    store.close()
+    with pytest.raises(VaultdError, match=r"schema version 4, newer than this vaultd's 3.*"
+                                          r"Upgrade vaultd.*`vaultd index`"):
+        Store(path)
+
+
 def _a_two_row_link_graph(path: Path, links: int) -> None:
     """An index as migration 2 left it, its link graph a row per direction."""
     store = Store(path)
     with store.transaction():
-        store.conn.execute("DROP TABLE edges")
+        store.conn.execute("DROP TABLE link_pairs")
         store.conn.execute("CREATE TABLE edges (a TEXT NOT NULL, b TEXT NOT NULL, score REAL "
                            "NOT NULL, PRIMARY KEY (a, b))")
         store.conn.execute("CREATE INDEX edges_b ON edges(b)")

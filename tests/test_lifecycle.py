@@ -669,7 +669,7 @@ def test_an_index_of_the_two_row_link_graph_is_migrated_to_one_row_a_pair(
     directed = {(a, b, 0.9), (b, a, 0.9), (a, c, 0.8), (c, a, 0.8), (d, b, 0.7), (b, d, 0.7)}
     with vault.store.transaction():  # the index as migration 2 left it
         conn = vault.store.conn
-        conn.execute("DROP TABLE edges")
+        conn.execute("DROP TABLE link_pairs")
         conn.execute("CREATE TABLE edges (a TEXT NOT NULL, b TEXT NOT NULL, score REAL NOT "
                      "NULL, PRIMARY KEY (a, b))")
         conn.execute("CREATE INDEX edges_b ON edges(b)")
@@ -680,7 +680,7 @@ def test_an_index_of_the_two_row_link_graph_is_migrated_to_one_row_a_pair(
         assert store.schema_version == 3
         assert set(store.links()) == directed
         assert store.link_degrees() == {a: 2, b: 2, c: 1, d: 1}
-        assert store.conn.execute("SELECT count(*) FROM edges").fetchone()[0] == 3
+        assert store.conn.execute("SELECT count(*) FROM link_pairs").fetchone()[0] == 3
         store.save_links([(c, [(d, 0.6)], "h")], 2.0)  # and it goes on as usual
         assert set(store.links()) == {(a, b, 0.9), (b, a, 0.9), (d, b, 0.7), (b, d, 0.7),
                                       (c, d, 0.6), (d, c, 0.6)}

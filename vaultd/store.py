@@ -21,7 +21,7 @@ from typing import Any
 from vaultd.errors import ExtensionError, IndexAccessError, IndexCorruptError, VaultdError
 from vaultd.layout import ARCHIVE_DIR, is_archived
 
-# links inserted at a time by save_links (sorted: the edges' B-tree fills in order)
+# links inserted at a time by save_links (sorted: link_pairs' B-tree fills in order)
 LINK_ROWS = 100_000
 # a migration that frees more than this (and a quarter of the file) is followed by VACUUM
 COMPACT_BYTES = 64 << 20
@@ -201,16 +201,16 @@ def _m3_a_row_a_link(conn: Any) -> None:
     """The link graph as one row per linked pair (a < b), stored in its primary key's B-tree
     (WITHOUT ROWID), instead of a row per direction in a rowid table plus its key's index: a
     dense vault's 14M directed links took 1.45 GB of the index in three B-trees. Links read
-    both ways as before (`Store.links`)."""
+    both ways as before (`Store.links`). A new name, so that an older vaultd fails loudly on
+    it ("no such table: edges") rather than read each link one way only."""
     _run_script(conn, """
-        CREATE TABLE edges_pairs (
+        CREATE TABLE link_pairs (
             a TEXT NOT NULL, b TEXT NOT NULL, score REAL NOT NULL, PRIMARY KEY (a, b)
         ) WITHOUT ROWID;
-        INSERT OR IGNORE INTO edges_pairs(a, b, score)
+        INSERT OR IGNORE INTO link_pairs(a, b, score)
             SELECT min(a, b), max(a, b), score FROM edges ORDER BY 1, 2, 3;
         DROP TABLE edges;
-        ALTER TABLE edges_pairs RENAME TO edges;
-        CREATE INDEX edges_b ON edges(b)
+        CREATE INDEX link_pairs_b ON link_pairs(b)
     """)
 
 
@@ -339,6 +339,11 @@ class Store:
 
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise VaultdError(
+                f"{self.path} has schema version {version}, newer than this vaultd's "
+                f"{len(MIGRATIONS)}: a newer vaultd wrote it. Upgrade vaultd, or delete the "
+                "index (the vault's files are the truth) and run `vaultd index` to rebuild it")
         for number, migration in enumerate(MIGRATIONS, start=1):
             if number <= version:
                 continue
@@ -817,38 +822,40 @@ class Store:
         they went in at 23k a second (bench/save_links.py)."""
         links = list(links)  # (the lists of others are read once, in the loop below)
         with self.transaction():
-            self.conn.executemany("DELETE FROM edges WHERE a = ?", ((e,) for e, _, _ in links))
-            self.conn.executemany("DELETE FROM edges WHERE b = ?", ((e,) for e, _, _ in links))
+            for column in ("a", "b"):
+                self.conn.executemany(f"DELETE FROM link_pairs WHERE {column} = ?",
+                                      ((e,) for e, _, _ in links))
             rows: list[tuple[str, str, float]] = []
             for entry, others, digest in links:
                 rows += ((entry, other, score) if entry < other else (other, entry, score)
                          for other, score in others)
                 if len(rows) >= LINK_ROWS:
-                    self._insert_edges(rows)
+                    self._insert_links(rows)
                 self.conn.execute("INSERT OR REPLACE INTO connected(entry_id, hash, at) "
                                   "VALUES (?, ?, ?)", (entry, digest, now))
-            self._insert_edges(rows)
-            self.conn.execute("DELETE FROM edges WHERE a NOT IN (SELECT id FROM entries) "
+            self._insert_links(rows)
+            self.conn.execute("DELETE FROM link_pairs WHERE a NOT IN (SELECT id FROM entries) "
                               "OR b NOT IN (SELECT id FROM entries)")
             self.conn.execute(
                 "DELETE FROM connected WHERE entry_id NOT IN (SELECT id FROM entries)")
 
-    def _insert_edges(self, rows: list[tuple[str, str, float]]) -> None:
+    def _insert_links(self, rows: list[tuple[str, str, float]]) -> None:
         rows.sort()
-        self.conn.executemany("INSERT OR IGNORE INTO edges(a, b, score) VALUES (?,?,?)", rows)
+        self.conn.executemany("INSERT OR IGNORE INTO link_pairs(a, b, score) VALUES (?,?,?)",
+                              rows)
         rows.clear()
 
     def links(self) -> Iterator[tuple[str, str, float]]:
         """Every link (a, b, cosine), both directions, one at a time (a dense vault's graph
         has millions)."""
-        yield from self.conn.execute("SELECT a, b, score FROM edges UNION ALL "
-                                     "SELECT b, a, score FROM edges WHERE b != a")
+        yield from self.conn.execute("SELECT a, b, score FROM link_pairs UNION ALL "
+                                     "SELECT b, a, score FROM link_pairs WHERE b != a")
 
     def link_degrees(self) -> dict[str, int]:
         """entry id → how many entries it links to (only entries with a link)."""
         return dict(self.conn.execute(
-            "SELECT id, count(*) FROM (SELECT a AS id FROM edges UNION ALL "
-            "SELECT b FROM edges WHERE b != a) GROUP BY id").fetchall())
+            "SELECT id, count(*) FROM (SELECT a AS id FROM link_pairs UNION ALL "
+            "SELECT b FROM link_pairs WHERE b != a) GROUP BY id").fetchall())
 
     def recall_counts(self) -> dict[tuple[str, str], int]:
         """(path, entry key) → on how many different queries it was in a search's top 5."""
