@@ -54,10 +54,6 @@ class _Snapshot:
     def dims(self) -> int:
         return int(self.high.shape[1]) if self.high.ndim == 2 else 0
 
-    def matrix(self) -> np.ndarray:
-        """The exact float32 rows (a new array)."""
-        return join_halves(self.high, self.low)
-
 
 class VectorIndex:
     """Exact cosine KNN over an in-memory copy of a store's vectors (thread-safe)."""
