@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from vaultd.blocks import BEGIN, END
+from vaultd.blocks import BEGIN, markers
 
 NOTE_TYPES = ("episodic", "semantic", "procedural")
 DAILY_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})\.md$")
@@ -365,22 +365,19 @@ def fence_mask(lines: list[str], start: int = 0) -> list[bool]:
 
 def managed_mask(lines: list[str] | tuple[str, ...], start: int = 0) -> list[bool]:
     """For each line from `start`: True when it is vaultd's own output — a line from
-    `<!-- vaultd:begin -->` to its `<!-- vaultd:end -->`, or a stray marker line. Markers in
-    fenced code are text. A begin marker that is never closed hides only itself."""
-    lines = list(lines)
-    fenced = fence_mask(lines, start)
-    marks = [not f and line.strip() in (BEGIN, END)
-             for line, f in zip(lines[start:], fenced)]
-    mask = list(marks)
+    `<!-- vaultd:begin -->` to its `<!-- vaultd:end -->`, or a stray marker line. Which lines
+    are markers is `blocks.markers`' rule, the one vaultd writes by: markers in code, in HTML
+    blocks or comments, or named inline are text. An END closes the nearest BEGIN above it, so
+    a begin marker that is never closed (or a lone one above a block) hides only itself."""
+    lines = list(lines[start:])
+    mask = [False] * len(lines)
     begin: int | None = None
-    for i, (line, is_mark) in enumerate(zip(lines[start:], marks)):
-        if not is_mark:
-            continue
-        if line.strip() == BEGIN:
-            if begin is None:
-                begin = i
+    for n, kind in markers(lines):
+        mask[n] = True
+        if kind == BEGIN:
+            begin = n
         elif begin is not None:
-            mask[begin:i + 1] = [True] * (i + 1 - begin)
+            mask[begin:n + 1] = [True] * (n + 1 - begin)
             begin = None
     return mask
 
