@@ -112,6 +112,14 @@ class LifecycleSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    # Replace credentials (API keys, tokens, passwords in URLs, private keys, `.env`-style
+    # secrets) with `[redacted: kind]` before vaultd writes an agent's or a chat's text to a
+    # file: a vault is synced and shared, and what it holds is read back into agents' context.
+    redact: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
@@ -119,13 +127,14 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
     # User-declared model profiles, by id: raw tables handed to `embedder.profile_from_table`.
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 _SECTIONS = {"embedding": EmbeddingSettings, "index": IndexSettings,
              "search": SearchSettings, "server": ServerSettings, "daemon": DaemonSettings,
-             "lifecycle": LifecycleSettings}
+             "lifecycle": LifecycleSettings, "privacy": PrivacySettings}
 
 
 def _coerce(value: Any, default: Any, where: str) -> Any:

@@ -5,7 +5,8 @@ A transcript is one JSON object per line; `user` and `assistant` objects carry a
 what an agent loses at compaction: the user's requests, the decisions taken, errors and the fix
 that followed each, and the files touched. It is deterministic (same transcript, same bytes) and
 bounded: past `max_chars` it stops at a whole line and says how many lines were left out.
-Malformed lines are skipped, never fatal.
+Malformed lines are skipped, never fatal. Credentials in what is kept are redacted
+(`vaultd.redact`) before a line is cut to length, so no cut can leave a key unrecognisable.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vaultd import edits
+from vaultd.redact import redact_if
 
 LINE_CHARS = 160
 PATH_KEYS = ("file_path", "path", "notebook_path")
@@ -64,20 +66,23 @@ def _text_of(content: Any) -> str:
     return "\n".join(str(b.get("text", "")) for b in _blocks(content) if b.get("type") == "text")
 
 
-def _trim(line: str) -> str:
-    line = " ".join(line.split())
-    return line if len(line) <= LINE_CHARS else line[:LINE_CHARS - 1].rstrip() + "…"
+def _trimmer(redact_secrets: bool) -> Callable[[str], str]:
+    """One line as kept: whitespace folded, credentials redacted, then cut to LINE_CHARS."""
+    def trim(line: str) -> str:
+        line = redact_if(" ".join(line.split()), redact_secrets)
+        return line if len(line) <= LINE_CHARS else line[:LINE_CHARS - 1].rstrip() + "…"
+    return trim
 
 
 def _first_line(text: str) -> str:
-    return next((_trim(ln) for ln in text.splitlines() if ln.strip()), "")
+    return next((ln for ln in text.splitlines() if ln.strip()), "")
 
 
 def _error_line(text: str) -> str:
     """The most telling line of an error: the last `XxxError: …` line, else the first line."""
     hits = [ln for ln in text.splitlines() if ERROR_RE.search(ln)
             and not ln.startswith("Traceback")]
-    return _trim(hits[-1]) if hits else _first_line(text)
+    return hits[-1] if hits else _first_line(text)
 
 
 def _add(items: list[str], line: str) -> None:
@@ -85,8 +90,10 @@ def _add(items: list[str], line: str) -> None:
         items.append(line)
 
 
-def collect(path: Path) -> Salient:
-    """The salient lines of the transcript at `path`, in transcript order."""
+def collect(path: Path, redact_secrets: bool = True) -> Salient:
+    """The salient lines of the transcript at `path`, in transcript order; credentials
+    redacted unless `redact_secrets` is false (`[privacy] redact`)."""
+    trim = _trimmer(redact_secrets)
     out = Salient()
     awaiting_fix: list[str] | None = None
     for rec in _records(path):
@@ -100,12 +107,12 @@ def collect(path: Path) -> Salient:
             if btype == "tool_use":
                 args = block.get("input")
                 if isinstance(args, dict):
-                    out.files.update(str(args[k]) for k in PATH_KEYS
+                    out.files.update(redact_if(str(args[k]), redact_secrets) for k in PATH_KEYS
                                      if isinstance(args.get(k), str) and args[k].strip())
             elif btype == "tool_result":
                 text = _text_of(block.get("content"))
                 if block.get("is_error") is True or ERROR_RE.search(text):
-                    awaiting_fix = [_error_line(text) or "(error without a message)", ""]
+                    awaiting_fix = [trim(_error_line(text)) or "(error without a message)", ""]
                     out.errors.append(awaiting_fix)
             elif btype == "text":
                 text = str(block.get("text", ""))
@@ -113,16 +120,16 @@ def collect(path: Path) -> Salient:
                     continue
                 if role == "assistant":
                     if awaiting_fix is not None:
-                        awaiting_fix[1] = _first_line(text)
+                        awaiting_fix[1] = trim(_first_line(text))
                         awaiting_fix = None
                     for sentence in SENTENCE_RE.split(" ".join(text.split())):
                         if DECISION_RE.search(sentence):
-                            _add(out.decisions, _trim(sentence))
+                            _add(out.decisions, trim(sentence))
                 elif not text.lstrip().startswith("<"):  # skip injected <system-reminder> etc.
                     if ERROR_RE.search(text):
-                        awaiting_fix = [_error_line(text), ""]
+                        awaiting_fix = [trim(_error_line(text)), ""]
                         out.errors.append(awaiting_fix)
-                    _add(out.requests, _first_line(text))
+                    _add(out.requests, trim(_first_line(text)))
     return out
 
 
@@ -161,10 +168,12 @@ def summarize(path: Path, max_chars: int = 2000) -> str:
     return render(collect(path), max_chars)
 
 
-def capture(root: Path, transcript: Path, when: dt.datetime | None = None) -> tuple[str, str]:
+def capture(root: Path, transcript: Path, when: dt.datetime | None = None, *,
+            redact_secrets: bool = True) -> tuple[str, str]:
     """Append one entry summarising `transcript` to today's episodic log in the vault at
-    `root`. Returns (vault path, heading)."""
-    salient = collect(transcript)
+    `root`, its credentials redacted unless `redact_secrets` is false (the caller passes
+    `[privacy] redact`). Returns (vault path, heading)."""
+    salient = collect(transcript, redact_secrets)
     first = salient.requests[0] if salient.requests else "(no user request)"
     text = f"Session transcript: {first}\n\n{render(salient)}"
     # a NUL quoted from a tool's output is dropped: append_entry refuses text holding one
