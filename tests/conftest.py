@@ -8,11 +8,13 @@ from another test module."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -103,6 +105,34 @@ def write(root: Path, rel: str, text: str) -> None:
     """Write a note as a user would (UTF-8, exactly these bytes), creating its folder."""
     (root / rel).parent.mkdir(parents=True, exist_ok=True)
     (root / rel).write_bytes(text.encode("utf-8"))
+
+
+def vaultd_wrote(root: Path, rel: str, text: str,
+                 claims: tuple[str, ...] = ("status", "consolidation", "consolidated_from",
+                                            "consolidated_hashes", "extracted_from")) -> None:
+    """Write a note whose `claims` (those present) are sealed as vaultd seals its own: a test
+    standing in for what promote or consolidation wrote earlier. A note written with `write`
+    only says these things about itself, and vaultd does not act on that."""
+    from vaultd.provenance import Seals, seal_note_text
+
+    write(root, rel, seal_note_text(Seals.of_vault(root), rel, text, claims))
+
+
+def refuse_reads(monkeypatch: pytest.MonkeyPatch,
+                 refusal: Callable[[str], OSError | None]) -> None:
+    """Make opening a file for reading fail where `refusal(path)` gives an error, as the OS
+    would (root reads through chmod 000; a full file table is hard to arrange): vaultd reads
+    notes through `os.open` (`edits.read`, which never waits on a FIFO)."""
+    real = os.open
+
+    def os_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & os.O_ACCMODE == os.O_RDONLY:
+            exc = refusal(os.fspath(path))
+            if exc is not None:
+                raise exc
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", os_open)
 
 
 def with_settings(vault: Vault, **changes: object) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SAYS, TopicEmbedder, daily, with_settings, write
+from conftest import SAYS, TopicEmbedder, daily, vaultd_wrote, with_settings, write
 
 from vaultd import edits
 from vaultd.embedder import builtin_profiles
@@ -94,8 +94,9 @@ def hostile_vault(w: World) -> None:
         write(root, f"episodic/{day}.md", daily(day, [SAYS[i], f"unrelated topicother{i}."]))
     write(root, "episodic/lonely.md", "---\ntype: episodic\nrelated: ['[[../outside/secret]]']"
           "\n---\n# Lonely\n\ntopiclonely lunch place.\n")
-    write(root, "semantic/deploys.md", "---\nstatus: proven\n---\n# Deploys\n\n"
-          "topicdeploy canary first.\n")
+    # proven knowledge vaultd made (sealed), which route may send to a declared target
+    vaultd_wrote(root, "semantic/deploys.md", "---\nstatus: proven\nconsolidation: good1\n---\n"
+                 "# Deploys\n\ntopicdeploy canary first.\n")
     write(root, "semantic/fake-merge.md",
           "---\nconsolidation: evilmerge1\nconsolidated_from: ['../../outside/escaped.md', "
           "'../outside/secret.md#key', '/etc/hostname']\n---\n# Fake\n\ntopicfake.\n")
@@ -132,11 +133,15 @@ def test_nothing_outside_the_vault_changes_but_a_declared_route_target(
         tools.close()
     assert written["path"].startswith("episodic/")
     refusals = []
-    for rel in ("archive/up.md", "archive/abs.md", "archive/episodic/2026-01-01.md",
-                "archive/../../outside/escaped.md", "archive/link.md"):
-        with pytest.raises(VaultdError, match="outside the vault") as exc:
+    for rel in ("archive/../../outside/escaped.md", "archive/link.md"):
+        with pytest.raises(VaultdError, match="outside the vault|symbolic link") as exc:
             w.vault.restore(rel)
         refusals.append(str(exc.value))
+    # an archive's own word on where it came from is not vaultd's (unsealed): it goes back to
+    # the path the archive mirrors, inside the vault
+    for rel in ("archive/up.md", "archive/abs.md", "archive/episodic/2026-01-01.md"):
+        assert all(not p.startswith("..") and not p.startswith("/")
+                   for p in w.vault.restore(rel))
     with pytest.raises(VaultdError):
         w.vault.undo("evilmerge1")
 
@@ -151,7 +156,8 @@ def test_nothing_outside_the_vault_changes_but_a_declared_route_target(
     agents = (w.home / "AGENTS.md").read_text(encoding="utf-8")
     assert agents.startswith("# Agents\n\ntopicdeploy rules for agents.\n")
     assert "[[semantic/deploys]]" in agents
-    assert len(refusals) == 5
+    assert len(refusals) == 2
+    assert (w.root / "up.md").is_file() and (w.root / "episodic/2026-01-01.md").is_file()
 
 
 @pytest.mark.parametrize("target", ["../outside/secret.md", "ABS", "~/AGENTS.md",
@@ -289,6 +295,6 @@ def test_related_mirroring_does_not_replace_a_note_that_became_a_link(world: Wor
     (w.root / "semantic/a.md").symlink_to(w.outside / "a.md")
     before = w.snapshot()
     [report] = w.vault.lifecycle(["connect"])
-    assert any("symbolic link" in c for c in report.conflicts)
+    assert any("symbolic link" in c for c in report.conflicts + report.notes)  # never read
     assert report.written == ["semantic/b.md"]
     assert w.changed(before) == set() and (w.root / "semantic/a.md").is_symlink()

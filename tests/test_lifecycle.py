@@ -18,6 +18,7 @@ from conftest import (
     fake_embedder,
     make_vault,
     nightly_log,
+    vaultd_wrote,
     with_settings,
     write,
 )
@@ -203,7 +204,8 @@ def test_states_survive_an_index_rebuild(vault: Vault) -> None:
     write(vault.root, "episodic/2026-01-01.md", daily("2026-01-01", ["topicold alone."]))
     write(vault.root, "episodic/2026-11-01.md", daily("2026-11-01", [
         f"topicnew{i} thing." for i in range(3)]))
-    write(vault.root, "semantic/pinned.md", "---\npinned: true\nstatus: proven\n---\n# P\n\nx\n")
+    vaultd_wrote(vault.root, "semantic/pinned.md",
+                 "---\npinned: true\nstatus: proven\n---\n# P\n\nx\n")
     vault.index()
     vault.settings = replace(vault.settings, lifecycle=replace(vault.settings.lifecycle,
                                                                newer_entries=2))
@@ -225,10 +227,11 @@ def test_states_survive_an_index_rebuild(vault: Vault) -> None:
 
 
 def test_route_writes_only_inside_the_managed_block(vault: Vault, tmp_path: Path) -> None:
-    write(vault.root, "semantic/deploys.md", "---\nstatus: proven\n---\n# Deploys\n\n"
-          "topicdeploy always canary first.\n")
-    write(vault.root, "semantic/style.md", "---\nstatus: proven\n---\n# Style\n\n"
-          "topicstyle small PRs please.\n")
+    # knowledge vaultd proved from the agent's memory: merged notes it made (sealed claims)
+    vaultd_wrote(vault.root, "semantic/deploys.md", "---\nstatus: proven\nconsolidation: t1\n"
+                 "---\n# Deploys\n\ntopicdeploy always canary first.\n")
+    vaultd_wrote(vault.root, "semantic/style.md", "---\nstatus: proven\nconsolidation: t2\n"
+                 "---\n# Style\n\ntopicstyle small PRs please.\n")
     claude = "# Rules\n\nUser text topicdeploy stays.\n\n<!-- vaultd:begin -->\nold\n" \
              "<!-- vaultd:end -->\n\nMore user text.\n"
     write(vault.root, "CLAUDE.md", claude)
@@ -255,7 +258,8 @@ def test_route_refuses_paths_outside_the_vault(vault: Vault, tmp_path: Path) -> 
     outside = tmp_path / "elsewhere" / "AGENTS.md"
     outside.parent.mkdir()
     outside.write_text("# Agents\n\ntopicdeploy.\n", encoding="utf-8")
-    write(vault.root, "semantic/d.md", "---\nstatus: proven\n---\n# D\n\ntopicdeploy x.\n")
+    vaultd_wrote(vault.root, "semantic/d.md",
+                 "---\nstatus: proven\nconsolidation: t1\n---\n# D\n\ntopicdeploy x.\n")
     vault.index()
     for target in (str(outside), "../elsewhere/AGENTS.md"):
         with_settings(vault, route_targets=(target,))
@@ -479,7 +483,7 @@ def test_archiving_one_of_several_same_heading_entries_keeps_the_others_state(
     write(vault.root, "episodic/2026-11-05.md", log)
     vault.index()
     [view] = [v for v in snapshot(vault.store)[0] if NIGHTLY[1] in v.text]
-    archive_entry(vault.root, view, "test", Outcome())
+    archive_entry(vault.root, view, "test", Outcome(), seals=vault.seals)
     text = (vault.root / "episodic/2026-11-05.md").read_text(encoding="utf-8")
     assert NIGHTLY[1] not in text and NIGHTLY[0] in text and NIGHTLY[2] in text
     fm = edits.get_frontmatter("episodic/2026-11-05.md", text)
@@ -506,7 +510,8 @@ def test_an_identical_twin_left_in_the_log_is_not_taken_for_an_interrupted_move(
     vault.index()
     log = vault.root / "episodic/2026-11-06.md"
     assert log.read_text(encoding="utf-8").count(twin) == 1
-    out = finish_interrupted(vault.root, snapshot(vault.store)[0])
+    out = finish_interrupted(vault.root, snapshot(vault.store, vault.seals)[0],
+                             vault.settings.lifecycle.scope, vault.seals)
     assert not out.written and log.read_text(encoding="utf-8").count(twin) == 1
     archive = (vault.root / "archive/episodic/2026-11-06.md").read_text(encoding="utf-8")
     assert archive.count(twin) == 1

@@ -51,7 +51,7 @@ def test_post_lifecycle_runs_the_phases_on_the_daemon(tmp_path: Path) -> None:
         assert [a["kind"] for a in merge["actions"]] == ["merge"]
         assert len(merge["actions"][0]["entries"]) == 3
         [note] = [p for p in merge["created"] if p.startswith("semantic/")]
-        assert (root / note).read_text(encoding="utf-8").count("consolidated_from") == 1
+        assert (root / note).read_text(encoding="utf-8").count("consolidated_from:") == 1
         assert "states" in body and daemon.daemon.stats.lifecycle["consolidate"]
         # the members moved to archive/, each exactly once; the one-offs stayed
         text = live_and_archived(root)
@@ -188,11 +188,11 @@ def test_a_whole_note_move_cut_short_is_finished_not_copied_again(tmp_path: Path
     root = make_vault(tmp_path, {"episodic/meeting.md": text}, config=FAST_CONFIG)
     with open_vault(root, env=env_for(tmp_path), daemon="never") as v:
         v.index()
-        [view] = [x for x in snapshot(v.store)[0] if x.path == "episodic/meeting.md"]
-        archive_entry(root, view, "faded", Outcome())
+        [view] = [x for x in snapshot(v.store, v.seals)[0] if x.path == "episodic/meeting.md"]
+        archive_entry(root, view, "faded", Outcome(), seals=v.seals)
         (root / "episodic" / "meeting.md").write_text(text, encoding="utf-8")  # the kill
         out = Outcome()
-        archive_entry(root, view, "faded", out)
+        archive_entry(root, view, "faded", out, seals=v.seals)
     assert out.written == ["episodic/meeting.md"]
     assert not (root / "episodic" / "meeting.md").exists()
     assert [p.name for p in (root / "archive" / "episodic").glob("*.md")] == ["meeting.md"]

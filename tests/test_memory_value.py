@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from conftest import fake_embedder, make_vault, with_settings, write
+from conftest import fake_embedder, make_vault, vaultd_wrote, with_settings, write
 
 from vaultd import blocks
 from vaultd.lifecycle.entries import statements
@@ -53,7 +53,7 @@ def test_a_note_states_its_fact_not_its_preamble(tmp_path: Path) -> None:
     assert "What we learned the hard way" not in block
     assert ("Signature checks need the raw request body (`await request.body()`), byte for "
             "byte.") in block
-    assert "- [Pool](semantic/pool.md): PgBouncer pool size is 20 per worker." in block
+    assert "- [Pool](semantic/pool.md): “PgBouncer pool size is 20 per worker.”" in block
     assert "raised twice" not in block  # `summary:` chose the line
 
 
@@ -64,9 +64,9 @@ def test_a_consolidated_notes_bullets_are_facts_without_their_provenance(
              "Caroline plans an LGBTQ art show next month in Boston."]
     body = "".join(f"- {f} — [2026-06-{18 + i}](../episodic/2026-06-{18 + i}.md)\n"
                    for i, f in enumerate(facts))
-    root = make_vault(tmp_path, {"semantic/caroline.md": (
-        "---\ntype: semantic\ntitle: Caroline\nstatus: proven\nconsolidation: abc\n---\n"
-        f"# Caroline\n\n{body}")})
+    root = make_vault(tmp_path)
+    vaultd_wrote(root, "semantic/caroline.md", "---\ntype: semantic\ntitle: Caroline\n"
+                 f"status: proven\nconsolidation: abc\n---\n# Caroline\n\n{body}")
     with open_fake(root, tmp_path) as vault:
         block = block_of(vault)
     for fact in facts:
@@ -174,8 +174,9 @@ def test_a_users_own_notes_are_candidates_too(tmp_path: Path) -> None:
                                  "north fence was planted in March 2019.\n"})
     with open_fake(root, tmp_path) as vault:
         block = block_of(vault)
-    assert ("- [Garden](Projects/garden.md): The quince tree by the north fence was planted "
-            "in March 2019.") in block
+    # quoted: the user's words, not the agent's memory
+    assert ("- [Garden](Projects/garden.md): “The quince tree by the north fence was planted "
+            "in March 2019.”") in block
 
 
 def test_statements_are_whole_and_skip_what_is_not_a_fact() -> None:
@@ -224,10 +225,10 @@ def test_a_consolidated_theme_does_not_crowd_out_distinct_facts(tmp_path: Path) 
                 "John passed the Kraków firefighter exam on his second try.",
                 "John's favourite band is Khruangbin."]
     root = make_vault(tmp_path, {
-        "semantic/john-yoga.md": "---\ntype: semantic\ntitle: John — yoga\nstatus: proven\n"
-        f"consolidation: abc123\n---\n# John — yoga\n\n{body}",
         "episodic/2026-09-01.md": "# day\n\n" + "".join(f"- {f}\n" for f in distinct),
         "episodic/2026-09-02.md": "# day\n\n- Filler so the first day is not recent.\n"})
+    vaultd_wrote(root, "semantic/john-yoga.md", "---\ntype: semantic\ntitle: John — yoga\n"
+                 f"status: proven\nconsolidation: abc123\n---\n# John — yoga\n\n{body}")
     with open_fake(root, tmp_path) as vault:
         with_settings(vault, memory_budget=800)
         block = block_of(vault)

@@ -30,6 +30,7 @@ from vaultd.lifecycle.plans import (
     similarity_blocks,
 )
 from vaultd.notes import entry_title
+from vaultd.provenance import Seals, seal_note_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -266,7 +267,7 @@ def free_path(root: Path, folder: str, title: str, taken: set[str]) -> str:
 
 
 def merge_note(action: Action, views: dict[str, EntryView], merge_id: str,
-               llm: Any = None) -> str:
+               llm: Any = None, seals: Seals | None = None) -> str:
     """The merged note (format shared with flush, which renders its facts in MEMORY.md):
     `# <subject>`, then one bullet per member, verbatim, ending ` — [date](link)`. An LLM's
     rewrite, when one is configured and passes the checks of `vaultd.llm`, is added under
@@ -291,7 +292,10 @@ def merge_note(action: Action, views: dict[str, EntryView], merge_id: str,
             "tags": action.data["tags"], "merged_by": merged_by}
     if rejected:
         meta["llm_rejected"] = rejected
-    return edits.set_frontmatter("---\n---\n" + "\n".join(body) + "\n", meta)
+    text = edits.set_frontmatter("---\n---\n" + "\n".join(body) + "\n", meta)
+    # vaultd's claims (proven, the merge and its sources) sealed on this very body
+    return seal_note_text(seals or Seals.none(), merged_path(action), text,
+                          ("status", "consolidation", "consolidated_from", "consolidated_hashes"))
 
 
 def consolidation_id(action: Action) -> str:
@@ -315,13 +319,13 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
     for action in plan.actions:
         rel = merged_path(action)
         merge_id = consolidation_id(action)
-        text = merge_note(action, views, merge_id, llm)
+        text = merge_note(action, views, merge_id, llm, ctx.seals)
         try:
             for e in action.entries:  # merge only what was planned: no member changed since
                 as_planned(edits.read(root / views[e].path).text, views[e])
-            for e in action.entries:  # every source and its archive copy must be writable
-                edits.check_writable(root / views[e].path)  # before the merged note exists
-                edits.check_writable(root / ARCHIVE_DIR / views[e].path)
+            for e in action.entries:  # every source and its archive copy must be writable,
+                edits.check_writable(root / views[e].path, root=root)  # before the merge exists
+                edits.check_writable(root / ARCHIVE_DIR / views[e].path, root=root)
             edits.create_new(edits.inside(root, root / rel), text, root=root)
         except (edits.ConflictError, OSError) as exc:  # one file never stops the phase
             out.conflicts.append(edits.per_file(rel, exc))
@@ -330,7 +334,7 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
         moved = 0
         for view in members_bottom_up(action, views):
             try:
-                archive_entry(root, view, why, out)
+                archive_entry(root, view, why, out, seals=ctx.seals)
                 moved += 1
             except (edits.ConflictError, OSError) as exc:
                 out.conflicts.append(edits.per_file(view.path, exc))

@@ -7,6 +7,10 @@ log's entries share one frontmatter, so its per-entry state lives under a `vault
 entry key (the entry's heading, else its first line):
 
     vaultd: {proven: ["09:14 — Flaky refund webhook test"], reprieves: {"14:02 lunch": 1}}
+
+The claims that give an entry vaultd's authority (proven, consolidated, extracted) count only
+when vaultd can verify it wrote them (`vaultd.provenance`): `EntryView.claims` holds the ones
+that passed, and `snapshot` checks them with the vault's `Seals`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from vaultd.layout import in_scope, is_archived
 from vaultd.notes import BULLET_RE, HEADING_RE, entry_title, fence_mask
+from vaultd.provenance import Seals
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,6 +60,9 @@ class EntryView:
     is_daily: bool
     frontmatter: dict[str, Any]
     order: int = 0  # position in vault time: date, then path, then position in the file
+    # the claims vaultd verifiably wrote (`provenance`): a whole note's sealed frontmatter
+    # keys; "status" for a daily-log entry whose `proven` is sealed
+    claims: frozenset[str] = frozenset()
 
     @property
     def archived(self) -> bool:
@@ -67,9 +75,12 @@ class EntryView:
 
     @property
     def proven(self) -> bool:
+        """Proven knowledge, as vaultd verifiably recorded it (promoted or consolidated); a
+        `status: proven` a note gives itself is the note's own words, not vaultd's claim."""
+        if "status" not in self.claims:
+            return False
         if self.is_daily:
-            proven = self.state().get("proven")
-            return isinstance(proven, list) and self.key in proven
+            return True
         return str(self.frontmatter.get("status", "")).lower() == "proven"
 
     @property
@@ -89,12 +100,13 @@ class EntryView:
     @property
     def consolidated(self) -> bool:
         """A note consolidation made (it keeps the facts of the entries it merged)."""
-        return "consolidation" in self.frontmatter
+        return "consolidation" in self.claims
 
     @property
     def made_by_vaultd(self) -> bool:
-        """A note vaultd made: merged by consolidation or extracted by the heartbeat."""
-        return self.consolidated or "extracted_from" in self.frontmatter
+        """A note vaultd verifiably made: merged by consolidation or extracted by the
+        heartbeat."""
+        return self.consolidated or "extracted_from" in self.claims
 
     def owned(self, scope: Iterable[str]) -> bool:
         """Whether the entry is the agent's memory, which the lifecycle may change: in one
@@ -123,9 +135,22 @@ class EntryView:
             f" ({self.key[:60]})" if self.is_daily else "")
 
 
-def snapshot(store: Store) -> tuple[list[EntryView], np.ndarray]:
-    """Every indexed entry with its text and unit vector (the mean of its chunks' vectors)."""
+def claims_of(seals: Seals, frontmatter: dict[str, Any], key: str, entry_hash: str,
+              is_daily: bool) -> frozenset[str]:
+    """The claims of one entry that vaultd verifiably wrote (see `EntryView.claims`)."""
+    if is_daily:
+        state = frontmatter.get("vaultd")
+        ok = isinstance(state, dict) and seals.entry_proven(state, key, entry_hash)
+        return frozenset({"status"}) if ok else frozenset()
+    return seals.note_claims(frontmatter, entry_hash)
+
+
+def snapshot(store: Store, seals: Seals | None = None) -> tuple[list[EntryView], np.ndarray]:
+    """Every indexed entry with its text and unit vector (the mean of its chunks' vectors),
+    its claims checked with `seals` (none verified without them)."""
     import numpy as np
+
+    seals = seals or Seals.none()
 
     files = store.file_frontmatters()
     texts: dict[str, list[str]] = {}
@@ -142,7 +167,8 @@ def snapshot(store: Store) -> tuple[list[EntryView], np.ndarray]:
             continue  # an entry with no text chunk (e.g. only a managed block)
         fm, daily = files.get(path, ({}, False))
         views.append(EntryView(eid, path, key, heading, ntype, date, tuple(json.loads(tags)),
-                               start, end, "\n\n".join(texts[eid]), h, daily, fm, order))
+                               start, end, "\n\n".join(texts[eid]), h, daily, fm, order,
+                               claims_of(seals, fm, key, h, daily)))
         vec = sums[eid]
         vectors.append(vec / max(float(np.linalg.norm(vec)), 1e-12))
     matrix = np.vstack(vectors) if vectors else np.zeros((0, 1), dtype=np.float32)

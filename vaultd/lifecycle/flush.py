@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vaultd import edits, layout
-from vaultd.blocks import with_block
+from vaultd.blocks import MarkerError, inline, with_block
 from vaultd.layout import MEMORY_FILE
 from vaultd.lifecycle.entries import (
     FACT_MAX,
@@ -51,6 +51,7 @@ from vaultd.lifecycle.entries import (
     words,
 )
 from vaultd.notes import entry_title
+from vaultd.redact import redact
 from vaultd.store import Store
 
 if TYPE_CHECKING:
@@ -98,6 +99,9 @@ class Fact:
     body: str  # the fact itself, whole and verbatim
     value: float
     joins: bool = False  # a daily log's entry: its facts share one line
+    # from a note outside the agent's memory (the lifecycle's scope): the user's or a
+    # clipping's words, quoted as a note so an agent does not read them as an instruction
+    quoted: bool = False
 
     @property
     def text(self) -> str:
@@ -127,11 +131,22 @@ def _label(view: EntryView) -> str:
         title = view.frontmatter.get("title")
         label = str(title).strip() if title else entry_title(view.key) or Path(view.path).stem
     label = " ".join(label.replace("[", "(").replace("]", ")").split()).lstrip("-*+ ")
-    return label if len(label) <= LABEL_MAX else label[:LABEL_MAX - 1] + "…"
+    return inline(label if len(label) <= LABEL_MAX else label[:LABEL_MAX - 1] + "…")
+
+
+# What a link's target may not hold as is: a line break or control character (a file name
+# may hold any), `<` and `>` (markers, HTML, the end of an <…> target), a backslash (it would
+# escape that end) and `%` itself, so the encoding reads back unambiguously.
+_TARGET_UNSAFE = re.compile(r"[%<>\\\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _target(path: str) -> str:
-    return f"<{path}>" if re.search(r"[\s()<>]", path) else path
+    """A note's path as a Markdown link target: unsafe characters percent-encoded, in <…>
+    when it holds spaces or parentheses."""
+    from urllib.parse import quote
+
+    path = _TARGET_UNSAFE.sub(lambda m: quote(m.group(), safe=""), path)
+    return f"<{path}>" if re.search(r"[\s()]", path) else path
 
 
 def _lines(facts: list[Fact]) -> list[str]:
@@ -141,9 +156,12 @@ def _lines(facts: list[Fact]) -> list[str]:
     last: Fact | None = None
     for fact in sorted(facts, key=lambda f: (f.entry, f.unit)):
         if last is not None and fact.joins and fact.entry == last.entry:
-            out[-1] += f" {fact.body}"
+            closing = "”" if fact.quoted else ""
+            out[-1] = out[-1].removesuffix(closing) + f" {inline(fact.body)}{closing}"
         else:
-            out.append(f"{fact.prefix}: {fact.body}" if fact.prefix else fact.body)
+            said = (f"{inline(fact.prefix)}: {inline(fact.body)}" if fact.prefix
+                    else inline(fact.body))
+            out.append(f"“{said}”" if fact.quoted else said)
         last = fact
     return out
 
@@ -327,8 +345,11 @@ def _closing(entries: int, statements: int, budget: int) -> str:
 
 
 def render(root: Path, templates: Path, store: Store, views: list[EntryView],
-           budget: int, vectors: np.ndarray | None = None) -> str:
-    """The managed block's content, at most `budget` characters."""
+           budget: int, vectors: np.ndarray | None = None,
+           scope: tuple[str, ...] = (), redact_secrets: bool = True) -> str:
+    """The managed block's content, at most `budget` characters. Facts of entries outside
+    `scope` (not the agent's own memory) are quoted; credentials in any fact are redacted
+    (`vaultd.redact`) unless `redact_secrets` is off (`[privacy] redact = false`)."""
     import numpy as np
 
     template = _template(root, templates)
@@ -355,11 +376,15 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
             -GENERIC_PENALTY * generic[i])
         power = LENGTH_POWER if section == "key_facts" else ONE_LINE_POWER
         prefix, said = _facts(view)
+        if redact_secrets:
+            prefix, said = redact(prefix), [redact(text) for text in said]
         values = [sum(idf.get(w, 0.0) for w in words(text)) * boost / (len(text) + 3) ** power
                   for text in said]
         if view.is_daily and not prefix and values:
             values[0] = max(values)  # its first sentence leads (see Chooser.fill)
-        by_section[section].extend(Fact(section, i, unit, prefix, text, value, view.is_daily)
+        quoted = not view.owned(scope)
+        by_section[section].extend(Fact(section, i, unit, prefix, text, value, view.is_daily,
+                                        quoted)
                                    for unit, (text, value) in enumerate(zip(said, values)))
         candidates[section].add(i)
     skeleton = len(template.format(**{k: "- (none yet)" for k in present}).rstrip("\n"))
@@ -404,14 +429,19 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
 def write_memory(root: Path, block: str, *, dry_run: bool = False) -> tuple[bool, str]:
     """Put `block` into MEMORY.md's managed block, keeping the user's text. Returns (written,
     unified diff). A user edit made between our read and our write is never lost: we re-read
-    and merge once; if the file keeps changing, we report a conflict instead of writing."""
+    and merge once; if the file keeps changing, we report a conflict instead of writing.
+    Markers of any shape but none or one block (`blocks.find_block`) are a RefusedError naming
+    their lines: nothing is written, so no user text is lost to a guess."""
     import difflib
 
     path = edits.inside(root, root / MEMORY_FILE)  # a symlink out is neither followed nor replaced
     for _ in range(2):
         snap = edits.read(path) if path.exists() else None
         old = snap.text if snap else ""
-        new = with_block(old, block.split("\n"))
+        try:
+            new = with_block(old, block.split("\n"))
+        except MarkerError as exc:  # the user's markers are of a shape vaultd cannot claim
+            raise edits.RefusedError(f"{MEMORY_FILE}: {exc}") from exc
         diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
                                             f"a/{MEMORY_FILE}", f"b/{MEMORY_FILE}"))
         if dry_run or new == old:
@@ -451,9 +481,10 @@ def flush(vault: Vault, *, dry_run: bool = False) -> FlushReport:
 
     report = vault.index()
     phases = vault.lifecycle(["connect", "route"], dry_run=dry_run)
-    views, vectors = snapshot(vault.store)
+    views, vectors = snapshot(vault.store, vault.seals)
     block = render(vault.root, templates_dir(), vault.store, views,
-                   vault.settings.lifecycle.memory_budget, vectors)
+                   vault.settings.lifecycle.memory_budget, vectors,
+                   vault.settings.lifecycle.scope, vault.settings.privacy.redact)
     written, diff = write_memory(vault.root, block, dry_run=dry_run)
     if written:
         vault.indexer().sync_paths([MEMORY_FILE])

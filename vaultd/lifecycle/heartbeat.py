@@ -24,6 +24,8 @@ from vaultd.layout import MEMORY_FILE
 from vaultd.lifecycle.entries import EntryView, fact, provenance
 from vaultd.lifecycle.moves import as_planned, remove_ours
 from vaultd.lifecycle.plans import CHANGE, CREATE, Action, Context, Drafts, Outcome, Phase, Plan
+from vaultd.notes import parse
+from vaultd.provenance import Seals, seal_note_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -171,7 +173,7 @@ def plan(ctx: Context) -> Plan:
                 drafts.original[path] = drafts.current[path] = ""
                 result.touch(path, CREATE)
             text = drafts.current[path] if path in drafts.current else drafts.text(path)
-            drafts.current[path] = with_fact(text, path, target.title, view, bullet)
+            drafts.current[path] = with_fact(text, path, target.title, view, bullet, ctx.seals)
             if drafts.original[path]:
                 result.touch(path, CHANGE, drafts.original[path], drafts.current[path])
             drafts.change(result, view.path, marked_extracted(drafts.text(view.path), view))
@@ -180,20 +182,33 @@ def plan(ctx: Context) -> Plan:
     return result
 
 
-def with_fact(text: str, path: str, title: str, view: EntryView, bullet: str) -> str:
-    """The kind's note (`text`, empty when new) with the fact added, unless it holds it."""
+def with_fact(text: str, path: str, title: str, view: EntryView, bullet: str,
+              seals: Seals | None = None) -> str:
+    """The kind's note (`text`, empty when new) with the fact added, unless it holds it; its
+    claims (proven, extracted from) sealed anew on the new body (`provenance`)."""
+    seals = seals or Seals.none()
     source = f"[[{view.path.removesuffix('.md')}]]"
     if not text:
         meta = {"type": path.split("/", 1)[0], "title": title, "status": "proven",
                 "created": view.date, "extracted_from": [source]}
-        return edits.set_frontmatter("---\n---\n" + f"# {title}\n\n{bullet}\n", meta)
+        return seal_note_text(seals, path, edits.set_frontmatter(
+            "---\n---\n" + f"# {title}\n\n{bullet}\n", meta), ("status", "extracted_from"))
     if bullet in text.split("\n"):
         return text
+    claims = extracted_claims(seals, path, text)
     fm = edits.get_frontmatter(path, text)
     sources = fm.get("extracted_from")
     sources = sources if isinstance(sources, list) else [sources] if sources else []
     body = text.rstrip("\n") + f"\n{bullet}\n"
-    return edits.set_frontmatter(body, {"extracted_from": sorted({*map(str, sources), source})})
+    body = edits.set_frontmatter(body, {"extracted_from": sorted({*map(str, sources), source})})
+    return seal_note_text(seals, path, body, claims)
+
+
+def extracted_claims(seals: Seals, path: str, text: str) -> frozenset[str]:
+    """The verified claims of a note the heartbeat extracts into (empty: not vaultd's)."""
+    note = parse(path, text)
+    return seals.note_claims(note.frontmatter, note.entries[0].hash) if note.entries \
+        else frozenset()
 
 
 def marked_extracted(text: str, view: EntryView) -> str:
@@ -217,14 +232,14 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
         try:
             snap = edits.read(edits.inside(root, root / view.path))
             as_planned(snap.text, view)  # not from an entry the user changed since the plan
-            edits.check_writable(root / view.path)  # the log gets marked: it must be writable
+            edits.check_writable(root / view.path, root=root)  # the log is marked too
             before: Any = edits.read(note) if note.exists() else None
-            if before is not None and not isinstance(
-                    edits.get_frontmatter(rel, before.text).get("extracted_from"), (list, str)):
+            if before is not None and "extracted_from" not in extracted_claims(
+                    ctx.seals, rel, before.text):
                 raise edits.ConflictError(f"{rel}: exists and is not a note vaultd extracted "
-                                          "into; left alone")
+                                          "into (no verified `extracted_from`); left alone")
             text = with_fact(before.text if before else "", rel, action.data["title"], view,
-                             action.data["bullet"])
+                             action.data["bullet"], ctx.seals)
             if before is None:
                 edits.create_new(note, text, root=root)
             elif text != before.text:

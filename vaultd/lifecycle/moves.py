@@ -21,7 +21,11 @@ from vaultd.layout import ARCHIVE_DIR, is_archived
 from vaultd.lifecycle.entries import EntryView
 from vaultd.lifecycle.plans import CHANGE, CREATE, REMOVE, Drafts, Outcome, Plan
 from vaultd.notes import entry_hash, parse
+from vaultd.provenance import SEAL as SEAL_KEY
+from vaultd.provenance import Seals, seal_note_text
 from vaultd.store import Store
+
+ARCHIVE_STAMP = ("archived_at", "archived_reason", "archived_from")
 
 
 def _now() -> str:
@@ -56,12 +60,20 @@ def cut_entry(text: str, view: EntryView) -> tuple[str, str]:
     return "\n".join(rest), taken
 
 
-def archived_records(frontmatter: dict[str, Any]) -> list[dict[str, Any]]:
+def archived_records(frontmatter: dict[str, Any],
+                     seals: Seals | None = None) -> list[dict[str, Any]]:
     """An archived daily log's `archived:` records, one per entry moved in: `{key, hash, at,
-    reason, from}`. The hash tells apart entries that share a heading (three `## Nightly
-    failure` sections, three `remember`s in one minute). Files written before records had a
-    hash hold a mapping keyed by heading: it is read as records without a hash, each matching
-    every entry under its heading (so none is left behind)."""
+    reason, from, left, seal}`. The hash tells apart entries that share a heading (three `##
+    Nightly failure` sections, three `remember`s in one minute). Files written before records
+    had a hash hold a mapping keyed by heading: it is read as records without a hash, each
+    matching every entry under its heading (so none is left behind). With `seals`, only the
+    records vaultd verifiably wrote (a forged record must not say where `restore` writes, nor
+    make crash recovery cut an entry out of a log)."""
+    records = _records(frontmatter)
+    return records if seals is None else [r for r in records if seals.record_ok(r)]
+
+
+def _records(frontmatter: dict[str, Any]) -> list[dict[str, Any]]:
     raw = frontmatter.get("archived")
     if isinstance(raw, dict):
         return [{"key": str(k), **(v if isinstance(v, dict) else {})} for k, v in raw.items()]
@@ -93,22 +105,27 @@ def interrupted(records: list[dict[str, Any]], key: str, digest: str, live: int)
     return live > left
 
 
-def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> None:
+def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome, *,
+                  seals: Seals) -> None:
     """Move an entry to archive/ (never delete): a whole note moves as a file; a daily-log
     entry moves into the same-named file under archive/. A source vaultd may not rewrite or
     remove (read-only, hard-linked, in a read-only folder) is refused before anything is
-    copied."""
+    copied. What the move records (where it came from, when, why) is sealed with `seals`,
+    together with the claims of the note vaultd had verified (`view.claims`): a claim the note
+    made about itself is not laundered into a sealed one."""
     src = edits.inside(root, root / view.path)
     snap = edits.read(src)
-    edits.check_writable(src)
+    edits.check_writable(src, root=root)
     stamp = {"archived_at": _now(), "archived_reason": reason, "archived_from": view.path}
     dest = edits.inside(root, root / ARCHIVE_DIR / view.path)
     if not view.is_daily:
         if view.hash:  # a planned fade or merge: only of the text it was planned on
             as_planned(snap.text, view)
-        text = edits.set_frontmatter(snap.text, stamp)
-        unstamp: dict[str, Any] = dict.fromkeys(stamp)
-        if dest.exists() and edits.set_frontmatter(edits.read(dest).text, unstamp) == snap.text:
+        text = seal_note_text(seals, view.path, edits.set_frontmatter(snap.text, stamp),
+                              [*stamp, *view.claims])
+        unstamp: dict[str, Any] = dict.fromkeys([*stamp, SEAL_KEY])
+        if dest.exists() and edits.set_frontmatter(edits.read(dest).text, unstamp) == \
+                edits.set_frontmatter(snap.text, {SEAL_KEY: None}):
             # a move a crash cut short (copy made, source not yet removed): finish it
             edits.remove_checked(snap, root=root)
             out.written.append(view.path)
@@ -131,14 +148,17 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome) -> Non
         before = edits.read(dest) if dest.exists() else None
         current = before.text if before is not None else \
             edits.daily_header(view.date or dest.stem)
-        records = archived_records(edits.get_frontmatter(view.path, current))
+        fm = edits.get_frontmatter(view.path, current)
+        records = _records(fm)  # all kept as they are; only verified ones are acted on
+        verified = archived_records(fm, seals)
         # a move a crash cut short (copy written, source not yet cut) is finished, not
         # copied a second time; `left` tells it from an identical twin still in the log
         live = same_entries(parse(view.path, snap.text).entries, view.key, view.hash)
-        if not (interrupted(records, view.key, view.hash, live)
+        if not (interrupted(verified, view.key, view.hash, live)
                 and _holds(f"{ARCHIVE_DIR}/{view.path}", current, view)):
-            records.append({"key": view.key, "hash": view.hash, "at": stamp["archived_at"],
-                            "reason": reason, "from": view.path, "left": live - 1})
+            records.append(seals.sealed_record(
+                {"key": view.key, "hash": view.hash, "at": stamp["archived_at"],
+                 "reason": reason, "from": view.path, "left": live - 1}))
             current = edits.set_frontmatter(current, {"archived": records})
             text = current.rstrip("\n") + "\n\n" + taken.strip("\n") + "\n"
             if before is None:
@@ -223,12 +243,16 @@ def _holds(rel: str, text: str, view: EntryView) -> bool:
 
 
 def restore(root: Path, rel: str,
-            wanted: list[tuple[str, str | None] | str] | None = None) -> list[str]:
+            wanted: list[tuple[str, str | None] | str] | None = None, *,
+            seals: Seals) -> list[str]:
     """Bring archived material back where it came from. A whole note moves back (its archive
     keys removed); for an archived daily log, the wanted entries — (key, hash) pairs, a None
     hash or a bare key meaning any entry under that key; default: every archived entry — go
     back into their daily log, each found by key and content. The archive file is removed only
-    once no entry is left in it. Returns the vault paths written."""
+    once no entry is left in it. Where an entry goes back is where its sealed record (or the
+    note's sealed `archived_from`) says; an unverified one is ignored and the entry goes to the
+    path the archive mirrors (`archive/X` → `X`), which the write gate still checks. Returns
+    the vault paths written."""
     if not is_archived(rel):
         raise edits.VaultdError(f"{rel}: not under {ARCHIVE_DIR}/; nothing to restore")
     _check_inside(root, rel)  # `archive/../..` or a symlink must not reach (and unlink) a file
@@ -236,13 +260,17 @@ def restore(root: Path, rel: str,
     if not src.is_file():
         raise edits.VaultdError(f"{rel}: no such file")
     snap = edits.read(src)
-    edits.check_writable(src)
-    fm = edits.get_frontmatter(rel, snap.text)
+    edits.check_writable(src, root=root)
+    note = parse(rel, snap.text)
+    fm = note.frontmatter
+    mirrored = rel.split("/", 1)[1]
     if not isinstance(fm.get("archived"), (dict, list)):  # a whole note
-        origin = str(fm.get("archived_from") or rel.split("/", 1)[1])
+        claims = seals.note_claims(fm, note.entries[0].hash) if note.entries else frozenset()
+        origin = str(fm.get("archived_from") or mirrored) if "archived_from" in claims \
+            else mirrored
         _check_inside(root, origin)
-        text = edits.set_frontmatter(snap.text, {"archived_at": None, "archived_reason": None,
-                                                 "archived_from": None})
+        text = seal_note_text(seals, origin, edits.set_frontmatter(
+            snap.text, dict.fromkeys(ARCHIVE_STAMP)), claims - set(ARCHIVE_STAMP))
         edits.create_new(root / origin, text, root=root, form=snap.form)
         try:
             edits.remove_checked(snap, root=root)
@@ -251,9 +279,9 @@ def restore(root: Path, rel: str,
             raise edits.ConflictError(f"{rel}: changed while restoring; left in place") \
                 from None
         return [origin, rel]
-    records = archived_records(fm)
+    records = _records(fm)
+    trusted = archived_records(fm, seals)
     pairs = None if wanted is None else [(w, None) if isinstance(w, str) else w for w in wanted]
-    note = parse(rel, snap.text)
     chosen = [e for e in note.entries
               if any(_matches(r, e.key, e.hash) for r in records)
               and (pairs is None or any(k == e.key and h in (None, e.hash)
@@ -263,7 +291,8 @@ def restore(root: Path, rel: str,
     try:
         for entry in sorted(chosen, key=lambda e: -e.start_line):
             record = next(r for r in records if _matches(r, entry.key, entry.hash))
-            origin = str(record.get("from") or rel.split("/", 1)[1])
+            origin = str(record.get("from") or mirrored) if any(
+                r is record for r in trusted) else mirrored
             _check_inside(root, origin)
             lines = text.split("\n")
             taken = "\n".join(lines[entry.start_line - 1:entry.end_line])
@@ -289,19 +318,47 @@ def restore(root: Path, rel: str,
 
 
 def _check_inside(root: Path, rel: str) -> None:
-    target = (root / rel).resolve()
-    if not target.is_relative_to(root.resolve()) or rel.startswith("/"):
-        raise edits.VaultdError(f"{rel}: outside the vault; refused")
+    """RefusedError naming `rel` (an archive record's `from:`, a file's own path) unless the
+    write gate allows it: a crafted record must not reach `.git/config`, `.vaultd/`, a plugin,
+    a nested vault or anything outside, nor go through a link."""
+    from vaultd import gate
+
+    gate.vault_path(root, rel)
 
 
-def undo(root: Path, store: Store, merge_id: str) -> list[str]:
-    """Undo a consolidation: its originals come back, the merged note goes to archive/."""
-    row = next(((p, fm) for p, (fm, _) in store.file_frontmatters().items()
-                if merge_id and str(fm.get("consolidation", "")).startswith(merge_id)), None)
-    if row is None:
-        raise edits.VaultdError(f"no consolidated note with id {merge_id} (see `consolidation:` "
-                                "in a proven note's frontmatter)")
-    path, fm = row
+def consolidations(root: Path, store: Store, merge_id: str,
+                   seals: Seals) -> list[tuple[str, dict[str, Any], frozenset[str]]]:
+    """(path, frontmatter, verified claims) of each merged note whose `consolidation:` id
+    starts with `merge_id` and that vaultd verifiably wrote (a note that only says it is a
+    consolidation must not make `undo` move anything)."""
+    found = []
+    for path, (fm, _) in sorted(store.file_frontmatters().items()):
+        if not merge_id or not str(fm.get("consolidation", "")).startswith(merge_id):
+            continue
+        try:
+            note = parse(path, edits.read(root / path).text)
+        except (OSError, edits.ConflictError):
+            continue
+        claims = seals.note_claims(note.frontmatter, note.entries[0].hash) \
+            if note.entries else frozenset()
+        if {"consolidation", "consolidated_from"} <= claims:
+            found.append((path, note.frontmatter, claims))
+    return found
+
+
+def undo(root: Path, store: Store, merge_id: str, seals: Seals) -> list[str]:
+    """Undo a consolidation: its originals come back, the merged note goes to archive/. An id
+    prefix that several consolidations share is refused, listing them."""
+    found = consolidations(root, store, merge_id, seals)
+    if not found:
+        raise edits.VaultdError(f"no consolidated note with id {merge_id} that vaultd made "
+                                "(see `consolidation:` in a merged note's frontmatter; "
+                                "`vaultd doctor` lists claims it cannot verify)")
+    if len(found) > 1:
+        listed = ", ".join(f"{fm['consolidation']} ({p})" for p, fm, _ in found)
+        raise edits.VaultdError(f"{merge_id} matches {len(found)} consolidations: {listed}; "
+                                "give more of the id")
+    path, fm, claims = found[0]
     sources = fm.get("consolidated_from") or []
     hashes = fm.get("consolidated_hashes")
     hashes = hashes if isinstance(hashes, list) and len(hashes) == len(sources) else \
@@ -316,10 +373,10 @@ def undo(root: Path, store: Store, merge_id: str) -> list[str]:
     for file_part, keys in by_file.items():
         archived = f"{ARCHIVE_DIR}/{file_part}"
         if (root / archived).is_file():
-            written += restore(root, archived, keys or None)
+            written += restore(root, archived, keys or None, seals=seals)
     view = EntryView(id="", path=path, key="", heading="", type="semantic", date=None, tags=(),
                      start_line=1, end_line=1, text="", hash="", is_daily=False,
-                     frontmatter={})
+                     frontmatter=fm, claims=claims)
     out = Outcome()
-    archive_entry(root, view, f"undo of consolidation {merge_id}", out)
+    archive_entry(root, view, f"undo of consolidation {fm['consolidation']}", out, seals=seals)
     return written + out.written + out.created

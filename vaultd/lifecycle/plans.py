@@ -16,6 +16,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vaultd.provenance import Seals
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -135,6 +137,9 @@ class Context:
     dry_run: bool = False
     mirror: bool = True  # connect: write links into frontmatter too
     quiet_seconds: float = 0.0  # connect's mirror: leave files changed this recently alone
+    # the vault's MACs: what vaultd writes as its claims is sealed with them (`provenance`)
+    seals: Seals = field(default_factory=Seals.none)
+    redact: bool = True  # `[privacy] redact`: credentials never reach a routed file
 
     @cached_property
     def by_id(self) -> dict[str, EntryView]:

@@ -1,28 +1,44 @@
-"""Finishing what a crash cut short, before any phase that moves entries runs again."""
+"""Finishing what a crash cut short, before any phase that moves entries runs again.
+
+It acts only on what vaultd can verify it started (`provenance`): an archive record it sealed,
+a merged note whose `consolidation` claims it sealed; and only inside the lifecycle's scope
+(the agent's memory): a note anywhere that claims to have merged a user's entry must not make
+vaultd cut that entry out. It plans like a phase, so `--dry-run` and the report show each move.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from vaultd import edits
-from vaultd.layout import ARCHIVE_DIR
+from vaultd.layout import ARCHIVE_DIR, in_scope
 from vaultd.lifecycle.entries import EntryView
-from vaultd.lifecycle.moves import archive_entry, archived_records, interrupted
-from vaultd.lifecycle.plans import Outcome
+from vaultd.lifecycle.moves import archive_entry, archived_records, interrupted, plan_archive
+from vaultd.lifecycle.plans import Action, Drafts, Outcome, Plan
+from vaultd.provenance import Seals
+
+PHASE_NAME = "recovery"
+MERGE_CLAIMS = frozenset({"consolidation", "consolidated_from", "consolidated_hashes"})
 
 
-def finish_interrupted(root: Path, views: list[EntryView]) -> Outcome:
-    """Finish what a crash (SIGKILL, power loss) cut short, so a re-run converges:
-    - a daily-log entry whose exact copy is already in its archive file under the same key
-      (the copy was written, the source not yet cut) leaves the log;
-    - an entry still in its log that a merged note lists as a source, with the text it was
-      merged from (`consolidated_hashes`), moves to archive/ as the consolidation meant to.
-    An entry changed since keeps its place. Nothing is deleted: each one is moved."""
-    out = Outcome()
+def plan_interrupted(root: Path, views: list[EntryView], scope: Iterable[str],
+                     seals: Seals) -> Plan:
+    """What a crash (SIGKILL, power loss) left half done, as a plan of moves:
+    - a daily-log entry whose exact copy is already in its archive file under the same key,
+      recorded by a sealed record (the copy was written, the source not yet cut), leaves the
+      log;
+    - an entry still in its log that a merged note vaultd verifiably made lists as a source,
+      with the text it was merged from (`consolidated_hashes`), moves to archive/ as the
+      consolidation meant to.
+    Only entries in `scope` move. An entry changed since keeps its place. Nothing is deleted:
+    each one is moved."""
+    scope = tuple(scope)
+    plan = Plan(PHASE_NAME)
     copies = {(v.path.removeprefix(f"{ARCHIVE_DIR}/"), v.key, v.hash)
               for v in views if v.archived and v.is_daily}
-    records = {v.path.removeprefix(f"{ARCHIVE_DIR}/"): archived_records(v.frontmatter)
+    records = {v.path.removeprefix(f"{ARCHIVE_DIR}/"): archived_records(v.frontmatter, seals)
                for v in views if v.archived and v.is_daily}
     live = Counter((v.path, v.key, v.hash) for v in views if not v.archived and v.is_daily)
     # an identical twin left in the log on purpose is not an interrupted move
@@ -31,20 +47,38 @@ def finish_interrupted(root: Path, views: list[EntryView]) -> Outcome:
     for v in views:
         fm = v.frontmatter
         sources, hashes = fm.get("consolidated_from"), fm.get("consolidated_hashes")
-        if v.archived or not fm.get("consolidation") or not isinstance(sources, list) \
+        if v.archived or not v.claims >= MERGE_CLAIMS or not isinstance(sources, list) \
                 or not isinstance(hashes, list) or len(sources) != len(hashes):
             continue
         for source, digest in zip(sources, hashes):
             merged[(str(source), str(digest))] = \
                 f"consolidated into {v.path} ({fm['consolidation']})"
+    drafts = Drafts(root)
     for v in sorted((v for v in views if not v.archived and v.is_daily),
                     key=lambda v: (v.path, -v.start_line)):
         why = ("finishing an interrupted move" if (v.path, v.key, v.hash) in copies
                else merged.get((f"{v.path}#{v.key}", v.hash)))
         if why is None:
             continue
+        if not in_scope(v.path, scope):
+            plan.notes.append(f"{v.label()}: outside the lifecycle's scope; a move of it is "
+                              "not finished (only the agent's memory is moved)")
+            continue
+        plan.actions.append(Action("fade", [v.id], why))
+        plan_archive(plan, drafts, v)
+    return plan
+
+
+def finish_interrupted(root: Path, views: list[EntryView], scope: Iterable[str],
+                       seals: Seals, plan: Plan | None = None) -> Outcome:
+    """Carry out `plan_interrupted` (or the `plan` given): each move through `archive_entry`."""
+    plan = plan or plan_interrupted(root, views, scope, seals)
+    by_id = {v.id: v for v in views}
+    out = Outcome()
+    for action in plan.actions:
+        v = by_id[action.entries[0]]
         try:
-            archive_entry(root, v, why, out)
+            archive_entry(root, v, action.reason, out, seals=seals)
         except (edits.ConflictError, OSError) as exc:  # one file never stops the run
             out.conflicts.append(edits.per_file(v.path, exc))
     return out

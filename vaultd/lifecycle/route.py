@@ -3,30 +3,33 @@ vaultd's managed block; what matches no target stays for MEMORY.md."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from vaultd import edits, layout
-from vaultd.blocks import block_of, outside_block, with_block
+from vaultd import edits, gate
+from vaultd.blocks import MarkerError, find_block, inline, outside_block, with_block
 from vaultd.lifecycle.entries import summary
 from vaultd.lifecycle.plans import CHANGE, CREATE, Action, Context, Outcome, Phase, Plan
+from vaultd.redact import redact_if
 
 
 def resolve_target(root: Path, target: str, allowed_outside: Iterable[str]) -> Path:
-    """A route target's path. Inside the vault unless explicitly allowed (no `..`, absolute
-    paths or symlinks escaping it)."""
+    """A route target's path, judged lexically (`..` collapsed, no link resolved) and allowed
+    by the write gate (`gate.place`): inside the vault, through no symbolic link, not in
+    `.git/`, `.vaultd/`, `.obsidian/`, … nor in a nested vault. Outside the vault only when
+    listed in `allowed_outside` (`[lifecycle] route_outside`), and even then through no link.
+    The file's kind (a FIFO, a device) is refused where it is read and written."""
     raw = Path(target).expanduser()
-    path = (raw if raw.is_absolute() else root / raw).resolve()
-    if path.is_relative_to(root.resolve()):
-        if path.relative_to(root.resolve()).parts[:1] in ((layout.STATE_DIR,), (".git",)):
-            raise edits.VaultdError(f"route target {target} is in vaultd's or git's own "
-                                    "folder; refused")
-        return path
-    allowed = {Path(a).expanduser().resolve() for a in allowed_outside}
-    if path in allowed:
-        return path
-    raise edits.VaultdError(f"route target {target} is outside the vault; list it in "
-                            "[lifecycle] route_outside to allow it")
+    path = Path(os.path.normpath(raw if raw.is_absolute() else root / raw))
+    if not gate.within(root, path):
+        allowed = {Path(os.path.abspath(Path(a).expanduser())) for a in allowed_outside}
+        if Path(os.path.abspath(path)) not in allowed:
+            raise edits.OutsideError(f"route target {target} is outside the vault; list it in "
+                                     "[lifecycle] route_outside to allow it")
+        gate.allow_outside(root, path)
+    gate.place(root, path)
+    return path
 
 
 def plan(ctx: Context) -> Plan:
@@ -56,8 +59,11 @@ def plan(ctx: Context) -> Plan:
     tvecs = np.asarray(embed([texts[t][:4000] for t in targets]), dtype=np.float32)
     target_rel = {p.relative_to(root.resolve()).as_posix() for p in paths.values()
                   if p.is_relative_to(root.resolve())}
+    # only knowledge proven from the agent's own memory (its scope, or a note vaultd made from
+    # it), as vaultd verifiably recorded it: a note elsewhere that calls itself proven is the
+    # note's own words, and what it says must not become an instruction in CLAUDE.md
     items = [i for i, v in enumerate(views)
-             if v.proven and not v.archived and v.path not in target_rel]
+             if v.proven and ctx.in_scope(v) and not v.archived and v.path not in target_rel]
     routed: dict[str, list[str]] = {t: [] for t in targets}
     for i in items:
         sims = tvecs @ matrix[i]
@@ -65,7 +71,8 @@ def plan(ctx: Context) -> Plan:
         view = views[i]
         if float(sims[best]) >= th.route:
             link = view.path.removesuffix(".md")
-            routed[targets[best]].append(f"- {summary(view)} ([[{link}]])")
+            said = inline(redact_if(summary(view), ctx.redact))
+            routed[targets[best]].append(f"- {said} ([[{inline(link)}]])")
             result.actions.append(Action("route", [view.id],
                                        f"nearest target {targets[best]} at cosine "
                                        f"{float(sims[best]):.2f} ≥ {th.route:.2f}",
@@ -76,9 +83,13 @@ def plan(ctx: Context) -> Plan:
     for target in targets:
         path = paths[target]
         old = current[target]
-        if not routed[target] and block_of(old) is None:
-            continue  # nothing to route there, and no block to empty
-        new = with_block(old, sorted(set(routed[target])))
+        try:
+            if not routed[target] and find_block(old) is None:
+                continue  # nothing to route there, and no block to empty
+            new = with_block(old, sorted(set(routed[target])))
+        except MarkerError as exc:  # markers of a shape vaultd cannot claim: that file only
+            result.notes.append(edits.per_file(target, edits.RefusedError(f"{target}: {exc}")))
+            continue
         if new != old:
             root_r = root.resolve()
             shown = path.relative_to(root_r).as_posix() if path.is_relative_to(root_r) \
@@ -98,8 +109,8 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
         if action.kind != "write":
             continue
         path = Path(action.data["path"])
-        try:
-            if path.exists():
+        try:  # both write through the gate: a link, a FIFO or a device is refused, not followed
+            if os.path.lexists(path):
                 snap = edits.read(path)
                 if snap.text != action.data["before"]:
                     raise edits.ConflictError(f"{path}: changed since it was read")

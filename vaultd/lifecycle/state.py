@@ -11,11 +11,16 @@ from vaultd import edits
 from vaultd.lifecycle.entries import EntryView
 from vaultd.lifecycle.moves import archive_entry, as_planned, plan_archive
 from vaultd.lifecycle.plans import Context, Drafts, Outcome, Plan
+from vaultd.provenance import DAILY_SEALS, Seals, seal_note_text
 
 
 def update_state(text: str, path: str, view: EntryView | None, *,
-                 reprieves: int | None = None, proven: bool = False) -> str:
-    """Frontmatter with one entry's durable state changed."""
+                 reprieves: int | None = None, proven: bool = False,
+                 seals: Seals | None = None) -> str:
+    """Frontmatter with one entry's durable state changed. `proven` is vaultd's claim, so it
+    is sealed with `seals` (`provenance`): on the entry's key and content hash in a daily log,
+    with the note's other verified claims on a whole note."""
+    seals = seals or Seals.none()
     fm = edits.get_frontmatter(path, text)
     if view is not None and view.is_daily:
         state = dict(fm.get("vaultd") or {}) if isinstance(fm.get("vaultd"), dict) else {}
@@ -25,16 +30,23 @@ def update_state(text: str, path: str, view: EntryView | None, *,
             state["reprieves"] = rep
         if proven:
             state["proven"] = sorted(set(state.get("proven") or []) | {view.key})
+            marks = state.get(DAILY_SEALS)
+            state[DAILY_SEALS] = {**(marks if isinstance(marks, dict) else {}),
+                                  view.key: seals.entry_mac(view.key, view.hash)}
         return edits.set_frontmatter(text, {"vaultd": state})
     updates: dict[str, Any] = {}
     if reprieves is not None:
         updates["reprieves"] = reprieves
     if proven:
         updates["status"] = "proven"
-    return edits.set_frontmatter(text, updates)
+    text = edits.set_frontmatter(text, updates)
+    if proven:
+        claims = view.claims if view is not None else frozenset()
+        text = seal_note_text(seals, path, text, {*claims, "status"})
+    return text
 
 
-def apply_state(root: Path, views: dict[str, EntryView], plan: Plan) -> Outcome:
+def apply_state(root: Path, views: dict[str, EntryView], plan: Plan, seals: Seals) -> Outcome:
     """Carry out reprieves, promotions and fades."""
     out = Outcome()
     # one file can hold several entries: re-read it for each, so line numbers stay right
@@ -42,15 +54,15 @@ def apply_state(root: Path, views: dict[str, EntryView], plan: Plan) -> Outcome:
         view = views[action.entries[0]]
         try:
             if action.kind == "fade":
-                archive_entry(root, view, action.reason, out)
+                archive_entry(root, view, action.reason, out, seals=seals)
                 continue
             snap = edits.read(edits.inside(root, root / view.path))
             as_planned(snap.text, view)  # not on an entry the user changed since the plan
             if action.kind == "reprieve":
                 text = update_state(snap.text, view.path, view,
-                                    reprieves=action.data["reprieves"])
+                                    reprieves=action.data["reprieves"], seals=seals)
             elif action.kind == "promote":
-                text = update_state(snap.text, view.path, view, proven=True)
+                text = update_state(snap.text, view.path, view, proven=True, seals=seals)
             else:
                 continue
             if edits.replace_checked(snap, text, root=root):
@@ -62,7 +74,7 @@ def apply_state(root: Path, views: dict[str, EntryView], plan: Plan) -> Outcome:
 
 def apply(ctx: Context, plan: Plan) -> Outcome:
     """How promote, age and prune apply their plans."""
-    return apply_state(ctx.root, ctx.by_id, plan)
+    return apply_state(ctx.root, ctx.by_id, plan, ctx.seals)
 
 
 def plan_files(ctx: Context, plan: Plan) -> Plan:
@@ -80,7 +92,9 @@ def plan_files(ctx: Context, plan: Plan) -> Plan:
             continue  # applying it will report why it was left alone
         if action.kind == "reprieve":
             drafts.change(plan, view.path, update_state(text, view.path, view,
-                                                        reprieves=action.data["reprieves"]))
+                                                        reprieves=action.data["reprieves"],
+                                                        seals=ctx.seals))
         elif action.kind == "promote":
-            drafts.change(plan, view.path, update_state(text, view.path, view, proven=True))
+            drafts.change(plan, view.path, update_state(text, view.path, view, proven=True,
+                                                        seals=ctx.seals))
     return plan
