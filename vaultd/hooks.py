@@ -14,6 +14,11 @@ install followed by an uninstall gives back the same bytes; where splicing canno
 check parses the result and compares) the file is written anew with its detected indent. A
 settings file vaultd created (noted in the vault's `.vaultd/hooks.json`) is removed when its
 last hook goes; a file the user had is kept, never left as litter vaultd made.
+
+Every read, write and removal goes through `edits.read_config`/`write_config`/`remove_config`:
+a settings.json that is a symbolic link (a dotfiles repository) is written through to its
+target, a hard-linked one keeps its links, a read-only one is refused, a FIFO is never waited
+on, and a file that changed while vaultd worked is left alone.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from vaultd.edits import atomic_write
+from vaultd.edits import read_config, remove_config, write_config
 from vaultd.errors import VaultdError
 from vaultd.layout import state_dir
 
@@ -92,11 +97,16 @@ def _ours(cmd: Any, vault: Path | None) -> bool:
 
 def load(path: Path) -> dict[str, Any]:
     """The settings at `path` ({} when missing or empty). VaultdError when not a JSON object."""
+    raw = read_config(path)
+    return {} if raw is None else _parse_settings(path, _decode(path, raw))
+
+
+def _decode(path: Path, raw: bytes) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    return _parse_settings(path, text)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise VaultdError(f"{path}: not UTF-8 text (byte {exc.start}); vaultd left it "
+                          "unchanged") from exc
 
 
 def _parse_settings(path: Path, text: str) -> dict[str, Any]:
@@ -341,8 +351,10 @@ def _add_text(text: str, add: dict[str, Any]) -> str:
     return text[:top.start] + _rebuild(text, top, top_new) + text[top.end:]
 
 
-def _write(path: Path, old_text: str, new_text: str | None, data: dict[str, Any]) -> None:
-    """Write `new_text` when it parses to `data`; else `data` anew in the file's indent."""
+def _write(path: Path, old: bytes | None, new_text: str | None, data: dict[str, Any]) -> None:
+    """Write `new_text` when it parses to `data`; else `data` anew in the file's indent. `old`
+    is the file as read (None: none yet): a file changed since is left alone."""
+    old_text = "" if old is None else _decode(path, old)
     try:
         spliced = new_text is not None and json.loads(new_text) == data
     except ValueError:
@@ -352,7 +364,7 @@ def _write(path: Path, old_text: str, new_text: str | None, data: dict[str, Any]
         new_text = json.dumps(data, indent=indent, ensure_ascii=False) + (
             "\n" if old_text.endswith("\n") or not old_text else "")
     assert new_text is not None
-    atomic_write(path, new_text)
+    write_config(path, new_text, expected=old)
 
 
 # -- which settings files vaultd created ------------------------------------------------------
@@ -363,8 +375,8 @@ def _note_path(vault: Path) -> Path:
 
 def _created(vault: Path) -> list[str]:
     try:
-        data = json.loads(_note_path(vault).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_config(_note_path(vault)) or b"{}")
+    except (OSError, ValueError, VaultdError):
         return []
     created = data.get("created") if isinstance(data, dict) else None
     return [p for p in created if isinstance(p, str)] if isinstance(created, list) else []
@@ -374,6 +386,8 @@ def _note_created(vault: Path, paths: list[Path], created: bool) -> None:
     """Add (or drop) `paths` in the vault's note of files vaultd created."""
     if not state_dir(vault).is_dir():
         return  # not a vault (yet): a file with no note is only ever kept, never removed
+    note = _note_path(vault)
+    before = read_config(note)
     now = _created(vault)
     names = [str(p) for p in paths]
     new = [*now, *[n for n in names if n not in now]] if created else [
@@ -381,10 +395,9 @@ def _note_created(vault: Path, paths: list[Path], created: bool) -> None:
     if new == now:
         return
     if new:
-        atomic_write(_note_path(vault), json.dumps({"created": new}, indent=2) + "\n")
+        write_config(note, json.dumps({"created": new}, indent=2) + "\n", expected=before)
     else:
-        with contextlib.suppress(FileNotFoundError):
-            _note_path(vault).unlink()
+        remove_config(note, expected=before)
 
 
 # -- install / uninstall ----------------------------------------------------------------------
@@ -395,10 +408,8 @@ def install(path: Path, vault: Path, command: str | None = None) -> dict[str, An
     "added": [events], "unchanged": [events], "written": bool, "created": bool}."""
     vault = Path(vault).expanduser().resolve()
     command = command or installed_command()
-    try:
-        old_text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        old_text = None
+    old = read_config(path)
+    old_text = None if old is None else _decode(path, old)
     data = _parse_settings(path, old_text or "")
     hooks = data.setdefault("hooks", {})
     added, unchanged, add = [], [], {}
@@ -424,7 +435,7 @@ def install(path: Path, vault: Path, command: str | None = None) -> dict[str, An
         except (ValueError, IndexError):
             new_text = None
     made = [p for p in (path.parent, path) if not p.exists()]
-    _write(path, old_text or "", new_text, data)
+    _write(path, old, new_text, data)
     if made:
         _note_created(vault, made, created=True)
     return report
@@ -437,10 +448,10 @@ def uninstall(path: Path, vault: Path | None) -> dict[str, Any]:
     "deleted": bool}."""
     if vault is not None:
         vault = Path(vault).expanduser().resolve()
-    try:
-        old_text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    old = read_config(path)
+    if old is None:
         return {"path": str(path), "removed": [], "written": False, "deleted": False}
+    old_text = _decode(path, old)
     data = _parse_settings(path, old_text)
     hooks = data.get("hooks", {})
     removed, vaults = [], set()
@@ -461,12 +472,12 @@ def uninstall(path: Path, vault: Path | None) -> dict[str, Any]:
         del data["hooks"]
     owners = [Path(v) for v in vaults if vault is None or v == str(vault)]
     ours = [v for v in owners if str(path) in _created(v)]
-    if not data and ours:
-        path.unlink()
+    if not data and ours and not path.is_symlink():  # a link is the user's: emptied, kept
+        remove_config(path, expected=old)
         report["deleted"] = True
-        with contextlib.suppress(OSError):  # the .claude/ folder too, if vaultd made it, empty
+        with contextlib.suppress(VaultdError):  # .claude/ too, if vaultd made it, when empty
             if any(str(path.parent) in _created(v) for v in ours):
-                path.parent.rmdir()
+                remove_config(path.parent)
         for v in ours:
             _note_created(v, [path, path.parent], created=False)
         return report
@@ -474,7 +485,7 @@ def uninstall(path: Path, vault: Path | None) -> dict[str, Any]:
         new_text: str | None = _strip_text(old_text, _parse(old_text, 0), vault, None)
     except (ValueError, IndexError):
         new_text = None
-    _write(path, old_text, new_text, data)
+    _write(path, old, new_text, data)
     return report
 
 

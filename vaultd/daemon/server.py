@@ -51,6 +51,9 @@ MAX_JSON_DEPTH = 32  # no request of this API nests deeper than 4
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
+# What a socket raises when the client hung up mid-request or mid-answer: one debug line, never
+# an error with a traceback (a closed browser tab or a killed script is not a fault of ours)
+HANGUPS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
 class App(Protocol):
@@ -254,6 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
     _unread = 0  # bytes of the request body not read yet
     _route = "/"
     _cors: str | None = None  # the listed Origin to echo, if the request has one
+    _hung_up = False  # the client went away mid-request; logged once, by `_handle`
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         if log.isEnabledFor(logging.DEBUG):  # called for every request: format only if kept
@@ -269,7 +273,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.mark(self.connection, "head")
         self._cors = None
         self._route = "/"
-        super().handle_one_request()
+        try:
+            super().handle_one_request()
+        except HANGUPS:  # its last flush, of an answer a client that hung up will never read
+            if not self._hung_up:
+                raise
 
     def _cors_headers(self) -> None:
         headers = getattr(self, "headers", None)  # not there when the request line was bad
@@ -403,10 +411,22 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._respond(method, self._route)
             self._discard_body()
-        except ConnectionError:  # the client hung up: nobody to answer
+        except HANGUPS:  # the client hung up: nobody to answer
             self.close_connection = True
+            self._hung_up = True
             log.debug("client %s hung up during %s %s", self.address_string(), method,
                       self._route)
+
+    def finish(self) -> None:
+        """The stdlib's clean-up, quiet about a hang-up `_handle` has logged already: closing
+        the buffered writer tries once more to send the answer nobody reads. A hang-up not seen
+        before goes on to `handle_error`, which logs it as one debug line too."""
+        try:
+            super().finish()
+        except HANGUPS:
+            if not self._hung_up:
+                raise
+            self.rfile.close()
 
     def _lookup(self, method: str, route: str) -> tuple[Any, bool] | None:
         """(handler, open): `open` endpoints need no token when open_embeddings is on."""
@@ -434,6 +454,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(exc.status, str(exc), exc.param, exc.code)
         except VaultdError as exc:
             self._send_error(HTTPStatus.BAD_REQUEST, str(exc))
+        except HANGUPS:
+            raise  # the client is gone: nothing to answer and no fault of ours (see `_handle`)
         except Exception as exc:  # the daemon must stay up; the log has the traceback
             log.exception("error serving %s %s", method, route)
             self._send_error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {exc}")

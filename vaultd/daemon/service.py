@@ -1,4 +1,21 @@
-"""Start at boot: a systemd unit (Linux) or a launchd agent (macOS) that runs `vaultd run`."""
+"""Start at boot: a systemd unit (Linux) or a launchd agent (macOS) that runs `vaultd run`.
+
+The vault's path goes into the service file, and a path can hold anything a file name can, so
+each value is written the way its reader reads it. systemd (systemd.syntax(7),
+systemd.unit(5), systemd.service(5)): every `%` is doubled (a specifier otherwise); an
+ExecStart word that is not plain is double-quoted with its backslashes and double quotes
+escaped, and its `$` is doubled (environment substitution otherwise). `Description=`,
+`WorkingDirectory=` and `User=` take no quotes and no escapes, so a value there is written as
+is and must survive that: one ending in a blank (stripped) or a backslash (continues the line)
+is refused. launchd: plistlib escapes XML. A control character, a line break above all, is
+refused for both: in a systemd value without escapes it would start a new directive, and XML
+reads a carriage return back as a line feed. Refusals name the path: such a vault must be
+renamed to run as a service. (systemd could carry a line break as a C escape inside a quoted
+ExecStart word, but not in `WorkingDirectory=`: one rule for all values is the safer one.)
+
+The file is written and removed through `edits.write_config`/`remove_config`: a unit that is
+a symbolic link is written through to its target, a read-only one is refused.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +28,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from vaultd.edits import read_config, remove_config, write_config
 from vaultd.errors import VaultdError
 from vaultd.layout import state_dir
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_@+=:,./-]+")  # an ExecStart word needing no quotes
+_EXEC_PREFIXES = "@-:+!"  # an ExecStart command starting with one of these is read as flags
 
 
 @dataclass(frozen=True)
@@ -40,6 +62,8 @@ def describe(root: Path, *, user: bool = True, platform: str | None = None,
     home = home or Path.home()
     python = python or sys.executable
     name = service_name(root)
+    for value, what in ((str(root), "vault path"), (python, "interpreter path")):
+        _check_expressible(value, what)
     command = _command(root, python)
     if platform.startswith("linux"):
         if user:
@@ -49,17 +73,17 @@ def describe(root: Path, *, user: bool = True, platform: str | None = None,
         else:
             path = Path("/etc/systemd/system") / f"{name}.service"
             ctl, wanted, user_line = "sudo systemctl", "multi-user.target", \
-                f"User={getpass.getuser()}\n"
-        quoted = " ".join(_systemd_quote(c) for c in command)
+                f"User={_systemd_raw(getpass.getuser(), 'user name')}\n"
+        quoted = " ".join(_systemd_word(c) for c in _checked_command(command))
         text = (
             "[Unit]\n"
-            f"Description=vaultd memory daemon for {root}\n"
+            f"Description=vaultd memory daemon for {_systemd_raw(str(root), 'vault path')}\n"
             "After=network.target\n\n"
             "[Service]\n"
             "Type=simple\n"
             f"{user_line}"
             f"ExecStart={quoted}\n"
-            f"WorkingDirectory={_systemd_quote(str(root))}\n"
+            f"WorkingDirectory={_systemd_raw(str(root), 'vault path')}\n"
             "Restart=on-failure\n"
             "RestartSec=5\n"
             "KillSignal=SIGTERM\n"
@@ -89,22 +113,48 @@ def describe(root: Path, *, user: bool = True, platform: str | None = None,
                       "run `vaultd start` from your login scripts instead")
 
 
-def _systemd_quote(arg: str) -> str:
-    if re.fullmatch(r"[A-Za-z0-9_@%+=:,./-]+", arg):
+def _check_expressible(value: str, what: str) -> None:
+    """VaultdError naming `value` when no service file can carry it faithfully (see above)."""
+    if _CONTROL.search(value):
+        raise VaultdError(f"{what} {value!r} holds a control character (a line break?): a "
+                          "service file cannot carry it safely; rename it to install a service")
+
+
+def _checked_command(command: list[str]) -> list[str]:
+    """`command`, refused when systemd would not run it as written: its first word is read
+    for flags after unquoting (`-` ignores failure, `@` changes argv[0], ...), and a `$` in it
+    cannot be escaped (`$$` is undone in the arguments only)."""
+    executable = command[0]
+    if executable[:1] in _EXEC_PREFIXES or "$" in executable:
+        raise VaultdError(f"interpreter path {executable!r}: systemd would read its first "
+                          f"character ({_EXEC_PREFIXES}) or a `$` in it specially; run vaultd "
+                          "from a Python whose path has neither")
+    return command
+
+
+def _systemd_word(arg: str) -> str:
+    """One ExecStart word: `%` and `$` doubled, quoted with C escapes unless plain."""
+    arg = arg.replace("%", "%%").replace("$", "$$")
+    if _PLAIN_WORD.fullmatch(arg):
         return arg
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _systemd_raw(value: str, what: str) -> str:
+    """A value for a setting that takes no quotes or escapes, only specifiers (`%%`)."""
+    _check_expressible(value, what)
+    if value != value.strip() or value.endswith("\\"):
+        raise VaultdError(f"{what} {value!r} ends with a blank or a backslash, which a systemd "
+                          "unit drops or reads as a line continuation; rename it to install a "
+                          "service")
+    return value.replace("%", "%%")
+
+
 def install(service: ServiceFile) -> None:
-    service.path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = service.path.with_name(service.path.name + ".tmp")
-    tmp.write_text(service.text, encoding="utf-8")
-    os.replace(tmp, service.path)
+    """Write the service file (replacing vaultd's earlier one), creating its folder."""
+    write_config(service.path, service.text, expected=read_config(service.path))
 
 
 def uninstall(service: ServiceFile) -> bool:
-    try:
-        service.path.unlink()
-    except FileNotFoundError:
-        return False
-    return True
+    """Remove the service file; False when there was none."""
+    return remove_config(service.path)

@@ -6,6 +6,12 @@ Coalescing reduces any such sequence to the net effect per note path: upsert, de
 nothing (created then deleted within the batch). Temp files are not notes, so they drop out;
 what remains is the rename onto the note's real name. Directory creates, deletes and moves
 become folders to rescan.
+
+A permission change is a change too: `chmod` on a note the indexer could not read (it was
+skipped with its reason) makes it readable without touching its bytes, so nothing but the
+attribute event (watchdog's `attrib`, inotify's IN_ATTRIB) says it can be indexed now. Such an
+event re-reads the note (unchanged bytes cost one hash) or rescans the folder; waiting for the
+periodic reconcile would leave the note unsearchable for minutes.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from vaultd.layout import Ignore
 
 log = logging.getLogger("vaultd.daemon.watcher")
 
-EventKind = Literal["created", "modified", "deleted", "moved", "closed"]
+EventKind = Literal["created", "modified", "deleted", "moved", "closed", "attrib"]
+KINDS: tuple[EventKind, ...] = ("created", "modified", "deleted", "moved", "closed", "attrib")
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,8 @@ def coalesce(events: Iterable[RawEvent], ignore: Ignore) -> Changes:
     for ev in events:
         if ev.is_dir:
             for d in (ev.path, ev.dest) if ev.kind == "moved" else (ev.path,):
-                if d and ev.kind in ("created", "deleted", "moved") and not ignore.ignored(d):
+                if d and ev.kind in ("created", "deleted", "moved", "attrib") \
+                        and not ignore.ignored(d):
                     dirs[d] = None
             continue
         if ev.kind == "moved":
@@ -82,7 +90,7 @@ def coalesce(events: Iterable[RawEvent], ignore: Ignore) -> Changes:
                 upsert(ev.dest, created=False)  # a move may replace a note that existed
         elif ev.kind == "created":
             upsert(ev.path, created=True)
-        elif ev.kind in ("modified", "closed"):
+        elif ev.kind in ("modified", "closed", "attrib"):
             upsert(ev.path, created=False)
         elif ev.kind == "deleted":
             delete(ev.path)
@@ -147,9 +155,7 @@ class Handler:
 
     def dispatch(self, event: Any) -> None:
         kind = event.event_type
-        if kind == "closed_no_write" or kind == "opened":
-            return
-        if kind not in ("created", "modified", "deleted", "moved", "closed"):
+        if kind not in KINDS:  # opened, closed_no_write: a read changes nothing
             return
         dest = getattr(event, "dest_path", None) if kind == "moved" else None
         path = _rel(self.root, event.src_path)
