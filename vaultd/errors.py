@@ -29,3 +29,29 @@ class IndexAccessError(VaultdError):
 
 class IndexCorruptError(VaultdError):
     """The index file is not a usable SQLite database (garbage, a folder, a broken file)."""
+
+
+class ConflictError(VaultdError):
+    """The file changed since it was read, or cannot be rewritten safely; nothing was written."""
+
+
+class RefusedError(ConflictError):
+    """vaultd must not write this path at all (outside the vault, in a protected folder,
+    through a link, not a regular file, hard-linked, read-only, not decodable): trying again
+    with new text will not help."""
+
+
+class OutsideError(RefusedError):
+    """A path leads outside the vault (`..`, an absolute path, a symlink); nothing written."""
+
+
+class UnreadableError(RefusedError, OSError):
+    """A file vaultd will not even read: a symbolic link (never followed) or not a regular
+    file (a FIFO would block the reader). An OSError too, so every reader that skips an
+    unreadable file and goes on skips this one; a RefusedError, so no writer acts on it."""
+
+
+class DiskFullError(ConflictError):
+    """No space left on the disk (or in the user's quota) for a write; the message names the
+    file and says what was kept: a note write left nothing of itself behind, an index write
+    was undone by SQLite. Not a broken file: freeing space and trying again is the fix."""

@@ -7,6 +7,7 @@ BM25. Schema changes are numbered migrations; `PRAGMA user_version` holds the nu
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -18,7 +19,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from vaultd.errors import ExtensionError, IndexAccessError, IndexCorruptError, VaultdError
+from vaultd.errors import (
+    DiskFullError,
+    ExtensionError,
+    IndexAccessError,
+    IndexCorruptError,
+    VaultdError,
+)
 from vaultd.layout import ARCHIVE_DIR, is_archived
 
 # links inserted at a time by save_links (sorted: link_pairs' B-tree fills in order)
@@ -90,8 +97,12 @@ def unusable(path: Path, exc: BaseException) -> VaultdError:
     """Why the index at `path` cannot be opened, as a one-line error naming the file and the
     fix: a permission problem (`IndexAccessError`: another user owns it, `.vaultd/` is
     read-only) is told apart from a broken file (`IndexCorruptError`), which a rebuild fixes
-    and a permission problem does not."""
+    and a permission problem does not, and from a full disk (`DiskFullError`), which neither
+    breaks the index nor is fixed by a rebuild."""
     folder = path.parent
+    if _disk_full(folder, exc):
+        return DiskFullError(f"{path}: disk full; the index is intact (SQLite undid the "
+                             "unfinished change): free some space and try again")
     if path.is_dir():
         return IndexCorruptError(f"{path} is a folder, not vaultd's index file: move it away, "
                                  "then `vaultd index` builds a new index")
@@ -105,6 +116,28 @@ def unusable(path: Path, exc: BaseException) -> VaultdError:
             f"{folder}` and `chmod -R u+rwX {folder}`)")
     return IndexCorruptError(f"{path} is not a usable SQLite index ({exc}): "
                              "`vaultd doctor --fix` builds a fresh one and keeps this one aside")
+
+
+_SQLITE_FULL, _SQLITE_IOERR = 13, 10  # sqlite3.h primary result codes
+
+
+def _disk_full(folder: Path, exc: BaseException) -> bool:
+    """Whether `exc` is a write that found no room: ENOSPC/EDQUOT, SQLITE_FULL, or an I/O
+    error while the index's file system has no free block left (SQLite reports a shared-memory
+    or WAL file that cannot grow as an I/O error)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:  # an older sqlite3 module: only the message tells
+        return "database or disk is full" in str(exc)
+    if code & 0xFF == _SQLITE_FULL:
+        return True
+    if code & 0xFF != _SQLITE_IOERR:
+        return False
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except (OSError, AttributeError):  # no statvfs (Windows) or the folder is gone
+        return False
 
 
 # ---------------------------------------------------------------------------- migrations
