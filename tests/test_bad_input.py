@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import fake_embedder, make_vault
+from conftest import fake_embedder, make_vault, refuse_reads
 
 from vaultd.blocks import BEGIN as MANAGED_BEGIN
 from vaultd.blocks import END as MANAGED_END
@@ -220,14 +220,8 @@ def test_unreadable_file_is_skipped_simulated(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Root reads through chmod 000, so the failing read is simulated."""
     root = make_vault(tmp_path, {**GOOD, "semantic/locked.md": "zanzibar\n"})
-    real = Path.read_bytes
-
-    def read_bytes(self: Path) -> bytes:
-        if self.name == "locked.md":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self)
-
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    refuse_reads(monkeypatch, lambda p: PermissionError(13, "Permission denied", p)
+                 if p.endswith("/locked.md") else None)
     with opened(root, tmp_path) as vault:
         report = vault.index()
         reason = skip_reason(report, "semantic/locked.md")
@@ -437,14 +431,8 @@ def test_bad_input_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     cases.update(_generate(root, tmp_path))
 
     if os.geteuid() == 0:  # root reads through chmod 000: make the OS refuse as it would
-        real = Path.read_bytes
-
-        def read_bytes(self: Path) -> bytes:
-            if self.name == "locked.md":
-                raise PermissionError(13, "Permission denied", str(self))
-            return real(self)
-
-        monkeypatch.setattr(Path, "read_bytes", read_bytes)
+        refuse_reads(monkeypatch, lambda p: PermissionError(13, "Permission denied", p)
+                     if p.endswith("/locked.md") else None)
     real_scan = indexer_module.scan
 
     def scan_then_delete(*args: object, **kwargs: object) -> Scan:

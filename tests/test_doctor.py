@@ -273,7 +273,7 @@ def test_atomic_writes_name_their_writer(tmp_path: Path) -> None:
     target = tmp_path / "note.md"
     os.replace, saved = spy, os.replace  # type: ignore[assignment]
     try:
-        edits.atomic_write(target, "text")
+        edits.atomic_write(target, "text", root=tmp_path)
     finally:
         os.replace = saved
     assert seen and seen[0].startswith(f".note.md.{os.getpid()}.")

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import NIGHTLY, TopicEmbedder, nightly_log
+from conftest import NIGHTLY, TopicEmbedder, nightly_log, vaultd_wrote
 
 from vaultd import edits
 from vaultd.embedder import builtin_profiles
@@ -68,7 +68,8 @@ def test_a_read_only_note_is_not_rewritten(vault: Vault) -> None:
 
 def test_a_read_only_memory_md_is_refused_with_the_reason(vault: Vault) -> None:
     path = write(vault.root, "MEMORY.md", "# Memory\n")
-    write(vault.root, "semantic/money.md", "---\nstatus: proven\n---\n# Money\n\nIn cents.\n")
+    vaultd_wrote(vault.root, "semantic/money.md",
+                 "---\nstatus: proven\n---\n# Money\n\nIn cents.\n")
     os.chmod(path, 0o444)
     with pytest.raises(edits.ConflictError, match="read-only"):
         vault.flush()
@@ -169,7 +170,8 @@ def test_remember_keeps_a_crlf_log_crlf(vault: Vault) -> None:
 def test_flush_keeps_a_crlf_memory_md_crlf(vault: Vault) -> None:
     user = crlf("# Memory\n\nMy notes.\n")
     write(vault.root, "MEMORY.md", BOM + user)
-    write(vault.root, "semantic/money.md", "---\nstatus: proven\n---\n# Money\n\nIn cents.\n")
+    vaultd_wrote(vault.root, "semantic/money.md",
+                 "---\nstatus: proven\n---\n# Money\n\nIn cents.\n")
     assert vault.flush().memory_written
     data = (vault.root / "MEMORY.md").read_bytes()
     assert data.startswith(BOM + user) and b"In cents" in data
@@ -284,9 +286,9 @@ def test_a_note_that_cannot_be_read_is_one_conflict_not_a_failed_run(
     assert "vaultd_related:" in b.read_text(encoding="utf-8")
 
 
-def test_a_write_without_a_root_still_locks_inside_the_vaults_state_folder(vault: Vault) -> None:
+def test_a_write_locks_inside_the_vaults_state_folder(vault: Vault) -> None:
     note = write(vault.root, "semantic/deep/n.md", "# N\n\nold.\n")
-    assert edits.replace_checked(edits.read(note), "# N\n\nnew.\n")  # root found from the path
+    assert edits.replace_checked(edits.read(note), "# N\n\nnew.\n", root=vault.root)
     assert note.read_text(encoding="utf-8") == "# N\n\nnew.\n"
     assert sorted(p.name for p in note.parent.iterdir()) == ["n.md"]
     assert list((vault.root / ".vaultd" / edits.LOCKS_DIR).glob("*.lock"))

@@ -102,3 +102,78 @@ def test_no_test_module_imports_another() -> None:
     imports = re.compile(r"^\s*(?:from|import)\s+(tests\b|test_\w+)", re.M)
     offenders = sorted(p.name for p in here.glob("*.py") if imports.search(p.read_text()))
     assert offenders == []
+
+
+# Modules that may change files by hand, each with its reason; every other write goes through
+# `edits`, which asks `gate` first (issue 24: one gate for every write).
+HAND_WRITERS = {
+    "edits.py": "the checked writers themselves",
+    "models.py": "the model cache, outside any vault",
+    "store.py": "SQLite's own files (the index and its sidecars)",
+}
+_MUTATING_ATTRS = {"write_text", "write_bytes", "rename", "unlink", "rmdir", "removedirs",
+                   "mkfifo", "link", "symlink", "symlink_to", "hardlink_to", "move", "rmtree",
+                   "copy2", "copyfile", "copytree"}
+_WRITE_FLAGS = {"O_WRONLY", "O_RDWR", "O_CREAT", "O_APPEND", "O_TRUNC"}
+
+
+def _open_mode(call: ast.Call) -> str:
+    mode = call.args[1] if len(call.args) > 1 else next(
+        (k.value for k in call.keywords if k.arg == "mode"), None)
+    return mode.value if isinstance(mode, ast.Constant) and isinstance(mode.value, str) else ""
+
+
+def file_mutations(text: str) -> list[str]:
+    """Every call in a module's source that changes a file by path: open() for writing,
+    os.open with a write flag, and the os / shutil / pathlib calls that write, rename, link or
+    delete. Found in the syntax tree, so a comment or a string never counts."""
+    found = []
+    for node in ast.walk(ast.parse(text)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        base = ast.unparse(func.value) if isinstance(func, ast.Attribute) else ""
+        if name == "open" and base in ("", "io", "builtins"):
+            hit = any(c in _open_mode(node) for c in "wax+")
+        elif name == "open" and base == "os":
+            flags = {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+            hit = bool(flags & _WRITE_FLAGS)
+        elif name == "open" and node.args == [] and not node.keywords:
+            hit = False  # Path.open() reads
+        elif name == "open":  # Path.open(mode)
+            hit = bool(node.args) and any(c in _open_mode(
+                ast.Call(func, [ast.Constant(None), *node.args], node.keywords)) for c in "wax+")
+        elif name == "replace":  # os.replace(a, b), Path.replace(b); str.replace(a, b) is
+            # text and datetime.replace(microsecond=0) a new value: keywords only
+            hit = base == "os" or (len(node.args) == 1 and not node.keywords)
+        elif name in ("remove", "copy", "truncate"):  # list.remove, dict.copy, a handle's
+            hit = base in ("os", "shutil")
+        else:
+            hit = name in _MUTATING_ATTRS
+        if hit:
+            found.append(f"{node.lineno}: {ast.unparse(node)[:80]}")
+    return found
+
+
+def test_file_mutations_are_found_in_the_syntax_tree() -> None:
+    module = ("import os, shutil\nfrom pathlib import Path\n"
+              "open(p, 'w'); open(p, mode='ab'); open(p); open(p, 'rb')\n"
+              "os.open(p, os.O_WRONLY | os.O_CREAT); os.open(p, os.O_RDONLY)\n"
+              "Path(p).write_text('x'); Path(p).unlink(); os.replace(a, b); Path(a).replace(b)\n"
+              "os.rename(a, b); shutil.rmtree(d); shutil.copy(a, b); os.link(a, b)\n"
+              "os.truncate(p, 0); os.mkfifo(p); os.remove(p); Path(d).rmdir()\n"
+              "'a'.replace('a', 'b'); items.remove(x); v.copy(); '# open(p, \"w\")'\n"
+              "now.replace(microsecond=0)\n")
+    found = [line.split(": ", 1)[1] for line in file_mutations(module)]
+    assert len(found) == 15, found
+    assert not any(s.startswith(("'a'", "items", "v.copy", "open(p)", "open(p, 'rb')"))
+                   for s in found)
+
+
+def test_only_edits_changes_files_by_hand() -> None:
+    """Any other module that opened a vault file for writing, renamed or deleted one would
+    slip past the write gate (`vaultd.gate`): `.git/config`, a plugin, a FIFO, a link out."""
+    outside = {rel: hits for rel, text in sources().items() if rel not in HAND_WRITERS
+               and (hits := file_mutations(text))}
+    assert outside == {}

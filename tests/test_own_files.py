@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import SAYS, daily, make_vault, write
+from conftest import SAYS, daily, make_vault, refuse_reads, write
 from daemon_helpers import FAST_CONFIG, env_for, running_daemon, vaultd, wait_for
 
 from vaultd import layout
@@ -57,14 +57,9 @@ def test_a_note_unreadable_once_is_read_again(vault: Vault,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     write(vault.root, "semantic/locked.md", "# Locked\n\nthe zanzibar fact.\n")
     write(vault.root, "semantic/open.md", "# Open\n\nthe other fact.\n")
-    real = Path.read_bytes
-
-    def unreadable(self: Path) -> bytes:  # chmod 000 does not stop root: fail like it would
-        if self.name == "locked.md":
-            raise PermissionError(13, "Permission denied")
-        return real(self)
-
-    monkeypatch.setattr(Path, "read_bytes", unreadable)
+    # chmod 000 does not stop root: fail like it would
+    refuse_reads(monkeypatch, lambda p: PermissionError(13, "Permission denied")
+                 if p.endswith("/locked.md") else None)
     report = vault.index()
     assert [p for p, _ in report.skipped] == ["semantic/locked.md"]
     monkeypatch.undo()  # the user fixes the permission (or file descriptors free up)
@@ -80,14 +75,8 @@ def test_a_note_unreadable_for_a_moment_stays_searchable(
     write(vault.root, "semantic/fact.md", "# Fact\n\nthe quokka fact.\n")
     vault.index()
     write(vault.root, "semantic/fact.md", "# Fact\n\nthe quokka fact, edited.\n")
-    real = Path.read_bytes
-
-    def emfile(self: Path) -> bytes:
-        if self.name == "fact.md":
-            raise OSError(24, "Too many open files")
-        return real(self)
-
-    monkeypatch.setattr(Path, "read_bytes", emfile)
+    refuse_reads(monkeypatch, lambda p: OSError(24, "Too many open files")
+                 if p.endswith("/fact.md") else None)
     report = vault.index()
     assert "stays searchable" in report.skipped[0][1]
     assert [h.path for h in vault.search("quokka", k=1, mode="bm25")] == ["semantic/fact.md"]

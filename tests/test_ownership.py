@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import SAYS, daily, with_settings, write
+from conftest import SAYS, daily, vaultd_wrote, with_settings, write
 
 from vaultd import edits, lifecycle
 from vaultd.cli import main
@@ -160,7 +160,7 @@ def _busy_vault(vault: Vault) -> None:
     write(vault.root, "episodic/2026-11-05.md", daily("2026-11-05", [
         "topicdupe the cache key includes the lockfile.",
         "topicdupe the cache key includes the lockfile!"]))
-    write(vault.root, "semantic/deploys.md", "---\nstatus: proven\n---\n# Deploys\n\n"
+    vaultd_wrote(vault.root, "semantic/deploys.md", "---\nstatus: proven\n---\n# Deploys\n\n"
           "topicdeploy always canary first.\n")
     write(vault.root, "semantic/recalled.md", "---\ntitle: R\n---\n# R\n\ntopicrecall fact.\n")
     write(vault.root, "CLAUDE.md", "# Rules\n\ntopicdeploy rules for agents.\n")

@@ -56,10 +56,14 @@ def _expected(exc: Exception) -> str | None:
         ctx = click.get_current_context(silent=True)
         root = _vault_arg(ctx) if ctx is not None else None
         return str(unusable(index_path(root or Path(".")), exc))
-    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS,
-                                                  errno.ENOSPC):
+    if not isinstance(exc, OSError):
+        return None
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # not a permission problem: say what it is
+        return (f"{exc.filename or 'a file'}: disk full ({exc.strerror}): free some space "
+                "and try again")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return (f"{exc.filename or 'a file'}: {exc.strerror}: vaultd must be able to write "
-                "the vault and its .vaultd/ folder (check owner, mode and free space)")
+                "the vault and its .vaultd/ folder (check owner and mode)")
     return None
 
 
@@ -502,12 +506,11 @@ def eval_(ctx: click.Context, queries: str, mode: str, as_json: bool) -> None:
 @click.pass_context
 def remember(ctx: click.Context, text: tuple[str, ...], note_type: str | None,
              tags: tuple[str, ...]) -> None:
-    """Append a timestamped entry to today's episodic log (safe with concurrent writers)."""
-    from vaultd.edits import append_entry
-
+    """Append a timestamped entry to today's episodic log (safe with concurrent writers);
+    credentials in TEXT are redacted unless `[privacy] redact = false`."""
     all_tags = list(tags) + ([note_type] if note_type and note_type != "episodic" else [])
     with _errors():
-        path, heading = append_entry(_root(ctx), " ".join(text), tags=all_tags)
+        path, heading = _open(ctx).remember(" ".join(text), tags=all_tags)
     click.echo(f"{path}: ## {heading}")
 
 
@@ -583,12 +586,13 @@ def flush(ctx: click.Context, dry_run: bool, transcript: Path | None, as_json: b
     from vaultd.vault import flush_anywhere
 
     with _errors():
+        vault = _open(ctx)
         if transcript is not None and not dry_run:
             from vaultd.transcript import capture
 
-            path, heading = capture(_root(ctx), transcript)
+            path, heading = capture(vault.root, transcript,
+                                    redact_secrets=vault.settings.privacy.redact)
             click.echo(f"saved the session to {path}: ## {heading}", err=True)
-        vault = _open(ctx)
         result = vault.flush(dry_run=True).to_dict() if dry_run else flush_anywhere(vault)
     if as_json:
         _echo_json(result)
@@ -746,16 +750,17 @@ def hook(ctx: click.Context, event: str) -> None:
             return
         from vaultd.vault import flush_anywhere
 
+        vault = _open(ctx)
         if event == "pre-compact":
             transcript = transcript_of(read_hook_input(sys.stdin))
             if transcript is not None:
                 from vaultd.transcript import capture
 
-                capture(root, transcript)
+                capture(root, transcript, redact_secrets=vault.settings.privacy.redact)
         from vaultd.writer import NotWriterError
 
         try:
-            flush_anywhere(_open(ctx))
+            flush_anywhere(vault)
         except NotWriterError as exc:  # a shared vault: the writer's daemon flushes
             click.echo(f"vaultd: flush skipped: {exc}", err=True)
 

@@ -20,10 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vaultd import layout
-from vaultd.daemon.files import LOCK_FILE, ensure_token, info_path, pid_alive, token_path
+from vaultd import edits, layout
+from vaultd.daemon.files import (
+    INFO_FILE,
+    LOCK_FILE,
+    ensure_token,
+    info_path,
+    pid_alive,
+    token_path,
+)
 from vaultd.edits import LOCK_SUFFIX, TEMP_SUFFIX
-from vaultd.errors import IndexAccessError, VaultdError
+from vaultd.errors import DiskFullError, IndexAccessError, VaultdError
+from vaultd.provenance import KEY_FILE, Seals, key_problem, unverified
 from vaultd.store import MIGRATIONS, Store, unusable
 
 if TYPE_CHECKING:
@@ -34,14 +42,15 @@ REBUILD = ("corrupt", "schema", "model")
 # Findings about single files: --fix indexes those files again.
 REINDEX = ("missing", "stale", "extra", "embeddings")
 # Findings no repair of the index can fix (the message says what will): --fix leaves them.
-UNFIXABLE = ("permission",)
+UNFIXABLE = ("permission", "seal-key", "disk-full")
 SHOW_PER_KIND = 20
 
 
 @dataclass(frozen=True)
 class Finding:
     kind: str  # missing, stale, extra, orphan, embeddings, vectors, fts, model, schema,
-    #            corrupt, permission, no-index, token, lock, temp, litter, sync-conflict
+    #            corrupt, permission, no-index, token, lock, temp, litter, sync-conflict,
+    #            seal-key, disk-full
     message: str
     path: str | None = None
 
@@ -59,6 +68,10 @@ class Report:
     # next `vaultd index` embeds them. Not a finding: a clean index may have some.
     pending_vectors: int = 0
     daemon_running: bool = False
+    # Claims of vaultd's authority (proven, merged, extracted, archived from) that a note makes
+    # but vaultd cannot verify it wrote (`provenance`): ignored for every write, so news rather
+    # than damage — a user's own `status: proven` is one, a forged or copied claim another.
+    unverified: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -75,7 +88,7 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {"clean": self.clean, "checked": self.checked, "fixed": self.fixed,
-                "pending_vectors": self.pending_vectors,
+                "pending_vectors": self.pending_vectors, "unverified": self.unverified,
                 "findings": [f.to_dict() for f in self.findings]}
 
     def pending_line(self) -> str | None:
@@ -101,6 +114,10 @@ class Report:
         pending = self.pending_line()
         if pending:
             out.append(pending)
+        out += [f"unverified: {line}" for line in self.unverified[:SHOW_PER_KIND]]
+        if len(self.unverified) > SHOW_PER_KIND:
+            out.append(f"unverified: ... and {len(self.unverified) - SHOW_PER_KIND} more "
+                       "(--json lists them all)")
         if self.clean:
             out.append(f"ok: {files} files, {self.checked.get('chunks', 0)} chunks; "
                        "the index matches the vault")
@@ -139,17 +156,38 @@ def check(vault: Vault) -> Report:
         store = Store.open_as_is(index)
     except Exception as exc:  # the sqlite module's own error types
         problem = unusable(index, exc)
-        report.add("permission" if isinstance(problem, IndexAccessError) else "corrupt",
-                   f"{_rel(vault.root, index)} cannot be opened: {problem}")
+        kind = ("permission" if isinstance(problem, IndexAccessError)
+                else "disk-full" if isinstance(problem, DiskFullError) else "corrupt")
+        report.add(kind, f"{_rel(vault.root, index)} cannot be opened: {problem}")
         return report
     try:
         with store.read_snapshot():
             _check_index(vault, store, on_disk, report)
+            _check_claims(vault.root, store, report)
     except store.module.DatabaseError as exc:
         report.add("corrupt", f"{_rel(vault.root, index)} is not a usable SQLite index: {exc}")
     finally:
         store.close()
     return report
+
+
+def _check_claims(root: Path, store: Store, report: Report) -> None:
+    """The claims notes make that vaultd cannot verify (see `Report.unverified`), and a key
+    that cannot verify anything (a finding: every claim vaultd made is ignored until fixed)."""
+    problem = key_problem(root)
+    if problem is not None:
+        report.add("seal-key", problem, _rel(root, layout.state_dir(root) / KEY_FILE))
+    seals = Seals.of_vault(root, create=False)
+    entries: dict[str, list[tuple[str, str]]] = {}
+    for row in store.entry_rows():
+        entries.setdefault(row[1], []).append((row[2], row[9]))
+    for path, (fm, daily) in sorted(store.file_frontmatters().items()):
+        mine = entries.get(path, [])
+        claims = unverified(fm, mine[0][1] if mine else None, daily, seals, mine)
+        if claims:
+            report.unverified.append(
+                f"{path}: {', '.join(claims)} — not written by this vault's vaultd (forged, "
+                "copied, edited since, or from an older vaultd): ignored")
 
 
 def _check_index(vault: Vault, store: Store, on_disk: dict[str, layout.FileStat],
@@ -325,8 +363,7 @@ def remove_temp_files(root: Path) -> list[str]:
     """Delete the temporary files of interrupted writes (the daemon does at start)."""
     removed = []
     for rel in temp_files(root):
-        with contextlib.suppress(FileNotFoundError):
-            (root / rel).unlink()
+        if edits.remove_leftover(root, rel):
             removed.append(rel)
     return removed
 
@@ -366,23 +403,20 @@ def fix(vault: Vault) -> Report:
     before = check(vault)
     fixed: list[str] = []
     kinds = before.kinds()
-    if "permission" in kinds:  # every repair writes .vaultd/: none can succeed
+    if kinds & {"permission", "disk-full"}:  # every repair writes .vaultd/: none can succeed
         return before
     if "token" in kinds:
         path = token_path(vault.root)
-        os.chmod(path, 0o600)
-        ensure_token(vault.root)  # an empty token gets a new one
+        ensure_token(vault.root)  # made private (never through a link), a new one if empty
         fixed.append(f"{_rel(vault.root, path)} is private (0600) and not empty")
     if "lock" in kinds:
-        with contextlib.suppress(FileNotFoundError):
-            info_path(vault.root).unlink()
+        edits.remove_own(vault.root, INFO_FILE)
         fixed.append("removed the stale daemon.json of a dead daemon")
     if "temp" in kinds:
         fixed.extend(f"removed {rel}" for rel in remove_temp_files(vault.root))
     if "litter" in kinds:
         for rel in litter(vault.root):
-            with contextlib.suppress(FileNotFoundError):
-                (vault.root / rel).unlink()
+            if edits.remove_leftover(vault.root, rel):
                 fixed.append(f"removed {rel}")
     if kinds & set(REBUILD):
         fixed.append(rebuild(vault))
@@ -433,8 +467,7 @@ def rebuild(vault: Vault) -> str:
     index = layout.index_path(vault.root)
     fresh = index.with_name(index.name + ".rebuild")
     for leftover in (fresh, *_sidecars(fresh)):
-        with contextlib.suppress(FileNotFoundError):
-            leftover.unlink()  # our own unfinished rebuild
+        edits.remove_own(vault.root, leftover.name)  # our own unfinished rebuild
     from vaultd.indexer import Indexer
 
     store = Store(fresh)
@@ -447,9 +480,8 @@ def rebuild(vault: Vault) -> str:
         store.close()
     aside = index.with_name(f"{index.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
     for old, new in ((index, aside), *zip(_sidecars(index), _sidecars(aside))):
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(old, new)
-    os.replace(fresh, index)
+        edits.replace_own(vault.root, old.name, new.name)
+    edits.replace_own(vault.root, fresh.name, index.name)
     return f"rebuilt the index; the old one is kept as {_rel(vault.root, aside)}"
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from vaultd import notes
+from vaultd import edits, notes
 from vaultd.chunking import Chunk, chunk_note, embed_text
 from vaultd.embedder import Embedder
 from vaultd.layout import FileStat, Ignore, Scan, scan, stat_paths
@@ -273,7 +273,8 @@ class Indexer:
                       "raise [index] max_file_bytes to include it)")
             return self._skip(rel, st, reason, report)
         try:
-            raw = (self.root / rel).read_bytes()
+            # never waits: a FIFO swapped in for the note since the scan is refused, not read
+            raw = edits.read(self.root / rel).data
         except FileNotFoundError:
             if before is not None:
                 with self.store.transaction():

@@ -147,12 +147,77 @@ def sync_conflict(name: str) -> str | None:
     return None
 
 
+STATE_LINK = (f"hard link to a file in a {STATE_DIR}/ folder (vaultd's index, token or "
+              "daemon files); not indexed")
+
+
+def _state_inodes(root: Path, nested: Iterable[str]) -> set[tuple[int, int]]:
+    """(device, inode) of every multiply-linked file in the vault's `.vaultd/` and in any
+    `.vaultd/` below the nested vaults `nested` (vault-relative folders). Links are not
+    followed."""
+    found: set[tuple[int, int]] = set()
+    tops = [(state_dir(root), True), *((root / rel, False) for rel in nested)]
+    for top, in_state in tops:
+        for folder, dirs, files in os.walk(top):
+            here = Path(folder)
+            inside = in_state or STATE_DIR in here.relative_to(top).parts
+            dirs[:] = [d for d in dirs if d not in IGNORED_DIRS or d == STATE_DIR]
+            for name in files if inside else ():
+                try:
+                    st = os.lstat(here / name)
+                except OSError:
+                    continue
+                if st.st_nlink > 1:
+                    found.add((st.st_dev, st.st_ino))
+    return found
+
+
+def nested_vaults(root: Path) -> list[str]:
+    """The vault-relative folders below `root` that are vaults of their own (a full walk, not
+    entering ignored folders or links: only asked for when a note has several hard links)."""
+    out = []
+    for folder, dirs, _ in os.walk(root):
+        rel = Path(folder).relative_to(root).as_posix()
+        if rel != "." and os.path.isdir(os.path.join(folder, STATE_DIR)):
+            out.append(rel)
+            dirs[:] = []
+            continue
+        dirs[:] = [d for d in dirs if d not in IGNORED_DIRS]
+    return out
+
+
+def links_to_state(root: Path, st: os.stat_result) -> bool:
+    """Whether the file of stat `st` is also a file in a `.vaultd/` folder of this vault or of
+    a vault nested in it (a hard link named `x.md` to `.vaultd/token` would otherwise be read
+    and indexed as a note). Only a file with several links can be: anything else costs
+    nothing."""
+    if st.st_nlink < 2:
+        return False
+    return (st.st_dev, st.st_ino) in _state_inodes(root, nested_vaults(root))
+
+
+def _drop_state_links(root: Path, result: Scan, linked: dict[str, tuple[int, int]],
+                      nested: Iterable[str]) -> None:
+    """Move the notes of `linked` (rel → device, inode) that share a file with a `.vaultd/`
+    folder from `result.files` to `result.skipped`."""
+    if not linked:
+        return
+    state = _state_inodes(root, nested)
+    for rel, key in linked.items():
+        if key in state:
+            del result.files[rel]
+            result.skipped[rel] = STATE_LINK
+
+
 def scan(root: Path, ignore: Ignore) -> Scan:
     """Every note file below `root` (posix relative paths). Symbolic links are never followed.
     Files and folders whose names are not valid UTF-8 are reported, not indexed; so is a folder
-    that is a vault of its own (its notes are its own vault's, never moved by this one), and so
-    are sync-conflict copies (`sync_conflict`)."""
+    that is a vault of its own (its notes are its own vault's, never moved by this one), so
+    are sync-conflict copies (`sync_conflict`), and so is a note that is a hard link to a file
+    in a `.vaultd/` folder (`STATE_LINK`: checked only for notes with several links)."""
     result = Scan()
+    linked: dict[str, tuple[int, int]] = {}  # notes with several links: rel → device, inode
+    nested: list[str] = []
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -187,6 +252,7 @@ def scan(root: Path, ignore: Ignore) -> Scan:
                 if entry.is_dir(follow_symlinks=False):
                     if os.path.isdir(os.path.join(entry.path, STATE_DIR)):
                         result.skipped[rel + "/"] = NESTED_VAULT
+                        nested.append(rel)
                     else:
                         stack.append(rel)
                 elif entry.is_file(follow_symlinks=False):
@@ -196,15 +262,20 @@ def scan(root: Path, ignore: Ignore) -> Scan:
                     elif rel.lower().endswith(NOTE_SUFFIXES):
                         st = entry.stat(follow_symlinks=False)
                         result.files[rel] = FileStat(st.st_size, st.st_mtime_ns)
+                        if st.st_nlink > 1:
+                            linked[rel] = (st.st_dev, st.st_ino)
             except OSError as exc:
                 result.skipped[rel] = f"cannot stat: {exc.strerror or exc}"
+    _drop_state_links(root, result, linked, nested)
     return result
 
 
 def stat_paths(root: Path, rels: Iterable[str], ignore: Ignore) -> Scan:
     """Like `scan`, for named paths only (the watcher's batch). Missing paths are left out.
-    Paths leaving the vault (absolute, `..`) or passing through a symbolic link are refused."""
+    Paths leaving the vault (absolute, `..`) or passing through a symbolic link are refused;
+    so is a hard link to a file in a `.vaultd/` folder (as in `scan`)."""
     result = Scan()
+    linked: dict[str, tuple[int, int]] = {}
     for rel in rels:
         conflict = sync_conflict(rel.rsplit("/", 1)[-1])
         if not ignore.is_note(rel) and (conflict is None or ignore.ignored(rel)):
@@ -238,4 +309,8 @@ def stat_paths(root: Path, rels: Iterable[str], ignore: Ignore) -> Scan:
             result.skipped[rel] = conflict
         elif path.is_file():
             result.files[rel] = FileStat(st.st_size, st.st_mtime_ns)
+            if st.st_nlink > 1:
+                linked[rel] = (st.st_dev, st.st_ino)
+    if linked:  # rare: only then is the vault walked for the nested vaults' `.vaultd/`
+        _drop_state_links(root, result, linked, nested_vaults(root))
     return result

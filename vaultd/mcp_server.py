@@ -18,6 +18,7 @@ Register it with an MCP client as the command `vaultd mcp --vault PATH`.
 # No `from __future__ import annotations`: the SDK reads the tools' signatures at run time,
 # and their argument types are built inside `_build` (pydantic and mcp load only there).
 import datetime as dt
+import os
 import threading
 import time
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -115,8 +116,12 @@ class MemoryTools:
 
     def read(self, path: str) -> str:
         """The whole text of a note the agent may read."""
+        from vaultd.edits import read
+
         target = note_path(self.vault.root, path, self.vault.ignore)
-        return target.read_text(encoding="utf-8-sig", errors="replace")
+        data = read(target).data  # never waits on a FIFO, never follows a link
+        text = data.decode("utf-8-sig", errors="replace")
+        return text.replace("\r\n", "\n").replace("\r", "\n")  # as a text-mode read gives it
 
     def memory(self) -> str:
         """MEMORY.md: what an agent reads at session start."""
@@ -187,7 +192,7 @@ class MemoryTools:
     # -- writing: checked and atomic (vaultd.edits), inside the vault
     def write(self, text: str, type: str | None = None,
               tags: list[str] | None = None) -> dict[str, str]:
-        self._check_text(text)
+        self._check_text(text)  # redacted by `Vault.remember`, the one way into the daily log
         all_tags = list(tags or [])
         if type and type != "episodic" and type not in all_tags:
             all_tags.append(type)
@@ -203,11 +208,12 @@ class MemoryTools:
         from vaultd.note_edits import new_note, slug
 
         self._check_text(content)
+        title, content = self._redact(title), self._redact(content)
         rel = f"{type}/{slug(title)}.md"
         target = note_path(self.vault.root, rel, self.vault.ignore, must_exist=False)
         text = new_note(title, content, type, list(tags or []), dt.date.today().isoformat())
         try:
-            create_new(target, text)
+            create_new(target, text, root=self.vault.root)
         except ConflictError as exc:
             raise VaultdError(f"{rel!r} exists already: read it with memory_get and change "
                               "it with memory_edit_note, or choose another title") from exc
@@ -221,16 +227,24 @@ class MemoryTools:
         from vaultd.note_edits import apply_edit
 
         self._check_text(content)
+        content = self._redact(content)  # the agent's text only: the note's own stays as it is
         target = note_path(self.vault.root, path, self.vault.ignore)
         snapshot = read(target)
         new = apply_edit(snapshot.text, operation, content, find_text=find_text,
                          section=section, expected_replacements=expected_replacements)
         self._check_text(new)
-        written = replace_checked(snapshot, new)  # ConflictError: the user changed it
+        # ConflictError: the user changed it
+        written = replace_checked(snapshot, new, root=self.vault.root)
         rel = note_rel(path)
         if written:
             self._index([rel])
         return {"path": rel, "written": written}
+
+    def _redact(self, text: str) -> str:
+        """The agent's text with credentials redacted, unless `[privacy] redact = false`."""
+        from vaultd.redact import redact_if
+
+        return redact_if(text, self.vault.settings.privacy.redact)
 
     def flush(self) -> dict[str, Any]:
         from vaultd.vault import flush_anywhere
@@ -271,9 +285,9 @@ def note_rel(rel: str) -> str:
 def note_path(root: Path, rel: str, ignore: layout.Ignore, *, must_exist: bool = True) -> Path:
     """The note `rel` names inside the vault `root`, if an agent may read or write it: what
     vaultd indexes — a `.md`/`.markdown` file, not ignored (`.vaultd/`, `.git/`, `.obsidian/`,
-    … and `[index] ignore`), reached without a symbolic link, inside the vault. PathError
+    … and `[index] ignore`) — and what the write gate allows (`resolve_inside`). PathError
     otherwise, saying why."""
-    target = resolve_inside(root, rel, must_exist=must_exist)
+    _plain(rel)
     clean = note_rel(rel)
     if ignore.ignored(clean):
         raise PathError(f"{rel!r}: vaultd ignores this path (.vaultd/, .git/, .obsidian/, "
@@ -281,18 +295,11 @@ def note_path(root: Path, rel: str, ignore: layout.Ignore, *, must_exist: bool =
     if not clean.lower().endswith(layout.NOTE_SUFFIXES):
         raise PathError(f"{rel!r}: only notes ({', '.join(layout.NOTE_SUFFIXES)}) are "
                         "readable and writable here")
-    parts = PurePosixPath(clean).parts
-    for i in range(1, len(parts) + 1):
-        if root.joinpath(*parts[:i]).is_symlink():
-            raise PathError(f"{rel!r}: goes through a symbolic link; vaultd never follows "
-                            "links")
-    return target
+    return resolve_inside(root, rel, must_exist=must_exist)
 
 
-def resolve_inside(root: Path, rel: str, *, must_exist: bool = True) -> Path:
-    """The file `rel` names inside the vault `root`; PathError for an empty, absolute or `..`
-    path, one that leads outside the vault through a symlink, or (`must_exist`) one that is
-    not a file."""
+def _plain(rel: str) -> None:
+    """PathError for an empty, absolute or `..` path (the agent gets told which)."""
     if not rel or not rel.strip() or "\x00" in rel:
         raise PathError("give a vault-relative path such as 'semantic/deploys.md'")
     if (PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).is_absolute()
@@ -300,14 +307,27 @@ def resolve_inside(root: Path, rel: str, *, must_exist: bool = True) -> Path:
         raise PathError(f"{rel!r}: absolute paths are refused; give a path relative to the vault")
     if ".." in PurePosixPath(rel.replace("\\", "/")).parts:
         raise PathError(f"{rel!r}: '..' is refused; the path must stay inside the vault")
-    base = root.resolve()
-    target = (base / rel).resolve()
-    if not target.is_relative_to(base):
-        raise PathError(f"{rel!r}: a symlink leads outside the vault; refused")
-    if must_exist and not target.is_file():
+
+
+def resolve_inside(root: Path, rel: str, *, must_exist: bool = True) -> Path:
+    """The file `rel` names inside the vault `root`, if the write gate lets an agent reach it
+    (`gate.vault_path`, for reads and writes alike: no symbolic link on the way, not in
+    `.git/`, `.vaultd/`, … nor in a nested vault, no name too long for the file system, not a
+    FIFO or device, not a hard link to vaultd's own files). PathError otherwise, saying why;
+    also (`must_exist`) when it is not a file."""
+    from vaultd import gate
+    from vaultd.errors import ConflictError
+
+    _plain(rel)
+    try:
+        target = gate.vault_path(root, rel, reading=True)
+        exists = os.path.lexists(target)
+    except ConflictError as exc:
+        raise PathError(str(exc)) from None
+    except OSError as exc:  # the file system's own refusal (a name it cannot hold, …)
+        raise PathError(f"{rel!r}: {exc.strerror or exc}") from None
+    if must_exist and not exists:
         raise PathError(f"{rel!r}: no such file in the vault")
-    if not must_exist and target.exists() and not target.is_file():
-        raise PathError(f"{rel!r}: is a folder")
     return target
 
 

@@ -15,10 +15,11 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from vaultd import layout
+from vaultd import gate, layout
 from vaultd.config import Settings, load_settings, set_default
 from vaultd.daemon.client import DaemonClient, DaemonOrLocal
 from vaultd.embedder import Embedder, Kind, ModelProfile, make_embedder, resolve_profile
+from vaultd.provenance import Seals
 from vaultd.search import ARCHIVE_WEIGHT, Hits, Searcher, SearchOptions, hit_from_dict
 from vaultd.search_request import SearchRequest
 from vaultd.store import Filters, Store
@@ -88,6 +89,8 @@ def scope_line(settings: Settings) -> str:
 def init_vault(path: Path) -> list[str]:
     """Create a vault at `path`, or add what is missing to an existing folder of notes.
     Never overwrites a file. Returns the vault-relative paths it created."""
+    from vaultd import edits
+
     path.mkdir(parents=True, exist_ok=True)
     scope = memory_layout(path)
     created: list[str] = []
@@ -101,8 +104,8 @@ def init_vault(path: Path) -> list[str]:
         created.append(layout.STATE_DIR + "/")
     ignore = state / ".gitignore"
     if not ignore.exists():  # a git-synced vault (obsidian-git) must not commit the token
-        with open(ignore, "x", encoding="utf-8") as fh:
-            fh.write("# vaultd's index, token and daemon files: local to this machine\n*\n")
+        edits.create_own(path, ignore.name,
+                         "# vaultd's index, token and daemon files: local to this machine\n*\n")
         created.append(f"{layout.STATE_DIR}/.gitignore")
     source = templates_dir()
     for src, dest in ((source / layout.MEMORY_FILE, path / layout.MEMORY_FILE),
@@ -111,8 +114,10 @@ def init_vault(path: Path) -> list[str]:
             text = src.read_text(encoding="utf-8")
             if scope is not None and dest.name == "config.toml":
                 text = set_default(text, "scope", list(scope))
-            with open(dest, "x", encoding="utf-8") as fh:  # "x": never clobber a racing writer
-                fh.write(config_with_writer(text) if dest.name == "config.toml" else text)
+            if dest.parent == state:
+                edits.create_own(path, dest.name, config_with_writer(text))
+            else:
+                edits.create_new(dest, text, root=path)  # never clobbers a racing writer
             created.append(dest.relative_to(path).as_posix())
     return created
 
@@ -146,9 +151,11 @@ class Vault:
         self.settings = settings
         self.profile = profile
         self.ignore = layout.Ignore(settings.index.ignore)
+        gate.register(root, self.ignore)  # what the index ignores, vaultd never writes
         self.host = this_host()  # for `[lifecycle] writer`: a vault is opened on one machine
         self._embedder = embedder
         self._store: Store | None = None
+        self._seals: Seals | None = None
         # A warm in-memory copy of the vectors for exact KNN: the daemon keeps one
         # (`keep_vectors_warm`); a one-shot process would pay more to load it than it saves.
         self.vectors: VectorIndex | None = None
@@ -161,6 +168,14 @@ class Vault:
         if self._store is None:
             self._store = Store(layout.index_path(self.root))
         return self._store
+
+    @property
+    def seals(self) -> Seals:
+        """The vault's MACs over vaultd's own claims (`provenance`; the key is made on first
+        use)."""
+        if self._seals is None:
+            self._seals = Seals.of_vault(self.root)
+        return self._seals
 
     @property
     def embedder(self) -> Embedder:
@@ -366,9 +381,13 @@ class Vault:
         return role(self.settings.lifecycle.writer, self.host)
 
     def remember(self, text: str, tags: list[str] | None = None) -> tuple[str, str]:
-        """Append a timestamped entry to today's daily log. Returns (path, heading)."""
+        """Append a timestamped entry to today's daily log, its credentials redacted unless
+        `[privacy] redact = false`: the one way in for `vaultd remember` and MCP
+        `memory_write`. Returns (path, heading)."""
         from vaultd import edits
+        from vaultd.redact import redact_if
 
+        text = redact_if(text, self.settings.privacy.redact)
         return edits.append_entry(self.root, text, tags=tags)
 
     def thresholds(self) -> Thresholds:
@@ -386,17 +405,25 @@ class Vault:
         from vaultd import lifecycle
         from vaultd.lifecycle.entries import snapshot
         from vaultd.lifecycle.plans import Outcome, PhaseReport
-        from vaultd.lifecycle.recovery import finish_interrupted
+        from vaultd.lifecycle.recovery import finish_interrupted, plan_interrupted
 
         if not dry_run and (mirror or set(phases) - {"connect"}):  # else: links in the index only
             self.writer_role().check("the lifecycle")
         chosen = [lifecycle.phase(name) for name in phases]
-        if not dry_run and any(p.moves_entries for p in chosen):
-            # first finish any move or consolidation a crash cut short, so a re-run converges
-            finished = finish_interrupted(self.root, snapshot(self.store)[0])
+        reports = []
+        if any(p.moves_entries for p in chosen):
+            # first finish any move or consolidation a crash cut short, so a re-run converges;
+            # reported (and shown by a dry run) like a phase of its own when it has work
+            views = snapshot(self.store, self.seals)[0]
+            scope = self.settings.lifecycle.scope
+            recovery = plan_interrupted(self.root, views, scope, self.seals)
+            finished = Outcome() if dry_run or not recovery.actions else \
+                finish_interrupted(self.root, views, scope, self.seals, recovery)
             if finished.written or finished.created:
                 self.indexer().sync_paths(finished.written + finished.created)
-        reports = []
+            if recovery.actions or recovery.notes:
+                reports.append(PhaseReport.of(recovery, finished, {v.id: v for v in views},
+                                              dry_run))
         for phase in chosen:
             # a fresh context for each phase: it sees what the last one wrote
             ctx = self.lifecycle_context(dry_run=dry_run, today=today, mirror=mirror,
@@ -421,10 +448,11 @@ class Vault:
 
         if self.store.pending_vectors():  # an entry's vector is the mean of all its chunks'
             self.embed_pending()
-        views, matrix = snapshot(self.store)
+        views, matrix = snapshot(self.store, self.seals)
         return Context(self.root, self.store, views, matrix, self.thresholds(),
                        self.settings.lifecycle, self.embed, llm=self._llm(), dry_run=dry_run,
-                       mirror=mirror, quiet_seconds=quiet_seconds,
+                       mirror=mirror, quiet_seconds=quiet_seconds, seals=self.seals,
+                       redact=self.settings.privacy.redact,
                        **({"today": today} if today is not None else {}))
 
     def flush(self, *, dry_run: bool = False) -> FlushReport:
@@ -455,7 +483,7 @@ class Vault:
         """The durable lifecycle states, as the files say (survives an index rebuild)."""
         from vaultd.lifecycle.entries import snapshot
 
-        views, _ = snapshot(self.store)
+        views, _ = snapshot(self.store, self.seals)
         active = [v for v in views if not v.archived]
         newer = {v.id: len(active) - i - 1 for i, v in enumerate(active)}
         rows = []
@@ -479,14 +507,14 @@ class Vault:
     def restore(self, rel: str) -> list[str]:
         from vaultd.lifecycle.moves import restore
 
-        written = restore(self.root, rel)
+        written = restore(self.root, rel, seals=self.seals)
         self.indexer().sync_paths(written)
         return written
 
     def undo(self, merge_id: str) -> list[str]:
         from vaultd.lifecycle.moves import undo
 
-        written = undo(self.root, self.store, merge_id)
+        written = undo(self.root, self.store, merge_id, self.seals)
         self.indexer().sync_paths(written)
         return written
 

@@ -23,8 +23,10 @@ def start_daemon(root: Path, timeout: float = 120.0) -> dict[str, Any]:
     info = read_info(root)
     if info is not None:
         return info
+    from vaultd import edits
+
     out_path = layout.state_dir(root) / OUT_FILE
-    with open(out_path, "wb") as out:
+    with edits.open_own(root, OUT_FILE, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "vaultd", "--vault", str(root), "run", "--quiet"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

@@ -1,5 +1,7 @@
-"""The daemon's files in `.vaultd/`: lock, pid/port info and API token. Stdlib only, so
-clients can find the daemon without importing the heavy parts of vaultd."""
+"""The daemon's files in `.vaultd/`: lock, pid/port info and API token. Reading them needs the
+stdlib only, so clients can find the daemon without importing the heavy parts of vaultd;
+writing them (the daemon's side) goes through `vaultd.edits`' own-file entry points, which
+never follow a link planted in a cloned vault's `.vaultd/`."""
 
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ def ensure_token(root: Path) -> str:
     """The API token, created once with mode 0600. A token file others can read is made
     private again; an empty one (a crash while it was written) gets a new token — an empty
     token would let any `Bearer ` header in."""
-    path = token_path(root)
+    from vaultd import gate
+
+    path = gate.own(root, TOKEN_FILE)  # a planted link must not choose (or expose) the token
     if path.exists():
         if path.stat().st_mode & 0o077:
             os.chmod(path, 0o600)
@@ -46,12 +50,9 @@ def ensure_token(root: Path) -> str:
 
 def write_token(root: Path, token: str) -> None:
     """Write the token file (mode 0600); readers never see a half-written token."""
-    path = token_path(root)
-    tmp = path.with_name(f"{TOKEN_FILE}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(token + "\n")
-    os.replace(tmp, path)
+    from vaultd import edits
+
+    edits.write_own(root, TOKEN_FILE, token + "\n", mode=0o600)
 
 
 def file_identity(path: Path) -> tuple[int, int] | None:
@@ -93,7 +94,9 @@ class Lock:
         """Lock the file at `path` (None), or the pid of the daemon that holds it."""
         import fcntl
 
-        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the lifetime
+        from vaultd import edits
+
+        fh = edits.open_own(self.root, LOCK_FILE, "a+")  # held for the daemon's lifetime
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaultd import layout
+from vaultd import edits, gate, layout
 from vaultd.daemon.files import (
+    INFO_FILE,
     Lock,
     ensure_token,
     file_identity,
@@ -73,7 +74,7 @@ def setup_logging(root: Path, max_bytes: int, to_stderr: bool) -> None:
         handler.close()  # a daemon started again in this process must not leak the old file
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     file_handler = logging.handlers.RotatingFileHandler(
-        layout.state_dir(root) / LOG_FILE, maxBytes=max_bytes, backupCount=3, encoding="utf-8")
+        gate.own(root, LOG_FILE), maxBytes=max_bytes, backupCount=3, encoding="utf-8")
     file_handler.setFormatter(fmt)
     logger.addHandler(file_handler)
     if to_stderr:
@@ -328,10 +329,7 @@ class Daemon:
     def _write_info(self) -> None:
         info = {"pid": os.getpid(), "host": self.settings.server.host, "port": self.server.port,
                 "started_at": self.stats.started_at, "vault": str(self.root)}
-        path = info_path(self.root)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info), encoding="utf-8")
-        os.replace(tmp, path)
+        edits.write_own(self.root, INFO_FILE, json.dumps(info))
 
     def _start_scheduler(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
@@ -384,7 +382,7 @@ class Daemon:
         with contextlib.suppress(OSError):
             info = json.loads(info_path(self.root).read_text(encoding="utf-8"))
             if info.get("pid") == os.getpid():
-                info_path(self.root).unlink()
+                edits.remove_own(self.root, INFO_FILE)
         log.info("vaultd daemon pid %d stopped", os.getpid())
         self.lock.release()
 
@@ -478,6 +476,9 @@ class Daemon:
         self.role.check("flush")
         try:
             result = {k: v for k, v in self.vault.flush().to_dict().items() if k != "phases"}
+        except edits.ConflictError as exc:  # a file vaultd must not or cannot write now: said
+            log.warning("flush: %s", exc)   # in one line (it names the file and why)
+            raise VaultdError(f"flush failed: {exc}") from exc
         except Exception as exc:
             self.stats.errors += 1
             log.exception("flush failed")
