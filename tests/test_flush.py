@@ -46,8 +46,9 @@ def test_sections_and_user_text(vault: Vault) -> None:
     sections = dict(part.split("\n", 1) for part in block.split("## ")[1:])
     # the user's own notes (outside the agent's memory) are quoted; the agent's own episodes
     # are said as they are
-    assert "- [Money](semantic/money.md): “Amounts are integer cents.”" in sections["Key facts"]
-    assert "- [Deploy](procedural/deploy.md): “Run fly deploy.”" in sections["Procedures"]
+    assert "- [“Money”](semantic/money.md): “Amounts are integer cents.”" in sections[
+        "Key facts"]
+    assert "- [“Deploy”](procedural/deploy.md): “Run fly deploy.”" in sections["Procedures"]
     assert ("- [2026-11-20](episodic/2026-11-20.md): Follow up: TODO check the PgBouncer "
             "limits." in sections["Open threads"])
     assert "- [2026-11-20](episodic/2026-11-20.md): Pool exhausted." in sections[
@@ -115,7 +116,7 @@ def test_post_flush_runs_on_the_daemon(tmp_path: Path) -> None:
         status, body = daemon.call("POST", "/flush", {})
         assert status == 200 and body["memory_written"] is True
         memory = (root / "MEMORY.md").read_text(encoding="utf-8")
-        assert "- [Fact](semantic/fact.md): “The sky.”" in memory
+        assert "- [“Fact”](semantic/fact.md): “The sky.”" in memory
         status, body = daemon.call("POST", "/flush", {})
         assert status == 200 and body["memory_written"] is False  # nothing new
         status, _ = daemon.call("POST", "/flush", {}, token="wrong")

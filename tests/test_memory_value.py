@@ -53,7 +53,7 @@ def test_a_note_states_its_fact_not_its_preamble(tmp_path: Path) -> None:
     assert "What we learned the hard way" not in block
     assert ("Signature checks need the raw request body (`await request.body()`), byte for "
             "byte.") in block
-    assert "- [Pool](semantic/pool.md): “PgBouncer pool size is 20 per worker.”" in block
+    assert "- [“Pool”](semantic/pool.md): “PgBouncer pool size is 20 per worker.”" in block
     assert "raised twice" not in block  # `summary:` chose the line
 
 
@@ -164,8 +164,10 @@ def test_never_over_budget_whatever_the_budget(tmp_path: Path) -> None:
             with_settings(vault, memory_budget=budget)
             block = block_of(vault)
             assert len(block) <= budget, budget
-            if "did not fit" in block:
-                assert len(block) >= 0.8 * budget, budget  # filled before anything is left out
+            if "did not fit" in block:  # filled before anything is left out: all but the
+                # closing line's reserve and less than one line (quoted lines, from notes
+                # outside the agent's memory, cost 4 characters more)
+                assert len(block) >= 0.75 * budget, budget
             assert vault.flush().memory_written is False  # idempotent at every budget
 
 
@@ -175,7 +177,7 @@ def test_a_users_own_notes_are_candidates_too(tmp_path: Path) -> None:
     with open_fake(root, tmp_path) as vault:
         block = block_of(vault)
     # quoted: the user's words, not the agent's memory
-    assert ("- [Garden](Projects/garden.md): “The quince tree by the north fence was planted "
+    assert ("- [“Garden”](Projects/garden.md): “The quince tree by the north fence was planted "
             "in March 2019.”") in block
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SAYS, daily, make_vault, with_settings, write
+from conftest import SAYS, daily, make_vault, vaultd_wrote, with_settings, write
 from daemon_helpers import FAST_CONFIG, env_for, running_daemon, wait_for
 
 from vaultd import edits
@@ -97,7 +97,8 @@ MEMORY = "# Memory\n\nMy notes.\n\n<!-- vaultd:begin -->\n<!-- vaultd:end -->\n\
 def test_a_user_save_to_memory_md_during_a_flush_survives_byte_for_byte(
         vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
     write(vault.root, "MEMORY.md", MEMORY)
-    write(vault.root, "semantic/money.md", "---\nstatus: proven\n---\n# Money\n\nIn cents.\n")
+    vaultd_wrote(vault.root, "semantic/money.md",
+                 "---\nstatus: proven\n---\n# Money\n\nIn cents.\n")
     path = vault.root / "MEMORY.md"
     saved = user_saves_after_read(
         monkeypatch, path, lambda t: t.replace("My notes.", "My notes, EDITED\r\n  exactly."))
@@ -111,7 +112,8 @@ def test_a_user_save_to_memory_md_during_a_flush_survives_byte_for_byte(
 def test_a_user_who_keeps_saving_memory_md_wins(vault: Vault,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     write(vault.root, "MEMORY.md", MEMORY)
-    write(vault.root, "semantic/money.md", "---\nstatus: proven\n---\n# Money\n\nIn cents.\n")
+    vaultd_wrote(vault.root, "semantic/money.md",
+                 "---\nstatus: proven\n---\n# Money\n\nIn cents.\n")
     path = vault.root / "MEMORY.md"
     saved = user_saves_after_read(monkeypatch, path, lambda t: t + "another line\n", times=99)
     with pytest.raises(edits.ConflictError, match="kept changing"):
@@ -125,8 +127,8 @@ ROUTED = ("# Rules\n\nUser rule topicdeploy.\n\n<!-- vaultd:begin -->\n<!-- vaul
 
 def _routed_vault(vault: Vault) -> Path:
     write(vault.root, "CLAUDE.md", ROUTED)
-    write(vault.root, "semantic/deploys.md", "---\nstatus: proven\n---\n# Deploys\n\n"
-          "topicdeploy always canary first.\n")
+    vaultd_wrote(vault.root, "semantic/deploys.md", "---\nstatus: proven\nconsolidation: t1\n"
+                 "---\n# Deploys\n\ntopicdeploy always canary first.\n")
     write(vault.root, "procedural/canary.md", "# Canary\n\ntopicdeploy canary steps.\n")
     with_settings(vault, route_targets=("CLAUDE.md",))
     return vault.root / "CLAUDE.md"
@@ -319,7 +321,7 @@ def test_restore_leaves_an_archived_note_edited_after_its_read(
     path = vault.root / "archive/semantic/old.md"
     saved = user_saves_after_read(monkeypatch, path, lambda t: t + "Edited in the archive.\n")
     with pytest.raises(edits.ConflictError, match="changed while restoring"):
-        restore(vault.root, "archive/semantic/old.md")
+        restore(vault.root, "archive/semantic/old.md", seals=vault.seals)
     assert path.read_text(encoding="utf-8") == saved[-1]
     assert not (vault.root / "semantic/old.md").exists()  # no stale copy brought back
 
@@ -337,16 +339,19 @@ def test_restore_of_daily_entries_takes_them_back_when_the_archive_changed(
                        (["11:00 — gone"], lambda t: t.replace("topicgone", "topicGONE"))):
         saved = user_saves_after_read(monkeypatch, path, edit)
         with pytest.raises(edits.ConflictError):
-            restore(vault.root, "archive/episodic/2026-01-01.md", keys or None)
+            restore(vault.root, "archive/episodic/2026-01-01.md", keys or None,
+                    seals=vault.seals)
         assert path.read_text(encoding="utf-8") == saved[-1]
         # every entry restored before the conflict was taken back: none is in two places
         assert (vault.root / "episodic/2026-01-01.md").read_text(encoding="utf-8") == live
         assert not (vault.root / "episodic/2026-01-02.md").exists()
         monkeypatch.undo()
     assert "topicGONE" in path.read_text(encoding="utf-8")
-    assert restore(vault.root, "archive/episodic/2026-01-01.md")  # and then it works
+    # and then it works
+    assert restore(vault.root, "archive/episodic/2026-01-01.md", seals=vault.seals)
     assert "topicGONE" in (vault.root / "episodic/2026-01-01.md").read_text(encoding="utf-8")
-    assert "topicalso" in (vault.root / "episodic/2026-01-02.md").read_text(encoding="utf-8")
+    # its record's `from:` is unsealed (not vaultd's word): it goes where the archive mirrors
+    assert "topicalso" in (vault.root / "episodic/2026-01-01.md").read_text(encoding="utf-8")
     assert not path.exists()
 
 
@@ -468,11 +473,13 @@ def test_a_save_while_vaultd_fsyncs_its_temp_file_is_kept(
 def test_a_flush_merges_into_a_save_made_in_the_instant_of_its_write(
         vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
     write(vault.root, "MEMORY.md", MEMORY)
-    write(vault.root, "semantic/money.md", "---\nstatus: proven\n---\n# Money\n\nIn cents.\n")
+    vaultd_wrote(vault.root, "semantic/money.md",
+                 "---\nstatus: proven\n---\n# Money\n\nIn cents.\n")
     path = vault.root / "MEMORY.md"
     vault.index()
     theirs = MEMORY.replace("Tail line.", "Tail line, and a vim save mid-flush.")
-    save_after_check(monkeypatch, path, rename_save, theirs)
+    # the snapshot is read without Path.read_bytes: its first call is the last check
+    save_after_check(monkeypatch, path, rename_save, theirs, nth=1)
     result = vault.flush()
     monkeypatch.undo()
     final = path.read_bytes().decode("utf-8")
@@ -502,3 +509,157 @@ def test_a_shell_append_during_remember_is_kept(
     text = path.read_text(encoding="utf-8")
     assert done and "- appended by the shell\n" in text
     assert "\nfirst entry\n" in text and "\nsecond entry\n" in text
+
+
+# ------------------------------------- in-place saves against a replace (issue 24, point 5)
+#
+# An editor that saves in place (open with O_TRUNC, write, close: node's `fs.writeFile`,
+# Obsidian, VS Code) keeps the inode: a replace made while it has the file open displaces the
+# very file its next write() goes to. The saver is a real second process; pipes and events
+# order its open and its write around vaultd's replace, and no step waits on a sleep.
+
+
+def _in_place_saver(path: str, flags: int, first: bytes, rest: bytes, go_open: object,
+                    opened: object, go_write: object) -> None:
+    """Open `path` with `flags` when told, write `first`, say so, write `rest` when told."""
+    go_open.wait()  # type: ignore[attr-defined]
+    fd = os.open(path, flags)
+    try:
+        os.write(fd, first)
+        opened.set()  # type: ignore[attr-defined]
+        go_write.wait()  # type: ignore[attr-defined]
+        os.write(fd, rest)
+    finally:
+        os.close(fd)
+
+
+class _Saver:
+    """The in-place saver process and its three events."""
+
+    def __init__(self, path: Path, flags: int, first: bytes, rest: bytes) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        self.go_open, self.opened, self.go_write = ctx.Event(), ctx.Event(), ctx.Event()
+        self.proc = ctx.Process(target=_in_place_saver, args=(
+            str(path), flags, first, rest, self.go_open, self.opened, self.go_write))
+        self.proc.start()
+
+    def finish(self) -> None:
+        self.go_open.set()
+        assert self.opened.wait(30), "the saver never opened the file"
+        self.go_write.set()
+        self.proc.join(30)
+        assert self.proc.exitcode == 0
+
+
+@pytest.mark.parametrize("first", [b"", b"# N\n\nthe person's new te"],
+                         ids=["truncated", "half-written"])
+def test_an_in_place_save_in_progress_is_not_replaced(tmp_path: Path, first: bytes) -> None:
+    """vaultd reads the file while an in-place save is under way (empty just after the
+    O_TRUNC, or half written) and the save goes on after vaultd's check: vaultd must not swap
+    its text in, or the rest of the save lands in the displaced file."""
+    root = tmp_path / "v"
+    write(root, "semantic/n.md", "# N\n\nthe old text.\n")
+    path = root / "semantic/n.md"
+    rest = b"xt, saved in place.\n"
+    saver = _Saver(path, os.O_WRONLY | os.O_TRUNC, first, rest)
+    saver.go_open.set()
+    assert saver.opened.wait(30)
+    snap = edits.read(path)  # what vaultd sees mid-save
+    assert snap.data == first
+    try:
+        with pytest.raises(edits.ConflictError, match="being written"):
+            edits.replace_checked(snap, "# N\n\nvaultd's rewrite.\n", root=root)
+    finally:
+        saver.finish()
+    assert path.read_bytes() == first + rest
+    assert sorted(p.name for p in path.parent.iterdir()) == ["n.md"]
+
+
+def test_an_in_place_save_that_opens_during_the_exchange_gets_its_file_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The saver's open reaches the file while vaultd exchanges it (held back by vaultd's
+    lease until vaultd swaps the file back), and it writes after vaultd has returned: its
+    line is in the file at the note's name, not in a displaced one."""
+    import fcntl
+    import time
+
+    root = tmp_path / "v"
+    old = b"# N\n\nthe old text.\n"
+    write(root, "semantic/n.md", old.decode())
+    path = root / "semantic/n.md"
+    saver = _Saver(path, os.O_WRONLY | os.O_APPEND, b"", b"- a line saved in place\n")
+    leases: list[int] = []
+    real_lease = getattr(edits, "_take_lease", None)
+
+    def take_lease(p: Path, fd: int) -> bool:
+        held = real_lease(p, fd)  # type: ignore[misc]
+        leases.append(fd)
+        return held
+
+    def writer_blocked() -> bool:
+        return bool(leases) and fcntl.fcntl(leases[0], 1025) == 2  # F_GETLEASE: break pending
+
+    real_exchange = edits._exchange
+    calls: list[int] = []
+
+    def exchange(a: Path, b: Path) -> bool:
+        if not calls:  # vaultd's swap-in: the saver opens the note now
+            saver.go_open.set()
+            deadline = time.monotonic() + 30
+            while not (saver.opened.is_set() or writer_blocked()):
+                assert time.monotonic() < deadline, "the saver neither opened nor waited"
+                time.sleep(0.001)
+        calls.append(1)
+        return bool(real_exchange(a, b))
+
+    monkeypatch.setattr(edits, "_take_lease", take_lease, raising=False)
+    monkeypatch.setattr(edits, "_exchange", exchange)
+    snap = edits.read(path)
+    try:
+        with pytest.raises(edits.ConflictError):
+            edits.replace_checked(snap, "# N\n\nvaultd's rewrite.\n", root=root)
+    finally:
+        saver.finish()
+    monkeypatch.undo()
+    assert path.read_bytes() == old + b"- a line saved in place\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["n.md"]
+
+
+def test_without_leases_a_file_still_being_written_is_waited_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the kernel grants no lease (another OS, a network file system), a file modified
+    a moment ago may be half written: vaultd lets it rest first and gives way when it keeps
+    changing (here the saver writes its second half while vaultd waits)."""
+    import time
+
+    root = tmp_path / "v"
+    write(root, "semantic/n.md", "# N\n\nthe old text.\n")
+    path = root / "semantic/n.md"
+    first, rest = b"# N\n\nthe person's new te", b"xt, saved in place.\n"
+    saver = _Saver(path, os.O_WRONLY | os.O_TRUNC, first, rest)
+    saver.go_open.set()
+    assert saver.opened.wait(30)
+    real_sleep, now, wall = time.sleep, time.monotonic, time.time
+
+    class Clock:  # edits' clock, whose first sleep lets the saver write its second half
+        monotonic, time = staticmethod(now), staticmethod(wall)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            if not saver.go_write.is_set():
+                saver.go_write.set()
+                saver.proc.join(30)
+            real_sleep(seconds)
+
+    monkeypatch.setattr(edits, "_take_lease", lambda p, fd: False, raising=False)
+    monkeypatch.setattr(edits, "time", Clock, raising=False)
+    snap = edits.read(path)
+    try:
+        with pytest.raises(edits.ConflictError, match="being written"):
+            edits.replace_checked(snap, "# N\n\nvaultd's rewrite.\n", root=root)
+    finally:
+        saver.finish()
+    monkeypatch.undo()
+    assert path.read_bytes() == first + rest

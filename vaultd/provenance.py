@@ -32,6 +32,7 @@ import hmac
 import json
 import os
 import secrets
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,12 @@ class Seals:
         `create` is set, else a vault without a key verifies nothing."""
         path = state_dir(root) / KEY_FILE
         try:
-            return cls(bytes.fromhex(path.read_text(encoding="ascii").strip()))
+            if os.lstat(path).st_mode & 0o077 or not stat.S_ISREG(os.lstat(path).st_mode):
+                # a key others can read (or a link, or one a clone brought along: git and
+                # archives give files 0644) may be anyone's: it verifies nothing (doctor says)
+                return cls.none()
+            key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+            return cls(key) if len(key) >= 16 else cls.none()
         except FileNotFoundError:
             if not create or not state_dir(root).is_dir():
                 return cls.none()
@@ -198,14 +204,19 @@ def key_problem(root: Path) -> str | None:
     """Why the vault's key cannot verify anything, or None (no key yet is not a problem)."""
     path = state_dir(root) / KEY_FILE
     try:
-        raw = path.read_text(encoding="ascii").strip()
-        if len(bytes.fromhex(raw)) < 16:
-            return f"{path}: too short to be vaultd's key"
+        st = os.lstat(path)
     except FileNotFoundError:
         return None
+    if not stat.S_ISREG(st.st_mode):  # never opened: a FIFO would block the read
+        return f"{path}: not a regular file; every claim in the vault is unverified"
+    if st.st_mode & 0o077:
+        return (f"{path}: readable by others (mode {st.st_mode & 0o777:04o}), so it verifies "
+                "nothing: if you made it, `chmod 600` it; if it came with a copy of the vault, "
+                "delete it (vaultd makes a new one; claims sealed with the old key stop "
+                "counting)")
+    try:
+        if len(bytes.fromhex(path.read_text(encoding="ascii").strip())) < 16:
+            return f"{path}: too short to be vaultd's key"
     except (ValueError, OSError) as exc:
         return f"{path}: not a vaultd key ({exc}); every claim in the vault is unverified"
-    st = os.stat(path)
-    if st.st_mode & 0o077:
-        return f"{path}: readable by others (mode {st.st_mode & 0o777:04o}); `chmod 600 {path}`"
     return None

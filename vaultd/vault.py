@@ -105,7 +105,8 @@ def init_vault(path: Path) -> list[str]:
     ignore = state / ".gitignore"
     if not ignore.exists():  # a git-synced vault (obsidian-git) must not commit the token
         edits.create_own(path, ignore.name,
-                         "# vaultd's index, token and daemon files: local to this machine\n*\n")
+                         "# vaultd's index, token, seal key and daemon files: local to this "
+                         "machine\n*\n")
         created.append(f"{layout.STATE_DIR}/.gitignore")
     source = templates_dir()
     for src, dest in ((source / layout.MEMORY_FILE, path / layout.MEMORY_FILE),

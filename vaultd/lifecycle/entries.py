@@ -108,6 +108,16 @@ class EntryView:
         heartbeat."""
         return self.consolidated or "extracted_from" in self.claims
 
+    @property
+    def chosen_summary(self) -> str | None:
+        """The note's `summary:` (the line a user chose for it), if it sets one. Not on a note
+        vaultd made: vaultd writes none there, and its seal does not cover one someone added,
+        so it would be a stranger's words said with vaultd's authority."""
+        chosen = self.frontmatter.get("summary")
+        if self.is_daily or self.made_by_vaultd or not isinstance(chosen, str):
+            return None
+        return " ".join(chosen.split()) or None
+
     def owned(self, scope: Iterable[str]) -> bool:
         """Whether the entry is the agent's memory, which the lifecycle may change: in one
         of the `scope` folders, or a note vaultd made (merged or extracted)."""
@@ -247,9 +257,9 @@ def _is_statement(text: str) -> bool:
 def summary(view: EntryView, limit: int = 160) -> str:
     """One line for an entry: the note's `summary:` if it sets one; a bullet entry's own text,
     once; else its title and its first statement that is not the title."""
-    chosen = view.frontmatter.get("summary") if not view.is_daily else None
-    if isinstance(chosen, str) and chosen.strip():
-        line = " ".join(chosen.split())
+    chosen = view.chosen_summary
+    if chosen:
+        line = chosen
     elif is_bullet(view):
         line = next(iter(statements(view.text)), entry_title(view.key))
     else:

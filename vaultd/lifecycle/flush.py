@@ -309,9 +309,9 @@ def _facts(view: EntryView) -> tuple[str, list[str]]:
     statements — a note's opening sentence only if it names something specific (else it is a
     preamble: "What we learned about X."). With the title (a daily log's titled entry) said
     before them."""
-    chosen = view.frontmatter.get("summary") if not view.is_daily else None
-    if isinstance(chosen, str) and chosen.strip():
-        return "", [" ".join(chosen.split())]
+    chosen = view.chosen_summary
+    if chosen:
+        return "", [chosen]
     found = statements(view.text) or _fallback(view)
     if not view.is_daily and len(found) > 1 and not specific_terms(
             found[0], f"{view.frontmatter.get('title', '')} {view.key}"):
@@ -364,7 +364,9 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
     generic = _centrality(vectors)
     episodes = [i for i, v in enumerate(active) if v.type == "episodic"]
     recent = set(episodes[-RECENT:])
-    links = {v.path: f"[{_label(v)}]({_target(v.path)})" for v in active}
+    # a note outside the agent's memory is named in quotes too: its title is its own words
+    links = {v.path: (f"[{_label(v)}]" if v.owned(scope) else f"[“{_label(v)}”]")
+             + f"({_target(v.path)})" for v in active}
     daily = {v.path for v in active if v.is_daily}
     by_section: dict[str, list[Fact]] = {name: [] for name in SECTIONS}
     candidates: dict[str, set[int]] = {name: set() for name in SECTIONS}
