@@ -632,11 +632,11 @@ def test_the_heap_is_trimmed_once_searches_pause(tmp_path: Path, env: dict[str, 
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """What a burst of searches freed goes back to the system once they pause (glibc keeps
     it otherwise: ~17 MB at 100k chunks); not while they go on, and only once per pause."""
-    from vaultd.daemon import process
+    from vaultd.daemon import reads
 
     trims: list[float] = []
-    monkeypatch.setattr(process, "TRIM_AFTER", 0.3)
-    monkeypatch.setattr(process, "trim_heap", lambda: trims.append(time.monotonic()))
+    monkeypatch.setattr(reads, "TRIM_AFTER", 0.3)
+    monkeypatch.setattr(reads, "trim_heap", lambda: trims.append(time.monotonic()))
     root = make_vault(tmp_path, {"semantic/a.md": "# A\n\nrestic backups every night.\n"},
                       config=FAST_CONFIG)
     with running_daemon(root, env) as up:
@@ -656,7 +656,7 @@ def test_the_recall_writer_survives_an_index_it_cannot_open_yet(tmp_path: Path) 
     deleted or replaced that moment), one recall is lost, not every later one."""
     from conftest import fake_embedder
 
-    from vaultd.daemon.process import RecallWriter
+    from vaultd.daemon.recalls import RecallWriter
     from vaultd.vault import open_vault
 
     root = make_vault(tmp_path, {"semantic/kiln.md": "# Kiln\n\nThe kiln thermocouple "
@@ -693,7 +693,7 @@ def test_recalls_are_written_once_searches_pause(tmp_path: Path,
     RECALL_WAIT passes), and none is lost, closing included."""
     from conftest import fake_embedder
 
-    from vaultd.daemon import process
+    from vaultd.daemon import recalls
     from vaultd.lifecycle import promote
     from vaultd.vault import open_vault
 
@@ -710,8 +710,8 @@ def test_recalls_are_written_once_searches_pause(tmp_path: Path,
         real(store, found, query, now)  # type: ignore[arg-type]
 
     monkeypatch.setattr(promote, "record_recalls", record)
-    monkeypatch.setattr(process, "RECALL_QUIET", 0.5)
-    writer = process.RecallWriter(root)
+    monkeypatch.setattr(recalls, "RECALL_QUIET", 0.5)
+    writer = recalls.RecallWriter(root)
     try:
         for i in range(5):  # a burst: 20 ms apart
             writer.put((list(hits), f"kiln query {i}", time.time()))

@@ -35,10 +35,12 @@ from daemon_helpers import (
 )
 
 from vaultd import layout
-from vaultd.cli import _ProgressLine, main
-from vaultd.daemon import process
+from vaultd.cli import main
+from vaultd.cli.progress import ProgressLine
+from vaultd.daemon import vector_fill
+from vaultd.daemon.commands import RunPhase
 from vaultd.daemon.files import read_info, read_token
-from vaultd.daemon.process import LIFECYCLE, Daemon
+from vaultd.daemon.process import Daemon
 from vaultd.embedder import HashEmbedder, builtin_profiles
 from vaultd.indexer import IndexProgress, RateMeter, duration
 from vaultd.store import Store
@@ -220,7 +222,7 @@ def test_the_rate_leaves_out_the_first_batch() -> None:
 
 
 def test_progress_lines_off_a_terminal_are_periodic(capsys: pytest.CaptureFixture[str]) -> None:
-    line = _ProgressLine(tty=False, every=3600)
+    line = ProgressLine(tty=False, every=3600)
     for done in range(1, 101):
         line(IndexProgress("files", done, 100))
     for done in (10, 20, 30):
@@ -281,7 +283,7 @@ class GatedEmbedder(HashEmbedder):
 @pytest.fixture
 def gated(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
           ) -> Iterator[tuple[Running, GatedEmbedder]]:
-    monkeypatch.setattr(process, "VECTOR_STEP", 1)  # one chunk content per step
+    monkeypatch.setattr(vector_fill, "VECTOR_STEP", 1)  # one chunk content per step
     embedder = GatedEmbedder(builtin_profiles(tmp_path)["hash-256"])
     daemon = Daemon(open_with(root, embedder), log_to_stderr=False)
     outcome: dict[str, Any] = {}
@@ -296,8 +298,8 @@ def gated(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     thread.start()
     running = Running(daemon, thread, outcome)
     try:
-        wait_for(lambda: "error" in outcome or (daemon.progress is not None
-                                                and daemon.progress.phase == "vectors"),
+        wait_for(lambda: "error" in outcome or (daemon.fill.progress is not None
+                                                and daemon.fill.progress.phase == "vectors"),
                  "the files phase to end")
         yield running, embedder
     finally:
@@ -321,9 +323,9 @@ def test_the_daemon_answers_keyword_search_while_vectors_fill_in(
     assert {h["path"] for h in hybrid["hits"]} == {"procedural/gamma.md", "procedural/copy.md"}
     # a lifecycle phase waits for the vectors (an entry's vector is the mean of its chunks'):
     # queued while the first step runs, it is taken up between steps and put aside
-    running.daemon.events.put_command(LIFECYCLE + "connect")
+    running.daemon.events.put_command(RunPhase("connect"))
     embedder.permits.release(1)
-    wait_for(lambda: LIFECYCLE + "connect" in running.daemon._deferred, "connect to wait")
+    wait_for(lambda: RunPhase("connect") in running.daemon.fill.held, "connect to wait")
     assert "connect" not in running.daemon.stats.lifecycle
     step = wait_for(lambda: (s := running.call("GET", "/status")[1])["progress"]["done"] and s,
                     "the first step")
@@ -348,7 +350,7 @@ def test_status_never_says_the_first_index_is_done_with_chunks_pending(
     last step landing in between gave "done" with a chunk pending (seen once under load)."""
     running, embedder = gated
     daemon = running.daemon
-    reader = daemon._reader
+    reader = daemon.reads.reader
 
     class LastStepLandsNow:
         """The index's count, then the rest of the vectors phase before status goes on."""
@@ -356,10 +358,10 @@ def test_status_never_says_the_first_index_is_done_with_chunks_pending(
         def pending_vectors(self) -> int:
             count = reader().pending_vectors()
             embedder.open()
-            wait_for(lambda: daemon.first_index_done, "the vectors phase to end")
+            wait_for(lambda: daemon.fill.first_index_done, "the vectors phase to end")
             return count
 
-    monkeypatch.setattr(daemon, "_reader", LastStepLandsNow)
+    monkeypatch.setattr(daemon.reads, "reader", LastStepLandsNow)
     status = daemon.status()
     assert status["pending_vectors"] > 0
     assert status["first_index_done"] is False and status["progress"]["phase"] == "vectors"

@@ -579,11 +579,11 @@ def test_json_nested_deep_is_a_400(up: Running, path: str, depth: int) -> None:
 def test_every_endpoint_and_server_setting_is_documented() -> None:
     from dataclasses import fields
 
-    from vaultd.daemon.server import _ROUTES
+    from vaultd.daemon.routes import ROUTES
 
     repo = Path(__file__).resolve().parent.parent
     api = (repo / "docs" / "api.md").read_text(encoding="utf-8")
-    for method, route in _ROUTES:
+    for method, route in ROUTES:
         assert f"`{method} {route}`" in api, (method, route)
     template = (repo / "templates" / "config.toml").read_text(encoding="utf-8")
     server_section = template.split("[server]", 1)[1].split("\n\n", 1)[0]

@@ -17,7 +17,7 @@ from daemon_helpers import FAST_CONFIG, running_daemon, wait_for
 from vaultd import layout
 from vaultd.cli import main
 from vaultd.config import load_settings
-from vaultd.daemon.process import SCHEDULED_PHASES
+from vaultd.daemon.schedule import SCHEDULED_PHASES
 from vaultd.vault import open_vault
 from vaultd.writer import NotWriterError, config_with_writer, role, same_host
 

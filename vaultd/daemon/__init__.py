@@ -1,7 +1,18 @@
-"""The daemon's parts, one noun each: `process` (the Daemon: composition root and work loop),
-`files` (lock, pid/port info, token), `control` (start/stop from another process), `server`
-(the loopback HTTP API), `connections` (its connection limits and deadlines), `client` (talk
-to it; stdlib only), `watcher` (file events → work), `service` (systemd/launchd units).
+"""The daemon's parts, one noun each.
+
+The process: `process` (the Daemon: composition root — builds, wires, starts and stops the
+rest), `work_loop` (the main thread, the index's only writer), `commands` (the typed work it
+is handed), `vector_fill` (the vectors phase of indexing), `jobs` (lifecycle phases and the
+flush), `schedule` (the cron jobs that queue them), `reads` (searches on the HTTP threads),
+`recalls` (search recalls, written aside), `own_files` (the watch over its `.vaultd/` files),
+`stats` (its counters, /health and /status), `watcher` (file events → work).
+
+The HTTP API: `server` (connections and the order of the checks), `guards` (the security
+checks and limits, pure), `routes` (one function per endpoint), `payloads` (request values and
+answer shapes), `connections` (connection limits and deadlines).
+
+Around it: `files` (lock, pid/port info, token), `control` (start/stop from another process),
+`client` (talk to it; stdlib only), `service` (systemd/launchd units).
 
 Imports nothing, so `vaultd.daemon.client` stays light: `vaultd search` with the daemon up
 loads neither numpy nor onnxruntime nor the index code.

@@ -77,11 +77,10 @@ class DaemonClient:
         finally:
             conn.close()
         try:
-            data = json.loads(raw or b"{}")
+            parsed = json.loads(raw or b"{}")
         except (UnicodeDecodeError, json.JSONDecodeError):
-            data = None
-        if not isinstance(data, dict):
-            data = None
+            parsed = None
+        data: dict[str, Any] | None = parsed if isinstance(parsed, dict) else None
         if response.status >= 500:  # whatever the body: a sick daemon gets its one retry
             raise _Retryable((data or {}).get("error") or f"HTTP {response.status}")
         if data is None:

@@ -105,10 +105,10 @@ class LimitedHTTPServer(ThreadingHTTPServer):
             # At the cap, a connection whose request has arrived whole (real clients send it
             # at once) takes the place of the one waiting longest for its own. One whose request
             # has not arrived waits in the lobby, without a thread, until it has (then the same)
-            # or LOBBY_SECONDS pass (503). Measured: with 1,100 trickling sockets, giving every
-            # newcomer a thread kept /health waiting 5 s behind the churn; refusing every
-            # newcomer without its request refused one /health in five (accepted before it
-            # had sent).
+            # or LOBBY_SECONDS pass (503). Why: under a flood of trickling sockets, giving
+            # every newcomer a thread kept /health waiting behind the churn, and refusing every
+            # newcomer without its request refused honest /health calls accepted before they
+            # had sent (bench/RESULTS.md has the figures).
             if not _request_arrived(request):
                 self._park(request, client_address)
                 return

@@ -1,4 +1,6 @@
-"""The loopback HTTP API: an adapter from requests to the daemon's methods, nothing more.
+"""The loopback HTTP API's server: connections, the request's plumbing and the order of the
+checks, nothing more. What each check decides is in `guards` (pure functions), what each
+endpoint answers in `routes`, the shapes of values and errors in `payloads`.
 
 Security (docs/api.md has the threat model): binds loopback only; every endpoint but `/health`
 needs `Authorization: Bearer <token>` (compared in constant time) — unless `[server]
@@ -7,75 +9,40 @@ open_embeddings` opens the embedding endpoints alone; a request whose Host is no
 `[server] allow_origins` (browsers; listed origins get CORS headers); bodies and text lists have
 size limits (413); malformed JSON, lone surrogates and deep nesting are a 400.
 
-Errors are JSON in the shape each family of clients expects: `{"error": {"message", "type",
-"param", "code"}}` under `/v1/` (OpenAI's SDKs show those fields), `{"error": "..."}` elsewhere
-(vaultd's own and Ollama's shape).
-
 Denial of service: connections are limited and slow senders cut off (`connections`).
 """
 
 from __future__ import annotations
 
-import base64
-import hmac
 import json
 import logging
-import re
 import socket
-import struct
 import threading
 import time
-from datetime import datetime, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Protocol
+from typing import Any
 
-from vaultd import __version__
 from vaultd.config import ServerSettings
+from vaultd.daemon import guards
 from vaultd.daemon.connections import LimitedHTTPServer, fd_limit
-from vaultd.errors import ModelError, VaultdError
-from vaultd.lifecycle import PHASE_NAMES
-from vaultd.search_request import SearchRequest
+from vaultd.daemon.guards import LOOPBACK_HOSTS, ApiError
+from vaultd.daemon.payloads import error_body
+from vaultd.daemon.routes import App, Call, lookup
+from vaultd.errors import VaultdError
 
 log = logging.getLogger("vaultd.daemon.server")
 
-
-LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
-_HOST_RE = re.compile(r"^(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$", re.IGNORECASE)
 # A request's unread body is read and thrown away (so the client, still sending, can read our
 # answer, and a kept-alive connection does not parse it as the next request) up to this much
 # for this long; beyond, the connection is closed.
 DISCARD_BYTES = 64 * 1024 * 1024
 DISCARD_SECONDS = 10.0
-MAX_JSON_DEPTH = 32  # no request of this API nests deeper than 4
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
 # What a socket raises when the client hung up mid-request or mid-answer: one debug line, never
 # an error with a traceback (a closed browser tab or a killed script is not a fault of ours)
 HANGUPS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
-
-
-class App(Protocol):
-    """What the server needs from the daemon."""
-
-    def health(self) -> dict[str, Any]: ...  # has "model" (id) and "dims"
-    def status(self) -> dict[str, Any]: ...
-    def embed(self, texts: list[str], kind: str) -> tuple[str, int, list[list[float]]]: ...
-    def count_tokens(self, texts: list[str]) -> int: ...
-    def decode_tokens(self, ids: list[int]) -> str: ...
-    def search(self, request: SearchRequest) -> dict[str, Any]: ...
-    def flush_now(self) -> dict[str, Any]: ...
-    def lifecycle_now(self, phases: list[str], dry_run: bool = False) -> dict[str, Any]: ...
-
-
-class ApiError(Exception):
-    def __init__(self, status: HTTPStatus, message: str, *, param: str | None = None,
-                 code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.param = param
-        self.code = code
 
 
 class Server:
@@ -125,123 +92,6 @@ class Server:
             self.httpd.shutdown()
             self._thread = None
         self.httpd.server_close()
-
-
-# -- request values
-
-
-def _check_json(value: Any) -> None:
-    """Refuse what json.loads accepts but nothing downstream can use: strings holding a lone
-    UTF-16 surrogate (`"\\ud800"`: valid JSON, not encodable text) and deep nesting."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            if _SURROGATE_RE.search(item):
-                raise ApiError(HTTPStatus.BAD_REQUEST, "body has a string with a lone UTF-16 "
-                               "surrogate (\\ud800-\\udfff); send valid Unicode text")
-            continue
-        if not isinstance(item, (dict, list)):
-            continue
-        if depth > MAX_JSON_DEPTH:
-            raise ApiError(HTTPStatus.BAD_REQUEST,
-                           f"body is JSON nested deeper than {MAX_JSON_DEPTH} levels")
-        children = list(item.keys()) + list(item.values()) if isinstance(item, dict) else item
-        stack.extend((child, depth + 1) for child in children
-                     if isinstance(child, (str, dict, list)))
-
-
-def _texts(value: Any, limit: int, field: str) -> list[str]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
-        raise ApiError(HTTPStatus.BAD_REQUEST, f"'{field}' must be a string or a list of strings",
-                       param=field)
-    _check_count(len(value), limit, field)
-    return value
-
-
-def _check_count(count: int, limit: int, field: str) -> None:
-    if count > limit:
-        raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                       f"{count} inputs in one request; the limit is {limit} "
-                       "([server] max_texts)", param=field, code="too_many_inputs")
-
-
-def _is_ids(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(
-        isinstance(i, int) and not isinstance(i, bool) for i in value)
-
-
-_TOKEN_HINT = ("token ids are read with the served model's own tokenizer; a client that "
-               "tokenises for OpenAI's models (tiktoken) must send text instead — "
-               "langchain-openai: OpenAIEmbeddings(..., check_embedding_ctx_length=False)")
-
-
-def _openai_inputs(value: Any, limit: int, decode: Any) -> list[str]:
-    """OpenAI's `input`: a string, a list of strings, one token-id array or a list of them.
-    Token ids are decoded with the model's tokenizer into the text they stand for."""
-    if isinstance(value, str):
-        return [value]
-    if _is_ids(value):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) or _is_ids(v) for v in value):
-        raise ApiError(HTTPStatus.BAD_REQUEST, "'input' must be a string, a list of strings, "
-                       "an array of token ids or a list of such arrays", param="input",
-                       code="invalid_input")
-    _check_count(len(value), limit, "input")
-    texts = []
-    for item in value:
-        if isinstance(item, str):
-            texts.append(item)
-            continue
-        try:
-            texts.append(decode(item))
-        except (ModelError, ValueError) as exc:
-            raise ApiError(HTTPStatus.BAD_REQUEST, f"{exc}; {_TOKEN_HINT}", param="input",
-                           code="invalid_token_ids") from exc
-    return texts
-
-
-def _dimensions(body: dict[str, Any], dims: int, model: str) -> None:
-    """Models trained for shorter vectors (Matryoshka) may honour `dimensions`; vaultd's
-    profiles declare none, so anything but the model's own size is refused, never ignored."""
-    wanted = body.get("dimensions")
-    if wanted is None:
-        return
-    if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
-        raise ApiError(HTTPStatus.BAD_REQUEST, "'dimensions' must be a positive integer",
-                       param="dimensions", code="invalid_dimensions")
-    if wanted != dims:
-        raise ApiError(HTTPStatus.BAD_REQUEST,
-                       f"model '{model}' gives {dims}-dimensional vectors and is not trained "
-                       f"for shorter ones; omit 'dimensions' or ask for {dims}",
-                       param="dimensions", code="unsupported_dimensions")
-
-
-def _base64(vector: list[float]) -> str:
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
-
-
-# -- error shapes
-
-
-def _is_openai(route: str) -> bool:
-    return route == "/v1" or route.startswith("/v1/")
-
-
-_OPENAI_CODES = {HTTPStatus.UNAUTHORIZED: "invalid_api_key", HTTPStatus.NOT_FOUND: "unknown_url",
-                 HTTPStatus.FORBIDDEN: "forbidden",
-                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "request_too_large"}
-
-
-def _error_body(route: str, status: HTTPStatus, message: str, param: str | None = None,
-                code: str | None = None) -> dict[str, Any]:
-    if not _is_openai(route):
-        return {"error": message}
-    kind = "server_error" if status >= 500 else "invalid_request_error"
-    return {"error": {"message": message, "type": kind, "param": param,
-                      "code": code or _OPENAI_CODES.get(status)}}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -300,7 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_error(self, status: HTTPStatus, message: str, param: str | None = None,
                     code: str | None = None) -> None:
-        self._send(status, _error_body(self._route, status, message, param, code))
+        self._send(status, error_body(self._route, status, message, param, code))
 
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:
@@ -336,37 +186,24 @@ class _Handler(BaseHTTPRequestHandler):
         if left > 0:
             self.close_connection = True
 
-    def _check_origin(self) -> None:
-        """Browsers name the page's origin; only listed origins may call (and then read)."""
-        origin = self.headers.get("Origin")
-        if origin is None:
-            return
-        if origin.rstrip("/") not in self.server_ref.allow_origins:
-            raise ApiError(HTTPStatus.FORBIDDEN,
-                           f"cross-origin request from {origin!r} refused; list the origin in "
-                           "[server] allow_origins to allow it", code="origin_not_allowed")
-        self._cors = origin
-
     def _check(self, auth: bool) -> None:
-        host = self.headers.get("Host", "")
-        if not _HOST_RE.match(host.strip()):
-            raise ApiError(HTTPStatus.FORBIDDEN, f"Host {host!r} refused: use localhost")
-        self._check_origin()
+        """The request's headers through the guards, in order: Host, Origin, then the token."""
+        guards.check_host(self.headers.get("Host", ""))
+        self._cors = guards.check_origin(self.headers.get("Origin"),
+                                         self.server_ref.allow_origins)
         if auth:
-            given = self.headers.get("Authorization", "")
-            expected = f"Bearer {self.server_ref.token}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                raise ApiError(HTTPStatus.UNAUTHORIZED,
-                               "missing or wrong bearer token (see .vaultd/token)")
+            guards.check_token(self.headers.get("Authorization", ""), self.server_ref.token)
 
     def _json_body(self) -> dict[str, Any]:
         length = self._unread
         if length > self.server_ref.max_body_bytes:
             self.close_connection = True  # answer, drain what is sent, then hang up
-            raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                           f"body of {length:,} bytes; the limit is "
-                           f"{self.server_ref.max_body_bytes:,} ([server] max_body_bytes)")
+            guards.check_body_size(length, self.server_ref.max_body_bytes)
         self._unread = 0
+        return guards.parse_body(self._read_body(length))
+
+    def _read_body(self, length: int) -> bytes:
+        """The body's `length` bytes, within the connection's body deadline."""
         self.server.mark(self.connection, "body")
         try:
             raw = self.rfile.read(length) if length > 0 else b""
@@ -382,17 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(HTTPStatus.REQUEST_TIMEOUT, "request body not received within "
                                f"{self.server.body_seconds:g} s ([server] body_seconds)")
             raise ApiError(HTTPStatus.BAD_REQUEST, "request body shorter than Content-Length")
-        try:
-            data = json.loads(raw or b"null")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(HTTPStatus.BAD_REQUEST, f"body is not valid JSON: {exc}") from exc
-        except RecursionError as exc:
-            raise ApiError(HTTPStatus.BAD_REQUEST,
-                           f"body is JSON nested deeper than {MAX_JSON_DEPTH} levels") from exc
-        if not isinstance(data, dict):
-            raise ApiError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
-        _check_json(data)
-        return data
+        return raw
 
     def _handle(self, method: str) -> None:
         self.server.mark(self.connection, "work")
@@ -428,12 +255,6 @@ class _Handler(BaseHTTPRequestHandler):
                 raise
             self.rfile.close()
 
-    def _lookup(self, method: str, route: str) -> tuple[Any, bool] | None:
-        """(handler, open): `open` endpoints need no token when open_embeddings is on."""
-        if method == "GET" and route.startswith("/v1/models/"):
-            return _Handler.openai_model, True
-        return _ROUTES.get((method, route))
-
     def _respond(self, method: str, route: str) -> None:
         try:
             if method == "OPTIONS":  # a CORS preflight: browsers send it without the token
@@ -444,12 +265,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._check(auth=False)
                 self._send(HTTPStatus.OK, self.server_ref.app.health())
                 return
-            found = self._lookup(method, route)
+            found = lookup(method, route)
             self._check(auth=not (found and found[1] and self.server_ref.open_embeddings))
             if found is None:
                 raise ApiError(HTTPStatus.NOT_FOUND, f"no endpoint {method} {route}")
             body = self._json_body() if method == "POST" else {}
-            self._send(HTTPStatus.OK, found[0](self, body))
+            call = Call(self.server_ref.app, route, self.server_ref.max_texts)
+            self._send(HTTPStatus.OK, found[0](call, body))
         except ApiError as exc:
             self._send_error(exc.status, str(exc), exc.param, exc.code)
         except VaultdError as exc:
@@ -482,129 +304,3 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_OPTIONS(self) -> None:  # noqa: N802 - stdlib naming
         self._handle("OPTIONS")
-
-    # -- endpoints
-    def _model(self) -> tuple[str, int]:
-        health = self.server_ref.app.health()
-        return str(health["model"]), int(health["dims"])
-
-    def status(self, _body: dict[str, Any]) -> dict[str, Any]:
-        return self.server_ref.app.status()
-
-    def embed(self, body: dict[str, Any]) -> dict[str, Any]:
-        texts = _texts(body.get("texts"), self.server_ref.max_texts, "texts")
-        kind = body.get("kind", "document")
-        if kind not in ("query", "document"):
-            raise ApiError(HTTPStatus.BAD_REQUEST, "'kind' must be 'query' or 'document'")
-        model, dims, vectors = self.server_ref.app.embed(texts, kind)
-        return {"model": model, "dims": dims, "vectors": vectors}
-
-    def openai(self, body: dict[str, Any]) -> dict[str, Any]:
-        app = self.server_ref.app
-        if "input" not in body:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "'input' is required", param="input",
-                           code="missing_required_parameter")
-        texts = _openai_inputs(body["input"], self.server_ref.max_texts, app.decode_tokens)
-        fmt = body.get("encoding_format", "float")
-        if fmt not in ("float", "base64"):
-            raise ApiError(HTTPStatus.BAD_REQUEST, "'encoding_format' must be 'float' or "
-                           "'base64'", param="encoding_format", code="invalid_encoding_format")
-        _dimensions(body, *reversed(self._model()))
-        model, _dims, vectors = app.embed(texts, "document")
-        tokens = app.count_tokens(texts)
-        encode = _base64 if fmt == "base64" else (lambda v: v)
-        return {"object": "list", "model": model,
-                "data": [{"object": "embedding", "index": i, "embedding": encode(v)}
-                         for i, v in enumerate(vectors)],
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
-
-    def openai_models(self, _body: dict[str, Any]) -> dict[str, Any]:
-        return {"object": "list", "data": [self._openai_model_entry()]}
-
-    def openai_model(self, _body: dict[str, Any]) -> dict[str, Any]:
-        wanted = self._route[len("/v1/models/"):]
-        entry = self._openai_model_entry()
-        if wanted != entry["id"]:
-            raise ApiError(HTTPStatus.NOT_FOUND, f"model '{wanted}' not served here; this "
-                           f"daemon serves '{entry['id']}'", param="model",
-                           code="model_not_found")
-        return entry
-
-    def _openai_model_entry(self) -> dict[str, Any]:
-        model, _dims = self._model()
-        started = self.server_ref.app.health().get("uptime", 0.0)
-        return {"id": model, "object": "model", "created": int(time.time() - float(started)),
-                "owned_by": "vaultd"}
-
-    def ollama(self, body: dict[str, Any]) -> dict[str, Any]:
-        started = time.perf_counter_ns()
-        texts = _texts(body.get("input"), self.server_ref.max_texts, "input")
-        _dimensions(body, *reversed(self._model()))
-        model, _dims, vectors = self.server_ref.app.embed(texts, "document")
-        return {"model": model, "embeddings": vectors,
-                "total_duration": time.perf_counter_ns() - started, "load_duration": 0,
-                "prompt_eval_count": self.server_ref.app.count_tokens(texts)}
-
-    def ollama_legacy(self, body: dict[str, Any]) -> dict[str, Any]:
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str):
-            raise ApiError(HTTPStatus.BAD_REQUEST, "'prompt' must be a string")
-        _model, _dims, vectors = self.server_ref.app.embed([prompt], "document")
-        return {"embedding": vectors[0]}
-
-    def ollama_tags(self, _body: dict[str, Any]) -> dict[str, Any]:
-        model, dims = self._model()
-        uptime = float(self.server_ref.app.health().get("uptime", 0.0))
-        started = datetime.fromtimestamp(time.time() - uptime, tz=timezone.utc)
-        return {"models": [{"name": model, "model": model, "modified_at": started.isoformat(),
-                            "size": 0, "digest": "",
-                            "details": {"format": "onnx", "family": "vaultd", "families": None,
-                                        "parameter_size": "", "quantization_level": "",
-                                        "embedding_length": dims}}]}
-
-    def ollama_version(self, _body: dict[str, Any]) -> dict[str, Any]:
-        return {"version": __version__}
-
-    def search(self, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            request = SearchRequest.from_json(body)
-        except ValueError as exc:
-            raise ApiError(HTTPStatus.BAD_REQUEST, str(exc)) from exc
-        return self.server_ref.app.search(request)
-
-    def flush(self, _body: dict[str, Any]) -> dict[str, Any]:
-        return self.server_ref.app.flush_now()
-
-    def lifecycle(self, body: dict[str, Any]) -> dict[str, Any]:
-        phases = body.get("phases", "all")
-        if phases == "all":
-            phases = list(PHASE_NAMES)
-        if not isinstance(phases, list) or not phases or not all(
-                isinstance(p, str) for p in phases):
-            raise ApiError(HTTPStatus.BAD_REQUEST,
-                           "'phases' must be \"all\" or a non-empty list of phase names")
-        unknown = [p for p in phases if p not in PHASE_NAMES]
-        if unknown:
-            raise ApiError(HTTPStatus.BAD_REQUEST, f"unknown lifecycle phase {unknown[0]!r}; "
-                           "the phases are " + ", ".join(PHASE_NAMES))
-        dry_run = body.get("dry_run", False)
-        if not isinstance(dry_run, bool):
-            raise ApiError(HTTPStatus.BAD_REQUEST, "'dry_run' must be true or false")
-        return self.server_ref.app.lifecycle_now(phases, dry_run)
-
-
-# (method, route) → (handler, open): open endpoints expose compute, never the vault, and need no
-# token when [server] open_embeddings is on. Everything else always needs it.
-_ROUTES: dict[tuple[str, str], tuple[Any, bool]] = {
-    ("GET", "/status"): (_Handler.status, False),
-    ("POST", "/embed"): (_Handler.embed, True),
-    ("POST", "/v1/embeddings"): (_Handler.openai, True),
-    ("GET", "/v1/models"): (_Handler.openai_models, True),
-    ("POST", "/api/embed"): (_Handler.ollama, True),
-    ("POST", "/api/embeddings"): (_Handler.ollama_legacy, True),
-    ("GET", "/api/tags"): (_Handler.ollama_tags, True),
-    ("GET", "/api/version"): (_Handler.ollama_version, True),
-    ("POST", "/search"): (_Handler.search, False),
-    ("POST", "/flush"): (_Handler.flush, False),
-    ("POST", "/lifecycle"): (_Handler.lifecycle, False),
-}

@@ -21,10 +21,10 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from vaultd.layout import Ignore
 
@@ -99,20 +99,24 @@ def coalesce(events: Iterable[RawEvent], ignore: Ignore) -> Changes:
                    dirs=list(dirs))
 
 
-class EventQueue:
-    """Thread-safe queue of RawEvents with arrival times."""
+C = TypeVar("C", bound=Hashable)
+
+
+class EventQueue(Generic[C]):
+    """Thread-safe queue of RawEvents with arrival times, and of the commands (any hashable
+    value: the daemon's are `daemon.commands`) that wait their turn among them."""
 
     def __init__(self) -> None:
-        self._q: queue.Queue[RawEvent | str] = queue.Queue()
+        self._q: queue.Queue[RawEvent | C] = queue.Queue()
         self.last_event_at: float | None = None  # wall clock, for status
-        self._pending: set[str] = set()
+        self._pending: set[C] = set()
         self._lock = threading.Lock()
 
     def put(self, event: RawEvent) -> None:
         self.last_event_at = time.time()
         self._q.put(event)
 
-    def put_command(self, command: str) -> None:
+    def put_command(self, command: C) -> None:
         """Queue a command unless the same one is already waiting."""
         with self._lock:
             if command in self._pending:
@@ -123,12 +127,12 @@ class EventQueue:
     def qsize(self) -> int:
         return self._q.qsize()
 
-    def get(self, timeout: float | None) -> RawEvent | str | None:
+    def get(self, timeout: float | None) -> RawEvent | C | None:
         try:
             item = self._q.get(timeout=timeout)
         except queue.Empty:
             return None
-        if isinstance(item, str):
+        if not isinstance(item, RawEvent):
             with self._lock:
                 self._pending.discard(item)
         return item
@@ -148,7 +152,7 @@ def _rel(root: str, path: str | bytes) -> str:
 class Handler:
     """A watchdog event handler that only translates and enqueues."""
 
-    def __init__(self, root: Path, events: EventQueue, ignore: Ignore) -> None:
+    def __init__(self, root: Path, events: EventQueue[Any], ignore: Ignore) -> None:
         self.root = str(root)
         self.events = events
         self.ignore = ignore
@@ -173,7 +177,7 @@ class Watcher:
     """Runs a watchdog observer over the vault; falls back to polling when native watching
     fails (e.g. the OS refuses more inotify watches) and says so."""
 
-    def __init__(self, root: Path, events: EventQueue, ignore: Ignore, *,
+    def __init__(self, root: Path, events: EventQueue[Any], ignore: Ignore, *,
                  force_polling: bool = False, poll_interval: float = 2.0) -> None:
         self.root = root
         self.events = events
@@ -202,8 +206,10 @@ class Watcher:
             from watchdog.observers.polling import PollingObserver
 
             observer = PollingObserver(timeout=self.poll_interval)
-        observer.schedule(Handler(self.root, self.events, self.ignore), str(self.root),
-                          recursive=True)
+        # duck-typed: watchdog calls only `dispatch`, and subclassing its handler would load
+        # watchdog with this module
+        handler: Any = Handler(self.root, self.events, self.ignore)
+        observer.schedule(handler, str(self.root), recursive=True)
         observer.daemon = True
         observer.start()
         self._observer = observer
