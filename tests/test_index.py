@@ -234,12 +234,12 @@ def test_a_migration_that_frees_much_gives_the_space_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Migration 3 halves the link graph's rows; when that frees much of the file, the index
     is compacted (VACUUM) right after, and its file shrinks."""
-    import vaultd.store
+    import vaultd.store.schema
 
     path = tmp_path / "index.db"
     _a_two_row_link_graph(path, 40_000)
     before = path.stat().st_size
-    monkeypatch.setattr(vaultd.store, "COMPACT_BYTES", 1)
+    monkeypatch.setattr(vaultd.store.schema, "COMPACT_BYTES", 1)
     store = Store(path)
     try:
         assert store.schema_version == 3 and sum(1 for _ in store.links()) == 40_000
@@ -254,7 +254,7 @@ def test_sqlite_module_falls_back_or_explains(monkeypatch: pytest.MonkeyPatch) -
     can_load = hasattr(sqlite3.connect(":memory:"), "enable_load_extension")
     assert module.__name__ == ("sqlite3" if can_load else "sqlean")
 
-    import vaultd.store as store_mod
+    import vaultd.store.opening as store_mod
 
     monkeypatch.setattr(store_mod, "_MODULE", None)
     monkeypatch.setattr(store_mod, "_try_module", lambda m: f"{m.__name__}: no extensions")
