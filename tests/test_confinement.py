@@ -147,7 +147,7 @@ def test_nothing_outside_the_vault_changes_but_a_declared_route_target(
 
     # the run did real work: it merged, faded, routed and wrote MEMORY.md
     assert any(p.startswith("semantic/") for p in reports["consolidate"].created)
-    assert any(a["kind"] == "fade" for age in ages for a in age.actions)
+    assert any(a.kind == "fade" for age in ages for a in age.actions)
     assert (w.root / "archive/episodic/lonely.md").is_file()
     assert (w.root / "MEMORY.md").is_file()
     assert not (w.root / "semantic/stolen.md").exists()
@@ -209,7 +209,7 @@ def test_a_symlinked_folder_does_not_carry_writes_out(world: World, folder: str)
             capture(w.root, FIXTURES / "transcript.jsonl")
     elif folder == "archive":
         [report] = w.vault.lifecycle(["age"])
-        assert "fade" in [a["kind"] for a in report.actions] and not report.written
+        assert "fade" in [a.kind for a in report.actions] and not report.written
         assert report.conflicts and all("outside the vault" in c for c in report.conflicts)
         assert (w.root / "episodic/lonely.md").is_file()  # not moved: nowhere safe to go
     else:
@@ -279,7 +279,7 @@ def test_a_note_replaced_by_a_link_outside_is_not_written(world: World) -> None:
     path.symlink_to(w.outside / "lonely.md")
     before = w.snapshot()
     [report] = w.vault.lifecycle(["age"])
-    assert [a["kind"] for a in report.actions] == ["reprieve"]
+    assert [a.kind for a in report.actions] == ["reprieve"]
     assert "outside the vault" in report.conflicts[0] and not report.written
     assert w.changed(before) == set() and path.is_symlink()
 

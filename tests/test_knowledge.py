@@ -188,7 +188,7 @@ def test_a_fresh_vault_extracts_durable_facts_by_prototype(vault: Vault) -> None
     log = vault.root / "episodic/2026-11-20.md"
     [report] = vault.lifecycle(["heartbeat"], today=dt.date(2026, 11, 21))
     assert any("built-in prototypes" in n for n in report.notes)
-    assert sorted(a["type"] for a in report.actions) == ["procedural", "procedural",
+    assert sorted(a.type for a in report.actions) == ["procedural", "procedural",
                                                           "semantic", "semantic"]
     assert sorted(report.created) == ["procedural/how-tos.md", "semantic/preferences.md"]
     prefs = (vault.root / "semantic/preferences.md").read_text(encoding="utf-8")

@@ -61,8 +61,8 @@ def test_connect_links_by_threshold_and_mirrors_related(vault: Vault) -> None:
     vault.index()
     before = vault.embedder.texts_embedded
     [report] = vault.lifecycle(["connect"])
-    links = [a for a in report.actions if a["kind"] == "link" and a["scores"]]
-    assert {a["entries"][0].split(":")[0] for a in links} == {"episodic/2026-11-01.md",
+    links = [a for a in report.actions if a.kind == "link" and a.scores]
+    assert {a.entries[0].split(":")[0] for a in links} == {"episodic/2026-11-01.md",
                                                              "semantic/pool.md"}
     daily_log = (vault.root / "episodic/2026-11-01.md").read_text(encoding="utf-8")
     fm = edits.get_frontmatter("episodic/2026-11-01.md", daily_log)
@@ -91,7 +91,7 @@ def test_consolidate_merges_a_coherent_group_and_undo_restores(vault: Vault) -> 
     vault.index()
     vault.lifecycle(["connect"])
     [report] = vault.lifecycle(["consolidate"])
-    assert len(report.actions) == 1 and "every pair at cosine" in report.actions[0]["reason"]
+    assert len(report.actions) == 1 and "every pair at cosine" in report.actions[0].reason
     merged = [p for p in report.created if p.startswith("semantic/")]
     assert len(merged) == 1
     text = (vault.root / merged[0]).read_text(encoding="utf-8")
@@ -156,14 +156,14 @@ def test_isolated_episodes_fade_after_three_reprieves_and_restore(vault: Vault) 
                                                                newer_entries=3))
     for expected in (1, 2, 3):
         [report] = vault.lifecycle(["age"])
-        lonely = [a for a in report.actions if "lonely" in a["entries"][0]]
-        assert [a["kind"] for a in lonely] == ["reprieve"]
-        assert f"reprieve {expected} of 3" in lonely[0]["reason"]
-        assert all("decided" not in a["entries"][0] for a in report.actions)  # protected
+        lonely = [a for a in report.actions if "lonely" in a.entries[0]]
+        assert [a.kind for a in lonely] == ["reprieve"]
+        assert f"reprieve {expected} of 3" in lonely[0].reason
+        assert all("decided" not in a.entries[0] for a in report.actions)  # protected
     fm = edits.get_frontmatter("x", (vault.root / "episodic/2026-01-01.md").read_text())
     assert fm["vaultd"]["reprieves"] == {"10:00 — topiclonely lunch place": 3}
     [report] = vault.lifecycle(["age"])
-    assert [a["kind"] for a in report.actions if "lonely" in a["entries"][0]] == ["fade"]
+    assert [a.kind for a in report.actions if "lonely" in a.entries[0]] == ["fade"]
     live = (vault.root / "episodic/2026-01-01.md").read_text(encoding="utf-8")
     archived = (vault.root / "archive/episodic/2026-01-01.md").read_text(encoding="utf-8")
     assert "topiclonely" not in live and "topicdecided" in live
@@ -188,12 +188,12 @@ def test_recall_promotion_after_three_queries(vault: Vault) -> None:
         vault.search(q, record=True)  # the same query twice is one occasion
     pg = (vault.root / "semantic/pg.md").read_bytes()
     [report] = vault.lifecycle(["promote"])
-    promoted = {a["entries"][0].split(":")[0] for a in report.actions}
+    promoted = {a.entries[0].split(":")[0] for a in report.actions}
     assert promoted == {"episodic/2026-11-01.md"}  # the user's own note is not rewritten
     assert (vault.root / "semantic/pg.md").read_bytes() == pg
     with_settings(vault, scope=("episodic", "semantic"))  # semantic/ is the agent's too
     [report] = vault.lifecycle(["promote"])
-    assert [a["entries"][0].split(":")[0] for a in report.actions] == ["semantic/pg.md"]
+    assert [a.entries[0].split(":")[0] for a in report.actions] == ["semantic/pg.md"]
     assert edits.get_frontmatter("s", (vault.root / "semantic/pg.md").read_text())[
         "status"] == "proven"
     fm = edits.get_frontmatter("e", (vault.root / "episodic/2026-11-01.md").read_text())
@@ -239,7 +239,7 @@ def test_route_writes_only_inside_the_managed_block(vault: Vault, tmp_path: Path
     with_settings(vault, route_targets=("CLAUDE.md", "procedural/style-guide.md"))
     vault.index()
     [dry] = vault.lifecycle(["route"], dry_run=True)
-    diffs = {a["target"]: a["diff"] for a in dry.actions if a["kind"] == "write"}
+    diffs = {a.target: a.diff for a in dry.actions if a.kind == "write"}
     assert "+- Deploys: topicdeploy always canary first. ([[semantic/deploys]])" in \
         diffs["CLAUDE.md"] and "-old" in diffs["CLAUDE.md"]
     assert (vault.root / "CLAUDE.md").read_text() == claude  # dry run wrote nothing
@@ -280,7 +280,7 @@ def test_heartbeat_extracts_high_signal_knowledge(vault: Vault) -> None:
     vault.index()
     vault.lifecycle(["connect"])
     [report] = vault.lifecycle(["heartbeat"], today=dt.date(2026, 11, 21))
-    assert [a["type"] for a in report.actions] == ["semantic"]
+    assert [a.type for a in report.actions] == ["semantic"]
     [created] = report.created
     text = (vault.root / created).read_text(encoding="utf-8")
     assert created.startswith("semantic/") and "topicpool max is twenty" in text
@@ -299,8 +299,8 @@ def test_prune_archives_the_weaker_near_duplicate(vault: Vault) -> None:
     vault.profile = replace(vault.profile, duplicate_threshold=0.95)
     [report] = vault.lifecycle(["prune"])
     [action] = report.actions
-    assert action["entries"][0].startswith("episodic/2026-11-02.md")  # the newer one goes
-    assert "near-duplicate" in action["reason"]
+    assert action.entries[0].startswith("episodic/2026-11-02.md")  # the newer one goes
+    assert "near-duplicate" in action.reason
     assert (vault.root / "archive/episodic/2026-11-02.md").exists()
 
 
@@ -343,15 +343,16 @@ def test_llm_merge_is_used_and_checked(vault: Vault) -> None:
 
 
 def test_daemon_schedules_lifecycle_jobs_without_overlap(vault: Vault) -> None:
-    from vaultd.daemon.process import LIFECYCLE, Daemon
+    from vaultd.daemon.commands import Command, RunPhase
+    from vaultd.daemon.process import Daemon
     from vaultd.daemon.watcher import EventQueue
 
-    queue = EventQueue()
+    queue: EventQueue[Command] = EventQueue()
     for _ in range(5):  # a job that fires while its previous run is still queued
-        queue.put_command(LIFECYCLE + "age")
-    queue.put_command(LIFECYCLE + "prune")
+        queue.put_command(RunPhase("age"))
+    queue.put_command(RunPhase("prune"))
     got = [queue.get(timeout=0.1) for _ in range(3)]
-    assert got == [LIFECYCLE + "age", LIFECYCLE + "prune", None]
+    assert got == [RunPhase("age"), RunPhase("prune"), None]
 
     with_settings(vault, age_cron="* * * * *", prune_cron="", heartbeat_cron="bad cron")
     daemon = Daemon(vault, log_to_stderr=False)
@@ -366,14 +367,14 @@ def test_daemon_schedules_lifecycle_jobs_without_overlap(vault: Vault) -> None:
         assert all(job.max_instances == 1 for job in daemon.scheduler.get_jobs())
         daemon.scheduler.get_job("lifecycle-age").func(*daemon.scheduler.get_job(
             "lifecycle-age").args)  # the job's own call: it only enqueues
-        assert daemon.events.get(timeout=0.1) == LIFECYCLE + "age"
+        assert daemon.events.get(timeout=0.1) == RunPhase("age")
     finally:
         daemon.scheduler.shutdown(wait=False)
     # a failing phase is logged and counted; the daemon carries on
-    daemon._lifecycle("no-such-phase")
+    daemon.jobs.phase("no-such-phase")
     assert daemon.stats.errors == 1
     vault.index()
-    daemon._lifecycle("connect")
+    daemon.jobs.phase("connect")
     assert "connect" in daemon.stats.lifecycle
 
 
@@ -403,13 +404,13 @@ def test_real_model_lifecycle_on_sample_vault(tmp_path: Path) -> None:
                     daemon="never") as v:
         v.index()
         reports = {r.phase: r for r in v.lifecycle(["connect", "consolidate", "age"])}
-        links = sum(len(a["scores"]) for a in reports["connect"].actions if a["kind"] == "link")
+        links = sum(len(a.scores) for a in reports["connect"].actions if a.kind == "link")
         assert links > 20
-        merges = [a for a in reports["consolidate"].actions if a["kind"] == "merge"]
-        merged_keys = " ".join(" ".join(a["entries"]) for a in merges)
+        merges = [a for a in reports["consolidate"].actions if a.kind == "merge"]
+        merged_keys = " ".join(" ".join(a.entries) for a in merges)
         assert "test_refund_webhook" in merged_keys  # the planted recurring flaky test
-        assert all(len(a["entries"]) >= 3 for a in merges)
-        kinds = {a["kind"] for a in reports["age"].actions}
+        assert all(len(a.entries) >= 3 for a in merges)
+        kinds = {a.kind for a in reports["age"].actions}
         assert kinds <= {"reprieve"}  # first pass: reprieves, nothing fades yet
         assert (root / "archive" / "episodic").is_dir()
         # the merged note keeps its three members word for word (longer than the extractive
@@ -526,6 +527,7 @@ def test_connect_and_prune_hold_similarities_a_block_at_a_time(
     import tracemalloc
 
     from vaultd.lifecycle import connect, plans, prune
+    from vaultd.lifecycle.actions import Link
 
     words = [f"w{i}" for i in range(3000)]
     rng = random.Random(7)
@@ -545,9 +547,9 @@ def test_connect_and_prune_hold_similarities_a_block_at_a_time(
             tracemalloc.stop()
     whole, blocked = planned
 
-    def links(p: object) -> list[tuple[str, list[str], dict[str, float]]]:
-        return [(x.kind, x.entries[:1], dict(x.held.pairs()) if x.held else {})
-                for x in p.actions]  # type: ignore[attr-defined]
+    def links(p: plans.Plan) -> list[tuple[str, tuple[str, ...], dict[str, float]]]:
+        return [(x.kind, x.entries[:1], dict(x.every_link.pairs()) if isinstance(x, Link)
+                 else {}) for x in p.actions]
 
     for a, b in zip(whole, blocked):  # the same links; a product's last bits depend on how
         # many rows BLAS multiplies at once, so near-equal scores may come in another order
@@ -566,9 +568,9 @@ def test_a_dense_graph_is_held_compactly_and_reported_by_its_strongest_links(
     MAX_LINKS with the count, and applying saves them all."""
     import tracemalloc
 
-    from vaultd import store
     from vaultd.lifecycle import connect
     from vaultd.lifecycle.plans import Outcome, PhaseReport
+    from vaultd.store import links as store
 
     days = 30
     for d in range(1, days + 1):
@@ -587,11 +589,11 @@ def test_a_dense_graph_is_held_compactly_and_reported_by_its_strongest_links(
     # every link held as an id reference and a float64 (16 bytes), not as objects or labels
     # (246 bytes a link before); each entry's action and report, ~7 KB, on top
     assert peak < 20 * links + 10_000 * n, (peak - 10_000 * n) / links
-    linking = [a for a in report.actions if a["kind"] == "link" and a["scores"]]
+    linking = [a for a in report.actions if a.kind == "link" and a.scores]
     assert len(linking) == n
-    assert all(a["links"] == n - 1 and len(a["scores"]) == connect.MAX_LINKS
-               and len(a["entries"]) == 1 + connect.MAX_LINKS for a in linking)
-    assert all(a["scores"] == sorted(a["scores"], reverse=True) for a in linking)
+    assert all(a.links == n - 1 and len(a.scores) == connect.MAX_LINKS
+               and len(a.entries) == 1 + connect.MAX_LINKS for a in linking)
+    assert all(list(a.scores) == sorted(a.scores, reverse=True) for a in linking)
 
     # applying streams the links into the index, a few thousand rows at a time
     monkeypatch.setattr(store, "LINK_ROWS", 2000)

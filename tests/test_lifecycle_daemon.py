@@ -90,13 +90,13 @@ def test_lifecycle_goes_through_the_daemon_when_it_runs(tmp_path: Path) -> None:
         result = lifecycle_anywhere(v, ["connect", "consolidate"])
         assert result["phases"][1]["actions"][0]["kind"] == "merge"
         assert v._store is None  # this process never opened the index
-        assert "on request" in daemon.daemon.stats.lifecycle["consolidate"]["summary"]
+        assert "on request" in daemon.daemon.stats.lifecycle["consolidate"].summary
         # and the CLI: `vaultd lifecycle` (not a dry run) is answered by the daemon
         assert "age" not in daemon.daemon.stats.lifecycle
         cli = vaultd(root, "lifecycle", "--phase", "age", "--json", env=env_for(tmp_path))
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout)["phases"][0]["phase"] == "age"
-        assert "on request" in daemon.daemon.stats.lifecycle["age"]["summary"]
+        assert "on request" in daemon.daemon.stats.lifecycle["age"].summary
 
 
 @pytest.mark.slow
@@ -122,7 +122,7 @@ def _consolidated(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
     with open_vault(root, env=env_for(tmp_path), daemon="never") as v:
         v.index()
         [report] = v.lifecycle(["consolidate"])
-        assert report.actions[0]["kind"] == "merge"
+        assert report.actions[0].kind == "merge"
     return root, before
 
 

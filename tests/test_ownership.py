@@ -42,14 +42,14 @@ def test_the_lifecycle_changes_only_the_agents_memory(vault: Vault) -> None:
     assert len(merged) == 1 and "topicdeploy" in after[merged[0]].decode()
     assert not [p for p in after if p.startswith("archive/Daily/")]
     assert all(not e.startswith(("Daily/", "Home")) for r in reports.values()
-               for a in r.actions if a["kind"] != "link" for e in a["entries"])
+               for a in r.actions if a.kind != "link" for e in a.entries)
     states = {row["entry"].split(":")[0]: row for row in vault.states()["entries"]}
     assert "outside the lifecycle's scope" in states["Home.md"]["protected"]
     # and with the whole vault in scope, the user's daily notes are the agent's too
     with_settings(vault, scope=(".",))
     [report] = vault.lifecycle(["consolidate"])
     assert report.created and any(e.startswith("Daily/") for a in report.actions
-                                  for e in a["entries"])
+                                  for e in a.entries)
 
 
 TRICKY = """---

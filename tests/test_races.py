@@ -22,6 +22,7 @@ from daemon_helpers import FAST_CONFIG, env_for, running_daemon, wait_for
 
 from vaultd import edits
 from vaultd.blocks import outside_block
+from vaultd.edits import exchange as exchange_module
 from vaultd.lifecycle import age, consolidate, heartbeat, route
 from vaultd.lifecycle.moves import restore
 from vaultd.lifecycle.plans import Context, Outcome, Plan
@@ -146,8 +147,8 @@ def test_a_user_save_to_a_routed_file_between_plan_and_write_survives(
 
     monkeypatch.setattr(route.PHASE, "apply", user_saves_then_apply)
     result = vault.flush()
-    routed = next(p for p in result.phases if p["phase"] == "route")
-    assert routed["conflicts"] and "CLAUDE.md" in routed["conflicts"][0]
+    routed = next(p for p in result.phases if p.phase == "route")
+    assert routed.conflicts and "CLAUDE.md" in routed.conflicts[0]
     assert path.read_bytes() == user.encode()  # refused: not one byte of ours
     monkeypatch.undo()
     vault.flush()  # the next run plans again on the user's text
@@ -169,8 +170,8 @@ def test_a_user_save_to_a_routed_file_between_read_and_write_survives(
 
     monkeypatch.setattr(route.PHASE, "apply", apply_with_a_user)
     result = vault.flush()
-    routed = next(p for p in result.phases if p["phase"] == "route")
-    assert saved[0] and routed["conflicts"]
+    routed = next(p for p in result.phases if p.phase == "route")
+    assert saved[0] and routed.conflicts
     assert path.read_text(encoding="utf-8") == saved[0][-1]
 
 
@@ -265,7 +266,7 @@ def test_a_reprieve_is_not_written_over_a_save_made_after_its_read(
     path = _lonely_note(vault)
     saved = user_saves_after_read(monkeypatch, path, lambda t: t + "Still useful!\n")
     [report] = vault.lifecycle(["age"])
-    assert [a["kind"] for a in report.actions] == ["reprieve"]
+    assert [a.kind for a in report.actions] == ["reprieve"]
     assert saved and report.conflicts and not report.written
     assert path.read_text(encoding="utf-8") == saved[-1]
 
@@ -285,7 +286,7 @@ def test_a_note_edited_since_it_was_planned_does_not_fade(
 
     monkeypatch.setattr(age.PHASE, "apply", user_saves_then_apply)
     [report] = vault.lifecycle(["age"])
-    assert [a["kind"] for a in report.actions] == ["fade"]  # planned on the old text
+    assert [a.kind for a in report.actions] == ["fade"]  # planned on the old text
     assert report.conflicts and not report.written
     assert path.read_bytes() == user.encode()  # the user's note stays, as they left it
     assert not (vault.root / "archive/episodic/lonely.md").exists()
@@ -303,7 +304,7 @@ def test_a_promotion_is_not_written_over_a_save_made_after_its_read(
     saved = user_saves_after_read(monkeypatch, path, lambda t: "---\ntags: [mine]\n---\n" + t,
                                   skip=1)
     [report] = vault.lifecycle(["promote"])
-    assert [a["kind"] for a in report.actions] == ["promote"]
+    assert [a.kind for a in report.actions] == ["promote"]
     assert saved and report.conflicts
     assert path.read_text(encoding="utf-8") == saved[-1]
     monkeypatch.undo()
@@ -369,7 +370,7 @@ def test_heartbeat_takes_back_its_note_when_the_log_changed_after_its_read(
     def review() -> Outcome:
         ctx = vault.lifecycle_context(today=dt.date(2026, 11, 21))
         plan = heartbeat.plan(ctx)
-        assert [a.data["type"] for a in plan.actions] == ["semantic"]
+        assert [a.type for a in plan.actions] == ["semantic"]  # type: ignore[attr-defined]
         return heartbeat.apply(ctx, plan)
 
     path = vault.root / "episodic/2026-11-20.md"
@@ -433,7 +434,7 @@ def test_a_save_between_the_check_and_the_replace_is_kept(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, save: Callable[..., None],
         exchange: bool) -> None:
     if not exchange:  # a file system without an atomic exchange: the link-aside fallback
-        monkeypatch.setattr(edits, "_exchange", None)
+        monkeypatch.setattr(exchange_module, "_exchange", None)
     root = tmp_path / "v"
     write(root, "semantic/n.md", "# N\n\nfirst text.\n")
     path = root / "semantic/n.md"
@@ -591,7 +592,7 @@ def test_an_in_place_save_that_opens_during_the_exchange_gets_its_file_back(
     path = root / "semantic/n.md"
     saver = _Saver(path, os.O_WRONLY | os.O_APPEND, b"", b"- a line saved in place\n")
     leases: list[int] = []
-    real_lease = getattr(edits, "_take_lease", None)
+    real_lease = getattr(exchange_module, "_take_lease", None)
 
     def take_lease(p: Path, fd: int) -> bool:
         held = real_lease(p, fd)  # type: ignore[misc]
@@ -601,7 +602,7 @@ def test_an_in_place_save_that_opens_during_the_exchange_gets_its_file_back(
     def writer_blocked() -> bool:
         return bool(leases) and fcntl.fcntl(leases[0], 1025) == 2  # F_GETLEASE: break pending
 
-    real_exchange = edits._exchange
+    real_exchange = exchange_module._exchange
     calls: list[int] = []
 
     def exchange(a: Path, b: Path) -> bool:
@@ -614,8 +615,8 @@ def test_an_in_place_save_that_opens_during_the_exchange_gets_its_file_back(
         calls.append(1)
         return bool(real_exchange(a, b))
 
-    monkeypatch.setattr(edits, "_take_lease", take_lease, raising=False)
-    monkeypatch.setattr(edits, "_exchange", exchange)
+    monkeypatch.setattr(exchange_module, "_take_lease", take_lease, raising=False)
+    monkeypatch.setattr(exchange_module, "_exchange", exchange)
     snap = edits.read(path)
     try:
         with pytest.raises(edits.ConflictError):
@@ -653,8 +654,8 @@ def test_without_leases_a_file_still_being_written_is_waited_on(
                 saver.proc.join(30)
             real_sleep(seconds)
 
-    monkeypatch.setattr(edits, "_take_lease", lambda p, fd: False, raising=False)
-    monkeypatch.setattr(edits, "time", Clock, raising=False)
+    monkeypatch.setattr(exchange_module, "_take_lease", lambda p, fd: False, raising=False)
+    monkeypatch.setattr(exchange_module, "time", Clock, raising=False)
     snap = edits.read(path)
     try:
         with pytest.raises(edits.ConflictError, match="being written"):

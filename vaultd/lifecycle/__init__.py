@@ -8,8 +8,9 @@ would link, fade, merge or be promoted, each with its reason, writing nothing; `
 exactly what a real run would do. `PHASES` is the one table of phases, in the order
 `--phase all` runs them: the CLI, the server, the daemon's schedule and the docs read it.
 
-Shared parts: `entries` (EntryView, snapshot), `moves` (archive, restore, undo), `state`
-(per-entry state in the files), `recovery` (finishing what a crash cut short).
+Shared parts: `actions` (one typed value per kind of action, serialised once), `entries`
+(EntryView, snapshot), `moves` (archive, restore, undo), `state` (per-entry state in the
+files), `recovery` (finishing what a crash cut short).
 
 This module imports no phase until one is asked for, so the CLI can list phases cheaply.
 """

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from vaultd.lifecycle import state
-from vaultd.lifecycle.plans import Action, Context, Phase, Plan
+from vaultd.lifecycle.actions import Fade, Reprieve
+from vaultd.lifecycle.plans import Context, Phase, Plan
 
 MAX_REPRIEVES = 3
 
@@ -27,13 +28,13 @@ def plan(ctx: Context) -> Plan:
         if newer < newer_than:
             continue
         if view.reprieves < MAX_REPRIEVES:
-            result.actions.append(Action("reprieve", [view.id],
-                                       f"unconnected with {newer} newer entries; reprieve "
-                                       f"{view.reprieves + 1} of {MAX_REPRIEVES}",
-                                       {"reprieves": view.reprieves + 1}))
+            result.actions.append(Reprieve(entries=(view.id,),
+                                           reason=f"unconnected with {newer} newer entries; "
+                                           f"reprieve {view.reprieves + 1} of {MAX_REPRIEVES}",
+                                           reprieves=view.reprieves + 1))
         else:
-            result.actions.append(Action("fade", [view.id],
-                                       f"unconnected with {newer} newer entries after "
+            result.actions.append(Fade(entries=(view.id,),
+                                       reason=f"unconnected with {newer} newer entries after "
                                        f"{MAX_REPRIEVES} reprieves"))
     result.notes.append(f"{total} active entries; reprieves start once {newer_than} newer "
                       "entries exist")

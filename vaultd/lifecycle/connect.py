@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vaultd import edits
 from vaultd.layout import MEMORY_FILE
+from vaultd.lifecycle.actions import Link, Links, Mirror, Rewrite
 from vaultd.lifecycle.entries import EntryView
 from vaultd.lifecycle.plans import (
     CHANGE,
-    Action,
     Context,
     Outcome,
     Phase,
@@ -65,50 +64,37 @@ def plan(ctx: Context) -> Plan:
             scores = np.array([round(s, 3) for s in sims[row, above].tolist()], dtype=float)
             # every link is held compactly (a dense vault links an entry to thousands: as
             # Python lists, 50k entries' plan took GBs); the report shows the strongest
-            result.actions.append(Action(
-                "link", [views[i].id, *(views[j].id for j in above[:MAX_LINKS])],
-                f"{len(above)} link(s) at cosine ≥ {th.link:.2f}" if len(above)
+            result.actions.append(Link(
+                entries=(views[i].id, *(views[j].id for j in above[:MAX_LINKS])),
+                reason=f"{len(above)} link(s) at cosine ≥ {th.link:.2f}" if len(above)
                 else f"no entry at cosine ≥ {th.link:.2f} (best {float(sims[row].max()):.2f})",
-                {"scores": scores[:MAX_LINKS].tolist(), "links": int(len(above)),
-                 "hash": views[i].hash},
-                held=Links([views[j].id for j in above], scores)))
+                scores=tuple(scores[:MAX_LINKS].tolist()), links=int(len(above)),
+                hash=views[i].hash, held=Links([views[j].id for j in above], scores)))
     if ctx.settings.mirror_related and ctx.mirror:
         plan_mirror(ctx, result)
     return result
 
 
 def apply(ctx: Context, plan: Plan) -> Outcome:
-    ctx.store.save_links(((a.entries[0], a.held.pairs(), a.data["hash"])
-                          for a in plan.actions if a.kind == "link"), ctx.now)
+    ctx.store.save_links(((a.entries[0], a.every_link.pairs(), a.hash)
+                          for a in plan.actions if isinstance(a, Link)), ctx.now)
     out = Outcome()
     for action in plan.actions:
-        if action.kind != "mirror":
+        if not isinstance(action, Mirror):
             continue
-        path = action.data["path"]
+        path, rewrite = action.path, action.rewrite
         try:
             snap = edits.read(ctx.root / path)
-            if snap.text != action.data["before"]:
+            if snap.text != rewrite.before:
                 raise edits.ConflictError(f"{ctx.root / path}: changed since it was read; not "
                                           "overwritten (vaultd will try again with the new text)")
-            if edits.replace_checked(snap, action.data["text"], root=ctx.root):
+            if edits.replace_checked(snap, rewrite.text, root=ctx.root):
                 out.written.append(path)
         except FileNotFoundError:
             continue
         except (edits.ConflictError, OSError) as exc:  # one file never stops the phase
             out.conflicts.append(edits.per_file(path, exc))
     return out
-
-
-@dataclass
-class Links:
-    """One entry's links, strongest first: the other entries' ids and the cosines (rounded to
-    3 places), in an array: a Python float each would triple the size."""
-
-    ids: list[str]
-    scores: np.ndarray
-
-    def pairs(self) -> Iterator[tuple[str, float]]:
-        yield from zip(self.ids, self.scores.tolist())  # (a generator: floats made when read)
 
 
 def related_links(links: Iterable[tuple[str, str, float]],
@@ -137,13 +123,13 @@ def _strongest(scores: dict[str, float]) -> list[str]:
 def links_after(store: Store, plan: Plan) -> Iterator[tuple[str, str, float]]:
     """The link graph as applying `plan` leaves it, one link at a time: each buffered entry's
     links replaced by the plan's."""
-    linking = [a for a in plan.actions if a.kind == "link"]
+    linking = [a for a in plan.actions if isinstance(a, Link)]
     buffered = {a.entries[0] for a in linking}
     for a, b, s in store.links():
         if a not in buffered and b not in buffered:
             yield a, b, s
     for action in linking:
-        for other, score in action.held.pairs():
+        for other, score in action.every_link.pairs():
             yield action.entries[0], other, score
             yield other, action.entries[0], score
 
@@ -173,9 +159,8 @@ def plan_mirror(ctx: Context, plan: Plan) -> None:
         if (want or None) == (have or None) or edits.split_frontmatter(text)[0] is None:
             continue  # nothing new, or adding a frontmatter block would re-format the file
         new = edits.set_frontmatter(text, {RELATED_KEY: want})
-        plan.actions.append(Action("mirror", [], f"{len(want or [])} link(s) into "
-                                   f"{RELATED_KEY}:", {"path": path, "before": text,
-                                                       "text": new}))
+        plan.actions.append(Mirror(entries=(), reason=f"{len(want or [])} link(s) into "
+                                   f"{RELATED_KEY}:", path=path, held=Rewrite(text, new)))
         plan.touch(path, CHANGE, text, new)
 
 

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 from vaultd import edits
 from vaultd.layout import ARCHIVE_DIR
 from vaultd.lifecycle import moves
+from vaultd.lifecycle.actions import Merge
 from vaultd.lifecycle.entries import EntryView, fact, provenance, words
 from vaultd.lifecycle.moves import archive_entry, as_planned, plan_archive, remove_ours
 from vaultd.lifecycle.plans import (
     CREATE,
-    Action,
     Context,
     Drafts,
     Outcome,
@@ -211,6 +211,7 @@ def plan(ctx: Context) -> Plan:
     active = [v for v in views if not v.archived]
     vault_df: Counter[str] = Counter(k for v in active for k in terms(v.text))
     taken: set[str] = set()
+    merges: list[Merge] = []
     for members in clusters(views, matrix, th.consolidate, scope=ctx.settings.scope):
         group = [views[i] for i in members]
         texts = [v.text for v in group]
@@ -239,16 +240,18 @@ def plan(ctx: Context) -> Plan:
         taken.add(path)
         low = float(block[~np.eye(len(group), dtype=bool)].min())
         by_time = sorted(group, key=lambda v: v.order)
-        result.actions.append(Action(
-            "merge", [v.id for v in group],
-            f"{len(group)} entries, every pair at cosine ≥ {th.consolidate:.2f} (lowest {low:.2f})",
-            {"title": title, "path": path, "created": ctx.today.isoformat(),
-             "facts": [fact(v) + provenance(v, path, moves.archive_dest(ctx.root, v), ctx.today)
-                       for v in by_time],
-             "tags": sorted({t for v in group for t in v.tags if t != "daily"})}))
+        merges.append(Merge(
+            entries=tuple(v.id for v in group),
+            reason=f"{len(group)} entries, every pair at cosine ≥ {th.consolidate:.2f} "
+                   f"(lowest {low:.2f})",
+            title=title, path=path, created=ctx.today.isoformat(),
+            facts=tuple(fact(v) + provenance(v, path, moves.archive_dest(ctx.root, v),
+                                             ctx.today) for v in by_time),
+            tags=tuple(sorted({t for v in group for t in v.tags if t != "daily"}))))
+    result.actions += merges
     drafts = Drafts(ctx.root)
-    for action in result.actions:
-        result.touch(merged_path(action), CREATE)
+    for action in merges:
+        result.touch(action.path, CREATE)
         for view in members_bottom_up(action, ctx.by_id):
             plan_archive(result, drafts, view)
     return result
@@ -266,7 +269,7 @@ def free_path(root: Path, folder: str, title: str, taken: set[str]) -> str:
         n += 1
 
 
-def merge_note(action: Action, views: dict[str, EntryView], merge_id: str,
+def merge_note(action: Merge, views: dict[str, EntryView], merge_id: str,
                llm: Any = None, seals: Seals | None = None) -> str:
     """The merged note (format shared with flush, which renders its facts in MEMORY.md):
     `# <subject>`, then one bullet per member, verbatim, ending ` — [date](link)`. An LLM's
@@ -275,7 +278,7 @@ def merge_note(action: Action, views: dict[str, EntryView], merge_id: str,
     members = [views[e] for e in action.entries]
     sources = [f"{v.path}#{v.key}" if v.is_daily else v.path for v in members]
     merged_by, rejected = "extractive", None
-    body = [f"# {action.data['title']}", ""] + [f"- {f}" for f in action.data["facts"]]
+    body = [f"# {action.title}", ""] + [f"- {f}" for f in action.facts]
     if llm is not None:
         from vaultd.llm import llm_merge
 
@@ -283,31 +286,26 @@ def merge_note(action: Action, views: dict[str, EntryView], merge_id: str,
         merged_by, rejected = result.source, result.rejected
         if result.source == "llm":
             body += ["", "## Summary", ""] + [f"- {s}" for s in result.items]
-    meta = {"type": "semantic", "title": action.data["title"],
-            "created": action.data["created"], "status": "proven",
+    meta = {"type": "semantic", "title": action.title,
+            "created": action.created, "status": "proven",
             "consolidation": merge_id, "consolidated_from": sources,
             # what each source said when merged: a consolidation a crash cut short is finished
             # on these (see finish_interrupted), never on an entry changed since
             "consolidated_hashes": [v.hash for v in members],
-            "tags": action.data["tags"], "merged_by": merged_by}
+            "tags": list(action.tags), "merged_by": merged_by}
     if rejected:
         meta["llm_rejected"] = rejected
     text = edits.set_frontmatter("---\n---\n" + "\n".join(body) + "\n", meta)
     # vaultd's claims (proven, the merge and its sources) sealed on this very body
-    return seal_note_text(seals or Seals.none(), merged_path(action), text,
+    return seal_note_text(seals or Seals.none(), action.path, text,
                           ("status", "consolidation", "consolidated_from", "consolidated_hashes"))
 
 
-def consolidation_id(action: Action) -> str:
+def consolidation_id(action: Merge) -> str:
     return hashlib.sha1("\0".join(sorted(action.entries)).encode()).hexdigest()[:10]
 
 
-def merged_path(action: Action) -> str:
-    """The vault path of the note a merge creates (chosen by the plan, used by the apply)."""
-    return str(action.data["path"])
-
-
-def members_bottom_up(action: Action, views: dict[str, EntryView]) -> list[EntryView]:
+def members_bottom_up(action: Merge, views: dict[str, EntryView]) -> list[EntryView]:
     """A merge's members in the order they are archived: bottom-up within a file, so earlier
     line numbers stay valid."""
     return sorted((views[e] for e in action.entries), key=lambda v: (v.path, -v.start_line))
@@ -317,7 +315,9 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
     root, views, llm = ctx.root, ctx.by_id, ctx.llm
     out = Outcome()
     for action in plan.actions:
-        rel = merged_path(action)
+        if not isinstance(action, Merge):
+            continue
+        rel = action.path
         merge_id = consolidation_id(action)
         text = merge_note(action, views, merge_id, llm, ctx.seals)
         try:

@@ -16,7 +16,6 @@ that passed, and `snapshot` checks them with the vault's `Seals`.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import posixpath
 import re
 from collections.abc import Iterable
@@ -30,7 +29,7 @@ from vaultd.provenance import Seals
 if TYPE_CHECKING:
     import numpy as np
 
-    from vaultd.store import Store
+    from vaultd.store import IndexStore
 
 PROTECTED_TYPES = ("procedural", "semantic")
 ACTIVE_TYPES = ("episodic",)
@@ -155,7 +154,7 @@ def claims_of(seals: Seals, frontmatter: dict[str, Any], key: str, entry_hash: s
     return seals.note_claims(frontmatter, entry_hash)
 
 
-def snapshot(store: Store, seals: Seals | None = None) -> tuple[list[EntryView], np.ndarray]:
+def snapshot(store: IndexStore, seals: Seals | None = None) -> tuple[list[EntryView], np.ndarray]:
     """Every indexed entry with its text and unit vector (the mean of its chunks' vectors),
     its claims checked with `seals` (none verified without them)."""
     import numpy as np
@@ -172,14 +171,14 @@ def snapshot(store: Store, seals: Seals | None = None) -> tuple[list[EntryView],
     views: list[EntryView] = []
     vectors: list[np.ndarray] = []
     for order, row in enumerate(store.entry_rows()):
-        eid, path, key, heading, ntype, date, tags, start, end, h = row
-        if eid not in sums:
+        if row.id not in sums:
             continue  # an entry with no text chunk (e.g. only a managed block)
-        fm, daily = files.get(path, ({}, False))
-        views.append(EntryView(eid, path, key, heading, ntype, date, tuple(json.loads(tags)),
-                               start, end, "\n\n".join(texts[eid]), h, daily, fm, order,
-                               claims_of(seals, fm, key, h, daily)))
-        vec = sums[eid]
+        fm, daily = files.get(row.path, ({}, False))
+        views.append(EntryView(row.id, row.path, row.key, row.heading, row.type, row.date,
+                               row.tags, row.start_line, row.end_line,
+                               "\n\n".join(texts[row.id]), row.hash, daily, fm, order,
+                               claims_of(seals, fm, row.key, row.hash, daily)))
+        vec = sums[row.id]
         vectors.append(vec / max(float(np.linalg.norm(vec)), 1e-12))
     matrix = np.vstack(vectors) if vectors else np.zeros((0, 1), dtype=np.float32)
     return views, matrix

@@ -34,7 +34,8 @@ import math
 import re
 import string
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,14 +51,16 @@ from vaultd.lifecycle.entries import (
     statements,
     words,
 )
+from vaultd.lifecycle.plans import PhaseReport
 from vaultd.notes import entry_title
+from vaultd.provenance import Seals
 from vaultd.redact import redact
 from vaultd.store import Store
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from vaultd.vault import Vault
+    from vaultd.config import LifecycleSettings
 
 TEMPLATE = "memory_block.md"
 SECTIONS = ("key_facts", "procedures", "decisions", "open_threads", "recent")
@@ -418,10 +421,10 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
         text = _render_section(shown[name], links, daily) if name in shown else ""
         filled[name] = text or "- (none yet)"
     body = template.format(**filled).rstrip("\n")
-    said = {i for i in chooser.shown} | {i for i, _ in chooser.repeats}
-    entries_left = sum(1 for ids in candidates.values() for i in ids if i not in said)
+    told = set(chooser.shown) | {i for i, _ in chooser.repeats}  # entries said, or repeated
+    entries_left = sum(1 for ids in candidates.values() for i in ids if i not in told)
     facts_left = sum(1 for facts in by_section.values() for f in facts
-                     if f.entry in said and (f.entry, f.unit) not in chooser.repeats
+                     if f.entry in told and (f.entry, f.unit) not in chooser.repeats
                      ) - sum(chooser.shown.values())
     if entries_left or facts_left:
         body += _closing(entries_left, facts_left, budget)
@@ -465,7 +468,7 @@ def write_memory(root: Path, block: str, *, dry_run: bool = False) -> tuple[bool
 @dataclass
 class FlushReport:
     indexed: str  # the index report's summary line
-    phases: list[dict[str, Any]]  # connect's and route's PhaseReports, as JSON
+    phases: list[PhaseReport]  # connect's and route's
     memory_written: bool
     memory_diff: str
     memory_chars: int
@@ -473,26 +476,42 @@ class FlushReport:
     files: list[dict[str, str]]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The one serialised form: `vaultd flush --json` and `POST /flush`."""
+        return {"indexed": self.indexed, "phases": [p.to_dict() for p in self.phases],
+                "memory_written": self.memory_written, "memory_diff": self.memory_diff,
+                "memory_chars": self.memory_chars, "files": [dict(f) for f in self.files]}
 
 
-def flush(vault: Vault, *, dry_run: bool = False) -> FlushReport:
+@dataclass(frozen=True)
+class FlushInputs:
+    """What a flush needs, passed in by its caller (`Vault.flush`): flush calls back through
+    these and never imports the vault, which would make an import cycle."""
+
+    root: Path
+    store: Store
+    seals: Seals
+    settings: LifecycleSettings
+    redact: bool  # `[privacy] redact`: credentials never reach MEMORY.md
+    templates: Path  # the shipped templates (`memory_block.md`)
+    index: Callable[[], str]  # reconcile the vault with the index; its summary line
+    lifecycle: Callable[[list[str], bool], list[PhaseReport]]  # (phases, dry_run)
+    sync: Callable[[list[str]], object]  # re-index these vault paths now
+
+
+def flush(given: FlushInputs, *, dry_run: bool = False) -> FlushReport:
     """Index what changed, connect new entries, route proven knowledge, then write MEMORY.md's
     managed block."""
-    from vaultd.vault import templates_dir
-
-    report = vault.index()
-    phases = vault.lifecycle(["connect", "route"], dry_run=dry_run)
-    views, vectors = snapshot(vault.store, vault.seals)
-    block = render(vault.root, templates_dir(), vault.store, views,
-                   vault.settings.lifecycle.memory_budget, vectors,
-                   vault.settings.lifecycle.scope, vault.settings.privacy.redact)
-    written, diff = write_memory(vault.root, block, dry_run=dry_run)
+    indexed = given.index()
+    phases = given.lifecycle(["connect", "route"], dry_run)
+    views, vectors = snapshot(given.store, given.seals)
+    block = render(given.root, given.templates, given.store, views,
+                   given.settings.memory_budget, vectors, given.settings.scope, given.redact)
+    written, diff = write_memory(given.root, block, dry_run=dry_run)
     if written:
-        vault.indexer().sync_paths([MEMORY_FILE])
+        given.sync([MEMORY_FILE])
     files = [f for p in phases for f in p.files]
     if diff:
         files.append({"path": MEMORY_FILE, "change": "change" if (
-            vault.root / MEMORY_FILE).exists() else "create", "diff": diff})
-    return FlushReport(report.summary(), [p.to_dict() for p in phases], written, diff,
-                       len(block), sorted(files, key=lambda f: f["path"]))
+            given.root / MEMORY_FILE).exists() else "create", "diff": diff})
+    return FlushReport(indexed, phases, written, diff, len(block),
+                       sorted(files, key=lambda f: f["path"]))

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from vaultd import edits, layout
 from vaultd.layout import MEMORY_FILE
+from vaultd.lifecycle.actions import Extract
 from vaultd.lifecycle.entries import EntryView, fact, provenance
 from vaultd.lifecycle.moves import as_planned, remove_ours
-from vaultd.lifecycle.plans import CHANGE, CREATE, Action, Context, Drafts, Outcome, Phase, Plan
+from vaultd.lifecycle.plans import CHANGE, CREATE, Context, Drafts, Outcome, Phase, Plan
 from vaultd.notes import parse
 from vaultd.provenance import Seals, seal_note_text
 
@@ -61,9 +62,9 @@ class Prototypes:
         return [e for k in self.kinds for e in k.examples]
 
 
-def load_prototypes(root: Path, templates: Path | None = None) -> Prototypes:
-    """`.vaultd/prototypes.toml` if the vault has one, else the shipped template. A broken
-    file is a ConfigError naming it."""
+def load_prototypes(root: Path, templates: Path) -> Prototypes:
+    """`.vaultd/prototypes.toml` if the vault has one, else the one shipped in `templates`. A
+    broken file is a ConfigError naming it."""
     import sys
 
     if sys.version_info >= (3, 11):
@@ -73,10 +74,6 @@ def load_prototypes(root: Path, templates: Path | None = None) -> Prototypes:
 
     from vaultd.errors import ConfigError
 
-    if templates is None:
-        from vaultd.vault import templates_dir
-
-        templates = templates_dir()
     override = layout.state_dir(root) / PROTOTYPES
     path = override if override.is_file() else templates / PROTOTYPES
     try:
@@ -118,7 +115,7 @@ def plan(ctx: Context) -> Plan:
     result.notes.append(f"{len(recent)} daily-log entries since {since}")
     if not recent:
         return result
-    protos = load_prototypes(ctx.root)
+    protos = load_prototypes(ctx.root, ctx.templates)
     examples = np.asarray(ctx.embed(protos.texts()), dtype=np.float32)
     nearest = protos.classify(matrix[recent], examples)
     centroids, labels = [], []
@@ -163,11 +160,10 @@ def plan(ctx: Context) -> Plan:
                                                        if k.type == kind)
         path = note_path(target)
         bullet = f"- {fact(view)}{provenance(view, path, view.path, today)}"
-        result.actions.append(Action("extract", [view.id],
-                                     f"reads as {kind} ({why}); "
-                                     + ("linked" if degree.get(view.id) else "recalled"),
-                                     {"type": kind, "path": path, "title": target.title,
-                                      "bullet": bullet}))
+        result.actions.append(Extract(entries=(view.id,),
+                                      reason=f"reads as {kind} ({why}); "
+                                      + ("linked" if degree.get(view.id) else "recalled"),
+                                      type=kind, path=path, title=target.title, bullet=bullet))
         with contextlib.suppress(OSError, UnicodeDecodeError, edits.ConflictError):
             if path not in drafts.current and not (ctx.root / path).exists():
                 drafts.original[path] = drafts.current[path] = ""
@@ -226,8 +222,10 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
     root, views = ctx.root, ctx.by_id
     out = Outcome()
     for action in plan.actions:
+        if not isinstance(action, Extract):
+            continue
         view = views[action.entries[0]]
-        rel = action.data["path"]
+        rel = action.path
         note = edits.inside(root, root / rel)
         try:
             snap = edits.read(edits.inside(root, root / view.path))
@@ -238,8 +236,8 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
                     ctx.seals, rel, before.text):
                 raise edits.ConflictError(f"{rel}: exists and is not a note vaultd extracted "
                                           "into (no verified `extracted_from`); left alone")
-            text = with_fact(before.text if before else "", rel, action.data["title"], view,
-                             action.data["bullet"], ctx.seals)
+            text = with_fact(before.text if before else "", rel, action.title, view,
+                             action.bullet, ctx.seals)
             if before is None:
                 edits.create_new(note, text, root=root)
             elif text != before.text:

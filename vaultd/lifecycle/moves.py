@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +244,7 @@ def _holds(rel: str, text: str, view: EntryView) -> bool:
 
 
 def restore(root: Path, rel: str,
-            wanted: list[tuple[str, str | None] | str] | None = None, *,
+            wanted: Sequence[tuple[str, str | None] | str] | None = None, *,
             seals: Seals) -> list[str]:
     """Bring archived material back where it came from. A whole note moves back (its archive
     keys removed); for an archived daily log, the wanted entries — (key, hash) pairs, a None

@@ -2,8 +2,8 @@
 and the files say now) and applies that `Plan` with checked writes, returning an `Outcome`; the
 run reports each phase as a `PhaseReport`.
 
-Planning writes nothing, so `--dry-run` shows what a real run would do: every action carries
-its reason.
+Planning writes nothing, so `--dry-run` shows what a real run would do: every action (a typed
+value, `actions`) carries its reason.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vaultd.lifecycle.actions import Action
 from vaultd.provenance import Seals
 
 if TYPE_CHECKING:
@@ -24,22 +25,6 @@ if TYPE_CHECKING:
     from vaultd.config import LifecycleSettings
     from vaultd.lifecycle.entries import EntryView, Thresholds
     from vaultd.store import Store
-
-
-@dataclass
-class Action:
-    kind: str  # link | reprieve | fade | merge | promote | route | write | extract
-    entries: list[str]  # entry ids
-    reason: str
-    data: dict[str, Any] = field(default_factory=dict)
-    # what applying needs but a report does not show: a link action's every link (ids and
-    # cosines, compact), of which the report lists the strongest
-    held: Any = field(default=None, repr=False, compare=False)
-
-    def to_dict(self, views: dict[str, EntryView]) -> dict[str, Any]:
-        return {"kind": self.kind, "reason": self.reason,
-                "entries": [views[e].label() if e in views else e for e in self.entries],
-                **self.data}
 
 
 # What a plan does to a file; a real run touches exactly the files its plan lists.
@@ -131,6 +116,7 @@ class Context:
     thresholds: Thresholds
     settings: LifecycleSettings
     embed: Callable[[list[str]], Any]
+    templates: Path  # the shipped templates (heartbeat's prototypes), passed in by the caller
     llm: Any = None  # a `vaultd.llm.ChatConfig`, or None: offline
     today: dt.date = field(default_factory=dt.date.today)
     now: float = field(default_factory=time.time)
@@ -166,13 +152,14 @@ class Phase:
 
 @dataclass
 class PhaseReport:
-    """One phase's plan (with reasons) and what applying it wrote; `actions` are the plan's
-    actions as JSON objects (`kind`, `reason`, `entries` as labels, plus each kind's data)."""
+    """One phase's plan (with reasons) and what applying it wrote: typed here, serialised once
+    by `to_dict` (the JSON of `vaultd lifecycle --json` and `POST /lifecycle`) and read back
+    by `from_dict`. Its actions show entries as labels and hold nothing for applying."""
 
     phase: str
     dry_run: bool
     notes: list[str]
-    actions: list[dict[str, Any]]
+    actions: list[Action]
     written: list[str]
     created: list[str]
     conflicts: list[str]
@@ -182,26 +169,27 @@ class PhaseReport:
     @classmethod
     def of(cls, plan: Plan, outcome: Outcome, views: dict[str, EntryView],
            dry_run: bool) -> PhaseReport:
-        actions = []
-        for action in plan.actions:
-            item = action.to_dict(views)
-            item.pop("text", None)  # whole file texts: the diff says it
-            item.pop("before", None)
-            actions.append(item)
+        actions = [action.reported(tuple(views[e].label() if e in views else e
+                                         for e in action.entries))
+                   for action in plan.actions]
         files = [{"path": p, "change": c, **({"diff": plan.diffs[p]} if p in plan.diffs else {})}
                  for p, c in sorted(plan.files.items())]
         return cls(plan.phase, dry_run, plan.notes, actions, outcome.written, outcome.created,
                    outcome.conflicts, files)
 
     @property
-    def acted(self) -> list[dict[str, Any]]:
+    def acted(self) -> list[Action]:
         """The actions that do something (a link action that found nothing is only news)."""
-        return [a for a in self.actions if a["kind"] != "link" or a.get("scores")]
+        return [a for a in self.actions if a.acts]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"phase": self.phase, "dry_run": self.dry_run, "notes": list(self.notes),
+                "actions": [a.to_dict() for a in self.actions], "written": list(self.written),
+                "created": list(self.created), "conflicts": list(self.conflicts),
+                "files": [dict(f) for f in self.files]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PhaseReport:
-        return cls(**{k: data[k] for k in ("phase", "dry_run", "notes", "actions", "written",
-                                           "created", "conflicts")}, files=data.get("files", []))
+        return cls(data["phase"], data["dry_run"], data["notes"],
+                   [Action.from_dict(a) for a in data["actions"]], data["written"],
+                   data["created"], data["conflicts"], files=data.get("files", []))

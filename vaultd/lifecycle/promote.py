@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from vaultd.lifecycle import state
-from vaultd.lifecycle.plans import Action, Context, Phase, Plan
+from vaultd.lifecycle.actions import Promote
+from vaultd.lifecycle.plans import Context, Phase, Plan
 from vaultd.store import Store
 
 RECALLED_TOP = 5  # a search's top hits that count as recalled
@@ -23,8 +24,8 @@ def plan(ctx: Context) -> Plan:
         n = counts.get((view.path, view.key), 0)
         if n >= needed and not view.proven and not view.archived and ctx.in_scope(view) \
                 and view.type in ("episodic", "semantic", "procedural"):
-            result.actions.append(Action("promote", [view.id],
-                                         f"in the top 5 of {n} different searches"))
+            result.actions.append(Promote(entries=(view.id,),
+                                          reason=f"in the top 5 of {n} different searches"))
     return state.plan_files(ctx, result)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from vaultd.lifecycle import state
-from vaultd.lifecycle.plans import Action, Context, Phase, Plan, similarity_blocks
+from vaultd.lifecycle.actions import Fade
+from vaultd.lifecycle.plans import Context, Phase, Plan, similarity_blocks
 
 
 def plan(ctx: Context) -> Plan:
@@ -28,8 +29,8 @@ def plan(ctx: Context) -> Plan:
                 keep, drop = sorted((i, j), key=lambda k: (-degree.get(views[k].id, 0),
                                                            views[k].order))
                 gone.add(drop)
-                result.actions.append(Action("fade", [views[drop].id],
-                                           f"near-duplicate (cosine {float(row[b]):.2f}) "
+                result.actions.append(Fade(entries=(views[drop].id,),
+                                           reason=f"near-duplicate (cosine {float(row[b]):.2f}) "
                                            f"of {views[keep].label()}"))
     result.notes.append(f"{len(gone)} near-duplicate(s) at cosine ≥ {th.duplicate:.2f}")
     return state.plan_files(ctx, result)

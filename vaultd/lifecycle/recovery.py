@@ -14,9 +14,10 @@ from pathlib import Path
 
 from vaultd import edits
 from vaultd.layout import ARCHIVE_DIR, in_scope
+from vaultd.lifecycle.actions import Fade
 from vaultd.lifecycle.entries import EntryView
 from vaultd.lifecycle.moves import archive_entry, archived_records, interrupted, plan_archive
-from vaultd.lifecycle.plans import Action, Drafts, Outcome, Plan
+from vaultd.lifecycle.plans import Drafts, Outcome, Plan
 from vaultd.provenance import Seals
 
 PHASE_NAME = "recovery"
@@ -64,7 +65,7 @@ def plan_interrupted(root: Path, views: list[EntryView], scope: Iterable[str],
             plan.notes.append(f"{v.label()}: outside the lifecycle's scope; a move of it is "
                               "not finished (only the agent's memory is moved)")
             continue
-        plan.actions.append(Action("fade", [v.id], why))
+        plan.actions.append(Fade(entries=(v.id,), reason=why))
         plan_archive(plan, drafts, v)
     return plan
 

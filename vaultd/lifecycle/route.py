@@ -9,8 +9,9 @@ from pathlib import Path
 
 from vaultd import edits, gate
 from vaultd.blocks import MarkerError, find_block, inline, outside_block, with_block
+from vaultd.lifecycle.actions import Rewrite, Route, Write
 from vaultd.lifecycle.entries import summary
-from vaultd.lifecycle.plans import CHANGE, CREATE, Action, Context, Outcome, Phase, Plan
+from vaultd.lifecycle.plans import CHANGE, CREATE, Context, Outcome, Phase, Plan
 from vaultd.redact import redact_if
 
 
@@ -73,10 +74,10 @@ def plan(ctx: Context) -> Plan:
             link = view.path.removesuffix(".md")
             said = inline(redact_if(summary(view), ctx.redact))
             routed[targets[best]].append(f"- {said} ([[{inline(link)}]])")
-            result.actions.append(Action("route", [view.id],
-                                       f"nearest target {targets[best]} at cosine "
-                                       f"{float(sims[best]):.2f} ≥ {th.route:.2f}",
-                                       {"target": targets[best]}))
+            result.actions.append(Route(entries=(view.id,),
+                                        reason=f"nearest target {targets[best]} at cosine "
+                                        f"{float(sims[best]):.2f} ≥ {th.route:.2f}",
+                                        target=targets[best]))
         else:
             result.notes.append(f"{view.label()} stays for MEMORY.md (best target "
                               f"{targets[best]} at {float(sims[best]):.2f} < {th.route:.2f})")
@@ -95,10 +96,9 @@ def plan(ctx: Context) -> Plan:
             shown = path.relative_to(root_r).as_posix() if path.is_relative_to(root_r) \
                 else str(path)
             result.touch(shown, CHANGE if path.exists() else CREATE, old, new)
-            result.actions.append(Action("write", [], f"managed block of {target}",
-                                         {"target": target, "path": str(path),
-                                          "diff": result.diffs[shown], "text": new,
-                                          "before": old}))
+            result.actions.append(Write(entries=(), reason=f"managed block of {target}",
+                                        target=target, path=str(path),
+                                        diff=result.diffs[shown], held=Rewrite(old, new)))
     return result
 
 
@@ -106,17 +106,17 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
     root = ctx.root
     out = Outcome()
     for action in plan.actions:
-        if action.kind != "write":
+        if not isinstance(action, Write):
             continue
-        path = Path(action.data["path"])
+        path, rewrite = Path(action.path), action.rewrite
         try:  # both write through the gate: a link, a FIFO or a device is refused, not followed
             if os.path.lexists(path):
                 snap = edits.read(path)
-                if snap.text != action.data["before"]:
+                if snap.text != rewrite.before:
                     raise edits.ConflictError(f"{path}: changed since it was read")
-                edits.replace_checked(snap, action.data["text"], root=root)
+                edits.replace_checked(snap, rewrite.text, root=root)
             else:
-                edits.create_new(path, action.data["text"], root=root)
+                edits.create_new(path, rewrite.text, root=root)
         except (edits.ConflictError, OSError) as exc:
             out.conflicts.append(edits.per_file(str(path), exc))
             continue

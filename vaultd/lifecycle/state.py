@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultd import edits
+from vaultd.lifecycle.actions import Fade, Promote, Reprieve
 from vaultd.lifecycle.entries import EntryView
 from vaultd.lifecycle.moves import archive_entry, as_planned, plan_archive
 from vaultd.lifecycle.plans import Context, Drafts, Outcome, Plan
@@ -53,15 +54,15 @@ def apply_state(root: Path, views: dict[str, EntryView], plan: Plan, seals: Seal
     for action in plan.actions:
         view = views[action.entries[0]]
         try:
-            if action.kind == "fade":
+            if isinstance(action, Fade):
                 archive_entry(root, view, action.reason, out, seals=seals)
                 continue
             snap = edits.read(edits.inside(root, root / view.path))
             as_planned(snap.text, view)  # not on an entry the user changed since the plan
-            if action.kind == "reprieve":
+            if isinstance(action, Reprieve):
                 text = update_state(snap.text, view.path, view,
-                                    reprieves=action.data["reprieves"], seals=seals)
-            elif action.kind == "promote":
+                                    reprieves=action.reprieves, seals=seals)
+            elif isinstance(action, Promote):
                 text = update_state(snap.text, view.path, view, proven=True, seals=seals)
             else:
                 continue
@@ -83,18 +84,18 @@ def plan_files(ctx: Context, plan: Plan) -> Plan:
     drafts = Drafts(ctx.root)
     for action in plan.actions:
         view = ctx.by_id[action.entries[0]]
-        if action.kind == "fade":
+        if isinstance(action, Fade):
             plan_archive(plan, drafts, view)
             continue
         try:
             text = drafts.text(view.path)
         except (OSError, UnicodeDecodeError):
             continue  # applying it will report why it was left alone
-        if action.kind == "reprieve":
+        if isinstance(action, Reprieve):
             drafts.change(plan, view.path, update_state(text, view.path, view,
-                                                        reprieves=action.data["reprieves"],
+                                                        reprieves=action.reprieves,
                                                         seals=ctx.seals))
-        elif action.kind == "promote":
+        elif isinstance(action, Promote):
             drafts.change(plan, view.path, update_state(text, view.path, view, proven=True,
                                                         seals=ctx.seals))
     return plan
