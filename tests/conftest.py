@@ -30,27 +30,27 @@ def int8_model_built_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     (into a session folder) and later builds of the same shipped file copy its file and manifest,
     which `ensure_quantized` then verifies by hash like any cached build. Builds from any other
     source (the tiny graphs of test_embedder_profiles) are real every time."""
-    from vaultd import models
-    from vaultd.embedder import FP32_MODEL
+    from vaultd import model_build
+    from vaultd.embedder import SHIPPED_MODEL
 
     folder = tmp_path_factory.mktemp("int8-model")
-    shipped = builtin_profiles(folder)[FP32_MODEL].sha256
-    real_build = models._build
-    first: list[models.Built] = []
+    shipped = builtin_profiles(folder)[SHIPPED_MODEL].sha256
+    real_build = model_build._build
+    first: list[model_build.Built] = []
 
     def build_once(source: Path, source_sha256: str, out: Path,
-                   previous: dict | None) -> models.Built:
+                   previous: dict | None) -> model_build.Built:
         if source_sha256 != shipped:
             return real_build(source, source_sha256, out, previous)
         if not first:
             first.append(real_build(source, source_sha256, folder / out.name, None))
         built = first[0]
         shutil.copyfile(built.path, out)
-        shutil.copyfile(models.manifest_path(built.path), models.manifest_path(out))
+        shutil.copyfile(model_build.manifest_path(built.path), model_build.manifest_path(out))
         return replace(built, path=out, seconds=0.0)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(models, "_build", build_once)
+        patch.setattr(model_build, "_build", build_once)
         yield
 
 

@@ -47,14 +47,14 @@ def disk_fills_after(monkeypatch: pytest.MonkeyPatch, room: int) -> None:
         left[0] -= done
         return done
 
-    monkeypatch.setattr(edits.os, "write", write)
+    monkeypatch.setattr(os, "write", write)
 
 
 def short_writes(monkeypatch: pytest.MonkeyPatch, most: int) -> None:
     """`os.write` that writes at most `most` bytes a call and never fails (a signal, a pipe-
     like file system): a short count alone is not an error, the rest must follow."""
     real = os.write
-    monkeypatch.setattr(edits.os, "write", lambda fd, data: real(fd, bytes(data[:most])))
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, bytes(data[:most])))
 
 
 def daily_log(root: Path) -> Path:
@@ -102,7 +102,7 @@ def test_an_append_whose_fsync_finds_no_room_is_cut_back(
         real(fd)
 
     with monkeypatch.context() as patch:
-        patch.setattr(edits.os, "fsync", fsync)
+        patch.setattr(os, "fsync", fsync)
         with pytest.raises(DiskFullError, match="disk full"):
             edits.append_entry(root, "second entry", when=WHEN)
     assert log.read_bytes() == before
@@ -124,7 +124,7 @@ def test_a_line_another_program_appended_after_a_torn_entry_is_never_cut(
         raise _enospc()
 
     with monkeypatch.context() as patch:
-        patch.setattr(edits.os, "write", write)
+        patch.setattr(os, "write", write)
         with pytest.raises(edits.ConflictError, match=f"partial entry at byte {size} is left"):
             edits.append_entry(root, BIG, when=WHEN)
     assert log.read_bytes().endswith(b"echo from a shell\n")

@@ -25,8 +25,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 from vaultd.config import load_settings  # noqa: E402
 from vaultd.embedder import (  # noqa: E402
     DEFAULT_MODEL,
-    FP32_MODEL,
     QUANTIZED_SUFFIX,
+    SHIPPED_MODEL,
     ModelProfile,
     OnnxEmbedder,
     builtin_profiles,
@@ -36,7 +36,7 @@ from vaultd.embedder import (  # noqa: E402
     resolve_profile,
 )
 from vaultd.errors import ConfigError, ModelError  # noqa: E402
-from vaultd.models import RECIPE, manifest_path  # noqa: E402
+from vaultd.model_build import RECIPE, manifest_path  # noqa: E402
 from vaultd.vault import init_vault, open_vault  # noqa: E402
 
 OPSET = 17
@@ -473,7 +473,7 @@ def test_the_default_profile_is_int8_derived_from_the_shipped_model(tmp_path: Pa
     cache = tmp_path / "cache"
     profiles = builtin_profiles(cache)
     target = profiles[DEFAULT_MODEL]
-    source = profiles[FP32_MODEL]
+    source = profiles[SHIPPED_MODEL]
     assert (target.id, source.id) == ("all-MiniLM-L6-v2", "all-MiniLM-L6-v2-fp32")
     assert Path(target.onnx) == cache / "models" / "all-MiniLM-L6-v2-int8.onnx"
     assert target.sha256 == "" and target.dims == 384 and target.max_batch == 1

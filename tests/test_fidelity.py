@@ -20,6 +20,7 @@ import pytest
 from conftest import NIGHTLY, TopicEmbedder, nightly_log, vaultd_wrote
 
 from vaultd import edits
+from vaultd.edits import appends
 from vaultd.embedder import builtin_profiles
 from vaultd.errors import VaultdError
 from vaultd.notes import decode
@@ -213,7 +214,7 @@ def test_text_that_would_hide_the_day_is_refused_before_writing(vault: Vault,
 
 def test_a_daily_log_is_not_grown_past_its_limit(vault: Vault,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(edits, "MAX_DAILY_LOG_BYTES", 2_000)
+    monkeypatch.setattr(appends, "MAX_DAILY_LOG_BYTES", 2_000)
     rel, _ = vault.remember("an earlier entry")
     with pytest.raises(VaultdError, match="would grow past"):
         for _ in range(10):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaultd.embedder import DEFAULT_MODEL, FP32_MODEL, OnnxEmbedder, builtin_profiles
+from vaultd.embedder import DEFAULT_MODEL, SHIPPED_MODEL, OnnxEmbedder, builtin_profiles
 from vaultd.errors import ModelError
 from vaultd.vault import init_vault, open_vault
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.model
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory: pytest.TempPathFactory) -> OnnxEmbedder:
     """The shipped file as it is: the pipeline's exactness is measured on it."""
-    profile = builtin_profiles(tmp_path_factory.mktemp("cache"))[FP32_MODEL]
+    profile = builtin_profiles(tmp_path_factory.mktemp("cache"))[SHIPPED_MODEL]
     embedder = OnnxEmbedder(profile, threads=2, batch_size=8)
     embedder.load()
     return embedder
@@ -69,7 +69,7 @@ def test_the_int8_default_stays_close_to_sentence_transformers(minilm_int8: Onnx
                                                                reference: dict) -> None:
     """Measured (onnxruntime 1.32, AMD EPYC): mean 0.989, min 0.975 ("TODO" and other texts of
     3-4 tokens sit lowest); the gate that made it the default is on retrieval, not on this
-    (bench/int8_gate.py: SciFact and locomo-dev within 0.005 of the fp32 file)."""
+    (bench/quality/int8_gate.py: SciFact and locomo-dev within 0.005 of the fp32 file)."""
     assert minilm_int8.batch_size == 1  # max_batch: vectors independent of the batch
     ours = minilm_int8.embed(reference["texts"], kind="document")
     ref = np.asarray(reference["vectors"], dtype=np.float32)
@@ -109,7 +109,7 @@ def test_related_texts_score_higher_than_unrelated(either: OnnxEmbedder) -> None
 
 
 def test_damaged_model_file_is_refused(tmp_path: Path) -> None:
-    profile = builtin_profiles(tmp_path)[FP32_MODEL]
+    profile = builtin_profiles(tmp_path)[SHIPPED_MODEL]
     fake = tmp_path / "model.onnx"
     fake.write_bytes(b"not a model")
     from dataclasses import replace
@@ -154,7 +154,7 @@ def test_an_index_of_the_old_default_is_rebuilt_for_the_int8_default(tmp_path: P
     init_vault(root)
     (root / "semantic" / "lunch.md").write_text("# Lunch\n\nThe ramen place closes at 3pm.\n",
                                                encoding="utf-8")
-    previous = replace(builtin_profiles(tmp_path / "c0")[FP32_MODEL], id=DEFAULT_MODEL)
+    previous = replace(builtin_profiles(tmp_path / "c0")[SHIPPED_MODEL], id=DEFAULT_MODEL)
     with open_vault(root, env={}, embedder=OnnxEmbedder(previous)) as vault:
         vault.index()
         old = vault.store.model_identity()
@@ -200,7 +200,7 @@ def test_the_default_is_built_from_fused_operators(minilm_int8: OnnxEmbedder) ->
     quantised (vaultd.encoder_graph): one QAttention per layer instead of ~45 small nodes."""
     import onnx
 
-    from vaultd.models import manifest_path
+    from vaultd.model_build import manifest_path
 
     path = minilm_int8.model_file()
     assert json.loads(manifest_path(path).read_text())["graph"] == "fused"

@@ -25,7 +25,7 @@ between (a slow disk, a large note) — against one vaultd writer of the same fi
 in the note the saver saves). Each save reads the file and adds a unique line, so a save that
 landed in a file vaultd displaced is missing at the end.
 
-`bench/save_soak.py` runs them at full length (≥ 10,000 saves); the tests here are short runs.
+`bench/soak/save_soak.py` runs them at full length (≥ 10,000 saves); the tests here are short runs.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import pytest
 from conftest import TopicEmbedder
 
 from vaultd import edits
+from vaultd.edits import exchange as exchange_module
 from vaultd.embedder import builtin_profiles
 from vaultd.errors import VaultdError
 from vaultd.vault import init_vault, open_vault
@@ -140,7 +141,8 @@ def run_save_soak(work: Path, saves: int, seed: int = 1, pause_ms: float = 3.0
         "vaultd_ops": ops,  # attempted; a conflict (vaultd gave way) is counted below
         "vaultd_conflicts": len(conflicts),
         "conflict_copies": len(list(root.rglob("*.conflict-*"))),
-        "seconds": round(seconds, 1), "exchange": getattr(edits, "_exchange", None) is not None,
+        "seconds": round(seconds, 1),
+        "exchange": getattr(exchange_module, "_exchange", None) is not None,
     }
 
 

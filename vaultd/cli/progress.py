@@ -1,0 +1,62 @@
+"""How the CLI shows indexing progress on stderr: the in-process index's, and the daemon's."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+PROGRESS_EVERY = 10.0  # seconds between progress lines when stderr is not a terminal
+
+
+class ProgressLine:
+    """Index progress on stderr: on a terminal one line rewritten in place (at most 10 times a
+    second); otherwise (a log, CI, an agent's tool call) a line every PROGRESS_EVERY seconds
+    and when a phase ends."""
+
+    def __init__(self, tty: bool, every: float = PROGRESS_EVERY) -> None:
+        self.tty = tty
+        self.every = 0.1 if tty else every
+        self.shown = 0.0
+        self.last = ""
+        self.phase = ""
+
+    def __call__(self, progress: Any) -> None:  # an indexer.IndexProgress
+        now = time.monotonic()
+        if progress.phase != self.phase and self.phase:
+            self.show(self.last, end=True)  # the phase that ended, at its last count
+        ended = progress.done >= progress.total
+        if progress.phase != self.phase or ended or now - self.shown >= self.every:
+            self.phase, self.shown = progress.phase, now
+            self.show(progress.line(), end=ended)
+        self.last = progress.line()
+
+    def show(self, line: str, end: bool = False) -> None:
+        if self.tty:
+            click.echo(f"\r{line}\x1b[K" + ("\n" if end else ""), err=True, nl=False)
+        else:
+            click.echo(line, err=True)
+        if end:
+            self.phase = ""
+
+    def finish(self) -> None:
+        if self.tty and self.phase:
+            click.echo("", err=True)
+
+
+
+def index_line(daemon: dict[str, Any]) -> str | None:
+    """What the daemon's indexing is doing, for `status` and `start --wait`; None when idle."""
+    progress, waiting = daemon.get("progress"), daemon.get("pending_vectors", 0)
+    if progress is None and not waiting:
+        return None
+    from vaultd.indexer import IndexProgress
+
+    if progress is None:
+        return f"{waiting} chunk(s) wait for their vector"
+    line = IndexProgress(progress["phase"], progress["done"], progress["total"],
+                         progress["rate"]).line()
+    if progress["phase"] == "vectors":
+        line += "; keyword search works, hybrid ranks the rest by BM25 alone"
+    return line
