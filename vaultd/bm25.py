@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from vaultd.store import Store
+    from vaultd.store import IndexStore
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class Bm25Index:
                                          snap.key_rowids.nbytes))
 
     # -- keeping in step
-    def load(self, store: Store, background: bool = False) -> None:
+    def load(self, store: IndexStore, background: bool = False) -> None:
         """Load (or bring up to date) now: the daemon does this at start and after each batch
         of writes, so no query pays for it. With `background`, a first load runs on a thread
         of its own with its own read-only connection (it reads every posting: seconds at 10k
@@ -190,7 +190,7 @@ class Bm25Index:
             store.close()
             trim_heap()  # what the load and its connection freed, back to the system
 
-    def _refresh(self, store: Store, full: bool) -> bool:
+    def _refresh(self, store: IndexStore, full: bool) -> bool:
         """Up to date with `store`? A full load happens only when asked for (it takes seconds
         at 100k chunks); without one, a query is answered by FTS5."""
         if self.unusable:
@@ -213,7 +213,7 @@ class Bm25Index:
                 self._snapshot = self._update(store, snap)
         return self._snapshot is not None
 
-    def _full(self, store: Store) -> _Snapshot | None:
+    def _full(self, store: IndexStore) -> _Snapshot | None:
         """Every posting, counted a block of occurrences at a time: what stays per block is
         one (row, count) pair per posting, never the occurrences themselves (at 100k chunks
         the occurrences, held whole and then concatenated, were ~250 MB at the load's peak)."""
@@ -256,7 +256,7 @@ class Bm25Index:
         self.unusable = why
         log.warning("in-memory BM25 off, FTS5 answers: %s", why)
 
-    def _update(self, store: Store, snap: _Snapshot) -> _Snapshot:
+    def _update(self, store: IndexStore, snap: _Snapshot) -> _Snapshot:
         import numpy as np
 
         with store.read_snapshot():
@@ -321,7 +321,7 @@ class Bm25Index:
             self._norms = cached
         return cached[1]
 
-    def stems(self, store: Store, words: list[str]) -> list[str] | None:
+    def stems(self, store: IndexStore, words: list[str]) -> list[str] | None:
         """Each query word as the index's one token; None if FTS5 would make any of them a
         phrase of several tokens (or of none), which this copy does not score."""
         unknown = [w for w in dict.fromkeys(words) if w not in self._stems]
@@ -337,7 +337,7 @@ class Bm25Index:
         out = [self._stems[w] for w in words]
         return None if any(s is None for s in out) else out  # type: ignore[misc]
 
-    def search(self, store: Store, words: list[str], k: int,
+    def search(self, store: IndexStore, words: list[str], k: int,
                include_archive: bool) -> list[tuple[int, float]] | None:
         """(chunk rowid, BM25 score, higher is better), best first, equal scores by path and
         line — what `Store.fts` answers for the OR of `words` — or None when this copy cannot

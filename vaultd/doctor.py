@@ -18,7 +18,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vaultd import edits, layout
 from vaultd.daemon.files import (
@@ -32,10 +32,30 @@ from vaultd.daemon.files import (
 from vaultd.edits import LOCK_SUFFIX, TEMP_SUFFIX
 from vaultd.errors import DiskFullError, IndexAccessError, VaultdError
 from vaultd.provenance import KEY_FILE, Seals, key_problem, unverified
-from vaultd.store import MIGRATIONS, Store, unusable
+from vaultd.store import MIGRATIONS, IndexStore, Store, unusable
 
 if TYPE_CHECKING:
-    from vaultd.vault import Vault
+    from vaultd.config import Settings
+    from vaultd.embedder import Embedder
+    from vaultd.indexer import Indexer
+
+
+class Vault(Protocol):
+    """What doctor needs of an open vault (`vaultd.vault.Vault` is one): passed in, so doctor
+    never imports the library API that calls it."""
+
+    root: Path
+    ignore: layout.Ignore
+    settings: Settings
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def embedder(self) -> Embedder: ...
+    def index(self) -> Any: ...
+    def indexer(self) -> Indexer: ...
+    def embed_pending(self) -> int: ...
+    def close(self) -> None: ...
 
 # Findings that mean the index as a whole cannot be trusted: --fix rebuilds it.
 REBUILD = ("corrupt", "schema", "model")
@@ -171,7 +191,7 @@ def check(vault: Vault) -> Report:
     return report
 
 
-def _check_claims(root: Path, store: Store, report: Report) -> None:
+def _check_claims(root: Path, store: IndexStore, report: Report) -> None:
     """The claims notes make that vaultd cannot verify (see `Report.unverified`), and a key
     that cannot verify anything (a finding: every claim vaultd made is ignored until fixed)."""
     problem = key_problem(root)
@@ -180,7 +200,7 @@ def _check_claims(root: Path, store: Store, report: Report) -> None:
     seals = Seals.of_vault(root, create=False)
     entries: dict[str, list[tuple[str, str]]] = {}
     for row in store.entry_rows():
-        entries.setdefault(row[1], []).append((row[2], row[9]))
+        entries.setdefault(row.path, []).append((row.key, row.hash))
     for path, (fm, daily) in sorted(store.file_frontmatters().items()):
         mine = entries.get(path, [])
         claims = unverified(fm, mine[0][1] if mine else None, daily, seals, mine)
@@ -190,7 +210,7 @@ def _check_claims(root: Path, store: Store, report: Report) -> None:
                 "copied, edited since, or from an older vaultd): ignored")
 
 
-def _check_index(vault: Vault, store: Store, on_disk: dict[str, layout.FileStat],
+def _check_index(vault: Vault, store: IndexStore, on_disk: dict[str, layout.FileStat],
                  report: Report) -> None:
     name = _rel(vault.root, store.path)
     problems = store.integrity_problems()
@@ -253,7 +273,7 @@ def _access_problem(index: Path) -> str | None:
     return None
 
 
-def _check_files(root: Path, store: Store, on_disk: dict[str, layout.FileStat],
+def _check_files(root: Path, store: IndexStore, on_disk: dict[str, layout.FileStat],
                  report: Report) -> None:
     indexed = store.files_only()
     skipped = store.skipped_states()

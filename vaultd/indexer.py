@@ -27,7 +27,7 @@ from vaultd import edits, notes
 from vaultd.chunking import Chunk, chunk_note, embed_text
 from vaultd.embedder import Embedder
 from vaultd.layout import FileStat, Ignore, Scan, scan, stat_paths
-from vaultd.store import ChunkRecord, EntryRecord, FileRecord, Store
+from vaultd.store import ChunkRecord, EntryRecord, FileRecord, FileState, IndexStore
 
 GROUP_CHUNKS = 256
 VECTOR_BATCH = 256  # distinct chunk contents embedded, then committed, together
@@ -155,7 +155,7 @@ class _Parsed:
 
 
 class Indexer:
-    def __init__(self, root: Path, store: Store, embedder: Embedder, *, ignore: Ignore,
+    def __init__(self, root: Path, store: IndexStore, embedder: Embedder, *, ignore: Ignore,
                  max_file_bytes: int, chunk_tokens: int) -> None:
         self.root = root
         self.store = store
@@ -212,11 +212,11 @@ class Indexer:
             rows = self.store.pending_chunks(want)
             if not rows:
                 break
-            out = np.asarray(self.embedder.embed([embed_text(h, t) for _, h, t in rows],
+            out = np.asarray(self.embedder.embed([embed_text(r.heading, r.text) for r in rows],
                                                  kind="document"), dtype=np.float32)
             with self.store.transaction():
                 filled = self.store.add_vectors(
-                    {digest: row.tobytes() for (digest, _, _), row in zip(rows, out)})
+                    {r.hash: vector.tobytes() for r, vector in zip(rows, out)})
             embedded += len(rows)
             done += filled
             if report is not None:
@@ -235,15 +235,16 @@ class Indexer:
         report.chunks_pending = self.store.pending_vectors()
         report.seconds = time.perf_counter() - started
 
-    def _apply(self, on_disk: Scan, known: dict[str, tuple[int, int, str]], gone: list[str],
+    def _apply(self, on_disk: Scan, known: dict[str, FileState], gone: list[str],
                report: IndexReport, progress: Progress | None) -> None:
         report.files = len(on_disk.files)
         for rel, reason in on_disk.skipped.items():
             report.skipped.append((rel, reason))
         todo = [(rel, st) for rel, st in sorted(on_disk.files.items())
-                if rel not in known or known[rel][:2] != (st.size, st.mtime_ns)]
+                if rel not in known
+                or (known[rel].size, known[rel].mtime_ns) != (st.size, st.mtime_ns)]
         report.unchanged = len(on_disk.files) - len(todo)
-        gone_hashes = {known[p][2]: p for p in gone if known[p][2]}
+        gone_hashes = {known[p].hash: p for p in gone if known[p].hash}
         group: list[_Parsed] = []
         pending = 0
         for done, (rel, st) in enumerate(todo, start=1):
@@ -266,7 +267,7 @@ class Indexer:
             self.store.set_meta("last_index_at", f"{time.time():.3f}")
             self.store.prune_embeddings(KEEP_ORPHAN_VECTORS)
 
-    def _read(self, rel: str, st: FileStat, before: tuple[int, int, str] | None,
+    def _read(self, rel: str, st: FileStat, before: FileState | None,
               gone_hashes: dict[str, str], report: IndexReport) -> _Parsed | None:
         if st.size > self.max_file_bytes:
             reason = (f"too large ({st.size:,} bytes > limit {self.max_file_bytes:,}; "
@@ -287,13 +288,13 @@ class Indexer:
             # A read error can pass (a permission fixed, file descriptors freed): it is never
             # remembered by size and mtime, so the next index, doctor or reconcile tries again.
             reason = f"cannot read: {exc.strerror or exc}; tried again at the next index"
-            if before is not None and before[2]:  # indexed before: that version stays found
+            if before is not None and before.hash:  # indexed before: that version stays found
                 report.skipped.append((rel, reason + " (its last indexed version stays "
                                             "searchable)"))
                 return None
             return self._skip(rel, FileStat(st.size, RETRY_MTIME), reason, report)
         digest = hashlib.sha256(raw).hexdigest()
-        if before is not None and before[2] == digest:
+        if before is not None and before.hash == digest:
             with self.store.transaction():
                 self.store.touch_file(rel, st.size, st.mtime_ns)
             report.unchanged += 1

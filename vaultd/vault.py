@@ -451,20 +451,26 @@ class Vault:
             self.embed_pending()
         views, matrix = snapshot(self.store, self.seals)
         return Context(self.root, self.store, views, matrix, self.thresholds(),
-                       self.settings.lifecycle, self.embed, llm=self._llm(), dry_run=dry_run,
-                       mirror=mirror, quiet_seconds=quiet_seconds, seals=self.seals,
-                       redact=self.settings.privacy.redact,
+                       self.settings.lifecycle, self.embed, templates_dir(), llm=self._llm(),
+                       dry_run=dry_run, mirror=mirror, quiet_seconds=quiet_seconds,
+                       seals=self.seals, redact=self.settings.privacy.redact,
                        **({"today": today} if today is not None else {}))
 
     def flush(self, *, dry_run: bool = False) -> FlushReport:
         """Index what changed, connect new entries, route proven knowledge, then write
         MEMORY.md's managed block. Idempotent: with nothing new, every file stays
         byte-identical (and keeps its mtime)."""
-        from vaultd.lifecycle.flush import flush
+        from vaultd.lifecycle.flush import FlushInputs, flush
 
         if not dry_run:
             self.writer_role().check("flush")
-        return flush(self, dry_run=dry_run)
+        given = FlushInputs(
+            root=self.root, store=self.store, seals=self.seals, settings=self.settings.lifecycle,
+            redact=self.settings.privacy.redact, templates=templates_dir(),
+            index=lambda: self.index().summary(),
+            lifecycle=lambda phases, dry: self.lifecycle(phases, dry_run=dry),
+            sync=lambda paths: self.indexer().sync_paths(paths))
+        return flush(given, dry_run=dry_run)
 
     def _llm(self) -> Any:
         cfg = self.settings.lifecycle

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from vaultd.store import Store
+    from vaultd.store import IndexStore
 
 
 BLOCK = 4096  # rows read and normalised at a time: a load never holds a second full copy
@@ -74,7 +74,7 @@ class VectorIndex:
         return 0 if snap is None else (snap.high.nbytes + snap.low.nbytes + snap.rowids.nbytes
                                        + snap.hashes.nbytes + snap.live.nbytes)
 
-    def refresh(self, store: Store) -> None:
+    def refresh(self, store: IndexStore) -> None:
         """Bring the copy up to date with `store` when its vectors changed."""
         generation = store.vectors_generation()
         snap = self._snapshot
@@ -87,7 +87,7 @@ class VectorIndex:
             self._snapshot = self._update(store, generation, snap)
         trim_heap()  # the load's transient buffers: give them back now, not at the next peak
 
-    def _update(self, store: Store, generation: str, snap: _Snapshot | None) -> _Snapshot:
+    def _update(self, store: IndexStore, generation: str, snap: _Snapshot | None) -> _Snapshot:
         """The matrix filled in place, a block of rows at a time: a full load of 100k vectors
         peaked at ~4 copies of the 149 MB matrix (blobs, their join, the normalised rows, the
         matrix) and now holds one plus a block."""
@@ -126,7 +126,7 @@ class VectorIndex:
         return _Snapshot(generation, rowids, hashes, np.asarray(archived, dtype=np.int64) == 0,
                          high, low)
 
-    def knn(self, store: Store, query: np.ndarray, k: int, include_archive: bool,
+    def knn(self, store: IndexStore, query: np.ndarray, k: int, include_archive: bool,
             executor: Executor | None = None) -> list[tuple[int, float]]:
         """(chunk rowid, cosine similarity), best first; equal scores by path and line, so
         which of many tied chunks make the cut survives a rebuild. The scan's scores are
@@ -165,7 +165,7 @@ def candidates(high: np.ndarray, low: np.ndarray, query: np.ndarray, eligible: n
     return eligible, _exact_scores(high, low, eligible, query)
 
 
-def best_k(store: Store, rowids: np.ndarray, scores: np.ndarray, eligible: np.ndarray,
+def best_k(store: IndexStore, rowids: np.ndarray, scores: np.ndarray, eligible: np.ndarray,
            k: int) -> list[tuple[int, float]]:
     """The k best (chunk rowid, score) among the `eligible` positions, best first; equal
     scores by path and line, and everything tied with the k-th best competes for the last
@@ -268,7 +268,7 @@ def to_bfloat16(values: np.ndarray) -> np.ndarray:
     return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
 
 
-def _rows(store: Store, hashes: list[str]) -> np.ndarray:
+def _rows(store: IndexStore, hashes: list[str]) -> np.ndarray:
     """The vectors of `hashes`, in order, L2-normalised (a zero vector stays zero)."""
     import numpy as np
 
