@@ -170,7 +170,9 @@ def parse(path: str, text: str) -> Note:
 
 def _frontmatter(path: str, lines: list[str], warnings: list[str]) -> tuple[dict[str, Any], int]:
     """Return (json-safe metadata, 1-based first body line). Never raises: a block that cannot
-    be read leaves the file to be indexed as body text, with a warning naming file and line."""
+    be read leaves the file to be indexed as body text, with a warning naming file and line.
+    Split here and loaded with `_Loader` rather than python-frontmatter, which strips the text
+    (line numbers) and raises on broken YAML: docs/architecture.md, "Frontmatter"."""
     if not lines or lines[0].strip() != "---":
         return {}, 1
     end = next((i for i in range(1, len(lines)) if lines[i].strip() in ("---", "...")), None)

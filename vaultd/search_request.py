@@ -11,12 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-
-    from vaultd.search import Hit
 
 Mode = Literal["hybrid", "vector", "bm25"]
 MODES: tuple[str, ...] = ("hybrid", "vector", "bm25")
@@ -30,6 +28,13 @@ MAX_K = 1000  # what a JSON request may ask for
 Archive = Literal["lower", "equal", "none"]
 ARCHIVE_TIERS: tuple[str, ...] = ("lower", "equal", "none")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class JsonHit(Protocol):
+    """What `response` needs of a hit (`search.Hit` is one). A protocol rather than the class:
+    `search` imports this module, so naming `search.Hit` here would close an import cycle."""
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ class SearchRequest:
                 "tags": list(self.tags), "path": self.path_glob, "since": self.since,
                 "until": self.until, "mode": self.mode, "archive": self.archive}
 
-    def response(self, hits: Iterable[Hit], *, stale_files: int) -> dict[str, Any]:
+    def response(self, hits: Iterable[JsonHit], *, stale_files: int) -> dict[str, Any]:
         """The JSON of `vaultd search --json`, also what the daemon's `/search` answers.
         `pending_vectors`: chunks without a vector yet, ranked by BM25 alone (`search.Hits`)."""
         return {"query": self.query, "mode": self.mode, "stale_files": stale_files,
