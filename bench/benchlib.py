@@ -1,8 +1,10 @@
-"""Small helpers shared by the comparison and scale benchmarks (no vaultd import here)."""
+"""Helpers shared by the benchmarks in bench/quality, bench/speed and bench/soak: where their
+data and output live, machine load, timing, and the daemon's API (no vaultd import here)."""
 
 from __future__ import annotations
 
 import functools
+import http.client
 import json
 import os
 import platform
@@ -17,7 +19,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
 DEFAULT_DATA = BENCH.parents[1] / "shared" / "data"
-WORKERS = BENCH / "stack_workers.py"
+WORKERS = BENCH / "speed" / "stack_workers.py"
 CHROMA_PY = os.environ.get("BENCH_CHROMA_PYTHON", "/tmp/chromavenv/bin/python")
 ST_PY = os.environ.get("BENCH_ST_PYTHON", "/tmp/stvenv/bin/python")
 
@@ -189,7 +191,7 @@ def _run_worker(python: str, stack: str, task: str, job: dict[str, Any], workdir
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"{stack} {task} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    result = json.loads(out_file.read_text())
+    result: dict[str, Any] = json.loads(out_file.read_text())
     result["process_wall_s"] = round(wall, 4)
     result["other_cores"] = contention.other_cores
     return result
@@ -238,26 +240,51 @@ class TimedProxy:
         return getattr(self._inner, name)
 
 
+# A kept-alive connection can be closed by the daemon between two requests: its server times
+# out a connection left idle, and a bench that waited meanwhile (for a quiet machine, for the
+# daemon's start-up work, over an idle-CPU window) finds it closed at its next request — as a
+# broken pipe on sending, a reset, or no answer at all.
+DROPPED = (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected)
+
+
 class DaemonApi:
-    """The daemon's loopback API over one keep-alive connection (port, token from .vaultd/)."""
+    """The daemon's loopback API over one keep-alive connection (port, token from .vaultd/).
 
-    def __init__(self, root: Path) -> None:
-        import http.client
+    A request that fails on a connection which already served one (the daemon closed it while
+    idle) is sent once more on a new connection; `reconnects` counts those. A failure on a new
+    connection, or a second one in a row, is the daemon's and is raised."""
 
+    def __init__(self, root: Path, timeout: float = 120) -> None:
         info = json.loads((root / ".vaultd" / "daemon.json").read_text())
         self.port, self.pid = int(info["port"]), int(info["pid"])
         self.token = (root / ".vaultd" / "token").read_text().strip()
-        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        self.reconnects = 0
+        self._reused = False  # the connection has answered a request: the daemon may drop it
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            status, data = self._exchange(method, path, body)
+        except DROPPED:
+            if not self._reused:
+                raise
+            self.conn.close()  # the next request opens a new connection
+            self._reused = False
+            self.reconnects += 1
+            status, data = self._exchange(method, path, body)
+        if status != 200:
+            raise RuntimeError(f"{path}: {status} {data}")
+        return data
+
+    def _exchange(self, method: str, path: str, body: dict[str, Any] | None
+                  ) -> tuple[int, dict[str, Any]]:
         headers = {"Host": f"localhost:{self.port}", "Authorization": f"Bearer {self.token}",
                    "Content-Type": "application/json"}
         self.conn.request(method, path, body=json.dumps(body) if body else None, headers=headers)
         response = self.conn.getresponse()
         data = json.loads(response.read())
-        if response.status != 200:
-            raise RuntimeError(f"{path}: {response.status} {data}")
-        return data
+        self._reused = True
+        return response.status, data
 
     def wait_idle(self, timeout: float = 1800) -> None:
         started, quiet = time.perf_counter(), 0

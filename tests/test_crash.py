@@ -22,7 +22,7 @@ daemon is idle, and check:
 - MEMORY.md holds one balanced managed block, with the user's text around it unchanged;
 - `vaultd doctor` is clean.
 
-`bench/crash_soak.py` runs the same loop for 100+ iterations.
+`bench/soak/crash_soak.py` runs the same loop for 100+ iterations.
 """
 
 from __future__ import annotations
@@ -369,7 +369,7 @@ class CrashHarness:
 
 
 def run_soak(workdir: Path, iterations: int, seed: int) -> dict[str, Any]:
-    """The loop shared by the test and `bench/crash_soak.py`."""
+    """The loop shared by the test and `bench/soak/crash_soak.py`."""
     harness = CrashHarness(workdir, seed)
     outcomes: list[Outcome] = []
     started = time.perf_counter()

@@ -2,7 +2,7 @@
 machine, alone and with a second thread busy beside it (as in the daemon, where the BM25 step
 runs while the query embeds).
 
-    python bench/query_embed_ab.py [--queries 200] [--rounds 3]
+    python bench/speed/query_embed_ab.py [--queries 200] [--rounds 3]
 
 Variants run interleaved, query by query, in one process (so machine load hits them alike):
 intra-op threads 1 or 2 (no spinning, as the daemon sets), with or without the arena shrinkage
@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import DEFAULT_DATA, OUT, Contention, machine, write_json
 
-from vaultd.embedder import DEFAULT_MODEL, OnnxEmbedder, builtin_profiles
-from vaultd.evaluation import load_queries
-from vaultd.vault import cache_dir
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib
+
+from benchlib import DEFAULT_DATA, OUT, Contention, machine, write_json  # noqa: E402
+
+from vaultd.embedder import DEFAULT_MODEL, OnnxEmbedder, builtin_profiles  # noqa: E402
+from vaultd.evaluation import load_queries  # noqa: E402
+from vaultd.vault import cache_dir  # noqa: E402
 
 
 def variants() -> dict[str, OnnxEmbedder]:

@@ -1,6 +1,6 @@
 """How well `vaultd.redact` keeps credentials out of the vault, and what it costs.
 
-    python bench/redaction.py [--detector vaultd|detect-secrets] [--show]
+    python bench/quality/redaction.py [--detector vaultd|detect-secrets] [--show]
 
 Reads the corpus in bench/data/redaction/: `secrets.txt` holds one case a line (a private key
 block, BEGIN to END, is one case) with each credential between ⟦ and ⟧ (the marks are removed
@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parent / "data" / "redaction"
-SAMPLE_VAULT = Path(__file__).resolve().parents[1] / "sample_vault"
+DATA = Path(__file__).resolve().parents[1] / "data" / "redaction"
+SAMPLE_VAULT = Path(__file__).resolve().parents[2] / "sample_vault"
 MARKED = re.compile(r"⟦(.*?)⟧", re.DOTALL)
 WINDOW = 8
 

@@ -1,7 +1,7 @@
 """One measurement of one retrieval stack, in a fresh process (run by compare_stacks.py and
 scale_latency.py, each stack with its own Python):
 
-    PY bench/stack_workers.py STACK TASK --job JOB.json --out OUT.json
+    PY bench/speed/stack_workers.py STACK TASK --job JOB.json --out OUT.json
 
 STACK: `chroma` (chromadb's default pipeline: PersistentClient + a collection with the default
 embedding function, its built-in ONNX all-MiniLM-L6-v2), `chroma-warm` (the same, with

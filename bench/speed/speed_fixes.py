@@ -1,8 +1,8 @@
 """Candidate fixes for query latency and index throughput, measured part by part.
 
-    python bench/speed_fixes.py [--sizes 10000 100000]
+    python bench/speed/speed_fixes.py [--sizes 10000 100000]
 
-Needs the vaults built by bench/scale_latency.py (bench/out/scale/v<N>). Works on a copy of
+Needs the vaults built by bench/speed/scale_latency.py (bench/out/scale/v<N>). Works on a copy of
 each index (bench/out/fixes/v<N>.db) to which it adds variant tables; vaultd is not changed.
 
 - KNN (top 50): vaultd's vec0 (cosine, `archived` partition key) vs vec0 without the partition
@@ -19,7 +19,7 @@ each index (bench/out/fixes/v<N>.db) to which it adds variant tables; vaultd is 
   vaultd's session on the shipped file vs batch sizes, the file with its int8→float weights
   constant-folded once (fp32), that file through onnxruntime's transformer optimizer (fused
   attention / LayerNorm / GELU), and the -q8 copy; with the cosine of each to vaultd's vectors.
-- Quality on all of SciFact (a copy of the index bench/eval_scifact.py built, 809 queries):
+- Quality on all of SciFact (a copy of the index bench/quality/eval_scifact.py built, 809 queries):
   nDCG@10 and R@10 of hybrid search assembled from each KNN/FTS variant.
 Writes bench/out/speed_fixes.json.
 """
@@ -37,13 +37,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import DEFAULT_DATA, OUT, machine, wait_quiet, write_json
 
-from vaultd.embedder import DEFAULT_MODEL, OnnxEmbedder, builtin_profiles, quantize
-from vaultd.evaluation import evaluate_ranker, load_queries, unique_paths
-from vaultd.search import _STOPWORDS, _TERM_RE, _rrf, fts_query
-from vaultd.store import Filters, Store
-from vaultd.vault import cache_dir
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib
+
+from benchlib import DEFAULT_DATA, OUT, machine, wait_quiet, write_json  # noqa: E402
+
+from vaultd.embedder import DEFAULT_MODEL, OnnxEmbedder, builtin_profiles, quantize  # noqa: E402
+from vaultd.evaluation import evaluate_ranker, load_queries, unique_paths  # noqa: E402
+from vaultd.search import _STOPWORDS, _TERM_RE, _rrf, fts_query  # noqa: E402
+from vaultd.store import Filters, Store  # noqa: E402
+from vaultd.vault import cache_dir  # noqa: E402
 
 WORK = OUT / "fixes"
 SCALE = OUT / "scale"

@@ -1,17 +1,17 @@
 """The daemon, measured: edit→searchable latency, a one-line edit in a 5,000-note vault, a
 2,000-file copy-in, idle CPU, RSS, /search latency and `vaultd search` CLI wall time.
 
-    python bench/daemon_bench.py [--data DIR] [--idle-seconds 60]
+    python bench/speed/daemon_bench.py [--data DIR] [--idle-seconds 60]
 
-Needs the SciFact vault indexed once by `bench/eval_scifact.py` (bench/out/scifact/vault); it is
-copied with its index to bench/out/daemon/, so the daemon starts on a current index. The 2,000
-copied-in files come from the tldr-pages corpus. Prints a report and writes bench/out/daemon.json.
+Needs the SciFact vault indexed once by `bench/quality/eval_scifact.py`
+(bench/out/scifact/vault); it is copied with its index to bench/out/daemon/, so the daemon starts
+on a current index. The 2,000 copied-in files come from the tldr-pages corpus. Prints a report
+and writes bench/out/daemon.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import random
@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-OUT = BENCH / "out"
-DEFAULT_DATA = BENCH.parents[1] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib
+
+from benchlib import DEFAULT_DATA, OUT, DaemonApi  # noqa: E402
 
 
 def vaultd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -34,20 +34,11 @@ def vaultd(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
                           text=True, env=env, check=False)
 
 
-class Api:
-    def __init__(self, root: Path) -> None:
-        info = json.loads((root / ".vaultd" / "daemon.json").read_text())
-        self.port = int(info["port"])
-        self.pid = int(info["pid"])
-        self.token = (root / ".vaultd" / "token").read_text().strip()
-        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+class Api(DaemonApi):
+    """The shared client, plus the wait this bench needs (nothing queued, running or pending)."""
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        headers = {"Host": f"localhost:{self.port}", "Authorization": f"Bearer {self.token}",
-                   "Content-Type": "application/json"}
-        self.conn.request(method, path, body=json.dumps(body) if body else None, headers=headers)
-        response = self.conn.getresponse()
-        return json.loads(response.read())
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, timeout=60)
 
     def idle(self, timeout: float = 600) -> float:
         """Wait until the daemon has nothing queued or running; return the seconds waited."""
@@ -95,7 +86,7 @@ def main() -> None:
 
     source = OUT / "scifact" / "vault"
     if not (source / ".vaultd" / "index.db").exists():
-        sys.exit("index the SciFact vault first: python bench/eval_scifact.py")
+        sys.exit("index the SciFact vault first: python bench/quality/eval_scifact.py")
     work = OUT / "daemon"
     root = work / "vault"
     if work.exists():

@@ -1,6 +1,6 @@
 """Indexing throughput: vaultd's whole pipeline against raw onnxruntime on the same chunk texts.
 
-    python bench/index_throughput.py [--corpus til|tldr] [--no-raw] [--data DIR] [--out DIR]
+    python bench/speed/index_throughput.py [--corpus til|tldr] [--no-raw] [--data DIR] [--out DIR]
 
 1. Extract the corpus (til.tar.gz or tldr-pages-en.tar.gz) to bench/out/<corpus>, `vaultd init`
    it, drop any old index, and index from scratch with the default model: files, chunks,
@@ -35,8 +35,8 @@ import vaultd
 from vaultd.embedder import DATA_DIR, DEFAULT_MODEL, OnnxEmbedder, builtin_profiles
 from vaultd.vault import cache_dir, open_vault
 
-BENCH = Path(__file__).resolve().parent
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BENCH = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = BENCH.parents[1] / "shared" / "data"
 CORPORA = {"til": "til.tar.gz", "tldr": "tldr-pages-en.tar.gz"}
 BATCH = 8
 THREADS = 2

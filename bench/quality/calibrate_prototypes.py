@@ -1,6 +1,6 @@
 """The heartbeat's prototype rule on locomo-dev (issue 14, point 3).
 
-    python bench/calibrate_prototypes.py [--data DIR] [--model NAME] [--at T]
+    python bench/quality/calibrate_prototypes.py [--data DIR] [--model NAME] [--at T]
 
 A fresh vault has no curated semantic or procedural notes to learn what knowledge looks like,
 so the heartbeat classifies each recent entry by its nearest example in
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib
 
 from benchlib import DEFAULT_DATA, OUT, write_json  # noqa: E402
 from memory_lifecycle import facts_of, load  # noqa: E402

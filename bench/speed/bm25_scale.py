@@ -1,11 +1,12 @@
 """BM25 at 100k+ chunks: FTS5 against the daemon's in-memory copy (vaultd.bm25), same answers?
 
-    python bench/bm25_scale.py [--copies 10] [--queries 200]
+    python bench/speed/bm25_scale.py [--copies 10] [--queries 200]
 
 A quick stand-in for scale_latency's 100k vault when there is no time to build one through the
-indexer: the SciFact index's chunks (bench/eval_scifact.py), copied `copies` times into a fresh
-index (each copy's path and heading marked " (rN)", texts unchanged, so every term's document
-frequency scales with the copies, as in scale_latency's replicas), FTS5 rows only. Measures per
+indexer: the SciFact index's chunks (bench/quality/eval_scifact.py), copied `copies` times
+into a fresh index (each copy's path and heading marked " (rN)", texts unchanged, so every
+term's document frequency scales with the copies, as in scale_latency's replicas), FTS5 rows
+only. Measures per
 query: FTS5 (`Store.fts`, what the library and the daemon used) and `Bm25Index.search`, checks
 they rank the same rows, and the copy's load time and memory. Writes bench/out/bm25_scale.json.
 """
@@ -19,12 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import DEFAULT_DATA, OUT, Contention, latency, machine, mem_mb, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib
 
-from vaultd.bm25 import Bm25Index
-from vaultd.evaluation import load_queries
-from vaultd.search import fts_query, fts_terms
-from vaultd.store import Filters, Store
+from benchlib import DEFAULT_DATA, OUT, Contention, latency, machine, mem_mb, write_json  # noqa: E402
+
+from vaultd.bm25 import Bm25Index  # noqa: E402
+from vaultd.evaluation import load_queries  # noqa: E402
+from vaultd.search import fts_query, fts_terms  # noqa: E402
+from vaultd.store import Filters, Store  # noqa: E402
 
 SCIFACT_DB = OUT / "scifact" / "vault" / ".vaultd" / "index.db"
 

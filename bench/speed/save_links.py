@@ -1,6 +1,6 @@
 """How fast the link graph goes into the index: `Store.save_links` on a synthetic dense graph.
 
-    python bench/save_links.py [--entries 5000] [--degree 300]
+    python bench/speed/save_links.py [--entries 5000] [--degree 300]
 
 A vault whose entries are all about one field links each entry to hundreds at the link threshold
 (the 100k-chunk scale vault: 50k entries, 14M directed links), and a model change re-connects

@@ -1,14 +1,14 @@
 """Similarity thresholds for a model, justified on STS-B dev (1,500 scored sentence pairs).
 
-    python bench/calibrate_stsb.py [--data DIR] [--model all-MiniLM-L6-v2]
+    python bench/quality/calibrate_stsb.py [--data DIR] [--model all-MiniLM-L6-v2]
 
 "Same meaning" = gold score ≥ 4 (of 5). For each cosine threshold we report precision and
 recall of "cosine ≥ t" for that class, and pick:
   - link (no longer shipped from here): the threshold with the best F1 for "same meaning".
     Since 2026-12-03 the link threshold answers "related", not "same meaning", and comes from
-    bench/calibrate_relatedness.py (locomo-dev evidence pairs, and STS-B with gold ≥ 3);
+    bench/quality/calibrate_relatedness.py (locomo-dev evidence pairs, and STS-B with gold ≥ 3);
   - consolidate: the lowest threshold whose precision is ≥ 0.90 (merging is heavier; the
-    shipped value is now chosen on bench/memory_lifecycle.py);
+    shipped value is now chosen on bench/quality/memory_lifecycle.py);
   - duplicate: the lowest threshold whose precision for near-identical pairs (gold ≥ 4.6)
     is ≥ 0.90.
 Also Spearman's rho between cosine and gold. Prints a table; writes bench/out/stsb.json.
@@ -26,7 +26,7 @@ import numpy as np
 
 from vaultd.embedder import builtin_profiles, make_embedder
 
-BENCH = Path(__file__).resolve().parent
+BENCH = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = BENCH.parents[1] / "shared" / "data"
 
 

@@ -1,6 +1,6 @@
 """Query latency at 1k, 10k and 100k chunks: the library, the daemon, and the other stacks.
 
-    python bench/scale_latency.py [--sizes 1000 10000 100000] [--reps 3] [--skip-others]
+    python bench/speed/scale_latency.py [--sizes 1000 10000 100000] [--reps 3] [--skip-others]
 
 The corpora are SciFact scaled synthetically. 1k: the first SciFact notes; 10k: all of SciFact
 (10,835 chunks, the real vectors); 100k: SciFact plus replicas of its notes, each replica's
@@ -35,7 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import (
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib
+
+from benchlib import (  # noqa: E402
     CHROMA_PY,
     DEFAULT_DATA,
     OUT,
@@ -55,13 +58,13 @@ from benchlib import (
     write_json,
 )
 
-from vaultd.bm25 import Bm25Index
-from vaultd.embedder import DEFAULT_MODEL, Embedder, OnnxEmbedder, builtin_profiles
-from vaultd.evaluation import load_queries
-from vaultd.search import _hit, _rrf, fts_query, fts_terms
-from vaultd.store import Filters
-from vaultd.vault import cache_dir, init_vault, open_vault
-from vaultd.vectors import VectorIndex
+from vaultd.bm25 import Bm25Index  # noqa: E402
+from vaultd.embedder import DEFAULT_MODEL, Embedder, OnnxEmbedder, builtin_profiles  # noqa: E402
+from vaultd.evaluation import load_queries  # noqa: E402
+from vaultd.search import _hit, _rrf, fts_query, fts_terms  # noqa: E402
+from vaultd.store import Filters  # noqa: E402
+from vaultd.vault import cache_dir, init_vault, open_vault  # noqa: E402
+from vaultd.vectors import VectorIndex  # noqa: E402
 
 WORK = OUT / "scale"
 SCIFACT = OUT / "scifact" / "vault"
@@ -269,7 +272,6 @@ def daemon_latency(root: Path, queries: list[str], reps: int) -> dict[str, Any]:
         out["settle_s"] = SETTLE_SECONDS + wait_for_idle(api.pid)
         out["rss_settled_mb"] = mem_mb(api.pid)
         out["idle_cpu_percent"] = idle_cpu_percent(api.pid, IDLE_SECONDS)
-        api = DaemonApi(root)  # a new connection: the server closed the idle one
         runs = [query_run(lambda q: api.call("POST", "/search", {"query": q, "k": 10}), queries,
                           (int(api.pid),)) for _ in range(reps)]
         out["hybrid"] = runs_summary(runs)
@@ -341,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="result file (e.g. for a prototype vaultd on PYTHONPATH)")
     args = parser.parse_args(argv)
     if not (SCIFACT / ".vaultd" / "index.db").exists():
-        sys.exit("index the SciFact vault first: python bench/eval_scifact.py")
+        sys.exit("index the SciFact vault first: python bench/quality/eval_scifact.py")
     WORK.mkdir(parents=True, exist_ok=True)
     queries = [q.query for q in load_queries(args.data / "scifact-queries-train.jsonl")]
     queries = queries[:args.queries]

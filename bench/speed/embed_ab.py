@@ -1,7 +1,7 @@
 """Index-time embedding of the int8 default: one text per call one after another (as before
 issue 15 point 2) against two calls side by side (now), interleaved on the same chunks.
 
-    python bench/embed_ab.py [--chunks 160] [--rounds 3]
+    python bench/speed/embed_ab.py [--chunks 160] [--rounds 3]
 
 The same session, the same texts (SciFact chunks of the bench index, fixed sample), so the
 ratio holds even on a busy machine; vectors are checked bit for bit. Writes
@@ -14,13 +14,17 @@ import argparse
 import random
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
-from benchlib import OUT, Contention, machine, summary, write_json
 
-from vaultd.embedder import DEFAULT_MODEL, OnnxEmbedder, builtin_profiles
-from vaultd.store import Store
-from vaultd.vault import cache_dir
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib
+
+from benchlib import OUT, Contention, machine, summary, write_json  # noqa: E402
+
+from vaultd.embedder import DEFAULT_MODEL, OnnxEmbedder, builtin_profiles  # noqa: E402
+from vaultd.store import Store  # noqa: E402
+from vaultd.vault import cache_dir  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,8 @@ without gold are skipped). Measured per conversation:
 A hit "finds" a gold fact when the fact's text is inside the hit's text, so a fact that a merge
 moved verbatim into a semantic note still counts, and one an LLM rewrote does not.
 
-    python bench/memory_lifecycle.py [--data DIR] [--conv conv-26] [--model NAME] [--keep DIR]
+    python bench/quality/memory_lifecycle.py [--data DIR] [--conv conv-26] [--model NAME]
+        [--keep DIR]
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib
 
 from benchlib import DEFAULT_DATA, OUT, write_json  # noqa: E402
 
@@ -152,9 +153,9 @@ def tally(reports: list[Any]) -> Counter[str]:
     counts: Counter[str] = Counter()
     for report in reports:
         for action in report.actions:
-            counts[f"{report.phase}.{action['kind']}"] += 1
-            if action["kind"] in ("merge", "extract"):  # the facts that became knowledge
-                counts[f"{report.phase}.{action['kind']}.facts"] += len(action["entries"])
+            counts[f"{report.phase}.{action.kind}"] += 1
+            if action.kind in ("merge", "extract"):  # the facts that became knowledge
+                counts[f"{report.phase}.{action.kind}.facts"] += len(action.entries)
         counts[f"{report.phase}.created"] += len(report.created)
     return counts
 

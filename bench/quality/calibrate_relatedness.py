@@ -1,6 +1,6 @@
 """The link threshold for *related* memories, per model profile (issue 14, point 2).
 
-    python bench/calibrate_relatedness.py [--data DIR] [--model NAME ...]
+    python bench/quality/calibrate_relatedness.py [--data DIR] [--model NAME ...]
 
 connect is meant to link memories that are about the same thing, so that they survive and can
 be consolidated, while isolated ones fade. "Same meaning" (STS-B gold ≥ 4, what
@@ -38,13 +38,13 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib
 
 from benchlib import DEFAULT_DATA, OUT, write_json  # noqa: E402
 from calibrate_stsb import load_pairs, prf  # noqa: E402
 from memory_lifecycle import facts_of, load, questions_of  # noqa: E402
 
-from vaultd.embedder import DEFAULT_MODEL, FP32_MODEL, builtin_profiles, make_embedder  # noqa: E402
+from vaultd.embedder import DEFAULT_MODEL, SHIPPED_MODEL, builtin_profiles, make_embedder  # noqa: E402
 from vaultd.vault import cache_dir  # noqa: E402
 
 GRID = [round(float(t), 3) for t in np.arange(0.30, 0.80, 0.01)]
@@ -128,12 +128,12 @@ def calibrate(model: str, convs: list[dict[str, Any]], stsb: tuple[list[str], li
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--model", action="append", help=f"default: {DEFAULT_MODEL}, {FP32_MODEL}")
+    ap.add_argument("--model", action="append", help=f"default: {DEFAULT_MODEL}, {SHIPPED_MODEL}")
     args = ap.parse_args()
     convs = load(args.data)
     stsb = load_pairs(args.data)
     results = []
-    for model in args.model or [DEFAULT_MODEL, FP32_MODEL]:
+    for model in args.model or [DEFAULT_MODEL, SHIPPED_MODEL]:
         r = calibrate(model, convs, stsb)
         results.append(r)
         lo = r["locomo"]

@@ -1,7 +1,7 @@
 """Searchable after start (issue 15 point 3): seconds from `vaultd run` on a never-indexed vault
 until a BM25 search finds a known phrase, and until every chunk has its vector.
 
-    python bench/first_search.py [--tree SRC] [--runs 3] [--label after]
+    python bench/speed/first_search.py [--tree SRC] [--runs 3] [--label after]
 
 Each run copies the `til` vault (1,873 notes, the shared data's til.tar.gz, extracted under
 /tmp) to a fresh folder, runs `vaultd init` on it and starts `python -m vaultd run --quiet`
@@ -33,7 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import BENCH, DEFAULT_DATA, OUT, Contention, DaemonApi, machine, summary, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib
+
+from benchlib import BENCH, DEFAULT_DATA, OUT, Contention, DaemonApi, machine, summary, write_json  # noqa: E402
 
 WORK = Path("/tmp/vaultd-first-search")
 QUERY = "whence zshbuiltins"

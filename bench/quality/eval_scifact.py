@@ -1,8 +1,8 @@
 """Retrieval quality on SciFact: hybrid vs vector vs BM25, with the real default model.
 
-    python bench/eval_scifact.py            # extract, index (first run: minutes), evaluate
-    python bench/eval_scifact.py --sweep    # also try hybrid fusion settings
-    python bench/eval_scifact.py --data DIR --limit 100
+    python bench/quality/eval_scifact.py            # extract, index (first run: minutes), evaluate
+    python bench/quality/eval_scifact.py --sweep    # also try hybrid fusion settings
+    python bench/quality/eval_scifact.py --data DIR --limit 100
 
 The vault is extracted to bench/out/scifact/vault and indexed once with `vaultd init` and
 `vaultd index` (run as a subprocess and polled); later runs reuse the index. Results are printed
@@ -36,8 +36,8 @@ from vaultd.search import Searcher, SearchOptions
 from vaultd.store import Filters
 from vaultd.vault import Vault, open_vault
 
-BENCH = Path(__file__).resolve().parent
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BENCH = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = BENCH.parents[1] / "shared" / "data"
 TARBALL = "scifact-vault.tar.gz"
 QUERIES = "scifact-queries-train.jsonl"
 # (vector_weight, text_weight) × rrf_k

@@ -2,7 +2,7 @@
 and flushes, restart it, and check nothing was lost, torn or left out of sync (the loop of
 tests/test_crash.py, for many iterations).
 
-    python bench/crash_soak.py --iterations 100 [--seed 1] [--out bench/out/crash_soak.json]
+    python bench/soak/crash_soak.py --iterations 100 [--seed 1] [--out bench/out/crash_soak.json]
 
 Prints and writes a JSON summary: iterations, kills per phase (and how many landed while that
 work was in flight: indexing, `POST /flush`, `POST /lifecycle` with every phase), notes and
@@ -18,8 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))  # benchlib
 sys.path.insert(0, str(REPO / "tests"))  # the test helpers import each other by module name
 
 from benchlib import write_json  # noqa: E402
