@@ -236,7 +236,8 @@ class Bm25Index:
                 del block
                 pos = np.searchsorted(rowids, doc_rowids)
                 if pos.max() >= len(rowids) or (rowids[pos] != doc_rowids).any():
-                    return self._give_up("the FTS5 index has rows that are not chunks")
+                    self._give_up("the FTS5 index has rows that are not chunks")
+                    return None
                 postings.add(t_ids, pos.astype(np.int32))
             fts_rows, fts_tokens = store.fts_totals()
         main = postings.done(len(terms))
@@ -244,8 +245,9 @@ class Bm25Index:
         trim_heap()
         doclen = np.bincount(main.docs, weights=main.tf, minlength=len(rowids)).astype(np.int64)
         if fts_rows != len(rowids) or fts_tokens != int(doclen.sum()):
-            return self._give_up(f"totals differ from FTS5's ({len(rowids)} rows, "
-                                 f"{int(doclen.sum())} tokens vs {fts_rows}, {fts_tokens})")
+            self._give_up(f"totals differ from FTS5's ({len(rowids)} rows, "
+                          f"{int(doclen.sum())} tokens vs {fts_rows}, {fts_tokens})")
+            return None
         return _Snapshot(generation, rowids, rowids, hash_array(hashes),
                          np.arange(len(rowids), dtype=np.int64),
                          np.ones(len(rowids), bool), np.asarray(archived_l, dtype=bool),
@@ -335,7 +337,8 @@ class Bm25Index:
                 found = got.get(i + 1, [])
                 self._stems[w] = found[0] if len(found) == 1 else None
         out = [self._stems[w] for w in words]
-        return None if any(s is None for s in out) else out  # type: ignore[misc]
+        stems = [s for s in out if s is not None]
+        return stems if len(stems) == len(out) else None
 
     def search(self, store: IndexStore, words: list[str], k: int,
                include_archive: bool) -> list[tuple[int, float]] | None:

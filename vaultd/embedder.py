@@ -247,7 +247,7 @@ class OnnxEmbedder(Embedder):
         self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         # ...but not after one short text (a query): its high-water mark is small, and giving
         # it back each time cost 8 % of a query's embedding (4.3 -> 4.0 ms on 2 cores,
-        # bench/query_embed_ab.py)
+        # bench/speed/query_embed_ab.py)
         self._short_run_options = ort.RunOptions()
         missing = {"input_ids", "attention_mask"} - self._input_names
         if missing:

@@ -29,6 +29,7 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -208,7 +209,7 @@ def _spans(node: _Node) -> list[tuple[int, int]]:
     return [(item.start, item.end) for item in node.items]
 
 
-def _rebuild(text: str, node: _Node, new: list[str | None], extra: str | None = None,
+def _rebuild(text: str, node: _Node, new: Sequence[str | None], extra: str | None = None,
              indent: str | None = "  ") -> str:
     """The container `node` with element i replaced by `new[i]` (None drops it) and `extra`
     appended; separators and whitespace between kept elements stay as they were."""
@@ -470,7 +471,7 @@ def uninstall(path: Path, vault: Path | None) -> dict[str, Any]:
         return report
     if not hooks:
         del data["hooks"]
-    owners = [Path(v) for v in vaults if vault is None or v == str(vault)]
+    owners = [Path(v) for v in vaults if v is not None and (vault is None or v == str(vault))]
     ours = [v for v in owners if str(path) in _created(v)]
     if not data and ours and not path.is_symlink():  # a link is the user's: emptied, kept
         remove_config(path, expected=old)

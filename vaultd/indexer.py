@@ -272,7 +272,8 @@ class Indexer:
         if st.size > self.max_file_bytes:
             reason = (f"too large ({st.size:,} bytes > limit {self.max_file_bytes:,}; "
                       "raise [index] max_file_bytes to include it)")
-            return self._skip(rel, st, reason, report)
+            self._skip(rel, st, reason, report)
+            return None
         try:
             # never waits: a FIFO swapped in for the note since the scan is refused, not read
             raw = edits.read(self.root / rel).data
@@ -292,7 +293,8 @@ class Indexer:
                 report.skipped.append((rel, reason + " (its last indexed version stays "
                                             "searchable)"))
                 return None
-            return self._skip(rel, FileStat(st.size, RETRY_MTIME), reason, report)
+            self._skip(rel, FileStat(st.size, RETRY_MTIME), reason, report)
+            return None
         digest = hashlib.sha256(raw).hexdigest()
         if before is not None and before.hash == digest:
             with self.store.transaction():
@@ -301,7 +303,8 @@ class Indexer:
             return None
         text = notes.decode(rel, raw, self.max_file_bytes)
         if isinstance(text, notes.Skip):
-            return self._skip(rel, st, text.reason, report)
+            self._skip(rel, st, text.reason, report)
+            return None
         note = notes.parse(rel, text)
         report.warnings.extend(note.warnings)
         if before is None and digest in gone_hashes:

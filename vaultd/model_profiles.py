@@ -80,14 +80,14 @@ def _minilm_shipped() -> ModelProfile:
         pooling="mean",
         max_tokens=256,
         sha256="8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
-        # link: *related*, not "same meaning" (issue 14): bench/calibrate_relatedness.py on
+        # link: *related*, not "same meaning" (issue 14): bench/quality/calibrate_relatedness.py on
         # locomo-dev, facts that are evidence for one question vs random pairs of the same
         # conversation (related median 0.53, random 0.39): max recall - false-positive rate,
         # one-standard-error rule → 0.51 (recall 0.59, 21.7 % of random pairs; STS-B gold >= 3
         # precision 0.65, recall 0.97). consolidate: every pair of a group at >= 0.70, chosen by
-        # the memory benchmark (bench/memory_lifecycle.py; bench/RESULTS.md, 2026-12-03).
-        # duplicate 0.95: STS-B (bench/calibrate_stsb.py), precision 0.87 for gold >= 4, 0.76
-        # for near-identical pairs (gold >= 4.6).
+        # the memory benchmark (bench/quality/memory_lifecycle.py; bench/RESULTS.md,
+        # 2026-12-03). duplicate 0.95: STS-B (bench/quality/calibrate_stsb.py), precision 0.87
+        # for gold >= 4, 0.76 for near-identical pairs (gold >= 4.6).
         link_threshold=0.51,
         consolidate_threshold=0.70,
         duplicate_threshold=0.95,
@@ -97,20 +97,21 @@ def _minilm_shipped() -> ModelProfile:
 
 def _minilm_int8(shipped: ModelProfile, cache_dir: Path) -> ModelProfile:
     """The default: the shipped model quantised to int8 (dynamic, per channel, 7-bit weights;
-    vaultd.model_build), built into the cache dir when first used. It passed the quality gate of
-    bench/int8_gate.py (SciFact and locomo-dev within 0.005 of the fp32 file), embeds 1.3x as
-    fast on 2 threads and needs half the resident memory. One text per call (`max_batch`), so
-    a text's vector does not depend on what it was batched with."""
+    vaultd.model_build), built into the cache dir when first used. It passed the quality gate
+    of bench/quality/int8_gate.py (SciFact and locomo-dev within 0.005 of the fp32 file; speed
+    and memory in bench/RESULTS.md). One text per call (`max_batch`), so a text's vector does
+    not depend on what it was batched with."""
     return replace(
         shipped, id=DEFAULT_MODEL, sha256="",
         onnx=str(cache_dir / "models" / f"{DEFAULT_MODEL}-int8.onnx"),
         build_from=shipped.onnx, build_from_sha256=shipped.sha256, max_batch=1,
-        # link: related (bench/calibrate_relatedness.py, as for the fp32 file): 0.50, recall
+        # link: related (bench/quality/calibrate_relatedness.py, as for the fp32 file): 0.50, recall
         # 0.61 of related locomo-dev pairs, 23.7 % of random ones (related median 0.53, random
         # 0.39); STS-B gold >= 3 precision 0.65, recall 0.97. consolidate 0.70: the memory
-        # benchmark (bench/memory_lifecycle.py; bench/RESULTS.md, 2026-12-03). duplicate 0.95:
-        # precision 0.755 for near-identical STS-B pairs (fp32 0.758), flat up to 0.955; recall
-        # 0.31 (fp32 0.40). route 0.35: recall 0.988 of related pairs, gold >= 2 (fp32 0.989).
+        # benchmark (bench/quality/memory_lifecycle.py; bench/RESULTS.md, 2026-12-03).
+        # duplicate 0.95: precision 0.755 for near-identical STS-B pairs (fp32 0.758), flat up
+        # to 0.955; recall 0.31 (fp32 0.40). route 0.35: recall 0.988 of related pairs, gold
+        # >= 2 (fp32 0.989).
         link_threshold=0.50,
         consolidate_threshold=0.70,
         duplicate_threshold=0.95,

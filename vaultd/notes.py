@@ -241,7 +241,7 @@ class _Loader(yaml.SafeLoader):
                 for k, v in node.value]
         return super().construct_mapping(node, deep=deep)
 
-    def construct_yaml_timestamp(self, node: Any) -> Any:  # type: ignore[override]
+    def construct_yaml_timestamp(self, node: Any) -> Any:
         try:
             return super().construct_yaml_timestamp(node)
         except (ValueError, OverflowError):  # e.g. 2026-02-30: keep what the user wrote
@@ -354,7 +354,7 @@ def fence_mask(lines: list[str], start: int = 0) -> list[bool]:
         match = FENCE_RE.match(line)
         if fence is None:
             opens = match is not None and not (match.group(1)[0] == "`" and "`" in match.group(2))
-            if opens:
+            if opens and match is not None:
                 fence = match.group(1)
             mask.append(opens)
         else:
@@ -471,8 +471,8 @@ def _daily_entries(note: Note) -> list[Entry]:
     close_block(end)
     if section:
         spans.append((section[0], section[1], end))
-    for heading, start, stop in sorted(spans, key=lambda s: s[1]):
-        entry = _entry(note, len(entries), heading, start, stop, seen)
+    for title, start, stop in sorted(spans, key=lambda s: s[1]):
+        entry = _entry(note, len(entries), title, start, stop, seen)
         if entry:
             entries.append(entry)
     return entries

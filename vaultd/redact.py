@@ -21,8 +21,9 @@ alone: those are ordinary in technical notes, and redacting them would garble th
 
 The patterns are vaultd's own rather than detect-secrets': its plugins report a token's prefix
 rather than its span, its line scan flags hashes and checksums, and it is slower by two orders
-(the comparison is in bench/RESULTS.md, from `bench/redaction.py`). Each pattern starts with a
-literal where it can, so the regex engine skips to candidates instead of trying every position.
+(the comparison is in bench/RESULTS.md, from `bench/quality/redaction.py`). Each pattern starts
+with a literal where it can, so the regex engine skips to candidates instead of trying every
+position.
 A placeholder never matches again: `redact(redact(t)) == redact(t)`.
 """
 
@@ -287,9 +288,9 @@ def _tokens(text: str) -> Iterator[Finding]:
                 yield Finding(kind, m.start(), m.end())
     for kind, anchor, whole in _ANCHORED:
         for a in anchor.finditer(text):
-            m = whole.match(text, _token_start(text, a.start()))
-            if m and m.end() > a.start():
-                yield Finding(kind, m.start(), m.end())
+            found = whole.match(text, _token_start(text, a.start()))
+            if found and found.end() > a.start():
+                yield Finding(kind, found.start(), found.end())
 
 
 def _contexts(text: str, lower: str) -> Iterator[Finding]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,7 @@ SNIPPET_CHARS = 700
 # after live chunks of similar relevance (with RRF, k = 60, 0.95 is about three places down
 # when both retrievers rank it) and above weak ones; an archived chunk whose words a live
 # candidate holds is left out and lifts that one instead (see _without_archived_copies).
-# Chosen on locomo-dev (bench/memory_lifecycle.py): R@5 after four lifecycle passes on
+# Chosen on locomo-dev (bench/quality/memory_lifecycle.py): R@5 after four lifecycle passes on
 # conv-26/30/41 with 0.95 is .686 .755 .710, with 0.9 .687 .755 .693 (before the lifecycle:
 # .646 .699 .659); without the copy rule, 0.95 gave .658 .699 .649 and 0.5 .585 .631 .494.
 ARCHIVE_WEIGHT = 0.95
@@ -129,8 +129,8 @@ class Searcher:
         if not query.strip() or options.k <= 0:
             return out
         pool = max(options.candidates, options.k * 3)
-        vector_hits: list[tuple[int, float]] = []
-        text_hits: list[tuple[int, float]] = []
+        vector_hits: Sequence[tuple[int, float]] = []
+        text_hits: Sequence[tuple[int, float]] = []
         # The embedding is the long pole (~4 ms at 10k chunks, BM25 ~0.7): it runs on this
         # thread, BM25 beside it on the executor, joined before anything else touches the
         # store (one connection: KNN's refresh may open a read transaction too)
@@ -138,7 +138,7 @@ class Searcher:
         text_job = (self.executor.submit(self._bm25_placed, query, pool, options.filters,
                                          options.half_life_days <= 0)
                     if self.executor is not None and options.mode == "hybrid" else None)
-        known: dict[int, tuple[str, int]] = {}  # places the BM25 job looked up meanwhile
+        known: Mapping[int, tuple[str, int]] = {}  # places the BM25 job looked up meanwhile
         if options.mode == "bm25":
             text_hits = self._bm25(query, pool, options.filters)
         if options.mode in ("hybrid", "vector"):
@@ -200,7 +200,7 @@ class Searcher:
         out.extend(_hit(rows[r], scores[r]) for r in top if r in rows)
         return out
 
-    def _bm25(self, query: str, k: int, filters: Filters) -> list[tuple[int, float]]:
+    def _bm25(self, query: str, k: int, filters: Filters) -> Sequence[tuple[int, float]]:
         """FTS5's BM25 ranking: from the in-memory copy when there is one that can answer
         (the same ranking, ~20x faster at 100k chunks), else from FTS5."""
         terms = fts_terms(query)
@@ -213,7 +213,7 @@ class Searcher:
         return self.store.fts(" OR ".join(f'"{t}"' for t in terms), k, filters)
 
     def _bm25_placed(self, query: str, k: int, filters: Filters, placed: bool = True
-                     ) -> tuple[list[tuple[int, float]], dict[int, tuple[str, int]]]:
+                     ) -> tuple[Sequence[tuple[int, float]], Mapping[int, tuple[str, int]]]:
         """BM25's hits and (when `placed`) their places (path, line), both looked up while
         the query is embedded on the other thread: fewer places to read once the vector hits
         are in."""
@@ -264,7 +264,7 @@ def _without_archived_copies(ranked: list[int], rows: dict[int, ChunkRow],
                   key=lambda r: (-scores[r], rows[r].path, rows[r].start_line))
 
 
-def _rrf(lists: list[tuple[list[tuple[int, float]], float]], k: int) -> dict[int, float]:
+def _rrf(lists: list[tuple[Sequence[tuple[int, float]], float]], k: int) -> dict[int, float]:
     fused: dict[int, float] = {}
     for hits, weight in lists:
         for rank, (rowid, _) in enumerate(hits, start=1):

@@ -117,7 +117,7 @@ class VectorIndex:
                 part = kept[start:start + BLOCK]
                 high[part] = snap.high[where[part]]  # type: ignore[union-attr]
                 low[part] = snap.low[where[part]]  # type: ignore[union-attr]
-            if first is not None:
+            if first is not None and first_rows is not None:
                 high[first], low[first] = split_halves(first_rows)
                 del first_rows
                 for part in blocks:

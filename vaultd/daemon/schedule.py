@@ -32,7 +32,7 @@ def start_scheduler(settings: Settings, events: EventQueue[Command], *, writes: 
                     check_watcher: Callable[[], None], skipped: list[str]) -> Any:
     """A started APScheduler BackgroundScheduler with every job; `skipped` gets the phases
     left to the writer machine. A cron expression that does not parse is a VaultdError."""
-    from apscheduler.schedulers.background import (  # type: ignore[import-untyped]
+    from apscheduler.schedulers.background import (
         BackgroundScheduler,
     )
 
@@ -58,7 +58,7 @@ def start_scheduler(settings: Settings, events: EventQueue[Command], *, writes: 
 
 
 def _cron(phase: str, expr: str) -> Any:
-    from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
+    from apscheduler.triggers.cron import CronTrigger
 
     try:
         return CronTrigger.from_crontab(expr)

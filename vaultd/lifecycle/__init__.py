@@ -40,4 +40,4 @@ def phase(name: str) -> Phase:
     """The phase called `name`; ValueError naming the valid ones otherwise."""
     if name not in PHASES:
         raise ValueError(f"unknown lifecycle phase {name!r}; valid: {', '.join(PHASE_NAMES)}")
-    return import_module(PHASES[name]).PHASE  # type: ignore[no-any-return]
+    return import_module(PHASES[name]).PHASE

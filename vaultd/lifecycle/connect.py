@@ -173,9 +173,9 @@ def plan_mirror(ctx: Context, plan: Plan) -> None:
 LINK_CRITERION = ("related (not 'same meaning'): facts that are evidence for one question vs "
                   "random pairs of one conversation, locomo-dev, max recall - false-positive "
                   "rate (one-standard-error rule), STS-B gold >= 3 as a check; "
-                  "bench/calibrate_relatedness.py")
+                  "bench/quality/calibrate_relatedness.py")
 CONSOLIDATE_CRITERION = ("stricter: every pair of a merged group reaches it; chosen on the "
-                         "agent-memory benchmark, bench/memory_lifecycle.py")
+                         "agent-memory benchmark, bench/quality/memory_lifecycle.py")
 LINK_RANDOM_SHARE = 0.24
 CONSOLIDATE_RANDOM_SHARE = 0.01
 

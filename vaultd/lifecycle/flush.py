@@ -22,9 +22,9 @@ they count for less per fact (CONSOLIDATED_WEIGHT) and the budget goes to distin
 Faded and merged entries (under `archive/`) are not candidates: fading lowers prominence
 (search still finds them), and a merged entry's facts are in its note. The greedy choice skips
 near-duplicates and discounts a fact close to one already chosen (MMR on the entries' vectors).
-Tuned on locomo-dev (bench/memory_lifecycle.py, bench/RESULTS.md). What does not fit is counted
-in a closing line that says how to find it, never cut silently. vaultd owns only the block
-between its markers; the rest of the file is the user's and is kept verbatim.
+Tuned on locomo-dev (bench/quality/memory_lifecycle.py, bench/RESULTS.md). What does not fit
+is counted in a closing line that says how to find it, never cut silently. vaultd owns only the
+block between its markers; the rest of the file is the user's and is kept verbatim.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from vaultd.lifecycle.plans import PhaseReport
 from vaultd.notes import entry_title
 from vaultd.provenance import Seals
 from vaultd.redact import redact
-from vaultd.store import Store
+from vaultd.store import RecallKey, Store
 
 if TYPE_CHECKING:
     import numpy as np
@@ -70,9 +70,10 @@ RECENT = 10  # recent episodes shown, at most
 # (and whatever these leave unused). Filled in this order.
 ONE_LINE = ("procedures", "decisions", "open_threads", "recent")
 SHARES = {"procedures": 0.25, "decisions": 0.1, "open_threads": 0.1, "recent": 0.08}
-# How a fact is valued (tuned on locomo-dev, bench/memory_lifecycle.py; see bench/RESULTS.md)
-LENGTH_POWER = 1.0  # value = specificity / characters^p: IDF per character (1.3 favoured short
-# facts, and the long, specific ones are asked about as often: locomo-dev 0.60 → 0.62 pooled)
+# How a fact is valued: tuned on locomo-dev (bench/quality/memory_lifecycle.py; the figures
+# of each choice are in bench/RESULTS.md)
+LENGTH_POWER = 1.0  # value = specificity / characters^p: IDF per character (a higher power
+# favours short facts, and the long, specific ones are asked about as often)
 ONE_LINE_POWER = 1.0  # the same for the one line of a procedure, decision, thread or episode
 GENERIC_PENALTY = 0.35  # value × exp(-this × z), z = how central the entry is (standardised)
 PROVEN_BOOST = 1.5
@@ -377,7 +378,7 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
         section = _section_of(view, recent, i)
         if section not in present:
             section = "key_facts"
-        boost = _boost(view, recalls.get((view.path, view.key), 0)) * math.exp(
+        boost = _boost(view, recalls.get(RecallKey(view.path, view.key), 0)) * math.exp(
             -GENERIC_PENALTY * generic[i])
         power = LENGTH_POWER if section == "key_facts" else ONE_LINE_POWER
         prefix, said = _facts(view)

@@ -9,7 +9,7 @@ from typing import Any
 from vaultd.lifecycle import state
 from vaultd.lifecycle.actions import Promote
 from vaultd.lifecycle.plans import Context, Phase, Plan
-from vaultd.store import Store
+from vaultd.store import RecallKey, Store
 
 RECALLED_TOP = 5  # a search's top hits that count as recalled
 
@@ -21,7 +21,7 @@ def plan(ctx: Context) -> Plan:
     result = Plan("promote")
     counts = ctx.store.recall_counts()
     for view in ctx.views:
-        n = counts.get((view.path, view.key), 0)
+        n = counts.get(RecallKey(view.path, view.key), 0)
         if n >= needed and not view.proven and not view.archived and ctx.in_scope(view) \
                 and view.type in ("episodic", "semantic", "procedural"):
             result.actions.append(Promote(entries=(view.id,),
