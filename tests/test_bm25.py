@@ -111,8 +111,8 @@ def test_the_daemon_path_uses_it(tmp_path: Path) -> None:
     with topics(tmp_path, 3, 20, daemon="never") as vault:
         cold = [h.chunk_id for h in vault.search("caching latency webhooks", mode="hybrid")]
         vault.keep_vectors_warm()  # loads on a thread of its own: FTS5 answers meanwhile
-        assert vault.texts is not None and vault.texts.wait(30)
-        assert vault.texts.size == vault.store.counts()["chunks"]
+        assert vault.bm25 is not None and vault.bm25.wait(30)
+        assert vault.bm25.size == vault.store.counts()["chunks"]
         warm = [h.chunk_id for h in vault.search("caching latency webhooks", mode="hybrid")]
         assert warm == cold and len(warm) == 10
 

@@ -19,7 +19,7 @@ from vaultd.cli import main
 from vaultd.config import load_settings
 from vaultd.daemon.schedule import SCHEDULED_PHASES
 from vaultd.vault import open_vault
-from vaultd.writer import NotWriterError, config_with_writer, role, same_host
+from vaultd.writer_role import NotWriterError, config_with_writer, role, same_host
 
 NOTE = "# Deploy\n\n## Rollback\nfly releases rollback v41 zebracorn\n"
 CONFLICTS = {

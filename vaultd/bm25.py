@@ -71,7 +71,7 @@ class _Postings:
 
 
 @dataclass(frozen=True)
-class _Snapshot:
+class _Copy:
     generation: str
     rowids: np.ndarray  # int64, (n,): every row position ever given out in this lineage
     # the present rows, by chunk rowid (ascending): content hash and position — numpy arrays,
@@ -126,13 +126,13 @@ class Bm25Index:
     """FTS5's BM25 over an in-memory copy of its postings (thread-safe)."""
 
     def __init__(self) -> None:
-        self._snapshot: _Snapshot | None = None
+        self._snapshot: _Copy | None = None
         self._lock = threading.Lock()
         self._stems: dict[str, str | None] = {}
         self.unusable = ""  # why this copy answers nothing (a failed self-check), else ""
         self._loader: threading.Thread | None = None
         self.rows_tokenized = 0  # chunks tokenized for increments so far
-        self._norms: tuple[_Snapshot, np.ndarray] | None = None  # see _length_norms
+        self._norms: tuple[_Copy, np.ndarray] | None = None  # see _length_norms
 
     @property
     def size(self) -> int:
@@ -213,7 +213,7 @@ class Bm25Index:
                 self._snapshot = self._update(store, snap)
         return self._snapshot is not None
 
-    def _full(self, store: IndexStore) -> _Snapshot | None:
+    def _full(self, store: IndexStore) -> _Copy | None:
         """Every posting, counted a block of occurrences at a time: what stays per block is
         one (row, count) pair per posting, never the occurrences themselves (at 100k chunks
         the occurrences, held whole and then concatenated, were ~250 MB at the load's peak)."""
@@ -248,7 +248,7 @@ class Bm25Index:
             self._give_up(f"totals differ from FTS5's ({len(rowids)} rows, "
                           f"{int(doclen.sum())} tokens vs {fts_rows}, {fts_tokens})")
             return None
-        return _Snapshot(generation, rowids, rowids, hash_array(hashes),
+        return _Copy(generation, rowids, rowids, hash_array(hashes),
                          np.arange(len(rowids), dtype=np.int64),
                          np.ones(len(rowids), bool), np.asarray(archived_l, dtype=bool),
                          doclen.astype(np.int32), terms, main, _empty(), len(rowids),
@@ -258,7 +258,7 @@ class Bm25Index:
         self.unusable = why
         log.warning("in-memory BM25 off, FTS5 answers: %s", why)
 
-    def _update(self, store: IndexStore, snap: _Snapshot) -> _Snapshot:
+    def _update(self, store: IndexStore, snap: _Copy) -> _Copy:
         import numpy as np
 
         with store.read_snapshot():
@@ -306,12 +306,12 @@ class Bm25Index:
             delta = _empty()
         else:
             delta = _postings(d_terms, d_docs, d_tf, len(terms))
-        return _Snapshot(generation, rowids, cur_rowids, cur_hashes, now, present, archived,
+        return _Copy(generation, rowids, cur_rowids, cur_hashes, now, present, archived,
                          doclen, terms, main, delta, int(present.sum()),
                          int(doclen[present].sum()))
 
     # -- querying
-    def _length_norms(self, snap: _Snapshot) -> np.ndarray:
+    def _length_norms(self, snap: _Copy) -> np.ndarray:
         """K1·(1 − B + B·length/avgdl) of every row, once per snapshot (the same operations
         as per query before, so the same scores to the last bit)."""
         import numpy as np

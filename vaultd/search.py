@@ -111,11 +111,11 @@ def fts_query(query: str) -> str:
 class Searcher:
     def __init__(self, store: Store, embed_query: EmbedQuery,
                  vectors: VectorIndex | None = None, executor: Executor | None = None,
-                 texts: Bm25Index | None = None) -> None:
+                 bm25: Bm25Index | None = None) -> None:
         self.store = store
         self.embed_query = embed_query
         self.vectors = vectors  # a warm in-memory copy (the daemon's), else sqlite-vec
-        self.texts = texts  # a warm in-memory copy of the FTS5 postings (the daemon's)
+        self.bm25 = bm25  # a warm in-memory copy of the FTS5 postings (the daemon's)
         # With an executor (the daemon's), a hybrid query's BM25 runs on it while this thread
         # embeds the query: onnxruntime, numpy and SQLite release the GIL, so the two overlap.
         self.executor = executor
@@ -206,8 +206,8 @@ class Searcher:
         terms = fts_terms(query)
         if not terms:
             return []
-        if self.texts is not None and filters.only_archive_rule:
-            hits = self.texts.search(self.store, terms, k, filters.include_archive)
+        if self.bm25 is not None and filters.only_archive_rule:
+            hits = self.bm25.search(self.store, terms, k, filters.include_archive)
             if hits is not None:
                 return hits
         return self.store.fts(" OR ".join(f'"{t}"' for t in terms), k, filters)

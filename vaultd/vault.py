@@ -24,7 +24,7 @@ from vaultd.search import ARCHIVE_WEIGHT, Hits, Searcher, SearchOptions, hit_fro
 from vaultd.search_request import SearchRequest
 from vaultd.store import Filters, Store
 from vaultd.vectors import VectorIndex
-from vaultd.writer import WriterRole, config_with_writer, role, this_host
+from vaultd.writer_role import WriterRole, config_with_writer, role, this_host
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -160,7 +160,7 @@ class Vault:
         # A warm in-memory copy of the vectors for exact KNN: the daemon keeps one
         # (`keep_vectors_warm`); a one-shot process would pay more to load it than it saves.
         self.vectors: VectorIndex | None = None
-        self.texts: Bm25Index | None = None  # and of the FTS5 postings, for BM25
+        self.bm25: Bm25Index | None = None  # and of the FTS5 postings, for BM25
         self._executor: ThreadPoolExecutor | None = None  # overlaps a query's embed and FTS
 
     # -- parts, built on first use
@@ -196,11 +196,11 @@ class Vault:
             from vaultd.bm25 import Bm25Index
 
             self.vectors = VectorIndex()
-            self.texts = Bm25Index()
+            self.bm25 = Bm25Index()
             self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vaultd-query")
         self.vectors.refresh(self.store)
-        if self.texts is not None:
-            self.texts.load(self.store, background=True)
+        if self.bm25 is not None:
+            self.bm25.load(self.store, background=True)
 
     def reopen_index(self) -> None:
         """Open the index file anew: it was deleted or replaced under this process (the
@@ -211,11 +211,11 @@ class Vault:
         if self.vectors is not None:
             self.vectors = VectorIndex()
             self.vectors.refresh(self.store)
-        if self.texts is not None:
+        if self.bm25 is not None:
             from vaultd.bm25 import Bm25Index
 
-            self.texts = Bm25Index()
-            self.texts.load(self.store, background=True)
+            self.bm25 = Bm25Index()
+            self.bm25.load(self.store, background=True)
 
     def close(self) -> None:
         if self._executor is not None:
@@ -316,7 +316,7 @@ class Vault:
             mmr_lambda=s.mmr_lambda if r.mmr_lambda is None else r.mmr_lambda)
         self._check_model(store)
         searcher = Searcher(store, lambda q: self.embedder.embed([q], kind="query")[0],
-                            self.vectors, self._executor, self.texts)
+                            self.vectors, self._executor, self.bm25)
         hits = searcher.search(r.query, options)
         if r.record and hits:
             import time as _time

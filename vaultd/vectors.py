@@ -41,7 +41,7 @@ EXACT_ROWS = 1024  # rows scored exactly at a time (temporaries of ~6 MB at 384 
 
 
 @dataclass(frozen=True)
-class _Snapshot:
+class _Halves:
     generation: str
     rowids: np.ndarray  # int64, (n,), ascending
     hashes: np.ndarray  # bytes (numpy "S"), (n,): content hash of each row's chunk
@@ -59,7 +59,7 @@ class VectorIndex:
     """Exact cosine KNN over an in-memory copy of a store's vectors (thread-safe)."""
 
     def __init__(self) -> None:
-        self._snapshot: _Snapshot | None = None
+        self._snapshot: _Halves | None = None
         self._lock = threading.Lock()
         self.rows_loaded = 0  # vectors read from the store so far (full load + increments)
 
@@ -87,7 +87,7 @@ class VectorIndex:
             self._snapshot = self._update(store, generation, snap)
         trim_heap()  # the load's transient buffers: give them back now, not at the next peak
 
-    def _update(self, store: IndexStore, generation: str, snap: _Snapshot | None) -> _Snapshot:
+    def _update(self, store: IndexStore, generation: str, snap: _Halves | None) -> _Halves:
         """The matrix filled in place, a block of rows at a time: a full load of 100k vectors
         peaked at ~4 copies of the 149 MB matrix (blobs, their join, the normalised rows, the
         matrix) and now holds one plus a block."""
@@ -108,7 +108,7 @@ class VectorIndex:
                     first_rows.shape[1] if first_rows is not None else 0)
             if not len(rowids) or dims == 0:
                 empty = np.zeros((0, 0), np.uint16)
-                return _Snapshot(generation, np.zeros(0, np.int64), hash_array([]),
+                return _Halves(generation, np.zeros(0, np.int64), hash_array([]),
                                  np.zeros(0, bool), empty, empty)
             high = np.empty((len(rowids), dims), dtype=np.uint16)
             low = np.empty((len(rowids), dims), dtype=np.uint16)
@@ -123,7 +123,7 @@ class VectorIndex:
                 for part in blocks:
                     high[part], low[part] = split_halves(
                         _rows(store, [hashes_l[i] for i in part]))
-        return _Snapshot(generation, rowids, hashes, np.asarray(archived, dtype=np.int64) == 0,
+        return _Halves(generation, rowids, hashes, np.asarray(archived, dtype=np.int64) == 0,
                          high, low)
 
     def knn(self, store: IndexStore, query: np.ndarray, k: int, include_archive: bool,

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         swept = sweep(vault, queries) if args.sweep else {}
         # the daemon's path: in-memory vector matrix and in-memory BM25 (vaultd.bm25)
         vault.keep_vectors_warm()
-        assert vault.texts is not None and vault.texts.wait(), vault.texts.unusable
+        assert vault.bm25 is not None and vault.bm25.wait(), vault.bm25.unusable
         warm = evaluate(vault, queries)
 
     stats = {k: status[k] for k in ("notes", "chunks", "vectors", "skipped")}

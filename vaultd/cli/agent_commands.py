@@ -107,7 +107,7 @@ def hook(ctx: click.Context, event: str) -> None:
                 from vaultd.transcript import capture
 
                 capture(root, transcript, redact_secrets=vault.settings.privacy.redact)
-        from vaultd.writer import NotWriterError
+        from vaultd.writer_role import NotWriterError
 
         try:
             flush_anywhere(vault)

@@ -18,7 +18,7 @@ from vaultd.daemon.commands import Answer
 from vaultd.daemon.stats import PhaseRun, Stats
 from vaultd.errors import VaultdError
 from vaultd.vault import Vault
-from vaultd.writer import WriterRole
+from vaultd.writer_role import WriterRole
 
 log = logging.getLogger("vaultd.daemon")
 

@@ -240,8 +240,8 @@ class Daemon:
         freed (a reconcile's file lists, chunk texts, …)."""
         if self.vault.vectors is not None:
             self.vault.vectors.refresh(self.vault.store)
-        if self.vault.texts is not None:
-            self.vault.texts.load(self.vault.store, background=True)
+        if self.vault.bm25 is not None:
+            self.vault.bm25.load(self.vault.store, background=True)
         trim_heap()
 
     def _count_error(self) -> None:
