@@ -628,6 +628,7 @@ def test_new_entries_are_connected_once_the_vault_is_quiet(daemon: Running) -> N
         store.close()
 
 
+@pytest.mark.slow
 def test_the_heap_is_trimmed_once_searches_pause(tmp_path: Path, env: dict[str, str],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """What a burst of searches freed goes back to the system once they pause (glibc keeps

@@ -518,6 +518,7 @@ def test_an_identical_twin_left_in_the_log_is_not_taken_for_an_interrupted_move(
     assert archive.count(twin) == 1
 
 
+@pytest.mark.slow
 def test_connect_and_prune_hold_similarities_a_block_at_a_time(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A model change re-buffers every entry: connect (and prune) built an entries x entries
@@ -560,6 +561,7 @@ def test_connect_and_prune_hold_similarities_a_block_at_a_time(
     assert peaks[1] < peaks[0] - 1500 * 1500 * 4 * 0.8, peaks  # the 9 MB matrix is gone
 
 
+@pytest.mark.slow
 def test_a_dense_graph_is_held_compactly_and_reported_by_its_strongest_links(
         vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
     """An entry of a dense vault links to thousands (a 100k-chunk vault: 14M links, and

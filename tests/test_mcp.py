@@ -211,6 +211,7 @@ async def _full_session(root: Path, env: dict[str, str], cwd: Path) -> dict[str,
     return out
 
 
+@pytest.mark.slow
 def test_mcp_server_has_the_full_memory_surface(tmp_path: Path) -> None:
     root = make_vault(tmp_path, {
         **NOTES, **SECRETS,

@@ -64,6 +64,7 @@ def test_matches_sentence_transformers(minilm: OnnxEmbedder, reference: dict) ->
     assert float(cos.mean()) >= 0.999
 
 
+@pytest.mark.slow
 def test_the_int8_default_stays_close_to_sentence_transformers(minilm_int8: OnnxEmbedder,
                                                                minilm: OnnxEmbedder,
                                                                reference: dict) -> None:
@@ -249,6 +250,7 @@ def test_the_fused_encoder_computes_what_the_exported_one_does(tmp_path: Path,
     assert encoder_graph.same_output(want, encoder_graph.outputs_for(right, feeds), feeds)
 
 
+@pytest.mark.slow
 def test_a_warm_daemon_model_does_not_spin_between_queries(tmp_path: Path) -> None:
     """The daemon's embedder (`warm_up`) keeps onnxruntime's threads from spinning: right
     after a query the process is idle. (Spinning after each run, the default for a batch job,

@@ -158,6 +158,7 @@ def test_the_list_above_covers_every_command() -> None:
     assert missing == [("init",), ("model", "quantize")]  # neither works on a vault
 
 
+@pytest.mark.slow
 def test_every_command_refuses_a_folder_that_is_not_a_vault(tmp_path: Path) -> None:
     """The folder stays untouched (no `.vaultd/index.db` made behind the user's back), the
     answer is one line with the `vaultd init` hint, exit 2, and never a traceback."""
@@ -189,6 +190,7 @@ def _break_with_a_folder(index: Path) -> None:
 
 
 @pytest.mark.parametrize("breaking", [_break_with_garbage, _break_with_a_folder])
+@pytest.mark.slow
 def test_a_broken_index_is_one_line_naming_the_file_and_the_fix(
         tmp_path: Path, vault: Path, breaking: object) -> None:
     env = env_for(tmp_path)
@@ -214,6 +216,7 @@ def _immutable(path: Path, on: bool) -> bool:
 
 
 @pytest.mark.parametrize("target", [".vaultd", ".vaultd/index.db"])
+@pytest.mark.slow
 def test_an_index_vaultd_may_not_write_is_a_permission_problem(
         tmp_path: Path, vault: Path, target: str) -> None:
     """A read-only `.vaultd/` or an index owned by someone else: one line naming the file and

@@ -87,6 +87,7 @@ def test_a_note_unreadable_for_a_moment_stays_searchable(
 # ---------------------------------------------------------------- the daemon's own files
 
 
+@pytest.mark.slow
 def test_an_index_deleted_under_the_daemon_is_opened_anew(tmp_path: Path) -> None:
     root = make_vault(tmp_path, {"semantic/a.md": "# A\n\nthe axolotl note\n"},
                       config=FAST_CONFIG)
@@ -108,6 +109,7 @@ def test_an_index_deleted_under_the_daemon_is_opened_anew(tmp_path: Path) -> Non
         assert {"semantic/a.md", "semantic/b.md"} <= set(v.store.file_states())
 
 
+@pytest.mark.slow
 def test_a_deleted_token_is_restored_and_never_means_not_running(tmp_path: Path) -> None:
     root = make_vault(tmp_path, config=FAST_CONFIG)
     with running_daemon(root):

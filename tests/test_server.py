@@ -598,6 +598,7 @@ def test_every_endpoint_and_server_setting_is_documented() -> None:
     (b"GET /health HTTP/1.1\r\nHost: localhost\r\n", "head_seconds"),
     (b"POST /embed HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer secret\r\n"
      b"Content-Length: 100000\r\n\r\n{\"texts\": [\"", "body_seconds")])
+@pytest.mark.slow
 def test_a_trickling_sender_is_cut_off_at_its_deadline(opening: bytes, deadline: str) -> None:
     # one byte every 0.1 s: the socket timeout (30 s between bytes) alone never fires
     server = Server(FakeApp(), ServerSettings(port=0, head_seconds=1.0, body_seconds=1.0),

@@ -168,6 +168,7 @@ def files(root: Path) -> dict[str, bytes]:
             if p.is_file() and layout.STATE_DIR not in p.relative_to(root).parts}
 
 
+@pytest.mark.slow
 def test_two_machines_share_a_vault_only_the_writer_writes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = FAST_CONFIG + '\n[lifecycle]\nwriter = "studio"\n'  # the same, synced, config
