@@ -22,7 +22,7 @@ def runner(tmp_path: Path) -> CliRunner:
 
 
 @pytest.fixture
-def vault(tmp_path: Path, runner: CliRunner) -> Path:
+def vault_root(tmp_path: Path, runner: CliRunner) -> Path:
     root = tmp_path / "v"
     result = runner.invoke(main, ["init", str(root)])
     assert result.exit_code == 0, result.output
@@ -51,51 +51,51 @@ def test_init_creates_the_layout_and_never_overwrites(tmp_path: Path, runner: Cl
     assert "nothing to do" in again.output
 
 
-def test_index_prints_a_summary_and_is_idempotent(vault: Path, runner: CliRunner) -> None:
-    first = runner.invoke(main, ["--vault", str(vault), "index"])
+def test_index_prints_a_summary_and_is_idempotent(vault_root: Path, runner: CliRunner) -> None:
+    first = runner.invoke(main, ["--vault", str(vault_root), "index"])
     assert first.exit_code == 0, first.output
     summary = r"3 files; 3 new, .* \d+ chunks embedded, 0 reused; 0 skipped in"
     assert re.search(summary, first.output)
-    second = runner.invoke(main, ["--vault", str(vault), "index", "--json"])
+    second = runner.invoke(main, ["--vault", str(vault_root), "index", "--json"])
     report = json.loads(second.stdout)
     assert report["chunks_embedded"] == 0 and report["unchanged"] == 3
 
 
-def test_index_reports_skips_and_warnings(vault: Path, runner: CliRunner) -> None:
-    (vault / "semantic" / "bin.md").write_bytes(b"\x00\x01\x02binary")
-    (vault / "semantic" / "yaml.md").write_text("---\ntitle: [unclosed\n---\n# T\nbody words\n",
-                                                encoding="utf-8")
-    result = runner.invoke(main, ["--vault", str(vault), "index"])
+def test_index_reports_skips_and_warnings(vault_root: Path, runner: CliRunner) -> None:
+    (vault_root / "semantic" / "bin.md").write_bytes(b"\x00\x01\x02binary")
+    (vault_root / "semantic" / "yaml.md").write_text(
+        "---\ntitle: [unclosed\n---\n# T\nbody words\n", encoding="utf-8")
+    result = runner.invoke(main, ["--vault", str(vault_root), "index"])
     assert result.exit_code == 0
     assert "skipped semantic/bin.md: binary file" in result.output
     assert "warning: semantic/yaml.md:" in result.output and "broken YAML" in result.output
-    hits = json.loads(runner.invoke(main, ["--vault", str(vault), "search", "body words",
+    hits = json.loads(runner.invoke(main, ["--vault", str(vault_root), "search", "body words",
                                            "--json"]).stdout)["hits"]
     assert hits[0]["path"] == "semantic/yaml.md"
 
 
-def test_search_json_and_filters(vault: Path, runner: CliRunner) -> None:
-    runner.invoke(main, ["--vault", str(vault), "index"])
-    out = runner.invoke(main, ["--vault", str(vault), "search", "rollback", "releases", "-k", "2",
-                               "--json"])
+def test_search_json_and_filters(vault_root: Path, runner: CliRunner) -> None:
+    runner.invoke(main, ["--vault", str(vault_root), "index"])
+    out = runner.invoke(main, ["--vault", str(vault_root), "search", "rollback", "releases",
+                               "-k", "2", "--json"])
     data = json.loads(out.stdout)
     assert data["query"] == "rollback releases" and data["stale_files"] == 0
     assert data["hits"][0]["path"] == "semantic/deploy.md"
     assert data["hits"][0]["lines"] == [7, 7]
-    typed = json.loads(runner.invoke(main, ["--vault", str(vault), "search", "pool", "--type",
+    typed = json.loads(runner.invoke(main, ["--vault", str(vault_root), "search", "pool", "--type",
                                             "episodic", "--json"]).stdout)
     assert {h["type"] for h in typed["hits"]} == {"episodic"}
-    human = runner.invoke(main, ["--vault", str(vault), "search", "rollback"])
+    human = runner.invoke(main, ["--vault", str(vault_root), "search", "rollback"])
     assert "semantic/deploy.md:7-7" in human.output
 
 
-def test_search_finds_archived_entries_marked_and_can_leave_them_out(vault: Path,
+def test_search_finds_archived_entries_marked_and_can_leave_them_out(vault_root: Path,
                                                                      runner: CliRunner) -> None:
-    (vault / "archive" / "episodic").mkdir(parents=True)
-    (vault / "archive" / "episodic" / "2026-10-01.md").write_text(
+    (vault_root / "archive" / "episodic").mkdir(parents=True)
+    (vault_root / "archive" / "episodic" / "2026-10-01.md").write_text(
         "# 2026-10-01\n\n## 08:00 — kiln\nthe kiln thermocouple reads low\n", encoding="utf-8")
-    runner.invoke(main, ["--vault", str(vault), "index"])
-    args = ["--vault", str(vault), "search", "kiln", "thermocouple"]
+    runner.invoke(main, ["--vault", str(vault_root), "index"])
+    args = ["--vault", str(vault_root), "search", "kiln", "thermocouple"]
     human = runner.invoke(main, args)
     assert "archive/episodic/2026-10-01.md:4-4" in human.output
     assert "[episodic, archived]" in human.output
@@ -104,36 +104,36 @@ def test_search_finds_archived_entries_marked_and_can_leave_them_out(vault: Path
         assert any(h["archived"] for h in data["hits"]) is found, flag
 
 
-def test_search_warns_when_the_index_is_stale(vault: Path, runner: CliRunner) -> None:
-    runner.invoke(main, ["--vault", str(vault), "index"])
-    (vault / "semantic" / "new.md").write_text("# New\nfresh\n", encoding="utf-8")
-    out = runner.invoke(main, ["--vault", str(vault), "search", "fresh", "--json"])
+def test_search_warns_when_the_index_is_stale(vault_root: Path, runner: CliRunner) -> None:
+    runner.invoke(main, ["--vault", str(vault_root), "index"])
+    (vault_root / "semantic" / "new.md").write_text("# New\nfresh\n", encoding="utf-8")
+    out = runner.invoke(main, ["--vault", str(vault_root), "search", "fresh", "--json"])
     assert "index is stale: 1 file(s) changed" in out.output
 
 
-def test_embed_json(vault: Path, runner: CliRunner) -> None:
-    out = runner.invoke(main, ["--vault", str(vault), "embed", "hello", "world", "--json"])
+def test_embed_json(vault_root: Path, runner: CliRunner) -> None:
+    out = runner.invoke(main, ["--vault", str(vault_root), "embed", "hello", "world", "--json"])
     data = json.loads(out.stdout)
     assert data["model"] == "hash-256" and data["dims"] == 256
     assert len(data["vectors"]) == 2 and len(data["vectors"][0]) == 256
 
 
-def test_status_json(vault: Path, runner: CliRunner) -> None:
-    runner.invoke(main, ["--vault", str(vault), "index"])
-    data = json.loads(runner.invoke(main, ["--vault", str(vault), "status", "--json"]).stdout)
+def test_status_json(vault_root: Path, runner: CliRunner) -> None:
+    runner.invoke(main, ["--vault", str(vault_root), "index"])
+    data = json.loads(runner.invoke(main, ["--vault", str(vault_root), "status", "--json"]).stdout)
     assert data["notes"] == 3 and data["chunks"] == data["vectors"]
     assert data["model"]["id"] == "hash-256" and data["model"]["dims"] == 256
     assert data["sqlite_module"] in ("sqlite3", "sqlean") and data["sqlite_vec"]
     assert data["changed_since_index"] == 0 and data["last_index_at"]
-    text = runner.invoke(main, ["--vault", str(vault), "status"]).output
+    text = runner.invoke(main, ["--vault", str(vault_root), "status"]).output
     assert "sqlite-vec" in text and "hash-256 (256 d)" in text
 
 
-def test_vault_discovery_from_a_subfolder(vault: Path, runner: CliRunner,
+def test_vault_discovery_from_a_subfolder(vault_root: Path, runner: CliRunner,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(vault / "semantic")
+    monkeypatch.chdir(vault_root / "semantic")
     out = runner.invoke(main, ["status", "--json"])
-    assert json.loads(out.stdout)["vault"] == str(vault.resolve())
+    assert json.loads(out.stdout)["vault"] == str(vault_root.resolve())
 
 
 def test_errors_are_one_line_with_a_fix(tmp_path: Path, runner: CliRunner,
@@ -160,26 +160,26 @@ def test_every_command_has_help_and_is_in_the_readme(runner: CliRunner) -> None:
         assert f"vaultd {name}" in readme, f"`vaultd {name}` is not documented in README.md"
 
 
-def test_search_before_any_index_says_so(vault: Path, runner: CliRunner) -> None:
-    out = runner.invoke(main, ["--vault", str(vault), "search", "rollback", "--json"])
+def test_search_before_any_index_says_so(vault_root: Path, runner: CliRunner) -> None:
+    out = runner.invoke(main, ["--vault", str(vault_root), "search", "rollback", "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["hits"] == []
     assert "index is stale: 3 file(s) changed" in out.stderr
 
 
-def test_eval_smoke(vault: Path, runner: CliRunner, tmp_path: Path) -> None:
-    runner.invoke(main, ["--vault", str(vault), "index"])
+def test_eval_smoke(vault_root: Path, runner: CliRunner, tmp_path: Path) -> None:
+    runner.invoke(main, ["--vault", str(vault_root), "index"])
     queries = tmp_path / "q.jsonl"
     queries.write_text(json.dumps({"id": "1", "query": "fly releases rollback",
                                    "gold_notes": ["semantic/deploy.md"], "extra": 1}) + "\n"
                        + json.dumps({"id": "2", "query": "postgres pool exhausted",
                                      "gold_notes": ["episodic/2026-11-20.md"]}) + "\n")
-    out = runner.invoke(main, ["--vault", str(vault), "eval", "--queries", str(queries),
+    out = runner.invoke(main, ["--vault", str(vault_root), "eval", "--queries", str(queries),
                                "--mode", "bm25", "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert data["queries"] == 2 and data["modes"]["bm25"]["r@1"] == 1.0
-    table = runner.invoke(main, ["--vault", str(vault), "eval", "--queries", str(queries)])
+    table = runner.invoke(main, ["--vault", str(vault_root), "eval", "--queries", str(queries)])
     assert "nDCG@10" in table.output and "hybrid" in table.output
 
 
@@ -193,24 +193,24 @@ def test_daemon_lock_works_in_a_folder_never_initialised(tmp_path: Path) -> None
     lock.release()
 
 
-def test_flush_with_transcript_and_the_hooks(vault: Path, runner: CliRunner,
+def test_flush_with_transcript_and_the_hooks(vault_root: Path, runner: CliRunner,
                                              tmp_path: Path) -> None:
     fixture = Path(__file__).parent / "fixtures" / "transcript.jsonl"
-    out = runner.invoke(main, ["--vault", str(vault), "flush", "--transcript", str(fixture)])
+    out = runner.invoke(main, ["--vault", str(vault_root), "flush", "--transcript", str(fixture)])
     assert out.exit_code == 0, out.output
     assert "saved the session to episodic/" in out.output and "wrote MEMORY.md" in out.output
-    logs = "".join(p.read_text() for p in (vault / "episodic").glob("*.md"))
+    logs = "".join(p.read_text() for p in (vault_root / "episodic").glob("*.md"))
     entries = logs.count("— Session transcript")
     assert entries == 1
     settings = tmp_path / "proj" / ".claude" / "settings.json"
-    out = runner.invoke(main, ["--vault", str(vault), "hooks", "install", "claude-code",
+    out = runner.invoke(main, ["--vault", str(vault_root), "hooks", "install", "claude-code",
                                "--project", str(tmp_path / "proj")])
     assert out.exit_code == 0 and "hook pre-compact" in settings.read_text()
     payload = json.dumps({"transcript_path": str(fixture), "hook_event_name": "PreCompact"})
-    out = runner.invoke(main, ["--vault", str(vault), "hook", "pre-compact"], input=payload)
+    out = runner.invoke(main, ["--vault", str(vault_root), "hook", "pre-compact"], input=payload)
     assert out.exit_code == 0, out.output
-    logs = "".join(p.read_text() for p in (vault / "episodic").glob("*.md"))
+    logs = "".join(p.read_text() for p in (vault_root / "episodic").glob("*.md"))
     assert logs.count("— Session transcript") == 2
-    out = runner.invoke(main, ["--vault", str(vault), "hooks", "uninstall", "claude-code",
+    out = runner.invoke(main, ["--vault", str(vault_root), "hooks", "uninstall", "claude-code",
                                "--project", str(tmp_path / "proj")])
     assert "removed 3 hook(s)" in out.output

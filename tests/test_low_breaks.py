@@ -222,7 +222,7 @@ SETTINGS = '{\n  "theme": "dark"\n}\n'
 
 
 @pytest.fixture
-def vault(tmp_path: Path) -> Path:
+def vault_root(tmp_path: Path) -> Path:
     return make_vault(tmp_path)
 
 
@@ -233,50 +233,50 @@ def settings_at(tmp_path: Path) -> Path:
 
 
 def test_hooks_install_writes_through_a_symlinked_settings_file(tmp_path: Path,
-                                                               vault: Path) -> None:
+                                                               vault_root: Path) -> None:
     kept = tmp_path / "dotfiles" / "claude-settings.json"
     kept.parent.mkdir()
     kept.write_text(SETTINGS, encoding="utf-8")
     settings = settings_at(tmp_path)
     settings.symlink_to(kept)
-    hooks.install(settings, vault, command="vaultd")
+    hooks.install(settings, vault_root, command="vaultd")
     assert settings.is_symlink() and settings.resolve() == kept
     data = json.loads(kept.read_text(encoding="utf-8"))
     assert data["theme"] == "dark" and set(data["hooks"]) == set(hooks.EVENTS)
-    hooks.uninstall(settings, vault)
+    hooks.uninstall(settings, vault_root)
     assert settings.is_symlink() and kept.read_text(encoding="utf-8") == SETTINGS
 
 
-def test_hooks_install_keeps_a_hard_link_whole(tmp_path: Path, vault: Path) -> None:
+def test_hooks_install_keeps_a_hard_link_whole(tmp_path: Path, vault_root: Path) -> None:
     settings = settings_at(tmp_path)
     settings.write_text(SETTINGS, encoding="utf-8")
     other = tmp_path / "backup-settings.json"
     os.link(settings, other)
     inode = settings.stat().st_ino
-    hooks.install(settings, vault, command="vaultd")
+    hooks.install(settings, vault_root, command="vaultd")
     assert settings.stat().st_ino == inode and settings.stat().st_nlink == 2
     assert "hooks" in json.loads(other.read_text(encoding="utf-8"))  # the other name too
 
 
-def test_hooks_install_refuses_a_read_only_settings_file(tmp_path: Path, vault: Path) -> None:
+def test_hooks_install_refuses_a_read_only_settings_file(tmp_path: Path, vault_root: Path) -> None:
     settings = settings_at(tmp_path)
     settings.write_text(SETTINGS, encoding="utf-8")
     settings.chmod(0o444)  # checked by mode: as root the write would otherwise succeed
     with pytest.raises(VaultdError, match="read-only") as caught:
-        hooks.install(settings, vault, command="vaultd")
+        hooks.install(settings, vault_root, command="vaultd")
     assert str(settings) in str(caught.value)
     assert settings.read_text(encoding="utf-8") == SETTINGS
 
 
 def test_hooks_install_refuses_a_fifo_without_waiting_on_it(tmp_path: Path,
-                                                           vault: Path) -> None:
+                                                           vault_root: Path) -> None:
     settings = settings_at(tmp_path)
     os.mkfifo(settings)
     outcome: dict[str, BaseException] = {}
 
     def install() -> None:
         try:
-            hooks.install(settings, vault, command="vaultd")
+            hooks.install(settings, vault_root, command="vaultd")
         except BaseException as exc:  # handed to the test thread
             outcome["error"] = exc
 
@@ -291,13 +291,13 @@ def test_hooks_install_refuses_a_fifo_without_waiting_on_it(tmp_path: Path,
 
 
 def test_hooks_uninstall_removes_the_file_and_folder_it_created(tmp_path: Path,
-                                                                vault: Path) -> None:
+                                                                vault_root: Path) -> None:
     settings = tmp_path / "project" / ".claude" / "settings.json"
-    hooks.install(settings, vault, command="vaultd")
-    assert (vault / ".vaultd" / hooks.CREATED_NOTE).exists()
-    hooks.uninstall(settings, vault)
+    hooks.install(settings, vault_root, command="vaultd")
+    assert (vault_root / ".vaultd" / hooks.CREATED_NOTE).exists()
+    hooks.uninstall(settings, vault_root)
     assert not settings.parent.exists() and (tmp_path / "project").is_dir()
-    assert not (vault / ".vaultd" / hooks.CREATED_NOTE).exists()
+    assert not (vault_root / ".vaultd" / hooks.CREATED_NOTE).exists()
 
 
 # -- edits.write_config: its contract, on its own ---------------------------------------------

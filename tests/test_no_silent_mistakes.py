@@ -42,7 +42,7 @@ def runner(tmp_path: Path) -> CliRunner:
 
 
 @pytest.fixture
-def vault(tmp_path: Path) -> Path:
+def vault_root(tmp_path: Path) -> Path:
     root = tmp_path / "v"
     init_vault(root)
     (root / "semantic" / "deploy.md").write_text("# Deploy\nfly releases rollback v41\n",
@@ -60,8 +60,8 @@ def vaultd(*args: str, env: dict[str, str], cwd: Path,
 
 @pytest.mark.parametrize(("args", "message"), BAD_SEARCHES)
 def test_a_wrong_search_option_is_an_error_naming_the_valid_values(
-        vault: Path, runner: CliRunner, args: list[str], message: str) -> None:
-    out = runner.invoke(main, ["--vault", str(vault), "search", "rollback", *args])
+        vault_root: Path, runner: CliRunner, args: list[str], message: str) -> None:
+    out = runner.invoke(main, ["--vault", str(vault_root), "search", "rollback", *args])
     assert out.exit_code == 2, out.output
     assert message in out.output
     assert "no hits" not in out.output
@@ -98,20 +98,21 @@ def test_the_daemons_search_answers_those_mistakes_with_400(tmp_path: Path) -> N
         assert status == 200 and data["hits"]
 
 
-def test_an_unknown_phase_is_an_error_naming_the_phases(vault: Path, runner: CliRunner) -> None:
-    out = runner.invoke(main, ["--vault", str(vault), "lifecycle", "--phase", "consolidation"])
+def test_an_unknown_phase_is_an_error_naming_the_phases(vault_root: Path,
+                                                        runner: CliRunner) -> None:
+    out = runner.invoke(main, ["--vault", str(vault_root), "lifecycle", "--phase", "consolidation"])
     assert out.exit_code == 2
     assert "'connect', 'promote', 'consolidate'" in out.output
 
 
-def test_global_options_are_accepted_after_the_subcommand(vault: Path, runner: CliRunner,
+def test_global_options_are_accepted_after_the_subcommand(vault_root: Path, runner: CliRunner,
                                                           tmp_path: Path) -> None:
-    runner.invoke(main, ["--vault", str(vault), "index"])
-    out = runner.invoke(main, ["search", "rollback", "--vault", str(vault), "--json"])
+    runner.invoke(main, ["--vault", str(vault_root), "index"])
+    out = runner.invoke(main, ["search", "rollback", "--vault", str(vault_root), "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["hits"][0]["path"] == "semantic/deploy.md"
-    status = runner.invoke(main, ["status", "--json", "--vault", str(vault)])
-    assert json.loads(status.stdout)["vault"] == str(vault.resolve())
+    status = runner.invoke(main, ["status", "--json", "--vault", str(vault_root)])
+    assert json.loads(status.stdout)["vault"] == str(vault_root.resolve())
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     start = runner.invoke(main, ["start", "--vault", str(elsewhere)])  # parsed, then refused
@@ -192,19 +193,19 @@ def _break_with_a_folder(index: Path) -> None:
 @pytest.mark.parametrize("breaking", [_break_with_garbage, _break_with_a_folder])
 @pytest.mark.slow
 def test_a_broken_index_is_one_line_naming_the_file_and_the_fix(
-        tmp_path: Path, vault: Path, breaking: object) -> None:
+        tmp_path: Path, vault_root: Path, breaking: object) -> None:
     env = env_for(tmp_path)
-    breaking(vault / ".vaultd" / "index.db")  # type: ignore[operator]
+    breaking(vault_root / ".vaultd" / "index.db")  # type: ignore[operator]
     for args in (["search", "rollback"], ["status"], ["index"], ["start", "--timeout", "60"]):
-        out = vaultd("--vault", str(vault), *args, env=env, cwd=tmp_path)
+        out = vaultd("--vault", str(vault_root), *args, env=env, cwd=tmp_path)
         said = out.stdout + out.stderr
         assert "Traceback" not in said, (args, said)
         assert out.returncode == 2, (args, said)
         assert ".vaultd/index.db" in said and ("vaultd doctor --fix" in said
                                                or "move it away" in said), (args, said)
-    doctor = vaultd("--vault", str(vault), "doctor", "--json", env=env, cwd=tmp_path)
+    doctor = vaultd("--vault", str(vault_root), "doctor", "--json", env=env, cwd=tmp_path)
     assert [f["kind"] for f in json.loads(doctor.stdout)["findings"]] == ["corrupt"]
-    fixed = vaultd("--vault", str(vault), "doctor", "--fix", env=env, cwd=tmp_path)
+    fixed = vaultd("--vault", str(vault_root), "doctor", "--fix", env=env, cwd=tmp_path)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
 
 
@@ -218,25 +219,25 @@ def _immutable(path: Path, on: bool) -> bool:
 @pytest.mark.parametrize("target", [".vaultd", ".vaultd/index.db"])
 @pytest.mark.slow
 def test_an_index_vaultd_may_not_write_is_a_permission_problem(
-        tmp_path: Path, vault: Path, target: str) -> None:
+        tmp_path: Path, vault_root: Path, target: str) -> None:
     """A read-only `.vaultd/` or an index owned by someone else: one line naming the file and
     the fix (permissions, not a rebuild); doctor says "permission", not "corrupt", and
     `doctor --fix` reports it instead of crashing."""
     env = env_for(tmp_path)
-    assert vaultd("--vault", str(vault), "index", env=env, cwd=tmp_path).returncode == 0
-    locked = vault / target
+    assert vaultd("--vault", str(vault_root), "index", env=env, cwd=tmp_path).returncode == 0
+    locked = vault_root / target
     try:
         if not _immutable(locked, True):
             pytest.skip("chattr +i is not available here")
         for args in (["index"], ["status"], ["search", "rollback"],
                      ["start", "--timeout", "60"]):
-            out = vaultd("--vault", str(vault), *args, env=env, cwd=tmp_path)
+            out = vaultd("--vault", str(vault_root), *args, env=env, cwd=tmp_path)
             said = out.stdout + out.stderr
             assert "Traceback" not in said, (args, said)
             assert out.returncode == 2, (args, said)
             assert "permission denied" in said or "not permitted" in said, (args, said)
         for args in (["doctor", "--json"], ["doctor", "--fix", "--json"]):
-            out = vaultd("--vault", str(vault), *args, env=env, cwd=tmp_path)
+            out = vaultd("--vault", str(vault_root), *args, env=env, cwd=tmp_path)
             assert "Traceback" not in out.stderr, out.stderr
             assert out.returncode == 1, out.stdout + out.stderr
             report = json.loads(out.stdout)
