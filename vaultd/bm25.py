@@ -2,9 +2,9 @@
 computed from sparse postings with numpy.
 
 Why: FTS5 scores every row that matches any term of an OR query, reading each row's position
-lists. A SciFact claim's terms match ~40 % of all chunks, so at 100k chunks the FTS5 query
-alone took 36 ms (bench/RESULTS.md). Here a query costs one vectorised pass over its terms'
-postings (~2 ms at 100k chunks).
+lists. A sentence's worth of OR terms matches a large share of all chunks, so an FTS5 query's
+cost grows with the vault. Here a query costs one vectorised pass over its terms' postings
+(the figures, at 10k and 100k chunks: bench/RESULTS.md).
 
 Same answer as `Store.fts`, by construction: the postings are FTS5's own tokens (read from
 its `instance` vocabulary; new chunks and query terms are tokenized by a scratch FTS5 table
@@ -23,7 +23,7 @@ arrays when it grows past a tenth of them. Document frequencies and the average 
 computed over the chunks present, so the masked rows do not count.
 
 Memory: int32 row positions + uint16 term counts per (term, chunk) pair, about 6 bytes per
-posting (~5 MB at 10k SciFact chunks, ~50 MB at 100k) plus the term dictionary.
+posting plus the term dictionary: linear in the vault's postings (sizes in bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class _Copy:
     generation: str
     rowids: np.ndarray  # int64, (n,): every row position ever given out in this lineage
     # the present rows, by chunk rowid (ascending): content hash and position — numpy arrays,
-    # not a dict of (rowid, hash) tuples (~27 MB of Python objects at 100k chunks)
+    # not a dict of (rowid, hash) tuples (three Python objects a row: many times the arrays)
     key_rowids: np.ndarray  # int64
     key_hashes: np.ndarray  # bytes (numpy "S")
     key_pos: np.ndarray  # int64
@@ -102,7 +102,7 @@ def _postings(terms: np.ndarray, docs: np.ndarray, tf: np.ndarray, n_terms: int)
 def _compacted(terms: dict[str, int]) -> dict[str, int]:
     """The same term → id dict (ids 0..n-1 in insertion order), its strings made anew. Each
     was made among a block's temporary rows, and held, kept the memory of those around it from
-    going back to the system (at 100k chunks ~20 MB resident beyond the arrays)."""
+    going back to the system (resident memory the arrays do not account for: bench/RESULTS.md)."""
     joined = "\n".join(terms)  # (FTS5's unicode61 tokens never hold whitespace)
     n = len(terms)
     terms.clear()
@@ -215,8 +215,8 @@ class Bm25Index:
 
     def _full(self, store: IndexStore) -> _Copy | None:
         """Every posting, counted a block of occurrences at a time: what stays per block is
-        one (row, count) pair per posting, never the occurrences themselves (at 100k chunks
-        the occurrences, held whole and then concatenated, were ~250 MB at the load's peak)."""
+        one (row, count) pair per posting, never the occurrences themselves (held whole and
+        then concatenated, they made the load's peak several times what it keeps)."""
         import numpy as np
 
         terms: dict[str, int] = {}
@@ -443,7 +443,7 @@ class _Collector:
             self.tf.append(tf.astype(np.uint16) if int(tf.max()) < 65536 else tf)
             # terms come in order, so a block holds a narrow range of them: its distinct
             # terms and their posting counts (a bincount from 0 would be a whole vocabulary
-            # long, every block: ~27 MB at 100k chunks)
+            # long, every block: memory that grows with vocabulary times blocks)
             self.term_counts.append(np.unique(t, return_counts=True))
 
     def done(self, n_terms: int) -> _Postings:

@@ -230,8 +230,8 @@ class OnnxEmbedder(Embedder):
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         if not self.spinning:
-            # (spinning only while a run is on, `session.force_spinning_stop`, was 3 % faster
-            # at 10k chunks but 10 % slower at 100k, where the BM25 thread beside the query's
+            # (spinning only while a run is on, `session.force_spinning_stop`, helped a little
+            # at 10k chunks but hurt more at 100k, where the BM25 thread beside the query's
             # embedding needs the core: bench/RESULTS.md, 2026-12-03)
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
@@ -241,12 +241,12 @@ class OnnxEmbedder(Embedder):
             raise ModelError(f"onnxruntime cannot load {path}: {exc}") from exc
         self._input_names = {i.name for i in self._session.get_inputs()}
         # Give the memory arena back after each batch: a long-lived daemon otherwise keeps the
-        # high-water mark of its longest batch (measured: 550 MB resident after 300 notes vs
-        # 280 MB with shrinkage, for ~2.5 % more time).
+        # high-water mark of its longest batch for good; giving it back costs a little time
+        # per batch, which indexing can spare.
         self._run_options = ort.RunOptions()
         self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         # ...but not after one short text (a query): its high-water mark is small, and giving
-        # it back each time cost 8 % of a query's embedding (4.3 -> 4.0 ms on 2 cores,
+        # it back each time was a visible share of a query's embedding (bench/RESULTS.md,
         # bench/speed/query_embed_ab.py)
         self._short_run_options = ort.RunOptions()
         missing = {"input_ids", "attention_mask"} - self._input_names
@@ -263,7 +263,7 @@ class OnnxEmbedder(Embedder):
         """One text per call (an int8 profile) leaves a second thread little to do inside one
         small model run: run `threads` calls side by side instead (onnxruntime sessions are
         thread-safe and release the GIL). Each text is still run alone, so its vector is the
-        same bit for bit. Measured on 2 cores (bench/RESULTS.md, issue 15 point 2)."""
+        same bit for bit. The gain on 2 cores: bench/RESULTS.md, issue 15 point 2."""
         if self.batch_size > 1 or self.threads < 2 or len(batches) < 2:
             return super()._embed_batches(batches)
         from concurrent.futures import ThreadPoolExecutor

@@ -8,7 +8,8 @@ of ~20 tokens those nodes cost as much as the matrix products. This module reads
 out of the (constant-folded) graph by their Hugging Face names and writes the same network as
 onnxruntime's contrib operators: Attention (Q, K and V in one product),
 SkipLayerNormalization and BiasGelu — 52 nodes instead of 315. Quantised, Attention
-becomes QAttention (measured: a query's embedding 4.4 -> 3.6 ms on 2 cores; bench/RESULTS.md).
+becomes QAttention, and a short query's embedding no longer pays for the small nodes
+(bench/RESULTS.md).
 
 The rebuilt graph must compute what the original does: `fuse` checks that on fixed token ids
 (several lengths, with padding) and returns False when the graph is not such an encoder, when
@@ -118,8 +119,8 @@ def _build(w: _Weights, heads: int, output: str, inputs: list[str], original: An
                 for a in n.attribute if a.name == "epsilon"), 1e-12)
     e = "embeddings."
     # Embeddings as Gathers (not EmbedLayerNormalization, which takes whole tables): the
-    # quantiser stores a Gather's table in 8 bits, as it did for the exported graph (the word
-    # table: 12 MB instead of 47 MB resident)
+    # quantiser stores a Gather's table in 8 bits, as it did for the exported graph (a quarter
+    # of the float32 word table's resident memory)
     node("Shape", ["input_ids"], "length", contrib=False, start=1, end=2)
     node("Squeeze", ["length"], "length0", contrib=False)
     node("Range", [const_int("zero", 0), "length0", const_int("one", 1)], "positions",

@@ -5,7 +5,7 @@ Why reciprocal-rank fusion: cosine similarities and BM25 scores live on unrelate
 is unbounded and depends on the query's length and term rarity), so adding raw scores lets one
 side drown the other query by query. RRF uses only each list's order — `w / (k + rank)` summed
 over the lists a chunk appears in — which is robust without per-vault calibration, and a chunk
-found by both retrievers rises above one found by either alone. Measured on the SciFact dev set
+found by both retrievers rises above one found by either alone. On SciFact's train queries
 (bench/RESULTS.md), it beats both retrievers alone at nDCG@10.
 """
 
@@ -35,9 +35,9 @@ SNIPPET_CHARS = 700
 # after live chunks of similar relevance (with RRF, k = 60, 0.95 is about three places down
 # when both retrievers rank it) and above weak ones; an archived chunk whose words a live
 # candidate holds is left out and lifts that one instead (see _without_archived_copies).
-# Chosen on locomo-dev (bench/quality/memory_lifecycle.py): R@5 after four lifecycle passes on
-# conv-26/30/41 with 0.95 is .686 .755 .710, with 0.9 .687 .755 .693 (before the lifecycle:
-# .646 .699 .659); without the copy rule, 0.95 gave .658 .699 .649 and 0.5 .585 .631 .494.
+# Chosen on locomo-dev (bench/quality/memory_lifecycle.py, R@5 after four lifecycle passes):
+# 0.9 did no better, and without the copy rule archived copies pushed gold facts
+# out of the top 5, the more so the lower the weight (bench/RESULTS.md).
 ARCHIVE_WEIGHT = 0.95
 EmbedQuery = Callable[[str], "np.ndarray"]
 
@@ -64,7 +64,8 @@ class Hit:
     archived: bool = False  # under archive/: a faded or merged entry (a lower tier)
 
     def to_dict(self) -> dict[str, Any]:
-        # field by field: dataclasses.asdict deep-copies, 16 us a hit (0.16 ms of a search)
+        # field by field: dataclasses.asdict deep-copies every value, a visible share of a
+        # fast search's time (bench/RESULTS.md)
         return {"path": self.path, "score": round(self.score, 6), "text": self.text,
                 "type": self.type, "heading": self.heading, "lines": list(self.lines),
                 "chunk_id": self.chunk_id, "entry_id": self.entry_id, "date": self.date,
@@ -131,9 +132,9 @@ class Searcher:
         pool = max(options.candidates, options.k * 3)
         vector_hits: Sequence[tuple[int, float]] = []
         text_hits: Sequence[tuple[int, float]] = []
-        # The embedding is the long pole (~4 ms at 10k chunks, BM25 ~0.7): it runs on this
-        # thread, BM25 beside it on the executor, joined before anything else touches the
-        # store (one connection: KNN's refresh may open a read transaction too)
+        # The embedding is the long pole (BM25 takes a fraction of it; bench/RESULTS.md): it
+        # runs on this thread, BM25 beside it on the executor, joined before anything else
+        # touches the store (one connection: KNN's refresh may open a read transaction too)
         # (with decay, ranking reads whole rows anyway: no places to look up beside it)
         text_job = (self.executor.submit(self._bm25_placed, query, pool, options.filters,
                                          options.half_life_days <= 0)
@@ -172,8 +173,8 @@ class Searcher:
             scores = _rrf([(vector_hits, options.vector_weight), (text_hits, options.text_weight)],
                           options.rrf_k)
         # Whole rows (text and all) only where they are needed: ranking needs each
-        # candidate's path and line (and its date, with decay); the hits need the top k. At 10k
-        # chunks, ~80 whole rows cost 0.5 ms, their places 0.2 ms.
+        # candidate's path and line (and its date, with decay); the hits need the top k. A
+        # candidate's place costs well under its whole row (bench/RESULTS.md).
         rows: dict[int, ChunkRow] = {}
         if options.half_life_days > 0:
             rows = self.store.chunks_by_rowid(scores)
@@ -202,7 +203,8 @@ class Searcher:
 
     def _bm25(self, query: str, k: int, filters: Filters) -> Sequence[tuple[int, float]]:
         """FTS5's BM25 ranking: from the in-memory copy when there is one that can answer
-        (the same ranking, ~20x faster at 100k chunks), else from FTS5."""
+        (the same ranking, without FTS5 scoring every row that matches any term: far faster
+        on a large vault; bench/RESULTS.md), else from FTS5."""
         terms = fts_terms(query)
         if not terms:
             return []
@@ -248,7 +250,7 @@ def _without_archived_copies(ranked: list[int], rows: dict[int, ChunkRow],
     entry, kept verbatim in its semantic note) is a second copy, not a second answer: it is
     left out, and the live chunk that holds it ranks at least where it would have."""
     archived = [r for r in ranked if is_archived(rows[r].path)]
-    if not archived:  # the usual case: nothing to compare (and flattening ~80 texts is ~1 ms)
+    if not archived:  # the usual case: nothing to compare, and no candidate's text flattened
         return ranked
     live = [(r, _flat(rows[r].text)) for r in ranked if not is_archived(rows[r].path)]
     dropped = set()

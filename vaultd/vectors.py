@@ -1,9 +1,9 @@
 """An in-memory copy of the index's vectors, for exact KNN in a long-lived process.
 
-sqlite-vec's `vec0` scan costs about 12 ms per query at 10k chunks on this class of machine
-(bench/RESULTS.md); one scan of an in-memory copy costs about 1 ms. The daemon keeps this copy
-warm; a one-shot CLI process does not, because loading the copy costs more than the single query
-it would answer.
+sqlite-vec's `vec0` scan reads every stored vector out of SQLite for each query; a scan of an
+in-memory copy is one pass over a contiguous matrix, several times cheaper (bench/RESULTS.md).
+The daemon keeps this copy warm; a one-shot CLI process does not, because loading the copy
+costs more than the single query it would answer.
 
 Each float32 is kept as its two halves: the top 16 bits (a bfloat16) and the bottom 16. A query
 scans only the top halves (half the bytes of the float32 matrix: the scan is bound by memory
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 BLOCK = 4096  # rows read and normalised at a time: a load never holds a second full copy
 SPLIT_ROWS = 4096  # from this many rows, a query's scan runs in two halves
-EXACT_ROWS = 1024  # rows scored exactly at a time (temporaries of ~6 MB at 384 dimensions)
+EXACT_ROWS = 1024  # rows scored exactly at a time: bounds temporaries if every row is a candidate
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,9 @@ class VectorIndex:
         trim_heap()  # the load's transient buffers: give them back now, not at the next peak
 
     def _update(self, store: IndexStore, generation: str, snap: _Halves | None) -> _Halves:
-        """The matrix filled in place, a block of rows at a time: a full load of 100k vectors
-        peaked at ~4 copies of the 149 MB matrix (blobs, their join, the normalised rows, the
-        matrix) and now holds one plus a block."""
+        """The matrix filled in place, a block of rows at a time: a full load once peaked at
+        several copies of the matrix (blobs, their join, the normalised rows, the matrix) and now
+        holds one plus a block (bench/RESULTS.md)."""
         import numpy as np
 
         with store.read_snapshot():
@@ -311,7 +311,7 @@ def trim_heap() -> None:
 
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, looked up once: `find_library` runs `ldconfig -p` (~2 ms, a
+    """glibc's malloc_trim, looked up once: `find_library` runs `ldconfig -p` (a
     subprocess), and the daemon trims after every load, batch of index work and search
     burst."""
     import ctypes

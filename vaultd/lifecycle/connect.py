@@ -53,7 +53,7 @@ def plan(ctx: Context) -> Plan:
     result.notes.append(f"{len(buffer)} buffered entr{'y' if len(buffer) == 1 else 'ies'} of "
                         f"{int(active.sum())} active; link threshold {th.link:.2f}")
     # a block of buffered rows at a time: all of them at once is buffered x entries floats
-    # (a model change re-buffers every entry: 50k entries made a 10 GB matrix)
+    # (a model change re-buffers every entry: then it is quadratic in the vault)
     inactive = ~active
     for start, sims in similarity_blocks(matrix, matrix, buffer):
         sims[:, inactive] = -1.0
@@ -63,7 +63,8 @@ def plan(ctx: Context) -> Plan:
             above = above[np.argsort(-sims[row, above], kind="stable")]
             scores = np.array([round(s, 3) for s in sims[row, above].tolist()], dtype=float)
             # every link is held compactly (a dense vault links an entry to thousands: as
-            # Python lists, 50k entries' plan took GBs); the report shows the strongest
+            # Python objects, a large vault's plan outgrew its memory); the report shows the
+            # strongest
             result.actions.append(Link(
                 entries=(views[i].id, *(views[j].id for j in above[:MAX_LINKS])),
                 reason=f"{len(above)} link(s) at cosine ≥ {th.link:.2f}" if len(above)
@@ -201,7 +202,7 @@ def calibrate(matrix: np.ndarray, link_default: float, consolidate_default: floa
     if n < 3:
         return {"entries": n, "note": "too few entries to calibrate"}
     # every pair's cosine counted into fine bins, a block of rows at a time: all pairs at once
-    # is an entries x entries matrix (50k entries: 10 GB); a percentile is then exact to half
+    # is an entries x entries matrix, quadratic in the vault; a percentile is then exact to half
     # a bin (1e-5), well inside the 3 places reported
     counts = np.zeros(CALIBRATION_BINS, dtype=np.int64)
     nearest = np.empty(n, dtype=np.float32)

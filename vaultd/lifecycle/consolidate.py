@@ -57,7 +57,7 @@ def clusters(views: list[EntryView], matrix: np.ndarray, threshold: float,
         return []
     vectors = matrix[eligible]
     # each episode's close neighbours, a block of rows at a time: all pairs at once was an
-    # episodes x episodes matrix (50k episodes: 10 GB), and each seed recounted every degree
+    # episodes x episodes matrix, quadratic in the vault, and each seed recounted every degree
     near = neighbours(vectors, threshold)
     degree = np.array([len(n) for n in near])  # neighbours not yet grouped
     free = np.ones(len(eligible), dtype=bool)

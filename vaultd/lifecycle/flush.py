@@ -18,7 +18,7 @@ rare terms) per character, times exp(-0.35 z) for an entry z standard deviations
 than the vault's average (hubs are generic; what gets asked is specific), times boosts for
 proven status, recalls and durable notes. A consolidated note's facts restate one theme, so
 they count for less per fact (CONSOLIDATED_WEIGHT) and the budget goes to distinct facts first
-(giving each theme a line of its own regardless cost 0.02–0.03 of locomo-dev coverage).
+(giving each theme a line of its own regardless cost locomo-dev coverage).
 Faded and merged entries (under `archive/`) are not candidates: fading lowers prominence
 (search still finds them), and a merged entry's facts are in its note. The greedy choice skips
 near-duplicates and discounts a fact close to one already chosen (MMR on the entries' vectors).
@@ -80,9 +80,8 @@ PROVEN_BOOST = 1.5
 DURABLE_BOOST = 1.2  # semantic notes and the user's notes: knowledge rather than an episode
 # A consolidated note's facts are restatements of one theme (each ≥ 0.70 similar to the
 # others): a question about the theme needs one of them, so per fact they are asked about far
-# less often than an unmerged episode's (locomo-dev: 0.43 vs 0.76 questions per fact on
-# conv-26, 0.24 vs 0.49 on conv-30, 0.14 vs 0.47 on conv-41). Valued as episodes times this,
-# not boosted as proven.
+# less often than an unmerged episode's, on every locomo-dev conversation (bench/RESULTS.md).
+# Valued as episodes times this (on the plateau of the tuning grid), not boosted as proven.
 CONSOLIDATED_WEIGHT = 0.35
 RECALL_BOOST = 0.2  # per query that recalled the entry, up to RECALL_CAP
 RECALL_CAP = 5

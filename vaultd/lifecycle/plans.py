@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 # What a plan does to a file; a real run touches exactly the files its plan lists.
 CREATE, CHANGE, REMOVE = "create", "change", "remove"
 # Entry-by-entry similarities are computed a block of rows at a time, at most this many floats
-# (16 MB) at once: all pairs at once of 50k entries is a 10 GB matrix
+# (16 MB) at once: all pairs at once is a matrix quadratic in the vault
 SIMILARITY_FLOATS = 4_000_000
 
 

@@ -98,7 +98,7 @@ class Chunks(Connection):
         and line.
 
         Without filters other than the archive rule, FTS5 alone ranks (joining `chunks` for
-        the archive flag about doubles the cost: bench/RESULTS.md); archived rows are
+        the archive flag adds a row lookup for every row FTS5 matches); archived rows are
         dropped afterwards from twice the rows asked for, falling back to the join only when
         that leaves too few.
         """
