@@ -206,8 +206,9 @@ def _check_claims(root: Path, store: IndexStore, report: Report) -> None:
         claims = unverified(fm, mine[0][1] if mine else None, daily, seals, mine)
         if claims:
             report.unverified.append(
-                f"{path}: {', '.join(claims)} — not written by this vault's vaultd (forged, "
-                "copied, edited since, or from an older vaultd): ignored")
+                f"{path}: {', '.join(claims)} — not written by this vault's vaultd (written "
+                "by hand, copied, forged, edited since, or by an older vaultd): vaultd does not "
+                "act on it")
 
 
 def _check_index(vault: Vault, store: IndexStore, on_disk: dict[str, layout.FileStat],
