@@ -93,8 +93,7 @@ def test_editing_a_sealed_notes_body_or_claim_voids_the_seal(vault: Vault) -> No
     seals = vault.seals
 
     def claims(text: str) -> frozenset[str]:
-        note = parse("semantic/deploys.md", text)
-        return seals.note_claims(note.frontmatter, note.entries[0].hash)
+        return seals.claims_of(parse("semantic/deploys.md", text))
 
     assert claims(sealed) == {"status", "consolidation"}
     assert claims(sealed.replace("canary first", "no canary")) == frozenset()

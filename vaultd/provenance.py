@@ -35,9 +35,12 @@ import secrets
 import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vaultd.layout import state_dir
+
+if TYPE_CHECKING:
+    from vaultd.notes import Note
 
 KEY_FILE = "seal.key"
 SEAL = "vaultd_seal"  # a whole note's seal: "<covered keys, comma-separated>:<mac>"
@@ -71,7 +74,8 @@ class Seals:
         `create` is set, else a vault without a key verifies nothing."""
         path = state_dir(root) / KEY_FILE
         try:
-            if os.lstat(path).st_mode & 0o077 or not stat.S_ISREG(os.lstat(path).st_mode):
+            st = os.lstat(path)
+            if st.st_mode & 0o077 or not stat.S_ISREG(st.st_mode):
                 # a key others can read (or a link, or one a clone brought along: git and
                 # archives give files 0644) may be anyone's: it verifies nothing (doctor says)
                 return cls.none()
@@ -107,6 +111,11 @@ class Seals:
         covered = sorted({k for k in keys if k in frontmatter and k in NOTE_CLAIMS})
         payload = {"claims": {k: frontmatter[k] for k in covered}, "entry": entry_hash}
         return f"{','.join(covered)}:{self.mac('note', payload)}"
+
+    def claims_of(self, note: Note) -> frozenset[str]:
+        """The claim keys of a parsed whole note that vaultd verifiably wrote on its body."""
+        return self.note_claims(note.frontmatter, note.entries[0].hash) if note.entries \
+            else frozenset()
 
     def note_claims(self, frontmatter: Mapping[str, Any], entry_hash: str) -> frozenset[str]:
         """The claim keys of a whole note that vaultd verifiably wrote on this body."""
@@ -161,19 +170,13 @@ def seal_note_text(seals: Seals, path: str, text: str, keys: Iterable[str]) -> s
     from vaultd.edits import set_frontmatter
     from vaultd.notes import parse
 
-    note = parse(path, set_frontmatter(text, {SEAL: None}))
+    unsealed = set_frontmatter(text, {SEAL: None})
+    note = parse(path, unsealed)
     fm = note.frontmatter
     wanted = [k for k in keys if k in fm and k in NOTE_CLAIMS]
-    unsealed = set_frontmatter(text, {SEAL: None})
     if not wanted or not seals.active or not note.entries:
         return unsealed
     return set_frontmatter(unsealed, {SEAL: seals.note_seal(fm, note.entries[0].hash, wanted)})
-
-
-def verified_claims(seals: Seals, frontmatter: Mapping[str, Any], entry_hash: str,
-                    is_daily: bool) -> frozenset[str]:
-    """What vaultd may act on in a whole note (daily logs' claims are checked per entry)."""
-    return frozenset() if is_daily else seals.note_claims(frontmatter, entry_hash)
 
 
 def unverified(frontmatter: Mapping[str, Any], entry_hash: str | None, is_daily: bool,

@@ -202,9 +202,7 @@ def with_fact(text: str, path: str, title: str, view: EntryView, bullet: str,
 
 def extracted_claims(seals: Seals, path: str, text: str) -> frozenset[str]:
     """The verified claims of a note the heartbeat extracts into (empty: not vaultd's)."""
-    note = parse(path, text)
-    return seals.note_claims(note.frontmatter, note.entries[0].hash) if note.entries \
-        else frozenset()
+    return seals.claims_of(parse(path, text))
 
 
 def marked_extracted(text: str, view: EntryView) -> str:

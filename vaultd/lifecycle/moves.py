@@ -266,7 +266,7 @@ def restore(root: Path, rel: str,
     fm = note.frontmatter
     mirrored = rel.split("/", 1)[1]
     if not isinstance(fm.get("archived"), (dict, list)):  # a whole note
-        claims = seals.note_claims(fm, note.entries[0].hash) if note.entries else frozenset()
+        claims = seals.claims_of(note)
         origin = str(fm.get("archived_from") or mirrored) if "archived_from" in claims \
             else mirrored
         _check_inside(root, origin)
@@ -340,8 +340,7 @@ def consolidations(root: Path, store: Store, merge_id: str,
             note = parse(path, edits.read(root / path).text)
         except (OSError, edits.ConflictError):
             continue
-        claims = seals.note_claims(note.frontmatter, note.entries[0].hash) \
-            if note.entries else frozenset()
+        claims = seals.claims_of(note)
         if {"consolidation", "consolidated_from"} <= claims:
             found.append((path, note.frontmatter, claims))
     return found
