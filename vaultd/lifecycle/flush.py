@@ -35,7 +35,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -194,10 +194,13 @@ class Chooser:
     """The greedy, budgeted choice of facts, shared by all sections (so a fact, an entry or a
     near-duplicate shown in one section is not shown again in another)."""
 
-    def __init__(self, views: list[EntryView], vectors: np.ndarray, links: dict[str, str]):
+    def __init__(self, views: list[EntryView], vectors: np.ndarray, links: dict[str, str],
+                 redact_secrets: bool = True):
         import numpy as np
 
         self.views, self.vectors, self.links = views, vectors, links
+        self.redact_secrets = redact_secrets
+        self._redacted: dict[tuple[int, int], Fact] = {}
         self.shown: Counter[int] = Counter()  # entry → facts shown
         self.word_sets: list[set[str]] = []
         self.chosen_vectors = np.zeros((0, vectors.shape[1] if vectors.size else 1),
@@ -214,6 +217,17 @@ class Chooser:
             value *= 1.0 - SIMILARITY_PENALTY * max(0.0, float(sims.max()))
         return value
 
+    def _said_safely(self, fact: Fact) -> Fact:
+        """The fact as it may be written: credentials redacted (`vaultd.redact`). Only facts
+        the choice looks at pay for it, once each — not every statement of the vault."""
+        if not self.redact_secrets:
+            return fact
+        key = (fact.entry, fact.unit)
+        if key not in self._redacted:
+            self._redacted[key] = replace(fact, prefix=redact(fact.prefix),
+                                          body=redact(fact.body))
+        return self._redacted[key]
+
     def _duplicate(self, fact: Fact) -> bool:
         said = _tokens(fact.text)
         return any(len(said & seen) / max(len(said | seen), 1) >= DUPLICATE_WORDS
@@ -229,6 +243,7 @@ class Chooser:
         heapq.heapify(heap)
         while heap:
             _, n, fact = heapq.heappop(heap)
+            fact = self._said_safely(fact)
             if one_line and self.shown[fact.entry] and not fact.joins:
                 continue  # a note's one line; a daily log's entry may say more on its line
             if fact.joins and not fact.prefix and fact.unit and (fact.entry, 0) not in self.said:
@@ -381,8 +396,6 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
             -GENERIC_PENALTY * generic[i])
         power = LENGTH_POWER if section == "key_facts" else ONE_LINE_POWER
         prefix, said = _facts(view)
-        if redact_secrets:
-            prefix, said = redact(prefix), [redact(text) for text in said]
         values = [sum(idf.get(w, 0.0) for w in words(text)) * boost / (len(text) + 3) ** power
                   for text in said]
         if view.is_daily and not prefix and values:
@@ -396,7 +409,7 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
     n_entries = sum(len(ids) for ids in candidates.values())
     n_facts = sum(len(facts) for facts in by_section.values())
     room = budget - skeleton - len(_closing(n_entries, n_facts, budget))  # its longest form
-    chooser = Chooser(active, vectors, links)
+    chooser = Chooser(active, vectors, links, redact_secrets)
     shown = {name: Section() for name in SECTIONS}
     for name in ONE_LINE:
         if name in present:
