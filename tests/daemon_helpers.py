@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vaultd.daemon.files import info_path, read_token
+from vaultd.daemon.discovery import info_path, read_token
 from vaultd.daemon.process import Daemon
 from vaultd.vault import open_vault
 

@@ -184,7 +184,7 @@ def test_eval_smoke(vault_root: Path, runner: CliRunner, tmp_path: Path) -> None
 
 
 def test_daemon_lock_works_in_a_folder_never_initialised(tmp_path: Path) -> None:
-    from vaultd.daemon.files import Lock
+    from vaultd.daemon.discovery import Lock
 
     lock = Lock(tmp_path / "notes")  # `vaultd --vault notes run` before any `vaultd init`
     lock.acquire()

@@ -46,7 +46,7 @@ from conftest import make_vault
 from daemon_helpers import FAST_CONFIG, call, env_for, vaultd, wait_for
 
 from vaultd.blocks import BEGIN, END
-from vaultd.daemon.files import read_info, read_token
+from vaultd.daemon.discovery import read_info, read_token
 from vaultd.doctor import TEMP_SUFFIX
 from vaultd.edits import split_frontmatter
 from vaultd.vault import open_vault

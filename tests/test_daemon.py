@@ -35,7 +35,7 @@ from daemon_helpers import (
 
 from vaultd import layout
 from vaultd.daemon.client import DaemonError
-from vaultd.daemon.files import (
+from vaultd.daemon.discovery import (
     Lock,
     ensure_token,
     info_path,

@@ -15,7 +15,7 @@ import pytest
 from conftest import make_vault
 from daemon_helpers import DEADLINE, FAST_CONFIG, call, env_for, wait_for
 
-from vaultd.daemon.files import info_path, read_token
+from vaultd.daemon.discovery import info_path, read_token
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow  # a daemon and a CLI in subprocesses

@@ -20,7 +20,7 @@ from daemon_helpers import FAST_CONFIG, running_daemon
 
 from vaultd import layout
 from vaultd.cli import main
-from vaultd.daemon.files import Lock, ensure_token, info_path
+from vaultd.daemon.discovery import Lock, ensure_token, info_path
 from vaultd.errors import VaultdError
 from vaultd.store import Store
 from vaultd.vault import Vault, open_vault

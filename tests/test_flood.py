@@ -20,7 +20,7 @@ import pytest
 from conftest import make_vault, write
 from daemon_helpers import DEADLINE, FAST_CONFIG, call, env_for, wait_for
 
-from vaultd.daemon.files import info_path, read_token
+from vaultd.daemon.discovery import info_path, read_token
 
 pytestmark = pytest.mark.slow
 

@@ -292,8 +292,8 @@ def test_mcp_server_has_the_full_memory_surface(tmp_path: Path) -> None:
     assert similar[0] == "procedural/rollback-again.md"
 
 
-def test_note_edits_refuse_to_touch_the_managed_block() -> None:
-    from vaultd.note_edits import EditError, apply_edit
+def test_agent_edits_refuse_to_touch_the_managed_block() -> None:
+    from vaultd.agent_edits import EditError, apply_edit
 
     text = "# Memory\nmine\n<!-- vaultd:begin -->\n- a fact\n<!-- vaultd:end -->\n"
     with pytest.raises(EditError, match="managed block"):

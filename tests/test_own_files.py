@@ -12,7 +12,7 @@ from daemon_helpers import FAST_CONFIG, env_for, running_daemon, vaultd, wait_fo
 
 from vaultd import layout
 from vaultd.daemon.client import DaemonClient, DaemonError
-from vaultd.daemon.files import Lock, read_info, read_token, token_path
+from vaultd.daemon.discovery import Lock, read_info, read_token, token_path
 from vaultd.errors import VaultdError
 from vaultd.vault import Vault, init_vault, open_vault
 

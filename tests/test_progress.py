@@ -39,7 +39,7 @@ from vaultd.cli import main
 from vaultd.cli.progress import ProgressLine
 from vaultd.daemon import vector_fill
 from vaultd.daemon.commands import RunPhase
-from vaultd.daemon.files import read_info, read_token
+from vaultd.daemon.discovery import read_info, read_token
 from vaultd.daemon.process import Daemon
 from vaultd.embedder import HashEmbedder, builtin_profiles
 from vaultd.indexer import IndexProgress, RateMeter, duration

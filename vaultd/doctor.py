@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vaultd import edits, layout
-from vaultd.daemon.files import (
+from vaultd.daemon.discovery import (
     INFO_FILE,
     LOCK_FILE,
     ensure_token,

@@ -107,19 +107,13 @@ def _parts(root: Path, path: Path) -> tuple[str, ...]:
 
 
 def _no_links(start: Path, parts: tuple[str, ...], shown: Path) -> os.stat_result | None:
-    """lstat each component below `start`; RefusedError at the first symbolic link. The last
+    """lstat each component below `start`; OutsideError at the first symbolic link. The last
     component's stat, or None when the path does not exist (yet)."""
-    here, st = start, None
-    for part in parts:
-        here = here / part
-        try:
-            st = os.lstat(here)
-        except FileNotFoundError:
-            return None
-        if stat.S_ISLNK(st.st_mode):
-            where = "is" if here == shown else f"goes through {here}, which is"
-            raise OutsideError(f"{shown}: {where} a symbolic link; vaultd follows no link "
-                               "(one could lead outside the vault)")
+    link, st = layout.lstat_parts(start, parts)
+    if link is not None:
+        where = "is" if link == shown else f"goes through {link}, which is"
+        raise OutsideError(f"{shown}: {where} a symbolic link; vaultd follows no link "
+                           "(one could lead outside the vault)")
     return st
 
 
@@ -153,10 +147,10 @@ def place(root: Path, path: Path) -> os.stat_result | None:
         raise RefusedError(f"{path}: is in {protected}/, a folder vaultd never writes (git's, "
                            "Obsidian's, a package manager's or vaultd's own folder)")
     st = _no_links(root, parts, path)
-    for i in range(1, len(parts)):
-        if os.path.isdir(root.joinpath(*parts[:i], layout.STATE_DIR)):
-            raise RefusedError(f"{path}: is inside {'/'.join(parts[:i])}/, a vault of its own "
-                               f"(it holds {layout.STATE_DIR}/); this vault does not write it")
+    nested = layout.enclosing_vault(root, parts)
+    if nested is not None:
+        raise RefusedError(f"{path}: is inside {nested}/, a vault of its own "
+                           f"(it holds {layout.STATE_DIR}/); this vault does not write it")
     if ignore_of(root).ignored(rel):
         raise RefusedError(f"{path}: the index ignores it ([index] ignore); vaultd does not "
                            "write what it does not index")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,30 @@ def _link_reason(path: str | os.PathLike[str]) -> str:
     except OSError:
         return "symbolic link, not followed"
     return f"symbolic link to {target}, not followed"
+
+
+def lstat_parts(root: Path, parts: Iterable[str]) -> tuple[Path | None, os.stat_result | None]:
+    """lstat each component of `parts` below `root`, following none: `(link, None)` at the
+    first symbolic link met, else `(None, the last component's stat)`, or `(None, None)` when
+    the path does not exist. The one walk the scan and `vaultd.gate` both judge links by."""
+    here, st = root, None
+    for part in parts:
+        here = here / part
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            return None, None
+        if stat.S_ISLNK(st.st_mode):
+            return here, None
+    return None, st
+
+
+def enclosing_vault(root: Path, parts: Iterable[str]) -> str | None:
+    """The folder above the last of `parts` that holds a `.vaultd/` of its own (a vault nested
+    in this one), vault-relative; None when there is none."""
+    parts = list(parts)
+    return next(("/".join(parts[:i]) for i in range(1, len(parts))
+                 if os.path.isdir(root.joinpath(*parts[:i], STATE_DIR))), None)
 
 
 NESTED_VAULT = f"another vault (it has its own {STATE_DIR}/); not indexed as part of this one"
@@ -287,27 +312,23 @@ def stat_paths(root: Path, rels: Iterable[str], ignore: Ignore) -> Scan:
         if not _is_utf8(rel):
             result.skipped[_printable(rel)] = "file name is not valid UTF-8; rename it to index it"
             continue
-        path = root / rel
         try:
-            link = next((root.joinpath(*parts[:i]) for i in range(1, len(parts) + 1)
-                         if root.joinpath(*parts[:i]).is_symlink()), None)
-            if link is not None:
-                result.skipped[rel] = _link_reason(link)
-                continue
-            nested = next(("/".join(parts[:i]) for i in range(1, len(parts))
-                           if root.joinpath(*parts[:i], STATE_DIR).is_dir()), None)
-            if nested is not None:
-                result.skipped[nested + "/"] = NESTED_VAULT
-                continue
-            st = path.stat()
-        except FileNotFoundError:
-            continue
+            link, st = lstat_parts(root, parts)
         except OSError as exc:
             result.skipped[rel] = f"cannot stat: {exc.strerror or exc}"
             continue
-        if path.is_file() and conflict is not None:
+        if link is not None:
+            result.skipped[rel] = _link_reason(link)
+            continue
+        if st is None:
+            continue
+        nested = enclosing_vault(root, parts)
+        if nested is not None:
+            result.skipped[nested + "/"] = NESTED_VAULT
+            continue
+        if stat.S_ISREG(st.st_mode) and conflict is not None:
             result.skipped[rel] = conflict
-        elif path.is_file():
+        elif stat.S_ISREG(st.st_mode):
             result.files[rel] = FileStat(st.st_size, st.st_mtime_ns)
             if st.st_nlink > 1:
                 linked[rel] = (st.st_dev, st.st_ino)

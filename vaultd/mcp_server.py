@@ -204,8 +204,8 @@ class MemoryTools:
     def write_note(self, title: str, content: str, type: str = "semantic",
                    tags: list[str] | None = None) -> dict[str, Any]:
         """A new note `TYPE/slug-of-title.md`; refused if that file exists (edit it instead)."""
+        from vaultd.agent_edits import new_note, slug
         from vaultd.edits import ConflictError, create_new
-        from vaultd.note_edits import new_note, slug
 
         self._check_text(content)
         title, content = self._redact(title), self._redact(content)
@@ -223,8 +223,8 @@ class MemoryTools:
     def edit_note(self, path: str, operation: str, content: str, find_text: str | None = None,
                   section: str | None = None, expected_replacements: int = 1) -> dict[str, Any]:
         """One edit of an existing note, written only if the note did not change meanwhile."""
+        from vaultd.agent_edits import apply_edit
         from vaultd.edits import read, replace_checked
-        from vaultd.note_edits import apply_edit
 
         self._check_text(content)
         content = self._redact(content)  # the agent's text only: the note's own stays as it is

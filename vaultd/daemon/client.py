@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from vaultd.daemon.files import read_info, read_token
+from vaultd.daemon.discovery import read_info, read_token
 from vaultd.errors import VaultdError
 
 if TYPE_CHECKING:

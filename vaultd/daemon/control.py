@@ -12,7 +12,7 @@ from typing import Any
 
 from vaultd import layout
 from vaultd.daemon.client import DaemonClient, DaemonDown, DaemonError
-from vaultd.daemon.files import pid_alive, read_info
+from vaultd.daemon.discovery import pid_alive, read_info
 from vaultd.errors import VaultdError
 
 OUT_FILE = "daemon.out"

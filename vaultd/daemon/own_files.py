@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vaultd import layout
-from vaultd.daemon.files import Lock, file_identity, read_token, write_token
+from vaultd.daemon.discovery import Lock, file_identity, read_token, write_token
 
 log = logging.getLogger("vaultd.daemon")
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from vaultd import edits, gate
 from vaultd.daemon.commands import Answer, Command, Reconcile, Request
-from vaultd.daemon.files import INFO_FILE, Lock, ensure_token, info_path
+from vaultd.daemon.discovery import INFO_FILE, Lock, ensure_token, info_path
 from vaultd.daemon.jobs import Jobs
 from vaultd.daemon.own_files import OwnFiles
 from vaultd.daemon.reads import Reads

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultd import layout
-from vaultd.daemon.files import file_identity
+from vaultd.daemon.discovery import file_identity
 from vaultd.store import Store
 
 log = logging.getLogger("vaultd.daemon")
