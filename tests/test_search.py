@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from vaultd.embedder import HashEmbedder, builtin_profiles
-from vaultd.search import Hit, _rrf, fts_query, hit_from_dict
+from vaultd.search import Hit, _rrf, fts_query
 from vaultd.vault import Vault, init_vault, open_vault
 
 
@@ -48,7 +48,7 @@ def test_hit_has_the_documented_fields(vault: Vault) -> None:
     assert 0 < data["score"] <= 1
     # every field, and back again (the daemon's /search sends this; clients rebuild the hit)
     assert set(data) == {f.name for f in dataclasses.fields(Hit)}
-    assert hit_from_dict(data) == dataclasses.replace(hit, score=data["score"])
+    assert Hit.from_dict(data) == dataclasses.replace(hit, score=data["score"])
 
 
 def test_filters_by_type_tag_path_and_date(vault: Vault) -> None:

@@ -1,6 +1,8 @@
-"""What a search asks: one `SearchRequest` for the CLI, the library (`Vault.search`), the
-daemon's `POST /search` and MCP, with its JSON form (the body `/search` takes) and the JSON it
-is answered with (`vaultd search --json`).
+"""What a search asks and what it answers: one `SearchRequest` for the CLI, the library
+(`Vault.search`), the daemon's `POST /search` and MCP, with its JSON form (the body `/search`
+takes); its answer a `SearchAnswer` of `Hit`s, serialised once (`to_dict`: `vaultd search
+--json` and `/search`) and read back once (`from_dict`: the CLI and the library from the
+daemon).
 
 Stdlib only: the CLI builds a request before it knows whether the daemon will answer it, and
 with the daemon up it must not import the index or the search engine.
@@ -11,10 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Sequence
 
 Mode = Literal["hybrid", "vector", "bm25"]
 MODES: tuple[str, ...] = ("hybrid", "vector", "bm25")
@@ -30,11 +32,59 @@ ARCHIVE_TIERS: tuple[str, ...] = ("lower", "equal", "none")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-class JsonHit(Protocol):
-    """What `response` needs of a hit (`search.Hit` is one). A protocol rather than the class:
-    `search` imports this module, so naming `search.Hit` here would close an import cycle."""
+@dataclass(frozen=True)
+class Hit:
+    """One hit: where it is (path, line range of its chunk), how it ranked, and its text — the
+    passage of the chunk that best matches the query, or the whole chunk (`full`)."""
 
-    def to_dict(self) -> dict[str, Any]: ...
+    path: str
+    score: float
+    text: str
+    type: str
+    heading: str
+    lines: tuple[int, int]
+    chunk_id: str
+    entry_id: str
+    date: str | None
+    archived: bool = False  # under archive/: a faded or merged entry (a lower tier)
+
+    def to_dict(self) -> dict[str, Any]:
+        # field by field: dataclasses.asdict deep-copies every value, a visible share of a
+        # fast search's time (bench/RESULTS.md)
+        return {"path": self.path, "score": round(self.score, 6), "text": self.text,
+                "type": self.type, "heading": self.heading, "lines": list(self.lines),
+                "chunk_id": self.chunk_id, "entry_id": self.entry_id, "date": self.date,
+                "archived": self.archived}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Hit:
+        start, end = data["lines"]
+        return cls(path=data["path"], score=float(data["score"]), text=data["text"],
+                   type=data["type"], heading=data["heading"], lines=(start, end),
+                   chunk_id=data["chunk_id"], entry_id=data["entry_id"],
+                   date=data.get("date"), archived=bool(data.get("archived", False)))
+
+
+@dataclass(frozen=True)
+class SearchAnswer:
+    """A search's answer. `stale_files`: file changes not indexed yet; `pending_vectors`:
+    chunks without a vector yet, ranked by BM25 alone (`search.Hits`)."""
+
+    query: str
+    mode: Mode
+    stale_files: int
+    pending_vectors: int
+    hits: Sequence[Hit]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"query": self.query, "mode": self.mode, "stale_files": self.stale_files,
+                "pending_vectors": self.pending_vectors,
+                "hits": [h.to_dict() for h in self.hits]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchAnswer:
+        return cls(data["query"], data["mode"], data["stale_files"],
+                   int(data.get("pending_vectors", 0)), [Hit.from_dict(h) for h in data["hits"]])
 
 
 @dataclass(frozen=True)
@@ -58,6 +108,13 @@ class SearchRequest:
     half_life_days: float | None = None
     mmr_lambda: float | None = None
     record: bool = False
+    # The day the query is asked (YYYY-MM-DD): what "yesterday", "last week" or "in May" in the
+    # query mean, and what recency decay counts from. None: today. An agent replaying an old
+    # conversation passes the conversation's day.
+    today: str | None = None
+    # A hit's text: False (default) — the lines of its chunk that best match the query, within
+    # `[search] passage_chars` (vaultd.passages); True — the chunk's whole text.
+    full: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "types", tuple(self.types or ()))
@@ -80,7 +137,8 @@ class SearchRequest:
             if name not in TYPES:
                 raise ValueError(f"'type' must be one of {', '.join(TYPES)}, not {name!r}")
         days = {field: _date(field, value) for field, value in
-                (("since", self.since), ("until", self.until)) if value is not None}
+                (("since", self.since), ("until", self.until), ("today", self.today))
+                if value is not None}
         if len(days) == 2 and days["since"] > days["until"]:
             raise ValueError(f"'since' ({self.since}) is after 'until' ({self.until})")
         return self
@@ -102,20 +160,21 @@ class SearchRequest:
             tags=_strings(body.get("tags", body.get("tag")), "tags"),
             path_glob=body.get("path") or None, since=body.get("since") or None,
             until=body.get("until") or None, archive=_archive(body.get("archive")),
+            today=body.get("today") or None, full=_flag(body.get("full"), "full"),
         ).check()
 
     def to_json(self) -> dict[str, Any]:
         """The `/search` body for this request (the daemon records recalls itself)."""
         return {"query": self.query, "k": self.k, "type": list(self.types),
                 "tags": list(self.tags), "path": self.path_glob, "since": self.since,
-                "until": self.until, "mode": self.mode, "archive": self.archive}
+                "until": self.until, "mode": self.mode, "archive": self.archive,
+                "today": self.today, "full": self.full}
 
-    def response(self, hits: Iterable[JsonHit], *, stale_files: int) -> dict[str, Any]:
-        """The JSON of `vaultd search --json`, also what the daemon's `/search` answers.
-        `pending_vectors`: chunks without a vector yet, ranked by BM25 alone (`search.Hits`)."""
-        return {"query": self.query, "mode": self.mode, "stale_files": stale_files,
-                "pending_vectors": getattr(hits, "pending_vectors", 0),
-                "hits": [h.to_dict() for h in hits]}
+    def answer(self, hits: Sequence[Hit], *, stale_files: int) -> SearchAnswer:
+        """This request's answer: `hits` (a `search.Hits` says how many chunks wait for
+        their vector)."""
+        return SearchAnswer(self.query, self.mode, stale_files,
+                            getattr(hits, "pending_vectors", 0), hits)
 
 
 def _archive(value: Any) -> Any:
@@ -124,6 +183,14 @@ def _archive(value: Any) -> Any:
     if value is None or value is False:
         return "lower"
     return "equal" if value is True else value
+
+
+def _flag(value: Any, name: str) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"'{name}' must be true or false, not {value!r}")
 
 
 def _strings(value: Any, name: str) -> tuple[str, ...]:
