@@ -207,7 +207,7 @@ def test_an_old_schema_is_reported_without_being_migrated(vault: Vault, root: Pa
     damage(root, "PRAGMA user_version = 1")
     report = vault.doctor()
     assert report.kinds() == {"schema"}
-    assert "schema version 1; this vaultd uses 3" in report.findings[0].message
+    assert "schema version 1; this vaultd uses 4" in report.findings[0].message
     probe = Store.open_as_is(layout.index_path(root))
     assert probe.schema_version == 1  # looking did not migrate it
     probe.close()

@@ -180,23 +180,24 @@ def test_status_reports_staleness(tmp_path: Path) -> None:
     with opened(root, emb) as vault:
         vault.index()
         status = vault.status()
-        assert status["notes"] == 3 and status["chunks"] == status["vectors"] > 0
-        assert status["sqlite_vec"].startswith("v0.")
-        assert status["changed_since_index"] == 0 and status["last_index_at"]
+        assert status.counts["notes"] == 3
+        assert status.counts["chunks"] == status.counts["vectors"] > 0
+        assert status.versions["sqlite_vec"].startswith("v0.")
+        assert status.changed_since_index == 0 and status.last_index_at
         (root / "semantic" / "new.md").write_text("# New\n\nfresh words\n", encoding="utf-8")
         (root / "semantic" / "deploy.md").unlink()
         status = vault.status()
-        assert status["changed_since_index"] == 2
-        assert status["changed_paths"] == ["semantic/deploy.md", "semantic/new.md"]
+        assert status.changed_since_index == 2
+        assert status.changed_paths == ["semantic/deploy.md", "semantic/new.md"]
 
 
 def test_schema_version_and_migrations_are_idempotent(tmp_path: Path) -> None:
     path = tmp_path / "index.db"
     store = Store(path)
-    assert store.schema_version == len(MIGRATIONS) == 3
+    assert store.schema_version == len(MIGRATIONS) == 4
     store.close()
     store = Store(path)  # a second open applies nothing and keeps the data
-    assert store.schema_version == len(MIGRATIONS) == 3
+    assert store.schema_version == len(MIGRATIONS) == 4
     store.close()
 
 
@@ -208,7 +209,7 @@ def test_an_index_from_a_newer_vaultd_is_refused_with_the_fix(tmp_path: Path) ->
     store = Store(path)
     store.conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     store.close()
-    with pytest.raises(VaultdError, match=r"schema version 4, newer than this vaultd's 3.*"
+    with pytest.raises(VaultdError, match=r"schema version 5, newer than this vaultd's 4.*"
                                           r"Upgrade vaultd.*`vaultd index`"):
         Store(path)
 
@@ -242,7 +243,7 @@ def test_a_migration_that_frees_much_gives_the_space_back(
     monkeypatch.setattr(vaultd.store.schema, "COMPACT_BYTES", 1)
     store = Store(path)
     try:
-        assert store.schema_version == 3 and sum(1 for _ in store.links()) == 40_000
+        assert store.schema_version == 4 and sum(1 for _ in store.links()) == 40_000
         assert store.conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
     finally:
         store.close()

@@ -686,7 +686,7 @@ def test_an_index_of_the_two_row_link_graph_is_migrated_to_one_row_a_pair(
         conn.execute("PRAGMA user_version = 2")
     store = Store(layout.index_path(vault.root))  # opened anew: migration 3 runs
     try:
-        assert store.schema_version == 3
+        assert store.schema_version == 4
         assert set(store.links()) == directed
         assert store.link_degrees() == {a: 2, b: 2, c: 1, d: 1}
         assert store.conn.execute("SELECT count(*) FROM link_pairs").fetchone()[0] == 3

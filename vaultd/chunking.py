@@ -5,6 +5,12 @@ heading path (`Title > Section > Sub`) on the first line, then its text, so a pa
 "Rollback" still knows it is about rollbacks. Sections are split at blank-line blocks (a fenced
 code block stays whole), then at lines, then at blanks, until every chunk's embedded text fits in
 `max_tokens` as counted by the model's own tokenizer — nothing is silently truncated.
+
+A short chunk — a chat turn, a one-line log entry ("Yeah, that was amazing!") — means little
+alone, so with a `Context` it is embedded with its neighbours too: the chunks before (and after)
+it under the same heading path of the same note, cut to a few dozen tokens each. Only the text
+the model is given (and so the content hash) gains them: a hit still shows and points at the
+chunk's own text and lines. A neighbour's edit changes that text, so it re-embeds the chunk.
 """
 
 from __future__ import annotations
@@ -13,10 +19,45 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from vaultd.errors import ConfigError
 from vaultd.notes import Entry, Note, fence_mask, heading_of, managed_mask
 
 CountTokens = Callable[[str], int]
 MAX_HEADING_CHARS = 160  # heading context is a hint; keep it from crowding out the text
+SHORT_TOKENS = 64  # a chunk this short (its own text, in tokens) gets its neighbours
+NEIGHBOUR_TOKENS = 64  # each neighbour is cut to this: context, not content
+
+
+@dataclass(frozen=True)
+class Context:
+    """How many neighbouring chunks a short chunk's embedded text takes, before and after it.
+    `key` names the policy: the index records it, and a change re-reads every file (a vector
+    made under another policy is never kept beside the new ones)."""
+    before: int = 0
+    after: int = 0
+    short_tokens: int = SHORT_TOKENS
+    neighbour_tokens: int = NEIGHBOUR_TOKENS
+
+    @property
+    def key(self) -> str:
+        if not (self.before or self.after):
+            return "none"
+        return (f"neighbours {self.before}/{self.after}, short {self.short_tokens}, "
+                f"cut {self.neighbour_tokens}")
+
+
+# The policies `[index] context` offers: the ones that paid on locomo-dev (bench/RESULTS.md,
+# "Context for short chunks"); the turn after, or both sides, did not.
+CONTEXTS = {"none": Context(), "previous": Context(before=1)}
+
+
+def context_named(name: str) -> Context:
+    """The policy the setting `[index] context` names."""
+    try:
+        return CONTEXTS[name.strip().lower()]
+    except KeyError:
+        raise ConfigError(f"[index] context: {name!r} is not one of "
+                          f"{', '.join(CONTEXTS)}") from None
 
 
 @dataclass(frozen=True)
@@ -28,10 +69,11 @@ class Chunk:
     end_line: int
     text: str
     hash: str  # of embed_text: equal hashes embed to equal vectors
+    context: str = ""  # the whole embedded text when neighbours were added, else ""
 
     @property
     def embed_text(self) -> str:
-        return embed_text(self.heading, self.text)
+        return self.context or embed_text(self.heading, self.text)
 
 
 def embed_text(heading: str, text: str) -> str:
@@ -53,7 +95,7 @@ class _Piece:
 
 
 def chunk_note(note: Note, count_tokens: CountTokens, max_tokens: int,
-               target_tokens: int) -> list[Chunk]:
+               target_tokens: int, context: Context = CONTEXTS["none"]) -> list[Chunk]:
     target = min(target_tokens, max_tokens)
     chunks: list[Chunk] = []
     seen: dict[tuple[str, str], int] = {}
@@ -73,9 +115,81 @@ def chunk_note(note: Note, count_tokens: CountTokens, max_tokens: int,
                 chunk = Chunk(id=cid, entry_id=entry.id, heading=heading,
                               start_line=piece.start, end_line=piece.end, text=piece.text,
                               hash="")
-                digest = hashlib.sha256(chunk.embed_text.encode()).hexdigest()[:32]
-                chunks.append(replace(chunk, hash=digest))
+                chunks.append(replace(chunk, hash=_digest(chunk.embed_text)))
+    if context.before or context.after:
+        chunks = _with_context(chunks, context, count_tokens, max_tokens)
     return chunks
+
+
+def _digest(embedded: str) -> str:
+    """A chunk's content hash: of the text the model is given, so equal hashes embed alike."""
+    return hashlib.sha256(embedded.encode()).hexdigest()[:32]
+
+
+def _with_context(chunks: list[Chunk], context: Context, count: CountTokens,
+                  max_tokens: int) -> list[Chunk]:
+    """Short chunks with their neighbours under the same heading path (a neighbour is the
+    chunk's next in file order, so never across a section or a managed block's gap)."""
+    out: list[Chunk] = []
+    for i, chunk in enumerate(chunks):
+        # every word is at least one token: most long chunks are known long without counting
+        if (len(chunk.text.split()) > context.short_tokens
+                or count(chunk.text) > context.short_tokens):
+            out.append(chunk)
+            continue
+        before = _run(chunks, i, -1, context.before)
+        after = _run(chunks, i, +1, context.after)
+        parts_before = [p for c in reversed(before)
+                        if (p := _cut(c.text, context.neighbour_tokens, count, keep_end=True))]
+        parts_after = [p for c in after
+                       if (p := _cut(c.text, context.neighbour_tokens, count, keep_end=False))]
+        text = _joined(chunk, parts_before, parts_after)
+        # the farthest neighbour goes first, until the whole fits the model (never the text)
+        while (parts_before or parts_after) and count(text) > max_tokens:
+            if len(parts_after) >= len(parts_before):
+                parts_after.pop()
+            else:
+                parts_before.pop(0)
+            text = _joined(chunk, parts_before, parts_after)
+        if not (parts_before or parts_after):
+            out.append(chunk)
+            continue
+        out.append(replace(chunk, context=text, hash=_digest(text)))
+    return out
+
+
+def _joined(chunk: Chunk, before: list[str], after: list[str]) -> str:
+    return "\n".join(([chunk.heading] if chunk.heading else []) + before + [chunk.text] + after)
+
+
+def _run(chunks: list[Chunk], i: int, step: int, n: int) -> list[Chunk]:
+    """Up to `n` chunks next to `chunks[i]` going `step`, nearest first, under its heading."""
+    found: list[Chunk] = []
+    j = i + step
+    while len(found) < n and 0 <= j < len(chunks) and chunks[j].heading == chunks[i].heading:
+        found.append(chunks[j])
+        j += step
+    return found
+
+
+def _cut(text: str, budget: int, count: CountTokens, *, keep_end: bool) -> str:
+    """`text`, or as many of its words at the end (`keep_end`) or the start as fit `budget`
+    tokens: the words nearest the chunk it is context for."""
+    words = text.split()
+    if len(words) > budget:  # every word is at least one token: the rest cannot fit
+        words = words[-budget:] if keep_end else words[:budget]
+    if count(" ".join(words)) <= budget:
+        return " ".join(words)
+    lo, hi = 0, len(words)  # the most words that fit lies in [lo, hi)
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        part = words[-mid:] if keep_end else words[:mid]
+        if count(" ".join(part)) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    part = words[-lo:] if keep_end and lo else words[:lo]
+    return " ".join(part)
 
 
 def _fit_heading(heading: str, count: CountTokens, hard: int) -> str:

@@ -489,13 +489,15 @@ def rebuild(vault: Vault) -> str:
     fresh = index.with_name(index.name + ".rebuild")
     for leftover in (fresh, *_sidecars(fresh)):
         edits.remove_own(vault.root, leftover.name)  # our own unfinished rebuild
+    from vaultd.chunking import context_named
     from vaultd.indexer import Indexer
 
     store = Store(fresh)
     try:
         Indexer(vault.root, store, vault.embedder, ignore=vault.ignore,
                 max_file_bytes=vault.settings.index.max_file_bytes,
-                chunk_tokens=vault.settings.index.chunk_tokens).reconcile()
+                chunk_tokens=vault.settings.index.chunk_tokens,
+                context=context_named(vault.settings.index.context)).reconcile()
         store.checkpoint()
     finally:
         store.close()

@@ -12,6 +12,13 @@ Two phases, so that keyword search works seconds after a start on a new or much 
 Hybrid search ranks a pending chunk by BM25 alone and says how many are pending. Vectors are
 reused by chunk content hash, so unchanged chunks — also in renamed or moved files — are never
 embedded again. One bad file never stops a run: it is skipped with a one-line reason.
+
+A short chunk may be embedded with its neighbours (`chunking.Context`); its hash is of that
+text, so an edit re-embeds the neighbours that take the edited chunk as context. The index
+records the context policy its chunks were made with (meta `chunk_context`); when the policy
+differs (an upgrade, a changed setting) every file is read and chunked again, whatever its
+size and time say, so the index never holds vectors of two policies — the same as deleting it
+and indexing anew, except that every vector whose text did not change is reused.
 """
 
 from __future__ import annotations
@@ -21,62 +28,19 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
 from vaultd import edits, notes
-from vaultd.chunking import Chunk, chunk_note, embed_text
+from vaultd.chunking import CONTEXTS, Chunk, Context, chunk_note, embed_text
 from vaultd.embedder import Embedder
 from vaultd.layout import FileStat, Ignore, Scan, scan, stat_paths
+from vaultd.progress import IndexProgress
 from vaultd.store import ChunkRecord, EntryRecord, FileRecord, FileState, IndexStore
 
 GROUP_CHUNKS = 256
 VECTOR_BATCH = 256  # distinct chunk contents embedded, then committed, together
 RETRY_MTIME = -1  # a skipped file's recorded mtime that no file has: it is read again next time
 KEEP_ORPHAN_VECTORS = 50_000
-
-
-@dataclass(frozen=True)
-class IndexProgress:
-    """Where a run is. `files`: read, parse, chunk, full-text (keyword search finds a file as
-    soon as its group is written); `vectors`: embedding chunks. `rate` (chunks per second) is
-    measured from the end of the first batch, so it leaves out the model's load."""
-    phase: Literal["files", "vectors"]
-    done: int
-    total: int
-    rate: float | None = None
-
-    @property
-    def eta(self) -> float | None:
-        """Seconds left at the measured rate, or None before there is one."""
-        if self.phase != "vectors" or not self.rate:
-            return None
-        return max(self.total - self.done, 0) / self.rate
-
-    def line(self) -> str:
-        unit = "files" if self.phase == "files" else "chunks"
-        what = "reading" if self.phase == "files" else "embedding"
-        share = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-        out = f"{what} {self.done:,}/{self.total:,} {unit}{share}"
-        if self.rate:
-            out += f", {self.rate:.1f} chunks/s"
-        if self.eta is not None:
-            out += f", about {duration(self.eta)} left"
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"phase": self.phase, "done": self.done, "total": self.total,
-                "rate": None if self.rate is None else round(self.rate, 2),
-                "eta_seconds": None if self.eta is None else round(self.eta, 1)}
-
-
-def duration(seconds: float) -> str:
-    """`42s`, `3m05s`, `1h02m`."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+CONTEXT_META = "chunk_context"  # the chunking.Context key the index's chunks were made with
 
 
 class RateMeter:
@@ -156,13 +120,20 @@ class _Parsed:
 
 class Indexer:
     def __init__(self, root: Path, store: IndexStore, embedder: Embedder, *, ignore: Ignore,
-                 max_file_bytes: int, chunk_tokens: int) -> None:
+                 max_file_bytes: int, chunk_tokens: int,
+                 context: Context = CONTEXTS["none"]) -> None:
         self.root = root
         self.store = store
         self.embedder = embedder
         self.ignore = ignore
         self.max_file_bytes = max_file_bytes
         self.chunk_tokens = chunk_tokens
+        self.context = context
+
+    def context_changed(self) -> bool:
+        """True when the index's chunks were made with another context policy (an index from
+        before policies were recorded made them with none)."""
+        return (self.store.get_meta(CONTEXT_META) or "none") != self.context.key
 
     # -- entry points
     def reconcile(self, progress: Progress | None = None, *, vectors: bool = True
@@ -172,17 +143,24 @@ class Indexer:
         started = time.perf_counter()
         report = IndexReport()
         report.rebuilt = self.store.ensure_model(self.embedder.identity())
+        reread = self.context_changed()
         on_disk = scan(self.root, self.ignore)
         known = self.store.file_states()
         gone = [p for p in known if p not in on_disk.files]
-        self._apply(on_disk, known, gone, report, progress)
+        self._apply(on_disk, known, gone, report, progress, reread=reread)
+        if reread:  # only once every file was chunked anew (a crash before reads them again)
+            with self.store.transaction():
+                self.store.set_meta(CONTEXT_META, self.context.key)
         self._finish(report, progress, vectors, started)
         return report
 
     def sync_paths(self, paths: Iterable[str], progress: Progress | None = None, *,
                    vectors: bool = True) -> IndexReport:
         """Apply changes for the named vault-relative paths only (created, changed or gone).
-        With `vectors` (the default) every pending chunk of the index gets its vector."""
+        With `vectors` (the default) every pending chunk of the index gets its vector. When the
+        context policy changed, the whole vault is reconciled instead."""
+        if self.context_changed():
+            return self.reconcile(progress, vectors=vectors)
         started = time.perf_counter()
         report = IndexReport()
         report.rebuilt = self.store.ensure_model(self.embedder.identity())
@@ -212,8 +190,8 @@ class Indexer:
             rows = self.store.pending_chunks(want)
             if not rows:
                 break
-            out = np.asarray(self.embedder.embed([embed_text(r.heading, r.text) for r in rows],
-                                                 kind="document"), dtype=np.float32)
+            texts = [r.context or embed_text(r.heading, r.text) for r in rows]
+            out = np.asarray(self.embedder.embed(texts, kind="document"), dtype=np.float32)
             with self.store.transaction():
                 filled = self.store.add_vectors(
                     {r.hash: vector.tobytes() for r, vector in zip(rows, out)})
@@ -236,19 +214,21 @@ class Indexer:
         report.seconds = time.perf_counter() - started
 
     def _apply(self, on_disk: Scan, known: dict[str, FileState], gone: list[str],
-               report: IndexReport, progress: Progress | None) -> None:
+               report: IndexReport, progress: Progress | None, *, reread: bool = False
+               ) -> None:
+        """Index what changed; with `reread`, every file, as if none had been indexed."""
         report.files = len(on_disk.files)
         for rel, reason in on_disk.skipped.items():
             report.skipped.append((rel, reason))
         todo = [(rel, st) for rel, st in sorted(on_disk.files.items())
-                if rel not in known
+                if reread or rel not in known
                 or (known[rel].size, known[rel].mtime_ns) != (st.size, st.mtime_ns)]
         report.unchanged = len(on_disk.files) - len(todo)
         gone_hashes = {known[p].hash: p for p in gone if known[p].hash}
         group: list[_Parsed] = []
         pending = 0
         for done, (rel, st) in enumerate(todo, start=1):
-            parsed = self._read(rel, st, known.get(rel), gone_hashes, report)
+            parsed = self._read(rel, st, known.get(rel), gone_hashes, report, reread)
             if parsed is not None:
                 group.append(parsed)
                 pending += len(parsed.chunks)
@@ -268,7 +248,8 @@ class Indexer:
             self.store.prune_embeddings(KEEP_ORPHAN_VECTORS)
 
     def _read(self, rel: str, st: FileStat, before: FileState | None,
-              gone_hashes: dict[str, str], report: IndexReport) -> _Parsed | None:
+              gone_hashes: dict[str, str], report: IndexReport, reread: bool = False
+              ) -> _Parsed | None:
         if st.size > self.max_file_bytes:
             reason = (f"too large ({st.size:,} bytes > limit {self.max_file_bytes:,}; "
                       "raise [index] max_file_bytes to include it)")
@@ -296,7 +277,7 @@ class Indexer:
             self._skip(rel, FileStat(st.size, RETRY_MTIME), reason, report)
             return None
         digest = hashlib.sha256(raw).hexdigest()
-        if before is not None and before.hash == digest:
+        if before is not None and before.hash == digest and not reread:
             with self.store.transaction():
                 self.store.touch_file(rel, st.size, st.mtime_ns)
             report.unchanged += 1
@@ -314,7 +295,7 @@ class Indexer:
         else:
             report.changed.append(rel)
         chunks = chunk_note(note, self.embedder.count_tokens, self.embedder.max_tokens,
-                            self.chunk_tokens)
+                            self.chunk_tokens, self.context)
         entry_dates = {e.id: (e.date, e.tags) for e in note.entries}
         record = FileRecord(
             path=rel, size=st.size, mtime_ns=st.mtime_ns, hash=digest, type=note.type,
@@ -350,4 +331,4 @@ def _chunk_record(c: Chunk, entries: dict[str, tuple[str | None, tuple[str, ...]
     date, tags = entries.get(c.entry_id, (None, ()))
     return ChunkRecord(id=c.id, entry_id=c.entry_id, heading=c.heading,
                        start_line=c.start_line, end_line=c.end_line, text=c.text, hash=c.hash,
-                       date=date, tags=tags)
+                       date=date, tags=tags, context=c.context)

@@ -88,9 +88,9 @@ class Files(Connection):
         for ch in chunks:
             cur = c.execute(
                 "INSERT INTO chunks(id, path, entry_id, type, heading, start_line, end_line, "
-                "text, hash, date, archived) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "text, hash, date, archived, context) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (ch.id, record.path, ch.entry_id, record.type, ch.heading, ch.start_line,
-                 ch.end_line, ch.text, ch.hash, ch.date, archived))
+                 ch.end_line, ch.text, ch.hash, ch.date, archived, ch.context))
             rowid = cur.lastrowid
             blob = vectors.get(ch.hash)
             if blob is not None:
@@ -143,7 +143,7 @@ class Files(Connection):
         """Up to `limit` distinct chunk contents waiting for a vector, oldest chunk rows first
         (the order files were indexed in)."""
         return [PendingChunk(*row) for row in self.conn.execute(
-            "SELECT c.hash, c.heading, c.text FROM chunks c WHERE c.rowid IN ("
+            "SELECT c.hash, c.heading, c.text, c.context FROM chunks c WHERE c.rowid IN ("
             "SELECT min(rowid) FROM chunks c2 WHERE NOT EXISTS "
             "(SELECT 1 FROM embeddings e WHERE e.hash = c2.hash) GROUP BY c2.hash) "
             "ORDER BY c.rowid LIMIT ?", (limit,))]

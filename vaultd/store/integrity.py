@@ -4,7 +4,7 @@ repairs that rebuild a derived table from `chunks`."""
 
 from __future__ import annotations
 
-from vaultd.layout import ARCHIVE_DIR
+from vaultd.layout import ARCHIVE_ROOTS
 from vaultd.store.connection import Connection
 from vaultd.store.rows import FileState, IndexCounts, SkippedState
 
@@ -19,8 +19,9 @@ class Integrity(Connection):
             "vectors": (one("SELECT count(*) FROM chunk_vectors").fetchone()[0]
                         if self.has_vector_table() else 0),
             "skipped": one("SELECT count(*) FROM skipped").fetchone()[0],
-            "archived_notes": one("SELECT count(*) FROM files WHERE path GLOB ?",
-                                  (ARCHIVE_DIR + "/*",)).fetchone()[0],
+            "archived_notes": sum(one("SELECT count(*) FROM files WHERE path GLOB ?",
+                                      (folder + "/*",)).fetchone()[0]
+                                  for folder in ARCHIVE_ROOTS),
         }
 
     def integrity_problems(self) -> list[str]:

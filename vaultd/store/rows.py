@@ -52,6 +52,7 @@ class ChunkRecord:
     hash: str
     date: str | None
     tags: tuple[str, ...]
+    context: str = ""  # the whole embedded text when it holds neighbours (chunking.Context)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class PendingChunk(NamedTuple):
     hash: str
     heading: str
     text: str
+    context: str = ""  # when set, the whole text to embed (heading and text with neighbours)
 
 
 class ChunkKeys(NamedTuple):
