@@ -25,7 +25,7 @@ from vaultd.lifecycle.actions import (
     Write,
 )
 from vaultd.lifecycle.flush import FlushReport
-from vaultd.lifecycle.plans import Outcome, PhaseReport, Plan
+from vaultd.lifecycle.plans import FileChange, LifecycleRun, Outcome, PhaseReport, Plan
 
 # One of each kind, as its phase plans it; and the keys its JSON has, in order.
 PLANNED: list[tuple[Action, list[str]]] = [
@@ -106,8 +106,17 @@ def test_a_link_that_found_nothing_is_news_not_an_act() -> None:
 def test_a_flush_report_serialises_its_phases_once() -> None:
     phase = report_of([PLANNED[0][0]])
     flushed = FlushReport("1 new", [phase], True, "diff", 12,
-                          [{"path": "MEMORY.md", "change": "change", "diff": "diff"}])
+                          [FileChange("MEMORY.md", "change", "diff"), FileChange("b.md", "create")])
     data = json.loads(json.dumps(flushed.to_dict()))
     assert list(data) == ["indexed", "phases", "memory_written", "memory_diff",
                           "memory_chars", "files"]
     assert data["phases"] == [phase.to_dict()]
+    assert data["files"][1] == {"path": "b.md", "change": "create"}  # no diff for a new file
+    # what the CLI reads from the daemon is the report it sent, field for field
+    assert FlushReport.from_dict(data) == flushed
+
+
+def test_a_lifecycle_run_reads_back_what_it_wrote() -> None:
+    run = LifecycleRun([report_of([action]) for action, _ in PLANNED[:3]],
+                       {"e1": {"state": "buffer"}})
+    assert LifecycleRun.from_dict(json.loads(json.dumps(run.to_dict()))) == run

@@ -77,7 +77,7 @@ def test_undecodable_files_are_skipped_with_a_reason(tmp_path: Path, rel: str, r
         assert problem in skip_reason(report, rel)
         assert sorted(report.new) == ["MEMORY.md", "semantic/good.md"]
         assert_good_note_searchable(vault)
-        assert [s["path"] for s in vault.status()["skipped_files"]] == [rel]
+        assert [s.path for s in vault.status().skipped_files] == [rel]
 
 
 def test_oversized_file_is_skipped_naming_size_and_limit(tmp_path: Path) -> None:
@@ -331,7 +331,7 @@ def test_one_bad_file_never_stops_a_run(tmp_path: Path) -> None:
         again = vault.index()
         assert again.chunks_embedded == 0 and not again.new and not again.changed
         # read failures are remembered; what the scan skips (the link) is listed beside them
-        assert {s["path"] for s in vault.status()["skipped_files"]} == set(skipped)
+        assert {s.path for s in vault.status().skipped_files} == set(skipped)
 
 
 # ---------------------------------------------------------------------------- the corpus

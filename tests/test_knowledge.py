@@ -105,7 +105,7 @@ def test_merged_notes_of_one_subject_get_distinct_names(vault: Vault) -> None:
     vault.index()
     vault.lifecycle(["connect"])
     [dry] = vault.lifecycle(["consolidate"], dry_run=True)
-    [name] = [f["path"] for f in dry.files if f["path"].startswith("semantic/")]
+    [name] = [f.path for f in dry.files if f.path.startswith("semantic/")]
     write(vault.root, name, "# Mine\n\nmy own note under that name.\n")  # the user's, first
     [real] = vault.lifecycle(["consolidate"])
     [note] = [p for p in real.created if p.startswith("semantic/")]
@@ -219,10 +219,10 @@ def test_the_heartbeat_appends_to_its_note_and_a_dry_run_plans_exactly_that(
     before = tree(vault.root)
     [dry] = vault.lifecycle(["heartbeat"], today=dt.date(2026, 11, 23), dry_run=True)
     assert tree(vault.root) == before
-    planned = {f["path"]: f["change"] for f in dry.files}
+    planned = {f.path: f.change for f in dry.files}
     assert planned["semantic/preferences.md"] == "change"
     assert "+- topiclike Caroline loves jazz." in next(
-        f["diff"] for f in dry.files if f["path"] == "semantic/preferences.md")
+        f.diff for f in dry.files if f.path == "semantic/preferences.md")
     [real] = vault.lifecycle(["heartbeat"], today=dt.date(2026, 11, 23))
     assert not real.conflicts
     assert touched(before, tree(vault.root)) == planned

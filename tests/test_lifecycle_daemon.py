@@ -88,7 +88,7 @@ def test_lifecycle_goes_through_the_daemon_when_it_runs(tmp_path: Path) -> None:
     with running_daemon(root) as daemon, open_vault(root, env={}, daemon="never",
                                                     embedder=embedder) as v:
         result = lifecycle_anywhere(v, ["connect", "consolidate"])
-        assert result["phases"][1]["actions"][0]["kind"] == "merge"
+        assert result.phases[1].actions[0].kind == "merge"
         assert v._store is None  # this process never opened the index
         assert "on request" in daemon.daemon.stats.lifecycle["consolidate"].summary
         # and the CLI: `vaultd lifecycle` (not a dry run) is answered by the daemon

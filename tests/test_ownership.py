@@ -176,9 +176,9 @@ def test_a_dry_run_lists_exactly_the_files_a_real_run_touches(vault: Vault) -> N
         before = tree(vault.root)
         [dry] = vault.lifecycle([phase], dry_run=True)
         assert tree(vault.root) == before, f"{phase}: the dry run wrote"
-        planned = {f["path"]: f["change"] for f in dry.files}
-        assert all("diff" in f for f in dry.files if f["change"] == "change"
-                   and not f["path"].startswith("archive/")), phase
+        planned = {f.path: f.change for f in dry.files}
+        assert all(f.diff is not None for f in dry.files if f.change == "change"
+                   and not f.path.startswith("archive/")), phase
         [real] = vault.lifecycle([phase])
         assert not real.conflicts, (phase, real.conflicts)
         assert touched(before, tree(vault.root)) == planned, phase
@@ -189,7 +189,7 @@ def test_a_dry_run_lists_exactly_the_files_a_real_run_touches(vault: Vault) -> N
     before = tree(vault.root)
     dry = vault.flush(dry_run=True)
     assert tree(vault.root) == before
-    planned = {f["path"]: f["change"] for f in dry.files}
+    planned = {f.path: f.change for f in dry.files}
     assert "MEMORY.md" in planned and "episodic/2026-11-06.md" in planned
     vault.flush()
     assert touched(before, tree(vault.root)) == planned

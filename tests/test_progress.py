@@ -42,7 +42,8 @@ from vaultd.daemon.commands import RunPhase
 from vaultd.daemon.discovery import read_info, read_token
 from vaultd.daemon.process import Daemon
 from vaultd.embedder import HashEmbedder, builtin_profiles
-from vaultd.indexer import IndexProgress, RateMeter, duration
+from vaultd.indexer import RateMeter
+from vaultd.progress import IndexProgress, duration
 from vaultd.store import Store
 from vaultd.vault import Vault, open_vault
 
@@ -99,7 +100,7 @@ def test_keyword_search_works_after_the_files_phase_and_says_what_is_pending(
         assert hybrid.pending_vectors == chunks  # said, never silent
         vector = vault.search("caracal wildcats", mode="vector")
         assert list(vector) == [] and vector.pending_vectors == chunks
-        assert vault.status()["pending_vectors"] == chunks
+        assert vault.status().pending_vectors == chunks
 
 
 def test_pending_count_is_exact_and_equal_contents_are_embedded_once(
@@ -445,7 +446,7 @@ def test_vaultd_start_wait_returns_once_the_first_index_is_done(tmp_path: Path) 
         status = vaultd(root, "status", "--json", env=env)
         data = json.loads(status.stdout)
         assert data["pending_vectors"] == 0 and data["daemon"]["first_index_done"] is True
-        assert data["vectors"] == data["chunks"] > 300
+        assert data["vectors"] == data["chunks"] >= 300  # a chunk a note (MEMORY.md has none)
         again = vaultd(root, "start", env=env)  # already running and indexed: nothing to add
         assert again.returncode == 0 and "indexing continues" not in again.stdout
     finally:

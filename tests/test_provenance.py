@@ -137,7 +137,7 @@ def test_recovery_shows_its_moves_in_the_dry_run_and_the_report(vault: Vault) ->
     write(vault.root, "episodic/2026-11-01.md", daily("2026-11-01", [SAYS[0]]))
     vault.index()
     [dry, _] = vault.lifecycle(["consolidate"], dry_run=True)
-    assert dry.phase == "recovery" and [f["path"] for f in dry.files] == [
+    assert dry.phase == "recovery" and [f.path for f in dry.files] == [
         "archive/episodic/2026-11-01.md", "episodic/2026-11-01.md"]
     assert SAYS[0] in (vault.root / "episodic/2026-11-01.md").read_text()  # dry: untouched
     [done, _] = vault.lifecycle(["consolidate"])

@@ -66,9 +66,9 @@ def test_conflict_copies_are_skipped_with_a_reason_not_indexed(tmp_path: Path) -
         for word in ("syncthingonly", "dropboxonly", "origonly"):
             assert vault.search(word, mode="bm25") == []
         status = vault.status()
-        listed = {s["path"]: s["reason"] for s in status["skipped_files"]}
+        listed = {s.path: s.reason for s in status.skipped_files}
         assert set(CONFLICTS) <= set(listed)
-        assert status["changed_since_index"] == 0
+        assert status.changed_since_index == 0
         assert vault.indexer().sync_paths(list(CONFLICTS)).new == []  # a watcher batch
 
 
@@ -126,7 +126,7 @@ def test_non_writer_refuses_writing_jobs_naming_the_writer(tmp_path: Path) -> No
         vault.lifecycle(["connect"], mirror=False)  # links in the index only: fine
         assert vault.flush(dry_run=True).memory_diff  # a dry run writes nothing: fine
         vault.lifecycle(["connect", "age"], dry_run=True)
-        assert vault.status()["writer"] == {
+        assert vault.status().writer.to_dict() == {
             "writer": "studio", "host": socket.gethostname(), "writes": False,
             "summary": f"studio is the writer; this machine ({socket.gethostname()}) indexes "
                        "and searches only"}
@@ -232,7 +232,7 @@ def test_two_machines_share_a_vault_only_the_writer_writes(
                          "both daemons to index the note written after the conflict copy")
                 assert conflict not in d.paths("conflictonly")
                 with open_vault(d.root, env={}, daemon="never") as vault:
-                    skipped = {s["path"]: s["reason"] for s in vault.status()["skipped_files"]}
+                    skipped = {s.path: s.reason for s in vault.status().skipped_files}
                 assert "sync conflict" in skipped[conflict]
             assert b.stop() == 0
         assert a.stop() == 0

@@ -62,6 +62,10 @@ class WriterRole:
         return {"writer": self.writer, "host": self.host, "writes": self.writes,
                 "summary": self.summary()}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WriterRole:
+        return cls(data["writer"], data["host"])
+
     def check(self, what: str) -> None:
         """Raise NotWriterError, naming the writer, unless this machine may run `what`."""
         if not self.writes:

@@ -14,18 +14,28 @@ from vaultd.cli.base import expected_errors, main, vault_of, vault_root
 @click.pass_context
 def mcp(ctx: click.Context) -> None:
     """Serve the vault to MCP clients over stdio: memory_search, memory_get, memory_write,
-    memory_flush (needs `pip install 'vaultd[mcp]'`)."""
-    from vaultd.mcp_server import run as run_mcp
+    memory_flush, … (for clients that cannot use the daemon's http://127.0.0.1:PORT/mcp).
+    Relayed to the daemon when it runs; in-process otherwise."""
+    from vaultd.daemon.client import DaemonClient, DaemonDown
 
     with expected_errors():
-        try:
-            run_mcp(vault_root(ctx))
-        except ModuleNotFoundError as exc:  # the optional SDK is missing
-            if exc.name != "mcp" and not str(exc.name).startswith("mcp."):
-                raise
-            click.echo("vaultd: the MCP server needs the mcp SDK: pip install 'vaultd[mcp]'",
+        root = vault_root(ctx)
+        client = DaemonClient.for_vault(root)
+        if client is not None:
+            try:
+                client.health()
+            except DaemonDown:
+                client = None
+        if client is not None:
+            from vaultd.mcp_relay import relay
+
+            click.echo(f"vaultd mcp: relaying to the daemon on {client.host}:{client.port}",
                        err=True)
-            sys.exit(2)
+            relay(client, sys.stdin.buffer, sys.stdout.buffer)
+            return
+        from vaultd.mcp_server import run as run_mcp
+
+        run_mcp(root)
 
 
 @main.group()
@@ -104,9 +114,7 @@ def hook(ctx: click.Context, event: str) -> None:
         if event == "pre-compact":
             transcript = transcript_of(read_hook_input(sys.stdin))
             if transcript is not None:
-                from vaultd.transcript import capture
-
-                capture(root, transcript, redact_secrets=vault.settings.privacy.redact)
+                vault.save_transcript(transcript)
         from vaultd.writer_role import NotWriterError
 
         try:

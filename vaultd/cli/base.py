@@ -7,6 +7,7 @@ Heavy imports (numpy, onnxruntime) happen inside the library only when a command
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from vaultd import __version__
 from vaultd.errors import VaultdError
 
 if TYPE_CHECKING:
@@ -129,12 +131,31 @@ def accept_vault_after_subcommand(group: click.Group) -> None:
                 expose_value=False, callback=_vault_after, help=VAULT_HELP))
 
 
+class _OnStderr(logging.Handler):
+    """A log record as one `vaultd: ...` line on stderr (the stream of the command running,
+    as click gives it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"vaultd: {record.getMessage()}", err=True)
+
+
+def announce_model_build() -> None:
+    """Show the one-time model build on stderr: seconds in which a command would otherwise sit
+    silent (or at "embedding 0/167"). Not for `run`: the daemon logs it, once."""
+    logger = logging.getLogger("vaultd.model_build")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(h, _OnStderr) for h in logger.handlers):  # main runs once a command
+        logger.addHandler(_OnStderr())
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--vault", "vault", type=click.Path(file_okay=False), default=None,
               help=VAULT_HELP)
-@click.version_option(package_name="vaultd")
+@click.version_option(version=__version__, prog_name="vaultd")
 @click.pass_context
 def main(ctx: click.Context, vault: str | None) -> None:
     """vaultd: local memory for AI agents — a markdown vault with hybrid semantic search."""
     ctx.ensure_object(dict)
     ctx.obj["vault"] = vault
+    if ctx.invoked_subcommand != "run":
+        announce_model_build()

@@ -36,18 +36,24 @@ def start(ctx: click.Context, timeout: float, wait: bool) -> None:
     """Start the daemon in the background; returns once it answers (with --wait: once its
     first index is done), or fails with the reason."""
     from vaultd.daemon.client import DaemonClient
-    from vaultd.daemon.control import start_daemon
+    from vaultd.daemon.control import BuildLines, start_daemon
+
+    def show(line: str) -> None:
+        click.echo(f"vaultd: {line}", err=True)
 
     with expected_errors():
         root = vault_root(ctx)
-        info = start_daemon(root, timeout=timeout)
+        build = BuildLines(root)
+        info = start_daemon(root, timeout=timeout, show=show, build=build)
     click.echo(f"vaultd daemon running: pid {info['pid']}, http://127.0.0.1:{info['port']}")
     with expected_errors():
         client = DaemonClient.for_vault(root)
-        status = client.status() if client is not None else {"first_index_done": True}
-        if wait and client is not None:
+        status = client.status() if client is not None else None
+        if wait and status is not None and client is not None:
             line, shown_at = ProgressLine(sys.stderr.isatty()), 0.0
-            while not status.get("first_index_done", True):
+            while not status.first_index_done:
+                for built in build.new():
+                    show(built)
                 shown = index_line(status)
                 if shown and time.monotonic() - shown_at >= line.every:
                     line.show(shown)
@@ -56,7 +62,7 @@ def start(ctx: click.Context, timeout: float, wait: bool) -> None:
                 status = client.status()
             line.finish()
             click.echo("first index done: every file read, every chunk embedded")
-        elif not status.get("first_index_done", True):
+        elif status is not None and not status.first_index_done:
             click.echo("indexing continues in the background (keyword search works as soon "
                        "as files are read; vectors follow): `vaultd status` shows its "
                        "progress, `vaultd start --wait` waits for it")

@@ -21,7 +21,7 @@ from vaultd.cli.progress import ProgressLine, index_line
 from vaultd.search_request import MODES, TYPES, Archive
 
 if TYPE_CHECKING:
-    from vaultd.search_request import SearchRequest
+    from vaultd.search_request import SearchAnswer, SearchRequest
 
 # `--archive/--no-archive` (unset: None) as the request's archive tier
 ARCHIVE_TIER: dict[bool | None, Archive] = {None: "lower", True: "equal", False: "none"}
@@ -29,18 +29,34 @@ ARCHIVE_TIER: dict[bool | None, Archive] = {None: "lower", True: "equal", False:
 
 @main.command()
 @click.argument("path", type=click.Path(file_okay=False, path_type=Path), default=".")
-def init(path: Path) -> None:
+@click.option("--example", is_flag=True,
+              help="Make PATH (new or empty) a copy of the bundled sample vault, to try vaultd "
+                   "on without changing the original.")
+def init(path: Path, example: bool) -> None:
     """Create a vault at PATH (or add what is missing to a folder of notes; never overwrites)."""
     from vaultd.config import load_settings
+    from vaultd.layout import MEMORY_FILE, STATE_DIR
     from vaultd.vault import init_vault, scope_line
 
     with expected_errors():
+        copied: list[str] = []
+        if example and not (path / STATE_DIR).is_dir():  # again on the copy: nothing to copy
+            from vaultd.example import copy_example
+
+            copied = copy_example(path)
         created = init_vault(path)
         settings = load_settings(path.resolve())
+    if copied:
+        click.echo(f"copied the example vault ({len(copied)} notes) to {path.resolve()}")
     for rel in created:
-        click.echo(f"created {rel}")
-    click.echo(f"vault ready at {path.resolve()}" if created
-               else f"nothing to do: {path.resolve()} is already a vault")
+        click.echo(f"created {rel}" + (" (yours to edit; vaultd writes only between its "
+                                       "vaultd:begin and vaultd:end markers)"
+                                       if rel == MEMORY_FILE else ""))
+    click.echo(f"vault ready at {path.resolve()}" if created or copied
+               else f"nothing to do: {path.resolve()} is already a vault"
+               + (" (the example is copied only into a new or empty folder)" if example else ""))
+    click.echo(f"its daemon's port: {settings.server.port} ([server] port in "
+               f"{STATE_DIR}/config.toml)")
     click.echo(scope_line(settings))
 
 
@@ -90,18 +106,21 @@ def index(ctx: click.Context, as_json: bool) -> None:
               help="Archived (faded or merged) notes are found by default, ranked below live "
                    "notes of similar relevance; --archive ranks them like live notes, "
                    "--no-archive leaves them out.")
+@click.option("--full", is_flag=True,
+              help="Each hit's whole chunk, not only the lines that best match the query.")
 @click.option("--local", is_flag=True, help="Work in-process even when the daemon runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 @click.pass_context
 def search(ctx: click.Context, query: tuple[str, ...], k: int, types: tuple[str, ...],
            tags: tuple[str, ...], path_glob: str | None, since: str | None, until: str | None,
-           mode: str, archive: bool | None, local: bool, as_json: bool) -> None:
-    """Hybrid semantic + keyword search over the vault (through the daemon when it runs)."""
+           mode: str, archive: bool | None, full: bool, local: bool, as_json: bool) -> None:
+    """Hybrid semantic + keyword search over the vault (through the daemon when it runs).
+    Each hit shows the lines of its chunk that best match the query; --full, the whole."""
     from vaultd.search_request import SearchRequest
 
     request = SearchRequest(" ".join(query), k, types=types, tags=tags, path_glob=path_glob,
                             since=since, until=until, mode=mode,  # type: ignore[arg-type]
-                            archive=ARCHIVE_TIER[archive],
+                            archive=ARCHIVE_TIER[archive], full=full,
                             record=True)
     try:
         request.check()
@@ -109,15 +128,14 @@ def search(ctx: click.Context, query: tuple[str, ...], k: int, types: tuple[str,
         raise click.BadParameter(str(exc)) from exc
     with expected_errors():
         route = daemon_or_local(ctx, local)
-        data = route.run(lambda daemon: daemon.search(request),
-                         lambda: _search_local(ctx, request))
+        answer = route.run(lambda daemon: daemon.search(request),
+                           lambda: _search_local(ctx, request))
     via_daemon = route.route == "daemon"
-    waiting = data.get("pending_vectors", 0)
-    if waiting:
-        click.echo(f"note: {waiting} chunk(s) have no vector yet (indexing continues): "
-                   + ("ranked by keywords (BM25) alone" if data["mode"] == "hybrid"
-                      else "a vector search cannot find them yet"), err=True)
-    stale = data["stale_files"]
+    if answer.pending_vectors:
+        click.echo(f"note: {answer.pending_vectors} chunk(s) have no vector yet (indexing "
+                   "continues): " + ("ranked by keywords (BM25) alone" if answer.mode == "hybrid"
+                                     else "a vector search cannot find them yet"), err=True)
+    stale = answer.stale_files
     if stale and via_daemon:
         click.echo(f"note: {stale} file change(s) are still being indexed by the daemon",
                    err=True)
@@ -125,26 +143,26 @@ def search(ctx: click.Context, query: tuple[str, ...], k: int, types: tuple[str,
         click.echo(f"warning: index is stale: {stale} file(s) changed since the last index "
                    "(run `vaultd index`)", err=True)
     if as_json:
-        echo_json(data)
+        echo_json(answer.to_dict())
         return
-    if not data["hits"]:
+    if not answer.hits:
         click.echo("no hits")
-    for rank, hit in enumerate(data["hits"], start=1):
-        where = f"{hit['path']}:{hit['lines'][0]}-{hit['lines'][1]}"
+    for rank, hit in enumerate(answer.hits, start=1):
+        where = f"{hit.path}:{hit.lines[0]}-{hit.lines[1]}"
         click.echo(click.style(f"{rank:>2}. {where}", bold=True)
-                   + f"  [{hit['type']}{', archived' if hit.get('archived') else ''}] "
-                   f"{hit['score']:.3f}")
-        if hit["heading"]:
-            click.echo(f"    {hit['heading']}")
-        for line in hit["text"].strip().splitlines()[:3]:
-            click.echo(f"    {line[:120]}")
+                   + f"  [{hit.type}{', archived' if hit.archived else ''}] {hit.score:.3f}")
+        if hit.heading:
+            click.echo(f"    {hit.heading}")
+        # the passage (bounded) whole; with --full, the chunk whole
+        for line in hit.text.strip().splitlines():
+            click.echo(f"    {line}")
 
 
-def _search_local(ctx: click.Context, request: SearchRequest) -> dict[str, Any]:
+def _search_local(ctx: click.Context, request: SearchRequest) -> SearchAnswer:
     vault = vault_of(ctx)
     stale = vault.changed_since_index()
     hits = vault.search(request)
-    return request.response(hits, stale_files=len(stale))
+    return request.answer(hits, stale_files=len(stale))
 
 
 @main.command()
@@ -184,49 +202,50 @@ def status(ctx: click.Context, as_json: bool) -> None:
     daemon's state when it runs."""
     with expected_errors():
         data = vault_of(ctx).status()
-        daemon: dict[str, Any] = daemon_or_local(ctx, quiet=True).run(
-            lambda client: {"running": True, **client.status()}, lambda: {"running": False})
-    data["daemon"] = daemon
-    data["pid"] = daemon.get("pid")
+        daemon = daemon_or_local(ctx, quiet=True).run(lambda client: client.status(),
+                                                      lambda: None)
     if as_json:
-        echo_json(data)
+        running = {"running": True, **daemon.to_dict()} if daemon else {"running": False}
+        echo_json({**data.to_dict(), "daemon": running, "pid": daemon.pid if daemon else None})
         return
-    click.echo(f"vault      {data['vault']}")
-    click.echo(f"notes      {data['notes']} ({data['archived_notes']} archived), "
-               f"entries {data['entries']}, chunks {data['chunks']}, vectors {data['vectors']}")
-    click.echo(f"model      {data['model']['id']} ({data['model']['dims']} d)")
-    click.echo(f"sqlite     {data['sqlite_module']} {data['sqlite']}, "
-               f"sqlite-vec {data['sqlite_vec']}, schema v{data['schema_version']}")
-    click.echo(f"indexed    {data['last_index_at'] or 'never'}")
-    stale = data["changed_since_index"]
-    hint = " (the daemon will pick them up)" if daemon["running"] else " — run `vaultd index`"
+    counts = data.counts
+    click.echo(f"vault      {data.vault}")
+    click.echo(f"notes      {counts['notes']} ({counts['archived_notes']} archived), "
+               f"entries {counts['entries']}, chunks {counts['chunks']}, "
+               f"vectors {counts['vectors']}")
+    click.echo(f"model      {data.model.id} ({data.model.dims} d)")
+    click.echo(f"sqlite     {data.backend_line()}")
+    click.echo(f"indexed    {data.last_index_at or 'never'}")
+    stale = data.changed_since_index
+    hint = " (the daemon will pick them up)" if daemon else " — run `vaultd index`"
     click.echo(f"changed    {stale} file(s) on disk since the last index" + (hint if stale else ""))
-    if daemon["running"]:
-        watcher = daemon["watcher"]
-        mode = watcher["mode"] + (f" ({watcher['reason']})" if watcher["reason"] else "")
-        last = daemon["last_event_at"]
+    if daemon:
+        mode = f"{daemon.watcher_mode}" + (f" ({daemon.watcher_reason})"
+                                           if daemon.watcher_reason else "")
+        last = daemon.last_event_at
         line = index_line(daemon)
+        health = daemon.health
         # while it indexes, its progress says more than "queue 0, index lag 0.00s"
-        queue = (f"queue {daemon['queue']}, index lag {daemon['index_lag']:.2f}s, "
-                 if line is None or daemon["queue"] else "")
-        click.echo(f"daemon     pid {daemon['pid']}, port {daemon['port']}, up "
-                   f"{daemon['uptime']:.0f}s, {queue}watcher {mode}")
+        queue = (f"queue {health.queue}, index lag {health.index_lag:.2f}s, "
+                 if line is None or health.queue else "")
+        click.echo(f"daemon     pid {daemon.pid}, port {daemon.port}, up "
+                   f"{health.uptime:.0f}s, {queue}watcher {mode}")
         if line:
             click.echo(f"indexing   {line}")
         click.echo("last event " + (time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(last))
                                     if last else "none"))
     else:
         click.echo("daemon     not running (`vaultd start`)")
-        if data.get("pending_vectors"):
-            click.echo(f"vectors    {data['pending_vectors']} chunk(s) wait for their vector "
+        if data.pending_vectors:
+            click.echo(f"vectors    {data.pending_vectors} chunk(s) wait for their vector "
                        "(`vaultd index` embeds them; keyword search finds them already)")
-    writer = daemon.get("writer") or data["writer"]  # the running daemon's view first
-    click.echo(f"writer     {writer['summary']}" + (
-        f" (skips {', '.join(writer['skipped_jobs'])})" if writer.get("skipped_jobs") else ""))
-    if data["skipped_files"]:
-        click.echo(f"skipped    {len(data['skipped_files'])} file(s)")
-        for item in data["skipped_files"][:10]:
-            click.echo(f"           {item['path']}: {item['reason']}")
+    writer = daemon.writer if daemon else data.writer  # the running daemon's view first
+    skips = daemon.skipped_jobs if daemon else []
+    click.echo(f"writer     {writer.summary()}" + (f" (skips {', '.join(skips)})" if skips else ""))
+    if data.skipped_files:
+        click.echo(f"skipped    {len(data.skipped_files)} file(s)")
+        for item in data.skipped_files[:10]:
+            click.echo(f"           {item.path}: {item.reason}")
 
 
 @main.command()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from vaultd.cli.base import echo_json, expected_errors, main, vault_of
 from vaultd.lifecycle import PHASE_NAMES
+
+if TYPE_CHECKING:
+    from vaultd.lifecycle.plans import FileChange
 
 
 @main.command()
@@ -40,23 +43,21 @@ PHASES = PHASE_NAMES
 def lifecycle(ctx: click.Context, phase: str, dry_run: bool, as_json: bool) -> None:
     """Run the memory lifecycle on demand and print the plan with reasons: links, promotions,
     merges of connected groups, reprieves and fades of isolated entries."""
-    from vaultd.lifecycle.plans import PhaseReport
+    from vaultd.lifecycle.plans import LifecycleRun
     from vaultd.vault import lifecycle_anywhere
 
     phases = list(PHASES) if phase == "all" else [phase]
-    result: dict[str, Any]
     with expected_errors():
         vault = vault_of(ctx)
         if dry_run:  # writes nothing: in-process is fine
             vault.index()
-            result = {"phases": [r.to_dict() for r in vault.lifecycle(phases, dry_run=True)],
-                      "states": vault.states()}
+            result = LifecycleRun(vault.lifecycle(phases, dry_run=True), vault.states())
         else:  # through the daemon when it runs: it is the index's only writer
             result = lifecycle_anywhere(vault, phases)
     if as_json:
-        echo_json(result)
+        echo_json(result.to_dict())
         return
-    for report in map(PhaseReport.from_dict, result["phases"]):
+    for report in result.phases:
         click.echo(click.style(f"[{report.phase}]", bold=True)
                    + (" (dry run)" if dry_run else ""))
         for note in report.notes:
@@ -76,12 +77,12 @@ def lifecycle(ctx: click.Context, phase: str, dry_run: bool, as_json: bool) -> N
             click.echo(f"  skipped: {conflict}", err=True)
 
 
-def _echo_files(files: list[dict[str, str]]) -> None:
+def _echo_files(files: list[FileChange]) -> None:
     """What a dry run would create, change or remove: every file, with a diff for changes."""
     for item in files:
-        click.echo(f"  would {item['change']} {item['path']}")
-        if item.get("diff"):
-            click.echo(item["diff"].rstrip("\n"))
+        click.echo(f"  would {item.change} {item.path}")
+        if item.diff:
+            click.echo(item.diff.rstrip("\n"))
 
 
 @main.command()
@@ -101,22 +102,20 @@ def flush(ctx: click.Context, dry_run: bool, transcript: Path | None, as_json: b
     with expected_errors():
         vault = vault_of(ctx)
         if transcript is not None and not dry_run:
-            from vaultd.transcript import capture
-
-            path, heading = capture(vault.root, transcript,
-                                    redact_secrets=vault.settings.privacy.redact)
-            click.echo(f"saved the session to {path}: ## {heading}", err=True)
-        result = vault.flush(dry_run=True).to_dict() if dry_run else flush_anywhere(vault)
+            saved = vault.save_transcript(transcript)
+            click.echo(f"saved the session to {saved[0]}: ## {saved[1]}" if saved else
+                       "nothing new in the session since it was last saved", err=True)
+        result = vault.flush(dry_run=True) if dry_run else flush_anywhere(vault)
     if as_json:
-        echo_json(result)
+        echo_json(result.to_dict())
         return
     if dry_run:
-        _echo_files(result["files"])
-        if not result["files"]:
+        _echo_files(result.files)
+        if not result.files:
             click.echo("no file would change")
     else:
-        click.echo(("wrote MEMORY.md" if result["memory_written"] else "MEMORY.md unchanged")
-                   + f" ({result['memory_chars']:,} characters in its block)")
+        click.echo(("wrote MEMORY.md" if result.memory_written else "MEMORY.md unchanged")
+                   + f" ({result.memory_chars:,} characters in its block)")
 
 
 @main.command()

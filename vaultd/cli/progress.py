@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from vaultd.daemon.stats import Status
 
 PROGRESS_EVERY = 10.0  # seconds between progress lines when stderr is not a terminal
 
@@ -46,17 +49,12 @@ class ProgressLine:
 
 
 
-def index_line(daemon: dict[str, Any]) -> str | None:
+def index_line(daemon: Status) -> str | None:
     """What the daemon's indexing is doing, for `status` and `start --wait`; None when idle."""
-    progress, waiting = daemon.get("progress"), daemon.get("pending_vectors", 0)
-    if progress is None and not waiting:
-        return None
-    from vaultd.indexer import IndexProgress
-
-    if progress is None:
-        return f"{waiting} chunk(s) wait for their vector"
-    line = IndexProgress(progress["phase"], progress["done"], progress["total"],
-                         progress["rate"]).line()
-    if progress["phase"] == "vectors":
+    if daemon.progress is None:
+        return (f"{daemon.pending_vectors} chunk(s) wait for their vector"
+                if daemon.pending_vectors else None)
+    line = daemon.progress.line()
+    if daemon.progress.phase == "vectors":
         line += "; keyword search works, hybrid ranks the rest by BM25 alone"
     return line

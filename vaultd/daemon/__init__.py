@@ -11,8 +11,9 @@ The HTTP API: `server` (connections and the order of the checks), `guards` (the 
 checks and limits, pure), `routes` (one function per endpoint), `payloads` (request values and
 answer shapes), `connections` (connection limits and deadlines).
 
-Around it: `files` (lock, pid/port info, token), `control` (start/stop from another process),
-`client` (talk to it; stdlib only), `service` (systemd/launchd units).
+Around it: `discovery` (lock, pid/port info, token: how clients find it), `control`
+(start/stop from another process), `client` (talk to it; stdlib only), `service`
+(systemd/launchd units).
 
 Imports nothing, so `vaultd.daemon.client` stays light: `vaultd search` with the daemon up
 loads neither numpy nor onnxruntime nor the index code.

@@ -19,7 +19,8 @@ from vaultd.daemon.discovery import read_info, read_token
 from vaultd.errors import VaultdError
 
 if TYPE_CHECKING:
-    from vaultd.search_request import SearchRequest
+    from vaultd.daemon.stats import Status
+    from vaultd.search_request import SearchAnswer, SearchRequest
 
 RETRY_PAUSE = 0.5
 FLUSH_TIMEOUT = 300.0  # seconds: flush and the lifecycle run phases that may take a while
@@ -120,11 +121,15 @@ class DaemonClient:
     def health(self) -> dict[str, Any]:
         return self.request("GET", "/health")
 
-    def status(self) -> dict[str, Any]:
-        return self.request("GET", "/status")
+    def status(self) -> Status:
+        from vaultd.daemon.stats import Status
 
-    def search(self, request: SearchRequest) -> dict[str, Any]:
-        return self.request("POST", "/search", request.to_json())
+        return Status.from_dict(self.request("GET", "/status"))
+
+    def search(self, request: SearchRequest) -> SearchAnswer:
+        from vaultd.search_request import SearchAnswer
+
+        return SearchAnswer.from_dict(self.request("POST", "/search", request.to_json()))
 
     def embed(self, texts: list[str], kind: str) -> dict[str, Any]:
         return self.request("POST", "/embed", {"texts": texts, "kind": kind})

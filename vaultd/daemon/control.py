@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,49 @@ from vaultd.daemon.discovery import pid_alive, read_info
 from vaultd.errors import VaultdError
 
 OUT_FILE = "daemon.out"
+LOG_FILE = "daemon.log"  # the daemon's own log (`daemon.process.setup_logging` writes it)
+BUILD_LOGGER = "vaultd.model_build"  # whose lines a waiting `vaultd start` shows
 
 
-def start_daemon(root: Path, timeout: float = 120.0) -> dict[str, Any]:
-    """Spawn `vaultd run` detached and wait until it answers /health."""
+class BuildLines:
+    """The model build's lines the daemon logs from now on (its one-time int8 build: seconds
+    during which a waiting `vaultd start` would otherwise sit silent), read as they come."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = layout.state_dir(root) / LOG_FILE
+        try:
+            self.offset = os.lstat(self.path).st_size
+        except FileNotFoundError:
+            self.offset = 0
+
+    def new(self) -> list[str]:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return []
+        with os.fdopen(fd, "rb") as log:
+            if os.fstat(log.fileno()).st_size < self.offset:
+                self.offset = 0  # rotated: the new file holds what came since
+            log.seek(self.offset)
+            data = log.read()
+        whole = data[:data.rfind(b"\n") + 1]  # a half-written line waits for its end
+        self.offset += len(whole)
+        marker = f" {BUILD_LOGGER}: "
+        return [line.split(marker, 1)[1]
+                for line in whole.decode("utf-8", "replace").splitlines() if marker in line]
+
+
+def start_daemon(root: Path, timeout: float = 120.0,
+                 show: Callable[[str], object] = lambda line: None,
+                 build: BuildLines | None = None) -> dict[str, Any]:
+    """Spawn `vaultd run` detached and wait until it answers /health; `show` gets the lines of
+    a model build it runs meanwhile (read by `build`, made here unless given)."""
     info = read_info(root)
     if info is not None:
         return info
     from vaultd import edits
+
+    build = build or BuildLines(root)
 
     out_path = layout.state_dir(root) / OUT_FILE
     with edits.open_own(root, OUT_FILE, "wb") as out:
@@ -33,6 +69,8 @@ def start_daemon(root: Path, timeout: float = 120.0) -> dict[str, Any]:
             start_new_session=True, cwd=str(root))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        for line in build.new():
+            show(line)
         code = proc.poll()
         if code is not None:
             tail = out_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()

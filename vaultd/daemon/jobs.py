@@ -17,6 +17,7 @@ from vaultd import edits
 from vaultd.daemon.commands import Answer
 from vaultd.daemon.stats import PhaseRun, Stats
 from vaultd.errors import VaultdError
+from vaultd.lifecycle.plans import LifecycleRun
 from vaultd.vault import Vault
 from vaultd.writer_role import WriterRole
 
@@ -56,7 +57,7 @@ class Jobs:
         """Drain pending index work, connect, route, write MEMORY.md."""
         self.role.check("flush")
         try:
-            result = {k: v for k, v in self.vault.flush().to_dict().items() if k != "phases"}
+            report = self.vault.flush()
         except edits.ConflictError as exc:  # a file vaultd must not or cannot write now: said
             log.warning("flush: %s", exc)   # in one line (it names the file and why)
             raise VaultdError(f"flush failed: {exc}") from exc
@@ -64,9 +65,9 @@ class Jobs:
             self.stats.errors += 1
             log.exception("flush failed")
             raise VaultdError(f"flush failed: {exc}") from exc
-        self.stats.lifecycle["flush"] = PhaseRun(
-            time.time(), f"memory_written={result['memory_written']}")
-        return result
+        self.stats.lifecycle["flush"] = PhaseRun(time.time(),
+                                                 f"memory_written={report.memory_written}")
+        return report.to_dict()
 
     def on_request(self, phases: list[str], dry_run: bool) -> Answer:
         """Index what changed, then run the phases exactly as `vaultd lifecycle` does
@@ -86,9 +87,8 @@ class Jobs:
     def _run(self, phases: list[str], dry_run: bool) -> dict[str, Any]:
         try:
             self.vault.index()
-            return {"phases": [r.to_dict()
-                               for r in self.vault.lifecycle(phases, dry_run=dry_run)],
-                    "states": self.vault.states()}
+            return LifecycleRun(self.vault.lifecycle(phases, dry_run=dry_run),
+                                self.vault.states()).to_dict()
         except Exception as exc:
             self.stats.errors += 1
             log.exception("lifecycle %s on request failed", ",".join(phases))

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 from vaultd import layout
 from vaultd.daemon.recalls import RecallWriter
-from vaultd.search_request import SearchRequest
+from vaultd.search_request import SearchAnswer, SearchRequest
 from vaultd.store import Store
 from vaultd.vault import Vault
 from vaultd.vectors import trim_heap
@@ -42,14 +41,14 @@ class Reads:
         """The index file was replaced: every thread opens it anew at its next read."""
         self._generation += 1
 
-    def search(self, request: SearchRequest, *, stale_files: int) -> dict[str, Any]:
-        """Exactly the JSON of `vaultd search --json` (index lag is in /health and /status);
-        its `pending_vectors` says how many chunks were ranked by BM25 alone."""
+    def search(self, request: SearchRequest, *, stale_files: int) -> SearchAnswer:
+        """Exactly the answer of `vaultd search` (index lag is in /health and /status); its
+        `pending_vectors` says how many chunks were ranked by BM25 alone."""
         hits = self.vault.search_with(self.reader(), request)
         self._searched_at = time.monotonic()
         if hits:  # recall promotion counts it; written aside, so no search waits on a writer
             self.recalls.put((hits[:RECALLED], request.query, time.time()))
-        return request.response(hits, stale_files=stale_files)
+        return request.answer(hits, stale_files=stale_files)
 
     def idle(self) -> None:
         """Called by the work loop when it has nothing to do: once searches have paused for

@@ -1,12 +1,14 @@
 """What the daemon tells about itself: the work loop's counters, and /health and /status as
-typed values serialised once (`to_dict`), so the JSON's keys have one home."""
+typed values serialised once (`to_dict`) and read back once (`from_dict`, the CLI's side), so
+the JSON's keys have one home. Light: the CLI imports it without the indexer or the model."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from vaultd.indexer import IndexProgress
+from vaultd.progress import IndexProgress
+from vaultd.writer_role import WriterRole
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,10 @@ class PhaseRun:
 
     def to_dict(self) -> dict[str, Any]:
         return {"at": self.at, "summary": self.summary}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PhaseRun:
+        return cls(data["at"], data["summary"])
 
 
 @dataclass
@@ -51,6 +57,11 @@ class Health:
                 "uptime": self.uptime, "queue": self.queue, "index_lag": self.index_lag,
                 "connect_pending": self.connect_pending}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Health:
+        return cls(data["model"], data["dims"], data["pooling"], data["uptime"], data["queue"],
+                   data["index_lag"], data["connect_pending"])
+
 
 @dataclass(frozen=True)
 class Status:
@@ -67,7 +78,7 @@ class Status:
     watcher_mode: str | None
     watcher_reason: str
     stats: Stats
-    writer: dict[str, Any]  # the writer role's own JSON (`WriterRole.to_dict`)
+    writer: WriterRole
     skipped_jobs: list[str]
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,5 +100,23 @@ class Status:
             "batches": s.batches,
             "errors": s.errors,
             "lifecycle": {name: run.to_dict() for name, run in s.lifecycle.items()},
-            "writer": {**self.writer, "skipped_jobs": self.skipped_jobs},
+            "writer": {**self.writer.to_dict(), "skipped_jobs": self.skipped_jobs},
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Status:
+        """The daemon's /status answer, as the CLI reads it."""
+        stats = Stats(started_at=data["started_at"], last_batch_at=data["last_batch_at"],
+                      last_batch=data["last_batch"], drift=data["drift"],
+                      batches=data["batches"], errors=data["errors"],
+                      lifecycle={name: PhaseRun.from_dict(run)
+                                 for name, run in data["lifecycle"].items()})
+        progress = data["progress"]
+        return cls(health=Health.from_dict(data), pending_vectors=data["pending_vectors"],
+                   progress=IndexProgress.from_dict(progress) if progress else None,
+                   first_index_done=data["first_index_done"], pid=data["pid"],
+                   port=data["port"], last_event_at=data["last_event_at"],
+                   indexing=data["indexing"], watcher_mode=data["watcher"]["mode"],
+                   watcher_reason=data["watcher"]["reason"], stats=stats,
+                   writer=WriterRole.from_dict(data["writer"]),
+                   skipped_jobs=list(data["writer"]["skipped_jobs"]))

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from vaultd.daemon.commands import Command
-from vaultd.indexer import IndexProgress, RateMeter
+from vaultd.indexer import RateMeter
+from vaultd.progress import IndexProgress
 
 log = logging.getLogger("vaultd.daemon")
 

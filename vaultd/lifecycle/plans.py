@@ -150,6 +150,24 @@ class Phase:
         return (self.plan.__doc__ or "").strip().split("\n")[0]
 
 
+@dataclass(frozen=True)
+class FileChange:
+    """A file a plan (or a flush) creates, changes or removes, and the diff of a change: what a
+    dry run lists, so it names every file a real run would touch."""
+
+    path: str
+    change: str  # "create", "change" or "remove"
+    diff: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "change": self.change,
+                **({"diff": self.diff} if self.diff is not None else {})}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FileChange:
+        return cls(data["path"], data["change"], data.get("diff"))
+
+
 @dataclass
 class PhaseReport:
     """One phase's plan (with reasons) and what applying it wrote: typed here, serialised once
@@ -163,8 +181,7 @@ class PhaseReport:
     written: list[str]
     created: list[str]
     conflicts: list[str]
-    # every file the plan creates, changes or removes: {"path", "change", "diff" (changes)}
-    files: list[dict[str, str]] = field(default_factory=list)
+    files: list[FileChange] = field(default_factory=list)  # every file the plan touches
 
     @classmethod
     def of(cls, plan: Plan, outcome: Outcome, views: dict[str, EntryView],
@@ -172,8 +189,7 @@ class PhaseReport:
         actions = [action.reported(tuple(views[e].label() if e in views else e
                                          for e in action.entries))
                    for action in plan.actions]
-        files = [{"path": p, "change": c, **({"diff": plan.diffs[p]} if p in plan.diffs else {})}
-                 for p, c in sorted(plan.files.items())]
+        files = [FileChange(p, c, plan.diffs.get(p)) for p, c in sorted(plan.files.items())]
         return cls(plan.phase, dry_run, plan.notes, actions, outcome.written, outcome.created,
                    outcome.conflicts, files)
 
@@ -186,10 +202,27 @@ class PhaseReport:
         return {"phase": self.phase, "dry_run": self.dry_run, "notes": list(self.notes),
                 "actions": [a.to_dict() for a in self.actions], "written": list(self.written),
                 "created": list(self.created), "conflicts": list(self.conflicts),
-                "files": [dict(f) for f in self.files]}
+                "files": [f.to_dict() for f in self.files]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PhaseReport:
         return cls(data["phase"], data["dry_run"], data["notes"],
                    [Action.from_dict(a) for a in data["actions"]], data["written"],
-                   data["created"], data["conflicts"], files=data.get("files", []))
+                   data["created"], data["conflicts"],
+                   files=[FileChange.from_dict(f) for f in data.get("files", [])])
+
+
+@dataclass
+class LifecycleRun:
+    """What `vaultd lifecycle` and `POST /lifecycle` answer: each phase's report and the
+    entries' states after them; serialised once (`to_dict`), read back by `from_dict`."""
+
+    phases: list[PhaseReport]
+    states: dict[str, Any]  # the entries' states, as `Vault.states` gives them (plain JSON)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"phases": [r.to_dict() for r in self.phases], "states": self.states}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LifecycleRun:
+        return cls([PhaseReport.from_dict(r) for r in data["phases"]], data["states"])
