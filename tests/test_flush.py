@@ -157,7 +157,7 @@ def test_flush_goes_through_the_daemon_when_it_runs(tmp_path: Path) -> None:
                                           embedder=HashEmbedder(builtin_profiles(tmp_path)[
                                               "hash-256"])) as v:
         result = flush_anywhere(v)
-        assert result["memory_written"] is True and "phases" not in result  # the daemon's answer
+        assert result.memory_written is True
         assert v._store is None  # this process never opened the index
 
 
@@ -193,3 +193,48 @@ def test_a_block_never_lands_inside_an_unclosed_fence(vault: Vault) -> None:
     lines = text.split("\n")
     assert not fence_mask(lines)[lines.index(blocks.BEGIN)]  # rendered as a block, not code
     assert vault.flush().memory_written is False
+
+
+def _block(vault: Vault) -> str:
+    vault.flush()
+    return blocks.block_of((vault.root / "MEMORY.md").read_text(encoding="utf-8")) or ""
+
+
+def test_lines_that_share_a_subject_say_it_once(vault: Vault) -> None:
+    """Under one day's header, "Caroline went …" and "Caroline plans …" become one line that
+    names her once: fewer characters per fact, nothing a fact says lost."""
+    (vault.root / "episodic" / "2026-11-21.md").write_text(
+        "# 2026-11-21\n\n- Caroline went to the pride parade with Melanie.\n"
+        "- Caroline plans to paint a mural for Melanie.\n"
+        "- Melanie ran a charity race with Caroline.\n"
+        "- Melanie adopted a dog named Luna, a gift from Caroline.\n"
+        "- The parade was loud.\n- The race raised money.\n", encoding="utf-8")
+    block = _block(vault)
+    assert ("- Caroline: went to the pride parade with Melanie; plans to paint a mural for "
+            "Melanie." in block)
+    assert ("- Melanie: ran a charity race with Caroline; adopted a dog named Luna, a gift "
+            "from Caroline." in block)
+    # a sentence's first word is capitalised whatever it is: "The" is no one's name
+    assert "- The parade was loud." in block and "- The race raised money." in block
+
+
+def test_a_quoted_note_keeps_its_words_when_lines_share_a_subject(vault: Vault) -> None:
+    (vault.root / "semantic" / "people.md").write_text(
+        "# People\n\n- Caroline went to the pride parade with Melanie.\n"
+        "- Caroline plans to paint a mural for Melanie.\n", encoding="utf-8")
+    block = _block(vault)
+    assert "- “Caroline went to the pride parade with Melanie.”" in block
+    assert "- “Caroline plans to paint a mural for Melanie.”" in block
+
+
+def test_a_dated_event_is_worth_more_than_an_undated_one_and_a_rule_no_less() -> None:
+    """What an agent is asked first: when something happened, how many (bench/RESULTS.md,
+    issue 28); a rule or a preference is not lowered for its words."""
+    from vaultd.lifecycle.flush import cue_factor
+
+    plain = cue_factor("Melanie went hiking with her kids.")
+    assert cue_factor("Melanie went hiking with her kids last week.") > plain
+    assert cue_factor("Melanie went hiking with her kids in 2022.") > plain
+    assert cue_factor("It is important to run the migrations before the deploy.") == plain
+    assert plain == 1.0
+    assert cue_factor("09:30 Melanie went hiking with her kids.") == plain  # when it was noted

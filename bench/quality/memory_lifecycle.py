@@ -4,22 +4,38 @@ data's README, on the three locomo-dev conversations.
 One vault per conversation: every observation fact is one top-level bullet entry of the daily
 log `episodic/YYYY-MM-DD.md` of its session (dates shifted so the last session is yesterday).
 Gold for a question = the facts whose dialogue id is in its `evidence` (category 5 and questions
-without gold are skipped). Measured per conversation:
+without gold are skipped). Measured per conversation and pooled (weighted by questions), right
+after indexing ("before") and after four full lifecycle passes (what the daemon's schedule does
+over about two weeks: passes on days 1, 4, 8 and 14 after the last session) and a flush
+("after"):
 
-- R@5 of the gold facts by default search right after indexing ("before");
-- the same after four full lifecycle passes (what the daemon's schedule does over about two
-  weeks: passes on days 1, 4, 8 and 14 after the last session) and a flush ("after"), and with
-  the archive included ("after+archive");
+- R@5: the share of a question's gold facts in the top 5 hits of default search (after: also
+  with the archive ranked equal, "after+archive");
+- top-5 characters: the length of the top 5 hits' text together, what an agent reading them
+  pays (mean over questions);
+- recall at a reading budget (`--budget`, 1,000 characters): the ranked hits (k = 20) taken
+  whole, in rank order, while their text together fits the budget; the first hit that does
+  not fit ends the reading (an agent reads a tool result from the top; a hit cut mid-way is
+  not counted as read). "budget recall" is the share of a question's gold facts in what was
+  read (R@5's measure), "budget found" the share of questions with at least one;
 - MEMORY.md: the share of questions whose gold fact (verbatim, whitespace and case folded) is in
-  it, or whose gold fact or answer string is, and its size; for scale, the same for 8,000
-  characters of raw facts chosen at random (median of 5 seeds) and shortest first;
+  it, or whose gold fact or answer string is, and its size; beside it, for scale, the same for
+  raw facts chosen at random filling the same budget (`- fact` lines; 5 seeds: mean, min, max)
+  and shortest first;
 - what the lifecycle did: links, merges, fades, extractions, notes created.
 
 A hit "finds" a gold fact when the fact's text is inside the hit's text, so a fact that a merge
-moved verbatim into a semantic note still counts, and one an LLM rewrote does not.
+moved verbatim into a semantic note still counts, and one an LLM rewrote does not. In MEMORY.md a
+line may say its subject once for several facts (`- Caroline: went to X; plans Y.` stands for
+"Caroline went to X." and "Caroline plans Y."): a fact counts when it is there verbatim or so
+restored (`restored`).
+
+`--reuse DIR` (vaults built by an earlier `--keep DIR`) measures MEMORY.md alone: the block is
+rendered again from the kept index, without indexing or lifecycle (seconds, for tuning the
+block's choice of facts).
 
     python bench/quality/memory_lifecycle.py [--data DIR] [--conv conv-26] [--model NAME]
-        [--keep DIR]
+        [--keep DIR | --reuse DIR] [--budget 1000]
 """
 
 from __future__ import annotations
@@ -44,13 +60,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib
 
 from benchlib import DEFAULT_DATA, OUT, write_json  # noqa: E402
 
-from vaultd import layout  # noqa: E402
+from vaultd import blocks, layout  # noqa: E402
 from vaultd.lifecycle import PHASE_NAMES  # noqa: E402
 from vaultd.vault import Vault, init_vault, open_vault  # noqa: E402
 
-BUDGET = 8000
+BUDGET = 8000  # MEMORY.md's (the default `[lifecycle] memory_budget`)
+READING_BUDGET = 1000  # characters of ranked hits an agent reads (--budget)
+READ_K = 20  # hits asked for when reading to a budget
 PASS_DAYS = (1, 4, 8, 14)  # lifecycle passes, days after the last session
 K = 5
+SEEDS = 5
 
 
 def norm(text: str) -> str:
@@ -109,17 +128,61 @@ def write_vault(root: Path, facts: list[dict[str, Any]]) -> None:
             encoding="utf-8")
 
 
+def share_found(gold: list[str], texts: list[str]) -> float:
+    found = " \n ".join(norm(t) for t in texts)
+    return sum(norm(g) in found for g in gold) / len(gold)
+
+
+def read_to_budget(texts: list[str], budget: int) -> list[str]:
+    """The hits an agent reads within `budget` characters: whole, in rank order, up to the
+    first one that does not fit."""
+    out, used = [], 0
+    for text in texts:
+        if used + len(text) > budget:
+            break
+        out.append(text)
+        used += len(text)
+    return out
+
+
 def recall_at_k(vault: Vault, questions: list[dict[str, Any]], *, archive: bool) -> float:
-    scores = []
-    for q in questions:
-        hits = vault.search(q["q"], k=K, archive="equal" if archive else "lower")
-        found = " \n ".join(norm(h.text) for h in hits)
-        scores.append(sum(norm(g) in found for g in q["gold"]) / len(q["gold"]))
+    scores = [share_found(q["gold"], [h.text for h in vault.search(
+        q["q"], k=K, archive="equal" if archive else "lower")]) for q in questions]
     return round(statistics.mean(scores), 4)
 
 
+def reading(vault: Vault, questions: list[dict[str, Any]], budget: int) -> dict[str, float]:
+    """R@5, the top 5 hits' length, and recall within a reading budget (default search)."""
+    r5, top5, recall, found = [], [], [], []
+    for q in questions:
+        texts = [h.text for h in vault.search(q["q"], k=K)]
+        r5.append(share_found(q["gold"], texts))
+        top5.append(sum(len(t) for t in texts))
+        read = read_to_budget([h.text for h in vault.search(q["q"], k=READ_K)], budget)
+        recall.append(share_found(q["gold"], read))
+        found.append(float(recall[-1] > 0))
+    return {"r5": round(statistics.mean(r5), 4), "top5_chars": round(statistics.mean(top5), 1),
+            "budget_recall": round(statistics.mean(recall), 4),
+            "budget_found": round(statistics.mean(found), 4)}
+
+
+# a line that says its subject once for several facts: "- Caroline: went to X; plans Y."
+# (in a group, or inline after its source's link)
+SUBJECT_LINE_RE = re.compile(r"^(?:- |- \[[^\]]*\]\([^)]*\): )([A-Z][\w'-]*(?: [A-Z][\w'-]*)*): "
+                             r"(.+)$", re.M)
+
+
+def restored(text: str) -> str:
+    """MEMORY.md with what a subject said once said before each of its facts again:
+    `- Caroline: went to X; plans Y.` → `Caroline went to X. Caroline plans Y.` (kept beside
+    the text as written, so nothing is lost to the guess)."""
+    return text + "\n" + "\n".join(
+        " ".join(f"{m.group(1)} {part}." for part in m.group(2).rstrip(".").split("; "))
+        for m in SUBJECT_LINE_RE.finditer(text))
+
+
 def coverage(text: str, questions: list[dict[str, Any]]) -> dict[str, float]:
-    flat = norm(text)
+    flat = norm(restored(text))
     fact = [any(norm(g) in flat for g in q["gold"]) for q in questions]
     loose = [f or (len(norm(q["answer"])) > 3 and norm(q["answer"]) in flat)
              for f, q in zip(fact, questions)]
@@ -138,15 +201,25 @@ def filled(texts: list[str], budget: int = BUDGET) -> str:
     return "".join(out)
 
 
-def baselines(facts: list[dict[str, Any]], questions: list[dict[str, Any]]) -> dict[str, Any]:
+def baselines(facts: list[dict[str, Any]], questions: list[dict[str, Any]],
+              budget: int = BUDGET) -> dict[str, Any]:
     texts = [f["text"] for f in facts]
     randoms = []
-    for seed in range(5):
+    for seed in range(SEEDS):
         shuffled = texts[:]
         random.Random(seed).shuffle(shuffled)
-        randoms.append(coverage(filled(shuffled), questions)["gold_fact"])
-    return {"random_fill": round(statistics.median(randoms), 4),
-            "shortest_first": coverage(filled(sorted(texts, key=len)), questions)["gold_fact"]}
+        randoms.append(coverage(filled(shuffled, budget), questions)["gold_fact"])
+    return {"random_fill": round(statistics.mean(randoms), 4),
+            "random_fill_min": min(randoms), "random_fill_max": max(randoms),
+            "shortest_first": coverage(filled(sorted(texts, key=len), budget),
+                                       questions)["gold_fact"]}
+
+
+def memory_stats(block: str, facts: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many of the conversation's facts the block says, and what each costs in it."""
+    flat = norm(restored(block))
+    shown = sum(norm(f["text"]) in flat for f in facts)
+    return {"facts_shown": shown, "chars_per_fact": round(len(block) / max(shown, 1), 1)}
 
 
 def tally(reports: list[Any]) -> Counter[str]:
@@ -160,8 +233,37 @@ def tally(reports: list[Any]) -> Counter[str]:
     return counts
 
 
+def rendered(vault: Vault) -> str:
+    """MEMORY.md's block as a flush would write it now, from the index as it is."""
+    from vaultd.lifecycle.entries import snapshot
+    from vaultd.lifecycle.flush import render
+    from vaultd.vault import templates_dir
+
+    views, vectors = snapshot(vault.store, vault.seals)
+    cfg = vault.settings.lifecycle
+    return render(vault.root, templates_dir(), vault.store, views, cfg.memory_budget, vectors,
+                  cfg.scope, vault.settings.privacy.redact)
+
+
+def memory_only(conv: dict[str, Any], work: Path) -> dict[str, Any]:
+    """--reuse: MEMORY.md rendered again on a kept vault; no indexing, no lifecycle."""
+    root = work / conv["sample_id"]
+    facts, _ = facts_of(conv, dt.date.today())
+    questions = questions_of(conv, facts)
+    vault = open_vault(root)
+    try:
+        block = rendered(vault)
+    finally:
+        vault.close()
+    return {"conversation": conv["sample_id"], "facts": len(facts),
+            "questions": len(questions), "memory_block_chars": len(block),
+            "memory": coverage(block, questions), **memory_stats(block, facts),
+            "baselines": baselines(facts, questions)}
+
+
 def run_conversation(conv: dict[str, Any], work: Path, model: str | None,
-                     profile: dict[str, float] | None = None) -> dict[str, Any]:
+                     profile: dict[str, float] | None = None,
+                     budget: int = READING_BUDGET) -> dict[str, Any]:
     today = dt.date.today()
     facts, last = facts_of(conv, today)
     questions = questions_of(conv, facts)
@@ -176,7 +278,7 @@ def run_conversation(conv: dict[str, Any], work: Path, model: str | None,
     t0 = time.perf_counter()
     vault.index()
     index_s = time.perf_counter() - t0
-    before = recall_at_k(vault, questions, archive=False)
+    before = reading(vault, questions, budget)
     counts: Counter[str] = Counter()
     t0 = time.perf_counter()
     for day in PASS_DAYS:
@@ -184,13 +286,16 @@ def run_conversation(conv: dict[str, Any], work: Path, model: str | None,
     lifecycle_s = time.perf_counter() - t0
     flush = vault.flush()
     memory = (root / layout.MEMORY_FILE).read_text(encoding="utf-8")
+    after = reading(vault, questions, budget)
     result = {
         "conversation": conv["sample_id"], "facts": len(facts), "questions": len(questions),
-        "r5_before": before,
-        "r5_after": recall_at_k(vault, questions, archive=False),
+        "before": before, "after": after,
+        "r5_before": before["r5"], "r5_after": after["r5"],
         "r5_after_archive": recall_at_k(vault, questions, archive=True),
         "memory_chars": len(memory), "memory_block_chars": flush.memory_chars,
-        "memory": coverage(memory, questions), "baselines": baselines(facts, questions),
+        "memory": coverage(memory, questions),
+        **memory_stats(blocks.block_of(memory) or "", facts),
+        "baselines": baselines(facts, questions),
         "links": sum(1 for _ in vault.store.links()),
         "actions": dict(sorted(counts.items())),
         "notes_created": sorted(str(p.relative_to(root)) for p in root.rglob("*.md")
@@ -208,12 +313,36 @@ def pool(results: list[dict[str, Any]]) -> dict[str, Any]:
     def mean(get: Any) -> float:
         return round(sum(get(r) * r["questions"] for r in results) / max(n, 1), 4)
 
-    return {"questions": n, "r5_before": mean(lambda r: r["r5_before"]),
-            "r5_after": mean(lambda r: r["r5_after"]),
-            "r5_after_archive": mean(lambda r: r["r5_after_archive"]),
-            "memory_gold_fact": mean(lambda r: r["memory"]["gold_fact"]),
-            "random_fill": mean(lambda r: r["baselines"]["random_fill"]),
-            "shortest_first": mean(lambda r: r["baselines"]["shortest_first"])}
+    out: dict[str, Any] = {"questions": n}
+    if all("before" in r for r in results):
+        for when in ("before", "after"):
+            for key in ("r5", "top5_chars", "budget_recall", "budget_found"):
+                out[f"{key}_{when}"] = mean(lambda r, w=when, k=key: r[w][k])
+        out["r5_after_archive"] = mean(lambda r: r["r5_after_archive"])
+    out["memory_gold_fact"] = mean(lambda r: r["memory"]["gold_fact"])
+    for key in ("random_fill", "random_fill_min", "random_fill_max", "shortest_first"):
+        out[key] = mean(lambda r, k=key: r["baselines"][k])
+    out["memory_over_random"] = round(out["memory_gold_fact"] - out["random_fill"], 4)
+    return out
+
+
+def line(r: dict[str, Any]) -> str:
+    """One conversation's figures, as printed."""
+    m, b = r["memory"], r["baselines"]
+    memory = (f"MEMORY.md block {r['memory_block_chars']} chars, {r['facts_shown']} facts "
+              f"({r['chars_per_fact']} chars each), gold fact {m['gold_fact']:.3f} (or answer "
+              f"{m['gold_fact_or_answer']:.3f}); random fill {b['random_fill']:.3f} "
+              f"[{b['random_fill_min']:.3f}, {b['random_fill_max']:.3f}], shortest first "
+              f"{b['shortest_first']:.3f}")
+    if "before" not in r:
+        return f"{r['conversation']}: {memory}"
+    reads = " | ".join(
+        f"{w}: R@5 {r[w]['r5']:.3f}, top-5 {r[w]['top5_chars']:.0f} chars, budget recall "
+        f"{r[w]['budget_recall']:.3f} (found {r[w]['budget_found']:.3f})"
+        for w in ("before", "after"))
+    return (f"{r['conversation']}: {r['facts']} facts, {r['questions']} questions | {reads} | "
+            f"after+archive R@5 {r['r5_after_archive']:.3f} | {memory} | links {r['links']} | "
+            f"{r['actions']} | {r['seconds']}")
 
 
 def load(data: Path) -> list[dict[str, Any]]:
@@ -227,7 +356,13 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--conv", action="append", help="only this conversation (repeatable)")
     ap.add_argument("--model", help="embedding model name (default: the configured default)")
-    ap.add_argument("--keep", type=Path, help="build the vaults here and keep them")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--keep", type=Path, help="build the vaults here and keep them")
+    where.add_argument("--reuse", type=Path,
+                       help="vaults kept by --keep: measure MEMORY.md alone, rendered again")
+    ap.add_argument("--budget", type=int, default=READING_BUDGET,
+                    help="characters of ranked hits an agent reads (default %(default)s)")
+    ap.add_argument("--out", type=Path, default=OUT / "memory_lifecycle.json")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a profile threshold to try, e.g. consolidate_threshold=0.6")
     ap.add_argument("--max-group", type=int, help="consolidation's largest group to try")
@@ -238,6 +373,16 @@ def main() -> None:
 
         consolidate.MAX_GROUP = args.max_group
     convs = [c for c in load(args.data) if not args.conv or c["sample_id"] in args.conv]
+    if args.reuse:
+        results = [memory_only(conv, args.reuse) for conv in convs]
+        for r in results:
+            print(line(r), flush=True)
+        pooled = pool(results)
+        print("pooled over " + f"{pooled['questions']} questions: " + ", ".join(
+            f"{k} {v:.3f}" for k, v in pooled.items() if k != "questions"))
+        write_json(args.out, {"budget": BUDGET, "reuse": True, "results": results,
+                              "pooled": pooled})
+        return
     work = args.keep or Path(tempfile.mkdtemp(prefix="vaultd-locomo-"))
     if args.keep and work.exists():
         shutil.rmtree(work)
@@ -245,25 +390,18 @@ def main() -> None:
     results = []
     try:
         for conv in convs:
-            r = run_conversation(conv, work, args.model, profile)
+            r = run_conversation(conv, work, args.model, profile, args.budget)
             results.append(r)
-            m, b = r["memory"], r["baselines"]
-            print(f"{r['conversation']}: {r['facts']} facts, {r['questions']} questions | R@5 "
-                  f"before {r['r5_before']:.3f} after {r['r5_after']:.3f} "
-                  f"after+archive {r['r5_after_archive']:.3f} | MEMORY.md {r['memory_chars']} "
-                  f"chars, gold fact {m['gold_fact']:.3f} (or answer "
-                  f"{m['gold_fact_or_answer']:.3f}); random fill {b['random_fill']:.3f}, "
-                  f"shortest first {b['shortest_first']:.3f} | links {r['links']} | "
-                  f"{r['actions']} | {r['seconds']}", flush=True)
+            print(line(r), flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     pooled = pool(results)
     print("pooled over " + f"{pooled['questions']} questions: " + ", ".join(
         f"{k} {v:.3f}" for k, v in pooled.items() if k != "questions"))
-    write_json(OUT / "memory_lifecycle.json", {"budget": BUDGET, "k": K, "pass_days": PASS_DAYS,
-                                         "profile": profile, "max_group": args.max_group,
-                                         "results": results, "pooled": pooled})
+    write_json(args.out, {"budget": BUDGET, "reading_budget": args.budget, "k": K,
+                          "read_k": READ_K, "pass_days": PASS_DAYS, "profile": profile,
+                          "max_group": args.max_group, "results": results, "pooled": pooled})
 
 
 if __name__ == "__main__":

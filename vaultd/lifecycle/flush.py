@@ -9,13 +9,15 @@ distinct, specific facts as fit. Sections come from `templates/memory_block.md` 
 A line states a fact itself, whole and verbatim — a daily log's bullet (once), a consolidated
 note's bullet (its provenance suffix dropped), a note's most informative sentence (a note's
 `summary:` frontmatter chooses it) — never a note's preamble, never cut mid-way. Lines are
-grouped under their source, linked once. Procedures, decisions, open threads and recent
-episodes get one line per entry, each section within a share of the budget; key facts fill the
-rest, with whatever those had no room for.
+grouped under their source, linked once; in a group, the agent's own lines that start with
+the same name say it once ("Caroline: went to X; plans Y."), a quoted note's never.
+Procedures, decisions, open threads and recent episodes get one line per entry, each section
+within a share of the budget; key facts fill the rest, with whatever those had no room for.
 
 A fact's value: its specificity (the IDF of its words over the vault: names, numbers, places,
 rare terms) per character, times exp(-0.35 z) for an entry z standard deviations more central
-than the vault's average (hubs are generic; what gets asked is specific), times boosts for
+than the vault's average (hubs are generic; what gets asked is specific), times what its words
+say about being asked (`CUES`: a number or a time, up), times boosts for
 proven status, recalls and durable notes. A consolidated note's facts restate one theme, so
 they count for less per fact (CONSOLIDATED_WEIGHT) and the budget goes to distinct facts first
 (giving each theme a line of its own regardless cost locomo-dev coverage).
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vaultd import edits, layout
-from vaultd.blocks import MarkerError, inline, with_block
+from vaultd.blocks import MarkerError, with_block
 from vaultd.layout import MEMORY_FILE
 from vaultd.lifecycle.entries import (
     FACT_MAX,
@@ -51,7 +53,8 @@ from vaultd.lifecycle.entries import (
     statements,
     words,
 )
-from vaultd.lifecycle.plans import PhaseReport
+from vaultd.lifecycle.memory_lines import Fact, group_text, label, names_of, target
+from vaultd.lifecycle.plans import FileChange, PhaseReport
 from vaultd.notes import entry_title
 from vaultd.provenance import Seals
 from vaultd.redact import redact
@@ -89,26 +92,33 @@ SAME_ENTRY_DECAY = 0.6  # each further fact of one entry is worth this much less
 SIMILARITY_PENALTY = 0.5  # MMR: value × (1 - this × cosine to the closest chosen entry)
 DUPLICATE_WORDS = 0.8  # word Jaccard at which a fact repeats one already chosen
 POOL = 3000  # candidates the greedy choice looks at (the most valuable first)
-LABEL_MAX = 48
+FACTOR = True  # a group's lines say a shared subject once (`memory_lines.factored`)
+# What an agent is asked about first: cues in a fact's words, each a factor on its value.
+# Cheap, deterministic and language-light: digits are any language's; the words are English,
+# as the prototypes are. Each cue was measured alone on locomo-dev and only those that paid
+# are here (bench/RESULTS.md, issue 28): a dated event ("last week", "in 2022") is what "when"
+# questions ask. Cues for plans, preferences, relations between people, names and past-tense
+# events did not pay. Lowering opinions ("feels", "important") paid a little on locomo-dev's
+# chat, but in a working vault those words mark a user's rules and preferences ("it is
+# important to run migrations first"), which an agent needs every session: not shipped.
+CUES: tuple[tuple[str, re.Pattern[str], float], ...] = (
+    ("number", re.compile(r"\d"), 1.6),
+    ("when", re.compile(r"\b(?:yesterday|today|tonight|tomorrow|ago|recently|last|next|since|"
+                        r"(?:mon|tues|wednes|thurs|fri|satur|sun)day|weekend|week|month|"
+                        r"year)s?\b", re.I), 2.5),
+)
+CLOCK_RE = re.compile(r"^\d{1,2}[:.]\d{2}\b")  # a daily log's "09:30 …": when it was written
 
 
-@dataclass(frozen=True)
-class Fact:
-    """A candidate line: a fact of one entry, for one section."""
-    section: str
-    entry: int  # index into the views
-    unit: int  # its position in the entry
-    prefix: str  # a daily log's entry title, said before the fact ("Fly bill: …"), or ""
-    body: str  # the fact itself, whole and verbatim
-    value: float
-    joins: bool = False  # a daily log's entry: its facts share one line
-    # from a note outside the agent's memory (the lifecycle's scope): the user's or a
-    # clipping's words, quoted as a note so an agent does not read them as an instruction
-    quoted: bool = False
-
-    @property
-    def text(self) -> str:
-        return f"{self.prefix}: {self.body}" if self.prefix else self.body
+def cue_factor(text: str) -> float:
+    """How much more likely a fact is to be asked about, by its cues (`CUES`): the product
+    of the factors of those it has."""
+    text = CLOCK_RE.sub("", text)
+    factor = 1.0
+    for _, pattern, weight in CUES:
+        if pattern.search(text):
+            factor *= weight
+    return factor
 
 
 @dataclass
@@ -127,61 +137,12 @@ def _fields(template: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(template) if name}
 
 
-def _label(view: EntryView) -> str:
-    if view.is_daily:
-        label = Path(view.path).stem
-    else:
-        title = view.frontmatter.get("title")
-        label = str(title).strip() if title else entry_title(view.key) or Path(view.path).stem
-    label = " ".join(label.replace("[", "(").replace("]", ")").split()).lstrip("-*+ ")
-    return inline(label if len(label) <= LABEL_MAX else label[:LABEL_MAX - 1] + "…")
-
-
-# What a link's target may not hold as is: a line break or control character (a file name
-# may hold any), `<` and `>` (markers, HTML, the end of an <…> target), a backslash (it would
-# escape that end) and `%` itself, so the encoding reads back unambiguously.
-_TARGET_UNSAFE = re.compile(r"[%<>\\\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def _target(path: str) -> str:
-    """A note's path as a Markdown link target: unsafe characters percent-encoded, in <…>
-    when it holds spaces or parentheses."""
-    from urllib.parse import quote
-
-    path = _TARGET_UNSAFE.sub(lambda m: quote(m.group(), safe=""), path)
-    return f"<{path}>" if re.search(r"[\s()]", path) else path
-
-
-def _lines(facts: list[Fact]) -> list[str]:
-    """A group's lines, in the source's reading order; the facts of one entry of a daily log
-    share one line (under its title, if it has one: "Fly bill: … …")."""
-    out: list[str] = []
-    last: Fact | None = None
-    for fact in sorted(facts, key=lambda f: (f.entry, f.unit)):
-        if last is not None and fact.joins and fact.entry == last.entry:
-            closing = "”" if fact.quoted else ""
-            out[-1] = out[-1].removesuffix(closing) + f" {inline(fact.body)}{closing}"
-        else:
-            said = (f"{inline(fact.prefix)}: {inline(fact.body)}" if fact.prefix
-                    else inline(fact.body))
-            out.append(f"“{said}”" if fact.quoted else said)
-        last = fact
-    return out
-
-
-def _group_text(link: str, facts: list[Fact]) -> str:
-    """A group: one line inline after its source's link, several as bullets under it."""
-    lines = _lines(facts)
-    if len(lines) == 1:
-        return f"- {link}: {lines[0]}"
-    return f"{link}:\n" + "\n".join(f"- {line}" for line in lines)
-
-
-def _render_section(section: Section, links: dict[str, str], daily: set[str]) -> str:
+def _render_section(section: Section, links: dict[str, str], daily: set[str],
+                    names: frozenset[str] = frozenset()) -> str:
     """Durable notes' groups first (most valuable first), then daily logs, newest first."""
     dailies = sorted((p for p in section.groups if p in daily), key=lambda p: (Path(p).stem, p),
                      reverse=True)
-    return "\n".join(_group_text(links[path], section.groups[path])
+    return "\n".join(group_text(links[path], section.groups[path], names)
                      for path in [p for p in section.groups if p not in daily] + dailies)
 
 
@@ -195,10 +156,11 @@ class Chooser:
     near-duplicate shown in one section is not shown again in another)."""
 
     def __init__(self, views: list[EntryView], vectors: np.ndarray, links: dict[str, str],
-                 redact_secrets: bool = True):
+                 redact_secrets: bool = True, names: frozenset[str] = frozenset()):
         import numpy as np
 
         self.views, self.vectors, self.links = views, vectors, links
+        self.names = names  # subjects a group's lines may say once (`memory_lines.factored`)
         self.redact_secrets = redact_secrets
         self._redacted: dict[tuple[int, int], Fact] = {}
         self.shown: Counter[int] = Counter()  # entry → facts shown
@@ -254,8 +216,8 @@ class Chooser:
                 continue
             path = self.views[fact.entry].path
             had = section.groups.get(path, [])
-            delta = len(_group_text(self.links[path], [*had, fact])) + 1 - (
-                len(_group_text(self.links[path], had)) + 1 if had else 0)
+            delta = len(group_text(self.links[path], [*had, fact], self.names)) + 1 - (
+                len(group_text(self.links[path], had, self.names)) + 1 if had else 0)
             if section.chars + delta > room:
                 continue
             if self._duplicate(fact):
@@ -373,7 +335,9 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
     template = _template(root, templates)
     present = _fields(template)
     recalls = store.recall_counts()
-    keep = [i for i, v in enumerate(views) if v.path != MEMORY_FILE and not v.archived]
+    # what the agent loads itself at session start would only be said twice
+    keep = [i for i, v in enumerate(views) if v.path != MEMORY_FILE and not v.archived
+            and v.path not in layout.AGENT_LOADED]
     active = [views[i] for i in keep]
     if vectors is None or len(vectors) != len(views):
         vectors = np.zeros((len(views), 1), dtype=np.float32)
@@ -383,8 +347,8 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
     episodes = [i for i, v in enumerate(active) if v.type == "episodic"]
     recent = set(episodes[-RECENT:])
     # a note outside the agent's memory is named in quotes too: its title is its own words
-    links = {v.path: (f"[{_label(v)}]" if v.owned(scope) else f"[“{_label(v)}”]")
-             + f"({_target(v.path)})" for v in active}
+    links = {v.path: (f"[{label(v)}]" if v.owned(scope) else f"[“{label(v)}”]")
+             + f"({target(v.path)})" for v in active}
     daily = {v.path for v in active if v.is_daily}
     by_section: dict[str, list[Fact]] = {name: [] for name in SECTIONS}
     candidates: dict[str, set[int]] = {name: set() for name in SECTIONS}
@@ -396,8 +360,8 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
             -GENERIC_PENALTY * generic[i])
         power = LENGTH_POWER if section == "key_facts" else ONE_LINE_POWER
         prefix, said = _facts(view)
-        values = [sum(idf.get(w, 0.0) for w in words(text)) * boost / (len(text) + 3) ** power
-                  for text in said]
+        values = [sum(idf.get(w, 0.0) for w in words(text)) * boost * cue_factor(text)
+                  / (len(text) + 3) ** power for text in said]
         if view.is_daily and not prefix and values:
             values[0] = max(values)  # its first sentence leads (see Chooser.fill)
         quoted = not view.owned(scope)
@@ -409,7 +373,9 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
     n_entries = sum(len(ids) for ids in candidates.values())
     n_facts = sum(len(facts) for facts in by_section.values())
     room = budget - skeleton - len(_closing(n_entries, n_facts, budget))  # its longest form
-    chooser = Chooser(active, vectors, links, redact_secrets)
+    names = names_of([f.body for facts in by_section.values() for f in facts]) if FACTOR else (
+        frozenset())
+    chooser = Chooser(active, vectors, links, redact_secrets, names)
     shown = {name: Section() for name in SECTIONS}
     for name in ONE_LINE:
         if name in present:
@@ -431,7 +397,7 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
             room -= shown[name].chars - before
     filled = {}
     for name in present:
-        text = _render_section(shown[name], links, daily) if name in shown else ""
+        text = _render_section(shown[name], links, daily, names) if name in shown else ""
         filled[name] = text or "- (none yet)"
     body = template.format(**filled).rstrip("\n")
     told = set(chooser.shown) | {i for i, _ in chooser.repeats}  # entries said, or repeated
@@ -480,19 +446,27 @@ def write_memory(root: Path, block: str, *, dry_run: bool = False) -> tuple[bool
 
 @dataclass
 class FlushReport:
+    """What a flush did (or, dry, would do): typed here, serialised once by `to_dict` (`vaultd
+    flush --json` and `POST /flush`), read back by `from_dict` (the CLI, from the daemon)."""
+
     indexed: str  # the index report's summary line
     phases: list[PhaseReport]  # connect's and route's
     memory_written: bool
     memory_diff: str
     memory_chars: int
-    # every file the flush creates or changes (its phases' and MEMORY.md): path, change, diff
-    files: list[dict[str, str]]
+    files: list[FileChange]  # every file the flush creates or changes: its phases', MEMORY.md
 
     def to_dict(self) -> dict[str, Any]:
         """The one serialised form: `vaultd flush --json` and `POST /flush`."""
         return {"indexed": self.indexed, "phases": [p.to_dict() for p in self.phases],
                 "memory_written": self.memory_written, "memory_diff": self.memory_diff,
-                "memory_chars": self.memory_chars, "files": [dict(f) for f in self.files]}
+                "memory_chars": self.memory_chars, "files": [f.to_dict() for f in self.files]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FlushReport:
+        return cls(data["indexed"], [PhaseReport.from_dict(p) for p in data["phases"]],
+                   data["memory_written"], data["memory_diff"], data["memory_chars"],
+                   [FileChange.from_dict(f) for f in data["files"]])
 
 
 @dataclass(frozen=True)
@@ -524,7 +498,7 @@ def flush(given: FlushInputs, *, dry_run: bool = False) -> FlushReport:
         given.sync([MEMORY_FILE])
     files = [f for p in phases for f in p.files]
     if diff:
-        files.append({"path": MEMORY_FILE, "change": "change" if (
-            given.root / MEMORY_FILE).exists() else "create", "diff": diff})
+        change = "change" if (given.root / MEMORY_FILE).exists() else "create"
+        files.append(FileChange(MEMORY_FILE, change, diff))
     return FlushReport(indexed, phases, written, diff, len(block),
-                       sorted(files, key=lambda f: f["path"]))
+                       sorted(files, key=lambda f: f.path))
