@@ -226,9 +226,9 @@ def test_mcp_server_has_the_full_memory_surface(tmp_path: Path) -> None:
     out = asyncio.run(asyncio.wait_for(_full_session(root, env, tmp_path), timeout=90))
 
     # the server says who it is; every tool is described, typed, bounded and annotated
-    from importlib.metadata import version
+    from vaultd import __version__
 
-    assert out["server"].name == "vaultd" and out["server"].version == version("vaultd")
+    assert out["server"].name == "vaultd" and out["server"].version == __version__
     tools = out["tools"]
     assert set(tools) >= READ_ONLY | WRITES
     for name, tool in tools.items():

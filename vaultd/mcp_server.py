@@ -1,18 +1,22 @@
-"""`vaultd mcp`: the vault as Model Context Protocol tools and resources over stdio.
+"""The vault as Model Context Protocol tools and resources: over stdio (`vaultd mcp`) and over
+streamable HTTP at the daemon's `/mcp` (`daemon/mcp_http`), the same tools either way.
 
 An adapter only: `MemoryTools` holds the verbs — search, read, recent activity, similar notes,
 append to the daily log, write or edit a note, flush — over one lazily opened `Vault`;
 `build_server` registers them as MCP tools (each argument described, bounded, typed with its
 choices; read tools marked read-only) and MEMORY.md and the notes as resources, and translates
-`VaultdError` into tool errors the agent can read. Search goes through the vault's daemon when
-one runs (its model is warm) and runs in-process otherwise — `open_vault(daemon="auto")`.
+`VaultdError` into tool errors the agent can read. Served by the daemon (`MemoryTools` over
+its `InDaemon` parts), search and flush call the daemon's own warm model and index in-process.
+Over stdio, search goes through the vault's daemon when one runs (its model is warm) and runs
+in-process otherwise — `open_vault(daemon="auto")`.
 
 What an agent may touch is what vaultd indexes: note files (`.md`, `.markdown`) inside the
 vault, not ignored (`.vaultd/`, `.git/`, `.obsidian/`, … and `[index] ignore`), reached
 without a symbolic link. Every write is checked and atomic (`vaultd.edits`): a note the user
 changed meanwhile is not overwritten, and an existing note is never clobbered by a new one.
 
-Register it with an MCP client as the command `vaultd mcp --vault PATH`.
+Register it with an MCP client as the URL `http://127.0.0.1:PORT/mcp` with the daemon's bearer
+token (README, Agents), or as the command `vaultd mcp --vault PATH`.
 """
 
 # No `from __future__ import annotations`: the SDK reads the tools' signatures at run time,
@@ -22,7 +26,7 @@ import os
 import threading
 import time
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vaultd import layout
 from vaultd.errors import VaultdError
@@ -58,25 +62,39 @@ def server_version() -> str:
     """vaultd's package version (what the MCP client is told in `serverInfo`)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        return version("vaultd")
-    except PackageNotFoundError:  # a source checkout that was never installed
-        from vaultd import __version__
+    from vaultd import DISTRIBUTION, __version__
 
+    try:
+        return version(DISTRIBUTION)  # not "vaultd": on the index, an unrelated project
+    except PackageNotFoundError:  # a source checkout that was never installed
         return __version__
 
 
-class MemoryTools:
-    """The memory verbs over one vault, opened on first use. Thread-safe: the MCP SDK runs
-    sync tools in worker threads, and the vault's store is one SQLite connection."""
+class InDaemon(Protocol):
+    """What the daemon gives the tools it serves at /mcp: its vault (files, settings) and the
+    search and flush its HTTP API answers with (the warm model and index, the single writer)."""
 
-    def __init__(self, vault_path: Path | None) -> None:
+    vault: "Vault"
+
+    def search(self, request: SearchRequest) -> dict[str, Any]: ...
+    def flush_now(self) -> dict[str, Any]: ...
+
+
+class MemoryTools:
+    """The memory verbs over one vault: opened on first use (stdio), or the daemon's own
+    (`daemon`, served at /mcp). Thread-safe: the MCP SDK runs sync tools in worker threads,
+    and a vault opened here has one SQLite connection."""
+
+    def __init__(self, vault_path: Path | None, *, daemon: InDaemon | None = None) -> None:
         self.vault_path = vault_path
+        self.daemon = daemon
         self._vault: Vault | None = None
         self._lock = threading.RLock()
 
     @property
     def vault(self) -> "Vault":
+        if self.daemon is not None:
+            return self.daemon.vault
         with self._lock:
             if self._vault is None:
                 from vaultd.vault import open_vault
@@ -90,20 +108,26 @@ class MemoryTools:
                 self._vault.close()
                 self._vault = None
 
+    def _search(self, request: SearchRequest) -> list[dict[str, Any]]:
+        """The hits as `/search` gives them: the daemon's reads, else the vault's search."""
+        if self.daemon is not None:
+            return list(self.daemon.search(request)["hits"])
+        with self._lock:
+            return [hit.to_dict() for hit in self.vault.search(request)]
+
     # -- reading
     def search(self, query: str, k: int = 5, type: str | None = None,
-               since: str | None = None, until: str | None = None) -> list[dict[str, Any]]:
+               since: str | None = None, until: str | None = None,
+               full: bool = False) -> list[dict[str, Any]]:
         if not 1 <= k <= MAX_K:
             raise VaultdError(f"k must be between 1 and {MAX_K}, not {k}")
         request = SearchRequest(query, k, types=(type,) if type else (), since=since,
-                                until=until, record=True)
+                                until=until, full=full, record=True)
         try:
             request.check()  # the same rules as the CLI and /search
         except ValueError as exc:
             raise VaultdError(str(exc)) from exc
-        with self._lock:
-            hits = self.vault.search(request)
-        return [hit.to_dict() for hit in hits]
+        return self._search(request)
 
     def get(self, path: str, from_line: int = 1, lines: int = 40) -> str:
         if from_line < 1:
@@ -176,15 +200,15 @@ class MemoryTools:
         query = f"{note.title}\n{body}"[:SIMILAR_QUERY_CHARS]
         if not body:
             raise VaultdError(f"{rel!r} has no text to compare")
-        with self._lock:
-            hits = self.vault.search(SearchRequest(query, min(1000, 5 * k + 10), mode="vector",
-                                                    archive="none"))
+        hits = self._search(SearchRequest(query, min(1000, 5 * k + 10), mode="vector",
+                                          archive="none"))
         out: list[dict[str, Any]] = []
         for hit in hits:
-            if hit.path == rel or any(o["path"] == hit.path for o in out):
+            if hit["path"] == rel or any(o["path"] == hit["path"] for o in out):
                 continue
-            out.append({"path": hit.path, "score": round(hit.score, 4), "type": hit.type,
-                        "heading": hit.heading, "lines": list(hit.lines), "text": hit.text})
+            out.append({"path": hit["path"], "score": round(hit["score"], 4),
+                        "type": hit["type"], "heading": hit["heading"],
+                        "lines": list(hit["lines"]), "text": hit["text"]})
             if len(out) == k:
                 break
         return out
@@ -249,10 +273,15 @@ class MemoryTools:
     def flush(self) -> dict[str, Any]:
         from vaultd.vault import flush_anywhere
 
-        with self._lock:
-            result = flush_anywhere(self.vault)
-        return {"indexed": result["indexed"], "memory_written": result["memory_written"],
-                "memory_chars": result["memory_chars"]}
+        if self.daemon is not None:  # the daemon's own flush, on its main thread
+            from vaultd.lifecycle.flush import FlushReport
+
+            result = FlushReport.from_dict(self.daemon.flush_now())
+        else:
+            with self._lock:
+                result = flush_anywhere(self.vault)
+        return {"indexed": result.indexed, "memory_written": result.memory_written,
+                "memory_chars": result.memory_chars}
 
     def _check_text(self, text: str) -> None:
         """Text vaultd can index: no NUL (the file would be skipped as binary), within
@@ -269,6 +298,9 @@ class MemoryTools:
         """Make a write searchable now: the daemon's watcher does it when a daemon runs (it is
         the index's only writer); otherwise index the written file here."""
         from vaultd.daemon.client import DaemonOrLocal
+
+        if self.daemon is not None:  # served by the daemon: its watcher has the event
+            return
 
         def local() -> None:
             with self._lock:
@@ -331,7 +363,8 @@ def resolve_inside(root: Path, rel: str, *, must_exist: bool = True) -> Path:
     return target
 
 
-def _build(vault_path: Path | None) -> "tuple[MCPServer, MemoryTools]":
+def _build(vault_path: Path | None,
+           daemon: InDaemon | None = None) -> "tuple[MCPServer, MemoryTools]":
     from typing import Annotated, Literal
 
     from mcp.server.mcpserver import MCPServer
@@ -339,7 +372,7 @@ def _build(vault_path: Path | None) -> "tuple[MCPServer, MemoryTools]":
     from mcp.types import ToolAnnotations
     from pydantic import Field
 
-    tools = MemoryTools(vault_path)
+    tools = MemoryTools(vault_path, daemon=daemon)
     server: MCPServer = MCPServer(SERVER_NAME, title="vaultd memory", version=server_version(),
                                   instructions=INSTRUCTIONS)
     reading = ToolAnnotations(read_only_hint=True, destructive_hint=False,
@@ -371,12 +404,17 @@ def _build(vault_path: Path | None) -> "tuple[MCPServer, MemoryTools]":
             type: Annotated[NoteType | None, Field(description=(
                 "Only notes of this type: episodic (what happened), semantic (what is "
                 "known), procedural (how to do things), note (anything else)."))] = None,
-            since: Date = None, until: Date = None) -> list[dict[str, Any]]:
+            since: Date = None, until: Date = None,
+            full: Annotated[bool, Field(description=(
+                "Each hit's whole chunk as its text, not only the lines that best match "
+                "the query."))] = False) -> list[dict[str, Any]]:
         """Search the memory vault (hybrid: meaning and keywords). Returns up to k hits, best
-        first, each with path, lines, heading, type, date, score, the matching text and
-        `archived` (true for a faded or merged entry kept under archive/: still found, ranked
-        below live notes of similar relevance)."""
-        return call(tools.search, query, k, type, since, until)
+        first, each with path, lines, heading, type, date, score, the matching text (the
+        lines of the hit that best match the query, a few hundred characters; `lines` spans
+        the whole, which `full` or memory_get returns) and `archived` (true for a faded or
+        merged entry kept under archive/: still found, ranked below live notes of similar
+        relevance)."""
+        return call(tools.search, query, k, type, since, until, full)
 
     @server.tool(annotations=reading)
     def memory_get(
@@ -487,6 +525,12 @@ def build_server(vault_path: Path | None) -> "MCPServer":
     """An MCP server with the memory tools over the vault at `vault_path` (None: `VAULTD_VAULT`,
     else the nearest parent holding `.vaultd/`). The vault is opened on the first tool call."""
     return _build(vault_path)[0]
+
+
+def daemon_server(daemon: InDaemon) -> "MCPServer":
+    """The MCP server the daemon serves at /mcp: the same tools over its own vault, search and
+    flush (`daemon/mcp_http` runs it)."""
+    return _build(None, daemon)[0]
 
 
 def run(vault_path: Path | None) -> None:

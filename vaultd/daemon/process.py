@@ -10,7 +10,8 @@ stops them; each part has one job:
 - `jobs.Jobs`: the lifecycle phases and the flush; `schedule`: the cron jobs that queue them;
 - `reads.Reads`: searches and counts on the HTTP threads, each with its own connection;
 - `own_files.OwnFiles`: the watch over the daemon's files in `.vaultd/`;
-- `server.Server`: the HTTP API, which asks the Daemon (its `App`) for answers.
+- `server.Server`: the HTTP API, which asks the Daemon (its `App`) for answers, and MCP at
+  `/mcp` (`mcp_http`: the memory tools over the Daemon's own vault, search and flush).
 
 SIGTERM / SIGINT finish the batch or step in flight, commit, release the lock and exit 0.
 """
@@ -113,7 +114,7 @@ class Daemon:
             indexing=self.loop.indexing.is_set() or self.fill.pending > 0,
             watcher_mode=watcher.mode if watcher else None,
             watcher_reason=watcher.reason if watcher else "", stats=self.stats,
-            writer=self.role.to_dict(), skipped_jobs=self.skipped_jobs).to_dict()
+            writer=self.role, skipped_jobs=self.skipped_jobs).to_dict()
 
     def embed(self, texts: list[str], kind: str) -> tuple[str, int, list[list[float]]]:
         vectors = self.vault.embedder.embed(texts, kind=kind)  # type: ignore[arg-type]
@@ -125,9 +126,21 @@ class Daemon:
     def decode_tokens(self, ids: list[int]) -> str:
         return self.vault.embedder.decode(ids)
 
+    def served_model(self) -> dict[str, Any]:
+        """The served model as the model endpoints describe it (`routes.App`)."""
+        profile = self.vault.profile
+        size = 0
+        if profile.onnx:
+            with contextlib.suppress(OSError):
+                size = os.path.getsize(profile.onnx)
+        return {"id": profile.id, "dims": profile.dims, "max_tokens": profile.max_tokens,
+                "pooling": profile.pooling, "kind": profile.kind, "size": size,
+                "digest": profile.sha256, "quantized": bool(profile.build_from),
+                "aliases": dict(self.settings.server.model_aliases)}
+
     def search(self, request: SearchRequest) -> dict[str, Any]:
         stale = self.events.qsize() + (1 if self.loop.indexing.is_set() else 0)
-        return self.reads.search(request, stale_files=stale)
+        return self.reads.search(request, stale_files=stale).to_dict()
 
     def flush_now(self, timeout: float = FLUSH_TIMEOUT) -> Answer:
         """For POST /flush: flush on the main thread and wait."""
@@ -190,10 +203,13 @@ class Daemon:
         self.vault.keep_vectors_warm()  # and no query pays for loading the vectors
 
     def _start_parts(self) -> None:
+        from vaultd.daemon.mcp_http import McpHttp
         from vaultd.daemon.server import Server
+        from vaultd.mcp_server import daemon_server
 
         s = self.settings.server
-        self.server = Server(self, s, token=self.own_files.token)
+        self.server = Server(self, s, token=self.own_files.token,
+                             mcp=McpHttp(lambda: daemon_server(self)))
         self.server.start()
         self._write_info()
         d = self.settings.daemon

@@ -7,7 +7,8 @@ needs `Authorization: Bearer <token>` (compared in constant time) — unless `[s
 open_embeddings` opens the embedding endpoints alone; a request whose Host is not localhost,
 127.0.0.1 or [::1] is refused (DNS rebinding), and so is one whose Origin is not listed in
 `[server] allow_origins` (browsers; listed origins get CORS headers); bodies and text lists have
-size limits (413); malformed JSON, lone surrogates and deep nesting are a 400.
+size limits (413); malformed JSON, lone surrogates and deep nesting are a 400. MCP at `/mcp`
+(`mcp_http`) passes the same checks, then goes to the mcp SDK's streamable HTTP app.
 
 Denial of service: connections are limited and slow senders cut off (`connections`).
 """
@@ -27,6 +28,7 @@ from vaultd.config import ServerSettings
 from vaultd.daemon import guards
 from vaultd.daemon.connections import LimitedHTTPServer, fd_limit
 from vaultd.daemon.guards import LOOPBACK_HOSTS, ApiError
+from vaultd.daemon.mcp_http import MCP_ROUTE, McpHttp
 from vaultd.daemon.payloads import error_body
 from vaultd.daemon.routes import App, Call, lookup
 from vaultd.errors import VaultdError
@@ -39,20 +41,22 @@ log = logging.getLogger("vaultd.daemon.server")
 DISCARD_BYTES = 64 * 1024 * 1024
 DISCARD_SECONDS = 10.0
 CORS_METHODS = "GET, POST, OPTIONS"
-CORS_HEADERS = "Authorization, Content-Type"
+CORS_HEADERS = "Authorization, Content-Type, Mcp-Protocol-Version, Mcp-Session-Id"
 # What a socket raises when the client hung up mid-request or mid-answer: one debug line, never
 # an error with a traceback (a closed browser tab or a killed script is not a fault of ours)
 HANGUPS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
 class Server:
-    def __init__(self, app: App, settings: ServerSettings, *, token: str) -> None:
+    def __init__(self, app: App, settings: ServerSettings, *, token: str,
+                 mcp: McpHttp | None = None) -> None:
         host, port = settings.host, settings.port
         if host not in LOOPBACK_HOSTS:
             raise VaultdError(f"[server] host = {host!r}: vaultd binds loopback only "
                               "(127.0.0.1, ::1 or localhost)")
         self.app = app
         self.token = token
+        self.mcp = mcp
         self.settings = settings
         self.max_body_bytes = settings.max_body_bytes
         self.max_texts = settings.max_texts
@@ -92,6 +96,8 @@ class Server:
             self.httpd.shutdown()
             self._thread = None
         self.httpd.server_close()
+        if self.mcp is not None:
+            self.mcp.stop()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -195,12 +201,16 @@ class _Handler(BaseHTTPRequestHandler):
             guards.check_token(self.headers.get("Authorization", ""), self.server_ref.token)
 
     def _json_body(self) -> dict[str, Any]:
+        return guards.parse_body(self._checked_body())
+
+    def _checked_body(self) -> bytes:
+        """The body, within `[server] max_body_bytes` (413 before a byte of it is read)."""
         length = self._unread
         if length > self.server_ref.max_body_bytes:
             self.close_connection = True  # answer, drain what is sent, then hang up
             guards.check_body_size(length, self.server_ref.max_body_bytes)
         self._unread = 0
-        return guards.parse_body(self._read_body(length))
+        return self._read_body(length)
 
     def _read_body(self, length: int) -> bytes:
         """The body's `length` bytes, within the connection's body deadline."""
@@ -265,6 +275,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._check(auth=False)
                 self._send(HTTPStatus.OK, self.server_ref.app.health())
                 return
+            if route == MCP_ROUTE and self.server_ref.mcp is not None:
+                self._check(auth=True)
+                self._mcp(method, self.server_ref.mcp)
+                return
             found = lookup(method, route)
             self._check(auth=not (found and found[1] and self.server_ref.open_embeddings))
             if found is None:
@@ -281,6 +295,26 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # the daemon must stay up; the log has the traceback
             log.exception("error serving %s %s", method, route)
             self._send_error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {exc}")
+
+    def _mcp(self, method: str, mcp: McpHttp) -> None:
+        """A checked request to /mcp: its body within the same limits, to the SDK's app."""
+        raw = b""
+        if method == "POST":
+            raw = self._checked_body()
+            guards.parse_body(raw)  # bad, deep or surrogate JSON is refused here as anywhere
+        answer = mcp.handle(method, self.path, list(self.headers.items()), raw,
+                            self.client_address[:2])
+        self.send_response(answer.status)
+        for name, value in answer.headers:
+            if name.lower() not in ("content-length", "connection", "date", "server"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(answer.body)))
+        self._cors_headers()
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(answer.body)
+        self.wfile.flush()
 
     def _preflight(self) -> None:
         self.send_response(HTTPStatus.NO_CONTENT)
