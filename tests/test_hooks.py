@@ -293,3 +293,62 @@ def test_cli_says_which_vaultd_the_hooks_run(tmp_path: Path) -> None:
                                "--project", str(project)])
     assert "removed 3 hook(s)" in out.output and "which vaultd had created" in out.output
     assert not (project / ".claude").exists()
+
+
+# -- issue 26, point 7: PreCompact saves each turn once, and no compaction summary
+
+
+def turn(role: str, text: str, **extra: object) -> str:
+    return json.dumps({"type": role, "sessionId": "s1", **extra,
+                       "message": {"role": role, "content": [{"type": "text", "text": text}]
+                                   if role == "assistant" else text}}) + "\n"
+
+
+SUMMARY = ("This session is being continued from a previous conversation that ran out of "
+           "context. The conversation is summarized below: the user asked to fix the "
+           "topicparse date bug; we decided to use a regex.")
+
+
+@pytest.mark.slow
+def test_pre_compact_saves_each_turn_once_and_never_a_compaction_summary(
+        tmp_path: Path) -> None:
+    import subprocess
+
+    from daemon_helpers import FAST_CONFIG
+
+    vault = make_vault(tmp_path, config=FAST_CONFIG)
+    settings = tmp_path / "proj" / ".claude" / "settings.json"
+    hooks.install(settings, vault)
+    [command] = commands(json.loads(settings.read_text()), "PreCompact")
+    transcript = tmp_path / "session.jsonl"
+    stdin = json.dumps({"hook_event_name": "PreCompact", "trigger": "auto",
+                        "transcript_path": str(transcript), "session_id": "s1"})
+
+    def pre_compact() -> str:
+        done = subprocess.run(["sh", "-c", command], input=stdin, env=env_for(tmp_path),
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return "".join(p.read_text(encoding="utf-8")
+                       for p in sorted((vault / "episodic").glob("*.md")))
+
+    transcript.write_text(turn("user", "Fix the topicparse date bug in notes.py please.")
+                          + turn("assistant", "We decided to parse with a small regex."),
+                          encoding="utf-8")
+    first = pre_compact()
+    assert first.count("\n## ") == 1  # one entry
+    assert "Fix the topicparse date bug" in first
+    # Claude Code compacts: the same file grows by its summary, then the session goes on
+    with transcript.open("a", encoding="utf-8") as fh:
+        fh.write(turn("user", SUMMARY, isCompactSummary=True))
+        fh.write(turn("user", SUMMARY.replace("summarized", "summarised")))  # no flag
+        fh.write(turn("user", "Now add a test for 2024-12-31."))
+        fh.write(turn("assistant", "Going with one parametrized test."))
+    second = pre_compact()
+    assert second.count("\n## ") == 2 and second.startswith(first.rstrip("\n"))
+    added = second[len(first.rstrip("\n")):]  # the second entry: only the new turns
+    assert "Session transcript: Now add a test for 2024-12-31." in added
+    assert "Going with one parametrized test." in added
+    assert "topicparse" not in added and "regex" not in added  # saved the first time
+    assert "being continued" not in second
+    # nothing new: nothing appended
+    assert pre_compact() == second

@@ -203,7 +203,9 @@ def test_flush_transcript_and_precompact_hook_store_no_credential(tmp_path: Path
     runner = _runner(tmp_path)
     out = runner.invoke(main, ["--vault", str(root), "flush", "--transcript", str(transcript)])
     assert out.exit_code == 0, out.output
-    payload = json.dumps({"transcript_path": str(transcript), "hook_event_name": "PreCompact"})
+    # another session: the first one's turns are saved once (issue 26, point 7)
+    second = _transcript(tmp_path / "session-2.jsonl")
+    payload = json.dumps({"transcript_path": str(second), "hook_event_name": "PreCompact"})
     out = runner.invoke(main, ["--vault", str(root), "hook", "pre-compact"], input=payload)
     assert out.exit_code == 0, out.output
     logs = "".join(p.read_text(encoding="utf-8") for p in (root / "episodic").glob("*.md"))

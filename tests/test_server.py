@@ -227,7 +227,7 @@ def test_embed_shape(up: Running) -> None:
 
 @pytest.mark.parametrize("value", ["one text", ["one text", "and another"]])
 def test_openai_embeddings_shape(up: Running, value: Any) -> None:
-    status, data = up.call("POST", "/v1/embeddings", {"model": "whatever", "input": value})
+    status, data = up.call("POST", "/v1/embeddings", {"model": "hash-256", "input": value})
     assert status == 200
     texts = [value] if isinstance(value, str) else value
     assert data["object"] == "list" and data["model"] == "hash-256"
@@ -370,6 +370,10 @@ class FakeApp:
 
     def decode_tokens(self, ids: list[int]) -> str:
         raise VaultdError("no tokenizer")
+
+    def served_model(self) -> dict[str, Any]:
+        return {"id": "fake", "dims": 1, "max_tokens": 8, "pooling": "mean", "kind": "hash",
+                "size": 0, "digest": "", "quantized": False, "aliases": {}}
 
     def search(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"hits": []}

@@ -94,3 +94,36 @@ def test_a_nul_in_a_transcript_is_dropped_not_a_failed_hook(tmp_path: Path) -> N
     rel, _ = capture(root, transcript, when=dt.datetime(2026, 11, 20, 9, 0))
     text = (root / rel).read_text(encoding="utf-8")
     assert "\x00" not in text and "Please fix the parser crash today." in text
+
+
+def test_capture_saves_each_turn_once_and_skips_compaction_summaries(tmp_path: Path) -> None:
+    import json
+
+    def turn(role: str, text: str, **extra: object) -> str:
+        return json.dumps({"type": role, **extra,
+                           "message": {"role": role, "content": text}}) + "\n"
+
+    root = tmp_path / "v"
+    init_vault(root)
+    transcript = tmp_path / "t.jsonl"
+    transcript.write_text(turn("user", "Rename the topicalpha module."), encoding="utf-8")
+    when = dt.datetime(2026, 11, 20, 9, 0)
+    rel, first = capture(root, transcript, when=when) or ("", "")
+    assert capture(root, transcript, when=when) is None  # nothing new: nothing appended
+    with transcript.open("a", encoding="utf-8") as fh:
+        fh.write(turn("user", "This session is being continued from a previous conversation "
+                      "that ran out of context: Rename the topicalpha module.",
+                      isCompactSummary=True))
+        fh.write('{"type": "user", "message": {"role": "user", "content": "half a li')
+    assert capture(root, transcript, when=when) is None  # a summary, and a line being written
+    with transcript.open("a", encoding="utf-8") as fh:
+        fh.write('ne"}}\n' + turn("user", "Then update the imports."))
+    saved = capture(root, transcript, when=when)
+    assert saved is not None and "half a line" in saved[1]
+    text = (root / rel).read_text(encoding="utf-8")
+    assert text.count("topicalpha") == 3 and "being continued" not in text  # the first entry
+    assert "Then update the imports." in text
+    # a new transcript at the same path is read from its start
+    transcript.write_text(turn("user", "A new session about topicbeta."), encoding="utf-8")
+    assert capture(root, transcript, when=when) is not None
+    assert "topicbeta" in (root / rel).read_text(encoding="utf-8")

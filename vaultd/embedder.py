@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from vaultd import DISTRIBUTION
 from vaultd.errors import ModelError
 from vaultd.model_build import Built, ensure_quantized
 from vaultd.model_build import file_sha256 as file_sha256
@@ -101,23 +102,35 @@ class Embedder(ABC):
     def decode(self, ids: list[int]) -> str:
         """The text that token ids stand for in this model's own tokenizer (special tokens
         dropped): OpenAI clients may send token-id arrays instead of text. A ModelError when the
-        model has no tokenizer file; a ValueError naming the first id outside its vocabulary."""
+        model has no tokenizer file; a ValueError naming the first id outside its vocabulary,
+        or when the ids are not the tokenizer's own encoding of the text they decode to, as it
+        encodes (another tokenizer's ids, tiktoken's: most fall inside a 30k vocabulary too)."""
         if not self.profile.tokenizer:
             raise ModelError(f"model '{self.model_id}' has no tokenizer to decode token ids")
         if self._decoder is None:
             from tokenizers import Tokenizer
 
             try:
-                self._decoder = Tokenizer.from_file(str(self.profile.tokenizer))
+                decoder = Tokenizer.from_file(str(self.profile.tokenizer))
             except Exception as exc:  # tokenizers raises a bare Exception on bad files
                 raise ModelError(f"cannot read tokenizer {self.profile.tokenizer}: {exc}") \
                     from exc
+            decoder.no_truncation()  # it re-encodes what it decodes: all of it, as it is
+            decoder.no_padding()
+            self._decoder = decoder
         size = self._decoder.get_vocab_size(with_added_tokens=True)
         for token_id in ids:
             if not 0 <= token_id < size:
                 raise ValueError(f"token id {token_id} is outside model '{self.model_id}''s "
                                  f"vocabulary (0..{size - 1})")
-        return str(self._decoder.decode(ids, skip_special_tokens=True))
+        text = str(self._decoder.decode(ids, skip_special_tokens=True))
+        # the tokenizer's whole encoding, its special tokens ([CLS] … [SEP]) included: short
+        # runs of another tokenizer's ids can re-encode to themselves, never with that frame
+        if self._decoder.encode(text).ids != list(ids):
+            raise ValueError(f"token ids are not model '{self.model_id}''s encoding of any "
+                             "text, special tokens included (they decode to text that "
+                             "encodes to other ids): another tokenizer made them")
+        return text
 
     @abstractmethod
     def count_tokens(self, text: str) -> int:
@@ -215,7 +228,7 @@ class OnnxEmbedder(Embedder):
         path = self.model_file()
         if not path.is_file():
             raise ModelError(f"model file not found: {path} (model '{self.model_id}'); "
-                             "reinstall vaultd (`pip install --force-reinstall vaultd`) "
+                             f"reinstall vaultd (`pip install --force-reinstall {DISTRIBUTION}`) "
                              "or fix 'onnx' in its [models.*] profile")
         if self.profile.sha256:
             actual = file_sha256(path)

@@ -15,7 +15,16 @@ from vaultd.errors import VaultNotFoundError
 STATE_DIR = ".vaultd"  # vaultd's own folder in a vault: index, config, token, daemon files
 # Faded and merged material moves here (never deleted); indexed, but searched only on request.
 ARCHIVE_DIR = "archive"
+# An agent memory folder (OpenClaw's `memory/`: daily logs `YYYY-MM-DD.md`). OpenClaw's memory
+# search reads MEMORY.md and `memory/**/*.md` and nothing else of its workspace, so what vaultd
+# makes from an entry there (merged and extracted notes) and its archive stay inside it.
+AGENT_MEMORY_DIR = "memory"
+ARCHIVE_ROOTS = (ARCHIVE_DIR, f"{AGENT_MEMORY_DIR}/{ARCHIVE_DIR}")
 MEMORY_FILE = "MEMORY.md"  # what an agent reads at session start; vaultd owns only its block
+# Files at a vault's top that agents load themselves at session start, beside MEMORY.md
+# (OpenClaw's bootstrap files, Claude Code's CLAUDE.md): MEMORY.md never repeats them.
+AGENT_LOADED = ("AGENTS.md", "SOUL.md", "USER.md", "IDENTITY.md", "TOOLS.md", "HEARTBEAT.md",
+                "BOOTSTRAP.md", "CLAUDE.md")
 NOTE_SUFFIXES = (".md", ".markdown")
 # Never indexed.
 IGNORED_DIRS = (".git", ".obsidian", STATE_DIR, ".trash", "node_modules")
@@ -63,8 +72,39 @@ def in_scope(rel: str, scope: Iterable[str]) -> bool:
 
 
 def is_archived(rel: str) -> bool:
-    """Whether a vault-relative path lies under `archive/`."""
-    return rel == ARCHIVE_DIR or rel.startswith(ARCHIVE_DIR + "/")
+    """Whether a vault-relative path lies under `archive/` (or `memory/archive/`)."""
+    return any(rel == a or rel.startswith(a + "/") for a in ARCHIVE_ROOTS)
+
+
+def daily_folder(scope: Iterable[str]) -> str:
+    """Where vaultd appends to today's log (`remember`, MCP writes, transcripts): an agent
+    `memory/` folder in the scope (OpenClaw's daily logs, which it reads), else `episodic/`."""
+    return AGENT_MEMORY_DIR if any(f.strip("/") == AGENT_MEMORY_DIR for f in scope) \
+        else "episodic"
+
+
+def home_of(rel: str) -> str:
+    """Where vaultd puts what it makes from the entry at `rel` ("" = the vault's top, else a
+    folder ending in "/"): inside an agent `memory/` folder for its entries, where OpenClaw
+    reads them; else the vault's top (`semantic/`, `archive/`)."""
+    prefix = AGENT_MEMORY_DIR + "/"
+    return prefix if rel.startswith(prefix) else ""
+
+
+def archive_path(rel: str) -> str:
+    """Where archiving the file `rel` puts it: the same path under its home's `archive/`
+    (`episodic/X` → `archive/episodic/X`, `memory/X` → `memory/archive/X`)."""
+    home = home_of(rel)
+    return f"{home}{ARCHIVE_DIR}/{rel[len(home):]}"
+
+
+def unarchived(rel: str) -> str:
+    """The path an archive file mirrors (the inverse of `archive_path`); `rel` itself when it
+    is not under an archive."""
+    for root in sorted(ARCHIVE_ROOTS, key=len, reverse=True):
+        if rel.startswith(root + "/"):
+            return root[:-len(ARCHIVE_DIR)] + rel[len(root) + 1:]
+    return rel
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,13 @@ that followed each, and the files touched. It is deterministic (same transcript,
 bounded: past `max_chars` it stops at a whole line and says how many lines were left out.
 Malformed lines are skipped, never fatal. Credentials in what is kept are redacted
 (`vaultd.redact`) before a line is cut to length, so no cut can leave a key unrecognisable.
+
+Claude Code's PreCompact hook fires at every compaction with the same, growing transcript, so
+`capture` saves each turn once: `.vaultd/transcripts.json` remembers how far each transcript was
+saved (a byte offset at a whole line, and its first line, so a new file at the same path starts
+over), and the next capture reads from there. The summary a compaction inserts ("This session
+is being continued from a previous conversation …", `isCompactSummary`) restates turns already
+saved and is not the user's request: it is skipped.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +36,8 @@ DECISION_RE = re.compile(
     re.IGNORECASE)
 ERROR_RE = re.compile(r"Traceback \(most recent call last\)|\bError:|\w+(Error|Exception):")
 SENTENCE_RE = re.compile(r"(?<=[.!?])\s+")
+PROGRESS_FILE = "transcripts.json"  # in .vaultd/: how far each transcript was saved
+COMPACT_SUMMARY = "This session is being continued from a previous conversation"
 
 
 @dataclass
@@ -39,17 +48,49 @@ class Salient:
     files: set[str] = field(default_factory=set)
 
 
-def _records(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                yield obj
+@dataclass(frozen=True)
+class Read:
+    """The records of a transcript from a byte offset on, and the offset read to: the end of
+    its last whole line (a last line without its newline counts once it is whole JSON; one
+    still being written is read next time)."""
+
+    records: list[dict[str, Any]]
+    end: int
+
+
+def read_from(path: Path, start: int = 0) -> Read:
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        data = fh.read()
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" after a final newline
+    end = start + len(data) - len(tail)
+    records = [obj for obj in map(_record, lines) if obj is not None]
+    last = _record(tail)
+    if last is not None:
+        records.append(last)
+        end += len(tail)
+    return Read(records, end)
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line.decode("utf-8", errors="replace"))
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def is_compact_summary(record: dict[str, Any]) -> bool:
+    """Whether a record is the summary Claude Code inserts at a compaction."""
+    if record.get("isCompactSummary") is True:
+        return True
+    msg = record.get("message")
+    blocks = _blocks(msg.get("content")) if isinstance(msg, dict) else []
+    first = next((str(b.get("text", "")) for b in blocks if b.get("type") == "text"), "")
+    return record.get("type") == "user" and first.lstrip().startswith(COMPACT_SUMMARY)
 
 
 def _blocks(content: Any) -> list[dict[str, Any]]:
@@ -93,13 +134,19 @@ def _add(items: list[str], line: str) -> None:
 def collect(path: Path, redact_secrets: bool = True) -> Salient:
     """The salient lines of the transcript at `path`, in transcript order; credentials
     redacted unless `redact_secrets` is false (`[privacy] redact`)."""
+    return salient_of(read_from(path).records, redact_secrets)
+
+
+def salient_of(records: list[dict[str, Any]], redact_secrets: bool = True) -> Salient:
+    """The salient lines of transcript records (see `collect`)."""
     trim = _trimmer(redact_secrets)
     out = Salient()
     awaiting_fix: list[str] | None = None
-    for rec in _records(path):
+    for rec in records:
         kind = rec.get("type")
         msg = rec.get("message")
-        if kind not in ("user", "assistant") or not isinstance(msg, dict) or rec.get("isMeta"):
+        if kind not in ("user", "assistant") or not isinstance(msg, dict) or rec.get("isMeta") \
+                or is_compact_summary(rec):
             continue
         role = msg.get("role", kind)
         for block in _blocks(msg.get("content")):
@@ -169,12 +216,49 @@ def summarize(path: Path, max_chars: int = 2000) -> str:
 
 
 def capture(root: Path, transcript: Path, when: dt.datetime | None = None, *,
-            redact_secrets: bool = True) -> tuple[str, str]:
-    """Append one entry summarising `transcript` to today's episodic log in the vault at
-    `root`, its credentials redacted unless `redact_secrets` is false (the caller passes
-    `[privacy] redact`). Returns (vault path, heading)."""
-    salient = collect(transcript, redact_secrets)
-    first = salient.requests[0] if salient.requests else "(no user request)"
-    text = f"Session transcript: {first}\n\n{render(salient)}"
-    # a NUL quoted from a tool's output is dropped: append_entry refuses text holding one
-    return edits.append_entry(root, text.replace("\x00", ""), when=when, tags=["session"])
+            redact_secrets: bool = True, folder: str = "episodic") -> tuple[str, str] | None:
+    """Append one entry summarising what `transcript` says since it was last saved to today's
+    episodic log in the vault at `root`, its credentials redacted unless `redact_secrets` is
+    false (the caller passes `[privacy] redact`), and remember how far it was saved. Returns
+    (vault path, heading), or None when there was nothing new worth keeping. `folder`: the
+    daily logs' (`layout.daily_folder`)."""
+    key = str(transcript.resolve())
+    progress = _progress(root)
+    seen = progress.get(key)
+    head = _head(transcript)
+    start = 0
+    if isinstance(seen, dict) and seen.get("head") == head and isinstance(seen.get("end"), int) \
+            and 0 <= seen["end"] <= transcript.stat().st_size:
+        start = seen["end"]
+    read = read_from(transcript, start)
+    salient = salient_of(read.records, redact_secrets)
+    saved = None
+    if salient.requests or salient.decisions or salient.errors or salient.files:
+        first = salient.requests[0] if salient.requests else "(no user request)"
+        text = f"Session transcript: {first}\n\n{render(salient)}"
+        # a NUL quoted from a tool's output is dropped: append_entry refuses text holding one
+        saved = edits.append_entry(root, text.replace("\x00", ""), when=when, tags=["session"],
+                                   folder=folder)
+    if read.end != start:  # after the entry: a crash between the two saves a turn twice, never 0
+        progress[key] = {"head": head, "end": read.end}
+        edits.write_own(root, PROGRESS_FILE, json.dumps(progress, indent=1, sort_keys=True) + "\n")
+    return saved
+
+
+def _progress(root: Path) -> dict[str, Any]:
+    """`.vaultd/transcripts.json`: transcript path → {"head", "end"}; {} when absent or bad."""
+    from vaultd import gate
+
+    try:
+        data = json.loads(gate.own(root, PROGRESS_FILE).read_bytes())
+    except (OSError, ValueError, edits.VaultdError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _head(path: Path) -> str:
+    """What tells one transcript from another written later at the same path: its first line."""
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.sha1(fh.readline()).hexdigest()

@@ -17,9 +17,11 @@ from typing import Any
 from vaultd.daemon.guards import ApiError, check_count
 from vaultd.errors import ModelError
 
-_TOKEN_HINT = ("token ids are read with the served model's own tokenizer; a client that "
-               "tokenises for OpenAI's models (tiktoken) must send text instead — "
-               "langchain-openai: OpenAIEmbeddings(..., check_embedding_ctx_length=False)")
+_TOKEN_HINT = ("token ids are read with the tokenizer of the model the request names: the "
+               "served model's own, or tiktoken's for another name (an alias in [server] "
+               "model_aliases); a client that tokenises for OpenAI's models can send text "
+               "instead — langchain-openai: OpenAIEmbeddings(..., "
+               "check_embedding_ctx_length=False)")
 _OPENAI_CODES = {HTTPStatus.UNAUTHORIZED: "invalid_api_key", HTTPStatus.NOT_FOUND: "unknown_url",
                  HTTPStatus.FORBIDDEN: "forbidden",
                  HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "request_too_large"}
@@ -52,6 +54,9 @@ def openai_inputs(value: Any, limit: int, decode: Callable[[list[int]], str]) ->
         raise ApiError(HTTPStatus.BAD_REQUEST, "'input' must be a string, a list of strings, "
                        "an array of token ids or a list of such arrays", param="input",
                        code="invalid_input")
+    if not value:
+        raise ApiError(HTTPStatus.BAD_REQUEST, "'input' must not be empty: give a string, a "
+                       "list of strings or token-id arrays", param="input", code="invalid_input")
     check_count(len(value), limit, "input")
     return [item if isinstance(item, str) else _decoded(item, decode) for item in value]
 
@@ -74,9 +79,11 @@ def check_dimensions(body: dict[str, Any], dims: int, model: str) -> None:
         raise ApiError(HTTPStatus.BAD_REQUEST, "'dimensions' must be a positive integer",
                        param="dimensions", code="invalid_dimensions")
     if wanted != dims:
+        what = ("is not trained for shorter ones" if wanted < dims else
+                f"cannot give longer ones ({wanted} asked; a vector is never padded)")
         raise ApiError(HTTPStatus.BAD_REQUEST,
-                       f"model '{model}' gives {dims}-dimensional vectors and is not trained "
-                       f"for shorter ones; omit 'dimensions' or ask for {dims}",
+                       f"model '{model}' gives {dims}-dimensional vectors and {what}; omit "
+                       f"'dimensions' or ask for {dims}",
                        param="dimensions", code="unsupported_dimensions")
 
 

@@ -8,6 +8,7 @@ open_embeddings` is on. Everything else always needs it.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from http import HTTPStatus
 from typing import Any, Protocol
 
 from vaultd import __version__
-from vaultd.daemon import payloads
+from vaultd.daemon import payloads, tiktoken_ids
 from vaultd.daemon.guards import ApiError
 from vaultd.lifecycle import PHASE_NAMES
 from vaultd.search_request import SearchRequest
@@ -33,6 +34,8 @@ class App(Protocol):
     def embed(self, texts: list[str], kind: str) -> tuple[str, int, list[list[float]]]: ...
     def count_tokens(self, texts: list[str]) -> int: ...
     def decode_tokens(self, ids: list[int]) -> str: ...
+    # "id", "dims", "max_tokens", "pooling", "kind", "size", "digest", "quantized", "aliases"
+    def served_model(self) -> Json: ...
     def search(self, request: SearchRequest) -> Json: ...
     def flush_now(self) -> Json: ...
     def lifecycle_now(self, phases: list[str], dry_run: bool = False) -> Json: ...
@@ -53,6 +56,23 @@ class Call:
     def uptime(self) -> float:
         return float(self.app.health().get("uptime", 0.0))
 
+    def served(self, asked: Any, openai_shape: bool = True) -> Json:
+        """The served model, when `asked` names it or one of its `[server] model_aliases`
+        (Ollama's `:latest` tag aside); else 404, in OpenAI's shape or Ollama's."""
+        model = self.app.served_model()
+        names = {model["id"], *model["aliases"]}
+        if isinstance(asked, str) and (asked in names or asked.removesuffix(":latest") in names):
+            return model
+        if not openai_shape:
+            raise ApiError(HTTPStatus.NOT_FOUND, f"model '{asked}' not found")
+        if not isinstance(asked, str):
+            raise ApiError(HTTPStatus.BAD_REQUEST, "'model' must be a string", param="model",
+                           code="invalid_model")
+        raise ApiError(HTTPStatus.NOT_FOUND,
+                       f"model '{asked}' is not served here; this daemon serves '{model['id']}' "
+                       f"(name it, or map '{asked}' to it in [server] model_aliases)",
+                       param="model", code="model_not_found")
+
 
 Endpoint = Callable[[Call, Json], Json]
 
@@ -71,10 +91,17 @@ def embed(call: Call, body: Json) -> Json:
 
 
 def openai(call: Call, body: Json) -> Json:
+    served = call.served(body["model"]) if "model" in body else call.app.served_model()
+    asked = str(body.get("model", served["id"]))
     if "input" not in body:
         raise ApiError(HTTPStatus.BAD_REQUEST, "'input' is required", param="input",
                        code="missing_required_parameter")
-    texts = payloads.openai_inputs(body["input"], call.max_texts, call.app.decode_tokens)
+    # token ids are the tokenizer's of the model the client named: the served model's own for
+    # its name; for an alias (an OpenAI name), tiktoken's, as OpenAI clients tokenise
+    decode: Callable[[list[int]], str] = (
+        call.app.decode_tokens if asked == served["id"]
+        else functools.partial(tiktoken_ids.decode, asked))
+    texts = payloads.openai_inputs(body["input"], call.max_texts, decode)
     fmt = body.get("encoding_format", "float")
     if fmt not in ("float", "base64"):
         raise ApiError(HTTPStatus.BAD_REQUEST, "'encoding_format' must be 'float' or "
@@ -97,11 +124,8 @@ def openai_models(call: Call, _body: Json) -> Json:
 
 def openai_model(call: Call, _body: Json) -> Json:
     wanted = call.route[len(MODEL_ROUTE):]
-    entry = _model_entry(call)
-    if wanted != entry["id"]:
-        raise ApiError(HTTPStatus.NOT_FOUND, f"model '{wanted}' not served here; this "
-                       f"daemon serves '{entry['id']}'", param="model", code="model_not_found")
-    return entry
+    call.served(wanted)
+    return {**_model_entry(call), "id": wanted}
 
 
 def _model_entry(call: Call) -> Json:
@@ -115,6 +139,17 @@ def ollama(call: Call, body: Json) -> Json:
     texts = payloads.texts(body.get("input"), call.max_texts, "input")
     model_id, dims = call.model()
     payloads.check_dimensions(body, dims, model_id)
+    truncate = body.get("truncate", True)
+    if not isinstance(truncate, bool):
+        raise ApiError(HTTPStatus.BAD_REQUEST, "'truncate' must be true or false")
+    if not truncate:  # as Ollama: an error, not a vector of the input's first part
+        limit = int(call.app.served_model()["max_tokens"])
+        for i, text in enumerate(texts):
+            tokens = call.app.count_tokens([text])
+            if tokens > limit:
+                raise ApiError(HTTPStatus.BAD_REQUEST,
+                               f"the input length exceeds the context length: input {i} has "
+                               f"{tokens} tokens, model '{model_id}' reads {limit}")
     model, _dims, vectors = call.app.embed(texts, "document")
     return {"model": model, "embeddings": vectors,
             "total_duration": time.perf_counter_ns() - started, "load_duration": 0,
@@ -130,13 +165,49 @@ def ollama_legacy(call: Call, body: Json) -> Json:
 
 
 def ollama_tags(call: Call, _body: Json) -> Json:
-    model, dims = call.model()
-    started = datetime.fromtimestamp(time.time() - call.uptime(), tz=timezone.utc)
-    return {"models": [{"name": model, "model": model, "modified_at": started.isoformat(),
-                        "size": 0, "digest": "",
-                        "details": {"format": "onnx", "family": "vaultd", "families": None,
-                                    "parameter_size": "", "quantization_level": "",
-                                    "embedding_length": dims}}]}
+    model = call.app.served_model()
+    return {"models": [{"name": model["id"], "model": model["id"],
+                        "modified_at": _started(call), "size": model["size"],
+                        "digest": model["digest"],
+                        "details": {**_ollama_details(model),
+                                    "embedding_length": model["dims"]}}]}
+
+
+def ollama_show(call: Call, body: Json) -> Json:
+    """Ollama's model card (Open WebUI and Continue read it to see what a model can do): an
+    embedding model, its vector length and context length."""
+    model = call.served(body.get("model", body.get("name")), openai_shape=False)
+    arch = "bert" if model["kind"] == "onnx" else model["kind"]
+    parameters = f"num_ctx                        {model['max_tokens']}"
+    return {"modelfile": f"# served by vaultd\nFROM {model['id']}\nPARAMETER {parameters}\n",
+            "parameters": parameters, "template": "", "license": "",
+            "details": _ollama_details(model),
+            "model_info": {"general.architecture": arch, "general.basename": model["id"],
+                           f"{arch}.embedding_length": model["dims"],
+                           f"{arch}.context_length": model["max_tokens"],
+                           f"{arch}.pooling_type": model["pooling"]},
+            "capabilities": ["embedding"], "modified_at": _started(call)}
+
+
+def ollama_ps(call: Call, _body: Json) -> Json:
+    """Ollama's loaded models: the served one, loaded for as long as the daemon runs."""
+    model = call.app.served_model()
+    return {"models": [{"name": model["id"], "model": model["id"], "size": model["size"],
+                        "digest": model["digest"], "details": _ollama_details(model),
+                        "expires_at": "0001-01-01T00:00:00Z",  # Ollama's "never unloaded"
+                        "size_vram": 0, "context_length": model["max_tokens"]}]}
+
+
+def _ollama_details(model: Json) -> Json:
+    family = "bert" if model["kind"] == "onnx" else model["kind"]
+    return {"parent_model": "", "format": model["kind"], "family": family,
+            "families": [family], "parameter_size": "",
+            "quantization_level": "" if model["kind"] != "onnx" else
+            "Q8_0" if model["quantized"] else "F32"}
+
+
+def _started(call: Call) -> str:
+    return datetime.fromtimestamp(time.time() - call.uptime(), tz=timezone.utc).isoformat()
 
 
 def ollama_version(_call: Call, _body: Json) -> Json:
@@ -188,6 +259,8 @@ ROUTES: dict[tuple[str, str], tuple[Endpoint, bool]] = {
     ("POST", "/api/embed"): (ollama, True),
     ("POST", "/api/embeddings"): (ollama_legacy, True),
     ("GET", "/api/tags"): (ollama_tags, True),
+    ("POST", "/api/show"): (ollama_show, True),
+    ("GET", "/api/ps"): (ollama_ps, True),
     ("GET", "/api/version"): (ollama_version, True),
     ("POST", "/search"): (search, False),
     ("POST", "/flush"): (flush, False),

@@ -138,15 +138,16 @@ def check_entry(text: str) -> None:
 
 
 def append_entry(root: Path, text: str, *, when: dt.datetime | None = None,
-                 tags: list[str] | None = None) -> tuple[str, str]:
-    """Append a timestamped entry to today's `episodic/YYYY-MM-DD.md`, creating it if needed.
+                 tags: list[str] | None = None, folder: str = "episodic") -> tuple[str, str]:
+    """Append a timestamped entry to today's `FOLDER/YYYY-MM-DD.md` (the daily logs' folder,
+    `layout.daily_folder`), creating it if needed.
     Refuses (VaultdError) text `check_entry` refuses and an append that would grow the log past
     MAX_DAILY_LOG_BYTES. Safe against concurrent writers, vaultd's or a shell's `>>`
     (`append_text`): no entry is lost. Keeps the log's encoding and line endings. Returns
     (vault path, heading)."""
     check_entry(text)
     when = when or dt.datetime.now()
-    rel = f"episodic/{when:%Y-%m-%d}.md"
+    rel = f"{folder}/{when:%Y-%m-%d}.md"
     path = inside(root, root / rel)
     heading, markdown = entry_text(text, when, tags or [])
     try:

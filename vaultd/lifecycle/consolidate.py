@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vaultd import edits
-from vaultd.layout import ARCHIVE_DIR
+from vaultd.layout import archive_path, home_of
 from vaultd.lifecycle import moves
 from vaultd.lifecycle.actions import Merge
 from vaultd.lifecycle.entries import EntryView, fact, provenance, words
@@ -236,7 +236,9 @@ def plan(ctx: Context) -> Plan:
         rep = group[int(np.argmax(block.mean(axis=1)))]
         title = subject([fact(v) for v in group], vault_df, len(active)) \
             or entry_title(rep.key) or fact(rep)[:60] or "Consolidated"
-        path = free_path(ctx.root, "semantic", title, taken)
+        homes = {home_of(v.path) for v in group}  # members of one memory/ folder stay in it
+        path = free_path(ctx.root, (homes.pop() if len(homes) == 1 else "") + "semantic",
+                         title, taken)
         taken.add(path)
         low = float(block[~np.eye(len(group), dtype=bool)].min())
         by_time = sorted(group, key=lambda v: v.order)
@@ -264,7 +266,7 @@ def free_path(root: Path, folder: str, title: str, taken: set[str]) -> str:
     while True:
         path = f"{folder}/{slug}{f'-{n}' if n > 1 else ''}.md"
         if path not in taken and not (root / path).exists() \
-                and not (root / ARCHIVE_DIR / path).exists():
+                and not (root / archive_path(path)).exists():
             return path
         n += 1
 
@@ -325,7 +327,7 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
                 as_planned(edits.read(root / views[e].path).text, views[e])
             for e in action.entries:  # every source and its archive copy must be writable,
                 edits.check_writable(root / views[e].path, root=root)  # before the merge exists
-                edits.check_writable(root / ARCHIVE_DIR / views[e].path, root=root)
+                edits.check_writable(root / archive_path(views[e].path), root=root)
             edits.create_new(edits.inside(root, root / rel), text, root=root)
         except (edits.ConflictError, OSError) as exc:  # one file never stops the phase
             out.conflicts.append(edits.per_file(rel, exc))

@@ -92,10 +92,10 @@ def load_prototypes(root: Path, templates: Path) -> Prototypes:
     return protos
 
 
-def note_path(kind: Kind) -> str:
-    """The note a kind's extractions go to."""
+def note_path(kind: Kind, home: str = "") -> str:
+    """The note a kind's extractions go to, under `home` (`layout.home_of` the entry)."""
     slug = re.sub(r"[^a-z0-9]+", "-", kind.title.lower()).strip("-") or kind.name
-    return f"{kind.type}/{slug}.md"
+    return f"{home}{kind.type}/{slug}.md"
 
 
 def plan(ctx: Context) -> Plan:
@@ -158,7 +158,7 @@ def plan(ctx: Context) -> Plan:
         # the note is named by the nearest prototype kind of that type
         target = proto if proto.type == kind else next(k for k in protos.kinds
                                                        if k.type == kind)
-        path = note_path(target)
+        path = note_path(target, layout.home_of(view.path))
         bullet = f"- {fact(view)}{provenance(view, path, view.path, today)}"
         result.actions.append(Extract(entries=(view.id,),
                                       reason=f"reads as {kind} ({why}); "
@@ -185,7 +185,7 @@ def with_fact(text: str, path: str, title: str, view: EntryView, bullet: str,
     seals = seals or Seals.none()
     source = f"[[{view.path.removesuffix('.md')}]]"
     if not text:
-        meta = {"type": path.split("/", 1)[0], "title": title, "status": "proven",
+        meta = {"type": path.rsplit("/", 2)[-2], "title": title, "status": "proven",
                 "created": view.date, "extracted_from": [source]}
         return seal_note_text(seals, path, edits.set_frontmatter(
             "---\n---\n" + f"# {title}\n\n{bullet}\n", meta), ("status", "extracted_from"))

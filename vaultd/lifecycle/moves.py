@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultd import edits
-from vaultd.layout import ARCHIVE_DIR, is_archived
+from vaultd.layout import ARCHIVE_DIR, archive_path, is_archived, unarchived
 from vaultd.lifecycle.entries import EntryView
 from vaultd.lifecycle.plans import CHANGE, CREATE, REMOVE, Drafts, Outcome, Plan
 from vaultd.notes import entry_hash, parse
@@ -118,7 +118,7 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome, *,
     snap = edits.read(src)
     edits.check_writable(src, root=root)
     stamp = {"archived_at": _now(), "archived_reason": reason, "archived_from": view.path}
-    dest = edits.inside(root, root / ARCHIVE_DIR / view.path)
+    dest = edits.inside(root, root / archive_path(view.path))
     if not view.is_daily:
         if view.hash:  # a planned fade or merge: only of the text it was planned on
             as_planned(snap.text, view)
@@ -156,7 +156,7 @@ def archive_entry(root: Path, view: EntryView, reason: str, out: Outcome, *,
         # copied a second time; `left` tells it from an identical twin still in the log
         live = same_entries(parse(view.path, snap.text).entries, view.key, view.hash)
         if not (interrupted(verified, view.key, view.hash, live)
-                and _holds(f"{ARCHIVE_DIR}/{view.path}", current, view)):
+                and _holds(archive_path(view.path), current, view)):
             records.append(seals.sealed_record(
                 {"key": view.key, "hash": view.hash, "at": stamp["archived_at"],
                  "reason": reason, "from": view.path, "left": live - 1}))
@@ -210,10 +210,11 @@ def without_entry(text: str, view: EntryView) -> tuple[str, str]:
 
 
 def archive_dest(root: Path, view: EntryView) -> str:
-    """Where archiving `view` puts it (vault path): the same path under archive/; a whole note
+    """Where archiving `view` puts it (vault path): the same path under its home's archive/
+    (`layout.archive_path`); a whole note
     whose name is taken there gets a suffix from its content hash (the plan and the move agree
     on it)."""
-    dest = f"{ARCHIVE_DIR}/{view.path}"
+    dest = archive_path(view.path)
     if view.is_daily or not (root / dest).exists():
         return dest
     tag = (view.hash or hashlib.sha1(_now().encode()).hexdigest())[:6]
@@ -264,7 +265,7 @@ def restore(root: Path, rel: str,
     edits.check_writable(src, root=root)
     note = parse(rel, snap.text)
     fm = note.frontmatter
-    mirrored = rel.split("/", 1)[1]
+    mirrored = unarchived(rel)
     if not isinstance(fm.get("archived"), (dict, list)):  # a whole note
         claims = seals.claims_of(note)
         origin = str(fm.get("archived_from") or mirrored) if "archived_from" in claims \
@@ -371,7 +372,7 @@ def undo(root: Path, store: Store, merge_id: str, seals: Seals) -> list[str]:
             by_file[file_part].append((key, str(digest) if digest else None))
     written: list[str] = []
     for file_part, keys in by_file.items():
-        archived = f"{ARCHIVE_DIR}/{file_part}"
+        archived = archive_path(file_part)
         if (root / archived).is_file():
             written += restore(root, archived, keys or None, seals=seals)
     view = EntryView(id="", path=path, key="", heading="", type="semantic", date=None, tags=(),

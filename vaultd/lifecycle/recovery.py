@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from vaultd import edits
-from vaultd.layout import ARCHIVE_DIR, in_scope
+from vaultd.layout import in_scope, unarchived
 from vaultd.lifecycle.actions import Fade
 from vaultd.lifecycle.entries import EntryView
 from vaultd.lifecycle.moves import archive_entry, archived_records, interrupted, plan_archive
@@ -37,9 +37,9 @@ def plan_interrupted(root: Path, views: list[EntryView], scope: Iterable[str],
     each one is moved."""
     scope = tuple(scope)
     plan = Plan(PHASE_NAME)
-    copies = {(v.path.removeprefix(f"{ARCHIVE_DIR}/"), v.key, v.hash)
+    copies = {(unarchived(v.path), v.key, v.hash)
               for v in views if v.archived and v.is_daily}
-    records = {v.path.removeprefix(f"{ARCHIVE_DIR}/"): archived_records(v.frontmatter, seals)
+    records = {unarchived(v.path): archived_records(v.frontmatter, seals)
                for v in views if v.archived and v.is_daily}
     live = Counter((v.path, v.key, v.hash) for v in views if not v.archived and v.is_daily)
     # an identical twin left in the log on purpose is not an interrupted move
