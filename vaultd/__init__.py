@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+# The name on the package index (pyproject's `[project] name`): `vaultd` there is an
+# unrelated project, so every install hint names this one.
+DISTRIBUTION = "vaultd-memory"
 __all__ = ["open_vault", "init_vault", "Vault", "Hit", "IndexReport", "SearchRequest",
            "__version__"]
 

@@ -19,6 +19,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 from vaultd.errors import ConfigError
 from vaultd.layout import STATE_DIR
+from vaultd.passages import PASSAGE_CHARS
 
 CONFIG_FILE = "config.toml"
 
@@ -35,6 +36,9 @@ class IndexSettings:
     ignore: tuple[str, ...] = ()
     max_file_bytes: int = 5_000_000
     chunk_tokens: int = 200
+    # What a short chunk (a chat turn, a one-line entry) is also embedded with: "previous" (the
+    # chunk before it under the same heading) or "none" (vaultd.chunking.CONTEXTS).
+    context: str = "none"
 
 
 @dataclass(frozen=True)
@@ -45,12 +49,23 @@ class SearchSettings:
     candidates: int = 50
     half_life_days: float = 0.0
     mmr_lambda: float = 0.0
+    # a hit's text: the best-matching lines of its chunk within this many characters
+    # (vaultd.passages); 0: the chunk's whole text
+    passage_chars: int = PASSAGE_CHARS
+
+
+# The port of a vault whose config names none (vaults made before `vaultd init` chose one).
+DEFAULT_PORT = 52525
+# Where `vaultd init` picks a vault's port: at random, so two vaults made while neither daemon
+# runs rarely pick the same one; the port is written to the config, so it stays put across
+# restarts (clients configured with http://127.0.0.1:PORT keep working) and can be pinned.
+INIT_PORTS = range(52525, 54525)
 
 
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
-    port: int = 52525
+    port: int = DEFAULT_PORT
     max_body_bytes: int = 2_000_000
     max_texts: int = 2048  # OpenAI's own limit per request; embedded in batches inside
     # Serve the embedding endpoints (and model listing/version) without the token, for clients
@@ -63,6 +78,9 @@ class ServerSettings:
     max_connections: int = 128
     head_seconds: float = 10.0  # the request line and headers must arrive within this
     body_seconds: float = 30.0  # and the body within this
+    # Other model names the embedding endpoints answer for, each → the served model's id (e.g.
+    # {"text-embedding-3-small" = "all-MiniLM-L6-v2"}); any other name is 404, as OpenAI's.
+    model_aliases: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -148,6 +166,13 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
             return int(value)
         if isinstance(default, float):
             return float(value)
+        if isinstance(default, dict):  # a table of names; in the environment "a=x,b=y"
+            if isinstance(value, str):
+                value = dict(pair.split("=", 1) for pair in value.split(",") if pair.strip())
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                raise TypeError("not a table of names")
+            return {k.strip(): v.strip() for k, v in value.items()}
         if isinstance(default, tuple):
             if isinstance(value, str):
                 return tuple(v.strip() for v in value.split(",") if v.strip())
@@ -172,6 +197,25 @@ def _section(cls: type, table: dict[str, Any], env: dict[str, str], name: str, s
         if env_key in env:
             values[f.name] = _coerce(env[env_key], default, f"environment {env_key}")
     return replace(obj, **values)
+
+
+def choose_port(host: str = "127.0.0.1", ports: range = INIT_PORTS) -> int:
+    """A port of `ports` that nothing listens on now (`vaultd init` writes it to the config):
+    tried in random order, taken when a socket can bind it."""
+    import random
+    import socket
+
+    candidates = list(ports)
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise ConfigError(f"no free port on {host} between {ports.start} and {ports.stop - 1}: "
+                      "set [server] port in .vaultd/config.toml")
 
 
 def set_default(template: str, key: str, value: Any) -> str:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ from vaultd.errors import ModelError
 
 if TYPE_CHECKING:
     from vaultd.model_profiles import ModelProfile
+
+# A build takes seconds in which nothing else moves: it is announced here, step by step (the
+# CLI shows this logger on stderr; the daemon logs it).
+log = logging.getLogger(__name__)
 
 RECIPE = "ort-basic-fold+fuse-encoder+quantize_dynamic(QInt8,per_channel,reduce_range)/2"
 PROBE_IDS = [1 + i % 8 for i in range(16)]  # ids 1-8: valid in any vocabulary
@@ -112,6 +117,8 @@ def _build(source: Path, source_sha256: str, out: Path,
     except ImportError as exc:  # onnxruntime.quantization imports the `onnx` package
         raise ModelError(f"building the int8 model needs the 'onnx' package ({exc}); "
                          "pip install onnx") from exc
+    log.info("building the int8 model from %s, once (usually under a minute): 1/3 "
+             "optimising the graph", source.name)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.onnx")
     folded = out.with_name(f".{out.stem}.fold{os.getpid()}.onnx")
@@ -125,6 +132,7 @@ def _build(source: Path, source_sha256: str, out: Path,
         # the same network in onnxruntime's fused operators, when it is a BERT-style encoder
         # (checked to compute the same); else the folded graph as it is
         graph = "fused" if fuse(folded, fused) else "as exported"
+        log.info("building the int8 model: 2/3 quantising its weights")
         with _quiet_quantizer():
             if graph == "fused":  # (the contrib operators' outputs have no inferred type)
                 quantize_dynamic(str(fused), str(tmp), weight_type=QuantType.QInt8,
@@ -134,6 +142,7 @@ def _build(source: Path, source_sha256: str, out: Path,
             else:
                 quantize_dynamic(str(folded), str(tmp), weight_type=QuantType.QInt8,
                                  per_channel=True, reduce_range=True)
+        log.info("building the int8 model: 3/3 checking its output")
         sha = file_sha256(tmp)
         probe = probe_vector(tmp)
         identity = sha
@@ -155,7 +164,9 @@ def _build(source: Path, source_sha256: str, out: Path,
         tmp.unlink(missing_ok=True)
         folded.unlink(missing_ok=True)
         fused.unlink(missing_ok=True)
-    return Built(out, sha, identity, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    log.info("built the int8 model in %.1f s (%s); it is reused from now on", seconds, out)
+    return Built(out, sha, identity, seconds)
 
 
 def probe_vector(path: str | Path) -> list[float]:
@@ -228,15 +239,23 @@ def _build_lock(out: Path) -> Iterator[None]:
 def _quiet_quantizer() -> Iterator[None]:
     """quantize_dynamic logs a 'consider pre-processing' warning through the root logger:
     drop records from onnxruntime's quantisation code only (not the root logger's level,
-    which would silence the daemon's own warnings while the model builds)."""
+    which would silence the daemon's own warnings while the model builds). And a module it
+    imports on first use calls `logging.basicConfig` (a stderr handler on the root logger, for
+    good): put the root logger back as it was, or every line the daemon logs afterwards is
+    printed twice, once by its own handler and once by that one."""
     import logging
 
     def not_the_quantizer(record: logging.LogRecord) -> bool:
         return "onnxruntime" not in record.pathname or "quantization" not in record.pathname
 
     root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     root.addFilter(not_the_quantizer)
     try:
         yield
     finally:
         root.removeFilter(not_the_quantizer)
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from importlib import resources
@@ -16,11 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from vaultd import gate, layout
-from vaultd.config import Settings, load_settings, set_default
+from vaultd.config import Settings, choose_port, load_settings, set_default
 from vaultd.daemon.client import DaemonClient, DaemonOrLocal
 from vaultd.embedder import Embedder, Kind, ModelProfile, make_embedder, resolve_profile
+from vaultd.errors import VaultdError
 from vaultd.provenance import Seals
-from vaultd.search import ARCHIVE_WEIGHT, Hits, Searcher, SearchOptions, hit_from_dict
+from vaultd.search import ARCHIVE_WEIGHT, Hits, Searcher, SearchOptions
 from vaultd.search_request import SearchRequest
 from vaultd.store import Filters, Store
 from vaultd.vectors import VectorIndex
@@ -37,7 +39,8 @@ if TYPE_CHECKING:
     from vaultd.indexer import Indexer, IndexReport, Progress
     from vaultd.lifecycle.entries import Thresholds
     from vaultd.lifecycle.flush import FlushReport
-    from vaultd.lifecycle.plans import Context, PhaseReport
+    from vaultd.lifecycle.plans import Context, LifecycleRun, PhaseReport
+    from vaultd.status import VaultStatus
 
 VAULT_FOLDERS = ("episodic", "semantic", "procedural")
 DaemonMode = Literal["auto", "never"]
@@ -86,18 +89,34 @@ def scope_line(settings: Settings) -> str:
             "searched, never changed")
 
 
+# Files only an OpenClaw workspace has at its top (its persona and identity bootstrap files).
+OPENCLAW_MARKERS = ("SOUL.md", "IDENTITY.md")
+
+
 def init_vault(path: Path) -> list[str]:
     """Create a vault at `path`, or add what is missing to an existing folder of notes.
-    Never overwrites a file. Returns the vault-relative paths it created."""
+    Never overwrites a file. Returns the vault-relative paths it created. An OpenClaw
+    workspace's `memory/` folder is refused: OpenClaw reads MEMORY.md at the workspace's top,
+    so the vault is the workspace (its `memory/` becomes the scope)."""
     from vaultd import edits
 
+    absolute = path.resolve()
+    if absolute.name == layout.AGENT_MEMORY_DIR and not layout.state_dir(absolute).exists() \
+            and any((absolute.parent / m).is_file() for m in OPENCLAW_MARKERS):
+        raise VaultdError(
+            f"{absolute} is the memory/ folder of an OpenClaw workspace, which reads MEMORY.md "
+            f"at its top, not in memory/: run `vaultd init {absolute.parent}` (the lifecycle's "
+            "scope is then memory/, and every fact vaultd keeps stays where OpenClaw reads it)")
+    # A new vault gets the type folders to put notes in; a folder of notes gets none (Obsidian
+    # would show three empty folders): there each is made by the first note vaultd writes in
+    # it (`edits` creates parent folders).
+    new = not path.exists() or not any(path.iterdir())
     path.mkdir(parents=True, exist_ok=True)
     scope = memory_layout(path)
     created: list[str] = []
-    for folder in VAULT_FOLDERS if scope is None else ():  # an agent's memory/ stays as it is
-        if not (path / folder).exists():
-            (path / folder).mkdir()
-            created.append(folder + "/")
+    for folder in VAULT_FOLDERS if new else ():
+        (path / folder).mkdir()
+        created.append(folder + "/")
     state = layout.state_dir(path)
     if not state.exists():
         state.mkdir()
@@ -116,6 +135,8 @@ def init_vault(path: Path) -> list[str]:
             if scope is not None and dest.name == "config.toml":
                 text = set_default(text, "scope", list(scope))
             if dest.parent == state:
+                # a port of its own, so a second vault's daemon starts beside the first
+                text = set_default(text, "port", choose_port())
                 edits.create_own(path, dest.name, config_with_writer(text))
             else:
                 edits.create_new(dest, text, root=path)  # never clobbers a racing writer
@@ -233,11 +254,13 @@ class Vault:
 
     # -- verbs
     def indexer(self) -> Indexer:
+        from vaultd.chunking import context_named
         from vaultd.indexer import Indexer
 
         return Indexer(self.root, self.store, self.embedder, ignore=self.ignore,
                        max_file_bytes=self.settings.index.max_file_bytes,
-                       chunk_tokens=self.settings.index.chunk_tokens)
+                       chunk_tokens=self.settings.index.chunk_tokens,
+                       context=context_named(self.settings.index.context))
 
     def index(self, progress: Progress | None = None, *, vectors: bool = True) -> IndexReport:
         """Reconcile the whole vault with the index: first every changed file into the
@@ -277,7 +300,9 @@ class Vault:
         """Hybrid search (or `mode="vector"|"bm25"`) with optional filters: the query and `k`,
         with any other `SearchRequest` field as a keyword (`types`, `tags`, `path_glob`,
         `since`, `until`, `mode`, `archive`, `half_life_days`, `mmr_lambda`,
-        `record`), or one whole `SearchRequest`. `record=True` (what `vaultd search` does)
+        `record`, `full`), or one whole `SearchRequest`. A hit's text is the passage of its
+        chunk that best matches the query (`[search] passage_chars`); `full=True` gives the
+        chunk's whole text. `record=True` (what `vaultd search` does)
         counts the top 5 as recalled, for recall promotion. `archive` places archived
         (faded or merged) notes: "lower" (default: found, ranked below live notes of similar
         relevance), "equal" or "none"; `include_archive=True/False`, the keyword of earlier
@@ -290,9 +315,9 @@ class Vault:
                    else SearchRequest(query, k, **options)).check()  # ValueError: say what
 
         def remote(daemon: DaemonClient) -> Hits:
-            data = daemon.search(request)
-            out = Hits(hit_from_dict(h) for h in data["hits"])
-            out.pending_vectors = int(data.get("pending_vectors", 0))
+            answer = daemon.search(request)
+            out = Hits(answer.hits)
+            out.pending_vectors = answer.pending_vectors
             return out
 
         route = self._daemon_or_local(request.daemon_can_answer)
@@ -313,7 +338,9 @@ class Vault:
             candidates=s.candidates,
             archive_weight=ARCHIVE_WEIGHT if r.archive == "lower" else 1.0,
             half_life_days=s.half_life_days if r.half_life_days is None else r.half_life_days,
-            mmr_lambda=s.mmr_lambda if r.mmr_lambda is None else r.mmr_lambda)
+            mmr_lambda=s.mmr_lambda if r.mmr_lambda is None else r.mmr_lambda,
+            today=dt.date.fromisoformat(r.today) if r.today else None,
+            passage_chars=None if r.full or s.passage_chars <= 0 else s.passage_chars)
         self._check_model(store)
         searcher = Searcher(store, lambda q: self.embedder.embed([q], kind="query")[0],
                             self.vectors, self._executor, self.bm25)
@@ -343,31 +370,27 @@ class Vault:
         changed += [p for p in known if p not in on_disk]
         return sorted(changed)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> VaultStatus:
+        from vaultd.status import ModelInfo, SkippedFile, VaultStatus
+
         index_file = layout.index_path(self.root)
-        exists = index_file.exists()
+        exists = index_file.exists()  # before `self.store` opens (and so makes) it
         store = self.store
         last = store.get_meta("last_index_at")
         scanned = layout.scan(self.root, self.ignore)
         changed = self.changed_since_index(scanned)
         skipped = dict(store.skipped())  # what the index skipped, and what the scan does
-        return {
-            "vault": str(self.root),
-            "index": str(index_file) if exists else None,
-            **store.counts(),
-            "pending_vectors": store.pending_vectors(),
-            "model": {"id": self.profile.id, "dims": self.profile.dims,
-                      "indexed_with": store.model_identity()},
-            **store.versions(),
-            "schema_version": store.schema_version,
-            "last_index_at": (time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(float(last)))
-                              if last else None),
-            "changed_since_index": len(changed),
-            "changed_paths": changed[:20],
-            "skipped_files": [{"path": p, "reason": r}
-                              for p, r in sorted({**scanned.skipped, **skipped}.items())],
-            "writer": self.writer_role().to_dict(),
-        }
+        return VaultStatus(
+            vault=str(self.root), index=str(index_file) if exists else None,
+            counts=store.counts(), pending_vectors=store.pending_vectors(),
+            model=ModelInfo(self.profile.id, self.profile.dims, store.model_identity()),
+            versions=store.versions(), schema_version=store.schema_version,
+            last_index_at=(time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(float(last)))
+                           if last else None),
+            changed_since_index=len(changed), changed_paths=changed[:20],
+            skipped_files=[SkippedFile(p, r)
+                           for p, r in sorted({**scanned.skipped, **skipped}.items())],
+            writer=self.writer_role())
 
     def doctor(self, fix: bool = False) -> Any:
         """Check the index against the vault (read-only; fine next to a running daemon), or
@@ -389,7 +412,16 @@ class Vault:
         from vaultd.redact import redact_if
 
         text = redact_if(text, self.settings.privacy.redact)
-        return edits.append_entry(self.root, text, tags=tags)
+        return edits.append_entry(self.root, text, tags=tags,
+                                  folder=layout.daily_folder(self.settings.lifecycle.scope))
+
+    def save_transcript(self, transcript: Path) -> tuple[str, str] | None:
+        """Append what an agent's transcript says since it was last saved to today's daily
+        log (`transcript.capture`); None when nothing new was worth keeping."""
+        from vaultd.transcript import capture
+
+        return capture(self.root, transcript, redact_secrets=self.settings.privacy.redact,
+                       folder=layout.daily_folder(self.settings.lifecycle.scope))
 
     def thresholds(self) -> Thresholds:
         from vaultd.lifecycle.entries import Thresholds
@@ -526,25 +558,28 @@ class Vault:
         return written
 
 
-def flush_anywhere(vault: Vault) -> dict[str, Any]:
+def flush_anywhere(vault: Vault) -> FlushReport:
     """Flush through the vault's daemon when it runs (its warm model, its single writer), else
     in-process — whatever the vault's own `daemon` mode. Refused on a machine that is not the
     vault's writer."""
+    from vaultd.lifecycle.flush import FlushReport
+
     vault.writer_role().check("flush")
-    return DaemonOrLocal(vault.root).run(lambda daemon: daemon.flush(),
-                                         lambda: vault.flush().to_dict())
+    return DaemonOrLocal(vault.root).run(lambda daemon: FlushReport.from_dict(daemon.flush()),
+                                         vault.flush)
 
 
-def lifecycle_anywhere(vault: Vault, phases: list[str]) -> dict[str, Any]:
+def lifecycle_anywhere(vault: Vault, phases: list[str]) -> LifecycleRun:
     """Run lifecycle phases through the vault's daemon when it runs (the index's single writer:
-    no second process writing the index and the vault beside it), else in-process. Answers
-    `{"phases": [report, ...], "states": ...}` either way. Refused on a machine that is not
-    the vault's writer."""
+    no second process writing the index and the vault beside it), else in-process; the same
+    `LifecycleRun` either way. Refused on a machine that is not the vault's writer."""
+    from vaultd.lifecycle.plans import LifecycleRun
+
     vault.writer_role().check("the lifecycle")
 
-    def local() -> dict[str, Any]:
+    def local() -> LifecycleRun:
         vault.index()
-        return {"phases": [r.to_dict() for r in vault.lifecycle(phases)],
-                "states": vault.states()}
+        return LifecycleRun(vault.lifecycle(phases), vault.states())
 
-    return DaemonOrLocal(vault.root).run(lambda daemon: daemon.lifecycle(phases), local)
+    return DaemonOrLocal(vault.root).run(
+        lambda daemon: LifecycleRun.from_dict(daemon.lifecycle(phases)), local)

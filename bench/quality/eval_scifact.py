@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with open_vault(vault_dir) as vault:
         vault.embedder.embed(["warm up"], kind="query")  # model load is not query latency
-        status = vault.status()
+        status = vault.status().to_dict()
         result = evaluate(vault, queries)
         swept = sweep(vault, queries) if args.sweep else {}
         # the daemon's path: in-memory vector matrix and in-memory BM25 (vaultd.bm25)
