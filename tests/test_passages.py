@@ -119,3 +119,19 @@ def test_full_in_the_search_json() -> None:
     assert SearchRequest("q", full=True).to_json()["full"] is True
     with pytest.raises(ValueError, match="'full' must be true or false"):
         SearchRequest.from_json({"query": "q", "full": "yes"})
+
+
+def test_the_fast_match_finds_exactly_the_stems_a_full_stemming_finds() -> None:
+    """Only words starting with a wanted stem are stemmed in ASCII text (speed); it must
+    agree with stemming every word, in any case, and in text that is not ASCII."""
+    from vaultd.passages import _matcher, _stems, stem
+
+    texts = ["Hiking HIKES and a hike; hikers' hiked tents (Tent-poles), tenting.",
+             "The deploy's DEPLOYED deployments: re-deploy x2, deploy_v2 and deployer.",
+             "Café naïve résumé: cafés and RÉSUMÉS, naively", "", "...!!!", "a b c e es ing"]
+    for words in (["hiking", "tents"], ["deploy", "v2", "redeploy"], ["cafe", "resume", "naive"],
+                  ["es", "ing", "e"], []):
+        wanted = {stem(w) for w in words}
+        held = _matcher(wanted)
+        for text in texts:
+            assert held(text) == _stems(text) & wanted, (words, text)

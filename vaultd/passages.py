@@ -18,10 +18,11 @@ Pure and deterministic: text in, text out.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 # A hit text's bound by default (`[search] passage_chars`): about a long daily-log entry, so
@@ -29,8 +30,8 @@ from dataclasses import dataclass
 PASSAGE_CHARS = 400
 ELLIPSIS = "…"
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
-# a sentence ends at . ! ? (or their CJK forms) followed by space, or at a CJK full stop
-_SENTENCE_RE = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
+# a sentence ends at . ! ? followed by space, or at a CJK full stop, ! or ? (its end kept)
+_SENTENCE_END = re.compile(r"[.!?]\s+|[。！？]")
 # endings cut for matching, longest first; a stem keeps at least three characters
 _SUFFIXES = ("ingly", "edly", "ings", "ing", "ies", "ied", "ed", "es", "ly", "s")
 
@@ -44,11 +45,15 @@ class _Unit:
     first: bool  # starts its line (else it follows a sentence of the same line)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
     """`word` lowercased, accents removed, one common ending cut and a final "e" dropped
-    ("hiking", "hikes", "hike" → "hik")."""
-    word = "".join(c for c in unicodedata.normalize("NFKD", word.lower())
-                   if not unicodedata.combining(c))
+    ("hiking", "hikes", "hike" → "hik"). Cached: a search stems every word of its hits, and
+    words repeat (uncached it was most of a search's time, bench/RESULTS.md)."""
+    word = word.lower()
+    if not word.isascii():
+        word = "".join(c for c in unicodedata.normalize("NFKD", word)
+                       if not unicodedata.combining(c))
     for suffix in _SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             word = word[:-len(suffix)]
@@ -58,6 +63,31 @@ def stem(word: str) -> str:
 
 def _stems(text: str) -> set[str]:
     return {stem(w) for w in _WORD_RE.findall(text)}
+
+
+def _matcher(wanted: set[str]) -> Callable[[str], set[str]]:
+    """The wanted stems a text holds. In ASCII text a word's stem is a prefix of the word in
+    lower case, so only words starting with a wanted stem are stemmed (stemming every word of
+    every hit was most of a search's time); other text is stemmed whole."""
+    if not wanted:
+        return lambda text: set()
+    starts = re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, wanted), key=len,
+                                                     reverse=True)) + r")\w*")
+
+    def held(text: str) -> set[str]:
+        if not text.isascii():
+            return _stems(text) & wanted
+        return {s for w in starts.findall(text.lower()) if (s := stem(w)) in wanted}
+    return held
+
+
+def _sentences(line: str) -> list[str]:
+    out, start = [], 0
+    for m in _SENTENCE_END.finditer(line):
+        out.append(line[start:m.start() + 1])
+        start = m.end()
+    out.append(line[start:])
+    return out
 
 
 def passage(text: str, terms: Iterable[str], limit: int) -> str:
@@ -77,7 +107,8 @@ def passage(text: str, terms: Iterable[str], limit: int) -> str:
     if not units:
         return _cut(text.strip(), set(), limit)
     wanted = {stem(t) for t in terms if t.strip()}
-    stems = [_stems(u.text) for u in units]
+    held = _matcher(wanted)
+    stems = [held(u.text) for u in units]
     weights = {t: math.log(1 + len(units) / df) for t in wanted
                if (df := sum(t in s for s in stems))}
     scores = [sum(weights.get(t, 0.0) for t in s & wanted) for s in stems]
@@ -101,7 +132,7 @@ def _units(text: str, limit: int) -> list[_Unit]:
             out.append(_Unit(number, line, True))
             continue
         indent = line[:len(line) - len(line.lstrip())]
-        parts = [p for p in _SENTENCE_RE.split(line.strip()) if p.strip()]
+        parts = [p for p in _sentences(line.strip()) if p.strip()]
         out.extend(_Unit(number, (indent if k == 0 else "") + p, k == 0)
                    for k, p in enumerate(parts))
     return out
@@ -112,10 +143,13 @@ def _fill(units: Sequence[_Unit], order: Sequence[int], limit: int, *,
     """Units taken in `order` while the joined passage stays within `limit` (a unit that
     does not fit is passed over, unless `contiguous`: then taking stops)."""
     chosen: list[int] = []
+    taken = 0  # the chosen units' own characters: the joined passage is never shorter
     for i in order:
-        trial = sorted([*chosen, i])
-        if len(_join(units, trial)) <= limit:
+        fits = taken + len(units[i].text) <= limit  # else it cannot fit: no join to know it
+        trial = sorted([*chosen, i]) if fits else chosen
+        if fits and len(_join(units, trial)) <= limit:
             chosen = trial
+            taken += len(units[i].text)
         elif contiguous:
             break
     return chosen
