@@ -18,14 +18,12 @@ name).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import platform
 import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +33,15 @@ import vaultd
 from vaultd.embedder import DATA_DIR, DEFAULT_MODEL, OnnxEmbedder, builtin_profiles
 from vaultd.vault import cache_dir, open_vault
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib
+
+from benchlib import Timer  # noqa: E402
+
 BENCH = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = BENCH.parents[1] / "shared" / "data"
 CORPORA = {"til": "til.tar.gz", "tldr": "tldr-pages-en.tar.gz"}
 BATCH = 8
 THREADS = 2
-
-
-class Timer:
-    """Wraps a callable and adds up the seconds spent in it."""
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.fn = fn
-        self.seconds = 0.0
-        self.calls = 0
-        functools.update_wrapper(self, fn)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return self.fn(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - started
-            self.calls += 1
 
 
 def extract(data: Path, out: Path, corpus: str) -> Path:
