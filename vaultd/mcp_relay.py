@@ -17,7 +17,7 @@ import http.client
 import json
 from typing import Any, BinaryIO
 
-from vaultd.daemon.client import DaemonClient
+from vaultd.daemon.client import DaemonClient, DaemonDown
 
 MCP_ROUTE = "/mcp"  # daemon/mcp_http.MCP_ROUTE; not imported, so this module stays stdlib-only
 ANSWER_SECONDS = 700.0  # longer than the daemon's own wait for a tool (mcp_http)
@@ -39,28 +39,22 @@ def relay(client: DaemonClient, stdin: BinaryIO, stdout: BinaryIO) -> None:
 
 def exchange(client: DaemonClient, message: bytes, version: str | None) -> bytes:
     """The daemon's answer to one message (empty for a notification), or a JSON-RPC error."""
-    headers = {"Host": f"localhost:{client.port}", "Authorization": f"Bearer {client.token}",
-               "Content-Type": "application/json",
+    headers = {"Content-Type": "application/json",
                "Accept": "application/json, text/event-stream"}
     if version:
         headers["Mcp-Protocol-Version"] = version
-    conn = http.client.HTTPConnection(client.host, client.port, timeout=ANSWER_SECONDS)
     try:
-        conn.request("POST", MCP_ROUTE, body=message, headers=headers)
-        response = conn.getresponse()
-        raw = response.read()
-    except (OSError, http.client.HTTPException) as exc:
+        status, raw = client.send("POST", MCP_ROUTE, message, ANSWER_SECONDS, headers)
+    except (DaemonDown, OSError, http.client.HTTPException) as exc:
         return error_reply(message, f"the vaultd daemon on {client.host}:{client.port} is not "
                            f"answering ({exc}); start it again with `vaultd start`")
-    finally:
-        conn.close()
-    if response.status == 202 or not raw.strip():
+    if status == 202 or not raw.strip():
         return b""
     parsed = _json(raw)
     if isinstance(parsed, dict) and parsed.get("jsonrpc"):
         return raw  # the SDK's answer, an error of its own included
     said = parsed.get("error") if isinstance(parsed, dict) else None
-    return error_reply(message, f"the vaultd daemon refused the request ({response.status}): "
+    return error_reply(message, f"the vaultd daemon refused the request ({status}): "
                        f"{said or raw[:200].decode('utf-8', 'replace')}")
 
 

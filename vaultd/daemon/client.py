@@ -60,34 +60,41 @@ class DaemonClient:
                               "within seconds, or restart it: `vaultd stop && vaultd start`")
         return cls(str(info.get("host", "127.0.0.1")), int(info["port"]), token)
 
-    def _once(self, method: str, path: str, body: dict[str, Any] | None,
-              timeout: float) -> dict[str, Any]:
+    def send(self, method: str, path: str, payload: bytes | None, timeout: float,
+             headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """One HTTP exchange with the daemon, its Host and token set: (status, body). The
+        calls below and the MCP relay (`vaultd.mcp_relay`) go through it. DaemonDown when
+        nothing listens."""
         host = "localhost" if self.host in ("127.0.0.1", "::1", "localhost") else self.host
         conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
-            payload = json.dumps(body).encode() if body is not None else None
-            headers = {"Host": f"{host}:{self.port}", "Authorization": f"Bearer {self.token}"}
-            if payload is not None:
-                headers["Content-Type"] = "application/json"
+            sent = {"Host": f"{host}:{self.port}", "Authorization": f"Bearer {self.token}",
+                    **(headers or {})}
             try:
-                conn.request(method, path, body=payload, headers=headers)
+                conn.request(method, path, body=payload, headers=sent)
             except ConnectionRefusedError as exc:
                 raise DaemonDown(str(exc)) from exc
             response = conn.getresponse()
-            raw = response.read()
+            return response.status, response.read()
         finally:
             conn.close()
+
+    def _once(self, method: str, path: str, body: dict[str, Any] | None,
+              timeout: float) -> dict[str, Any]:
+        payload = json.dumps(body).encode() if body is not None else None
+        status, raw = self.send(method, path, payload, timeout,
+                                {"Content-Type": "application/json"} if payload else None)
         try:
             parsed = json.loads(raw or b"{}")
         except (UnicodeDecodeError, json.JSONDecodeError):
             parsed = None
         data: dict[str, Any] | None = parsed if isinstance(parsed, dict) else None
-        if response.status >= 500:  # whatever the body: a sick daemon gets its one retry
-            raise _Retryable((data or {}).get("error") or f"HTTP {response.status}")
+        if status >= 500:  # whatever the body: a sick daemon gets its one retry
+            raise _Retryable((data or {}).get("error") or f"HTTP {status}")
         if data is None:
-            raise DaemonError(f"daemon sent a non-JSON answer ({response.status})")
-        if response.status != 200:
-            raise DaemonError(f"daemon refused the request ({response.status}): "
+            raise DaemonError(f"daemon sent a non-JSON answer ({status})")
+        if status != 200:
+            raise DaemonError(f"daemon refused the request ({status}): "
                               f"{data.get('error', '')}")
         return data
 
