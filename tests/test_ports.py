@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from daemon_helpers import call, env_for, start_daemon_thread, vaultd
 
-from vaultd.config import DEFAULT_PORT, choose_port, load_settings
+from vaultd.config import DEFAULT_PORT, load_settings
 from vaultd.daemon.client import DaemonClient
-from vaultd.daemon.discovery import read_info
+from vaultd.daemon.discovery import choose_port, read_info
 from vaultd.errors import ConfigError, VaultdError
 
 REPO = Path(__file__).resolve().parent.parent

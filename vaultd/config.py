@@ -56,10 +56,6 @@ class SearchSettings:
 
 # The port of a vault whose config names none (vaults made before `vaultd init` chose one).
 DEFAULT_PORT = 52525
-# Where `vaultd init` picks a vault's port: at random, so two vaults made while neither daemon
-# runs rarely pick the same one; the port is written to the config, so it stays put across
-# restarts (clients configured with http://127.0.0.1:PORT keep working) and can be pinned.
-INIT_PORTS = range(52525, 54525)
 
 
 @dataclass(frozen=True)
@@ -197,25 +193,6 @@ def _section(cls: type, table: dict[str, Any], env: dict[str, str], name: str, s
         if env_key in env:
             values[f.name] = _coerce(env[env_key], default, f"environment {env_key}")
     return replace(obj, **values)
-
-
-def choose_port(host: str = "127.0.0.1", ports: range = INIT_PORTS) -> int:
-    """A port of `ports` that nothing listens on now (`vaultd init` writes it to the config):
-    tried in random order, taken when a socket can bind it."""
-    import random
-    import socket
-
-    candidates = list(ports)
-    random.shuffle(candidates)
-    for port in candidates[:200]:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            try:
-                probe.bind((host, port))
-            except OSError:
-                continue
-        return port
-    raise ConfigError(f"no free port on {host} between {ports.start} and {ports.stop - 1}: "
-                      "set [server] port in .vaultd/config.toml")
 
 
 def set_default(template: str, key: str, value: Any) -> str:

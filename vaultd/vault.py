@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from vaultd import gate, layout
-from vaultd.config import Settings, choose_port, load_settings, set_default
+from vaultd.config import Settings, load_settings, set_default
 from vaultd.daemon.client import DaemonClient, DaemonOrLocal
+from vaultd.daemon.discovery import choose_port
 from vaultd.embedder import Embedder, Kind, ModelProfile, make_embedder, resolve_profile
 from vaultd.errors import VaultdError
 from vaultd.provenance import Seals

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import socket
 from pathlib import Path
 from typing import Any
 
 from vaultd import layout
-from vaultd.errors import VaultdError
+from vaultd.errors import ConfigError, VaultdError
 
 LOCK_FILE = "daemon.lock"
 INFO_FILE = "daemon.json"
@@ -177,3 +179,25 @@ def read_token(root: Path) -> str | None:
         return token_path(root).read_text(encoding="utf-8").strip() or None
     except OSError:
         return None
+
+
+# Where `vaultd init` picks a vault's port: at random, so two vaults made while neither daemon
+# runs rarely pick the same one; the port is written to the config, so it stays put across
+# restarts (clients configured with http://127.0.0.1:PORT keep working) and can be pinned.
+INIT_PORTS = range(52525, 54525)
+
+
+def choose_port(host: str = "127.0.0.1", ports: range = INIT_PORTS) -> int:
+    """A port of `ports` that nothing listens on now (`vaultd init` writes it to the config):
+    tried in random order, taken when a socket can bind it."""
+    candidates = list(ports)
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise ConfigError(f"no free port on {host} between {ports.start} and {ports.stop - 1}: "
+                      "set [server] port in .vaultd/config.toml")
