@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from conftest import write
 
 from vaultd.embedder import HashEmbedder, builtin_profiles
 from vaultd.search import _rrf, blend, fts_terms
@@ -51,12 +52,6 @@ def test_bm25_skips_the_words_that_only_pose_the_question() -> None:
     assert fts_terms("What did Gina design for her store?") == ["gina", "design", "store"]
     assert fts_terms("When did he move there?") == ["move"]
     assert fts_terms("what did she do") == ["what", "did", "she", "do"]  # nothing else left
-
-
-def write(root: Path, rel: str, text: str) -> None:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
 
 
 @pytest.fixture

@@ -8,16 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import write
 
 from vaultd.embedder import HashEmbedder, builtin_profiles
 from vaultd.search import Hit, _rrf, fts_query
 from vaultd.vault import Vault, init_vault, open_vault
-
-
-def write(root: Path, rel: str, text: str) -> None:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
 
 
 @pytest.fixture
