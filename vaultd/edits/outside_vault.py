@@ -18,9 +18,9 @@ from vaultd.edits.atomic import NO_LINKS, failed, new_file_mode, unlink_quietly,
 from vaultd.errors import ConflictError, RefusedError
 
 
-def _config_stat(path: Path, shown: Path) -> os.stat_result | None:
+def _regular_stat(path: Path, shown: Path) -> os.stat_result | None:
     """The stat of `path` (links already resolved), None when missing; RefusedError naming
-    `shown` for what vaultd must not write: not a regular file, or read-only (by mode)."""
+    `shown` for anything but a regular file (a FIFO would make a read wait for ever)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -28,6 +28,15 @@ def _config_stat(path: Path, shown: Path) -> os.stat_result | None:
     if not stat.S_ISREG(st.st_mode):
         raise RefusedError(f"{shown}: not a regular file (a FIFO, device, folder or link "
                            "loop); vaultd reads and writes only plain files there")
+    return st
+
+
+def _config_stat(path: Path, shown: Path) -> os.stat_result | None:
+    """`_regular_stat`, and RefusedError for a file made read-only (by mode): vaultd must not
+    write it."""
+    st = _regular_stat(path, shown)
+    if st is None:
+        return None
     if not st.st_mode & 0o222:
         raise RefusedError(f"{shown}: is read-only (mode {stat.S_IMODE(st.st_mode):04o}); "
                            "vaultd does not change a file made read-only (make it writable "
@@ -57,13 +66,9 @@ def read_config(path: Path) -> bytes | None:
     naming the path for anything but a regular file: a FIFO is never opened for reading (it
     would wait for a writer for ever), a device never touched."""
     target = Path(os.path.realpath(path))
-    try:
-        st = os.lstat(target)
-    except FileNotFoundError:
+    st = _regular_stat(target, path)
+    if st is None:
         return None
-    if not stat.S_ISREG(st.st_mode):
-        raise RefusedError(f"{path}: not a regular file (a FIFO, device, folder or link "
-                           "loop); vaultd reads and writes only plain files there")
     fd = _open_config(target, os.O_RDONLY, path)
     try:
         now = os.fstat(fd)
