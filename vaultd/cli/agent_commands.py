@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from vaultd.cli.base import expected_errors, main, vault_of, vault_root
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @main.command()
@@ -44,6 +48,17 @@ def hooks() -> None:
     once). What the hooks then run is `vaultd hook EVENT`."""
 
 
+def _which_settings(command: F) -> F:
+    """The agent and which settings.json: what `hooks install` and `uninstall` both take."""
+    for option in reversed((
+            click.argument("agent", type=click.Choice(["claude-code"])),
+            click.option("--user", is_flag=True, help="~/.claude/settings.json (the default)."),
+            click.option("--project", type=click.Path(file_okay=False, path_type=Path),
+                         default=None, help="DIR/.claude/settings.json instead."))):
+        command = option(command)
+    return command
+
+
 def _settings(user: bool, project: Path | None) -> Path:
     from vaultd.hooks import settings_path
 
@@ -51,10 +66,7 @@ def _settings(user: bool, project: Path | None) -> Path:
 
 
 @hooks.command("install")
-@click.argument("agent", type=click.Choice(["claude-code"]))
-@click.option("--user", is_flag=True, help="~/.claude/settings.json (the default).")
-@click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="DIR/.claude/settings.json instead.")
+@_which_settings
 @click.pass_context
 def hooks_install(ctx: click.Context, agent: str, user: bool, project: Path | None) -> None:
     """Merge SessionStart (start the daemon, print MEMORY.md), PreCompact (save the transcript
@@ -69,10 +81,7 @@ def hooks_install(ctx: click.Context, agent: str, user: bool, project: Path | No
 
 
 @hooks.command("uninstall")
-@click.argument("agent", type=click.Choice(["claude-code"]))
-@click.option("--user", is_flag=True, help="~/.claude/settings.json (the default).")
-@click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="DIR/.claude/settings.json instead.")
+@_which_settings
 @click.pass_context
 def hooks_uninstall(ctx: click.Context, agent: str, user: bool, project: Path | None) -> None:
     """Remove only vaultd's hooks for this vault from settings.json."""
