@@ -150,6 +150,7 @@ ON_A_VAULT = [
     ["hooks", "install", "claude-code"], ["hooks", "uninstall", "claude-code"],
     ["hook", "session-start"], ["hook", "pre-compact"], ["hook", "session-end"],
     ["service", "install"], ["service", "uninstall"],
+    ["token", "add", "alice"], ["token", "list"], ["token", "revoke", "alice"],
 ]
 
 

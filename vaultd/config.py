@@ -60,6 +60,9 @@ DEFAULT_PORT = 52525
 
 @dataclass(frozen=True)
 class ServerSettings:
+    # Loopback by default; any other address (e.g. "0.0.0.0") makes a team server, which
+    # starts only once a client token exists (`vaultd token add NAME`) and asks every client
+    # for one (README, "A team server").
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     max_body_bytes: int = 2_000_000
@@ -69,6 +72,9 @@ class ServerSettings:
     open_embeddings: bool = False
     # Browser origins allowed to call the API (CORS), e.g. "app://obsidian.md"; others get 403.
     allow_origins: tuple[str, ...] = ()
+    # A team server's Host names (e.g. "memory.example.com"), beside IP addresses and
+    # localhost, which always pass; any other name is refused (403), as DNS rebinding would use.
+    allowed_hosts: tuple[str, ...] = ()
     # Connections served at once (at most half the process's file-descriptor limit); beyond,
     # the oldest connection still sending its request is dropped, else the new one gets 503.
     max_connections: int = 128

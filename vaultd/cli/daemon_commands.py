@@ -1,4 +1,5 @@
-"""Commands for the background daemon: run it, start and stop it, start it at boot."""
+"""Commands for the background daemon: run it, start and stop it, start it at boot, and the
+client tokens of a team server."""
 
 from __future__ import annotations
 
@@ -117,3 +118,49 @@ def service_uninstall(ctx: click.Context, user: bool) -> None:
         click.echo(f"if it was enabled: {spec.disable}")
     else:
         click.echo(f"no service file at {spec.path}")
+
+
+@main.group()
+def token() -> None:
+    """Client tokens of a team server (a daemon bound to a non-loopback [server] host): each
+    client its own, named and revocable; vaultd keeps only their hashes."""
+
+
+@token.command("add")
+@click.argument("name")
+@click.pass_context
+def token_add(ctx: click.Context, name: str) -> None:
+    """Make a token for client NAME and print it, once (stdout: the token alone)."""
+    from vaultd.daemon.client_tokens import ClientTokens
+
+    with expected_errors():
+        entry, secret = ClientTokens(vault_root(ctx)).add(name)
+    click.echo(f"client token for {entry.name!r} (shown once; only its hash is kept, in "
+               ".vaultd/clients.json — copy that file to every daemon of the team):", err=True)
+    click.echo(secret)
+
+
+@token.command("list")
+@click.pass_context
+def token_list(ctx: click.Context) -> None:
+    """List the clients: names and when their tokens were made (never a token or a hash)."""
+    from vaultd.daemon.client_tokens import ClientTokens
+
+    with expected_errors():
+        clients = ClientTokens(vault_root(ctx)).entries()
+    if not clients:
+        click.echo("no client tokens (`vaultd token add NAME` makes one)")
+    for client in clients:
+        click.echo(f"{client.name}\t{client.created}")
+
+
+@token.command("revoke")
+@click.argument("name")
+@click.pass_context
+def token_revoke(ctx: click.Context, name: str) -> None:
+    """Remove client NAME: a running daemon refuses its token from the next request on."""
+    from vaultd.daemon.client_tokens import ClientTokens
+
+    with expected_errors():
+        gone = ClientTokens(vault_root(ctx)).revoke(name)
+    click.echo(f"revoked the client token {gone.name!r} (made {gone.created})")

@@ -203,13 +203,15 @@ class Daemon:
         self.vault.keep_vectors_warm()  # and no query pays for loading the vectors
 
     def _start_parts(self) -> None:
+        from vaultd.daemon.client_tokens import ClientTokens
         from vaultd.daemon.mcp_http import McpHttp
         from vaultd.daemon.server import Server
         from vaultd.mcp_server import daemon_server
 
         s = self.settings.server
         self.server = Server(self, s, token=self.own_files.token,
-                             mcp=McpHttp(lambda: daemon_server(self)))
+                             mcp=McpHttp(lambda: daemon_server(self)),
+                             clients=ClientTokens(self.root))
         self.server.start()
         self._write_info()
         d = self.settings.daemon

@@ -2,13 +2,18 @@
 checks, nothing more. What each check decides is in `guards` (pure functions), what each
 endpoint answers in `routes`, the shapes of values and errors in `payloads`.
 
-Security (docs/api.md has the threat model): binds loopback only; every endpoint but `/health`
-needs `Authorization: Bearer <token>` (compared in constant time) — unless `[server]
+Security (docs/api.md has the threat model): binds loopback by default; every endpoint but
+`/health` needs `Authorization: Bearer <token>` (compared in constant time) — unless `[server]
 open_embeddings` opens the embedding endpoints alone; a request whose Host is not localhost,
 127.0.0.1 or [::1] is refused (DNS rebinding), and so is one whose Origin is not listed in
 `[server] allow_origins` (browsers; listed origins get CORS headers); bodies and text lists have
 size limits (413); malformed JSON, lone surrogates and deep nesting are a 400. MCP at `/mcp`
 (`mcp_http`) passes the same checks, then goes to the mcp SDK's streamable HTTP app.
+
+A team server (`[server] host` not loopback) starts only with client tokens (`client_tokens`);
+then every endpoint but `/health` needs one (the daemon's own token only from this machine),
+the Host follows `[server] allowed_hosts`, open embeddings are refused, and each refused
+request is logged with its reason (never its token).
 
 Denial of service: connections are limited and slow senders cut off (`connections`).
 """
@@ -26,8 +31,9 @@ from typing import Any
 
 from vaultd.config import ServerSettings
 from vaultd.daemon import guards
+from vaultd.daemon.client_tokens import ClientTokens
 from vaultd.daemon.connections import LimitedHTTPServer, fd_limit
-from vaultd.daemon.guards import LOOPBACK_HOSTS, ApiError
+from vaultd.daemon.guards import ApiError
 from vaultd.daemon.mcp_http import MCP_ROUTE, McpHttp
 from vaultd.daemon.payloads import error_body
 from vaultd.daemon.routes import App, Call, lookup
@@ -49,11 +55,14 @@ HANGUPS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 class Server:
     def __init__(self, app: App, settings: ServerSettings, *, token: str,
-                 mcp: McpHttp | None = None) -> None:
+                 mcp: McpHttp | None = None, clients: ClientTokens | None = None) -> None:
         host, port = settings.host, settings.port
-        if host not in LOOPBACK_HOSTS:
-            raise VaultdError(f"[server] host = {host!r}: vaultd binds loopback only "
-                              "(127.0.0.1, ::1 or localhost)")
+        self.team = not guards.is_loopback(host)  # bound wide: a team server
+        if self.team:
+            _check_team_settings(settings, clients)
+        self.clients = clients
+        self.allowed_hosts = frozenset(h.strip().lower().rstrip(".")
+                                       for h in settings.allowed_hosts)
         self.app = app
         self.token = token
         self.mcp = mcp
@@ -69,7 +78,7 @@ class Server:
             max_connections = min(max_connections, max(8, limit // 2))
         handler = type("BoundHandler", (_Handler,), {"server_ref": self})
         server_class: type[LimitedHTTPServer] = LimitedHTTPServer
-        if host == "::1":
+        if ":" in host:  # an IPv6 address: ::1, or :: for every address
             server_class = type("V6Server", (LimitedHTTPServer,),
                                 {"address_family": socket.AF_INET6})
         try:
@@ -98,6 +107,18 @@ class Server:
         self.httpd.server_close()
         if self.mcp is not None:
             self.mcp.stop()
+
+
+def _check_team_settings(settings: ServerSettings, clients: ClientTokens | None) -> None:
+    """A team server starts only when it can ask every client for a token of its own."""
+    where = f"[server] host = {settings.host!r} is not loopback"
+    if settings.open_embeddings:
+        raise VaultdError(f"{where}, and [server] open_embeddings would serve the network "
+                          "without a token: turn it off for a team server")
+    if clients is None or not clients.digests():
+        raise VaultdError(f"{where}: a team server needs client tokens and has none; add one "
+                          "with `vaultd token add NAME` (or bind loopback: host = "
+                          "\"127.0.0.1\")")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -194,11 +215,45 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _check(self, auth: bool) -> None:
         """The request's headers through the guards, in order: Host, Origin, then the token."""
+        if self.server_ref.team:
+            try:
+                self._check_team(auth)
+            except ApiError as exc:  # the reason, who asked and for what; never the token
+                log.warning("refused %s %s from %s: %s", self.command, self._route,
+                            self.client_address[0], exc)
+                raise
+            return
         guards.check_host(self.headers.get("Host", ""))
         self._cors = guards.check_origin(self.headers.get("Origin"),
                                          self.server_ref.allow_origins)
         if auth:
             guards.check_token(self.headers.get("Authorization", ""), self.server_ref.token)
+
+    def _check_team(self, auth: bool) -> None:
+        """A team server's checks: Host by `[server] allowed_hosts`, Origin as always, then a
+        client token (or the daemon's own, from this machine)."""
+        ref = self.server_ref
+        guards.check_team_host(self.headers.get("Host", ""), ref.allowed_hosts)
+        self._cors = guards.check_origin(self.headers.get("Origin"), ref.allow_origins)
+        if not auth:
+            return
+        assert ref.clients is not None  # a team server starts only with them
+        unreadable: VaultdError | None = None
+        try:
+            digests = ref.clients.digests()
+        except VaultdError as exc:  # fail closed: a list it cannot read lets no client in
+            log.error("client tokens unreadable, refusing clients: %s", exc)
+            digests, unreadable = {}, exc  # (the daemon's own token, from here, still works)
+        local_peer = guards.is_local_peer(self.client_address[0],
+                                          self.connection.getsockname()[0])
+        try:
+            guards.check_client(self.headers.get("Authorization", ""), digests=digests,
+                                local_token=ref.token, local_peer=local_peer)
+        except ApiError as exc:
+            if unreadable is None:
+                raise
+            raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "the server cannot read its client "
+                           "tokens; its log says why") from exc
 
     def _json_body(self) -> dict[str, Any]:
         return guards.parse_body(self._checked_body())
