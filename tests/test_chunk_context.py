@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vaultd import layout
-from vaultd.chunking import CONTEXTS, Context, chunk_note, context_named
+from vaultd.chunking import CONTEXTS, Context, chunk_note, chunking_key, context_named
 from vaultd.embedder import HashEmbedder, builtin_profiles
 from vaultd.errors import ConfigError
 from vaultd.indexer import CONTEXT_META
@@ -132,7 +132,7 @@ def test_a_policy_change_reembeds_what_changed_once_and_equals_a_fresh_build(
         assert len(changed) == 4  # the turns after the first of each log
         assert report.chunks_embedded == len(changed)
         assert all(r[5] is not None for r in rows)  # every chunk has its vector
-        assert vault.store.get_meta(CONTEXT_META) == CONTEXTS["previous"].key
+        assert vault.store.get_meta(CONTEXT_META) == chunking_key(CONTEXTS["previous"])
         again = vault.index()
         assert again.chunks_embedded == 0 and not again.changed
     for suffix in ("", "-wal", "-shm"):
@@ -185,4 +185,4 @@ def test_a_path_sync_under_a_changed_policy_reconciles_the_whole_vault(tmp_path:
     with opened(root, emb, "previous") as vault:
         report = vault.indexer().sync_paths([LOG])
         assert {LOG, "episodic/2023-05-09.md"} <= set(report.changed)
-        assert vault.store.get_meta(CONTEXT_META) == CONTEXTS["previous"].key
+        assert vault.store.get_meta(CONTEXT_META) == chunking_key(CONTEXTS["previous"])

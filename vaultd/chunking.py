@@ -6,6 +6,13 @@ heading path (`Title > Section > Sub`) on the first line, then its text, so a pa
 code block stays whole), then at lines, then at blanks, until every chunk's embedded text fits in
 `max_tokens` as counted by the model's own tokenizer — nothing is silently truncated.
 
+A note vaultd writes as a list of facts — a merged note (`consolidation:`) or one the
+heartbeat extracted (`extracted_from:`): `# Topic`, then one bullet per fact — is chunked one
+fact per chunk, the topic as its heading: a question about one fact finds that fact and its
+topic at a fact's length, not the whole note (bench/RESULTS.md, issue 28 point 2). Which notes
+are fact lists is read from the frontmatter unverified: a note that claims it only changes how
+finely it is cut, never what it is trusted with.
+
 A short chunk — a chat turn, a one-line log entry ("Yeah, that was amazing!") — means little
 alone, so with a `Context` it is embedded with its neighbours too: the chunks before (and after)
 it under the same heading path of the same note, cut to a few dozen tokens each. Only the text
@@ -16,11 +23,12 @@ chunk's own text and lines. A neighbour's edit changes that text, so it re-embed
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from vaultd.errors import ConfigError
-from vaultd.notes import Entry, Note, fence_mask, heading_of, managed_mask
+from vaultd.notes import PROVENANCE_RE, Entry, Note, fence_mask, heading_of, managed_mask
 
 CountTokens = Callable[[str], int]
 MAX_HEADING_CHARS = 160  # heading context is a hint; keep it from crowding out the text
@@ -49,6 +57,18 @@ class Context:
 # The policies `[index] context` offers: the ones that paid on locomo-dev (bench/RESULTS.md,
 # "Context for short chunks"); the turn after, or both sides, did not.
 CONTEXTS = {"none": Context(), "previous": Context(before=1)}
+FACT_LIST_KEYS = ("consolidation", "extracted_from")  # frontmatter of the notes in that format
+BULLET_RE = re.compile(r"^[-*+]\s")  # a top-level bullet starts a fact; indented lines continue it
+
+
+# The cutting rules, named: recorded in the index beside the context policy, so an index whose
+# chunks were cut by older rules is re-read once (vectors of unchanged chunks are reused).
+RULES = "fact lists by fact"
+
+
+def chunking_key(context: Context) -> str:
+    """What the index records of how its chunks were made: the context policy and the rules."""
+    return f"{context.key}; {RULES}"
 
 
 def context_named(name: str) -> Context:
@@ -69,7 +89,8 @@ class Chunk:
     end_line: int
     text: str
     hash: str  # of embed_text: equal hashes embed to equal vectors
-    context: str = ""  # the whole embedded text when neighbours were added, else ""
+    context: str = ""  # the whole embedded text when it is not heading + text, else ""
+    date: str | None = None  # the fact's own date, in a fact list; else its entry's
 
     @property
     def embed_text(self) -> str:
@@ -100,12 +121,19 @@ def chunk_note(note: Note, count_tokens: CountTokens, max_tokens: int,
     chunks: list[Chunk] = []
     seen: dict[tuple[str, str], int] = {}
     managed = [False] * (note.body_start - 1) + managed_mask(note.lines, note.body_start - 1)
+    facts = is_fact_list(note)
     for entry in note.entries:
         for full_heading, pieces in _sections(note, entry, managed):
             # The heading is context, not content: shorten it rather than crowd out the text.
             heading = _fit_heading(full_heading, count_tokens, max_tokens)
             context_tokens = count_tokens(heading) if heading else 0
-            for piece in _pack(pieces, heading, count_tokens, target, max_tokens, context_tokens):
+            if facts:
+                packed = [part for piece in pieces for item in _facts(piece)
+                          for part in _fit(item, heading, count_tokens, max_tokens)]
+            else:
+                packed = _pack(pieces, heading, count_tokens, target, max_tokens,
+                               context_tokens)
+            for piece in packed:
                 key = (entry.id, full_heading)
                 occurrence = seen.get(key, 0)
                 seen[key] = occurrence + 1
@@ -115,10 +143,44 @@ def chunk_note(note: Note, count_tokens: CountTokens, max_tokens: int,
                 chunk = Chunk(id=cid, entry_id=entry.id, heading=heading,
                               start_line=piece.start, end_line=piece.end, text=piece.text,
                               hash="")
+                if facts:
+                    chunk = _as_fact(chunk)
                 chunks.append(replace(chunk, hash=_digest(chunk.embed_text)))
     if context.before or context.after:
         chunks = _with_context(chunks, context, count_tokens, max_tokens)
     return chunks
+
+
+def is_fact_list(note: Note) -> bool:
+    """A note in the fact-list format vaultd writes (see the module's docstring)."""
+    return any(note.frontmatter.get(key) for key in FACT_LIST_KEYS)
+
+
+def _as_fact(chunk: Chunk) -> Chunk:
+    """A fact of a fact list as a hit shows it and the model reads it: its own words, without
+    the ` — [date](link)` that says where it came from (the date becomes the chunk's date; the
+    link is provenance, which costs a reader ~50 characters and adds words no question has),
+    embedded under its date, as its daily log gave it to the model before the merge — so a
+    bullet of a daily log keeps its very vector (and hash) — while its topic stays the hit's
+    heading. (The topic or nothing in its place measured worse: bench/RESULTS.md, issue 28.)"""
+    found = PROVENANCE_RE.search(chunk.text)
+    text = PROVENANCE_RE.sub("", chunk.text)
+    date = found.group(1) if found else None
+    return replace(chunk, text=text, context=embed_text(date or "", text), date=date)
+
+
+def _facts(piece: _Piece) -> list[_Piece]:
+    """A block cut at its top-level bullets: each fact with its continuation lines. Lines
+    before the first bullet (a paragraph) stay one piece."""
+    out: list[_Piece] = []
+    for offset, line in enumerate(piece.lines):
+        n = piece.start + offset
+        if out and not BULLET_RE.match(line):
+            last = out[-1]
+            out[-1] = _Piece(last.start, n, last.lines + [line], 0)
+        else:
+            out.append(_Piece(n, n, [line], 0))
+    return out
 
 
 def _digest(embedded: str) -> str:

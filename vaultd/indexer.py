@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vaultd import edits, notes
-from vaultd.chunking import CONTEXTS, Chunk, Context, chunk_note, embed_text
+from vaultd.chunking import CONTEXTS, Chunk, Context, chunk_note, chunking_key, embed_text
 from vaultd.embedder import Embedder
 from vaultd.layout import FileStat, Ignore, Scan, scan, stat_paths
 from vaultd.progress import IndexProgress
@@ -40,7 +40,7 @@ GROUP_CHUNKS = 256
 VECTOR_BATCH = 256  # distinct chunk contents embedded, then committed, together
 RETRY_MTIME = -1  # a skipped file's recorded mtime that no file has: it is read again next time
 KEEP_ORPHAN_VECTORS = 50_000
-CONTEXT_META = "chunk_context"  # the chunking.Context key the index's chunks were made with
+CONTEXT_META = "chunk_context"  # chunking_key: the context policy and cutting rules of the chunks
 
 
 class RateMeter:
@@ -131,9 +131,9 @@ class Indexer:
         self.context = context
 
     def context_changed(self) -> bool:
-        """True when the index's chunks were made with another context policy (an index from
-        before policies were recorded made them with none)."""
-        return (self.store.get_meta(CONTEXT_META) or "none") != self.context.key
+        """True when the index's chunks were made with another context policy or by older
+        cutting rules (an index from before either was recorded made them with none)."""
+        return (self.store.get_meta(CONTEXT_META) or "none") != chunking_key(self.context)
 
     # -- entry points
     def reconcile(self, progress: Progress | None = None, *, vectors: bool = True
@@ -150,7 +150,7 @@ class Indexer:
         self._apply(on_disk, known, gone, report, progress, reread=reread)
         if reread:  # only once every file was chunked anew (a crash before reads them again)
             with self.store.transaction():
-                self.store.set_meta(CONTEXT_META, self.context.key)
+                self.store.set_meta(CONTEXT_META, chunking_key(self.context))
         self._finish(report, progress, vectors, started)
         return report
 
@@ -331,4 +331,4 @@ def _chunk_record(c: Chunk, entries: dict[str, tuple[str | None, tuple[str, ...]
     date, tags = entries.get(c.entry_id, (None, ()))
     return ChunkRecord(id=c.id, entry_id=c.entry_id, heading=c.heading,
                        start_line=c.start_line, end_line=c.end_line, text=c.text, hash=c.hash,
-                       date=date, tags=tags, context=c.context)
+                       date=c.date or date, tags=tags, context=c.context)

@@ -30,6 +30,11 @@ FRONTMATTER_DEPTH_LIMIT = 50
 FRONTMATTER_MAX_CHARS = 64_000  # bounds YAML parse time; longer blocks are read as body text
 # A daily-log entry's heading starts with its time ("09:14 — Flaky test", "- 09:14 …"): what
 # the entry is about is the rest.
+# The provenance closing a fact in a note vaultd writes (`vaultd.lifecycle.entries.provenance`):
+# ` — [2026-11-18](../archive/episodic/2026-11-18.md)`, or several sources for a fact said twice
+# (` — [2026-11-18](…), [2026-11-25](…)`); group 1 is the first date.
+PROVENANCE_RE = re.compile(r"[ \t]+[—–-][ \t]+\[(\d{4}-\d{2}-\d{2})\]\([^)]*\)"
+                           r"(?:,[ \t]*\[\d{4}-\d{2}-\d{2}\]\([^)]*\))*[ \t]*$", re.M)
 TIME_PREFIX_RE = re.compile(r"^(?:[-*+]\s+)?\d{1,2}:\d{2}\s*[—-]?\s*")
 
 

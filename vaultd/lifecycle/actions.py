@@ -130,7 +130,7 @@ class Merge(Action):
     title: str
     path: str  # the merged note's vault path
     created: str  # ISO date
-    facts: tuple[str, ...]  # one bullet each, members oldest first, with provenance
+    facts: tuple[str, ...]  # one bullet each, oldest first, with provenance (said_once)
     tags: tuple[str, ...]
 
 

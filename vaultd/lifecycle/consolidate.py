@@ -198,7 +198,8 @@ def subject(texts: list[str], vault_df: Counter[str], vault_size: int) -> str:
 def plan(ctx: Context) -> Plan:
     """Merge each group of ≥ 3 episodes, every pair at cosine ≥ the consolidate threshold,
     into one proven semantic note named by its subject, that keeps each member word for word
-    with its date and a link to it; the originals move to archive/.
+    with its date and a link to it (a near-duplicate once, with both); the originals move to
+    archive/.
 
     The coherence check (what each entry says without the lines all share and without its
     time must still be about one topic) runs on dry runs too: a dry run plans what a real run
@@ -247,8 +248,8 @@ def plan(ctx: Context) -> Plan:
             reason=f"{len(group)} entries, every pair at cosine ≥ {th.consolidate:.2f} "
                    f"(lowest {low:.2f})",
             title=title, path=path, created=ctx.today.isoformat(),
-            facts=tuple(fact(v) + provenance(v, path, moves.archive_dest(ctx.root, v),
-                                             ctx.today) for v in by_time),
+            facts=said_once(by_time, matrix[[members[group.index(v)] for v in by_time]],
+                            th.duplicate, path, ctx),
             tags=tuple(sorted({t for v in group for t in v.tags if t != "daily"}))))
     result.actions += merges
     drafts = Drafts(ctx.root)
@@ -257,6 +258,30 @@ def plan(ctx: Context) -> Plan:
         for view in members_bottom_up(action, ctx.by_id):
             plan_archive(result, drafts, view)
     return result
+
+
+def said_once(members: list[EntryView], vectors: np.ndarray, duplicate: float, path: str,
+              ctx: Context) -> tuple[str, ...]:
+    """The merged note's lines, oldest first: one per fact, with its date and a link to its
+    source. A member at cosine ≥ `duplicate` (the near-duplicate threshold) to a line already
+    there says the same thing again: it joins that line as a second source, and the longer of
+    the two wordings stays (the other is in the archive, and `vaultd undo` brings it back). A
+    reader pays for a fact once, and its two dates still say it was said twice."""
+    lines: list[tuple[str, list[str]]] = []  # (wording, provenances)
+    kept: list[int] = []  # the member each line was first said by
+    for i, view in enumerate(members):
+        said = fact(view)
+        source = provenance(view, path, moves.archive_dest(ctx.root, view), ctx.today)
+        sims = [float(vectors[i] @ vectors[k]) for k in kept]
+        best = max(range(len(sims)), key=sims.__getitem__, default=None)
+        if best is not None and sims[best] >= duplicate:
+            wording, sources = lines[best]
+            lines[best] = (said if len(said) > len(wording) else wording,
+                           sources + [source.removeprefix(" — ")])
+            continue
+        lines.append((said, [source]))
+        kept.append(i)
+    return tuple(wording + ", ".join(sources) for wording, sources in lines)
 
 
 def free_path(root: Path, folder: str, title: str, taken: set[str]) -> str:
@@ -274,7 +299,8 @@ def free_path(root: Path, folder: str, title: str, taken: set[str]) -> str:
 def merge_note(action: Merge, views: dict[str, EntryView], merge_id: str,
                llm: Any = None, seals: Seals | None = None) -> str:
     """The merged note (format shared with flush, which renders its facts in MEMORY.md):
-    `# <subject>`, then one bullet per member, verbatim, ending ` — [date](link)`. An LLM's
+    `# <subject>`, then one bullet per fact, verbatim, ending ` — [date](link)` (a fact said
+    twice: once, ending with both sources; see `said_once`). An LLM's
     rewrite, when one is configured and passes the checks of `vaultd.llm`, is added under
     `## Summary`: it never replaces the members' own words."""
     members = [views[e] for e in action.entries]

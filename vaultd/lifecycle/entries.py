@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vaultd.layout import in_scope, is_archived
-from vaultd.notes import BULLET_RE, HEADING_RE, entry_title, fence_mask
+from vaultd.notes import BULLET_RE, HEADING_RE, PROVENANCE_RE, entry_title, fence_mask
 from vaultd.provenance import Seals
 
 if TYPE_CHECKING:
@@ -188,8 +188,6 @@ def snapshot(store: IndexStore, seals: Seals | None = None) -> tuple[list[EntryV
 
 # any list item's marker, nested or not, with a task box: what a statement does not repeat
 LIST_MARKER_RE = re.compile(r"^(\s*)(?:[-*+]|\d+[.)])\s+(?:\[[ xX]\]\s+)?")
-# the provenance a consolidated or extracted fact carries: ` — [2026-11-18](../episodic/…)`
-PROVENANCE_RE = re.compile(r"\s+[—–-]\s+\[\d{4}-\d{2}-\d{2}\]\([^)]*\)\s*$")
 SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(\[*_])")
 TAGS_ONLY_RE = re.compile(r"(#[\w/-]+\s*)+")
 TRAILING_TAGS_RE = re.compile(r"(\s+#[\w/-]+)+$")
