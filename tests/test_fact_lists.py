@@ -45,8 +45,7 @@ def test_a_merged_note_is_found_one_fact_at_a_time(fake_vault: Vault) -> None:
         # the fact's own words: no sibling facts, no link to its source
         assert top.text == "- Caroline's guinea pig is named Oscar."
         assert top.lines == (line, line)  # still the line of the note that holds it
-        assert top.heading == "Caroline — adoption"  # its topic travels with it
-        assert top.date == "2026-10-09"  # the fact's own date, not the note's
+        assert top.heading == top.date == "2026-10-09"  # as its daily log had it
         assert top.path == "semantic/caroline-adoption.md"
     # the whole note is still what `full` of a fact's chunk shows: that fact's line, whole
     full = fake_vault.search("guinea pig Oscar", k=1, full=True)[0]

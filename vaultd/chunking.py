@@ -8,8 +8,8 @@ code block stays whole), then at lines, then at blanks, until every chunk's embe
 
 A note vaultd writes as a list of facts — a merged note (`consolidation:`) or one the
 heartbeat extracted (`extracted_from:`): `# Topic`, then one bullet per fact — is chunked one
-fact per chunk, the topic as its heading: a question about one fact finds that fact and its
-topic at a fact's length, not the whole note (bench/RESULTS.md, issue 28 point 2). Which notes
+fact per chunk, each as its daily log had it (`_as_fact`): a question about one fact finds that
+fact at a fact's length, not the whole note (bench/RESULTS.md, issue 28 point 2). Which notes
 are fact lists is read from the frontmatter unverified: a note that claims it only changes how
 finely it is cut, never what it is trusted with.
 
@@ -157,16 +157,17 @@ def is_fact_list(note: Note) -> bool:
 
 
 def _as_fact(chunk: Chunk) -> Chunk:
-    """A fact of a fact list as a hit shows it and the model reads it: its own words, without
-    the ` — [date](link)` that says where it came from (the date becomes the chunk's date; the
-    link is provenance, which costs a reader ~50 characters and adds words no question has),
-    embedded under its date, as its daily log gave it to the model before the merge — so a
-    bullet of a daily log keeps its very vector (and hash) — while its topic stays the hit's
-    heading. (The topic or nothing in its place measured worse: bench/RESULTS.md, issue 28.)"""
+    """A fact of a fact list as its daily log had it: its own words, without the
+    ` — [date](link)` that says where it came from (a link costs a reader ~50 characters and
+    adds words no question has), under its date as its heading, embedded so — the very text,
+    hash and vector of a daily-log bullet. The note's topic is not repeated in each fact:
+    in the heading (which BM25 reads too) it lifted every fact of a topic for the topic's
+    words, crowding a list with one theme (bench/RESULTS.md, issue 28); a hit's path names it."""
     found = PROVENANCE_RE.search(chunk.text)
     text = PROVENANCE_RE.sub("", chunk.text)
     date = found.group(1) if found else None
-    return replace(chunk, text=text, context=embed_text(date or "", text), date=date)
+    return replace(chunk, heading=date or chunk.heading, text=text,
+                   context=embed_text(date or "", text), date=date)
 
 
 def _facts(piece: _Piece) -> list[_Piece]:
