@@ -5,6 +5,7 @@ agent's memory (`[lifecycle] scope`), links go into a frontmatter key vaultd own
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -151,6 +152,7 @@ def _busy_vault(vault: Vault) -> None:
     """A vault where every phase has work: links to mirror, recalls to promote, a group to
     merge, proven knowledge to route, an isolated episode out of reprieves, a duplicate."""
     with_settings(vault, route_targets=("CLAUDE.md",), newer_entries=1, scope=(".",))
+    vault.profile = replace(vault.profile, duplicate_threshold=0.95)  # the topicdupe twins
     for i, day in enumerate(["2026-11-01", "2026-11-02", "2026-11-03"]):
         write(vault.root, f"episodic/{day}.md", daily(day, [SAYS[i], f"topicpool note {i}."]))
     lonely = daily("2026-11-04", ["topiclonely lunch was ramen."]).replace(
