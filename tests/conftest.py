@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pg_server import backend_store, index_env, pg_server, pg_url  # noqa: F401 - fixtures
 
 from vaultd.embedder import HashEmbedder, builtin_profiles
 from vaultd.vault import Vault, init_vault, open_vault

@@ -12,7 +12,8 @@ The rules:
   `vaultd.vault`, `vaultd.cli` or `vaultd.daemon` (phases get what they need passed in).
 - **The store imports nothing above it**: of vaultd only `errors` and `layout` (vault-relative
   paths and the archive folder, which rows are filtered by) and its own modules; outside
-  vaultd only the standard library, the SQLite modules (`sqlean`, `sqlite_vec`) and numpy.
+  vaultd only the standard library, the SQLite modules (`sqlean`, `sqlite_vec`), numpy and
+  the PostgreSQL clients (`psycopg`, `psycopg_pool`, `pgvector`: the postgres backend).
   So a second backend can be written against it without pulling in the rest of vaultd.
 - **Parsing is pure**: `notes`, `chunking` and `blocks` import only each other and `errors`
   (outside vaultd: the standard library and PyYAML) — no store, embedder or daemon, nor
@@ -33,7 +34,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "vaultd"
 
 ABOVE_THE_LIFECYCLE = ("vaultd.vault", "vaultd.cli", "vaultd.daemon")
 STORE_MAY_IMPORT = {"vaultd.errors", "vaultd.layout"}
-STORE_OUTSIDE = {"sqlean", "sqlite_vec", "numpy"}
+STORE_OUTSIDE = {"sqlean", "sqlite_vec", "numpy", "psycopg", "psycopg_pool", "pgvector"}
 PURE = {"vaultd.notes", "vaultd.chunking", "vaultd.blocks"}
 PURE_MAY_IMPORT = PURE | {"vaultd.errors"}
 PURE_OUTSIDE = {"yaml"}

@@ -1,5 +1,6 @@
 """Indexer + store: reconcile new/changed/moved/deleted, reuse by content hash, model identity,
-the rebuild invariant, with real SQLite + sqlite-vec and the deterministic fake embedder."""
+the rebuild invariant, with real SQLite + sqlite-vec and the deterministic fake embedder; the
+tests that take `index_env` run on both backends (SQLite, and PostgreSQL + pgvector)."""
 
 from __future__ import annotations
 
@@ -55,13 +56,13 @@ def make(tmp_path: Path) -> tuple[Path, HashEmbedder]:
     return root, HashEmbedder(builtin_profiles(tmp_path)["hash-256"])
 
 
-def opened(root: Path, embedder: HashEmbedder) -> Vault:
-    return open_vault(root, env={}, embedder=embedder)
+def opened(root: Path, embedder: HashEmbedder, env: dict[str, str] | None = None) -> Vault:
+    return open_vault(root, env=env or {}, embedder=embedder)
 
 
-def test_first_index_then_nothing_to_do(tmp_path: Path) -> None:
+def test_first_index_then_nothing_to_do(tmp_path: Path, index_env: dict[str, str]) -> None:
     root, emb = make(tmp_path)
-    with opened(root, emb) as vault:
+    with opened(root, emb, index_env) as vault:
         first = vault.index()
         assert sorted(first.new) == ["MEMORY.md", "episodic/2026-11-20.md", "semantic/deploy.md"]
         assert first.chunks_embedded > 0 and first.chunks_reused == 0
@@ -73,9 +74,9 @@ def test_first_index_then_nothing_to_do(tmp_path: Path) -> None:
     assert "0 chunks embedded" in second.summary()
 
 
-def test_touch_without_change_embeds_nothing(tmp_path: Path) -> None:
+def test_touch_without_change_embeds_nothing(tmp_path: Path, index_env: dict[str, str]) -> None:
     root, emb = make(tmp_path)
-    with opened(root, emb) as vault:
+    with opened(root, emb, index_env) as vault:
         vault.index()
         path = root / "semantic" / "deploy.md"
         os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
@@ -84,9 +85,9 @@ def test_touch_without_change_embeds_nothing(tmp_path: Path) -> None:
         assert vault.changed_since_index() == []
 
 
-def test_one_section_edit_embeds_only_that_chunk(tmp_path: Path) -> None:
+def test_one_section_edit_embeds_only_that_chunk(tmp_path: Path, index_env: dict[str, str]) -> None:
     root, emb = make(tmp_path)
-    with opened(root, emb) as vault:
+    with opened(root, emb, index_env) as vault:
         vault.index()
         path = root / "semantic" / "deploy.md"
         path.write_text(NOTE.replace("ten percent", "five percent"), encoding="utf-8")
@@ -99,9 +100,9 @@ def test_one_section_edit_embeds_only_that_chunk(tmp_path: Path) -> None:
         assert not vault.search("ten", k=5, mode="bm25")  # no phantom rows of the old text
 
 
-def test_move_and_rename_reuse_every_vector(tmp_path: Path) -> None:
+def test_move_and_rename_reuse_every_vector(tmp_path: Path, index_env: dict[str, str]) -> None:
     root, emb = make(tmp_path)
-    with opened(root, emb) as vault:
+    with opened(root, emb, index_env) as vault:
         vault.index()
         (root / "procedural").mkdir(exist_ok=True)
         shutil.move(root / "semantic" / "deploy.md", root / "procedural" / "deploy-howto.md")
@@ -159,14 +160,14 @@ def test_rebuild_gives_identical_results(tmp_path: Path) -> None:
     assert before == after and any(before)
 
 
-def test_model_change_rebuilds_the_index(tmp_path: Path) -> None:
+def test_model_change_rebuilds_the_index(tmp_path: Path, index_env: dict[str, str]) -> None:
     root, emb = make(tmp_path)
-    with opened(root, emb) as vault:
+    with opened(root, emb, index_env) as vault:
         vault.index()
     from dataclasses import replace
 
     other = HashEmbedder(replace(emb.profile, id="hash-other", dims=128))
-    with opened(root, other) as vault:
+    with opened(root, other, index_env) as vault:
         with pytest.raises(Exception, match="run `vaultd index`"):
             vault.search("pool")
         report = vault.index()

@@ -1,7 +1,8 @@
 """The rebuild invariant (issue #7): `rm .vaultd/index.db && vaultd index` gives the same top-10
 search results, in the same order, and the same lifecycle states — the files are the truth and
 the index is a cache. Checked on `sample_vault` with the real default model, and on a bigger
-generated vault with the fake embedder."""
+generated vault with the fake embedder. The tie tests, which hold the store to ranking ties by
+path, run on both backends (`index_env`: SQLite, and PostgreSQL + pgvector)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,18 @@ def edges(vault: Vault) -> set[tuple[str, str]]:
     return {(a, b) for a, b, _ in vault.store.links()}
 
 
-def drop_index(root: Path) -> None:
+def drop_index(root: Path, env: dict[str, str] | None = None) -> None:
+    """`rm .vaultd/index.db`, or on PostgreSQL every table of the index's database."""
+    if env and env.get("VAULTD_INDEX_URL"):
+        import psycopg
+
+        from vaultd.store.postgres.pool import drop_pools
+
+        drop_pools()
+        with psycopg.connect(env["VAULTD_INDEX_URL"], autocommit=True) as conn:
+            conn.execute("DROP SCHEMA public CASCADE")
+            conn.execute("CREATE SCHEMA public")
+        return
     for suffix in ("", "-wal", "-shm"):
         Path(str(layout.index_path(root)) + suffix).unlink(missing_ok=True)
     assert not layout.index_path(root).exists()
@@ -179,7 +191,8 @@ def test_the_link_graph_and_prune_survive_a_rebuild(tmp_path: Path) -> None:
     assert after["edges"] == before["edges"]
 
 
-def test_exact_ties_rank_by_path_in_every_list_not_by_row_order(tmp_path: Path) -> None:
+def test_exact_ties_rank_by_path_in_every_list_not_by_row_order(tmp_path: Path,
+                                                                index_env: dict[str, str]) -> None:
     """Regression: within the vector and BM25 lists, equal scores kept SQLite's row order, so
     identical notes got different fused (RRF) scores, and a note re-indexed later (a new row)
     moved in hybrid results — before and after a rebuild the top-10 differed."""
@@ -192,7 +205,7 @@ def test_exact_ties_rank_by_path_in_every_list_not_by_row_order(tmp_path: Path) 
     emb = fake_embedder(tmp_path)
     expected = [f"semantic/twin-{i:02d}.md" for i in range(10)]
     query = "the very same words here"
-    with open_vault(root, env={}, embedder=emb) as vault:
+    with open_vault(root, env=index_env, embedder=emb) as vault:
         vault.index()
         for path in twins[:6]:  # new rows for the first six: row order is no longer path order
             path.write_text("changed\n", encoding="utf-8")
@@ -202,14 +215,15 @@ def test_exact_ties_rank_by_path_in_every_list_not_by_row_order(tmp_path: Path) 
         vault.index()
         hits = vault.search(query, k=10)
         assert [h.path for h in hits] == expected
-    drop_index(root)
-    with open_vault(root, env={}, embedder=emb) as vault:
+    drop_index(root, index_env)
+    with open_vault(root, env=index_env, embedder=emb) as vault:
         vault.index()
         assert [(h.path, h.score) for h in vault.search(query, k=10)] == [
             (h.path, h.score) for h in hits]
 
 
-def test_ties_wider_than_the_candidate_pool_survive_a_rebuild(tmp_path: Path) -> None:
+def test_ties_wider_than_the_candidate_pool_survive_a_rebuild(tmp_path: Path,
+                                                              index_env: dict[str, str]) -> None:
     """80 exact twins, more than the candidate pool (50): FTS and vec0 list ties in row order,
     which a rebuild changes, so the store ranks ties by path and line — from twice the pool,
     or by an exact ordered scan when a tie reaches past that (the generated vault below has
@@ -221,14 +235,14 @@ def test_ties_wider_than_the_candidate_pool_survive_a_rebuild(tmp_path: Path) ->
     for path in twins:
         path.write_text(body, encoding="utf-8")
     emb = fake_embedder(tmp_path)
-    with open_vault(root, env={}, embedder=emb) as vault:
+    with open_vault(root, env=index_env, embedder=emb) as vault:
         vault.index()
         for text in ("changed\n", body):  # new rows for the first forty
             for path in twins[:40]:
                 path.write_text(text, encoding="utf-8")
             vault.index()
         before = top10(vault, ["the very same words here"])
-    drop_index(root)
-    with open_vault(root, env={}, embedder=emb) as vault:
+    drop_index(root, index_env)
+    with open_vault(root, env=index_env, embedder=emb) as vault:
         vault.index()
         assert top10(vault, ["the very same words here"]) == before

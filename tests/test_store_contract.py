@@ -1,8 +1,8 @@
 """The store contract (`vaultd.store.contract.IndexStore`) is the whole of what vaultd calls
-on its index: `Store` implements every method of it with the same signature, offers nothing
-public beyond it but its factories, and no module outside `vaultd/store/` calls a store
-method the contract does not list. A second backend written against the contract then
-needs no caller changed."""
+on its index: each backend (`Store`, and `PgStore` when psycopg is installed) implements every
+method of it with the same signature and offers nothing public beyond it but its factories,
+and no module outside `vaultd/store/` calls a store method the contract does not list. A
+backend written against the contract then needs no caller changed."""
 
 from __future__ import annotations
 
@@ -21,6 +21,18 @@ from vaultd.store import contract as contract_module
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vaultd"
 FACTORIES = {"open_as_is"}  # how a backend is opened is its own (see the contract's docstring)
+
+
+def _backends() -> list[Any]:
+    try:
+        from vaultd.store.postgres import PgStore
+    except ImportError:  # the postgres extra not installed: its class cannot be looked at
+        return [Store, pytest.param(None, marks=pytest.mark.skip(
+            reason="postgres: psycopg is not installed (pip install -e '.[test]')"))]
+    return [Store, pytest.param(PgStore, marks=pytest.mark.postgres)]
+
+
+BACKENDS = _backends()
 
 
 def protocol_parts() -> list[type]:
@@ -51,10 +63,12 @@ def _hints(func: Callable[..., Any]) -> dict[str, Any]:
     return typing.get_type_hints(func)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", sorted(n for n, kind in contract_members().items()
                                         if kind == "method"))
-def test_store_implements_each_method_with_the_contracts_signature(name: str) -> None:
-    promised, offered = getattr(IndexStore, name), getattr(Store, name)
+def test_store_implements_each_method_with_the_contracts_signature(name: str,
+                                                                   backend: type) -> None:
+    promised, offered = getattr(IndexStore, name), getattr(backend, name)
     want, have = inspect.signature(promised), inspect.signature(offered)
     assert [(p.name, p.kind, p.default) for p in have.parameters.values()] == \
         [(p.name, p.kind, p.default) for p in want.parameters.values()]
@@ -70,20 +84,23 @@ def test_store_implements_each_method_with_the_contracts_signature(name: str) ->
         assert have_return == want_return
 
 
-def test_store_has_the_contracts_properties_and_attributes() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_store_has_the_contracts_properties_and_attributes(backend: type) -> None:
     members = contract_members()
-    promised, offered = typing.get_type_hints(IndexStore), typing.get_type_hints(Store)
+    promised, offered = typing.get_type_hints(IndexStore), typing.get_type_hints(backend)
     for name, kind in members.items():
         if kind == "property":
-            assert isinstance(getattr(Store, name), property), name
-            assert (_hints(getattr(Store, name).fget)
+            assert isinstance(getattr(backend, name), property), name
+            assert (_hints(getattr(backend, name).fget)
                     == _hints(getattr(IndexStore, name).fget)), name
         elif kind == "attribute":
             assert offered[name] == promised[name], name
 
 
-def test_store_offers_nothing_public_beyond_the_contract_but_its_factories() -> None:
-    public = {n for n in dir(Store) if not n.startswith("_")}
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_store_offers_nothing_public_beyond_the_contract_but_its_factories(
+        backend: type) -> None:
+    public = {n for n in dir(backend) if not n.startswith("_")}
     assert public - set(contract_members()) == FACTORIES
 
 

@@ -172,10 +172,10 @@ class Bm25Index:
         return self._snapshot is not None
 
     def _load_apart(self, path: Path) -> None:
-        from vaultd.store import Store
+        from vaultd.store import open_index_as_is
 
         try:
-            store = Store.open_as_is(path)
+            store = open_index_as_is(path)
         except Exception as exc:  # noqa: BLE001 - FTS5 keeps answering; say why
             self._give_up(f"cannot open {path} to load: {exc}")
             return

@@ -39,6 +39,9 @@ class IndexSettings:
     # What a short chunk (a chat turn, a one-line entry) is also embedded with: "previous" (the
     # chunk before it under the same heading) or "none" (vaultd.chunking.CONTEXTS).
     context: str = "none"
+    # "" keeps the index in `.vaultd/index.db`; a "postgresql://…" URL puts it in that
+    # database (vaultd.store.backend; `pip install 'vaultd-memory[postgres]'`)
+    url: str = ""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from vaultd.errors import VaultdError
 from vaultd.provenance import Seals
 from vaultd.search import ARCHIVE_WEIGHT, Hits, Searcher, SearchOptions
 from vaultd.search_request import SearchRequest
-from vaultd.store import Filters, Store
+from vaultd.store import Filters, Store, open_index
 from vaultd.vectors import VectorIndex
 from vaultd.writer_role import WriterRole, config_with_writer, role, this_host
 
@@ -189,7 +189,7 @@ class Vault:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(layout.index_path(self.root))
+            self._store = open_index(layout.index_path(self.root), self.settings.index.url)
         return self._store
 
     @property

@@ -3,16 +3,22 @@
     python bench/quality/eval_scifact.py            # extract, index (first run: minutes), evaluate
     python bench/quality/eval_scifact.py --sweep    # also try hybrid fusion settings
     python bench/quality/eval_scifact.py --data DIR --limit 100
+    python bench/quality/eval_scifact.py --postgres      # the same vault, indexed in PostgreSQL
+    python bench/quality/eval_scifact.py --index-url postgresql://…   # on a server of yours
+    python bench/quality/eval_scifact.py --postgres --out bench/out/pg \
+        --reuse-vectors bench/out/scifact/vault/.vaultd/index.db   # the SQLite run's vectors
 
 The vault is extracted to bench/out/scifact/vault and indexed once with `vaultd init` and
 `vaultd index` (run as a subprocess and polled); later runs reuse the index. Results are printed
-as markdown and written to bench/out/eval_scifact.json.
+as markdown and written to bench/out/eval_scifact.json (eval_scifact_postgres.json with a
+PostgreSQL index: `--postgres` starts a pgserver under bench/out/pg for the run).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -85,6 +91,29 @@ def ensure_index(vault: Path, poll: float) -> dict[str, Any]:
     return json.loads(report.read_text(encoding="utf-8"))
 
 
+def reuse_vectors(sqlite_index: Path, vault: Path, url: str) -> None:
+    """Seed the PostgreSQL index with the SQLite index's vectors, as a machine joining a
+    shared index would find them: `vaultd index` then embeds only what is missing. The int8
+    model's vectors depend on how texts were batched, so two separate indexing runs differ a
+    little; seeded, the two backends rank the very same vectors."""
+    from vaultd.store import Store, open_index
+
+    source = Store.open_as_is(sqlite_index)
+    identity = source.model_identity()
+    assert identity is not None, f"{sqlite_index} has no vectors"
+    hashes = sorted(set(source.chunk_keys(embedded_only=True).hashes))
+    target = open_index(vault / ".vaultd" / "index.db", url)
+    try:
+        target.ensure_model(identity)
+        for start in range(0, len(hashes), 2000):
+            with target.transaction():
+                target.add_vectors(source.cached_vectors(hashes[start:start + 2000]))
+        print(f"seeded {len(hashes)} vectors from {sqlite_index}", flush=True)
+    finally:
+        target.close()
+        source.close()
+
+
 def sweep(vault: Vault, queries: list[Query]) -> dict[str, Any]:
     """Hybrid fusion settings scored through a Searcher built on the vault's store."""
     cache: dict[str, Any] = {}
@@ -119,9 +148,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="only the first N queries")
     parser.add_argument("--sweep", action="store_true", help="also sweep hybrid fusion settings")
     parser.add_argument("--poll", type=float, default=15.0, help="seconds between progress polls")
+    parser.add_argument("--index-url", default="",
+                        help="index the vault in this PostgreSQL database instead of SQLite")
+    parser.add_argument("--postgres", action="store_true",
+                        help="start a pgserver (pip install pgserver) and index there")
+    parser.add_argument("--reuse-vectors", type=Path, default=None,
+                        help="a SQLite index of the same vault: its cached vectors (by content "
+                             "hash) fill the PostgreSQL index, so both rank the same vectors")
     args = parser.parse_args(argv)
+    server = None
+    if args.postgres:
+        import pgserver
+        import psycopg
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        server = pgserver.get_server(args.out / "pg", cleanup_mode="stop")
+        uri = str(server.get_uri())
+        with psycopg.connect(uri, autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'scifact'"
+                                ).fetchone():
+                conn.execute("CREATE DATABASE scifact")
+        head, _, query = uri.partition("?")
+        args.index_url = f"{head.rsplit('/', 1)[0]}/scifact?{query}"
+    if args.index_url:  # the `vaultd index` child and open_vault here both read it
+        os.environ["VAULTD_INDEX_URL"] = args.index_url
 
     vault_dir = extract(args.data, args.out / "scifact")
+    if args.reuse_vectors and args.index_url:
+        reuse_vectors(args.reuse_vectors, vault_dir, args.index_url)
     report = ensure_index(vault_dir, args.poll)
     queries = load_queries(args.data / QUERIES)
     if args.limit:
@@ -162,9 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         "daemon_path": warm.to_dict(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "eval_scifact.json"
+    stats["backend"] = "postgres" if args.index_url else "sqlite"
+    out["index"] = stats
+    path = args.out / ("eval_scifact_postgres.json" if args.index_url else "eval_scifact.json")
     path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {path}")
+    if server is not None:
+        server.cleanup()
     return 0
 
 

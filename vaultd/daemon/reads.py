@@ -11,7 +11,7 @@ import time
 from vaultd import layout
 from vaultd.daemon.recalls import RecallWriter
 from vaultd.search_request import SearchAnswer, SearchRequest
-from vaultd.store import Store
+from vaultd.store import Store, open_index
 from vaultd.vault import Vault
 from vaultd.vectors import trim_heap
 
@@ -33,7 +33,7 @@ class Reads:
         if store is None or self._local.generation != self._generation:
             if store is not None:
                 store.close()
-            store = Store(layout.index_path(self.vault.root))
+            store = open_index(layout.index_path(self.vault.root), self.vault.settings.index.url)
             self._local.store, self._local.generation = store, self._generation
         return store
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from vaultd import layout
 from vaultd.daemon.discovery import file_identity
-from vaultd.store import Store
+from vaultd.store import Store, open_index
 
 log = logging.getLogger("vaultd.daemon")
 
@@ -94,7 +94,7 @@ class _Sink:
         I/O error) loses this recall, not every later one."""
         if self.store is None or file_identity(self.path) != self.opened:  # new, or replaced
             self.close()
-            self.store, self.opened = Store(self.path), file_identity(self.path)
+            self.store, self.opened = open_index(self.path), file_identity(self.path)
         return self.store
 
     def close(self) -> None:

@@ -6,6 +6,8 @@ aggregate, each part a module:
 - `contract`: `IndexStore`, the Protocol the rest of vaultd calls, written in named rows;
 - `rows`: the records written and the rows read back;
 - `sqlite`: `Store`, the SQLite backend, one object built from the parts below;
+- `backend`: which backend an index is (`open_index`): SQLite, or PostgreSQL (`postgres`,
+  imported only when a URL is configured);
 - `opening`: the sqlite module that can load sqlite-vec, and why an index cannot be opened;
 - `schema`: numbered migrations (`PRAGMA user_version` holds the number applied);
 - `connection`: the connection the parts share, its transactions and the vectors generation;
@@ -14,6 +16,7 @@ aggregate, each part a module:
 Callers import from here.
 """
 
+from vaultd.store.backend import open_index, open_index_as_is
 from vaultd.store.contract import IndexStore
 from vaultd.store.links import LINK_ROWS
 from vaultd.store.opening import SQLITE_FIX, sqlite_module, unusable
@@ -50,6 +53,6 @@ __all__ = [
     "ChunkPlace", "ChunkRecord", "ChunkRow", "ChunkText", "EntryChunk", "EntryKey",
     "EntryRecord", "EntryRow", "FileRecord", "FileState", "Filters", "FtsTotals", "Hit",
     "IndexCounts", "IndexStore", "Link", "NoteFrontmatter", "Occurrence", "PendingChunk",
-    "RecallKey", "SkippedFile", "SkippedState", "Store", "TermCount", "sqlite_module",
-    "unusable",
+    "RecallKey", "SkippedFile", "SkippedState", "Store", "TermCount", "open_index",
+    "open_index_as_is", "sqlite_module", "unusable",
 ]

@@ -137,15 +137,20 @@ def _m4_chunk_context(conn: sqlite3.Connection) -> None:
 MIGRATIONS: list[Migration] = [_m1_initial, _m2_lifecycle, _m3_a_row_a_link, _m4_chunk_context]
 
 
+def newer_schema(where: str, version: int, known: int) -> VaultdError:
+    """An index a newer vaultd wrote, refused in the same words by every backend."""
+    return VaultdError(
+        f"{where} has schema version {version}, newer than this vaultd's {known}: a newer "
+        "vaultd wrote it. Upgrade vaultd, or delete the index (the vault's files are the "
+        "truth) and run `vaultd index` to rebuild it")
+
+
 def migrate(conn: sqlite3.Connection, module: ModuleType, path: Path) -> None:
     """Apply every migration the index at `path` lacks, each in its own transaction, then
     give back the space they freed."""
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version > len(MIGRATIONS):
-        raise VaultdError(
-            f"{path} has schema version {version}, newer than this vaultd's "
-            f"{len(MIGRATIONS)}: a newer vaultd wrote it. Upgrade vaultd, or delete the "
-            "index (the vault's files are the truth) and run `vaultd index` to rebuild it")
+        raise newer_schema(str(path), version, len(MIGRATIONS))
     for number, migration in enumerate(MIGRATIONS, start=1):
         if number <= version:
             continue
