@@ -32,7 +32,8 @@ from vaultd.daemon.discovery import (
 from vaultd.edits import LOCK_SUFFIX, TEMP_SUFFIX
 from vaultd.errors import DiskFullError, IndexAccessError, VaultdError
 from vaultd.provenance import KEY_FILE, Seals, key_problem, unverified
-from vaultd.store import MIGRATIONS, IndexStore, Store, unusable
+from vaultd.store import IndexStore, Store, unusable
+from vaultd.store.backend import index_location
 
 if TYPE_CHECKING:
     from vaultd.config import Settings
@@ -164,6 +165,8 @@ def check(vault: Vault) -> Report:
     index = layout.index_path(vault.root)
     on_disk = scan.files
     report.checked["files"] = len(on_disk)
+    if vault.settings.index.url:  # the index is a database: no file of ours to look at
+        return _check_database(vault, index, on_disk, report)
     denied = _access_problem(index)
     if denied is not None:  # not "corrupt": a rebuild would fail the same way
         report.add("permission", denied, _rel(vault.root, index))
@@ -191,6 +194,28 @@ def check(vault: Vault) -> Report:
     return report
 
 
+def _check_database(vault: Vault, index: Path, on_disk: dict[str, layout.FileStat],
+                    report: Report) -> Report:
+    """The checks of an index in PostgreSQL: the same ones, on the database."""
+    from vaultd.store.backend import open_index_as_is
+
+    where = index_location(index, vault.settings.index.url)
+    try:
+        store = open_index_as_is(index, vault.settings.index.url)
+    except VaultdError as exc:  # unreachable, or its client not installed: one line says so
+        report.add("unreachable", f"the index at {where} cannot be opened: {exc}")
+        return report
+    try:
+        with store.read_snapshot():
+            _check_index(vault, store, on_disk, report)
+            _check_claims(vault.root, store, report)
+    except store.module.DatabaseError as exc:
+        report.add("database", f"the index at {where} is not usable: {exc}")
+    finally:
+        store.close()
+    return report
+
+
 def _check_claims(root: Path, store: IndexStore, report: Report) -> None:
     """The claims notes make that vaultd cannot verify (see `Report.unverified`), and a key
     that cannot verify anything (a finding: every claim vaultd made is ignored until fixed)."""
@@ -213,13 +238,14 @@ def _check_claims(root: Path, store: IndexStore, report: Report) -> None:
 
 def _check_index(vault: Vault, store: IndexStore, on_disk: dict[str, layout.FileStat],
                  report: Report) -> None:
-    name = _rel(vault.root, store.path)
+    url = vault.settings.index.url
+    name = index_location(store.path, url) if url else _rel(vault.root, store.path)
     problems = store.integrity_problems()
     if problems:
         report.add("corrupt", f"{name} fails SQLite's integrity check: {problems[0]}"
                    + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
         return
-    version, latest = store.schema_version, len(MIGRATIONS)
+    version, latest = store.schema_version, store.latest_schema_version
     if version != latest:
         report.add("schema", f"{name} has schema version {version}; this vaultd uses {latest}")
         return

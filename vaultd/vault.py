@@ -373,16 +373,19 @@ class Vault:
 
     def status(self) -> VaultStatus:
         from vaultd.status import ModelInfo, SkippedFile, VaultStatus
+        from vaultd.store.backend import index_location
 
         index_file = layout.index_path(self.root)
-        exists = index_file.exists()  # before `self.store` opens (and so makes) it
+        # before `self.store` opens (and so makes) it; a database is there once it answers
+        exists = bool(self.settings.index.url) or index_file.exists()
         store = self.store
         last = store.get_meta("last_index_at")
         scanned = layout.scan(self.root, self.ignore)
         changed = self.changed_since_index(scanned)
         skipped = dict(store.skipped())  # what the index skipped, and what the scan does
         return VaultStatus(
-            vault=str(self.root), index=str(index_file) if exists else None,
+            vault=str(self.root),
+            index=index_location(index_file, self.settings.index.url) if exists else None,
             counts=store.counts(), pending_vectors=store.pending_vectors(),
             model=ModelInfo(self.profile.id, self.profile.dims, store.model_identity()),
             versions=store.versions(), schema_version=store.schema_version,

@@ -196,6 +196,10 @@ class MetaIndex(Protocol):
     @property
     def schema_version(self) -> int: ...
 
+    @property
+    def latest_schema_version(self) -> int:
+        """The schema this vaultd writes, for this backend (each numbers its migrations)."""
+
     def versions(self) -> dict[str, str]:
         """The backend's components and their versions (status shows them as they are)."""
 

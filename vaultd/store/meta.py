@@ -9,12 +9,17 @@ from typing import Any
 
 from vaultd.store.connection import Connection
 from vaultd.store.rows import RecallKey
+from vaultd.store.schema import MIGRATIONS
 
 
 class Meta(Connection):
     @property
     def schema_version(self) -> int:
         return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @property
+    def latest_schema_version(self) -> int:
+        return len(MIGRATIONS)
 
     def versions(self) -> dict[str, str]:
         """The components this backend runs on and their versions, for status."""

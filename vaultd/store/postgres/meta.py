@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 
 from vaultd.store.postgres.pool import PgConnection
-from vaultd.store.postgres.schema import schema_version
+from vaultd.store.postgres.schema import MIGRATIONS, schema_version
 from vaultd.store.rows import RecallKey
 
 
@@ -19,6 +19,10 @@ class PgMeta(PgConnection):
     def schema_version(self) -> int:
         with self._conn() as conn:
             return schema_version(conn)
+
+    @property
+    def latest_schema_version(self) -> int:
+        return len(MIGRATIONS)
 
     def versions(self) -> dict[str, str]:
         row = self._one("SELECT current_setting('server_version'), "

@@ -12,13 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool
 
 from vaultd.errors import IndexAccessError, VaultdError
+from vaultd.store.backend import shown
 
 # Connections per URL per process: the daemon's HTTP threads, its writer, the recalls thread
 # and the BM25 copy's loader each hold one at most while they run a statement or a
@@ -31,15 +31,6 @@ CONNECT_SECONDS = 10  # a server that does not answer in this long is reported u
 # The advisory lock every write transaction takes first, so that writers take turns as they
 # do on SQLite (a transaction there takes the write lock at its start). "vaul" in ASCII.
 WRITE_LOCK = 0x7661756C
-
-
-def shown(url: str) -> str:
-    """The URL as an error may show it: without its password."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def unreachable(url: str, exc: BaseException) -> VaultdError:
