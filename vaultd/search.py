@@ -1,6 +1,7 @@
 """Hybrid search: vector KNN and BM25, fused by a blend of their scores, each scaled to its own
-list; a lift for entries written on the days the query names; filters, optional recency decay
-and MMR.
+list; a lift for an entry from the entry written just before it and for entries written on the
+days the query names; a file's later hits yielding near-ties to other files; filters, optional
+recency decay and MMR.
 
 Why a score blend and not reciprocal-rank fusion (RRF, the first fusion here): cosine
 similarities and BM25 scores live on unrelated scales (BM25 is unbounded and depends on the
@@ -19,6 +20,7 @@ is why it carries over: neither retriever is trusted more than the data showed.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -55,6 +57,18 @@ VECTOR_SHARE = 0.45
 # June", "last week"): about a third of the scale, so a dated entry that both retrievers rank
 # well comes first, and one neither ranks does not (bench/RESULTS.md).
 DATE_LIFT = 0.3
+# A candidate gains this share of the blended score of the entry written just before it (in its
+# file, under its heading), when that entry is a candidate too. A log is read in order: an
+# answer follows its question, "Yes, it was amazing!" follows what was amazing, and the words
+# that match a query are often in the line before the one that holds its answer. Only across
+# entries: the chunks of one long entry are split by length, not by what they say
+# (bench/RESULTS.md, "Neighbours and repeats").
+NEIGHBOUR_SHARE = 0.3
+# Each candidate loses this much (on the blend's 0..1 scale) for every candidate of its file
+# ranked above it: among near-equal candidates, one from a file (a day's log, a note) not yet
+# shown comes first, so ten hits are not ten lines of one day when other days answer too. Small
+# enough to reorder only near-ties (bench/RESULTS.md, "Neighbours and repeats").
+REPEAT_STEP = 0.02
 Fusion = Literal["blend", "rrf"]
 EmbedQuery = Callable[[str], "np.ndarray"]
 
@@ -99,6 +113,8 @@ class SearchOptions:
     archive_weight: float = ARCHIVE_WEIGHT  # archived chunks' score factor (1.0: equal)
     fusion: Fusion = "blend"  # "rrf": reciprocal-rank fusion, kept for comparison (bench/)
     date_lift: float = DATE_LIFT  # 0: dates in the query change nothing
+    neighbour_share: float = NEIGHBOUR_SHARE  # 0: no lift from the entry before (blend only)
+    repeat_step: float = REPEAT_STEP  # 0: a file's later hits lose nothing (blend only)
     # a hit's text: its chunk's lines that best match the query, within this many characters
     # (vaultd.passages); None: the chunk's whole text (a search's `full`)
     passage_chars: int | None = PASSAGE_CHARS
@@ -201,6 +217,9 @@ class Searcher:
         else:
             places = {r: known[r] for r in scores if r in known}
             places.update(self.store.chunk_positions([r for r in scores if r not in known]))
+        blended = options.mode == "hybrid" and options.fusion == "blend"
+        if blended and options.neighbour_share > 0:
+            _lift_by_previous_entry(scores, places, rows, self.store, options.neighbour_share)
         lower = options.filters.include_archive and options.archive_weight != 1.0
         archived = [r for r, (path, _) in places.items() if is_archived(path)] if lower else []
         for rowid in archived:
@@ -216,6 +235,9 @@ class Searcher:
         if archived:
             rows.update(self.store.chunks_by_rowid(r for r in ranked if r not in rows))
             ranked = _without_archived_copies([r for r in ranked if r in rows], rows, scores)
+        if blended and options.repeat_step > 0:  # (MMR reads the whole list; else the top k)
+            ranked = spread(ranked, scores, places, options.repeat_step,
+                            len(ranked) if options.mmr_lambda > 0 else options.k)
         if options.mmr_lambda > 0:
             ranked = self._mmr(ranked, scores, options.mmr_lambda, options.k)
         top = ranked[:options.k]
@@ -288,6 +310,58 @@ def _without_archived_copies(ranked: list[int], rows: dict[int, ChunkRow],
         return ranked
     return sorted((r for r in ranked if r not in dropped),
                   key=lambda r: (-scores[r], rows[r].path, rows[r].start_line))
+
+
+def _lift_by_previous_entry(scores: dict[int, float], places: Mapping[int, tuple[str, int]],
+                            rows: dict[int, ChunkRow], store: Store, share: float) -> None:
+    """Add to each candidate `share` of the blended score of the candidate just before it:
+    another entry, in the same file under the same heading, whose last line is the line before
+    this one's first (a list's items; not across a blank line, past which the line before
+    could be an entry that is not a candidate). Reads the rows (into `rows`) only of
+    candidates that share a file with another candidate."""
+    by_path: dict[str, list[int]] = {}
+    for rowid, (path, _) in places.items():
+        by_path.setdefault(path, []).append(rowid)
+    shared = [r for group in by_path.values() if len(group) > 1 for r in group]
+    if not shared:
+        return
+    rows.update(store.chunks_by_rowid(r for r in shared if r not in rows))
+    base = {r: scores[r] for r in shared}  # the lift is of blended scores, never of lifted ones
+    for group in by_path.values():
+        if len(group) < 2:
+            continue
+        group = sorted((r for r in group if r in rows), key=lambda r: rows[r].start_line)
+        for before, after in zip(group, group[1:]):
+            a, b = rows[before], rows[after]
+            if (a.heading == b.heading and a.entry_id != b.entry_id
+                    and b.start_line == a.end_line + 1):
+                scores[after] += share * base[before]
+
+
+def spread(ranked: Sequence[int], scores: dict[int, float],
+           places: Mapping[int, tuple[str, int]], step: float, limit: int | None = None
+           ) -> list[int]:
+    """`ranked` reordered so that each candidate's score loses `step` for every candidate of
+    its file placed before it: best adjusted score first (equal ones by path and line). The
+    adjusted scores are written back to `scores`; they fall along the result. With `limit`,
+    only that many are placed so; the rest follow in their order, their scores as they were."""
+    placed: dict[str, int] = {}
+    heap = [(-scores[r], *places[r], 0, r) for r in ranked]
+    heapq.heapify(heap)
+    out: list[int] = []
+    while heap and (limit is None or len(out) < limit):
+        neg, path, line, seen, rowid = heapq.heappop(heap)
+        now = placed.get(path, 0)
+        if now != seen:  # its file gained hits since this score was taken: take it again
+            heapq.heappush(heap, (neg + step * (now - seen), path, line, now, rowid))
+            continue
+        placed[path] = now + 1
+        scores[rowid] = -neg
+        out.append(rowid)
+    if heap:
+        taken = set(out)
+        out += [r for r in ranked if r not in taken]
+    return out
 
 
 def blend(lists: list[tuple[Sequence[tuple[int, float]], float]]) -> dict[int, float]:

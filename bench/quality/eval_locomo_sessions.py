@@ -25,7 +25,8 @@ A question is asked the day after its conversation's last session: `today` of th
         [--data DIR] [--conv conv-26] [--no-facts] [--keep DIR] [--sweep]
 
 `--sweep` also scores hybrid fusion settings (rank fusion against the score blend at several
-vector shares, with and without the date lift) through a `Searcher` on the same indexes.
+vector shares, with and without the date lift, the lift from the previous entry and the
+same-file repeat step) through a `Searcher` on the same indexes.
 """
 
 from __future__ import annotations
@@ -65,13 +66,22 @@ def default_search(vault: Vault, query: str, k: int, mode: str, today: dt.date) 
     return vault.search(query, k=k, mode=mode, today=today.isoformat())
 
 
-# name → hybrid SearchOptions fields; a blend's vector share `a` is set through the weights
+# name → hybrid SearchOptions fields; a blend's vector share `a` is set through the weights.
+# "n": the share of the previous entry's score a candidate gains, "r": the repeat step
+# (vaultd.search.NEIGHBOUR_SHARE, REPEAT_STEP); the rows before them have both at 0.
+_PLAIN = {"neighbour_share": 0.0, "repeat_step": 0.0}
 SWEEP: dict[str, dict[str, Any]] = {
     "rrf k=60": {"fusion": "rrf", "rrf_k": 60, "date_lift": 0.0},
     "rrf k=10": {"fusion": "rrf", "rrf_k": 10, "date_lift": 0.0},
-    **{f"blend a={a:g}": {"share": a, "date_lift": 0.0} for a in (0.35, 0.4, 0.45, 0.5, 0.55)},
-    **{f"blend a=0.45 lift={lift:g}": {"share": 0.45, "date_lift": lift}
+    **{f"blend a={a:g}": {"share": a, "date_lift": 0.0, **_PLAIN}
+       for a in (0.35, 0.4, 0.45, 0.5, 0.55)},
+    **{f"blend a=0.45 lift={lift:g}": {"share": 0.45, "date_lift": lift, **_PLAIN}
        for lift in (0.1, 0.3, 0.5)},
+    **{f"blend a=0.45 lift=0.3 n={n:g} r={r:g}": {"share": 0.45, "neighbour_share": n,
+                                                   "repeat_step": r}
+       for n, r in ((0.3, 0.0), (0.0, 0.02), (0.2, 0.02), (0.3, 0.01), (0.3, 0.02),
+                    (0.3, 0.03), (0.4, 0.02))},
+    **{f"blend a={a:g} lift=0.3 n=0.3 r=0.02": {"share": a} for a in (0.4, 0.5)},
 }
 
 
