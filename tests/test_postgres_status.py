@@ -11,7 +11,7 @@ from conftest import make_vault
 
 from vaultd import doctor
 from vaultd.embedder import HashEmbedder, builtin_profiles
-from vaultd.store.backend import shown
+from vaultd.store.shown import shown
 from vaultd.vault import Vault, open_vault
 
 NOTES = {"notes/foxes.md": "# Foxes\n\nThe red fox hunts at dawn.\n",

@@ -183,15 +183,8 @@ def check(vault: Vault) -> Report:
                 else "disk-full" if isinstance(problem, DiskFullError) else "corrupt")
         report.add(kind, f"{_rel(vault.root, index)} cannot be opened: {problem}")
         return report
-    try:
-        with store.read_snapshot():
-            _check_index(vault, store, on_disk, report)
-            _check_claims(vault.root, store, report)
-    except store.module.DatabaseError as exc:
-        report.add("corrupt", f"{_rel(vault.root, index)} is not a usable SQLite index: {exc}")
-    finally:
-        store.close()
-    return report
+    return _check_opened(vault, store, on_disk, report, (
+        "corrupt", f"{_rel(vault.root, index)} is not a usable SQLite index"))
 
 
 def _check_database(vault: Vault, index: Path, on_disk: dict[str, layout.FileStat],
@@ -205,12 +198,21 @@ def _check_database(vault: Vault, index: Path, on_disk: dict[str, layout.FileSta
     except VaultdError as exc:  # unreachable, or its client not installed: one line says so
         report.add("unreachable", f"the index at {where} cannot be opened: {exc}")
         return report
+    return _check_opened(vault, store, on_disk, report,
+                         ("database", f"the index at {where} is not usable"))
+
+
+def _check_opened(vault: Vault, store: Store, on_disk: dict[str, layout.FileStat],
+                  report: Report, unusable_as: tuple[str, str]) -> Report:
+    """The index's checks and the claims', in one snapshot; the store closed after. A database
+    error on the way is one finding: `unusable_as` (its kind, and what it says before why)."""
     try:
         with store.read_snapshot():
             _check_index(vault, store, on_disk, report)
             _check_claims(vault.root, store, report)
     except store.module.DatabaseError as exc:
-        report.add("database", f"the index at {where} is not usable: {exc}")
+        kind, said = unusable_as
+        report.add(kind, f"{said}: {exc}")
     finally:
         store.close()
     return report

@@ -12,6 +12,7 @@ aggregate, each part a module:
 - `schema`: numbered migrations (`PRAGMA user_version` holds the number applied);
 - `connection`: the connection the parts share, its transactions and the vectors generation;
 - `files`, `chunks`, `entries`, `links`, `meta`, `integrity`: the aggregates.
+- `where`: a search's filters as SQL, one reading for both backends.
 
 Callers import from here.
 """

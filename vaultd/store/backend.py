@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
-from urllib.parse import urlsplit, urlunsplit
 
 from vaultd.errors import ConfigError
+from vaultd.store.shown import shown
 from vaultd.store.sqlite import Store
 
 if TYPE_CHECKING:
@@ -36,15 +36,6 @@ def index_url(path: Path, url: str | None) -> str:
         raise ConfigError(f"[index] url must be a postgresql:// URL, not {url!r}")
     _URLS[key] = url  # ("" too: a vault opened on its SQLite file stays on it)
     return url
-
-
-def shown(url: str) -> str:
-    """The URL as a message may show it: without its password."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def index_location(path: Path, url: str | None = None) -> str:

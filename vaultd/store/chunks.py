@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 
 from vaultd.store.connection import Connection
 from vaultd.store.files import BATCH
@@ -21,31 +20,7 @@ from vaultd.store.rows import (
     TermCount,
 )
 from vaultd.store.schema import FTS_COLUMNS
-
-
-def _filter_sql(filters: Filters) -> tuple[str, list[Any]]:
-    """`filters` as a WHERE clause over `chunks c`, with its arguments."""
-    where: list[str] = []
-    args: list[Any] = []
-    if not filters.include_archive:
-        where.append("c.archived = 0")
-    if filters.types:
-        where.append(f"c.type IN ({','.join('?' * len(filters.types))})")
-        args.extend(filters.types)
-    for tag in filters.tags:
-        where.append("EXISTS (SELECT 1 FROM chunk_tags t WHERE t.chunk = c.rowid "
-                     "AND t.tag = ?)")
-        args.append(tag.lower().lstrip("#"))
-    if filters.path_glob:
-        where.append("c.path GLOB ?")
-        args.append(filters.path_glob)
-    if filters.since:
-        where.append("c.date >= ?")
-        args.append(filters.since)
-    if filters.until:
-        where.append("c.date <= ?")
-        args.append(filters.until)
-    return (" AND ".join(where) or "1"), args
+from vaultd.store.where import filter_sql
 
 
 class Chunks(Connection):
@@ -76,7 +51,7 @@ class Chunks(Connection):
             rows = sorted(rows, key=lambda h: (h[1], *place.get(h[0], ("", 0))))
             if not (len(rows) == 2 * k and rows[k - 1][1] == rows[-1][1]):
                 return [Hit(int(r), 1.0 - float(d)) for r, d in rows[:k]]
-        where, args = _filter_sql(filters)
+        where, args = filter_sql(filters)
         rows = self.conn.execute(
             "SELECT c.rowid, vec_distance_cosine(e.vector, ?) AS d FROM chunks c "
             f"JOIN embeddings e ON e.hash = c.hash WHERE {where} "
@@ -118,7 +93,7 @@ class Chunks(Connection):
             if complete or (len(kept) >= k and kept[k - 1][1] != fetched[-1][1]):
                 return [Hit(int(r), -float(s)) for r, s in kept[:k]]
             # else: too many archived, or a tie reaching past the rows fetched
-        where, args = _filter_sql(filters)
+        where, args = filter_sql(filters)
         rows = self.conn.execute(
             f"SELECT f.rowid, {bm25} AS s FROM chunk_fts f JOIN chunks c ON c.rowid = f.rowid "
             f"WHERE chunk_fts MATCH ? AND {where} ORDER BY s, c.path, c.start_line LIMIT ?",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 
 from vaultd.store.postgres.files import HNSW_ROWS, PgFiles, as_vector
 from vaultd.store.postgres.terms import Totals, bm25, match_phrases, phrase_counts
@@ -20,6 +19,7 @@ from vaultd.store.rows import (
     Occurrence,
     TermCount,
 )
+from vaultd.store.where import Dialect, filter_sql
 
 _ = HNSW_ROWS  # (the threshold lives with the writes that cross it)
 
@@ -43,29 +43,8 @@ def glob_regex(glob: str) -> str:
     return "".join(out) + "$"
 
 
-def filter_sql(filters: Filters) -> tuple[str, list[Any]]:
-    """`filters` as a WHERE clause over `chunks c`, with its arguments (as on SQLite)."""
-    where: list[str] = []
-    args: list[Any] = []
-    if not filters.include_archive:
-        where.append("c.archived = 0")
-    if filters.types:
-        where.append("c.type = ANY(%s)")
-        args.append(list(filters.types))
-    for tag in filters.tags:
-        where.append("EXISTS (SELECT 1 FROM chunk_tags t WHERE t.chunk = c.rowid "
-                     "AND t.tag = %s)")
-        args.append(tag.lower().lstrip("#"))
-    if filters.path_glob:
-        where.append("c.path ~ %s")
-        args.append(glob_regex(filters.path_glob))
-    if filters.since:
-        where.append("c.date >= %s")
-        args.append(filters.since)
-    if filters.until:
-        where.append("c.date <= %s")
-        args.append(filters.until)
-    return (" AND ".join(where) or "true"), args
+# the filters as on SQLite, a path glob matched as the regular expression it stands for
+DIALECT = Dialect("%s", "~", glob_regex)
 
 
 class PgChunks(PgFiles):
@@ -99,7 +78,7 @@ class PgChunks(PgFiles):
                     "SELECT to_regclass('chunk_vectors_hnsw')").fetchone() != (None,)
                 if not (tie or starved):
                     return [Hit(int(r), 1.0 - float(d)) for r, d in rows[:k]]
-            where, args = filter_sql(filters)
+            where, args = filter_sql(filters, DIALECT)
             # `+ 0` keeps the planner off the HNSW index: this scan must be exact
             rows = conn.execute(
                 "SELECT c.rowid, (v.embedding <=> %s) + 0 AS d FROM chunks c "
@@ -136,7 +115,7 @@ class PgChunks(PgFiles):
             matched = sorted({r for hits in postings for r in hits})
             if not matched:
                 return []
-            where, args = filter_sql(filters)
+            where, args = filter_sql(filters, DIALECT)
             kept = {int(r): (int(n), p, line) for r, n, p, line in self._rows(
                 "SELECT c.rowid, c.tokens, c.path, c.start_line FROM chunks c "
                 f"WHERE c.rowid = ANY(%s) AND {where}", [matched, *args])}

@@ -18,7 +18,7 @@ from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool
 
 from vaultd.errors import IndexAccessError, VaultdError
-from vaultd.store.backend import shown
+from vaultd.store.shown import shown
 
 # Connections per URL per process: the daemon's HTTP threads, its writer, the recalls thread
 # and the BM25 copy's loader each hold one at most while they run a statement or a
