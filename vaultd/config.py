@@ -95,6 +95,11 @@ class DaemonSettings:
     polling: bool = False
     poll_seconds: float = 2.0
     log_max_bytes: int = 1_000_000
+    # On an index shared in PostgreSQL: how long the leader's lease lasts without a renewal
+    # (a paused leader is taken over after it), and how often it is renewed (and a reader
+    # tries to take it). docs/architecture.md, "One leader, many readers".
+    lease_seconds: float = 15.0
+    lease_renew_seconds: float = 5.0
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,21 @@ from vaultd.daemon.discovery import choose_port
 from vaultd.embedder import Embedder, Kind, ModelProfile, make_embedder, resolve_profile
 from vaultd.errors import VaultdError
 from vaultd.provenance import Seals
-from vaultd.search import ARCHIVE_WEIGHT, Hits, Searcher, SearchOptions
+from vaultd.search import (
+    ARCHIVE_WEIGHT,
+    NEIGHBOUR_SHARE,
+    REPEAT_STEP,
+    Hits,
+    Searcher,
+    SearchOptions,
+)
 from vaultd.search_request import SearchRequest
 from vaultd.store import Filters, Store, open_index
 from vaultd.vectors import VectorIndex
 from vaultd.writer_role import WriterRole, config_with_writer, role, this_host
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
@@ -176,6 +184,9 @@ class Vault:
         self.ignore = layout.Ignore(settings.index.ignore)
         gate.register(root, self.ignore)  # what the index ignores, vaultd never writes
         self.host = this_host()  # for `[lifecycle] writer`: a vault is opened on one machine
+        # A daemon on an index shared in PostgreSQL sets this: its lease, not the host name,
+        # says whether it writes (vaultd.daemon.leadership).
+        self.role_source: Callable[[], WriterRole] | None = None
         self._embedder = embedder
         self._store: Store | None = None
         self._seals: Seals | None = None
@@ -331,6 +342,10 @@ class Vault:
         With `request.record`, the top 5 hits count as recalled for this query."""
         s = self.settings.search
         r = request
+        # the log read in order by search (vaultd.search.NEIGHBOUR_SHARE), unless a short
+        # chunk's vector already holds the chunk before it: that counted twice
+        # (bench/RESULTS.md, "Neighbours and repeats")
+        in_order = self.settings.index.context == "none"
         options = SearchOptions(
             k=r.k, mode=r.mode,
             filters=Filters(types=r.types, tags=r.tags, path_glob=r.path_glob, since=r.since,
@@ -341,7 +356,9 @@ class Vault:
             half_life_days=s.half_life_days if r.half_life_days is None else r.half_life_days,
             mmr_lambda=s.mmr_lambda if r.mmr_lambda is None else r.mmr_lambda,
             today=dt.date.fromisoformat(r.today) if r.today else None,
-            passage_chars=None if r.full or s.passage_chars <= 0 else s.passage_chars)
+            passage_chars=None if r.full or s.passage_chars <= 0 else s.passage_chars,
+            neighbour_share=NEIGHBOUR_SHARE if in_order else 0.0,
+            repeat_step=REPEAT_STEP if in_order else 0.0)
         self._check_model(store)
         searcher = Searcher(store, lambda q: self.embedder.embed([q], kind="query")[0],
                             self.vectors, self._executor, self.bm25)
@@ -405,7 +422,15 @@ class Vault:
 
     # -- memory lifecycle
     def writer_role(self) -> WriterRole:
-        """Whether this machine may run the writing jobs (`[lifecycle] writer`)."""
+        """Whether this machine may run the writing jobs (`[lifecycle] writer`; on a shared
+        index the daemons' lease instead: vaultd.daemon.leadership)."""
+        if self.role_source is not None:
+            return self.role_source()
+        if self.settings.index.url:
+            from vaultd.daemon.leadership import role_outside_a_daemon
+
+            return role_outside_a_daemon(self.root, self.settings.index.url,
+                                         self.settings.lifecycle.writer, self.host)
         return role(self.settings.lifecycle.writer, self.host)
 
     def remember(self, text: str, tags: list[str] | None = None) -> tuple[str, str]:

@@ -9,6 +9,10 @@ the same edits twice and the sync tool would turn them into conflict copies.
 config without it means any machine, as before). Host names compare without case, and a bare
 name matches its qualified form (`studio` matches `studio.local`, which macOS reports on some
 networks): on one vault, machines are told apart by the first label.
+
+When the index is shared in PostgreSQL, the daemons' lease decides instead of the host name
+(`vaultd.daemon.leadership`): the role then carries the lease's one line and whether this
+daemon leads.
 """
 
 from __future__ import annotations
@@ -41,16 +45,24 @@ def same_host(a: str, b: str) -> bool:
 
 @dataclass(frozen=True)
 class WriterRole:
-    """This machine's part in a shared vault: `writer` as configured ("" = any machine)."""
+    """This machine's part in a shared vault: `writer` as configured ("" = any machine); on a
+    shared index, `lease` (the lease's line: "leader (…)" or "reader (…)", "" otherwise) and
+    `leads` decide instead."""
 
     writer: str
     host: str
+    lease: str = ""
+    leads: bool = False
 
     @property
     def writes(self) -> bool:
+        if self.lease:
+            return self.leads
         return not self.writer.strip() or same_host(self.writer, self.host)
 
     def summary(self) -> str:
+        if self.lease:
+            return self.lease
         if not self.writer.strip():
             return f"any machine writes ([lifecycle] writer is not set; this is {self.host})"
         if self.writes:
@@ -59,15 +71,21 @@ class WriterRole:
                 "only")
 
     def to_dict(self) -> dict[str, Any]:
+        lease = {"lease": self.lease, "leads": self.leads} if self.lease else {}
         return {"writer": self.writer, "host": self.host, "writes": self.writes,
-                "summary": self.summary()}
+                "summary": self.summary(), **lease}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WriterRole:
-        return cls(data["writer"], data["host"])
+        return cls(data["writer"], data["host"], data.get("lease", ""),
+                   bool(data.get("leads", False)))
 
     def check(self, what: str) -> None:
         """Raise NotWriterError, naming the writer, unless this machine may run `what`."""
+        if self.lease and not self.leads:
+            raise NotWriterError(
+                f"{what} writes to the vault, and only the leader of the shared index may: "
+                f"here is a {self.lease}; run it through the leader's daemon")
         if not self.writes:
             raise NotWriterError(
                 f"{what} writes to the vault, and only {self.writer} may ([lifecycle] writer; "

@@ -27,16 +27,21 @@ QUIET_SECONDS = 60.0  # files changed this recently are likely being edited: no 
 
 
 class Jobs:
-    def __init__(self, vault: Vault, stats: Stats, role: WriterRole,
+    def __init__(self, vault: Vault, stats: Stats, role: Callable[[], WriterRole],
                  warm: Callable[[], None]) -> None:
         self.vault = vault
         self.stats = stats
+        # asked before each job: on a shared index, the lease's fencing check
         self.role = role
         self._warm = warm  # after phases on request: their changes show in the next search
 
     def phase(self, name: str, *, mirror: bool = True) -> None:
         """One scheduled lifecycle phase. Files changed in the last QUIET_SECONDS are left
         alone by `vaultd_related:` mirroring (someone is likely editing them)."""
+        role = self.role()
+        if role.lease and not role.leads:  # queued before this daemon lost the lease
+            log.info("lifecycle %s skipped: this daemon is a %s", name, role.summary())
+            return
         started = time.perf_counter()
         try:
             [report] = self.vault.lifecycle([name], mirror=mirror, quiet_seconds=QUIET_SECONDS)
@@ -55,7 +60,7 @@ class Jobs:
 
     def flush(self) -> Answer:
         """Drain pending index work, connect, route, write MEMORY.md."""
-        self.role.check("flush")
+        self.role().check("flush")
         try:
             report = self.vault.flush()
         except edits.ConflictError as exc:  # a file vaultd must not or cannot write now: said
@@ -73,7 +78,7 @@ class Jobs:
         """Index what changed, then run the phases exactly as `vaultd lifecycle` does
         in-process, and answer what `vaultd lifecycle --json` prints."""
         if not dry_run:
-            self.role.check("the lifecycle")
+            self.role().check("the lifecycle")
         started = time.perf_counter()
         result = self._run(phases, dry_run)
         if not dry_run:

@@ -11,7 +11,10 @@ stops them; each part has one job:
 - `reads.Reads`: searches and counts on the HTTP threads, each with its own connection;
 - `own_files.OwnFiles`: the watch over the daemon's files in `.vaultd/`;
 - `server.Server`: the HTTP API, which asks the Daemon (its `App`) for answers, and MCP at
-  `/mcp` (`mcp_http`: the memory tools over the Daemon's own vault, search and flush).
+  `/mcp` (`mcp_http`: the memory tools over the Daemon's own vault, search and flush);
+- `leadership.Leadership`, on an index shared in PostgreSQL: the lease that makes one of the
+  daemons sharing it the leader. The leader runs the watcher, the reconcile and the schedule;
+  the others only answer (docs/architecture.md, "One leader, many readers").
 
 SIGTERM / SIGINT finish the batch or step in flight, commit, release the lock and exit 0.
 """
@@ -34,6 +37,7 @@ from vaultd import edits, gate
 from vaultd.daemon.commands import Answer, Command, Reconcile, Request
 from vaultd.daemon.discovery import INFO_FILE, Lock, ensure_token, info_path
 from vaultd.daemon.jobs import Jobs
+from vaultd.daemon.leadership import Leadership, this_holder
 from vaultd.daemon.own_files import OwnFiles
 from vaultd.daemon.reads import Reads
 from vaultd.daemon.recalls import RecallWriter
@@ -45,6 +49,7 @@ from vaultd.daemon.work_loop import WorkLoop
 from vaultd.search_request import SearchRequest
 from vaultd.vault import Vault
 from vaultd.vectors import trim_heap
+from vaultd.writer_role import WriterRole
 
 log = logging.getLogger("vaultd.daemon")
 
@@ -80,19 +85,24 @@ class Daemon:
         self.stats = Stats()
         self.stop_event = threading.Event()
         self.lock = Lock(self.root)
-        # A vault shared between machines: only the writer's daemon runs the writing jobs.
+        # A vault shared between machines: only the writer's daemon runs the writing jobs;
+        # on an index shared in PostgreSQL, only the lease's leader.
         self.role = vault.writer_role()
+        self.leadership = self._leadership() if self.settings.index.url else None
+        if self.leadership is not None:
+            vault.role_source = self.writer_role  # the vault's own writing checks ask it too
         self.skipped_jobs: list[str] = []
+        self._parts = threading.Lock()  # the watcher and the schedule start and stop under it
         self.recalls = RecallWriter(self.root)
         self.reads = Reads(vault, self.recalls)
         self.fill = VectorFill(vault, warm=self._warm, release=self.events.put_command,
                                on_error=self._count_error)
-        self.jobs = Jobs(vault, self.stats, self.role, warm=self.fill.warm)
+        self.jobs = Jobs(vault, self.stats, self.writer_role, warm=self.fill.warm)
         self.own_files = OwnFiles(self.root, self.lock, index_replaced=self._index_replaced,
                                   stop=self.stop_event.set)
         self.loop = WorkLoop(vault, self.events, stats=self.stats, fill=self.fill,
                              jobs=self.jobs, reads=self.reads, own_files=self.own_files,
-                             stop=self.stop_event)
+                             stop=self.stop_event, leadership=self.leadership)
         self.server: Any = None
         self.watcher: Watcher | None = None
         self.scheduler: Any = None
@@ -105,16 +115,28 @@ class Daemon:
         # what the main thread says first, the index's count after: read the other way round,
         # the last step could land in between, and "done" came with one chunk still pending
         progress, done = self.fill.progress, self.fill.first_index_done
-        watcher = self.watcher
+        watcher, writer = self.watcher, self.writer_role(fence=False)
+        reads_only = self.leadership is not None and not writer.writes
+        if reads_only:  # a reader indexes nothing: what it answers from is the leader's index
+            progress, done = None, True
         return Status(
             health=self._health(), pending_vectors=self.reads.reader().pending_vectors(),
             progress=progress, first_index_done=done, pid=os.getpid(),
             port=self.server.port if self.server else None,
             last_event_at=self.events.last_event_at,
-            indexing=self.loop.indexing.is_set() or self.fill.pending > 0,
-            watcher_mode=watcher.mode if watcher else None,
-            watcher_reason=watcher.reason if watcher else "", stats=self.stats,
-            writer=self.role, skipped_jobs=self.skipped_jobs).to_dict()
+            indexing=not reads_only and (self.loop.indexing.is_set() or self.fill.pending > 0),
+            watcher_mode=watcher.mode if watcher else ("off" if reads_only else None),
+            watcher_reason=watcher.reason if watcher else (
+                "a reader: the leader watches and indexes" if reads_only else ""),
+            stats=self.stats, writer=writer, skipped_jobs=self.skipped_jobs).to_dict()
+
+    def writer_role(self, *, fence: bool = True) -> WriterRole:
+        """Whether this daemon runs the writing jobs: by `[lifecycle] writer`, or on a shared
+        index by the lease (asking the server first, the fencing check, unless `fence` is
+        off: status only describes)."""
+        if self.leadership is None:
+            return self.role
+        return self.leadership.role(fence=fence)
 
     def embed(self, texts: list[str], kind: str) -> tuple[str, int, list[list[float]]]:
         vectors = self.vault.embedder.embed(texts, kind=kind)  # type: ignore[arg-type]
@@ -181,7 +203,8 @@ class Daemon:
             self.stats.started_at = time.time()
             self._prepare()
             self._start_parts()
-            self.events.put_command(Reconcile())  # catch up on changes made while we were down
+            if self.leadership is None:  # (a leader's start is `_lead`'s)
+                self.events.put_command(Reconcile())  # catch up on what changed while down
             self.loop.run()
             return 0
         finally:
@@ -214,22 +237,60 @@ class Daemon:
                              clients=ClientTokens(self.root))
         self.server.start()
         self._write_info()
+        if self.leadership is None:
+            self._start_watcher()
+            self._start_scheduler()
+        else:
+            self.leadership.start()  # a leader starts its watcher and schedule (`_lead`)
+        watcher = self.watcher
+        log.info("vaultd daemon pid %d serving %s on %s:%d (model %s, watcher %s)",
+                 os.getpid(), self.root, s.host, self.server.port, self.vault.profile.id,
+                 watcher.mode if watcher else "off: a reader of the shared index")
+        if self.leadership is None and not self.role.writes:
+            log.warning("%s: skipping the scheduled %s", self.role.summary(),
+                        ", ".join(self.skipped_jobs) or "jobs")
+
+    def _start_watcher(self) -> None:
         d = self.settings.daemon
         self.watcher = Watcher(self.root, self.events, self.vault.ignore,
                                force_polling=d.polling, poll_interval=d.poll_seconds)
         self.watcher.start()
-        self._start_scheduler()
-        log.info("vaultd daemon pid %d serving %s on %s:%d (model %s, watcher %s)",
-                 os.getpid(), self.root, s.host, self.server.port, self.vault.profile.id,
-                 self.watcher.mode)
-        if not self.role.writes:
-            log.warning("%s: skipping the scheduled %s", self.role.summary(),
-                        ", ".join(self.skipped_jobs) or "jobs")
 
     def _start_scheduler(self) -> None:
-        self.scheduler = start_scheduler(self.settings, self.events, writes=self.role.writes,
+        writes = self.leadership is not None or self.role.writes  # (a leader's are its own)
+        self.scheduler = start_scheduler(self.settings, self.events, writes=writes,
                                          check_watcher=self._check_watcher,
                                          skipped=self.skipped_jobs)
+
+    # -- on a shared index: the lease's leader writes, the others read
+    def _leadership(self) -> Leadership:
+        from vaultd.store.postgres.lease import PgLease
+
+        holder = this_holder()
+        d = self.settings.daemon
+        return Leadership(PgLease(self.settings.index.url, holder.id, holder.host, holder.pid),
+                          holder, writer=self.settings.lifecycle.writer,
+                          lease_seconds=d.lease_seconds, renew_seconds=d.lease_renew_seconds,
+                          on_gain=self._lead, on_lose=self._follow)
+
+    def _lead(self) -> None:
+        """This daemon became the leader: watch the vault, index what changed meanwhile (a
+        reconcile: vectors whose content is in the database already are reused), and run the
+        schedule."""
+        with self._parts:
+            if self.stop_event.is_set():
+                return
+            self._start_watcher()
+            self._start_scheduler()
+        self.events.put_command(Reconcile())
+
+    def _follow(self, reason: str) -> None:
+        """This daemon lost the lease: stop watching and scheduling; what it had queued is
+        dropped by the work loop's fencing check."""
+        with self._parts:
+            self._stop_scheduler()
+            self._stop_watcher()
+            self.scheduler = self.watcher = None
 
     def _install_signals(self) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -266,8 +327,8 @@ class Daemon:
         self.stats.errors += 1
 
     def _shutdown(self) -> None:
-        for step in (self.recalls.close, self._stop_scheduler, self._stop_watcher,
-                     self._stop_server, self.vault.close):
+        for step in (self.recalls.close, self._stop_leading, self._stop_scheduler,
+                     self._stop_watcher, self._stop_server, self.vault.close):
             try:
                 step()
             except Exception:  # keep shutting down: the lock must be released
@@ -278,6 +339,10 @@ class Daemon:
                 edits.remove_own(self.root, INFO_FILE)
         log.info("vaultd daemon pid %d stopped", os.getpid())
         self.lock.release()
+
+    def _stop_leading(self) -> None:
+        if self.leadership is not None:
+            self.leadership.stop()  # a leader gives the lease up: a reader takes over at once
 
     def _stop_scheduler(self) -> None:
         if self.scheduler is not None:

@@ -4,7 +4,8 @@ cron jobs (`[lifecycle] <phase>_cron`).
 Jobs only enqueue a command: the work runs on the main thread, so no two phases (nor a phase
 and an index batch) ever overlap, and a queued phase is not queued twice. A vault shared
 between machines: only the writer's daemon schedules the writing jobs; the others are listed
-as skipped.
+as skipped. On an index shared in PostgreSQL the whole schedule runs in the lease's leader
+alone: started when a daemon becomes leader, shut down when it stops (`daemon.leadership`).
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ indexed), coalesced into their net changes and applied as an `IndexBatch`; comma
 arrive meanwhile run after it. Each command's class picks its handler from one table. When
 nothing waits, the loop fills in vectors (`VectorFill`), then runs the post-batch connect once
 the vault is quiet, then gives back memory. SIGTERM / SIGINT finish the batch or step in flight.
+
+On an index shared in PostgreSQL only the leader writes it (`daemon.leadership`): a reader's
+loop indexes nothing and fills in no vectors, and a leader asks its lease (the fencing check)
+before each batch or reconcile, so one that lost the lease drops what it had queued.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from vaultd.daemon.commands import (
     RunPhase,
 )
 from vaultd.daemon.jobs import Jobs
+from vaultd.daemon.leadership import Leadership
 from vaultd.daemon.own_files import OwnFiles
 from vaultd.daemon.reads import Reads
 from vaultd.daemon.stats import Stats
@@ -46,8 +51,9 @@ IDLE_WAIT = 0.5  # seconds the loop blocks on an empty queue (a stop is seen thi
 class WorkLoop:
     def __init__(self, vault: Vault, events: EventQueue[Command], *, stats: Stats,
                  fill: VectorFill, jobs: Jobs, reads: Reads, own_files: OwnFiles,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, leadership: Leadership | None = None) -> None:
         self.vault = vault
+        self.leadership = leadership  # None: this daemon's index is its own (SQLite)
         self.events = events
         self.stats = stats
         self.fill = fill
@@ -68,7 +74,7 @@ class WorkLoop:
 
     def run(self) -> None:
         while not self.stop.is_set():
-            filling = self.fill.ready()
+            filling = self.fill.ready() and self._leads()
             item = self.events.get(timeout=0 if filling else IDLE_WAIT)
             self.own_files.check_if_due()
             if item is None:
@@ -85,7 +91,24 @@ class WorkLoop:
         since = self.stats.pending_since
         return round(time.monotonic() - since, 3) if since is not None else 0.0
 
+    def _leads(self) -> bool:
+        """Whether this daemon writes the index, by its own clock (cheap: for every turn)."""
+        return self.leadership is None or self.leadership.leads()
+
+    def _may_write(self, what: str) -> bool:
+        """The fencing check before index work: on a shared index, the lease as the server
+        has it. What a reader (or a leader that lost its lease) had queued is dropped: the
+        next leader's reconcile finds it."""
+        if self.leadership is None or self.leadership.fence():
+            return True
+        log.debug("%s dropped: this daemon does not lead the shared index", what)
+        return False
+
     def _idle(self, filling: bool) -> None:
+        if not self._leads():
+            self.connect_due = None
+            self.reads.idle()
+            return
         if filling:
             self.fill.step()
             return
@@ -132,11 +155,12 @@ class WorkLoop:
                 request.reply.give(request.work())
             except VaultdError as exc:
                 request.reply.refuse(str(exc))
-        self.fill.after_index()  # a flush or lifecycle request indexes, vectors too
+        if self._leads():
+            self.fill.after_index()  # a flush or lifecycle request indexes, vectors too
 
     def _index_batch(self, command: IndexBatch) -> None:
         changes = command.changes
-        if not changes:
+        if not changes or not self._may_write("a batch of file changes"):
             self.stats.pending_since = None
             return
         self.indexing.set()
@@ -154,6 +178,8 @@ class WorkLoop:
                 self.stats.pending_since = None
 
     def reconcile(self) -> None:
+        if not self._may_write("a reconcile"):
+            return
         self.indexing.set()
         try:
             report = self.vault.index(self.fill.files_progress, vectors=False)
