@@ -55,3 +55,20 @@ class DiskFullError(ConflictError):
     """No space left on the disk (or in the user's quota) for a write; the message names the
     file and says what was kept: a note write left nothing of itself behind, an index write
     was undone by SQLite. Not a broken file: freeing space and trying again is the fix."""
+
+
+class IndexUnavailableError(IndexAccessError):
+    """The index's database cannot be used for now: its server is down or restarting, or it
+    refuses writes (read-only, disk full). Waiting helps: the daemon retries with backoff and
+    answers a request meanwhile with 503. `where` is the server (no password), `problem` what
+    is wrong in a few words ("unreachable", "refuses writes"), `detail` the server's words."""
+
+    def __init__(self, message: str, *, where: str = "", problem: str = "unreachable",
+                 detail: str = "") -> None:
+        super().__init__(message)
+        self.where, self.problem, self.detail = where, problem, detail
+
+
+class VaultMismatchError(VaultdError):
+    """The shared index holds another vault's notes: indexing this vault there would delete
+    that vault's rows, so nothing is written."""

@@ -35,6 +35,7 @@ from vaultd.embedder import Embedder
 from vaultd.layout import FileStat, Ignore, Scan, scan, stat_paths
 from vaultd.progress import IndexProgress
 from vaultd.store import ChunkRecord, EntryRecord, FileRecord, FileState, IndexStore
+from vaultd.vault_identity import check_vault
 
 GROUP_CHUNKS = 256
 VECTOR_BATCH = 256  # distinct chunk contents embedded, then committed, together
@@ -142,6 +143,7 @@ class Indexer:
         False only the files phase runs: what it leaves pending waits for `embed_pending`."""
         started = time.perf_counter()
         report = IndexReport()
+        self._check_vault()
         report.rebuilt = self.store.ensure_model(self.embedder.identity())
         reread = self.context_changed()
         on_disk = scan(self.root, self.ignore)
@@ -163,6 +165,7 @@ class Indexer:
             return self.reconcile(progress, vectors=vectors)
         started = time.perf_counter()
         report = IndexReport()
+        self._check_vault()
         report.rebuilt = self.store.ensure_model(self.embedder.identity())
         rels = list(dict.fromkeys(paths))
         on_disk = stat_paths(self.root, rels, self.ignore)
@@ -206,6 +209,12 @@ class Indexer:
         return done
 
     # -- the work
+    def _check_vault(self) -> None:
+        """Before anything is written (a changed model would wipe vectors, a reconcile delete
+        notes): a database's index must be this vault's (`vault_identity`). Only a
+        `PgStore` has a `url`; the SQLite file lives in the vault itself."""
+        check_vault(self.root, self.store, getattr(self.store, "url", ""))
+
     def _finish(self, report: IndexReport, progress: Progress | None, vectors: bool,
                 started: float) -> None:
         if vectors:

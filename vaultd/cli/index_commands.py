@@ -18,9 +18,11 @@ from vaultd.cli.base import (
     vault_of,
 )
 from vaultd.cli.progress import ProgressLine, index_line
+from vaultd.errors import IndexUnavailableError
 from vaultd.search_request import MODES, TYPES, Archive
 
 if TYPE_CHECKING:
+    from vaultd.daemon.stats import Status
     from vaultd.search_request import SearchAnswer, SearchRequest
 
 # `--archive/--no-archive` (unset: None) as the request's archive tier
@@ -158,6 +160,19 @@ def search(ctx: click.Context, query: tuple[str, ...], k: int, types: tuple[str,
             click.echo(f"    {line}")
 
 
+def _status_while_down(ctx: click.Context, daemon: Status, as_json: bool) -> None:
+    """`vaultd status` while the daemon's database cannot be used: the daemon's line of why."""
+    root = str(vault_of(ctx).root)
+    if as_json:
+        echo_json({"vault": root, "daemon": {"running": True, **daemon.to_dict()},
+                   "pid": daemon.pid})
+        return
+    click.echo(f"vault      {root}")
+    click.echo(f"index      {daemon.index_fault}")
+    click.echo(f"daemon     pid {daemon.pid}, port {daemon.port}, up "
+               f"{daemon.health.uptime:.0f}s")
+
+
 def _search_local(ctx: click.Context, request: SearchRequest) -> SearchAnswer:
     vault = vault_of(ctx)
     stale = vault.changed_since_index()
@@ -201,9 +216,15 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """What is indexed, with which model and SQLite, whether the index is stale, and the
     daemon's state when it runs."""
     with expected_errors():
-        data = vault_of(ctx).status()
         daemon = daemon_or_local(ctx, quiet=True).run(lambda client: client.status(),
                                                       lambda: None)
+        try:
+            data = vault_of(ctx).status()
+        except IndexUnavailableError:
+            if daemon is None or not daemon.index_fault:
+                raise
+            _status_while_down(ctx, daemon, as_json)  # the daemon says why, and waits
+            return
     if as_json:
         running = {"running": True, **daemon.to_dict()} if daemon else {"running": False}
         echo_json({**data.to_dict(), "daemon": running, "pid": daemon.pid if daemon else None})
@@ -234,6 +255,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"indexing   {line}")
         click.echo("last event " + (time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(last))
                                     if last else "none"))
+        if daemon.index_fault:
+            click.echo(f"index      {daemon.index_fault}")
     else:
         click.echo("daemon     not running (`vaultd start`)")
         if data.pending_vectors:

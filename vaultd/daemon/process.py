@@ -36,6 +36,7 @@ from typing import Any
 from vaultd import edits, gate
 from vaultd.daemon.commands import Answer, Command, Reconcile, Request
 from vaultd.daemon.discovery import INFO_FILE, Lock, ensure_token, info_path
+from vaultd.daemon.index_fault import IndexFault
 from vaultd.daemon.jobs import Jobs
 from vaultd.daemon.leadership import Leadership, this_holder
 from vaultd.daemon.own_files import OwnFiles
@@ -46,10 +47,11 @@ from vaultd.daemon.stats import Health, Stats, Status
 from vaultd.daemon.vector_fill import VectorFill
 from vaultd.daemon.watcher import EventQueue, Watcher
 from vaultd.daemon.work_loop import WorkLoop
+from vaultd.errors import IndexUnavailableError, VaultMismatchError
 from vaultd.search_request import SearchRequest
 from vaultd.vault import Vault
 from vaultd.vectors import trim_heap
-from vaultd.writer_role import WriterRole
+from vaultd.writer_role import WriterRole, role
 
 log = logging.getLogger("vaultd.daemon")
 
@@ -87,8 +89,12 @@ class Daemon:
         self.lock = Lock(self.root)
         # A vault shared between machines: only the writer's daemon runs the writing jobs;
         # on an index shared in PostgreSQL, only the lease's leader.
-        self.role = vault.writer_role()
+        # (on a database the lease decides, and asking the server here could fail: it may
+        # be down at the start, which the daemon waits out)
+        self.role = (role(self.settings.lifecycle.writer, vault.host) if self.settings.index.url
+                     else vault.writer_role())
         self.leadership = self._leadership() if self.settings.index.url else None
+        self.fault = IndexFault()  # why the index cannot be used now, if it cannot
         if self.leadership is not None:
             vault.role_source = self.writer_role  # the vault's own writing checks ask it too
         self.skipped_jobs: list[str] = []
@@ -102,7 +108,8 @@ class Daemon:
                                   stop=self.stop_event.set)
         self.loop = WorkLoop(vault, self.events, stats=self.stats, fill=self.fill,
                              jobs=self.jobs, reads=self.reads, own_files=self.own_files,
-                             stop=self.stop_event, leadership=self.leadership)
+                             stop=self.stop_event, leadership=self.leadership,
+                             fault=self.fault)
         self.server: Any = None
         self.watcher: Watcher | None = None
         self.scheduler: Any = None
@@ -120,7 +127,7 @@ class Daemon:
         if reads_only:  # a reader indexes nothing: what it answers from is the leader's index
             progress, done = None, True
         return Status(
-            health=self._health(), pending_vectors=self.reads.reader().pending_vectors(),
+            health=self._health(), pending_vectors=self._pending_vectors(),
             progress=progress, first_index_done=done, pid=os.getpid(),
             port=self.server.port if self.server else None,
             last_event_at=self.events.last_event_at,
@@ -128,7 +135,23 @@ class Daemon:
             watcher_mode=watcher.mode if watcher else ("off" if reads_only else None),
             watcher_reason=watcher.reason if watcher else (
                 "a reader: the leader watches and indexes" if reads_only else ""),
-            stats=self.stats, writer=writer, skipped_jobs=self.skipped_jobs).to_dict()
+            stats=self.stats, writer=writer, skipped_jobs=self.skipped_jobs,
+            index_fault=self.fault.line()).to_dict()
+
+    def _pending_vectors(self) -> int:
+        if self.fault.unavailable:
+            return 0  # not asked of a server that is down: the status answers at once
+        try:
+            return self.reads.reader().pending_vectors()
+        except IndexUnavailableError as exc:
+            self.index_down(exc)
+            return 0
+
+    def index_down(self, exc: IndexUnavailableError) -> None:
+        """The index's database cannot be used: one line in the log (when it is news) and in
+        `vaultd status`; the work loop retries with backoff."""
+        if self.fault.down(exc):
+            log.warning("index: %s", self.fault.line())
 
     def writer_role(self, *, fence: bool = True) -> WriterRole:
         """Whether this daemon runs the writing jobs: by `[lifecycle] writer`, or on a shared
@@ -161,8 +184,17 @@ class Daemon:
                 "aliases": dict(self.settings.server.model_aliases)}
 
     def search(self, request: SearchRequest) -> dict[str, Any]:
+        """A search; while the database is unreachable, at once the line of why (a 503)."""
+        if self.fault.problem == "unreachable":
+            raise self.fault.unavailable_error()
+        if self.fault.refused:  # another vault's index: its notes are not this vault's
+            raise VaultMismatchError(self.fault.refused)
         stale = self.events.qsize() + (1 if self.loop.indexing.is_set() else 0)
-        return self.reads.search(request, stale_files=stale).to_dict()
+        try:
+            return self.reads.search(request, stale_files=stale).to_dict()
+        except IndexUnavailableError as exc:
+            self.index_down(exc)
+            raise self.fault.unavailable_error() from exc
 
     def flush_now(self, timeout: float = FLUSH_TIMEOUT) -> Answer:
         """For POST /flush: flush on the main thread and wait."""
@@ -202,6 +234,8 @@ class Daemon:
             setup_logging(self.root, self.settings.daemon.log_max_bytes, self.log_to_stderr)
             self.stats.started_at = time.time()
             self._prepare()
+            if not self._open_index():
+                return 0  # stopped while waiting for the database
             self._start_parts()
             if self.leadership is None:  # (a leader's start is `_lead`'s)
                 self.events.put_command(Reconcile())  # catch up on what changed while down
@@ -214,33 +248,58 @@ class Daemon:
         self.stop_event.set()
 
     def _prepare(self) -> None:
-        """The token, what crashed writers left, the model and the warm copies."""
+        """The token, what crashed writers left, and the model."""
         self.own_files.token = ensure_token(self.root)
         from vaultd.doctor import remove_temp_files
 
         for rel in remove_temp_files(self.root):  # of writers a crash interrupted
             log.info("removed %s, left by an interrupted write", rel)
-        self.vault.store.ensure_model(self.vault.embedder.identity())
-        self.own_files.index_opened()
         self.vault.embedder.warm_up()  # the first request must not pay for the model load
-        self.vault.keep_vectors_warm()  # and no query pays for loading the vectors
+
+    def _check_vault(self) -> None:
+        """The index must be this vault's (`vault_identity`); on another vault's database the
+        daemon changes nothing there, and says so (status, log, search)."""
+        from vaultd.vault_identity import check_vault
+
+        store = self.vault.store
+        try:
+            check_vault(self.root, store, self.settings.index.url)
+        except VaultMismatchError as exc:
+            if self.fault.refuse(str(exc)):
+                log.error("index: %s", exc)
+            return
+        store.ensure_model(self.vault.embedder.identity())
+
+    def _open_index(self) -> bool:
+        """Open the index and its warm copies. A database that cannot be used yet (the server
+        down at the start) is waited for, with backoff (`index_fault`), while the HTTP API
+        already answers: status with the line of why, search with a 503 saying it. False when
+        the daemon was stopped meanwhile."""
+        while True:
+            try:
+                self._check_vault()  # before `ensure_model`, which may wipe the vectors
+                break
+            except IndexUnavailableError as exc:
+                self.index_down(exc)
+                if self.server is None:
+                    self._start_server()
+            self.fault.due()  # schedules the try after this one
+            if self.stop_event.wait(self.fault.wait_seconds()):
+                return False
+        lasted = self.fault.clear()
+        if lasted is not None:
+            log.info("index: %s answers again after %.0fs", self.fault.where, lasted)
+        self.own_files.index_opened()
+        self.vault.keep_vectors_warm()  # no query pays for loading the vectors
+        return True
 
     def _start_parts(self) -> None:
-        from vaultd.daemon.client_tokens import ClientTokens
-        from vaultd.daemon.mcp_http import McpHttp
-        from vaultd.daemon.server import Server
-        from vaultd.mcp_server import daemon_server
-
         s = self.settings.server
-        self.server = Server(self, s, token=self.own_files.token,
-                             mcp=McpHttp(lambda: daemon_server(self)),
-                             clients=ClientTokens(self.root))
-        self.server.start()
-        self._write_info()
+        self._start_server()
         if self.leadership is None:
             self._start_watcher()
             self._start_scheduler()
-        else:
+        elif not self.fault.refused:  # (another vault's database: never lead it, nor write)
             self.leadership.start()  # a leader starts its watcher and schedule (`_lead`)
         watcher = self.watcher
         log.info("vaultd daemon pid %d serving %s on %s:%d (model %s, watcher %s)",
@@ -249,6 +308,20 @@ class Daemon:
         if self.leadership is None and not self.role.writes:
             log.warning("%s: skipping the scheduled %s", self.role.summary(),
                         ", ".join(self.skipped_jobs) or "jobs")
+
+    def _start_server(self) -> None:
+        if self.server is not None:
+            return
+        from vaultd.daemon.client_tokens import ClientTokens
+        from vaultd.daemon.mcp_http import McpHttp
+        from vaultd.daemon.server import Server
+        from vaultd.mcp_server import daemon_server
+
+        self.server = Server(self, self.settings.server, token=self.own_files.token,
+                             mcp=McpHttp(lambda: daemon_server(self)),
+                             clients=ClientTokens(self.root))
+        self.server.start()
+        self._write_info()
 
     def _start_watcher(self) -> None:
         d = self.settings.daemon

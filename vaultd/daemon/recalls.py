@@ -18,6 +18,7 @@ from typing import Any
 
 from vaultd import layout
 from vaultd.daemon.discovery import file_identity
+from vaultd.errors import IndexUnavailableError
 from vaultd.store import Store, open_index
 
 log = logging.getLogger("vaultd.daemon")
@@ -86,6 +87,8 @@ class _Sink:
 
         try:
             record_recalls(self._open(), *recall)
+        except IndexUnavailableError:  # the database down: the daemon says so once, elsewhere
+            log.debug("a search's recalls were not recorded: the index's database is down")
         except Exception:  # a lost recall must never take the daemon down
             log.exception("recording a search's recalls failed")
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from vaultd import __version__
 from vaultd.daemon import payloads, tiktoken_ids
 from vaultd.daemon.guards import ApiError
+from vaultd.errors import IndexUnavailableError, VaultMismatchError
 from vaultd.lifecycle import PHASE_NAMES
 from vaultd.search_request import SearchRequest
 
@@ -219,7 +220,11 @@ def search(call: Call, body: Json) -> Json:
         request = SearchRequest.from_json(body)
     except ValueError as exc:
         raise ApiError(HTTPStatus.BAD_REQUEST, str(exc)) from exc
-    return call.app.search(request)
+    try:
+        return call.app.search(request)
+    except (IndexUnavailableError, VaultMismatchError) as exc:  # the database is down, or
+        # holds another vault: this vault's search cannot be answered now (not a bug, a 503)
+        raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from exc
 
 
 def flush(call: Call, _body: Json) -> Json:

@@ -80,6 +80,7 @@ class Status:
     stats: Stats
     writer: WriterRole
     skipped_jobs: list[str]
+    index_fault: str | None = None  # why the index cannot be used now (`index_fault`)
 
     def to_dict(self) -> dict[str, Any]:
         s = self.stats
@@ -101,6 +102,7 @@ class Status:
             "errors": s.errors,
             "lifecycle": {name: run.to_dict() for name, run in s.lifecycle.items()},
             "writer": {**self.writer.to_dict(), "skipped_jobs": self.skipped_jobs},
+            "index_fault": self.index_fault,
         }
 
     @classmethod
@@ -119,4 +121,5 @@ class Status:
                    indexing=data["indexing"], watcher_mode=data["watcher"]["mode"],
                    watcher_reason=data["watcher"]["reason"], stats=stats,
                    writer=WriterRole.from_dict(data["writer"]),
-                   skipped_jobs=list(data["writer"]["skipped_jobs"]))
+                   skipped_jobs=list(data["writer"]["skipped_jobs"]),
+                   index_fault=data.get("index_fault"))

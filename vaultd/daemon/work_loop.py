@@ -30,6 +30,7 @@ from vaultd.daemon.commands import (
     Request,
     RunPhase,
 )
+from vaultd.daemon.index_fault import IndexFault
 from vaultd.daemon.jobs import Jobs
 from vaultd.daemon.leadership import Leadership
 from vaultd.daemon.own_files import OwnFiles
@@ -37,7 +38,7 @@ from vaultd.daemon.reads import Reads
 from vaultd.daemon.stats import Stats
 from vaultd.daemon.vector_fill import VectorFill
 from vaultd.daemon.watcher import Changes, EventQueue, RawEvent, coalesce
-from vaultd.errors import VaultdError
+from vaultd.errors import IndexUnavailableError, VaultdError, VaultMismatchError
 from vaultd.indexer import IndexReport
 from vaultd.vault import Vault
 
@@ -51,8 +52,10 @@ IDLE_WAIT = 0.5  # seconds the loop blocks on an empty queue (a stop is seen thi
 class WorkLoop:
     def __init__(self, vault: Vault, events: EventQueue[Command], *, stats: Stats,
                  fill: VectorFill, jobs: Jobs, reads: Reads, own_files: OwnFiles,
-                 stop: threading.Event, leadership: Leadership | None = None) -> None:
+                 stop: threading.Event, leadership: Leadership | None = None,
+                 fault: IndexFault | None = None) -> None:
         self.vault = vault
+        self.fault = fault or IndexFault()  # the database down, or another vault's
         self.leadership = leadership  # None: this daemon's index is its own (SQLite)
         self.events = events
         self.stats = stats
@@ -74,7 +77,7 @@ class WorkLoop:
 
     def run(self) -> None:
         while not self.stop.is_set():
-            filling = self.fill.ready() and self._leads()
+            filling = self.fill.ready() and self._leads() and not self.fault.unavailable
             item = self.events.get(timeout=0 if filling else IDLE_WAIT)
             self.own_files.check_if_due()
             if item is None:
@@ -105,6 +108,8 @@ class WorkLoop:
         return False
 
     def _idle(self, filling: bool) -> None:
+        if self.fault.due():
+            self._retry_index()
         if not self._leads():
             self.connect_due = None
             self.reads.idle()
@@ -168,6 +173,8 @@ class WorkLoop:
             report = self.vault.indexer().sync_paths(self._expand(changes),
                                                      self.fill.files_progress, vectors=False)
             self._indexed(report, "batch")
+        except (IndexUnavailableError, VaultMismatchError) as exc:
+            self._index_fault(exc)  # the reconcile once it is back finds this batch's files
         except Exception:
             self.stats.errors += 1
             self.fill.index_failed()
@@ -189,12 +196,48 @@ class WorkLoop:
             self.fill.reconciled()
             self._count_drift(report)
             self._indexed(report, "reconcile")
+            self._index_back()
+        except (IndexUnavailableError, VaultMismatchError) as exc:
+            self._index_fault(exc)
         except Exception:
             self.stats.errors += 1
             self.fill.index_failed()
             log.exception("reconcile failed")
         finally:
             self.indexing.clear()
+
+    # -- the database down, or another vault's
+    def _index_fault(self, exc: IndexUnavailableError | VaultMismatchError) -> None:
+        """One line in the log when it is news, the same in `vaultd status`; nothing of the
+        work was written, and the work loop tries again (`_retry_index`)."""
+        self.stats.errors += 1
+        self.fill.index_failed()
+        if isinstance(exc, IndexUnavailableError):
+            if self.fault.down(exc):
+                log.warning("index: %s", self.fault.line())
+        elif self.fault.refuse(str(exc)):
+            log.error("index: %s", exc)
+
+    def _retry_index(self) -> None:
+        """Try the database again: a leader reconciles (what changed meanwhile, found by the
+        scan: the watcher's events of the outage went with the failed batches), and only a
+        reconcile that wrote tells a database that refused writes is back; a reader reads."""
+        if self.leadership is None or self.leadership.leads():
+            self.reconcile()
+            return
+        try:
+            self.reads.reader().pending_vectors()
+        except IndexUnavailableError as exc:
+            self._index_fault(exc)
+            return
+        if self.fault.problem == "unreachable":
+            self._index_back()
+
+    def _index_back(self) -> None:
+        lasted = self.fault.clear()
+        if lasted is not None:
+            log.info("index: %s answers again after %.0fs; what changed meanwhile is "
+                     "indexed", self.fault.where, lasted)
 
     # -- after index work
     def _count_drift(self, report: IndexReport) -> None:

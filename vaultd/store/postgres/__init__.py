@@ -24,7 +24,14 @@ from vaultd.store.postgres.entries import PgEntries
 from vaultd.store.postgres.integrity import PgIntegrity
 from vaultd.store.postgres.links import PgLinks
 from vaultd.store.postgres.meta import PgMeta
-from vaultd.store.postgres.pool import acquire_pool, connect, release_pool, shown, unreachable
+from vaultd.store.postgres.pool import (
+    acquire_pool,
+    connect,
+    fault,
+    release_pool,
+    shown,
+    unreachable,
+)
 from vaultd.store.postgres.schema import migrate
 from vaultd.store.postgres.terms import Tokenizer
 
@@ -39,8 +46,8 @@ class PgStore(PgIntegrity, PgEntries, PgLinks, PgMeta):
             if migrating:
                 try:
                     migrate(conn, shown(url))
-                except psycopg.Error as exc:
-                    raise unreachable(url, exc) from exc
+                except psycopg.Error as exc:  # (a read-only database refuses the migration)
+                    raise (fault(url, exc) or unreachable(url, exc)) from exc
         super().__init__(url, Path(path), acquire_pool(url))
         self.tokenizer = Tokenizer()
         self._wrote_vectors = False

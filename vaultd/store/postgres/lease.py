@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from vaultd.store.postgres.pool import CONNECT_SECONDS, unreachable
+from vaultd.store.postgres.pool import CONNECT_SECONDS, fault, unreachable
 
 # The advisory lock's first key ("lead" in ASCII); the second is the database's and schema's
 # hash. Two-key locks live apart from the one-key locks the store's writers and migrations take.
@@ -116,11 +116,11 @@ class PgLease:
                 except psycopg.OperationalError as exc:
                     self._drop()
                     if not retry:
-                        raise unreachable(self.url, exc) from exc
+                        raise (fault(self.url, exc) or unreachable(self.url, exc)) from exc
                     retry = False
-                except psycopg.Error as exc:
+                except psycopg.Error as exc:  # (a full or read-only database: "refuses writes")
                     self._drop()
-                    raise unreachable(self.url, exc) from exc
+                    raise (fault(self.url, exc) or unreachable(self.url, exc)) from exc
 
     def _drop(self) -> None:
         conn, self._conn, self._locked = self._conn, None, False

@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from vaultd.errors import IndexUnavailableError
 from vaultd.store.postgres.pool import PgConnection
 from vaultd.store.postgres.schema import MIGRATIONS, schema_version
 from vaultd.store.rows import RecallKey
@@ -63,6 +64,6 @@ class PgMeta(PgConnection):
                 self._many("INSERT INTO recalls(path, entry_key, query, at) "
                            "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                            [(p, k, query, now) for p, k in keys])
-        except psycopg.OperationalError:
+        except (psycopg.OperationalError, IndexUnavailableError):  # (the server down or full)
             return False
         return True

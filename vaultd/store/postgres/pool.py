@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,9 +16,9 @@ from typing import Any
 
 import psycopg
 from pgvector.psycopg import register_vector
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from vaultd.errors import IndexAccessError, VaultdError
+from vaultd.errors import IndexUnavailableError
 from vaultd.store.shown import shown
 
 # Connections per URL per process: the daemon's HTTP threads, its writer, the recalls thread
@@ -28,17 +29,64 @@ POOL_SIZE = 8
 # SQLite's busy timeout is for the SQLite store.
 WAIT_SECONDS = 30
 CONNECT_SECONDS = 10  # a server that does not answer in this long is reported unreachable
+# How long a caller waits for a pooled connection before asking whether the server answers at
+# all: a server that is down is told within about this long, not after WAIT_SECONDS.
+ASK_AFTER_SECONDS = 1.0
 # The advisory lock every write transaction takes first, so that writers take turns as they
 # do on SQLite (a transaction there takes the write lock at its start). "vaul" in ASCII.
 WRITE_LOCK = 0x7661756C
 
 
-def unreachable(url: str, exc: BaseException) -> VaultdError:
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def unreachable(url: str, exc: BaseException) -> IndexUnavailableError:
     """Why the server at `url` cannot be used, as one line naming it and the fix."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return IndexAccessError(
+    first = _first_line(exc)
+    return IndexUnavailableError(
         f"cannot use the PostgreSQL index at {shown(url)} ({first}): check that the server "
-        "runs and the URL ([index] url or VAULTD_INDEX_URL) names it")
+        "runs and the URL ([index] url or VAULTD_INDEX_URL) names it",
+        where=shown(url), problem="unreachable", detail=first)
+
+
+def refuses_writes(url: str, exc: BaseException) -> IndexUnavailableError:
+    """The server at `url` answers but will not store a write (read-only, disk or memory
+    full), as one line naming it."""
+    first = _first_line(exc)
+    return IndexUnavailableError(
+        f"the PostgreSQL index at {shown(url)} refuses writes ({first}): free space on the "
+        "server or make the database writable again; vaultd retries, and indexes what "
+        "changed meanwhile once it can write", where=shown(url), problem="refuses writes",
+        detail=first)
+
+
+def fault(url: str, exc: psycopg.Error) -> IndexUnavailableError | None:
+    """The outage `exc` is, if it is one: the connection lost or refused, the server shutting
+    down or starting (SQLSTATE classes 08 and 57P), no connection free in time, or a write
+    refused (read-only transaction 25006, insufficient resources class 53: disk full). Any
+    other error (a lock timeout, a bad statement) is left as it is: waiting would not help,
+    or its caller handles it."""
+    state = exc.sqlstate or ""
+    if state == "25006" or state.startswith("53"):
+        return refuses_writes(url, exc)
+    if isinstance(exc, PoolTimeout) or (isinstance(exc, psycopg.OperationalError) and (
+            not state or state.startswith(("08", "57P")))):
+        return unreachable(url, exc)
+    return None
+
+
+@contextmanager
+def outages(url: str) -> Iterator[None]:
+    """Raise an outage met in the block as `IndexUnavailableError` (the daemon retries and
+    answers 503 meanwhile); every other error as it was."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        mapped = fault(url, exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -72,8 +120,11 @@ def acquire_pool(url: str) -> ConnectionPool:
     with _POOLS_LOCK:
         shared = _POOLS.get(url)
         if shared is None:
+            # `check`: a connection a restarted server cut is found dead when taken, and
+            # replaced, instead of failing the request that took it
             pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=False,
                                   kwargs={"autocommit": True}, configure=_configure,
+                                  check=ConnectionPool.check_connection,
                                   timeout=WAIT_SECONDS, name="vaultd")
             try:
                 pool.open(wait=True, timeout=WAIT_SECONDS)
@@ -116,6 +167,27 @@ class PgConnection:
 
     # -- connections
     @contextmanager
+    def _checkout(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection from the pool, waited for up to WAIT_SECONDS while the server answers;
+        when none comes within ASK_AFTER_SECONDS, one connection attempt of its own asks the
+        server, and one that does not answer is an outage now (`unreachable`)."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        while True:
+            try:
+                conn = self._pool.getconn(
+                    timeout=max(0.01, min(ASK_AFTER_SECONDS, deadline - time.monotonic())))
+                break
+            except PoolTimeout:
+                if time.monotonic() >= deadline:
+                    raise
+                connect(self.url).close()  # the pool is busy, or the server is gone: which?
+        try:
+            with conn:  # as the pool's own `connection()`: commit or roll back what is left
+                yield conn
+        finally:
+            self._pool.putconn(conn)
+
+    @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
         """This thread's pinned connection inside a transaction or snapshot, else one from
         the pool for as long as the block runs."""
@@ -123,7 +195,7 @@ class PgConnection:
         if pinned is not None:
             yield pinned
             return
-        with self._pool.connection() as conn:
+        with outages(self.url), self._checkout() as conn:
             yield conn
 
     @contextmanager
@@ -134,7 +206,7 @@ class PgConnection:
         if pinned is not None:
             yield pinned
             return
-        with self._pool.connection() as conn:
+        with outages(self.url), self._checkout() as conn:
             self._local.conn = conn
             try:
                 yield conn
@@ -161,7 +233,7 @@ class PgConnection:
     def _stream(self, sql: str, args: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
         """Rows from a server-side cursor, a block at a time (millions of links or
         occurrences are never all in memory)."""
-        with (self._conn() as conn, conn.transaction(),
+        with (outages(self.url), self._conn() as conn, conn.transaction(),
               conn.cursor(name="vaultd_stream") as cur):
             cur.itersize = 10_000
             cur.execute(sql, args)
@@ -175,7 +247,7 @@ class PgConnection:
             with self._local.conn.transaction():  # inside another: a savepoint of it
                 yield
             return
-        with self._pool.connection() as conn:
+        with outages(self.url), self._checkout() as conn:
             self._local.conn = conn
             try:
                 with conn.transaction():
@@ -195,7 +267,7 @@ class PgConnection:
         if getattr(self._local, "conn", None) is not None:
             yield
             return
-        with self._pool.connection() as conn:
+        with outages(self.url), self._checkout() as conn:
             self._local.conn = conn
             try:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
