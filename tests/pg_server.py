@@ -9,7 +9,9 @@ import itertools
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,23 +24,34 @@ def _database_url(server_url: str, name: str) -> str:
     return f"{head.rsplit('/', 1)[0]}/{name}?{query}"
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[str]:
-    """The session's server URL. Its data lives in a tmp dir of its own, not under pytest's
-    basetemp: another pytest session on the machine prunes old basetemps, and (run as root)
-    pgserver runs the server as its own user, who cannot enter pytest's private folders."""
+@contextmanager
+def started_server(prefix: str) -> Iterator[Any]:
+    """A pgserver of its own (skipped, with the reason, where pgserver is not installed), its
+    data in a tmp dir of its own, not under pytest's basetemp: another pytest session on the
+    machine prunes old basetemps, and (run as root) pgserver runs the server as its own user,
+    who cannot enter pytest's private folders. Stopped and removed after."""
     try:
         import pgserver
     except ImportError:
         pytest.skip("postgres: pgserver is not installed (pip install -e '.[test]')")
-    folder = Path(tempfile.mkdtemp(prefix="vaultd-pg-"))
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
     folder.chmod(0o755)
     server = pgserver.get_server(folder, cleanup_mode="stop")
     try:
-        yield str(server.get_uri())
+        yield server
     finally:
+        from vaultd.store.postgres.pool import drop_pools
+
+        drop_pools()
         server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """The session's server URL."""
+    with started_server("vaultd-pg-") as server:
+        yield str(server.get_uri())
 
 
 @pytest.fixture

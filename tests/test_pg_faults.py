@@ -9,7 +9,6 @@ and start it without disturbing the session's server that other tests use."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 from daemon_helpers import FAST_CONFIG, call, env_for, vaultd, wait_for
+from pg_server import started_server
 
 postgres = pytest.mark.postgres
 
@@ -54,21 +54,8 @@ class OwnServer:
 
 @pytest.fixture(scope="module")
 def own_server() -> Iterator[OwnServer]:
-    try:
-        import pgserver
-    except ImportError:
-        pytest.skip("postgres: pgserver is not installed (pip install -e '.[test]')")
-    folder = Path(tempfile.mkdtemp(prefix="vaultd-pgfaults-"))
-    folder.chmod(0o755)
-    server = pgserver.get_server(folder, cleanup_mode="stop")
-    try:
+    with started_server("vaultd-pgfaults-") as server:
         yield OwnServer(server)
-    finally:
-        from vaultd.store.postgres.pool import drop_pools
-
-        drop_pools()
-        server.cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
