@@ -93,7 +93,7 @@ def _own_cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _pids_cpu_seconds(pids: tuple[int, ...]) -> float:
+def pids_cpu_seconds(pids: tuple[int, ...] | list[int]) -> float:
     """CPU seconds used so far by the processes `pids` (e.g. the daemon a bench queries)."""
     total = 0.0
     for pid in pids:
@@ -115,12 +115,12 @@ class Contention:
 
     def __enter__(self) -> Contention:
         self.t, self.busy = time.perf_counter(), _busy_seconds()
-        self.own = _own_cpu_seconds() + _pids_cpu_seconds(self.pids)
+        self.own = _own_cpu_seconds() + pids_cpu_seconds(self.pids)
         return self
 
     def __exit__(self, *exc: object) -> None:
         wall = time.perf_counter() - self.t
-        own = _own_cpu_seconds() + _pids_cpu_seconds(self.pids)
+        own = _own_cpu_seconds() + pids_cpu_seconds(self.pids)
         other = (_busy_seconds() - self.busy) - (own - self.own)
         self.other_cores = round(max(other, 0.0) / max(wall, 1e-9), 3)
 
@@ -326,3 +326,24 @@ def idle_cpu_percent(pid: int, seconds: float) -> float:
     before = cpu()
     time.sleep(seconds)
     return round(100 * (cpu() - before) / seconds, 3)
+
+
+def pg_database(folder: Path, database: str, *, fresh: bool = True) -> tuple[Any, str, bool]:
+    """A pgserver (pip) whose data lives in `folder`, and the URL of `database` on it: dropped
+    and made anew when `fresh`, else made only when missing. Returns (server, URL, whether the
+    database was made now); the server stops when the process ends (`cleanup_mode="stop"`)."""
+    import pgserver
+    import psycopg
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(folder, cleanup_mode="stop")
+    uri = str(server.get_uri())
+    with psycopg.connect(uri, autocommit=True) as conn:
+        if fresh:
+            conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        made = fresh or not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                         (database,)).fetchone()
+        if made:
+            conn.execute(f"CREATE DATABASE {database}")
+    head, _, query = uri.partition("?")
+    return server, f"{head.rsplit('/', 1)[0]}/{database}?{query}", made

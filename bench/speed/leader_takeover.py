@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib
 
-from benchlib import OUT, machine, summary, write_json  # noqa: E402
+from benchlib import OUT, machine, pg_database, summary, write_json  # noqa: E402
 
 from vaultd.daemon.discovery import read_info, read_token  # noqa: E402
 from vaultd.vault import init_vault  # noqa: E402
@@ -110,20 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--renew", type=float, default=5.0)
     args = parser.parse_args(argv)
 
-    import pgserver
-    import psycopg
-
     folder = OUT / "leader_takeover"
     shutil.rmtree(folder / "a", ignore_errors=True)
     shutil.rmtree(folder / "b", ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(folder / "pg", cleanup_mode="stop")
-    uri = str(server.get_uri())
-    with psycopg.connect(uri, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS leader_takeover WITH (FORCE)")
-        conn.execute("CREATE DATABASE leader_takeover")
-    head, _, query = uri.partition("?")
-    url = f"{head.rsplit('/', 1)[0]}/leader_takeover?{query}"
+    server, url, _ = pg_database(folder / "pg", "leader_takeover")
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("VAULTD_")}
     env.update({"VAULTD_INDEX_URL": url, "VAULTD_DAEMON_LEASE_SECONDS": str(args.lease),

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: benchlib
 
-from benchlib import OUT, machine, write_json  # noqa: E402
+from benchlib import OUT, machine, pg_database, write_json  # noqa: E402
 
 from vaultd.store import ChunkRecord, FileRecord, Filters, open_index  # noqa: E402
 
@@ -44,18 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", type=int, default=50)
     args = parser.parse_args(argv)
 
-    import pgserver
     import psycopg
 
     folder = OUT / "pg_knn"
-    folder.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(folder / "pg", cleanup_mode="stop")
-    uri = str(server.get_uri())
-    with psycopg.connect(uri, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS pg_knn WITH (FORCE)")
-        conn.execute("CREATE DATABASE pg_knn")
-    head, _, query = uri.partition("?")
-    url = f"{head.rsplit('/', 1)[0]}/pg_knn?{query}"
+    server, url, _ = pg_database(folder / "pg", "pg_knn")
 
     rng = np.random.default_rng(7)
     vectors = rng.normal(size=(args.rows, args.dims)).astype(np.float32)

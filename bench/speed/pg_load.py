@@ -57,6 +57,8 @@ from benchlib import (  # noqa: E402
     machine,
     mem_mb,
     pct,
+    pg_database,
+    pids_cpu_seconds,
     write_json,
 )
 from leader_takeover import Node, wait_role  # noqa: E402
@@ -79,19 +81,7 @@ FINAL_WAIT = 60.0
 def start_server(database: str = DATABASE, source: Path = SCIFACT) -> tuple[Any, str]:
     """The pgserver under WORK/pg and the URL of `database`, created and seeded with the
     vectors of `source`'s SQLite index the first time."""
-    import pgserver
-    import psycopg
-
-    WORK.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(WORK / "pg", cleanup_mode="stop")
-    uri = str(server.get_uri())
-    with psycopg.connect(uri, autocommit=True) as conn:
-        fresh = not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                 (database,)).fetchone()
-        if fresh:
-            conn.execute(f"CREATE DATABASE {database}")
-    head, _, query = uri.partition("?")
-    url = f"{head.rsplit('/', 1)[0]}/{database}?{query}"
+    server, url, fresh = pg_database(WORK / "pg", database, fresh=False)
     if fresh:
         from eval_scifact import reuse_vectors
 
@@ -165,17 +155,6 @@ def postgres_pids(server_dir: Path) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
     return pids
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def database_size(url: str) -> int:
@@ -366,8 +345,8 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
                    for i in range(args.searchers)]
         threads += [threading.Thread(target=load.writer, daemon=True),
                     threading.Thread(target=load.prober, daemon=True)]
-        cpu_before = [cpu_seconds([p]) for p in pids]
-        pg_before = cpu_seconds(pg)
+        cpu_before = [pids_cpu_seconds([p]) for p in pids]
+        pg_before = pids_cpu_seconds(pg)
         client_before = time.process_time()
         with Contention(tuple(pids + pg)) as contention:
             started = time.monotonic()
@@ -390,12 +369,13 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
                                      "error_samples": load.errors[d][:5],
                                      "reconnects": load.reconnects[d],
                                      "requests_per_s": round(len(lat) / wall, 1),
-                                     "cpu_s": round(cpu_seconds([pids[d]]) - cpu_before[d], 1),
+                                     "cpu_s": round(pids_cpu_seconds([pids[d]])
+                                                    - cpu_before[d], 1),
                                      "rss_mb": mem_mb(pids[d])}
             if lat:
                 entry.update({**latency(lat), "p99": round(pct(lat, 0.99), 3)})
             out["per_daemon"][root.name] = entry
-        out["postgres_cpu_s"] = round(cpu_seconds(pg) - pg_before, 1)
+        out["postgres_cpu_s"] = round(pids_cpu_seconds(pg) - pg_before, 1)
         missing = load.final_check()
         visible = {d: [s for (m, dd), s in load.visible.items() if dd == d]
                    for d in range(len(roots))}
