@@ -190,13 +190,13 @@ class WorkLoop:
         self.indexing.set()
         try:
             report = self.vault.index(self.fill.files_progress, vectors=False)
+            self._index_back()  # it wrote: the database takes writes again, say so at once
             if report.chunks_pending:
                 log.info("files indexed in %.1fs: keyword search finds them; %d chunks wait "
                          "for their vectors", report.seconds, report.chunks_pending)
             self.fill.reconciled()
             self._count_drift(report)
             self._indexed(report, "reconcile")
-            self._index_back()
         except (IndexUnavailableError, VaultMismatchError) as exc:
             self._index_fault(exc)
         except Exception:
