@@ -166,8 +166,7 @@ def _as_fact(chunk: Chunk) -> Chunk:
     found = PROVENANCE_RE.search(chunk.text)
     text = PROVENANCE_RE.sub("", chunk.text)
     date = found.group(1) if found else None
-    return replace(chunk, heading=date or chunk.heading, text=text,
-                   context=embed_text(date or "", text), date=date)
+    return replace(chunk, heading=date or chunk.heading, text=text, date=date)
 
 
 def _facts(piece: _Piece) -> list[_Piece]:
