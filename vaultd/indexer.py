@@ -122,8 +122,9 @@ class _Parsed:
 class Indexer:
     def __init__(self, root: Path, store: IndexStore, embedder: Embedder, *, ignore: Ignore,
                  max_file_bytes: int, chunk_tokens: int,
-                 context: Context = CONTEXTS["none"]) -> None:
+                 context: Context = CONTEXTS["none"], index_url: str = "") -> None:
         self.root = root
+        self.index_url = index_url  # "" for the SQLite file in the vault; else the database
         self.store = store
         self.embedder = embedder
         self.ignore = ignore
@@ -211,9 +212,9 @@ class Indexer:
     # -- the work
     def _check_vault(self) -> None:
         """Before anything is written (a changed model would wipe vectors, a reconcile delete
-        notes): a database's index must be this vault's (`vault_identity`). Only a
-        `PgStore` has a `url`; the SQLite file lives in the vault itself."""
-        check_vault(self.root, self.store, getattr(self.store, "url", ""))
+        notes): a database's index must be this vault's (`vault_identity`); the SQLite file
+        lives in the vault itself and is not checked."""
+        check_vault(self.root, self.store, self.index_url)
 
     def _finish(self, report: IndexReport, progress: Progress | None, vectors: bool,
                 started: float) -> None:

@@ -272,7 +272,8 @@ class Vault:
         return Indexer(self.root, self.store, self.embedder, ignore=self.ignore,
                        max_file_bytes=self.settings.index.max_file_bytes,
                        chunk_tokens=self.settings.index.chunk_tokens,
-                       context=context_named(self.settings.index.context))
+                       context=context_named(self.settings.index.context),
+                       index_url=self.settings.index.url)
 
     def index(self, progress: Progress | None = None, *, vectors: bool = True) -> IndexReport:
         """Reconcile the whole vault with the index: first every changed file into the
