@@ -29,11 +29,11 @@ from vaultd.store.postgres.pool import (
     connect,
     fault,
     release_pool,
-    shown,
     unreachable,
 )
 from vaultd.store.postgres.schema import migrate
 from vaultd.store.postgres.terms import Tokenizer
+from vaultd.store.shown import shown
 
 
 class PgStore(PgIntegrity, PgEntries, PgLinks, PgMeta):
