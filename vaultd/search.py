@@ -25,7 +25,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from vaultd.layout import is_archived
 from vaultd.passages import PASSAGE_CHARS, passage
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 # An archived chunk's fused score is multiplied by this in the default ("lower") tier: it ranks
 # after live chunks of similar relevance (its blended score 5 % lower) and
 # above weak ones; an archived chunk whose words a live
-# candidate holds is left out and lifts that one instead (see _without_archived_copies).
+# candidate holds is left out and lifts that one instead (see _without_copies).
 # Chosen with RRF on locomo-dev (bench/quality/memory_lifecycle.py, R@5 after four passes;
 # the blend kept it: R@5 still rises after the lifecycle):
 # 0.9 did no better, and without the copy rule archived copies pushed gold facts
@@ -115,6 +115,9 @@ class SearchOptions:
     date_lift: float = DATE_LIFT  # 0: dates in the query change nothing
     neighbour_share: float = NEIGHBOUR_SHARE  # 0: no lift from the entry before (blend only)
     repeat_step: float = REPEAT_STEP  # 0: a file's later hits lose nothing (blend only)
+    # a fact a merged note keeps and its log still holds: one candidate, the log's
+    # (`_one_copy`, `_without_copies`); False: each copy its own candidate
+    one_copy: bool = True
     # a hit's text: its chunk's lines that best match the query, within this many characters
     # (vaultd.passages); None: the chunk's whole text (a search's `full`)
     passage_chars: int | None = PASSAGE_CHARS
@@ -134,10 +137,27 @@ def fts_query(query: str) -> str:
     return " OR ".join(f'"{t}"' for t in fts_terms(query))
 
 
+class MergedHint:
+    """Whether the index (at a `vectors_generation`) holds facts of merged notes that a query's
+    lists met with twins: then a query fetches its lists twice as deep at once, instead of
+    fetching again when it meets them (`Searcher.search`). Kept by the vault across searches;
+    a stale answer costs time, never a different ranking."""
+
+    def __init__(self) -> None:
+        self.generation: str | None = None
+
+    def deep(self, generation: str) -> bool:
+        return self.generation == generation
+
+    def met(self, generation: str) -> None:
+        self.generation = generation
+
+
 class Searcher:
     def __init__(self, store: Store, embed_query: EmbedQuery,
                  vectors: VectorIndex | None = None, executor: Executor | None = None,
-                 bm25: Bm25Index | None = None) -> None:
+                 bm25: Bm25Index | None = None, merged_hint: MergedHint | None = None) -> None:
+        self.merged_hint = merged_hint
         self.store = store
         self.embed_query = embed_query
         self.vectors = vectors  # a warm in-memory copy (the daemon's), else sqlite-vec
@@ -155,24 +175,28 @@ class Searcher:
         if not query.strip() or options.k <= 0:
             return out
         pool = max(options.candidates, options.k * 3)
+        one_copy = options.one_copy and _twins_allowed(options.filters)
+        hint = self.merged_hint if one_copy else None
+        generation = self.store.vectors_generation() if hint is not None else ""
+        fetch = 2 * pool if hint is not None and hint.deep(generation) else pool
         vector_hits: Sequence[tuple[int, float]] = []
         text_hits: Sequence[tuple[int, float]] = []
         # The embedding is the long pole (BM25 takes a fraction of it; bench/RESULTS.md): it
         # runs on this thread, BM25 beside it on the executor, joined before anything else
         # touches the store (one connection: KNN's refresh may open a read transaction too)
         # (with decay, ranking reads whole rows anyway: no places to look up beside it)
-        text_job = (self.executor.submit(self._bm25_placed, query, pool, options.filters,
+        text_job = (self.executor.submit(self._bm25_placed, query, fetch, options.filters,
                                          options.half_life_days <= 0)
                     if self.executor is not None and options.mode == "hybrid" else None)
         known: Mapping[int, tuple[str, int]] = {}  # places the BM25 job looked up meanwhile
         if options.mode == "bm25":
-            text_hits = self._bm25(query, pool, options.filters)
+            text_hits = self._bm25(query, fetch, options.filters)
         if options.mode in ("hybrid", "vector"):
             import numpy as np
 
             if text_job is None:
                 if options.mode == "hybrid":
-                    text_hits = self._bm25(query, pool, options.filters)
+                    text_hits = self._bm25(query, fetch, options.filters)
                 qvec = np.asarray(self.embed_query(query), dtype=np.float32).reshape(-1)
             else:
                 from concurrent.futures import wait
@@ -182,12 +206,27 @@ class Searcher:
                 finally:
                     wait([text_job])  # even when the embedding failed: then the store is free
                 text_hits, known = text_job.result()
-            if self.vectors is not None and options.filters.only_archive_rule:
-                vector_hits = self.vectors.knn(self.store, qvec, pool,
-                                               options.filters.include_archive, self.executor)
-            else:
-                vector_hits = self.store.knn(qvec.tobytes(), pool, options.filters)
+            vector_hits = self._knn(qvec, fetch, options.filters)
 
+        # A fact a merged note keeps and its log still holds is counted once (`_one_copy`):
+        # lists that hold such twins are fetched twice as deep (again, unless the hint said
+        # so at once), so that twins take no other candidate's place, and cut back to `pool`
+        # (a list without twins is left as it was, at the cost of one small lookup)
+        facts: set[int] = set()  # merged facts without a twin (a headed entry's, say)
+        if one_copy:
+            merged = self.store.merged_facts(_rowids(vector_hits, text_hits))
+            if fetch == pool and any(twin is not None for twin in merged.values()):
+                if text_hits:
+                    text_hits = self._bm25(query, 2 * pool, options.filters)
+                if vector_hits:
+                    vector_hits = self._knn(qvec, 2 * pool, options.filters)
+                merged = self.store.merged_facts(_rowids(vector_hits, text_hits))
+                if hint is not None:
+                    hint.met(generation)
+            vector_hits, text_hits = _one_copy(
+                [vector_hits, text_hits],
+                {r: twin for r, twin in merged.items() if twin is not None}, pool)
+            facts = {r for r, twin in merged.items() if twin is None}
         # (both lists come ranked with equal scores by path and line: store.knn, store.fts and
         # VectorIndex.knn order ties so, not by row order, which a rebuild changes)
         if options.mode == "vector":
@@ -232,9 +271,11 @@ class Searcher:
             for rowid, row in rows.items():
                 scores[rowid] *= _decay(row, today, options.half_life_days)
         ranked = sorted(places, key=lambda r: (-scores[r], *places[r]))
-        if archived:
+        facts.intersection_update(places)
+        if archived or facts:
             rows.update(self.store.chunks_by_rowid(r for r in ranked if r not in rows))
-            ranked = _without_archived_copies([r for r in ranked if r in rows], rows, scores)
+            ranked = _without_copies([r for r in ranked if r in rows], rows, scores,
+                                     bool(archived), facts)
         if blended and options.repeat_step > 0:  # (MMR reads the whole list; else the top k)
             ranked = spread(ranked, scores, places, options.repeat_step,
                             len(ranked) if options.mmr_lambda > 0 else options.k)
@@ -246,6 +287,13 @@ class Searcher:
         out.extend(_hit(rows[r], scores[r], terms, options.passage_chars)
                    for r in top if r in rows)
         return out
+
+    def _knn(self, qvec: Any, k: int, filters: Filters) -> Sequence[tuple[int, float]]:
+        """The vector list: from the warm in-memory copy when there is one that can answer
+        these filters, else from the store."""
+        if self.vectors is not None and filters.only_archive_rule:
+            return self.vectors.knn(self.store, qvec, k, filters.include_archive, self.executor)
+        return self.store.knn(qvec.tobytes(), k, filters)
 
     def _bm25(self, query: str, k: int, filters: Filters) -> Sequence[tuple[int, float]]:
         """FTS5's BM25 ranking: from the in-memory copy when there is one that can answer
@@ -290,19 +338,32 @@ def _flat(text: str) -> str:
     return " ".join(text.split()).lstrip("-*+ ").lower()
 
 
-def _without_archived_copies(ranked: list[int], rows: dict[int, ChunkRow],
-                             scores: dict[int, float]) -> list[int]:
-    """In the lower tier, an archived chunk whose words a live candidate holds (a merged
-    entry, kept verbatim in its semantic note) is a second copy, not a second answer: it is
-    left out, and the live chunk that holds it ranks at least where it would have."""
-    archived = [r for r in ranked if is_archived(rows[r].path)]
-    if not archived:  # the usual case: nothing to compare, and no candidate's text flattened
-        return ranked
+COPY_MIN_CHARS = 20  # an entry this short holds too little to be taken for another's copy
+
+
+def _without_copies(ranked: list[int], rows: dict[int, ChunkRow], scores: dict[int, float],
+                    lower: bool, facts: set[int]) -> list[int]:
+    """A second copy is not a second answer; the copy that stays ranks at least where the one
+    left out would have. Left out: in the lower tier (`lower`), an archived chunk whose words a
+    live candidate holds (an entry an earlier vaultd moved when it merged it, kept verbatim in
+    its note); and each of `facts` (merged facts with no twin by content hash: a headed entry's
+    fact reads "title: body") that holds a live episode candidate's words or whose words one
+    holds (the entry it was merged from, still in its log, where the entry before it lends it
+    context)."""
     live = [(r, _flat(rows[r].text)) for r in ranked if not is_archived(rows[r].path)]
+    episodes = [(r, text) for r, text in live
+                if rows[r].type == "episodic" and len(text) >= COPY_MIN_CHARS] if facts else []
     dropped = set()
-    for r in archived:
-        flat = _flat(rows[r].text)
-        holder = next((h for h, text in live if flat and flat in text), None)
+    for r in ranked:
+        row = rows[r]
+        if lower and is_archived(row.path):
+            flat = _flat(row.text)
+            holder = next((h for h, text in live if flat and flat in text), None)
+        elif r in facts:
+            flat = _flat(row.text)
+            holder = next((h for h, text in episodes if text in flat or flat in text), None)
+        else:
+            continue
         if holder is not None:
             dropped.add(r)
             scores[holder] = max(scores[holder], scores[r])
@@ -310,6 +371,34 @@ def _without_archived_copies(ranked: list[int], rows: dict[int, ChunkRow],
         return ranked
     return sorted((r for r in ranked if r not in dropped),
                   key=lambda r: (-scores[r], rows[r].path, rows[r].start_line))
+
+
+def _rowids(*lists: Sequence[tuple[int, float]]) -> list[int]:
+    return sorted({rowid for hits in lists for rowid, _ in hits})
+
+
+def _twins_allowed(filters: Filters) -> bool:
+    """Whether a merged fact may be answered by its daily log's chunk: when the filters let
+    an episode through wherever the merged note's chunk got through (no type, tag or path
+    filter that could leave the log out)."""
+    return (not filters.types or "episodic" in filters.types) and not filters.tags \
+        and not filters.path_glob
+
+
+def _one_copy(lists: list[Sequence[tuple[int, float]]], twins: Mapping[int, int], pool: int
+              ) -> list[list[tuple[int, float]]]:
+    """Each candidate list (fetched deeper than `pool`) with a fact that a merged note keeps
+    and its daily log still holds, word for word (`twins`: the note's chunk → the log's),
+    counted once: as the log's chunk, where the entry before it lends it context (the
+    neighbour lift), with the better of the two scores; then cut to `pool`. A list without
+    such twins is exactly its top `pool`."""
+    out = []
+    for hits in lists:
+        best: dict[int, float] = {}
+        for rowid, score in hits:  # best first: the first copy met has the better score
+            best.setdefault(twins.get(rowid, rowid), score)
+        out.append(list(best.items())[:pool])
+    return out
 
 
 def _lift_by_previous_entry(scores: dict[int, float], places: Mapping[int, tuple[str, int]],

@@ -28,6 +28,7 @@ from vaultd.search import (
     NEIGHBOUR_SHARE,
     REPEAT_STEP,
     Hits,
+    MergedHint,
     Searcher,
     SearchOptions,
 )
@@ -195,6 +196,7 @@ class Vault:
         self.vectors: VectorIndex | None = None
         self.bm25: Bm25Index | None = None  # and of the FTS5 postings, for BM25
         self._executor: ThreadPoolExecutor | None = None  # overlaps a query's embed and FTS
+        self.merged_hint = MergedHint()  # whether searches meet merged facts (search.py)
 
     # -- parts, built on first use
     @property
@@ -362,7 +364,7 @@ class Vault:
             repeat_step=REPEAT_STEP if in_order else 0.0)
         self._check_model(store)
         searcher = Searcher(store, lambda q: self.embedder.embed([q], kind="query")[0],
-                            self.vectors, self._executor, self.bm25)
+                            self.vectors, self._executor, self.bm25, self.merged_hint)
         hits = searcher.search(r.query, options)
         if r.record and hits:
             import time as _time

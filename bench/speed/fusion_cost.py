@@ -1,7 +1,9 @@
 """What the entry-neighbour lift and the same-file spread add to a hybrid search, on the daemon's
-path (warm in-memory vectors and BM25): each query searched with both off and with both on
-(the defaults), alternating, the query vector cached so that the embedding (the same in both)
-does not hide the difference.
+path (warm in-memory vectors and BM25), and what counting a merged fact once adds on top
+(`SearchOptions.one_copy`: each list fetched twice as deep, the twins looked up): each query
+searched with all three off, with the two rules on, and with the defaults (all on), in
+rotating order, the query vector cached so that the embedding (the same in all) does not hide
+the difference.
 
     python bench/speed/fusion_cost.py VAULT [VAULT ...] --queries FILE [--reps 5] [--k 10]
         [--out FILE.json]
@@ -48,30 +50,38 @@ def measure(vault_dir: Path, queries: list[str], reps: int, k: int) -> dict[str,
                 cache[text] = vault.embedder.embed([text], kind="query")[0]
             return cache[text]
 
-        searcher = Searcher(vault.store, embed, vault.vectors, vault._executor, vault.bm25)
+        searcher = Searcher(vault.store, embed, vault.vectors, vault._executor, vault.bm25,
+                            vault.merged_hint)
         filters = Filters(include_archive=True)
-        off = SearchOptions(k=k, filters=filters, neighbour_share=0.0, repeat_step=0.0)
-        on = SearchOptions(k=k, filters=filters)
+        configs = {
+            "off": SearchOptions(k=k, filters=filters, neighbour_share=0.0, repeat_step=0.0,
+                                 one_copy=False),
+            "rules": SearchOptions(k=k, filters=filters, one_copy=False),
+            "on": SearchOptions(k=k, filters=filters)}
         for q in queries:  # warm: embeddings cached, SQLite pages read
-            searcher.search(q, on)
-        times: dict[str, list[float]] = {"off": [], "on": []}
+            searcher.search(q, configs["on"])
+        names = list(configs)
+        times: dict[str, list[float]] = {name: [] for name in names}
         for q in queries:
-            per: dict[str, list[float]] = {"off": [], "on": []}
+            per: dict[str, list[float]] = {name: [] for name in names}
             for rep in range(reps):
-                order = (("off", off), ("on", on)) if rep % 2 == 0 else (("on", on), ("off", off))
-                for name, options in order:
+                for name in names[rep % 3:] + names[:rep % 3]:
                     started = time.perf_counter()
-                    searcher.search(q, options)
+                    searcher.search(q, configs[name])
                     per[name].append(1000 * (time.perf_counter() - started))
             for name in per:
                 times[name].append(statistics.median(per[name]))
         chunks = vault.store.counts()["chunks"]
-    diffs = [b - a for a, b in zip(times["off"], times["on"])]
+
+    def added(a: str, b: str) -> list[float]:
+        return [y - x for x, y in zip(times[a], times[b])]
+
     return {"vault": vault_dir.name, "chunks": chunks, "queries": len(queries), "reps": reps,
-            "off_p50_ms": round(statistics.median(times["off"]), 3),
-            "on_p50_ms": round(statistics.median(times["on"]), 3),
-            "added_median_ms": round(statistics.median(diffs), 3),
-            "added_mean_ms": round(statistics.mean(diffs), 3)}
+            **{f"{name}_p50_ms": round(statistics.median(times[name]), 3) for name in names},
+            "added_median_ms": round(statistics.median(added("off", "on")), 3),
+            "added_mean_ms": round(statistics.mean(added("off", "on")), 3),
+            "one_copy_median_ms": round(statistics.median(added("rules", "on")), 3),
+            "one_copy_mean_ms": round(statistics.mean(added("rules", "on")), 3)}
 
 
 def main(argv: list[str] | None = None) -> int:

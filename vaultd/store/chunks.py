@@ -18,6 +18,7 @@ from vaultd.store.rows import (
     Hit,
     Occurrence,
     TermCount,
+    first_twins,
 )
 from vaultd.store.schema import FTS_COLUMNS
 from vaultd.store.where import filter_sql
@@ -66,6 +67,17 @@ class Chunks(Connection):
         marks = ",".join("?" * len(rowids))
         return {r: ChunkPlace(p, line) for r, p, line in self.conn.execute(
             f"SELECT rowid, path, start_line FROM chunks WHERE rowid IN ({marks})", rowids)}
+
+    def merged_facts(self, rowids: list[int]) -> dict[int, int | None]:
+        if not rowids:
+            return {}
+        marks = ",".join("?" * len(rowids))
+        return first_twins(self.conn.execute(
+            "SELECT c.rowid, e.rowid, e.path, e.start_line FROM chunks c "
+            "LEFT JOIN chunks e ON e.hash = c.hash AND e.rowid <> c.rowid "
+            "AND e.type = 'episodic' AND e.archived = 0 "
+            f"WHERE c.rowid IN ({marks}) AND c.type <> 'episodic' AND c.archived = 0 "
+            "AND c.heading GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'", rowids))
 
     def fts(self, match: str, k: int, filters: Filters,
             weights: tuple[float, float] = (1.0, 1.0)) -> list[Hit]:

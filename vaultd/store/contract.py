@@ -138,6 +138,12 @@ class ChunkIndex(Protocol):
 
     def chunk_positions(self, rowids: list[int]) -> dict[int, ChunkPlace]: ...
 
+    def merged_facts(self, rowids: list[int]) -> dict[int, int | None]:
+        """Each of `rowids` that is a fact of a note vaultd writes as a list of facts (a live
+        chunk of a note other than an episode, under an ISO date as its heading:
+        `chunking._as_fact`) → the live episodic chunk with the same content hash (the first by
+        path and line: the entry it was merged from, still in its log), or None."""
+
     def chunks_by_rowid(self, rowids: Iterable[int]) -> dict[int, ChunkRow]: ...
 
     def vectors_for(self, rowids: Iterable[int]) -> dict[int, bytes]:

@@ -7,6 +7,7 @@ working."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypedDict
 
@@ -129,6 +130,20 @@ class ChunkPlace(NamedTuple):
     """Where a chunk is: what equal scores are ranked by."""
     path: str
     start_line: int
+
+
+def first_twins(rows: Iterable[tuple[int, int | None, str | None, int | None]]
+                ) -> dict[int, int | None]:
+    """(fact, twin, twin's path, twin's line) rows, the twin's fields None when it has none →
+    each fact's twin first by path and line: the one answer of `merged_facts` whichever
+    backend read the rows."""
+    best: dict[int, tuple[str, int, int] | None] = {}
+    for rowid, twin, path, line in rows:
+        here = None if twin is None else (str(path), int(line or 0), int(twin))
+        known = best.get(int(rowid))
+        if int(rowid) not in best or (here is not None and (known is None or here < known)):
+            best[int(rowid)] = here
+    return {r: None if b is None else b[2] for r, b in best.items()}
 
 
 class ChunkText(NamedTuple):

@@ -18,6 +18,7 @@ from vaultd.store.rows import (
     Hit,
     Occurrence,
     TermCount,
+    first_twins,
 )
 from vaultd.store.where import Dialect, filter_sql
 
@@ -98,6 +99,16 @@ class PgChunks(PgFiles):
             return {}
         return {int(r): ChunkPlace(p, line) for r, p, line in self._rows(
             "SELECT rowid, path, start_line FROM chunks WHERE rowid = ANY(%s)", (rowids,))}
+
+    def merged_facts(self, rowids: list[int]) -> dict[int, int | None]:
+        if not rowids:
+            return {}
+        return first_twins(self._rows(
+            "SELECT c.rowid, e.rowid, e.path, e.start_line FROM chunks c "
+            "LEFT JOIN chunks e ON e.hash = c.hash AND e.rowid <> c.rowid "
+            "AND e.type = 'episodic' AND e.archived = 0 "
+            "WHERE c.rowid = ANY(%s) AND c.type <> 'episodic' AND c.archived = 0 "
+            "AND c.heading ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$'", (rowids,)))
 
     def fts(self, match: str, k: int, filters: Filters,
             weights: tuple[float, float] = (1.0, 1.0)) -> list[Hit]:
