@@ -15,6 +15,7 @@ from conftest import TopicEmbedder, daily, vaultd_wrote, write
 from vaultd import chunking, edits
 from vaultd.embedder import builtin_profiles
 from vaultd.indexer import CONTEXT_META
+from vaultd.layout import archive_path
 from vaultd.notes import PROVENANCE_RE
 from vaultd.vault import Vault, init_vault, open_vault
 
@@ -115,8 +116,9 @@ OTHER = "topicadopt Caroline met an adoption counselor about agencies on Tuesday
 
 def test_a_fact_said_twice_is_one_line_with_both_sources(vault: Vault) -> None:
     """The same words on two days (a near-duplicate at any threshold) and a third entry of the
-    topic: the merged note has two lines, the repeated fact once with both dates; undo brings
-    all three entries back."""
+    topic: the merged note has two lines, the repeated fact once with both dates, linked to the
+    logs that still hold them; search reads that fact in its logs (the note's copy is the same
+    words again); undo archives the note and leaves the logs as they were."""
     days = ["2026-11-01", "2026-11-02", "2026-11-03"]
     for day, said in zip(days, [SAME, SAME, OTHER]):
         write(vault.root, f"episodic/{day}.md", daily(day, [said, f"unrelated topic{day}."]))
@@ -128,17 +130,22 @@ def test_a_fact_said_twice_is_one_line_with_both_sources(vault: Vault) -> None:
     facts = [line for line in text.split("\n") if line.startswith("- ")]
     assert len(facts) == 2, facts
     twice = next(line for line in facts if "researched" in line)
-    assert "[2026-11-01](../archive/episodic/2026-11-01.md), " \
-           "[2026-11-02](../archive/episodic/2026-11-02.md)" in twice
+    assert "[2026-11-01](../episodic/2026-11-01.md), " \
+           "[2026-11-02](../episodic/2026-11-02.md)" in twice
     assert PROVENANCE_RE.sub("", twice).endswith("LGBTQ parents.")
     fm = edits.get_frontmatter(note, text)
-    assert len(fm["consolidated_from"]) == 3  # every member is still a source, for undo
+    assert len(fm["consolidated_from"]) == 3  # every member is still a source
+    logs = {d: (vault.root / f"episodic/{d}.md").read_bytes() for d in days}
     vault.index()
-    [hit] = vault.search("researched adoption agencies LGBTQ parents", k=1, mode="bm25")
-    assert hit.path == note and hit.date == "2026-11-01" and "](" not in hit.text
+    hits = vault.search("researched adoption agencies LGBTQ parents", k=3, mode="bm25")
+    assert [h.path for h in hits[:2]] == ["episodic/2026-11-01.md", "episodic/2026-11-02.md"]
+    assert all(h.path != note for h in hits)  # said in its logs: the note's copy is not news
+    [only] = vault.search("researched adoption agencies LGBTQ parents", k=1, mode="bm25",
+                          types=["semantic"])
+    assert only.path == note and only.date == "2026-11-01" and "](" not in only.text
     changed = vault.undo(str(fm["consolidation"]))
-    assert {f"episodic/{d}.md" for d in days} <= set(changed)
-    assert all(SAME in (vault.root / f"episodic/{d}.md").read_text("utf-8") for d in days[:2])
+    assert changed == [note, archive_path(note)]
+    assert {d: (vault.root / f"episodic/{d}.md").read_bytes() for d in days} == logs
 
 
 def test_facts_of_one_topic_that_differ_stay_apart(vault: Vault) -> None:

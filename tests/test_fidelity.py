@@ -88,8 +88,30 @@ def test_a_hard_linked_note_is_not_split_into_two_copies(vault: Vault, tmp_path:
     assert any("episodic/a.md" in c and "hard-linked" in c for c in report.conflicts)
 
 
-def test_consolidate_in_a_read_only_folder_creates_nothing_and_moves_nothing(
-        vault: Vault) -> None:
+def test_consolidate_with_a_read_only_semantic_folder_creates_nothing(vault: Vault) -> None:
+    """A merge writes one file, its note: where that cannot be written, the merge is a conflict
+    naming it, and the logs it would have merged are as they were (a merge never touches
+    them)."""
+    log = write(vault.root, "episodic/2026-11-05.md", nightly_log("2026-11-05"))
+    vault.index()
+    vault.lifecycle(["connect"], mirror=False)
+    before = log.read_bytes()
+    semantic = vault.root / "semantic"
+    semantic.mkdir(exist_ok=True)
+    os.chmod(semantic, 0o555)
+    try:
+        [report] = vault.lifecycle(["consolidate"])
+    finally:
+        os.chmod(semantic, 0o755)
+    assert report.actions and not report.created
+    assert any("semantic/" in c and "read-only" in c for c in report.conflicts)
+    assert log.read_bytes() == before
+    assert not list(semantic.glob("*.md"))
+    assert not (vault.root / "archive").exists() or not any((vault.root / "archive").rglob("*"))
+
+
+def test_a_merge_in_a_read_only_log_folder_leaves_the_logs_alone(vault: Vault) -> None:
+    """The logs a merge reads may be read-only: it only reads them."""
     log = write(vault.root, "episodic/2026-11-05.md", nightly_log("2026-11-05"))
     vault.index()
     vault.lifecycle(["connect"], mirror=False)
@@ -99,28 +121,8 @@ def test_consolidate_in_a_read_only_folder_creates_nothing_and_moves_nothing(
         [report] = vault.lifecycle(["consolidate"])
     finally:
         os.chmod(log.parent, 0o755)
-    assert report.actions and not report.created
-    assert any("episodic" in c and "read-only" in c for c in report.conflicts)
+    assert [p for p in report.created if p.startswith("semantic/")] and not report.conflicts
     assert log.read_bytes() == before
-    assert not list((vault.root / "semantic").glob("*.md"))  # no merged note left behind
-    assert not (vault.root / "archive/episodic").exists()
-
-
-def test_a_merged_note_is_taken_back_when_no_member_could_move(
-        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vaultd.lifecycle import consolidate
-
-    write(vault.root, "episodic/2026-11-05.md", nightly_log("2026-11-05"))
-    vault.index()
-    vault.lifecycle(["connect"], mirror=False)
-
-    def refuse(*args: object, **kw: object) -> None:
-        raise edits.ConflictError("episodic/2026-11-05.md: the disk is full; not written")
-
-    monkeypatch.setattr(consolidate, "archive_entry", refuse)
-    [report] = vault.lifecycle(["consolidate"])
-    assert report.actions and not report.created and report.conflicts
-    assert not list((vault.root / "semantic").glob("*.md"))
 
 
 # ---------------------------------------------------------------- point 6: bytes kept
@@ -137,25 +139,38 @@ def assert_crlf(data: bytes) -> None:
     assert data.count(b"\n") == data.count(b"\r\n") > 0, data
 
 
-def test_undo_keeps_a_bom_and_crlf_line_endings(vault: Vault) -> None:
+def test_archive_restore_and_undo_keep_a_bom_and_crlf_line_endings(vault: Vault) -> None:
+    from vaultd.lifecycle.entries import snapshot
+    from vaultd.lifecycle.moves import archive_entry
+    from vaultd.lifecycle.plans import Outcome
+
     log = write(vault.root, "episodic/2026-11-05.md", BOM + crlf(nightly_log("2026-11-05")))
     vault.index()
     vault.lifecycle(["connect"], mirror=False)
     [report] = vault.lifecycle(["consolidate"])
     [merged] = [p for p in report.created if p.startswith("semantic/")]
-    archive = (vault.root / "archive/episodic/2026-11-05.md").read_bytes()
-    assert archive.startswith(BOM) and archive.count(BOM) == 1
-    assert_crlf(archive)
-    data = log.read_bytes()
+    data = log.read_bytes()  # a merge leaves the log as it was
     assert data.startswith(BOM) and data.count(BOM) == 1
     assert_crlf(data)
     fm = edits.get_frontmatter(merged, (vault.root / merged).read_text(encoding="utf-8"))
     vault.undo(fm["consolidation"])
+    assert log.read_bytes() == data
+    vault.index()
+    views, _ = snapshot(vault.store, vault.seals)
+    [lunch] = [v for v in views if v.path == "episodic/2026-11-05.md" and "topicfood" in v.text]
+    archive_entry(vault.root, lunch, "a test", Outcome(), seals=vault.seals)  # as age fades one
+    archive = (vault.root / "archive/episodic/2026-11-05.md").read_bytes()
+    assert archive.startswith(BOM) and archive.count(BOM) == 1
+    assert_crlf(archive)
+    data = log.read_bytes()
+    assert data.startswith(BOM) and data.count(BOM) == 1 and b"topicfood" not in data
+    assert_crlf(data)
+    vault.restore("archive/episodic/2026-11-05.md")
     data = log.read_bytes()
     assert data.startswith(BOM) and data.count(BOM) == 1
     assert_crlf(data)
     text = data.decode("utf-8-sig")
-    assert [text.count(t) for t in NIGHTLY] == [1, 1, 1]
+    assert [text.count(t) for t in NIGHTLY] == [1, 1, 1] and text.count("topicfood") == 1
 
 
 def test_remember_keeps_a_crlf_log_crlf(vault: Vault) -> None:

@@ -53,11 +53,12 @@ def test_post_lifecycle_runs_the_phases_on_the_daemon(tmp_path: Path) -> None:
         [note] = [p for p in merge["created"] if p.startswith("semantic/")]
         assert (root / note).read_text(encoding="utf-8").count("consolidated_from:") == 1
         assert "states" in body and daemon.daemon.stats.lifecycle["consolidate"]
-        # the members moved to archive/, each exactly once; the one-offs stayed
+        # the members stay in their logs, each exactly once, like the one-offs
         text = live_and_archived(root)
         for word in ("alpha bravo", "charlie delta", "echo foxtrot", "ramen", "bike tyre"):
             assert text.count(word) == 1, word
-        assert "alpha bravo" in (root / "archive/episodic/2026-10-01.md").read_text("utf-8")
+        assert "alpha bravo" in (root / "episodic/2026-10-01.md").read_text("utf-8")
+        assert not (root / "archive").exists()
         # the daemon indexed what it wrote: nothing is stale afterwards
         status, again = daemon.call("POST", "/lifecycle", {"phases": "all"})
         assert status == 200 and [r["phase"] for r in again["phases"]][0] == "connect"
@@ -104,12 +105,16 @@ def test_lifecycle_runs_in_process_without_a_daemon(tmp_path: Path) -> None:
     root = make_vault(tmp_path, NOTES, config=FAST_CONFIG)
     cli = vaultd(root, "lifecycle", "--phase", "consolidate", "--json", env=env_for(tmp_path))
     assert cli.returncode == 0, cli.stderr
-    assert json.loads(cli.stdout)["phases"][0]["actions"][0]["kind"] == "merge"
-    assert (root / "archive" / "episodic" / "2026-10-02.md").exists()
+    [phase] = json.loads(cli.stdout)["phases"]
+    assert phase["actions"][0]["kind"] == "merge"
+    assert [p for p in phase["created"] if p.startswith("semantic/")]
+    assert all((root / rel).read_text(encoding="utf-8") == text
+               for rel, text in NOTES.items() if rel.startswith("episodic/"))
 
 
-# -- a consolidation cut short by a crash (regressions found by tests/test_crash.py: re-running
-#    the lifecycle archived an entry a second time and merged it into a second note)
+# -- a consolidation run again (regressions found by tests/test_crash.py: re-running the
+#    lifecycle archived an entry a second time and merged it into a second note). A merge
+#    writes one file, its note, so a crash leaves it whole or not at all.
 
 DAY1, DAY2 = "episodic/2026-10-01.md", "episodic/2026-10-02.md"
 MEMBERS = ("alpha bravo", "charlie delta", "echo foxtrot")
@@ -126,7 +131,9 @@ def _consolidated(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
     return root, before
 
 
-def _rerun_and_check(root: Path, tmp_path: Path) -> None:
+def _rerun(root: Path, tmp_path: Path) -> tuple[str, str]:
+    """Every phase run again, twice: one merged note still; the logs' and the archive's
+    text."""
     with open_vault(root, env=env_for(tmp_path), daemon="never") as v:
         v.index()
         v.lifecycle(["connect", "consolidate", "age", "prune"])
@@ -136,45 +143,52 @@ def _rerun_and_check(root: Path, tmp_path: Path) -> None:
     live = "".join((root / rel).read_text(encoding="utf-8") for rel in (DAY1, DAY2))
     archived = "".join((root / "archive" / rel).read_text(encoding="utf-8")
                        for rel in (DAY1, DAY2) if (root / "archive" / rel).exists())
-    for words in MEMBERS:  # moved, each exactly once
-        assert (live.count(words), archived.count(words)) == (0, 1), words
-    for words in ("ramen", "bike tyre"):
+    return live, archived
+
+
+def test_a_merge_run_again_merges_nothing_twice(tmp_path: Path) -> None:
+    root, before = _consolidated(tmp_path)
+    assert all((root / rel).read_bytes() == data for rel, data in before.items())
+    live, archived = _rerun(root, tmp_path)
+    for words in (*MEMBERS, "ramen", "bike tyre"):  # where they were, each exactly once
         assert (live.count(words), archived.count(words)) == (1, 0), words
 
 
-def test_a_move_cut_after_the_archive_copy_is_finished_not_copied_again(tmp_path: Path) -> None:
-    root, before = _consolidated(tmp_path)
-    for rel, data in before.items():  # killed after the copies, before the sources were cut
-        (root / rel).write_bytes(data)
-    _rerun_and_check(root, tmp_path)
+def test_members_an_older_vaultd_moved_halfway_stay_where_they_are(tmp_path: Path) -> None:
+    """A merge an older vaultd cut short (it moved members to archive/ one by one): the ones
+    it moved stay archived, the rest stay in their log, and nothing is merged again."""
+    from vaultd.lifecycle.entries import snapshot
+    from vaultd.lifecycle.moves import archive_entry
+    from vaultd.lifecycle.plans import Outcome
+
+    root, _ = _consolidated(tmp_path)
+    with open_vault(root, env=env_for(tmp_path), daemon="never") as v:
+        v.index()
+        [moved] = [x for x in snapshot(v.store, v.seals)[0]
+                   if x.path == DAY2 and x.merged_into]
+        archive_entry(root, moved, "consolidated into an older note", Outcome(), seals=v.seals)
+    live, archived = _rerun(root, tmp_path)
+    moved_words = next(w for w in MEMBERS if w in archived)
+    for words in MEMBERS:
+        assert (live.count(words), archived.count(words)) == \
+            ((0, 1) if words == moved_words else (1, 0)), words
 
 
-def test_a_consolidation_cut_after_the_merged_note_is_finished(tmp_path: Path) -> None:
-    root, before = _consolidated(tmp_path)
-    for rel, data in before.items():  # killed right after the merged note was written
-        (root / rel).write_bytes(data)
-        (root / "archive" / rel).unlink()
-    _rerun_and_check(root, tmp_path)
+def test_a_member_changed_since_its_merge_is_the_users_again(tmp_path: Path) -> None:
+    """The merged note lists what each member said: an entry edited since is no longer the
+    merged one (it may fade, be merged or go to MEMORY.md as any entry), and stays put."""
+    from vaultd.lifecycle.entries import snapshot
 
-
-def test_a_consolidation_cut_halfway_is_finished(tmp_path: Path) -> None:
-    root, before = _consolidated(tmp_path)
-    (root / DAY1).write_bytes(before[DAY1])  # DAY2's member moved; DAY1's two not yet
-    (root / "archive" / DAY1).unlink()
-    _rerun_and_check(root, tmp_path)
-
-
-def test_finishing_a_consolidation_leaves_an_entry_changed_since(tmp_path: Path) -> None:
     root, before = _consolidated(tmp_path)
     edited = before[DAY1].decode().replace("alpha bravo", "alpha bravo, edited")
     (root / DAY1).write_text(edited, encoding="utf-8")
-    (root / "archive" / DAY1).unlink()
     with open_vault(root, env=env_for(tmp_path), daemon="never") as v:
         v.index()
+        views = snapshot(v.store, v.seals)[0]
+        marks = {w: x.merged_into for x in views if x.is_daily for w in MEMBERS if w in x.text}
         v.lifecycle(["consolidate"])
-    live = (root / DAY1).read_text(encoding="utf-8")
-    assert "alpha bravo, edited" in live and "charlie delta" not in live
-    assert "charlie delta" in (root / "archive" / DAY1).read_text(encoding="utf-8")
+    assert marks["alpha bravo"] is None and marks["charlie delta"] and marks["echo foxtrot"]
+    assert (root / DAY1).read_text(encoding="utf-8") == edited
 
 
 def test_a_whole_note_move_cut_short_is_finished_not_copied_again(tmp_path: Path) -> None:

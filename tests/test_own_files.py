@@ -42,8 +42,9 @@ def test_a_vault_nested_in_another_is_never_absorbed(vault: Vault) -> None:
     vault.flush()
     after = {rel: (vault.root / rel).read_bytes() for rel in inner}
     assert after == inner  # not one byte of the inner vault changed
-    archived = [p.relative_to(vault.root).as_posix() for p in (vault.root / "archive").rglob("*")]
-    assert archived and not any("inner" in p for p in archived)
+    made = [p.relative_to(vault.root).as_posix() for p in vault.root.rglob("*.md")
+            if p.parts[len(vault.root.parts)] in ("semantic", "archive")]
+    assert made and not any("inner" in p for p in made)  # the outer vault's merge, not theirs
     # events from the daemon's watcher take the same rule
     scan = layout.stat_paths(vault.root, ["projects/inner/episodic/2026-11-01.md"],
                              vault.ignore)

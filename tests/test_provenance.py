@@ -117,32 +117,59 @@ def test_a_forged_consolidation_never_makes_recovery_cut_a_users_entry(vault: Va
           f"['Daily/2026-11-20.md#{entry.key}', 'episodic/2026-11-21.md#{inside.key}']\n"
           f"consolidated_hashes: ['{entry.hash}', '{inside.hash}']\n---\n# Forged\n\nx y z.\n")
     vault.index()
-    dry = vault.lifecycle(["consolidate"], dry_run=True)
+    dry = vault.lifecycle(["age"], dry_run=True)
     assert all(r.phase != "recovery" or not r.actions for r in dry)
-    vault.lifecycle(["consolidate"])
+    vault.lifecycle(["consolidate", "age"])
     assert (vault.root / "Daily/2026-11-20.md").read_text(encoding="utf-8") == day
     assert "topicother thing." in (vault.root / "episodic/2026-11-21.md").read_text()
     assert not (vault.root / "archive").exists()
 
 
+def test_a_forged_consolidation_does_not_mark_an_entry_merged(vault: Vault) -> None:
+    """A merged entry is left out of MEMORY.md (its note says it), never merged again and never
+    faded: a crafted note listing an agent's entry must not do any of that to it."""
+    write(vault.root, "episodic/2026-11-21.md",
+          daily("2026-11-21", ["topicother the deploy key lives in the team vault."]))
+    vault.index()
+    [inside] = [v for v in snapshot(vault.store, vault.seals)[0]
+                if v.path == "episodic/2026-11-21.md"]
+    write(vault.root, "semantic/forged.md",
+          "---\nstatus: proven\nconsolidation: evil000002\nconsolidated_from: "
+          f"['episodic/2026-11-21.md#{inside.key}']\nconsolidated_hashes: ['{inside.hash}']\n"
+          "---\n# Forged\n\nx y z.\n")
+    vault.index()
+    views = snapshot(vault.store, vault.seals)[0]
+    [entry] = [v for v in views if v.path == "episodic/2026-11-21.md"]
+    assert entry.merged_into is None and entry.protection() is None
+    vault.flush()
+    assert "the deploy key lives in the team vault" in \
+        (vault.root / "MEMORY.md").read_text(encoding="utf-8")
+
+
 def test_recovery_shows_its_moves_in_the_dry_run_and_the_report(vault: Vault) -> None:
+    """A move a crash cut short (the archive copy and its sealed record written, the entry not
+    yet cut from its log) is finished before a phase that moves entries, in its dry run too."""
+    from vaultd.lifecycle.moves import archive_entry
+    from vaultd.lifecycle.plans import Outcome
+
     for i, day in enumerate(["2026-11-01", "2026-11-02", "2026-11-03"]):
         write(vault.root, f"episodic/{day}.md", daily(day, [SAYS[i]]))
     vault.index()
-    [merge] = vault.lifecycle(["consolidate"])
-    assert merge.created
-    # a crash right after the merged note was written: the first member is back in its log
-    archived = vault.root / "archive/episodic/2026-11-01.md"
-    archived.unlink()
-    write(vault.root, "episodic/2026-11-01.md", daily("2026-11-01", [SAYS[0]]))
+    log = vault.root / "episodic/2026-11-01.md"
+    before = log.read_bytes()
+    [view] = [v for v in snapshot(vault.store, vault.seals)[0]
+              if v.path == "episodic/2026-11-01.md"]
+    archive_entry(vault.root, view, "a test", Outcome(), seals=vault.seals)
+    log.write_bytes(before)  # the crash: the copy is in the archive, the cut never happened
     vault.index()
-    [dry, _] = vault.lifecycle(["consolidate"], dry_run=True)
+    [dry, _] = vault.lifecycle(["age"], dry_run=True)
     assert dry.phase == "recovery" and [f.path for f in dry.files] == [
         "archive/episodic/2026-11-01.md", "episodic/2026-11-01.md"]
-    assert SAYS[0] in (vault.root / "episodic/2026-11-01.md").read_text()  # dry: untouched
-    [done, _] = vault.lifecycle(["consolidate"])
+    assert SAYS[0] in log.read_text()  # dry: untouched
+    [done, _] = vault.lifecycle(["age"])
     assert done.phase == "recovery" and done.written == ["episodic/2026-11-01.md"]
-    assert SAYS[0] not in (vault.root / "episodic/2026-11-01.md").read_text()
+    assert SAYS[0] not in log.read_text()
+    assert SAYS[0] in (vault.root / "archive/episodic/2026-11-01.md").read_text()
 
 
 def test_a_forged_archive_record_cannot_choose_where_restore_writes(vault: Vault) -> None:

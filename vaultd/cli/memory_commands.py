@@ -165,7 +165,8 @@ def restore(ctx: click.Context, path: str) -> None:
 @click.argument("merge_id")
 @click.pass_context
 def undo(ctx: click.Context, merge_id: str) -> None:
-    """Undo a consolidation: the originals come back, the merged note goes to archive/."""
+    """Undo a consolidation: the merged note goes to archive/ (its sources never left their
+    logs; ones an older vaultd moved to archive/ come back)."""
     with expected_errors():
         written = vault_of(ctx).undo(merge_id)
     for rel in written:

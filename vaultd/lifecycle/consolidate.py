@@ -1,8 +1,11 @@
 """consolidate: groups of ≥ 3 connected episodes become one proven semantic note.
 
 The merged note keeps what each member says (extractively, or rewritten by an optional LLM whose
-output is checked and else discarded) and records its sources and their hashes, so `vaultd undo`
-can reverse it and a consolidation a crash cut short is finished, not repeated.
+output is checked and else discarded) and records its sources and their hashes. The members stay
+where they are: a daily log keeps its entries in their order, where the entries around one help
+find it (a merge that moved them out cost recall at an agent's reading budget, bench/RESULTS.md,
+2026-12-07), and search shows a fact the note and its log both hold once. A member is merged
+once (`EntryView.merged_into`); `vaultd undo` archives the note and nothing else changes.
 """
 
 from __future__ import annotations
@@ -16,14 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from vaultd import edits
 from vaultd.layout import archive_path, home_of
-from vaultd.lifecycle import moves
 from vaultd.lifecycle.actions import Merge
 from vaultd.lifecycle.entries import EntryView, fact, provenance, words
-from vaultd.lifecycle.moves import archive_entry, as_planned, plan_archive, remove_ours
+from vaultd.lifecycle.moves import as_planned
 from vaultd.lifecycle.plans import (
     CREATE,
     Context,
-    Drafts,
     Outcome,
     Phase,
     Plan,
@@ -52,7 +53,7 @@ def clusters(views: list[EntryView], matrix: np.ndarray, threshold: float,
 
     max_size = max_size or MAX_GROUP
     eligible = [i for i, v in enumerate(views) if not v.archived and v.type == "episodic"
-                and (scope is None or v.owned(scope))]
+                and v.merged_into is None and (scope is None or v.owned(scope))]
     if len(eligible) < min_size:
         return []
     vectors = matrix[eligible]
@@ -198,8 +199,8 @@ def subject(texts: list[str], vault_df: Counter[str], vault_size: int) -> str:
 def plan(ctx: Context) -> Plan:
     """Merge each group of ≥ 3 episodes, every pair at cosine ≥ the consolidate threshold,
     into one proven semantic note named by its subject, that keeps each member word for word
-    with its date and a link to it (a near-duplicate once, with both); the originals move to
-    archive/.
+    with its date and a link to it (a near-duplicate once, with both); the members stay where
+    they are, merged (an entry already merged is not grouped again).
 
     The coherence check (what each entry says without the lines all share and without its
     time must still be about one topic) runs on dry runs too: a dry run plans what a real run
@@ -252,11 +253,8 @@ def plan(ctx: Context) -> Plan:
                             th.duplicate, path, ctx),
             tags=tuple(sorted({t for v in group for t in v.tags if t != "daily"}))))
     result.actions += merges
-    drafts = Drafts(ctx.root)
     for action in merges:
         result.touch(action.path, CREATE)
-        for view in members_bottom_up(action, ctx.by_id):
-            plan_archive(result, drafts, view)
     return result
 
 
@@ -265,13 +263,13 @@ def said_once(members: list[EntryView], vectors: np.ndarray, duplicate: float, p
     """The merged note's lines, oldest first: one per fact, with its date and a link to its
     source. A member at cosine ≥ `duplicate` (the near-duplicate threshold) to a line already
     there says the same thing again: it joins that line as a second source, and the longer of
-    the two wordings stays (the other is in the archive, and `vaultd undo` brings it back). A
+    the two wordings stays (the other is still in its log, where the link points). A
     reader pays for a fact once, and its two dates still say it was said twice."""
     lines: list[tuple[str, list[str]]] = []  # (wording, provenances)
     kept: list[int] = []  # the member each line was first said by
     for i, view in enumerate(members):
         said = fact(view)
-        source = provenance(view, path, moves.archive_dest(ctx.root, view), ctx.today)
+        source = provenance(view, path, view.path, ctx.today)
         sims = [float(vectors[i] @ vectors[k]) for k in kept]
         best = max(range(len(sims)), key=sims.__getitem__, default=None)
         if best is not None and sims[best] >= duplicate:
@@ -333,12 +331,6 @@ def consolidation_id(action: Merge) -> str:
     return hashlib.sha1("\0".join(sorted(action.entries)).encode()).hexdigest()[:10]
 
 
-def members_bottom_up(action: Merge, views: dict[str, EntryView]) -> list[EntryView]:
-    """A merge's members in the order they are archived: bottom-up within a file, so earlier
-    line numbers stay valid."""
-    return sorted((views[e] for e in action.entries), key=lambda v: (v.path, -v.start_line))
-
-
 def apply(ctx: Context, plan: Plan) -> Outcome:
     root, views, llm = ctx.root, ctx.by_id, ctx.llm
     out = Outcome()
@@ -351,28 +343,12 @@ def apply(ctx: Context, plan: Plan) -> Outcome:
         try:
             for e in action.entries:  # merge only what was planned: no member changed since
                 as_planned(edits.read(root / views[e].path).text, views[e])
-            for e in action.entries:  # every source and its archive copy must be writable,
-                edits.check_writable(root / views[e].path, root=root)  # before the merge exists
-                edits.check_writable(root / archive_path(views[e].path), root=root)
             edits.create_new(edits.inside(root, root / rel), text, root=root)
         except (edits.ConflictError, OSError) as exc:  # one file never stops the phase
             out.conflicts.append(edits.per_file(rel, exc))
             continue
-        why = f"consolidated into {rel} ({merge_id})"
-        moved = 0
-        for view in members_bottom_up(action, views):
-            try:
-                archive_entry(root, view, why, out, seals=ctx.seals)
-                moved += 1
-            except (edits.ConflictError, OSError) as exc:
-                out.conflicts.append(edits.per_file(view.path, exc))
-        if moved:
-            # a member left behind is finished later (`recovery.finish_interrupted` moves an
-            # entry a merged note lists with the same hash); the merged note must stay for that
-            out.created.append(rel)
-        else:  # nothing moved: the merged note alone would duplicate every member
-            remove_ours(root, root / rel, text.encode("utf-8"))
+        out.created.append(rel)
     return out
 
 
-PHASE = Phase("consolidate", plan, apply, moves_entries=True)
+PHASE = Phase("consolidate", plan, apply)

@@ -62,6 +62,9 @@ class EntryView:
     # the claims vaultd verifiably wrote (`provenance`): a whole note's sealed frontmatter
     # keys; "status" for a daily-log entry whose `proven` is sealed
     claims: frozenset[str] = frozenset()
+    # the merged note that keeps this entry's facts (a consolidation vaultd verifiably made
+    # lists it with this very text), else None: it stays where it is, merged once
+    merged_into: str | None = None
 
     @property
     def archived(self) -> bool:
@@ -137,7 +140,14 @@ class EntryView:
             return "tagged #decision"
         if self.proven:
             return "proven"
+        if self.merged_into:
+            return f"merged into {self.merged_into}, which keeps it with its group"
         return None
+
+    @property
+    def source(self) -> str:
+        """How a merged note names this entry among its sources (`consolidated_from`)."""
+        return f"{self.path}#{self.key}" if self.is_daily else self.path
 
     def label(self) -> str:
         return f"{self.path}:{self.start_line}-{self.end_line}" + (
@@ -180,8 +190,31 @@ def snapshot(store: IndexStore, seals: Seals | None = None) -> tuple[list[EntryV
                                claims_of(seals, fm, row.key, row.hash, daily)))
         vec = sums[row.id]
         vectors.append(vec / max(float(np.linalg.norm(vec)), 1e-12))
+    merged = merged_sources(views)
+    for view in views:
+        if not view.archived:
+            view.merged_into = merged.get((view.source, view.hash))
     matrix = np.vstack(vectors) if vectors else np.zeros((0, 1), dtype=np.float32)
     return views, matrix
+
+
+MERGE_CLAIMS = frozenset({"consolidation", "consolidated_from", "consolidated_hashes"})
+
+
+def merged_sources(views: Iterable[EntryView]) -> dict[tuple[str, str], str]:
+    """(source, hash) → the merged note that lists it: every source of a consolidation vaultd
+    verifiably made (its claims sealed), as `consolidated_from` names it (`path#key` for a
+    daily-log entry, `path` for a note) with the text it was merged from."""
+    out: dict[tuple[str, str], str] = {}
+    for v in views:
+        fm = v.frontmatter
+        sources, hashes = fm.get("consolidated_from"), fm.get("consolidated_hashes")
+        if v.archived or not v.claims >= MERGE_CLAIMS or not isinstance(sources, list) \
+                or not isinstance(hashes, list) or len(sources) != len(hashes):
+            continue
+        for source, digest in zip(sources, hashes):
+            out.setdefault((str(source), str(digest)), v.path)
+    return out
 
 
 # ---------------------------------------------------------------------------- sentences

@@ -81,8 +81,8 @@ ONE_LINE_POWER = 1.0  # the same for the one line of a procedure, decision, thre
 GENERIC_PENALTY = 0.35  # value × exp(-this × z), z = how central the entry is (standardised)
 PROVEN_BOOST = 1.5
 DURABLE_BOOST = 1.2  # semantic notes and the user's notes: knowledge rather than an episode
-# A consolidated note's facts are restatements of one theme (each ≥ 0.70 similar to the
-# others): a question about the theme needs one of them, so per fact they are asked about far
+# A consolidated note's facts are restatements of one theme (each ≥ the consolidate threshold
+# to the others): a question about the theme needs one of them, so per fact they are asked about far
 # less often than an unmerged episode's, on every locomo-dev conversation (bench/RESULTS.md).
 # Valued as episodes times this (on the plateau of the tuning grid), not boosted as proven.
 CONSOLIDATED_WEIGHT = 0.35
@@ -335,9 +335,10 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
     template = _template(root, templates)
     present = _fields(template)
     recalls = store.recall_counts()
-    # what the agent loads itself at session start would only be said twice
+    # what the agent loads itself at session start would only be said twice, and so would an
+    # entry a merged note keeps (its facts are offered from there)
     keep = [i for i, v in enumerate(views) if v.path != MEMORY_FILE and not v.archived
-            and v.path not in layout.AGENT_LOADED]
+            and v.path not in layout.AGENT_LOADED and v.merged_into is None]
     active = [views[i] for i in keep]
     if vectors is None or len(vectors) != len(views):
         vectors = np.zeros((len(views), 1), dtype=np.float32)

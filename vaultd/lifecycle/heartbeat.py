@@ -111,7 +111,7 @@ def plan(ctx: Context) -> Plan:
     result = Plan("heartbeat")
     since = (today - dt.timedelta(days=days)).isoformat()
     recent = [i for i, v in enumerate(views) if v.is_daily and not v.archived
-              and ctx.in_scope(v) and (v.date or "") >= since]
+              and v.merged_into is None and ctx.in_scope(v) and (v.date or "") >= since]
     result.notes.append(f"{len(recent)} daily-log entries since {since}")
     if not recent:
         return result

@@ -348,8 +348,9 @@ def consolidations(root: Path, store: Store, merge_id: str,
 
 
 def undo(root: Path, store: Store, merge_id: str, seals: Seals) -> list[str]:
-    """Undo a consolidation: its originals come back, the merged note goes to archive/. An id
-    prefix that several consolidations share is refused, listing them."""
+    """Undo a consolidation: the merged note goes to archive/, and originals an older vaultd
+    moved to archive/ when it merged them come back (a merge now leaves them where they are).
+    An id prefix that several consolidations share is refused, listing them."""
     found = consolidations(root, store, merge_id, seals)
     if not found:
         raise edits.VaultdError(f"no consolidated note with id {merge_id} that vaultd made "
@@ -373,6 +374,15 @@ def undo(root: Path, store: Store, merge_id: str, seals: Seals) -> list[str]:
     written: list[str] = []
     for file_part, keys in by_file.items():
         archived = archive_path(file_part)
+        live = root / file_part
+        if keys and live.is_file():  # entries still in their log stay as they are
+            here = parse(file_part, edits.read(live).text).entries
+            keys = [(k, h) for k, h in keys
+                    if not any(e.key == k and h in (None, e.hash) for e in here)]
+            if not keys:
+                continue
+        elif not keys and live.exists():  # a merged note that never left its place
+            continue
         if (root / archived).is_file():
             written += restore(root, archived, keys or None, seals=seals)
     view = EntryView(id="", path=path, key="", heading="", type="semantic", date=None, tags=(),

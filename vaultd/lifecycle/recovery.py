@@ -1,9 +1,9 @@
 """Finishing what a crash cut short, before any phase that moves entries runs again.
 
-It acts only on what vaultd can verify it started (`provenance`): an archive record it sealed,
-a merged note whose `consolidation` claims it sealed; and only inside the lifecycle's scope
-(the agent's memory): a note anywhere that claims to have merged a user's entry must not make
-vaultd cut that entry out. It plans like a phase, so `--dry-run` and the report show each move.
+It acts only on what vaultd can verify it started (`provenance`): an archive record it sealed;
+and only inside the lifecycle's scope (the agent's memory). It plans like a phase, so
+`--dry-run` and the report show each move. (A merge moves nothing: its members stay in their
+logs, so an entry a merged note lists is where it belongs, not a move cut short.)
 """
 
 from __future__ import annotations
@@ -21,18 +21,13 @@ from vaultd.lifecycle.plans import Drafts, Outcome, Plan
 from vaultd.provenance import Seals
 
 PHASE_NAME = "recovery"
-MERGE_CLAIMS = frozenset({"consolidation", "consolidated_from", "consolidated_hashes"})
 
 
 def plan_interrupted(root: Path, views: list[EntryView], scope: Iterable[str],
                      seals: Seals) -> Plan:
-    """What a crash (SIGKILL, power loss) left half done, as a plan of moves:
-    - a daily-log entry whose exact copy is already in its archive file under the same key,
-      recorded by a sealed record (the copy was written, the source not yet cut), leaves the
-      log;
-    - an entry still in its log that a merged note vaultd verifiably made lists as a source,
-      with the text it was merged from (`consolidated_hashes`), moves to archive/ as the
-      consolidation meant to.
+    """What a crash (SIGKILL, power loss) left half done, as a plan of moves: a daily-log
+    entry whose exact copy is already in its archive file under the same key, recorded by a
+    sealed record (the copy was written, the source not yet cut), leaves the log.
     Only entries in `scope` move. An entry changed since keeps its place. Nothing is deleted:
     each one is moved."""
     scope = tuple(scope)
@@ -44,23 +39,12 @@ def plan_interrupted(root: Path, views: list[EntryView], scope: Iterable[str],
     live = Counter((v.path, v.key, v.hash) for v in views if not v.archived and v.is_daily)
     # an identical twin left in the log on purpose is not an interrupted move
     copies = {c for c in copies if interrupted(records.get(c[0], []), c[1], c[2], live[c])}
-    merged: dict[tuple[str, str], str] = {}  # (source, hash) → why
-    for v in views:
-        fm = v.frontmatter
-        sources, hashes = fm.get("consolidated_from"), fm.get("consolidated_hashes")
-        if v.archived or not v.claims >= MERGE_CLAIMS or not isinstance(sources, list) \
-                or not isinstance(hashes, list) or len(sources) != len(hashes):
-            continue
-        for source, digest in zip(sources, hashes):
-            merged[(str(source), str(digest))] = \
-                f"consolidated into {v.path} ({fm['consolidation']})"
     drafts = Drafts(root)
     for v in sorted((v for v in views if not v.archived and v.is_daily),
                     key=lambda v: (v.path, -v.start_line)):
-        why = ("finishing an interrupted move" if (v.path, v.key, v.hash) in copies
-               else merged.get((f"{v.path}#{v.key}", v.hash)))
-        if why is None:
+        if (v.path, v.key, v.hash) not in copies:
             continue
+        why = "finishing an interrupted move"
         if not in_scope(v.path, scope):
             plan.notes.append(f"{v.label()}: outside the lifecycle's scope; a move of it is "
                               "not finished (only the agent's memory is moved)")
