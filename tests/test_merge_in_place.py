@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import daily, fake_embedder, vaultd_wrote, write
+from conftest import SAYS, daily, fake_embedder, vaultd_wrote, write
 
 from vaultd.lifecycle.entries import snapshot
 from vaultd.vault import Vault, init_vault, open_vault
@@ -69,11 +69,8 @@ def test_a_merged_fact_is_one_hit_and_it_is_the_logs(tmp_path: Path,
 
 
 def test_memory_md_says_a_merged_fact_once(vault: Vault) -> None:
-    says = ["topicflaky refund test failed locally. Passed on rerun, suspect timing.",
-            "topicflaky nightly broke again near midnight. Berlin timezone involved.",
-            "topicflaky root cause found: local date versus UTC date in the fixture."]
-    for i, day in enumerate(["2026-11-01", "2026-11-02", "2026-11-03"]):
-        write(vault.root, f"episodic/{day}.md", daily(day, [says[i]]))
+    for day, said in zip(["2026-11-01", "2026-11-02", "2026-11-03"], SAYS):
+        write(vault.root, f"episodic/{day}.md", daily(day, [said]))
     vault.index()
     vault.lifecycle(["connect"], mirror=False)
     [report] = vault.lifecycle(["consolidate"])
@@ -83,5 +80,5 @@ def test_memory_md_says_a_merged_fact_once(vault: Vault) -> None:
                if v.is_daily and "topicflaky" in v.text)
     vault.flush()
     memory = (vault.root / "MEMORY.md").read_text(encoding="utf-8")
-    counts = [memory.count(said.split(". ")[0].removeprefix("topicflaky ")) for said in says]
+    counts = [memory.count(said.split(". ")[0].removeprefix("topicflaky ")) for said in SAYS]
     assert max(counts) == 1 and sum(counts) >= 2, counts  # from the note; never again raw
