@@ -22,6 +22,8 @@ over about two weeks: passes on days 1, 4, 8 and 14 after the last session) and 
   it, or whose gold fact or answer string is, and its size; beside it, for scale, the same for
   raw facts chosen at random filling the same budget (`- fact` lines; 5 seeds: mean, min, max)
   and shortest first;
+- the test of a merge (issue 28 point 2): budget recall before and after on the questions
+  whose gold holds a fact that a merge took into a note;
 - what the lifecycle did: links, merges, fades, extractions, notes created.
 
 A hit "finds" a gold fact when the fact's text is inside the hit's text, so a fact that a merge
@@ -151,7 +153,7 @@ def recall_at_k(vault: Vault, questions: list[dict[str, Any]], *, archive: bool)
     return round(statistics.mean(scores), 4)
 
 
-def reading(vault: Vault, questions: list[dict[str, Any]], budget: int) -> dict[str, float]:
+def reading(vault: Vault, questions: list[dict[str, Any]], budget: int) -> dict[str, Any]:
     """R@5, the top 5 hits' length, and recall within a reading budget (default search)."""
     r5, top5, recall, found = [], [], [], []
     for q in questions:
@@ -163,7 +165,29 @@ def reading(vault: Vault, questions: list[dict[str, Any]], budget: int) -> dict[
         found.append(float(recall[-1] > 0))
     return {"r5": round(statistics.mean(r5), 4), "top5_chars": round(statistics.mean(top5), 1),
             "budget_recall": round(statistics.mean(recall), 4),
-            "budget_found": round(statistics.mean(found), 4)}
+            "budget_found": round(statistics.mean(found), 4), "per_question": recall}
+
+
+def merged_facts(root: Path) -> set[str]:
+    """The facts (normalised) of the notes consolidation wrote: `- fact — [date](link)`."""
+    out = set()
+    for path in (root / "semantic").glob("*.md"):
+        text = path.read_text(encoding="utf-8")
+        if "\nconsolidation:" in text:
+            out |= {norm(re.sub(r" — \[.*$", "", line[2:])) for line in text.splitlines()
+                    if line.startswith("- ")}
+    return out
+
+
+def merge_test(questions: list[dict[str, Any]], before: dict[str, Any],
+               after: dict[str, Any], merged: set[str]) -> dict[str, Any]:
+    """Issue 28's test of a merge: recall at the reading budget, before and after, on the
+    questions whose gold holds a fact that a merge took into a note."""
+    idx = [i for i, q in enumerate(questions) if any(norm(g) in merged for g in q["gold"])]
+    mean = lambda xs: round(statistics.mean(xs), 4) if xs else 0.0  # noqa: E731
+    return {"questions": len(idx),
+            "before": mean([before["per_question"][i] for i in idx]),
+            "after": mean([after["per_question"][i] for i in idx])}
 
 
 # a line that says its subject once for several facts: "- Caroline: went to X; plans Y."
@@ -287,9 +311,11 @@ def run_conversation(conv: dict[str, Any], work: Path, model: str | None,
     flush = vault.flush()
     memory = (root / layout.MEMORY_FILE).read_text(encoding="utf-8")
     after = reading(vault, questions, budget)
+    merge = merge_test(questions, before, after, merged_facts(root))
+    before.pop("per_question"), after.pop("per_question")
     result = {
         "conversation": conv["sample_id"], "facts": len(facts), "questions": len(questions),
-        "before": before, "after": after,
+        "before": before, "after": after, "merge_test": merge,
         "r5_before": before["r5"], "r5_after": after["r5"],
         "r5_after_archive": recall_at_k(vault, questions, archive=True),
         "memory_chars": len(memory), "memory_block_chars": flush.memory_chars,
@@ -319,6 +345,12 @@ def pool(results: list[dict[str, Any]]) -> dict[str, Any]:
             for key in ("r5", "top5_chars", "budget_recall", "budget_found"):
                 out[f"{key}_{when}"] = mean(lambda r, w=when, k=key: r[w][k])
         out["r5_after_archive"] = mean(lambda r: r["r5_after_archive"])
+        asked = sum(r["merge_test"]["questions"] for r in results)
+        out["merge_test_questions"] = asked
+        for when in ("before", "after"):
+            out[f"merge_test_{when}"] = round(sum(
+                r["merge_test"][when] * r["merge_test"]["questions"] for r in results)
+                / max(asked, 1), 4)
     out["memory_gold_fact"] = mean(lambda r: r["memory"]["gold_fact"])
     for key in ("random_fill", "random_fill_min", "random_fill_max", "shortest_first"):
         out[key] = mean(lambda r, k=key: r["baselines"][k])
@@ -340,8 +372,11 @@ def line(r: dict[str, Any]) -> str:
         f"{w}: R@5 {r[w]['r5']:.3f}, top-5 {r[w]['top5_chars']:.0f} chars, budget recall "
         f"{r[w]['budget_recall']:.3f} (found {r[w]['budget_found']:.3f})"
         for w in ("before", "after"))
+    m = r["merge_test"]
     return (f"{r['conversation']}: {r['facts']} facts, {r['questions']} questions | {reads} | "
-            f"after+archive R@5 {r['r5_after_archive']:.3f} | {memory} | links {r['links']} | "
+            f"after+archive R@5 {r['r5_after_archive']:.3f} | the {m['questions']} questions a "
+            f"merged fact answers: budget recall {m['before']:.3f} -> {m['after']:.3f} | "
+            f"{memory} | links {r['links']} | "
             f"{r['actions']} | {r['seconds']}")
 
 
