@@ -111,10 +111,11 @@ def _minilm_int8(shipped: ModelProfile, cache_dir: Path) -> ModelProfile:
         build_from=shipped.onnx, build_from_sha256=shipped.sha256, max_batch=1,
         # link: related (bench/quality/calibrate_relatedness.py, the one-standard-error rule as
         # for the fp32 file): 0.50. consolidate 0.775: the memory benchmark
-        # (bench/quality/memory_lifecycle.py), as for the fp32 file. duplicate 0.95: the fp32 file's precision on
-        # near-identical STS-B pairs (flat a little above it); quantisation costs recall there,
-        # so prune archives fewer pairs, the safe direction. route 0.35: the fp32 file's recall
-        # of related pairs (STS-B gold >= 2). The figures: bench/RESULTS.md, 2026-12-03.
+        # (bench/quality/memory_lifecycle.py), as for the fp32 file. duplicate 0.95: the fp32
+        # file's precision on near-identical STS-B pairs (flat a little above it); quantisation
+        # costs recall there, so prune archives fewer pairs, the safe direction. route 0.35: the
+        # fp32 file's recall of related pairs (STS-B gold >= 2). The figures: bench/RESULTS.md,
+        # 2026-12-03 and 2026-12-07 (session 12).
         link_threshold=0.50,
         consolidate_threshold=0.775,
         duplicate_threshold=0.95,
