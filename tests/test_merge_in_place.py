@@ -40,8 +40,8 @@ def test_the_store_names_each_merged_fact_and_its_twin_in_its_log(tmp_path: Path
         rows = {(h.path, h.lines[0]): h for h in vault.search(
             "guinea pig Oscar cat March sunset", k=10, mode="bm25", types=["episodic"])}
         store = vault.store
-        ids = {(r.path, r.start_line): rowid
-               for rowid, r in store.chunks_by_rowid(range(1, 100)).items()}
+        ids = {(r.path, r.start_line): rowid for rowid, r in store.chunks_by_rowid(
+            store.chunk_keys(embedded_only=False).rowids).items()}
         merged = store.merged_facts(sorted(ids.values()))
         # the note's Oscar line has the log's Oscar bullet as its twin; its cat line (no such
         # entry in a log) has none; the log's own chunks are no merged facts

@@ -223,9 +223,9 @@ class Searcher:
                 merged = self.store.merged_facts(_rowids(vector_hits, text_hits))
                 if hint is not None:
                     hint.met(generation)
-            vector_hits, text_hits = _one_copy(
-                [vector_hits, text_hits],
-                {r: twin for r, twin in merged.items() if twin is not None}, pool)
+            twins = {r: twin for r, twin in merged.items() if twin is not None}
+            if twins or fetch > pool:
+                vector_hits, text_hits = _one_copy([vector_hits, text_hits], twins, pool)
             facts = {r for r, twin in merged.items() if twin is None}
         # (both lists come ranked with equal scores by path and line: store.knn, store.fts and
         # VectorIndex.knn order ties so, not by row order, which a rebuild changes)

@@ -64,6 +64,7 @@ from benchlib import DEFAULT_DATA, OUT, write_json  # noqa: E402
 
 from vaultd import blocks, layout  # noqa: E402
 from vaultd.lifecycle import PHASE_NAMES  # noqa: E402
+from vaultd.notes import PROVENANCE_RE  # noqa: E402
 from vaultd.vault import Vault, init_vault, open_vault  # noqa: E402
 
 BUDGET = 8000  # MEMORY.md's (the default `[lifecycle] memory_budget`)
@@ -174,7 +175,7 @@ def merged_facts(root: Path) -> set[str]:
     for path in (root / "semantic").glob("*.md"):
         text = path.read_text(encoding="utf-8")
         if "\nconsolidation:" in text:
-            out |= {norm(re.sub(r" — \[.*$", "", line[2:])) for line in text.splitlines()
+            out |= {norm(PROVENANCE_RE.sub("", line[2:])) for line in text.splitlines()
                     if line.startswith("- ")}
     return out
 

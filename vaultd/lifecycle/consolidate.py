@@ -302,7 +302,7 @@ def merge_note(action: Merge, views: dict[str, EntryView], merge_id: str,
     rewrite, when one is configured and passes the checks of `vaultd.llm`, is added under
     `## Summary`: it never replaces the members' own words."""
     members = [views[e] for e in action.entries]
-    sources = [f"{v.path}#{v.key}" if v.is_daily else v.path for v in members]
+    sources = [v.source for v in members]
     merged_by, rejected = "extractive", None
     body = [f"# {action.title}", ""] + [f"- {f}" for f in action.facts]
     if llm is not None:

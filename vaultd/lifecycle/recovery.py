@@ -40,16 +40,14 @@ def plan_interrupted(root: Path, views: list[EntryView], scope: Iterable[str],
     # an identical twin left in the log on purpose is not an interrupted move
     copies = {c for c in copies if interrupted(records.get(c[0], []), c[1], c[2], live[c])}
     drafts = Drafts(root)
-    for v in sorted((v for v in views if not v.archived and v.is_daily),
+    for v in sorted((v for v in views if not v.archived and v.is_daily
+                     and (v.path, v.key, v.hash) in copies),
                     key=lambda v: (v.path, -v.start_line)):
-        if (v.path, v.key, v.hash) not in copies:
-            continue
-        why = "finishing an interrupted move"
         if not in_scope(v.path, scope):
             plan.notes.append(f"{v.label()}: outside the lifecycle's scope; a move of it is "
                               "not finished (only the agent's memory is moved)")
             continue
-        plan.actions.append(Fade(entries=(v.id,), reason=why))
+        plan.actions.append(Fade(entries=(v.id,), reason="finishing an interrupted move"))
         plan_archive(plan, drafts, v)
     return plan
 
