@@ -52,8 +52,8 @@ def clusters(views: list[EntryView], matrix: np.ndarray, threshold: float,
     import numpy as np
 
     max_size = max_size or MAX_GROUP
-    eligible = [i for i, v in enumerate(views) if not v.archived and v.type == "episodic"
-                and v.merged_into is None and (scope is None or v.owned(scope))]
+    eligible = [i for i, v in enumerate(views) if not v.settled and v.type == "episodic"
+                and (scope is None or v.owned(scope))]
     if len(eligible) < min_size:
         return []
     vectors = matrix[eligible]

@@ -145,6 +145,12 @@ class EntryView:
         return None
 
     @property
+    def settled(self) -> bool:
+        """Archived, or merged into a note that keeps its facts: what the lifecycle no longer
+        groups, extracts from or offers MEMORY.md (its words are said elsewhere)."""
+        return self.archived or self.merged_into is not None
+
+    @property
     def source(self) -> str:
         """How a merged note names this entry among its sources (`consolidated_from`)."""
         return f"{self.path}#{self.key}" if self.is_daily else self.path

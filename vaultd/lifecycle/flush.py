@@ -337,8 +337,8 @@ def render(root: Path, templates: Path, store: Store, views: list[EntryView],
     recalls = store.recall_counts()
     # what the agent loads itself at session start would only be said twice, and so would an
     # entry a merged note keeps (its facts are offered from there)
-    keep = [i for i, v in enumerate(views) if v.path != MEMORY_FILE and not v.archived
-            and v.path not in layout.AGENT_LOADED and v.merged_into is None]
+    keep = [i for i, v in enumerate(views) if v.path != MEMORY_FILE and not v.settled
+            and v.path not in layout.AGENT_LOADED]
     active = [views[i] for i in keep]
     if vectors is None or len(vectors) != len(views):
         vectors = np.zeros((len(views), 1), dtype=np.float32)

@@ -110,8 +110,8 @@ def plan(ctx: Context) -> Plan:
     days, today = ctx.settings.heartbeat_days, ctx.today
     result = Plan("heartbeat")
     since = (today - dt.timedelta(days=days)).isoformat()
-    recent = [i for i, v in enumerate(views) if v.is_daily and not v.archived
-              and v.merged_into is None and ctx.in_scope(v) and (v.date or "") >= since]
+    recent = [i for i, v in enumerate(views) if v.is_daily and not v.settled
+              and ctx.in_scope(v) and (v.date or "") >= since]
     result.notes.append(f"{len(recent)} daily-log entries since {since}")
     if not recent:
         return result
